@@ -236,7 +236,7 @@ impl<'a> EnvelopeRef<'a> {
     }
 
     /// V9–V13: decrypts and checks the plaintext.
-    pub fn decrypt(&self, gk: &GroupKey) -> Result<(ContentType, Vec<u8>)> {
+    pub fn decrypt(&self, gk: &GroupKey) -> Result<(ContentType, String)> {
         let sk = SenderKey::derive(gk, &self.header.sender)?;
         let mk = MessageKey::derive(&sk, &self.header.msg_id)?;
         let (ct, tag) = self
@@ -248,7 +248,9 @@ impl<'a> EnvelopeRef<'a> {
         let tag = Tag::try_from(tag).map_err(|_| Error::Malformed {
             what: "envelope tag",
         })?;
-        let mut pt = zeroize::Zeroizing::new(ct.to_vec());
+        // The plaintext is content, not key material: it is handed to the
+        // caller, so it is not zeroized here.
+        let mut pt = ct.to_vec();
         cipher(&mk)
             .decrypt_inout_detached(
                 &Nonce::from(*mk.nonce()),
@@ -257,8 +259,7 @@ impl<'a> EnvelopeRef<'a> {
                 &tag,
             )
             .map_err(|_| Error::DecryptFailed)?;
-        let (content_type, body) = padding::unpad(&pt)?;
-        Ok((content_type, body.to_vec()))
+        padding::into_body(pt)
     }
 }
 
@@ -296,7 +297,6 @@ pub fn open(
     };
     replay.check(&stream, h.seq, &h.msg_id)?;
     let (content_type, body) = env.decrypt(gk)?;
-    let body = String::from_utf8(body).map_err(|_| Error::InvalidUtf8)?;
     replay.commit(&stream, h.seq, h.msg_id);
     Ok(Opened {
         header: env.header,

@@ -131,8 +131,9 @@ impl GroupKey {
             });
         }
         let mut ikm = Zeroizing::new([0u8; 64]);
-        ikm[..32].copy_from_slice(r1.expose_secret());
-        ikm[32..].copy_from_slice(rn2.expose_secret());
+        let (r1_part, rn2_part) = ikm.split_at_mut(32);
+        r1_part.copy_from_slice(r1.expose_secret());
+        rn2_part.copy_from_slice(rn2.expose_secret());
         let hk = Hkdf::<Sha256>::new(Some(GROUP_KEY_SALT), &ikm[..]);
         let mut info = Writer::with_capacity(16 + 2 + group_name.as_bytes().len() + 2 + 12);
         info.lp16(group_id.as_bytes())?

@@ -63,8 +63,9 @@ impl MessageKey {
             key: [0; 32],
             nonce: [0; 12],
         };
-        mk.key.copy_from_slice(&okm[..32]);
-        mk.nonce.copy_from_slice(&okm[32..]);
+        let (key, nonce) = okm.split_at(32);
+        mk.key.copy_from_slice(key);
+        mk.nonce.copy_from_slice(nonce);
         Ok(mk)
     }
 

@@ -51,9 +51,10 @@ pub(crate) fn pad_into(out: &mut Vec<u8>, content_type: ContentType, body: &[u8]
 }
 
 /// Checks a decrypted plaintext in SPEC §3.3 order — V10 `len(body)` fits,
-/// V11 padding zeros and minimal, V12 known content type, V13 UTF-8 — and
-/// returns the content type and body.
-pub(crate) fn unpad(plaintext: &[u8]) -> Result<(ContentType, &[u8])> {
+/// V11 padding zeros and minimal, V12 known content type — and returns the
+/// content type and the body's range. V13 (UTF-8) is the caller's, done once
+/// when the body becomes a `String`.
+pub(crate) fn unpad(plaintext: &[u8]) -> Result<(ContentType, std::ops::Range<usize>)> {
     let (prefix, rest) = plaintext
         .split_at_checked(PREFIX)
         .ok_or(Error::BadBodyLength)?;
@@ -65,7 +66,15 @@ pub(crate) fn unpad(plaintext: &[u8]) -> Result<(ContentType, &[u8])> {
         return Err(Error::BadPadding);
     }
     let content_type = ContentType::try_from(prefix.first().copied().unwrap_or(0))?;
-    std::str::from_utf8(body).map_err(|_| Error::InvalidUtf8)?;
+    Ok((content_type, PREFIX..PREFIX + body.len()))
+}
+
+/// V10–V13 on an owned plaintext, turned into the body in place.
+pub(crate) fn into_body(mut plaintext: Vec<u8>) -> Result<(ContentType, String)> {
+    let (content_type, range) = unpad(&plaintext)?;
+    plaintext.truncate(range.end);
+    plaintext.drain(..range.start);
+    let body = String::from_utf8(plaintext).map_err(|_| Error::InvalidUtf8)?;
     Ok((content_type, body))
 }
 
@@ -84,10 +93,7 @@ mod tests {
         for (len, total) in [(0, 32), (27, 32), (28, 64), (59, 64), (60, 96)] {
             let p = padded(ContentType::Text, &vec![b'a'; len]);
             assert_eq!(p.len(), total, "body {len}");
-            assert_eq!(
-                unpad(&p).unwrap(),
-                (ContentType::Text, &vec![b'a'; len][..])
-            );
+            assert_eq!(into_body(p).unwrap(), (ContentType::Text, "a".repeat(len)));
         }
     }
 
@@ -96,18 +102,18 @@ mod tests {
         let good = padded(ContentType::Text, b"hi");
         let mut long_len = good.clone();
         long_len[4] = 200;
-        assert_eq!(unpad(&long_len), Err(Error::BadBodyLength));
-        assert_eq!(unpad(&good[..4]), Err(Error::BadBodyLength));
+        assert_eq!(unpad(&long_len).unwrap_err(), Error::BadBodyLength);
+        assert_eq!(unpad(&good[..4]).unwrap_err(), Error::BadBodyLength);
         let mut nonzero = good.clone();
         nonzero[31] = 1;
-        assert_eq!(unpad(&nonzero), Err(Error::BadPadding));
+        assert_eq!(unpad(&nonzero).unwrap_err(), Error::BadPadding);
         let mut extra = good.clone();
         extra.extend_from_slice(&[0; 32]);
-        assert_eq!(unpad(&extra), Err(Error::BadPadding));
+        assert_eq!(unpad(&extra).unwrap_err(), Error::BadPadding);
         let mut reserved = good.clone();
         reserved[0] = 3;
-        assert_eq!(unpad(&reserved), Err(Error::UnknownContentType(3)));
+        assert_eq!(unpad(&reserved).unwrap_err(), Error::UnknownContentType(3));
         let bad_utf8 = padded(ContentType::Text, &[0xff, 0xfe]);
-        assert_eq!(unpad(&bad_utf8), Err(Error::InvalidUtf8));
+        assert_eq!(into_body(bad_utf8), Err(Error::InvalidUtf8));
     }
 }
