@@ -3,10 +3,16 @@
 //! sizes (the physical limits), and the RN1 ratchet step.
 //!
 //! `cargo bench -p duokey-crypto --bench envelope`
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::*;
 use ed25519_dalek::{Signer, Verifier};
@@ -30,7 +36,14 @@ fn setup() -> (IdentityKey, Header, GroupKey, EpochTable) {
     let gk = GroupKey::from_bytes([3; 32]);
     let mut table = EpochTable::default();
     let senders = HashMap::from([(header.sender.clone(), key.public())]);
-    table.insert(header.group_id, header.epoch, OpenEpoch { key: gk.clone(), senders });
+    table.insert(
+        header.group_id,
+        header.epoch,
+        OpenEpoch {
+            key: gk.clone(),
+            senders,
+        },
+    );
     (key, header, gk, table)
 }
 
@@ -40,7 +53,14 @@ fn envelopes(c: &mut Criterion) {
     let limits = Limits::default();
     for size in [100usize, 64 * 1024] {
         let body = "x".repeat(size);
-        let sealed = envelope::seal(&key, &sender_key, &header, ContentType::Text, body.as_bytes()).unwrap();
+        let sealed = envelope::seal(
+            &key,
+            &sender_key,
+            &header,
+            ContentType::Text,
+            body.as_bytes(),
+        )
+        .unwrap();
         let signed_len = sealed.len() - 4 - 64 + "duokey/v1 envelope".len();
         let message = vec![0u8; signed_len];
         let sig = key.signing_key().sign(&message);
@@ -49,7 +69,16 @@ fn envelopes(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("envelope_{size}B"));
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_function(BenchmarkId::new("seal_sign", size), |b| {
-            b.iter(|| envelope::seal(&key, &sender_key, &header, ContentType::Text, black_box(body.as_bytes())).unwrap())
+            b.iter(|| {
+                envelope::seal(
+                    &key,
+                    &sender_key,
+                    &header,
+                    ContentType::Text,
+                    black_box(body.as_bytes()),
+                )
+                .unwrap()
+            })
         });
         g.bench_function(BenchmarkId::new("bare_ed25519_sign", size), |b| {
             b.iter(|| key.signing_key().sign(black_box(&message)))
@@ -58,7 +87,11 @@ fn envelopes(c: &mut Criterion) {
         // the steady state of a receiver following one sender.
         let ring: Vec<Vec<u8>> = (0..RING)
             .map(|i| {
-                let h = Header { seq: i, msg_id: MsgId((u128::from(i) + 1).to_be_bytes()), ..header.clone() };
+                let h = Header {
+                    seq: i,
+                    msg_id: MsgId((u128::from(i) + 1).to_be_bytes()),
+                    ..header.clone()
+                };
                 envelope::seal(&key, &sender_key, &h, ContentType::Text, body.as_bytes()).unwrap()
             })
             .collect();
@@ -71,7 +104,9 @@ fn envelopes(c: &mut Criterion) {
                     let n = (iters - done).min(RING);
                     let start = Instant::now();
                     for e in &ring[..n as usize] {
-                        black_box(envelope::open(black_box(e), &limits, &table, &mut replay).unwrap());
+                        black_box(
+                            envelope::open(black_box(e), &limits, &table, &mut replay).unwrap(),
+                        );
                     }
                     total += start.elapsed();
                     done += n;
@@ -80,7 +115,11 @@ fn envelopes(c: &mut Criterion) {
             })
         });
         g.bench_function(BenchmarkId::new("bare_ed25519_verify", size), |b| {
-            b.iter(|| vk.verifying_key().verify(black_box(&message), &sig).unwrap())
+            b.iter(|| {
+                vk.verifying_key()
+                    .verify(black_box(&message), &sig)
+                    .unwrap()
+            })
         });
         g.bench_function(BenchmarkId::new("bare_sha512", size), |b| {
             use sha2::Digest;
@@ -89,7 +128,11 @@ fn envelopes(c: &mut Criterion) {
         let cipher = aes_gcm::Aes256Gcm::new(&[5u8; 32].into());
         let mut buf = vec![0u8; size];
         g.bench_function(BenchmarkId::new("bare_aes256gcm_seal", size), |b| {
-            b.iter(|| cipher.encrypt_inout_detached(&[0u8; 12].into(), b"", buf.as_mut_slice().into()).unwrap())
+            b.iter(|| {
+                cipher
+                    .encrypt_inout_detached(&[0u8; 12].into(), b"", buf.as_mut_slice().into())
+                    .unwrap()
+            })
         });
         g.finish();
     }
@@ -97,11 +140,22 @@ fn envelopes(c: &mut Criterion) {
 
 fn ratchet(c: &mut Criterion) {
     let r1 = R1::from_bytes([9; 32], 1);
-    c.bench_function("rn1_ratchet_step", |b| b.iter(|| black_box(&r1).ratchet_to(2).unwrap()));
+    c.bench_function("rn1_ratchet_step", |b| {
+        b.iter(|| black_box(&r1).ratchet_to(2).unwrap())
+    });
     let rn2 = Rn2::from_bytes([8; 32]);
     let name = GroupName::new("proj").unwrap();
     c.bench_function("group_key_derive", |b| {
-        b.iter(|| GroupKey::derive(black_box(&r1), &rn2, &GroupId([1; 16]), &name, Epoch::new(1, 1)).unwrap())
+        b.iter(|| {
+            GroupKey::derive(
+                black_box(&r1),
+                &rn2,
+                &GroupId([1; 16]),
+                &name,
+                Epoch::new(1, 1),
+            )
+            .unwrap()
+        })
     });
 }
 

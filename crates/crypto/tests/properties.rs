@@ -1,7 +1,13 @@
 //! Property tests (issue 2, SPEC §3.3, §4): any bit flip, truncation or
 //! extension of an envelope, item or delivery key record is rejected; wrong
 //! key, epoch, group, sender or suite is rejected; content round-trips.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::*;
@@ -12,18 +18,35 @@ const GROUP: GroupId = GroupId([7; 16]);
 const EPOCH: Epoch = Epoch::new(2, 5);
 
 fn alice() -> (IdentityKey, UserId) {
-    (IdentityKey::from_seed([1; 32]), UserId::new("alice@example.org").unwrap())
+    (
+        IdentityKey::from_seed([1; 32]),
+        UserId::new("alice@example.org").unwrap(),
+    )
 }
 
 fn table(gk: &GroupKey) -> EpochTable {
     let (key, id) = alice();
     let mut t = EpochTable::default();
-    t.insert(GROUP, EPOCH, OpenEpoch { key: gk.clone(), senders: HashMap::from([(id, key.public())]) });
+    t.insert(
+        GROUP,
+        EPOCH,
+        OpenEpoch {
+            key: gk.clone(),
+            senders: HashMap::from([(id, key.public())]),
+        },
+    );
     t
 }
 
 fn header(seq: u64, msg_id: [u8; 16]) -> Header {
-    Header { group_id: GROUP, epoch: EPOCH, sender: alice().1, seq, sent_at_ms: 1, msg_id: MsgId(msg_id) }
+    Header {
+        group_id: GROUP,
+        epoch: EPOCH,
+        sender: alice().1,
+        seq,
+        sent_at_ms: 1,
+        msg_id: MsgId(msg_id),
+    }
 }
 
 fn seal(gk: &GroupKey, h: &Header, ct: ContentType, body: &str) -> Vec<u8> {
@@ -32,7 +55,12 @@ fn seal(gk: &GroupKey, h: &Header, ct: ContentType, body: &str) -> Vec<u8> {
 }
 
 fn open(gk: &GroupKey, bytes: &[u8]) -> Result<Opened> {
-    envelope::open(bytes, &Limits::default(), &table(gk), &mut ReplayGuard::default())
+    envelope::open(
+        bytes,
+        &Limits::default(),
+        &table(gk),
+        &mut ReplayGuard::default(),
+    )
 }
 
 fn content_type() -> impl Strategy<Value = ContentType> {
@@ -58,20 +86,41 @@ fn item_body() -> impl Strategy<Value = ItemBody> {
             group_name: GroupName::new(n).unwrap(),
             rights: Rights::from_bits(r).unwrap()
         }),
-        (id.clone(), g.clone(), any::<[u8; 32]>())
-            .prop_map(|(invite_id, group_id, k)| ItemBody::Ack { invite_id, group_id, invite_pub: DeliveryPublic(k) }),
-        (id.clone(), g.clone()).prop_map(|(invite_id, group_id)| ItemBody::Decline { invite_id, group_id }),
-        (id, g.clone(), any::<u32>(), any::<u64>(), any::<[u8; 32]>(), proptest::collection::vec(any::<u8>(), 0..80))
-            .prop_map(|(ref_id, group_id, rn1_version, at_rn2_version, enc, ct)| ItemBody::Rn1(Rn1Payload {
-                ref_id,
+        (id.clone(), g.clone(), any::<[u8; 32]>()).prop_map(|(invite_id, group_id, k)| {
+            ItemBody::Ack {
+                invite_id,
                 group_id,
-                rn1_version,
-                at_rn2_version,
-                enc,
-                ct
-            })),
-        g.clone().prop_map(|group_id| ItemBody::Removal { group_id }),
-        (g, any::<u64>()).prop_map(|(group_id, v)| ItemBody::Stale { group_id, current_rn2_version: v }),
+                invite_pub: DeliveryPublic(k),
+            }
+        }),
+        (id.clone(), g.clone()).prop_map(|(invite_id, group_id)| ItemBody::Decline {
+            invite_id,
+            group_id
+        }),
+        (
+            id,
+            g.clone(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<[u8; 32]>(),
+            proptest::collection::vec(any::<u8>(), 0..80)
+        )
+            .prop_map(|(ref_id, group_id, rn1_version, at_rn2_version, enc, ct)| {
+                ItemBody::Rn1(Rn1Payload {
+                    ref_id,
+                    group_id,
+                    rn1_version,
+                    at_rn2_version,
+                    enc,
+                    ct,
+                })
+            }),
+        g.clone()
+            .prop_map(|group_id| ItemBody::Removal { group_id }),
+        (g, any::<u64>()).prop_map(|(group_id, v)| ItemBody::Stale {
+            group_id,
+            current_rn2_version: v
+        }),
     ]
 }
 
@@ -179,15 +228,24 @@ proptest! {
 
 #[test]
 fn unknown_item_kind_is_rejected() {
-    let mut bytes = sample_item(ItemBody::Removal { group_id: GROUP }).sign(&alice().0).unwrap();
+    let mut bytes = sample_item(ItemBody::Removal { group_id: GROUP })
+        .sign(&alice().0)
+        .unwrap();
     bytes[4] = 7;
-    assert_eq!(SignedItem::parse(&bytes).unwrap_err(), Error::UnknownItemKind(7));
+    assert_eq!(
+        SignedItem::parse(&bytes).unwrap_err(),
+        Error::UnknownItemKind(7)
+    );
 }
 
 #[test]
 fn item_for_someone_else_is_rejected() {
-    let bytes = sample_item(ItemBody::Removal { group_id: GROUP }).sign(&alice().0).unwrap();
+    let bytes = sample_item(ItemBody::Removal { group_id: GROUP })
+        .sign(&alice().0)
+        .unwrap();
     let carol = UserId::new("carol").unwrap();
-    let r = SignedItem::parse(&bytes).unwrap().open(&carol, &alice().0.public());
+    let r = SignedItem::parse(&bytes)
+        .unwrap()
+        .open(&carol, &alice().0.public());
     assert!(matches!(r, Err(Error::WrongRecipient { .. })));
 }

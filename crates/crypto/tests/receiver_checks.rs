@@ -1,6 +1,12 @@
 //! SPEC §3.3: every receiver check, each with its own error, in the spec's
 //! order (ids V1…V13 as in docs/SECURITY.md).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::*;
@@ -26,8 +32,20 @@ fn fixture() -> Fixture {
     let gk = GroupKey::from_bytes([5; 32]);
     let mut table = EpochTable::default();
     let senders = HashMap::from([(header.sender.clone(), alice.public())]);
-    table.insert(header.group_id, header.epoch, OpenEpoch { key: gk.clone(), senders });
-    Fixture { alice, header, gk, table }
+    table.insert(
+        header.group_id,
+        header.epoch,
+        OpenEpoch {
+            key: gk.clone(),
+            senders,
+        },
+    );
+    Fixture {
+        alice,
+        header,
+        gk,
+        table,
+    }
 }
 
 impl Fixture {
@@ -60,7 +78,9 @@ fn resign(f: &Fixture, mut bytes: Vec<u8>, edit: impl FnOnce(&mut Vec<u8>)) -> V
 }
 
 fn check(r: Result<Opened>) -> &'static str {
-    r.expect_err("must be rejected").check_id().expect("a receiver check")
+    r.expect_err("must be rejected")
+        .check_id()
+        .expect("a receiver check")
 }
 
 #[test]
@@ -76,7 +96,10 @@ fn v2_unknown_suite_is_reported_before_anything_else_in_the_header() {
     let f = fixture();
     let e = f.seal("x");
     let e = resign(&f, e, |b| b[9] = 2); // header starts at 8: u16 suite = 0x0002
-    assert_eq!(f.open_fresh(&e).unwrap_err(), Error::UnsupportedSuite { suite: 2 });
+    assert_eq!(
+        f.open_fresh(&e).unwrap_err(),
+        Error::UnsupportedSuite { suite: 2 }
+    );
 }
 
 #[test]
@@ -84,11 +107,20 @@ fn v3_oversized_header_body_and_trailing_bytes() {
     let f = fixture();
     let mut big_header = f.seal("x");
     big_header[4..8].copy_from_slice(&2000u32.to_be_bytes());
-    assert!(matches!(f.open_fresh(&big_header), Err(Error::TooLarge { what: "header", .. })));
+    assert!(matches!(
+        f.open_fresh(&big_header),
+        Err(Error::TooLarge { what: "header", .. })
+    ));
     let small = Limits { max_body: 16 };
     let long = f.seal(&"y".repeat(100));
     let r = envelope::open(&long, &small, &f.table, &mut ReplayGuard::default());
-    assert!(matches!(r, Err(Error::TooLarge { what: "ciphertext", .. })));
+    assert!(matches!(
+        r,
+        Err(Error::TooLarge {
+            what: "ciphertext",
+            ..
+        })
+    ));
     let mut trailing = f.seal("x");
     trailing.push(0);
     assert_eq!(check(f.open_fresh(&trailing)), "V3");
@@ -102,7 +134,13 @@ fn v4_unknown_epoch_comes_before_membership_and_signature() {
     let mut e = f.seal_with(&h, &f.gk, b"x");
     let n = e.len();
     e[n - 1] ^= 1; // a bad signature too: V4 must still be what is reported
-    assert_eq!(f.open_fresh(&e).unwrap_err(), Error::UnknownEpoch { group: h.group_id, epoch: h.epoch });
+    assert_eq!(
+        f.open_fresh(&e).unwrap_err(),
+        Error::UnknownEpoch {
+            group: h.group_id,
+            epoch: h.epoch
+        }
+    );
     h = f.header.clone();
     h.group_id = GroupId([8; 16]);
     assert_eq!(check(f.open_fresh(&f.seal_with(&h, &f.gk, b"x"))), "V4");
@@ -142,7 +180,10 @@ fn v7_v8_replayed_envelope_msg_id_and_seq() {
     assert_eq!(check(f.open(&e, &mut replay)), "V7");
     let mut h = f.header.clone();
     h.msg_id = MsgId([10; 16]); // fresh msg_id, same seq
-    assert_eq!(check(f.open(&f.seal_with(&h, &f.gk, b"x"), &mut replay)), "V8");
+    assert_eq!(
+        check(f.open(&f.seal_with(&h, &f.gk, b"x"), &mut replay)),
+        "V8"
+    );
     h.seq = 1;
     f.open(&f.seal_with(&h, &f.gk, b"x"), &mut replay).unwrap();
 }
@@ -153,7 +194,11 @@ fn v9_wrong_group_key_fails_decryption_and_is_not_recorded() {
     let e = f.seal_with(&f.header, &GroupKey::from_bytes([6; 32]), b"x");
     let mut replay = ReplayGuard::default();
     assert_eq!(check(f.open(&e, &mut replay)), "V9");
-    assert_eq!(replay.streams(), 0, "a failed envelope leaves no replay state");
+    assert_eq!(
+        replay.streams(),
+        0,
+        "a failed envelope leaves no replay state"
+    );
 }
 
 /// Builds an envelope whose plaintext is `pt` exactly (bypassing padding),
@@ -164,7 +209,15 @@ fn with_plaintext(f: &Fixture, pt: &[u8]) -> Vec<u8> {
     let sk = SenderKey::derive(&f.gk, &f.header.sender).unwrap();
     let mk = MessageKey::derive(&sk, &f.header.msg_id).unwrap();
     let cipher = aes_gcm::Aes256Gcm::new(mk.key().into());
-    let ct = cipher.encrypt(&(*mk.nonce()).into(), Payload { msg: pt, aad: &header }).unwrap();
+    let ct = cipher
+        .encrypt(
+            &(*mk.nonce()).into(),
+            Payload {
+                msg: pt,
+                aad: &header,
+            },
+        )
+        .unwrap();
     let mut e = b"DKE1".to_vec();
     e.extend_from_slice(&(header.len() as u32).to_be_bytes());
     e.extend_from_slice(&header);
@@ -185,15 +238,35 @@ fn plaintext(content_type: u8, len: u32, body: &[u8], total: usize) -> Vec<u8> {
 #[test]
 fn v10_to_v13_plaintext_checks() {
     let f = fixture();
-    assert_eq!(f.open_fresh(&with_plaintext(&f, &plaintext(1, 2, b"hi", 32))).unwrap().body, "hi");
-    assert_eq!(check(f.open_fresh(&with_plaintext(&f, &plaintext(1, 40, b"hi", 32)))), "V10");
+    assert_eq!(
+        f.open_fresh(&with_plaintext(&f, &plaintext(1, 2, b"hi", 32)))
+            .unwrap()
+            .body,
+        "hi"
+    );
+    assert_eq!(
+        check(f.open_fresh(&with_plaintext(&f, &plaintext(1, 40, b"hi", 32)))),
+        "V10"
+    );
     let mut nonzero = plaintext(1, 2, b"hi", 32);
     nonzero[31] = 1;
     assert_eq!(check(f.open_fresh(&with_plaintext(&f, &nonzero))), "V11");
-    assert_eq!(check(f.open_fresh(&with_plaintext(&f, &plaintext(1, 2, b"hi", 64)))), "V11");
-    assert_eq!(check(f.open_fresh(&with_plaintext(&f, &plaintext(1, 2, b"hi", 33)))), "V11");
-    assert_eq!(check(f.open_fresh(&with_plaintext(&f, &plaintext(9, 2, b"hi", 32)))), "V12");
-    assert_eq!(check(f.open_fresh(&with_plaintext(&f, &plaintext(1, 2, &[0xc3, 0x28], 32)))), "V13");
+    assert_eq!(
+        check(f.open_fresh(&with_plaintext(&f, &plaintext(1, 2, b"hi", 64)))),
+        "V11"
+    );
+    assert_eq!(
+        check(f.open_fresh(&with_plaintext(&f, &plaintext(1, 2, b"hi", 33)))),
+        "V11"
+    );
+    assert_eq!(
+        check(f.open_fresh(&with_plaintext(&f, &plaintext(9, 2, b"hi", 32)))),
+        "V12"
+    );
+    assert_eq!(
+        check(f.open_fresh(&with_plaintext(&f, &plaintext(1, 2, &[0xc3, 0x28], 32)))),
+        "V13"
+    );
 }
 
 #[test]
