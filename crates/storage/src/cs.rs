@@ -1,0 +1,361 @@
+//! CS tables: directory, inboxes, group membership and ciphertext logs
+//! (SPEC §5.3, §5.4).
+
+use crate::{Db, Error, Result, to_i64, to_u64};
+use sqlx::Row;
+
+/// A stored inbox item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredItem {
+    /// Position in the recipient's inbox.
+    pub cursor: u64,
+    /// The signed item bytes.
+    pub item: Vec<u8>,
+    /// When the CS stored it.
+    pub received_at_ms: u64,
+}
+
+/// A stored envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEnvelope {
+    /// Position in the group's log.
+    pub log_seq: u64,
+    /// The envelope bytes.
+    pub envelope: Vec<u8>,
+    /// When the CS stored it.
+    pub stored_at_ms: u64,
+}
+
+/// A group's membership as the CS knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsGroup {
+    /// RN2 version of the membership.
+    pub rn2_version: u64,
+    /// Destroyed: refuse posts and fetches.
+    pub deleted: bool,
+    /// Ciphertext retention in seconds.
+    pub retention_secs: u64,
+}
+
+/// One envelope to append: `(group_id, log_seq, sender, envelope, stored_at_ms)`.
+pub type Append = (Vec<u8>, u64, String, Vec<u8>, i64);
+
+/// Encodes a certificate chain as `u32 len || der` repeated.
+pub fn encode_chain(chain: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for cert in chain {
+        out.extend_from_slice(&(cert.len() as u32).to_be_bytes());
+        out.extend_from_slice(cert);
+    }
+    out
+}
+
+/// Decodes [`encode_chain`].
+pub fn decode_chain(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let mut chain = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes
+            .split_at_checked(4)
+            .ok_or(Error::Corrupt("certificate chain"))?;
+        let len = u32::from_be_bytes(
+            len.try_into()
+                .map_err(|_| Error::Corrupt("certificate chain"))?,
+        ) as usize;
+        let (cert, rest) = rest
+            .split_at_checked(len)
+            .ok_or(Error::Corrupt("certificate chain"))?;
+        chain.push(cert.to_vec());
+        bytes = rest;
+    }
+    Ok(chain)
+}
+
+impl Db {
+    /// Records the certificate chain a user presented (from its mTLS handshake).
+    pub async fn upsert_user(&self, user: &str, chain: &[Vec<u8>], now_ms: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO cs_users (user_id, cert_chain, updated_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id) DO UPDATE SET cert_chain = excluded.cert_chain, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(user.to_owned())
+        .bind(encode_chain(chain))
+        .bind(now_ms)
+        .execute(self.w())
+        .await?;
+        Ok(())
+    }
+
+    /// Stores a user's signed delivery key record.
+    pub async fn set_delivery_key(&self, user: &str, record: &[u8]) -> Result<()> {
+        sqlx::query("UPDATE cs_users SET delivery_key = $1 WHERE user_id = $2")
+            .bind(record.to_vec())
+            .bind(user.to_owned())
+            .execute(self.w())
+            .await?;
+        Ok(())
+    }
+
+    /// A user's certificate chain and delivery key record.
+    pub async fn user(&self, user: &str) -> Result<Option<(Vec<Vec<u8>>, Option<Vec<u8>>)>> {
+        let row = sqlx::query("SELECT cert_chain, delivery_key FROM cs_users WHERE user_id = $1")
+            .bind(user.to_owned())
+            .fetch_optional(self.r())
+            .await?;
+        row.map(|r| {
+            Ok((
+                decode_chain(&r.try_get::<Vec<u8>, _>("cert_chain")?)?,
+                r.try_get("delivery_key")?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Puts an item into an inbox; the same `item_id` twice is stored once
+    /// and answers the first cursor. Returns `(cursor, newly_inserted)`.
+    pub async fn inbox_insert(
+        &self,
+        recipient: &str,
+        item_id: &[u8],
+        sender: &str,
+        kind: u8,
+        item: &[u8],
+        now_ms: i64,
+    ) -> Result<(u64, bool)> {
+        let inserted = sqlx::query(
+            "INSERT INTO cs_inbox (recipient, item_id, sender, kind, item, received_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (recipient, item_id) DO NOTHING",
+        )
+        .bind(recipient.to_owned())
+        .bind(item_id.to_vec())
+        .bind(sender.to_owned())
+        .bind(i64::from(kind))
+        .bind(item.to_vec())
+        .bind(now_ms)
+        .execute(self.w())
+        .await?
+        .rows_affected();
+        let row = sqlx::query("SELECT cursor FROM cs_inbox WHERE recipient = $1 AND item_id = $2")
+            .bind(recipient.to_owned())
+            .bind(item_id.to_vec())
+            .fetch_one(self.w())
+            .await?;
+        Ok((to_u64(row.try_get("cursor")?, "cursor")?, inserted == 1))
+    }
+
+    /// Items of an inbox after a cursor, oldest first.
+    pub async fn inbox_after(
+        &self,
+        recipient: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredItem>> {
+        let rows = sqlx::query(
+            "SELECT cursor, item, received_at_ms FROM cs_inbox WHERE recipient = $1 AND cursor > $2 \
+             ORDER BY cursor LIMIT $3",
+        )
+        .bind(recipient.to_owned())
+        .bind(to_i64(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredItem {
+                    cursor: to_u64(r.try_get("cursor")?, "cursor")?,
+                    item: r.try_get("item")?,
+                    received_at_ms: to_u64(r.try_get("received_at_ms")?, "received_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes inbox items up to a cursor; returns how many.
+    pub async fn inbox_ack(&self, recipient: &str, up_to: u64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM cs_inbox WHERE recipient = $1 AND cursor <= $2")
+                .bind(recipient.to_owned())
+                .bind(to_i64(up_to)?)
+                .execute(self.w())
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// Replaces a group's membership if `rn2_version` is newer than the
+    /// stored one (or equal, to make retries idempotent). Returns the
+    /// version held afterwards.
+    pub async fn set_members(
+        &self,
+        group_id: &[u8],
+        rn2_version: u64,
+        members: &[String],
+        deleted: bool,
+        retention_secs: u64,
+    ) -> Result<u64> {
+        let mut tx = self.w().begin().await?;
+        let current = sqlx::query("SELECT rn2_version FROM cs_groups WHERE group_id = $1")
+            .bind(group_id.to_vec())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get::<i64, _>("rn2_version"))
+            .transpose()?
+            .map(|v| to_u64(v, "rn2_version"))
+            .transpose()?;
+        if current.is_some_and(|c| c > rn2_version) {
+            return Ok(current.unwrap_or(rn2_version));
+        }
+        sqlx::query(
+            "INSERT INTO cs_groups (group_id, rn2_version, deleted, retention_secs) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (group_id) DO UPDATE SET rn2_version = excluded.rn2_version, \
+             deleted = excluded.deleted, retention_secs = excluded.retention_secs",
+        )
+        .bind(group_id.to_vec())
+        .bind(to_i64(rn2_version)?)
+        .bind(i64::from(deleted))
+        .bind(to_i64(retention_secs)?)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM cs_members WHERE group_id = $1")
+            .bind(group_id.to_vec())
+            .execute(&mut *tx)
+            .await?;
+        for m in members.iter().filter(|_| !deleted) {
+            sqlx::query("INSERT INTO cs_members (group_id, user_id) VALUES ($1, $2)")
+                .bind(group_id.to_vec())
+                .bind(m.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rn2_version)
+    }
+
+    /// A group's state at the CS.
+    pub async fn cs_group(&self, group_id: &[u8]) -> Result<Option<CsGroup>> {
+        let row = sqlx::query(
+            "SELECT rn2_version, deleted, retention_secs FROM cs_groups WHERE group_id = $1",
+        )
+        .bind(group_id.to_vec())
+        .fetch_optional(self.r())
+        .await?;
+        row.map(|r| {
+            Ok(CsGroup {
+                rn2_version: to_u64(r.try_get("rn2_version")?, "rn2_version")?,
+                deleted: r.try_get::<i64, _>("deleted")? != 0,
+                retention_secs: to_u64(r.try_get("retention_secs")?, "retention_secs")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Every (group, member) pair, for loading the CS's in-memory view.
+    pub async fn cs_all_members(&self) -> Result<Vec<(Vec<u8>, String)>> {
+        let rows = sqlx::query("SELECT group_id, user_id FROM cs_members")
+            .fetch_all(self.r())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("group_id")?, r.try_get("user_id")?)))
+            .collect()
+    }
+
+    /// Every group's state, for loading the CS's in-memory view.
+    pub async fn cs_all_groups(&self) -> Result<Vec<(Vec<u8>, CsGroup)>> {
+        let rows =
+            sqlx::query("SELECT group_id, rn2_version, deleted, retention_secs FROM cs_groups")
+                .fetch_all(self.r())
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("group_id")?,
+                    CsGroup {
+                        rn2_version: to_u64(r.try_get("rn2_version")?, "rn2_version")?,
+                        deleted: r.try_get::<i64, _>("deleted")? != 0,
+                        retention_secs: to_u64(r.try_get("retention_secs")?, "retention_secs")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// The highest log position of a group (0 if empty).
+    pub async fn max_log_seq(&self, group_id: &[u8]) -> Result<u64> {
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(log_seq), 0) AS s FROM cs_log WHERE group_id = $1")
+                .bind(group_id.to_vec())
+                .fetch_one(self.w())
+                .await?;
+        to_u64(row.try_get("s")?, "log_seq")
+    }
+
+    /// Appends envelopes in one transaction: all are durable when this returns.
+    pub async fn append_envelopes(&self, batch: &[Append]) -> Result<()> {
+        let mut tx = self.w().begin().await?;
+        for (group_id, log_seq, sender, envelope, at) in batch {
+            sqlx::query(
+                "INSERT INTO cs_log (group_id, log_seq, sender, envelope, stored_at_ms) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(group_id.clone())
+            .bind(to_i64(*log_seq)?)
+            .bind(sender.clone())
+            .bind(envelope.clone())
+            .bind(*at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Envelopes of a group after a position, oldest first.
+    pub async fn fetch_log(
+        &self,
+        group_id: &[u8],
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEnvelope>> {
+        let rows = sqlx::query(
+            "SELECT log_seq, envelope, stored_at_ms FROM cs_log WHERE group_id = $1 AND log_seq > $2 \
+             ORDER BY log_seq LIMIT $3",
+        )
+        .bind(group_id.to_vec())
+        .bind(to_i64(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredEnvelope {
+                    log_seq: to_u64(r.try_get("log_seq")?, "log_seq")?,
+                    envelope: r.try_get("envelope")?,
+                    stored_at_ms: to_u64(r.try_get("stored_at_ms")?, "stored_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a group's envelopes stored before `before_ms` (retention).
+    pub async fn purge_log(&self, group_id: &[u8], before_ms: i64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM cs_log WHERE group_id = $1 AND stored_at_ms < $2")
+                .bind(group_id.to_vec())
+                .bind(before_ms)
+                .execute(self.w())
+                .await?
+                .rows_affected(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_encoding_round_trips_and_rejects_truncation() {
+        let chain = vec![vec![1, 2, 3], vec![], vec![9; 300]];
+        let bytes = encode_chain(&chain);
+        assert_eq!(decode_chain(&bytes).unwrap(), chain);
+        assert!(decode_chain(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

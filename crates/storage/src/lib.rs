@@ -1,0 +1,127 @@
+//! # duokey-storage — server storage (SPEC §6)
+//!
+//! One schema for the three server roles (AS, GMS, CS), on SQLite files now
+//! and PostgreSQL by the same code later: every query goes through sqlx's
+//! `Any` driver with `$n` placeholders, which both databases accept. The
+//! database is chosen by its URL (`sqlite://…` or `postgres://…`).
+//!
+//! SQLite runs in WAL mode with `synchronous = FULL`: a transaction that
+//! returned is on disk, so a crash loses nothing that was acknowledged
+//! (SPEC §5). Writes go through a single connection, reads through a pool,
+//! so writers never fail with "database is locked".
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+pub mod cs;
+pub mod gms;
+mod migrate;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use std::time::Duration;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database refused or failed an operation.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored value does not decode (corruption or a bug).
+    #[error("corrupt stored value: {0}")]
+    Corrupt(&'static str),
+    /// The database URL names an unsupported backend.
+    #[error("unsupported database URL (use sqlite://PATH or postgres://…): {0}")]
+    UnsupportedUrl(String),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A role's database: a writer and a reader pool on the same database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    write: AnyPool,
+    read: AnyPool,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `url` and applies the
+    /// schema migrations.
+    pub async fn open(url: &str) -> Result<Db> {
+        install_default_drivers();
+        let db = if url.starts_with("sqlite:") {
+            let url = if url.contains('?') {
+                url.to_owned()
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            let write = sqlite_pool(&url, 1).await?;
+            migrate::run(&write, migrate::Backend::Sqlite).await?;
+            let read = sqlite_pool(&url, 4).await?;
+            Db { write, read }
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = AnyPoolOptions::new()
+                .max_connections(16)
+                .connect(url)
+                .await?;
+            migrate::run(&pool, migrate::Backend::Postgres).await?;
+            Db {
+                write: pool.clone(),
+                read: pool,
+            }
+        } else {
+            return Err(Error::UnsupportedUrl(url.to_owned()));
+        };
+        Ok(db)
+    }
+
+    /// Opens the SQLite file at `path`.
+    pub async fn open_sqlite(path: &std::path::Path) -> Result<Db> {
+        Db::open(&format!("sqlite://{}", path.display())).await
+    }
+
+    /// The pool that writes.
+    pub(crate) fn w(&self) -> &AnyPool {
+        &self.write
+    }
+
+    /// The pool that reads.
+    pub(crate) fn r(&self) -> &AnyPool {
+        &self.read
+    }
+
+    /// Closes both pools, waiting for running queries.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    Ok(pool)
+}
+
+/// Converts a stored integer to `u64`, refusing negatives.
+pub(crate) fn to_u64(v: i64, what: &'static str) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::Corrupt(what))
+}
+
+/// Converts a `u64` to the database's `i64`; values above `i64::MAX` are refused.
+pub(crate) fn to_i64(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::Corrupt("integer above i64::MAX"))
+}

@@ -1,0 +1,223 @@
+//! Storage behaviour on real SQLite, and on PostgreSQL when
+//! `DUOKEY_TEST_POSTGRES_URL` is set (same code, same schema).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use duokey_storage::Db;
+use duokey_storage::gms::{Change, Departure, GroupRow, MemberRow};
+
+async fn databases() -> Vec<(String, Db, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Db::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+    let mut dbs = vec![("sqlite".to_owned(), sqlite, Some(dir))];
+    match std::env::var("DUOKEY_TEST_POSTGRES_URL") {
+        Ok(url) => dbs.push(("postgres".to_owned(), Db::open(&url).await.unwrap(), None)),
+        Err(_) => eprintln!("SKIPPED PostgreSQL half: DUOKEY_TEST_POSTGRES_URL is not set"),
+    }
+    dbs
+}
+
+/// A unique 16-byte id per test run, so runs on a shared PostgreSQL never collide.
+fn fresh_id() -> Vec<u8> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let mut id = nanos.to_be_bytes().to_vec();
+    id.extend_from_slice(&std::process::id().to_be_bytes());
+    id.truncate(16);
+    id
+}
+
+#[tokio::test]
+async fn enrolment_token_works_once_and_not_after_expiry() {
+    for (name, db, _dir) in databases().await {
+        let (hash, old) = (
+            fresh_id(),
+            fresh_id().into_iter().rev().collect::<Vec<u8>>(),
+        );
+        db.insert_token(&hash, "alice", 1_000, 2_000).await.unwrap();
+        db.insert_token(&old, "bob", 1_000, 1_500).await.unwrap();
+        assert_eq!(
+            db.use_token(&hash, 1_600).await.unwrap().as_deref(),
+            Some("alice"),
+            "{name}"
+        );
+        assert_eq!(
+            db.use_token(&hash, 1_600).await.unwrap(),
+            None,
+            "{name}: second use"
+        );
+        assert_eq!(
+            db.use_token(&old, 1_600).await.unwrap(),
+            None,
+            "{name}: expired"
+        );
+    }
+}
+
+#[tokio::test]
+async fn group_changes_are_serialised_by_version() {
+    for (name, db, _dir) in databases().await {
+        let gid = fresh_id();
+        let g = GroupRow {
+            group_id: gid.clone(),
+            name: "proj".into(),
+            rn2_version: 1,
+            rn1_version: 1,
+            policy: vec![],
+            deleted: false,
+            next_rotation_ms: 10,
+        };
+        let owner = MemberRow {
+            user_id: "alice".into(),
+            rights: 7,
+        };
+        assert!(
+            db.create_group(&g, &owner, b"grant1", 1).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !db.create_group(&g, &owner, b"grant1", 1).await.unwrap(),
+            "{name}: duplicate id"
+        );
+        let report = fresh_id();
+        let add = Change {
+            group_id: &gid,
+            from_rn2_version: 1,
+            rn2_version: 2,
+            rn1_version: 1,
+            grant_pb: b"grant2",
+            issued_at_ms: 2,
+            next_rotation_ms: 20,
+            upsert: Some(MemberRow {
+                user_id: "bob".into(),
+                rights: 0,
+            }),
+            departure: None,
+            report_id: Some(&report),
+        };
+        assert!(db.apply_change(&add).await.unwrap());
+        assert!(
+            !db.apply_change(&add).await.unwrap(),
+            "{name}: stale from-version refused"
+        );
+        assert_eq!(db.report(&report).await.unwrap(), Some((gid.clone(), 2)));
+        let members: Vec<String> = db
+            .members(&gid)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.user_id)
+            .collect();
+        assert_eq!(members, ["alice", "bob"]);
+        let remove = Change {
+            from_rn2_version: 2,
+            rn2_version: 3,
+            grant_pb: b"grant3",
+            upsert: None,
+            departure: Some(Departure {
+                user_id: "bob".into(),
+                rn2_version: 3,
+                cause: 1,
+                by: "alice".into(),
+            }),
+            report_id: None,
+            ..add
+        };
+        assert!(db.apply_change(&remove).await.unwrap());
+        assert_eq!(db.members(&gid).await.unwrap().len(), 1);
+        assert_eq!(
+            db.departure(&gid, "bob")
+                .await
+                .unwrap()
+                .map(|d| d.rn2_version),
+            Some(3)
+        );
+        assert_eq!(
+            db.grant(&gid, 2).await.unwrap().as_deref(),
+            Some(&b"grant2"[..])
+        );
+        assert!(db.cs_outbox().await.unwrap().contains(&(gid.clone(), 3)));
+        db.cs_synced(&gid, 3).await.unwrap();
+        assert!(!db.cs_outbox().await.unwrap().iter().any(|(g, _)| *g == gid));
+        assert_eq!(
+            db.purge_grants(&gid, 3, 3).await.unwrap(),
+            2,
+            "{name}: versions 1 and 2 purged"
+        );
+        assert_eq!(db.grant(&gid, 1).await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
+async fn cs_membership_inbox_and_log() {
+    for (name, db, _dir) in databases().await {
+        let gid = fresh_id();
+        let members = vec!["alice".to_owned(), "bob".to_owned()];
+        assert_eq!(
+            db.set_members(&gid, 2, &members, false, 60).await.unwrap(),
+            2
+        );
+        assert_eq!(
+            db.set_members(&gid, 1, &[], false, 60).await.unwrap(),
+            2,
+            "{name}: older ignored"
+        );
+        assert_eq!(
+            db.cs_group(&gid).await.unwrap().map(|g| g.rn2_version),
+            Some(2)
+        );
+        let me = format!("u{}", hex(&gid));
+        let (c1, new1) = db
+            .inbox_insert(&me, &gid, "alice", 1, b"item", 5)
+            .await
+            .unwrap();
+        let (c2, new2) = db
+            .inbox_insert(&me, &gid, "alice", 1, b"item", 6)
+            .await
+            .unwrap();
+        assert_eq!(
+            (c1, new1, new2),
+            (c2, true, false),
+            "{name}: same item_id stored once"
+        );
+        assert_eq!(db.inbox_after(&me, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(db.inbox_ack(&me, c1).await.unwrap(), 1);
+        assert!(db.inbox_after(&me, 0, 10).await.unwrap().is_empty());
+        let batch: Vec<_> = (1..=3)
+            .map(|s| {
+                (
+                    gid.clone(),
+                    s,
+                    "alice".to_owned(),
+                    vec![s as u8],
+                    100 * s as i64,
+                )
+            })
+            .collect();
+        db.append_envelopes(&batch).await.unwrap();
+        assert_eq!(db.max_log_seq(&gid).await.unwrap(), 3);
+        let got: Vec<u64> = db
+            .fetch_log(&gid, 1, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_seq)
+            .collect();
+        assert_eq!(got, [2, 3]);
+        assert_eq!(db.purge_log(&gid, 250).await.unwrap(), 2);
+        db.upsert_user(&me, &[vec![1, 2], vec![3]], 1)
+            .await
+            .unwrap();
+        db.set_delivery_key(&me, b"dkd1").await.unwrap();
+        let (chain, dk) = db.user(&me).await.unwrap().unwrap();
+        assert_eq!(
+            (chain, dk),
+            (vec![vec![1, 2], vec![3]], Some(b"dkd1".to_vec()))
+        );
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
