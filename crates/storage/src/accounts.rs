@@ -24,6 +24,18 @@ impl Db {
         Ok(())
     }
 
+    /// The user of an unused, unexpired token, without using it.
+    pub async fn token_user(&self, hash: &[u8], now_ms: i64) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT user_id FROM enrol_tokens WHERE token_hash = $1 AND used_at_ms IS NULL AND expires_at_ms > $2",
+        )
+        .bind(hash.to_vec())
+        .bind(now_ms)
+        .fetch_optional(self.r())
+        .await?;
+        Ok(row.map(|r| r.try_get::<String, _>("user_id")).transpose()?)
+    }
+
     /// Marks an unused, unexpired token as used and returns its user id;
     /// `None` if the token is unknown, used or expired. Atomic: two
     /// concurrent enrolments with one token cannot both succeed.

@@ -29,6 +29,9 @@ pub enum Error {
     /// A stored value does not decode (corruption or a bug).
     #[error("corrupt stored value: {0}")]
     Corrupt(&'static str),
+    /// The database file could not be created.
+    #[error("cannot create the database file: {0}")]
+    Io(#[from] std::io::Error),
     /// The database URL names an unsupported backend.
     #[error("unsupported database URL (use sqlite://PATH or postgres://…): {0}")]
     UnsupportedUrl(String),
@@ -49,7 +52,8 @@ impl Db {
     /// schema migrations.
     pub async fn open(url: &str) -> Result<Db> {
         install_default_drivers();
-        let db = if url.starts_with("sqlite:") {
+        let db = if let Some(path) = url.strip_prefix("sqlite://") {
+            create_private(path.split('?').next().unwrap_or(path))?;
             let url = if url.contains('?') {
                 url.to_owned()
             } else {
@@ -94,6 +98,25 @@ impl Db {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+    }
+}
+
+/// Creates an absent SQLite file with mode 0600 so that the database (and its
+/// WAL and shared-memory files, which SQLite creates with the same mode) are
+/// readable by the server's user only.
+fn create_private(path: &str) -> Result<()> {
+    let p = std::path::Path::new(path);
+    if p.exists() || path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(p) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::Io(e)),
     }
 }
 

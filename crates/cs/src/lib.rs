@@ -1,0 +1,448 @@
+//! # duokey-cs — the Communication Server (SPEC §5.3, §5.4)
+//!
+//! Relays and stores only what it cannot read: signed ciphertext envelopes
+//! in per-group logs, and signed key-management items in per-user inboxes.
+//! It keeps a directory of users (certificate chains recorded from their mTLS
+//! handshakes, signed delivery keys) and learns group membership from the GMS
+//! only, through `MembershipSync.SetMembers`.
+//!
+//! The CS checks what it can without keys: the structure of every envelope
+//! and item (receiver checks V1–V3 of SPEC §3.3), that the sender named in it
+//! is the caller, and the caller's signature on it.
+#![forbid(unsafe_code)]
+
+mod hub;
+mod state;
+mod writer;
+
+pub use hub::Subscription;
+
+use duokey_crypto::{DeliveryKeyRecord, EnvelopeRef, Limits, SignedItem};
+use duokey_pki::Role;
+use duokey_pki::grpc::Caller;
+use duokey_proto::communication_server::{Communication, CommunicationServer};
+use duokey_proto::membership_sync_server::{MembershipSync, MembershipSyncServer};
+use duokey_proto::*;
+use duokey_storage::Db;
+use state::CsState;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Request, Response, Status};
+
+/// Largest `limit` of `Items` and `Fetch`.
+pub const MAX_LIMIT: u32 = 1000;
+/// `limit` used when a request gives 0.
+pub const DEFAULT_LIMIT: u32 = 100;
+
+/// CS settings; `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct CsConfig {
+    /// Largest envelope body and item (SPEC §3.3 default 256 KiB).
+    pub limits: Limits,
+    /// Sustained requests per second per certificate.
+    pub rate_per_sec: u32,
+    /// Burst of requests per certificate.
+    pub rate_burst: u32,
+    /// Deliveries queued per subscriber before it is disconnected.
+    pub subscriber_queue: usize,
+}
+
+impl Default for CsConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            rate_per_sec: 200,
+            rate_burst: 400,
+            subscriber_queue: 1024,
+        }
+    }
+}
+
+impl CsConfig {
+    /// Largest item accepted by `SendItem`.
+    pub fn max_item(&self) -> usize {
+        self.limits.max_body
+    }
+}
+
+/// A running CS: its gRPC services and background work.
+#[derive(Clone)]
+pub struct Cs {
+    state: Arc<CsState>,
+}
+
+impl std::fmt::Debug for Cs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cs")
+    }
+}
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn internal(e: duokey_storage::Error) -> Status {
+    tracing::error!(error = %e, "storage failure");
+    Status::unavailable("storage unavailable, retry")
+}
+
+fn limit(requested: u32) -> Result<u32, Status> {
+    match requested {
+        0 => Ok(DEFAULT_LIMIT),
+        n if n <= MAX_LIMIT => Ok(n),
+        n => Err(Status::invalid_argument(format!(
+            "limit {n} is above the maximum {MAX_LIMIT}"
+        ))),
+    }
+}
+
+fn group_id(bytes: &[u8]) -> Result<Vec<u8>, Status> {
+    if bytes.len() == 16 {
+        Ok(bytes.to_vec())
+    } else {
+        Err(Status::invalid_argument("group_id must be 16 bytes"))
+    }
+}
+
+fn bad_input(what: &str, e: duokey_crypto::Error) -> Status {
+    metrics::counter!("duokey_refusals_total", "reason" => "bad_input").increment(1);
+    Status::invalid_argument(format!("{what} rejected: {e}"))
+}
+
+impl Cs {
+    /// Loads the CS's state from `db` and starts its log writer.
+    pub async fn start(db: Db, config: CsConfig) -> duokey_storage::Result<Cs> {
+        let (tx, rx) = mpsc::channel(4096);
+        let state = Arc::new(CsState::load(db, config, tx).await?);
+        tokio::spawn(writer::run(state.clone(), rx));
+        Ok(Cs { state })
+    }
+
+    /// The terminals' service.
+    pub fn communication(&self) -> CommunicationServer<Cs> {
+        let max = self.state.config.limits.max_envelope() + 1024;
+        CommunicationServer::new(self.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(4 * 1024 * 1024)
+    }
+
+    /// The GMS's service.
+    pub fn membership_sync(&self) -> MembershipSyncServer<Cs> {
+        MembershipSyncServer::new(self.clone()).max_decoding_message_size(16 * 1024 * 1024)
+    }
+
+    /// Deletes envelopes older than each group's retention (SPEC §4.5).
+    /// Returns how many were deleted.
+    pub async fn purge_expired(&self, now_ms: i64) -> duokey_storage::Result<u64> {
+        let groups: Vec<(Vec<u8>, u64)> = {
+            let g = self
+                .state
+                .groups
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            g.iter()
+                .map(|(id, v)| (id.clone(), v.retention_secs))
+                .collect()
+        };
+        let mut total = 0;
+        for (gid, retention) in groups {
+            let keep_ms = i64::try_from(retention.saturating_mul(1000)).unwrap_or(i64::MAX);
+            total += self
+                .state
+                .db
+                .purge_log(&gid, now_ms.saturating_sub(keep_ms))
+                .await?;
+        }
+        Ok(total)
+    }
+
+    /// Records the caller's certificate chain in the directory when it changed.
+    async fn record_user(&self, user: &str, c: &Caller) -> Result<(), Status> {
+        let fp = c.peer.fingerprint_sha256;
+        let known = self
+            .state
+            .recorded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(user)
+            == Some(&fp);
+        if !known {
+            self.state
+                .db
+                .upsert_user(user, &c.chain, now_ms())
+                .await
+                .map_err(internal)?;
+            self.state
+                .recorded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(user.to_owned(), fp);
+        }
+        Ok(())
+    }
+
+    /// Authenticates a terminal, applies its rate limit and records it.
+    async fn terminal<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<(duokey_crypto::UserId, duokey_crypto::PublicIdentity), Status> {
+        let c = Caller::of(req)?;
+        let (user, key) = c.terminal()?;
+        self.state.rate_limit(user.as_str())?;
+        self.record_user(user.as_str(), &c).await?;
+        Ok((user, key))
+    }
+}
+
+#[tonic::async_trait]
+impl Communication for Cs {
+    async fn publish_delivery_key(
+        &self,
+        req: Request<PublishDeliveryKeyRequest>,
+    ) -> Result<Response<PublishDeliveryKeyResponse>, Status> {
+        let (user, key) = self.terminal(&req).await?;
+        let record = &req.get_ref().record;
+        let parsed = DeliveryKeyRecord::verify(record, &key)
+            .map_err(|e| bad_input("delivery key record", e))?;
+        if parsed.user != user {
+            return Err(Status::permission_denied("the record names another user"));
+        }
+        self.state
+            .db
+            .set_delivery_key(user.as_str(), record)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(PublishDeliveryKeyResponse {}))
+    }
+
+    async fn get_user(
+        &self,
+        req: Request<GetUserRequest>,
+    ) -> Result<Response<GetUserResponse>, Status> {
+        self.terminal(&req).await?;
+        let wanted = duokey_crypto::UserId::new(req.get_ref().user_id.clone())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (chain, dk) = self
+            .state
+            .db
+            .user(wanted.as_str())
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!("{wanted} has never connected to this server"))
+            })?;
+        Ok(Response::new(GetUserResponse {
+            cert_chain_der: chain,
+            delivery_key_record: dk.unwrap_or_default(),
+        }))
+    }
+
+    async fn send_item(
+        &self,
+        req: Request<SendItemRequest>,
+    ) -> Result<Response<SendItemResponse>, Status> {
+        let (user, key) = self.terminal(&req).await?;
+        let bytes = &req.get_ref().item;
+        if bytes.len() > self.state.config.max_item() {
+            return Err(Status::invalid_argument(format!(
+                "item of {} bytes is above the limit",
+                bytes.len()
+            )));
+        }
+        let signed = SignedItem::parse(bytes).map_err(|e| bad_input("item", e))?;
+        if signed.item.sender != user {
+            return Err(Status::permission_denied("the item's sender must be you"));
+        }
+        signed
+            .verify_signature(&key)
+            .map_err(|e| bad_input("item", e))?;
+        let item = &signed.item;
+        let (cursor, new) = self
+            .state
+            .db
+            .inbox_insert(
+                item.recipient.as_str(),
+                item.item_id.as_bytes(),
+                user.as_str(),
+                item.body.kind() as u8,
+                bytes,
+                now_ms(),
+            )
+            .await
+            .map_err(internal)?;
+        if new {
+            let stored = InboxItem {
+                cursor,
+                item: bytes.clone(),
+                received_at_ms: now_ms().max(0) as u64,
+            };
+            self.state.hub.send_to(
+                item.recipient.as_str(),
+                &Delivery {
+                    event: Some(delivery::Event::Item(stored)),
+                },
+            );
+        }
+        Ok(Response::new(SendItemResponse { cursor }))
+    }
+
+    async fn items(&self, req: Request<ItemsRequest>) -> Result<Response<ItemsResponse>, Status> {
+        let (user, _) = self.terminal(&req).await?;
+        let n = limit(req.get_ref().limit)?;
+        let mut rows = self
+            .state
+            .db
+            .inbox_after(user.as_str(), req.get_ref().after_cursor, n + 1)
+            .await
+            .map_err(internal)?;
+        let more = rows.len() > n as usize;
+        rows.truncate(n as usize);
+        let items = rows
+            .into_iter()
+            .map(|r| InboxItem {
+                cursor: r.cursor,
+                item: r.item,
+                received_at_ms: r.received_at_ms,
+            })
+            .collect();
+        Ok(Response::new(ItemsResponse { items, more }))
+    }
+
+    async fn ack_items(
+        &self,
+        req: Request<AckItemsRequest>,
+    ) -> Result<Response<AckItemsResponse>, Status> {
+        let (user, _) = self.terminal(&req).await?;
+        let deleted = self
+            .state
+            .db
+            .inbox_ack(user.as_str(), req.get_ref().up_to_cursor)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(AckItemsResponse { deleted }))
+    }
+
+    async fn post(&self, req: Request<PostRequest>) -> Result<Response<PostResponse>, Status> {
+        let (user, key) = self.terminal(&req).await?;
+        let PostRequest {
+            group_id: gid,
+            envelope,
+        } = req.into_inner();
+        let gid = group_id(&gid)?;
+        let env = EnvelopeRef::parse(&envelope, &self.state.config.limits)
+            .map_err(|e| bad_input("envelope", e))?;
+        if env.header.group_id.as_bytes()[..] != gid[..] {
+            return Err(Status::invalid_argument(
+                "the envelope belongs to another group",
+            ));
+        }
+        if env.header.sender != user {
+            return Err(Status::permission_denied(
+                "the envelope's sender must be you",
+            ));
+        }
+        self.state.require_member(&gid, user.as_str())?;
+        env.verify(&key).map_err(|e| bad_input("envelope", e))?;
+        let (reply, answer) = oneshot::channel();
+        let job = writer::PostJob {
+            group_id: gid,
+            sender: user.to_string(),
+            envelope,
+            reply,
+        };
+        self.state
+            .writer
+            .send(job)
+            .await
+            .map_err(|_| Status::unavailable("server shutting down"))?;
+        let log_seq = answer
+            .await
+            .map_err(|_| Status::unavailable("server shutting down"))??;
+        Ok(Response::new(PostResponse { log_seq }))
+    }
+
+    async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
+        let (user, _) = self.terminal(&req).await?;
+        let r = req.get_ref();
+        let gid = group_id(&r.group_id)?;
+        let n = limit(r.limit)?;
+        self.state.require_member(&gid, user.as_str())?;
+        let mut rows = self
+            .state
+            .db
+            .fetch_log(&gid, r.after_seq, n + 1)
+            .await
+            .map_err(internal)?;
+        let more = rows.len() > n as usize;
+        rows.truncate(n as usize);
+        let envelopes = rows
+            .into_iter()
+            .map(|e| LoggedEnvelope {
+                group_id: gid.clone(),
+                log_seq: e.log_seq,
+                envelope: e.envelope,
+                stored_at_ms: e.stored_at_ms,
+            })
+            .collect();
+        Ok(Response::new(FetchResponse { envelopes, more }))
+    }
+
+    type SubscribeStream = Subscription;
+
+    async fn subscribe(
+        &self,
+        req: Request<SubscribeRequest>,
+    ) -> Result<Response<Subscription>, Status> {
+        let (user, _) = self.terminal(&req).await?;
+        Ok(Response::new(self.state.hub.subscribe(user.as_str())))
+    }
+}
+
+#[tonic::async_trait]
+impl MembershipSync for Cs {
+    async fn set_members(
+        &self,
+        req: Request<SetMembersRequest>,
+    ) -> Result<Response<SetMembersResponse>, Status> {
+        Caller::of(&req)?.require_role(Role::Gms)?;
+        let r = req.into_inner();
+        let gid = group_id(&r.group_id)?;
+        for m in &r.members {
+            duokey_crypto::UserId::new(m.clone())
+                .map_err(|_| Status::invalid_argument("invalid member user id"))?;
+        }
+        let stored = self
+            .state
+            .db
+            .set_members(&gid, r.rn2_version, &r.members, r.deleted, r.retention_secs)
+            .await
+            .map_err(internal)?;
+        if stored == r.rn2_version {
+            let view = state::GroupView {
+                rn2_version: stored,
+                deleted: r.deleted,
+                retention_secs: r.retention_secs,
+                members: if r.deleted {
+                    Default::default()
+                } else {
+                    r.members.into_iter().collect()
+                },
+            };
+            let mut groups = self
+                .state
+                .groups
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if groups.get(&gid).is_none_or(|g| g.rn2_version <= stored) {
+                groups.insert(gid, view);
+            }
+        }
+        Ok(Response::new(SetMembersResponse {
+            stored_rn2_version: stored,
+        }))
+    }
+}

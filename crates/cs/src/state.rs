@@ -1,0 +1,117 @@
+//! The CS's shared state: storage, the in-memory membership view (loaded at
+//! start, updated by `SetMembers`), subscriptions and rate limits.
+
+use crate::CsConfig;
+use crate::hub::Hub;
+use crate::writer::PostJob;
+use duokey_proto::{Delivery, delivery};
+use duokey_storage::Db;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// What the CS knows about one group.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GroupView {
+    pub(crate) rn2_version: u64,
+    pub(crate) deleted: bool,
+    pub(crate) retention_secs: u64,
+    pub(crate) members: HashSet<String>,
+}
+
+pub(crate) struct CsState {
+    pub(crate) db: Db,
+    pub(crate) config: CsConfig,
+    pub(crate) groups: RwLock<HashMap<Vec<u8>, GroupView>>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) limiter: DefaultKeyedRateLimiter<String>,
+    /// Certificate fingerprint last recorded in the directory, per user.
+    pub(crate) recorded: Mutex<HashMap<String, [u8; 32]>>,
+    pub(crate) writer: mpsc::Sender<PostJob>,
+}
+
+impl CsState {
+    pub(crate) async fn load(
+        db: Db,
+        config: CsConfig,
+        writer: mpsc::Sender<PostJob>,
+    ) -> duokey_storage::Result<CsState> {
+        let mut groups: HashMap<Vec<u8>, GroupView> = HashMap::new();
+        for (gid, g) in db.cs_all_groups().await? {
+            groups.insert(
+                gid,
+                GroupView {
+                    rn2_version: g.rn2_version,
+                    deleted: g.deleted,
+                    retention_secs: g.retention_secs,
+                    ..Default::default()
+                },
+            );
+        }
+        for (gid, user) in db.cs_all_members().await? {
+            groups.entry(gid).or_default().members.insert(user);
+        }
+        let per_sec = NonZeroU32::new(config.rate_per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        Ok(CsState {
+            db,
+            hub: Hub::new(config.subscriber_queue),
+            limiter: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
+            config,
+            groups: RwLock::new(groups),
+            recorded: Mutex::new(HashMap::new()),
+            writer,
+        })
+    }
+
+    /// `RESOURCE_EXHAUSTED` when `user` is over its rate.
+    pub(crate) fn rate_limit(&self, user: &str) -> Result<(), Status> {
+        self.limiter.check_key(&user.to_owned()).map_err(|_| {
+            metrics::counter!("duokey_refusals_total", "reason" => "rate_limited").increment(1);
+            Status::resource_exhausted(
+                "rate limit exceeded for this certificate; slow down and retry",
+            )
+        })
+    }
+
+    /// Runs `f` on a group's view, if the CS knows the group.
+    pub(crate) fn with_group<T>(&self, gid: &[u8], f: impl FnOnce(&GroupView) -> T) -> Option<T> {
+        self.groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(gid)
+            .map(f)
+    }
+
+    /// `PERMISSION_DENIED` unless `user` is a current member of a live group.
+    pub(crate) fn require_member(&self, gid: &[u8], user: &str) -> Result<(), Status> {
+        match self.with_group(gid, |g| (g.deleted, g.members.contains(user))) {
+            Some((false, true)) => Ok(()),
+            Some((true, _)) => Err(Status::failed_precondition("the group was deleted")),
+            _ => {
+                metrics::counter!("duokey_refusals_total", "reason" => "not_a_member").increment(1);
+                Err(Status::permission_denied(
+                    "you are not a member of this group",
+                ))
+            }
+        }
+    }
+
+    /// Queues a delivery for every live subscription it concerns.
+    pub(crate) fn fan_out(&self, d: &Delivery) {
+        let targets: Vec<String> = match &d.event {
+            Some(delivery::Event::Envelope(e)) => self
+                .with_group(&e.group_id, |g| g.members.iter().cloned().collect())
+                .unwrap_or_default(),
+            Some(delivery::Event::Item(_)) | None => return,
+        };
+        let mut sent = 0;
+        for user in targets {
+            sent += self.hub.send_to(&user, d);
+        }
+        metrics::counter!("duokey_cs_deliveries_total").increment(sent as u64);
+    }
+}

@@ -1,0 +1,265 @@
+//! Grants (SPEC §4.3 "Every grant therefore carries") and the one way a
+//! group changes: [`Gms::change`], serialised per group.
+
+use crate::{Gms, hex, now_ms};
+use duokey_crypto::{Rights, Rn2};
+use duokey_proto::{
+    Grant, GrantCause, Member, Policy, Removal, RemovalCause, WatchEvent, watch_event,
+};
+use duokey_storage::gms::{Change, Departure, GroupRow, MemberRow};
+use prost::Message;
+use tonic::Status;
+
+pub(crate) fn storage(e: duokey_storage::Error) -> Status {
+    tracing::error!(error = %e, "storage failure");
+    Status::unavailable("storage unavailable, retry")
+}
+
+pub(crate) fn decode_policy(bytes: &[u8]) -> Policy {
+    Policy::decode(bytes).unwrap_or_default()
+}
+
+pub(crate) fn decode_grant(bytes: &[u8]) -> Result<Grant, Status> {
+    Grant::decode(bytes).map_err(|_| Status::internal("stored grant is corrupt"))
+}
+
+/// What one change does, decided by the caller's checks.
+pub(crate) struct Next {
+    pub(crate) cause: GrantCause,
+    pub(crate) subject: String,
+    pub(crate) report_id: Option<Vec<u8>>,
+    /// The member that will send a new RN1 (SPEC §4.3 step 4), if RN1 rotates.
+    pub(crate) rn1_rotator: Option<String>,
+    pub(crate) upsert: Option<MemberRow>,
+    pub(crate) departure: Option<(String, RemovalCause, String)>,
+}
+
+impl Next {
+    pub(crate) fn new(cause: GrantCause, subject: &str) -> Next {
+        Next {
+            cause,
+            subject: subject.to_owned(),
+            report_id: None,
+            rn1_rotator: None,
+            upsert: None,
+            departure: None,
+        }
+    }
+}
+
+/// A group's state as read under its lock.
+pub(crate) struct Current {
+    pub(crate) group: GroupRow,
+    pub(crate) policy: Policy,
+    pub(crate) members: Vec<MemberRow>,
+}
+
+impl Current {
+    pub(crate) fn rights_of(&self, user: &str) -> Option<Rights> {
+        self.members
+            .iter()
+            .find(|m| m.user_id == user)
+            .map(|m| Rights::from_bits(m.rights).unwrap_or(Rights::NONE))
+    }
+
+    /// `PERMISSION_DENIED` unless `user` is a member holding `needed`.
+    pub(crate) fn require(
+        &self,
+        user: &str,
+        needed: Rights,
+        action: &str,
+    ) -> Result<Rights, Status> {
+        let rights = self
+            .rights_of(user)
+            .ok_or_else(|| Status::permission_denied("you are not a member of this group"))?;
+        if rights.contains(needed) {
+            Ok(rights)
+        } else {
+            metrics::counter!("duokey_refusals_total", "reason" => "missing_right").increment(1);
+            Err(Status::permission_denied(format!(
+                "you lack the {action} right in group {}",
+                self.group.name
+            )))
+        }
+    }
+}
+
+pub(crate) fn build_grant(
+    group: &GroupRow,
+    policy: &Policy,
+    members: &[MemberRow],
+    rn2: &Rn2,
+    issued_at_ms: i64,
+    next: &Next,
+) -> Grant {
+    Grant {
+        group_id: group.group_id.clone(),
+        group_name: group.name.clone(),
+        rn2_version: group.rn2_version,
+        rn2: rn2.expose_secret().to_vec(),
+        rn1_version: group.rn1_version,
+        members: members
+            .iter()
+            .map(|m| Member {
+                user_id: m.user_id.clone(),
+                rights: u32::from(m.rights),
+            })
+            .collect(),
+        policy: Some(policy.clone()),
+        issued_at_ms: issued_at_ms.max(0) as u64,
+        report_id: next.report_id.clone().unwrap_or_default(),
+        rn1_rotator: next.rn1_rotator.clone().unwrap_or_default(),
+        cause: next.cause as i32,
+        subject: next.subject.clone(),
+    }
+}
+
+pub(crate) fn next_rotation(now_ms: i64, policy: &Policy) -> i64 {
+    now_ms.saturating_add(
+        i64::try_from(policy.rotate_every_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+    )
+}
+
+impl Gms {
+    /// Reads a group's state; `NOT_FOUND` or `FAILED_PRECONDITION` if deleted.
+    pub(crate) async fn current(&self, gid: &[u8]) -> Result<Current, Status> {
+        let db = &self.inner.db;
+        let group = db
+            .group(gid)
+            .await
+            .map_err(storage)?
+            .ok_or_else(|| Status::not_found("no such group"))?;
+        if group.deleted {
+            return Err(Status::failed_precondition("the group was deleted"));
+        }
+        let members = db.members(gid).await.map_err(storage)?;
+        Ok(Current {
+            policy: decode_policy(&group.policy),
+            group,
+            members,
+        })
+    }
+
+    /// Applies one change: under the group's lock, `decide` checks the
+    /// caller's rights on the current state and says what changes; a new RN2
+    /// version is issued, stored, pushed to every member and queued for the CS.
+    pub(crate) async fn change(
+        &self,
+        gid: &[u8],
+        decide: impl FnOnce(&Current) -> Result<Next, Status>,
+    ) -> Result<Grant, Status> {
+        let lock = self.group_lock(gid);
+        let _guard = lock.lock().await;
+        let cur = self.current(gid).await?;
+        let next = decide(&cur)?;
+        let now = now_ms();
+        let mut group = cur.group.clone();
+        group.rn2_version = group
+            .rn2_version
+            .checked_add(1)
+            .ok_or_else(|| Status::out_of_range("RN2 version exhausted"))?;
+        if next.rn1_rotator.is_some() {
+            group.rn1_version = group
+                .rn1_version
+                .checked_add(1)
+                .ok_or_else(|| Status::out_of_range("RN1 version exhausted"))?;
+        }
+        let mut members = cur.members.clone();
+        if let Some(m) = &next.upsert {
+            members.retain(|x| x.user_id != m.user_id);
+            members.push(m.clone());
+            members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        }
+        if let Some((user, _, _)) = &next.departure {
+            members.retain(|x| &x.user_id != user);
+        }
+        let rn2 = Rn2::random().map_err(|_| Status::internal("random generator failed"))?;
+        let grant = build_grant(&group, &cur.policy, &members, &rn2, now, &next);
+        let grant_pb = grant.encode_to_vec();
+        let departure = next.departure.as_ref().map(|(user, cause, by)| Departure {
+            user_id: user.clone(),
+            rn2_version: group.rn2_version,
+            cause: *cause as i32,
+            by: by.clone(),
+        });
+        let change = Change {
+            group_id: gid,
+            from_rn2_version: cur.group.rn2_version,
+            rn2_version: group.rn2_version,
+            rn1_version: group.rn1_version,
+            grant_pb: &grant_pb,
+            issued_at_ms: now,
+            next_rotation_ms: next_rotation(now, &cur.policy),
+            upsert: next.upsert.clone(),
+            departure: departure.clone(),
+            report_id: next.report_id.as_deref(),
+        };
+        if !self.inner.db.apply_change(&change).await.map_err(storage)? {
+            return Err(Status::aborted("the group changed concurrently; retry"));
+        }
+        metrics::counter!("duokey_gms_rotations_total", "cause" => cause_name(next.cause))
+            .increment(1);
+        tracing::info!(group = %hex(gid), rn2_version = group.rn2_version, cause = cause_name(next.cause), "new RN2 version");
+        self.publish(&grant, departure.as_ref());
+        Ok(grant)
+    }
+
+    /// Pushes a new grant to its members and a removal to a departed user,
+    /// and wakes the CS sync.
+    pub(crate) fn publish(&self, grant: &Grant, departure: Option<&Departure>) {
+        for m in &grant.members {
+            self.inner.watchers.push(
+                &m.user_id,
+                WatchEvent {
+                    event: Some(watch_event::Event::Grant(grant.clone())),
+                },
+            );
+        }
+        if let Some(d) = departure {
+            self.inner
+                .watchers
+                .push(&d.user_id, removal_event(&grant.group_id, d));
+        }
+        self.inner.cs_changed.notify_one();
+    }
+
+    /// A periodic rotation if still due (SPEC §4.4).
+    pub(crate) async fn periodic_rotation(&self, gid: &[u8], now_ms: i64) -> Result<bool, Status> {
+        let result = self
+            .change(gid, |cur| {
+                if cur.group.next_rotation_ms > now_ms {
+                    return Err(Status::already_exists("not due"));
+                }
+                Ok(Next::new(GrantCause::Periodic, ""))
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(false),
+            Err(s) => Err(s),
+        }
+    }
+}
+
+pub(crate) fn removal_event(gid: &[u8], d: &Departure) -> WatchEvent {
+    WatchEvent {
+        event: Some(watch_event::Event::Removal(Removal {
+            group_id: gid.to_vec(),
+            rn2_version: d.rn2_version,
+            cause: d.cause,
+            by: d.by.clone(),
+        })),
+    }
+}
+
+fn cause_name(c: GrantCause) -> &'static str {
+    match c {
+        GrantCause::Unspecified => "unspecified",
+        GrantCause::Created => "created",
+        GrantCause::MemberAdded => "added",
+        GrantCause::MemberRemoved => "removed",
+        GrantCause::MemberLeft => "left",
+        GrantCause::Periodic => "periodic",
+        GrantCause::Forced => "forced",
+    }
+}

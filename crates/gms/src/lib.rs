@@ -1,0 +1,177 @@
+//! # duokey-gms — the Group Management Server (SPEC §4, §5.2)
+//!
+//! Holds groups, members, rights, policy and the RN2 history of each group,
+//! hands current members their RN2 grants over mutual TLS, and replaces RN2
+//! periodically and on every join, removal and leave. It never holds RN1, a
+//! group key or content.
+//!
+//! Changes to one group are serialised (one lock per group, and a version
+//! check in the database): RN2 versions strictly increase with no gaps or
+//! duplicates. Every membership change is queued for the CS in the same
+//! transaction (`gms_cs_outbox`) and pushed by [`cs_sync`] until the CS
+//! acknowledges it, so a CS that was down or lagging is repaired as soon as
+//! it answers again.
+#![forbid(unsafe_code)]
+
+pub mod cs_sync;
+mod grants;
+pub mod policy;
+mod service;
+mod watch;
+
+pub use watch::WatchStream;
+
+use duokey_proto::group_management_server::GroupManagementServer;
+use duokey_storage::Db;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::Notify;
+
+/// GMS settings.
+#[derive(Debug, Clone)]
+pub struct GmsConfig {
+    /// Shortest `rotate_every` a group may ask for (SPEC §4.4: 60 s).
+    pub min_rotate_every_secs: u64,
+}
+
+impl Default for GmsConfig {
+    fn default() -> Self {
+        Self {
+            min_rotate_every_secs: 60,
+        }
+    }
+}
+
+/// The GMS: its state and gRPC service.
+#[derive(Clone)]
+pub struct Gms {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gms")
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: Db,
+    pub(crate) config: GmsConfig,
+    pub(crate) locks: Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) watchers: watch::Watchers,
+    /// Woken on every change that the CS must learn.
+    pub(crate) cs_changed: Notify,
+    /// Woken when a group is created (the scheduler recomputes its next wake-up).
+    pub(crate) schedule_changed: Notify,
+}
+
+impl Gms {
+    /// A GMS on `db`. Start [`cs_sync::run`] and [`Gms::run_scheduler`] beside it.
+    pub fn new(db: Db, config: GmsConfig) -> Gms {
+        Gms {
+            inner: Arc::new(Inner {
+                db,
+                config,
+                locks: Mutex::new(HashMap::new()),
+                watchers: watch::Watchers::default(),
+                cs_changed: Notify::new(),
+                schedule_changed: Notify::new(),
+            }),
+        }
+    }
+
+    /// The gRPC service.
+    pub fn service(&self) -> GroupManagementServer<Gms> {
+        GroupManagementServer::new(self.clone())
+    }
+
+    /// The database (for operators' tools and tests).
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The lock that serialises changes of one group.
+    pub(crate) fn group_lock(&self, gid: &[u8]) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .inner
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        locks.entry(gid.to_vec()).or_default().clone()
+    }
+
+    /// Rotates every group whose period has elapsed at `now_ms` (SPEC §4.4).
+    /// Returns how many groups were rotated.
+    pub async fn rotate_due(&self, now_ms: i64) -> usize {
+        let due = match self.inner.db.due_rotations(now_ms, 1000).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list due rotations");
+                return 0;
+            }
+        };
+        let mut rotated = 0;
+        for gid in due {
+            match self.periodic_rotation(&gid, now_ms).await {
+                Ok(true) => rotated += 1,
+                Ok(false) => {}
+                Err(status) => {
+                    tracing::warn!(group = %hex(&gid), %status, "periodic rotation failed")
+                }
+            }
+        }
+        rotated
+    }
+
+    /// Runs the periodic rotation scheduler until the process ends.
+    pub async fn run_scheduler(self) {
+        loop {
+            let now = now_ms();
+            self.rotate_due(now).await;
+            let next = self
+                .inner
+                .db
+                .next_rotation_due()
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(now + 60_000);
+            let wait = u64::try_from(next.saturating_sub(now_ms()))
+                .unwrap_or(0)
+                .clamp(10, 60_000);
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+                _ = self.inner.schedule_changed.notified() => {}
+            }
+        }
+    }
+
+    /// Erases grants older than each group's retention, except the current
+    /// one (SPEC §4.5). Returns how many were erased.
+    pub async fn purge_expired(&self, now_ms: i64) -> duokey_storage::Result<u64> {
+        let mut total = 0;
+        for g in self.inner.db.live_groups().await? {
+            let policy = grants::decode_policy(&g.policy);
+            let keep_ms =
+                i64::try_from(policy.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            total += self
+                .inner
+                .db
+                .purge_grants(&g.group_id, now_ms.saturating_sub(keep_ms), g.rn2_version)
+                .await?;
+        }
+        Ok(total)
+    }
+}
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,86 @@
+//! Group policy (SPEC §4.3, §4.4, §4.5) with its defaults.
+
+use duokey_proto::Policy;
+use tonic::Status;
+
+/// Default period of the scheduled RN2 rotation: 1 h.
+pub const DEFAULT_ROTATE_EVERY_SECS: u64 = 3600;
+/// Default grace window: 5 min.
+pub const DEFAULT_GRACE_SECS: u64 = 300;
+/// Default retention: 30 days.
+pub const DEFAULT_RETENTION_SECS: u64 = 30 * 24 * 3600;
+/// Default largest group.
+pub const DEFAULT_MAX_MEMBERS: u32 = 10_000;
+/// Default wait for a rotated RN1: 2 min.
+pub const DEFAULT_RN1_WAIT_SECS: u64 = 120;
+
+/// Fills zero fields with defaults and checks the rest. `min_rotate_secs` is
+/// 60 in production (SPEC §4.4); tests may lower it.
+pub fn normalise(p: Option<Policy>, min_rotate_secs: u64) -> Result<Policy, Status> {
+    let mut p = p.unwrap_or_default();
+    let or = |v: u64, d: u64| if v == 0 { d } else { v };
+    p.rotate_every_secs = or(p.rotate_every_secs, DEFAULT_ROTATE_EVERY_SECS);
+    p.grace_secs = or(p.grace_secs, DEFAULT_GRACE_SECS);
+    p.retention_secs = or(p.retention_secs, DEFAULT_RETENTION_SECS);
+    p.rn1_wait_secs = or(p.rn1_wait_secs, DEFAULT_RN1_WAIT_SECS);
+    if p.max_members == 0 {
+        p.max_members = DEFAULT_MAX_MEMBERS;
+    }
+    if p.rotate_every_secs < min_rotate_secs {
+        return Err(Status::invalid_argument(format!(
+            "rotate_every must be at least {min_rotate_secs} s"
+        )));
+    }
+    if p.max_members > DEFAULT_MAX_MEMBERS {
+        return Err(Status::invalid_argument(format!(
+            "max_members is at most {DEFAULT_MAX_MEMBERS}"
+        )));
+    }
+    for (name, v) in [
+        ("rotate_every", p.rotate_every_secs),
+        ("grace", p.grace_secs),
+        ("retention", p.retention_secs),
+    ] {
+        if v > 10 * 365 * 24 * 3600 {
+            return Err(Status::invalid_argument(format!(
+                "{name} is longer than ten years"
+            )));
+        }
+    }
+    Ok(p)
+}
+
+/// Whether removals and leaves rotate RN1 (SPEC §4.3 step 4, default on).
+pub fn rotates_rn1_on_remove(p: &Policy) -> bool {
+    !p.no_rotate_rn1_on_remove
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_fields_take_the_spec_defaults() {
+        let p = normalise(None, 60).unwrap();
+        assert_eq!(
+            (p.rotate_every_secs, p.grace_secs, p.retention_secs),
+            (3600, 300, 30 * 24 * 3600)
+        );
+        assert_eq!((p.max_members, p.rn1_wait_secs), (10_000, 120));
+        assert!(rotates_rn1_on_remove(&p));
+    }
+
+    #[test]
+    fn too_short_rotation_and_too_many_members_are_refused() {
+        let short = Policy {
+            rotate_every_secs: 30,
+            ..Default::default()
+        };
+        assert!(normalise(Some(short), 60).is_err());
+        let big = Policy {
+            max_members: 20_000,
+            ..Default::default()
+        };
+        assert!(normalise(Some(big), 60).is_err());
+    }
+}

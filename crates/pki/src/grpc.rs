@@ -1,0 +1,285 @@
+//! gRPC over Duokey's TLS (SPEC §5: "gRPC over TLS 1.3 (tonic + rustls)").
+//!
+//! tonic's own TLS settings cannot take a custom client-certificate verifier,
+//! so Duokey terminates TLS itself with the configurations of
+//! [`crate::server_config`] / [`crate::client_config`]:
+//!
+//! * [`tls_incoming`] turns a TCP listener into the connection stream of
+//!   tonic's `Server::serve_with_incoming(_shutdown)`; handlers still get the
+//!   peer's certificates with `request.peer_certs()` (feed the leaf to
+//!   [`crate::peer_identity`]);
+//! * [`channel`] makes a tonic [`Channel`] to an `https://` URL that connects
+//!   with a Duokey client configuration.
+
+use crate::tls::ALPN_H2;
+use crate::{PeerIdentity, Role, peer_identity};
+use duokey_crypto::{PublicIdentity, UserId};
+use hyper_util::rt::TokioIo;
+use rustls::{ClientConfig, ServerConfig};
+use rustls_pki_types::ServerName;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::http::Uri;
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+/// Longest time a client may take to complete the TLS handshake (SPEC §7.7:
+/// slow or silent clients must not hold connection slots).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client waits for the TCP connection and TLS handshake (SPEC §5).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 keep-alive ping interval of client channels, so long `Watch` and
+/// `Subscribe` streams notice dead connections (SPEC §4.5, §5).
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Pause after a failed `accept` (e.g. out of file descriptors) before retrying.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// One accepted TLS connection (SPEC §2); holds its connection slot until it is
+/// closed.
+#[derive(Debug)]
+pub struct TlsConnection {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl TlsConnection {
+    /// The verified certificate chain of the client, if it sent one (SPEC §2).
+    pub fn peer_certificates(&self) -> Option<&[rustls_pki_types::CertificateDer<'static>]> {
+        self.inner.get_ref().1.peer_certificates()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl Connected for TlsConnection {
+    type ConnectInfo = <tokio_rustls::server::TlsStream<TcpStream> as Connected>::ConnectInfo;
+
+    /// tonic's TLS connection info, so `request.peer_certs()` works (SPEC §2).
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// Accepts TLS connections on `listener` with `config` (SPEC §2, §5) and yields
+/// them to tonic's `serve_with_incoming(_shutdown)`.
+///
+/// Handshakes run concurrently, each limited to [`HANDSHAKE_TIMEOUT`]; refused
+/// handshakes (no, foreign, expired or revoked certificate, TLS 1.2, plaintext)
+/// are logged and never reach tonic. At most `max_connections` connections
+/// (including those still in their handshake) are open at a time; beyond that
+/// the listener waits (the kernel queues new connections). Accepting stops
+/// when the stream is dropped, e.g. when the server shuts down.
+///
+/// Must be called within a tokio runtime.
+pub fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    max_connections: usize,
+) -> impl Stream<Item = Result<TlsConnection, io::Error>> + Send + 'static {
+    let (tx, rx) = mpsc::channel(64);
+    let slots = Arc::new(Semaphore::new(
+        max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let slot = tokio::select! {
+                () = tx.closed() => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            let (tcp, peer) = tokio::select! {
+                () = tx.closed() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(inner)) => {
+                        let conn = TlsConnection { inner, _slot: slot };
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "TLS handshake refused");
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "TLS handshake timed out");
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// A lazily connecting tonic channel to `url` (`https://host:port`) over
+/// Duokey TLS with `config` (SPEC §2, §5): the server is verified against the
+/// configuration's CA and its name against `host`.
+///
+/// The TLS is done by this connector, not by tonic, so the channel itself
+/// talks to an `http://` endpoint internally; the wire is TLS 1.3 all the same.
+pub fn channel(url: &str, config: Arc<ClientConfig>) -> Result<Channel, Status> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| Status::invalid_argument(format!("invalid server URL {url:?}: {e}")))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(Status::invalid_argument(format!(
+            "server URL {url:?} must start with https:// (Duokey speaks only TLS)"
+        )));
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| Status::invalid_argument(format!("server URL {url:?} has no host")))?
+        .clone();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = authority.port_u16().unwrap_or(443);
+    let server_name = ServerName::try_from(host.clone())
+        .map_err(|e| Status::invalid_argument(format!("invalid server name {host:?}: {e}")))?;
+    if !config.alpn_protocols.iter().any(|p| p == ALPN_H2) {
+        return Err(Status::invalid_argument(
+            "the TLS client configuration must offer ALPN h2",
+        ));
+    }
+
+    let endpoint = Endpoint::from_shared(format!("http://{authority}"))
+        .map_err(|e| Status::invalid_argument(format!("invalid server URL {url:?}: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_while_idle(true);
+    let connector = TlsConnector::from(config);
+    let service = tower::service_fn(move |_: Uri| {
+        let connector = connector.clone();
+        let server_name = server_name.clone();
+        let host = host.clone();
+        async move {
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(server_name, tcp).await?;
+            Ok::<_, io::Error>(TokioIo::new(tls))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(service))
+}
+
+/// A verified caller: who made a request, from its TLS client certificate.
+/// The caller's user id always comes from here, never from a request field.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// What the leaf certificate says.
+    pub peer: PeerIdentity,
+    /// The presented chain, leaf first, DER.
+    pub chain: Vec<Vec<u8>>,
+}
+
+impl Caller {
+    /// The caller of `req`; `UNAUTHENTICATED` without a usable certificate.
+    pub fn of<T>(req: &Request<T>) -> Result<Caller, Status> {
+        let certs = req.peer_certs().ok_or_else(|| {
+            Status::unauthenticated("a client certificate from the organisation's CA is required")
+        })?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
+        let peer = peer_identity(leaf)
+            .map_err(|e| Status::unauthenticated(format!("unusable client certificate: {e}")))?;
+        Ok(Caller {
+            peer,
+            chain: certs.iter().map(|c| c.to_vec()).collect(),
+        })
+    }
+
+    /// The terminal's user id and certified key; `PERMISSION_DENIED` for a
+    /// server certificate.
+    pub fn terminal(&self) -> Result<(UserId, PublicIdentity), Status> {
+        let denied = || Status::permission_denied("this call needs a terminal (user) certificate");
+        let user = self
+            .peer
+            .user_id
+            .clone()
+            .filter(|_| self.peer.is_terminal())
+            .ok_or_else(denied)?;
+        let key = self
+            .peer
+            .ed25519_public
+            .as_ref()
+            .and_then(|k| PublicIdentity::from_bytes(k).ok())
+            .ok_or_else(denied)?;
+        Ok((user, key))
+    }
+
+    /// `PERMISSION_DENIED` unless the certificate carries `role`.
+    pub fn require_role(&self, role: Role) -> Result<(), Status> {
+        if self.peer.has_role(role) {
+            Ok(())
+        } else {
+            metrics::counter!("duokey_refusals_total", "reason" => "wrong_role").increment(1);
+            Err(Status::permission_denied(format!(
+                "only a {} certificate may make this call",
+                role.name()
+            )))
+        }
+    }
+}

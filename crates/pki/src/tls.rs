@@ -1,0 +1,174 @@
+//! TLS configurations (SPEC §2, §5): TLS 1.3 only, ring only, the Duokey CA as
+//! the only trust anchor, client certificates required (except on the port of
+//! the AS enrolment call), revocation checked on every handshake, ALPN `h2`.
+//!
+//! Session resumption is switched off on the server: a resumed TLS 1.3 session
+//! skips certificate verification, so with resumption a certificate revoked (or
+//! expired) after the first connection could keep reconnecting. Every
+//! connection therefore makes a full handshake and passes the verifier.
+
+use crate::error::Result;
+use crate::identity::peer_identity;
+use crate::revocation::RevocationList;
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    RootCertStore, ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use std::sync::Arc;
+
+/// The ALPN protocol of Duokey's gRPC connections (SPEC §5: gRPC over HTTP/2).
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// Whether a server port demands client certificates (SPEC §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Every connection must present a valid, unrevoked certificate of the CA.
+    Required,
+    /// A connection may come without a certificate (only on the port that also
+    /// serves the AS enrolment call, SPEC §2, §5.1); a certificate that *is*
+    /// presented is still verified and checked for revocation. Handlers must
+    /// then check for a certificate themselves.
+    Optional,
+}
+
+/// The crypto provider of every Duokey TLS config (SPEC §2): ring, set
+/// explicitly so no process-wide default provider is needed.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(ca: &CertificateDer<'_>) -> Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone().into_owned())?;
+    Ok(Arc::new(roots))
+}
+
+/// The client-certificate verifier of Duokey servers (SPEC §2): webpki
+/// verification against `ca` only (so certificates of another CA and expired
+/// ones are refused), then the Duokey profile ([`crate::peer_identity`] must
+/// accept the certificate) and the revocation list, consulted on every
+/// handshake.
+pub fn client_verifier(
+    ca: &CertificateDer<'_>,
+    client_auth: ClientAuth,
+    revoked: Arc<RevocationList>,
+) -> Result<Arc<dyn ClientCertVerifier>> {
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots(ca)?, crypto_provider());
+    if client_auth == ClientAuth::Optional {
+        builder = builder.allow_unauthenticated();
+    }
+    Ok(Arc::new(DuokeyClientVerifier {
+        inner: builder.build()?,
+        revoked,
+    }))
+}
+
+/// The TLS configuration of a Duokey server port (SPEC §2, §5): TLS 1.3 only,
+/// `chain`/`key` as the server's identity, client certificates of `ca` per
+/// `client_auth`, certificates in `revoked` refused, ALPN `h2`, no session
+/// resumption.
+pub fn server_config(
+    ca: &CertificateDer<'_>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_auth: ClientAuth,
+    revoked: Arc<RevocationList>,
+) -> Result<Arc<ServerConfig>> {
+    let verifier = client_verifier(ca, client_auth, revoked)?;
+    let mut config = ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// The TLS configuration of a Duokey client (terminal, or a server calling
+/// another, SPEC §2, §5.4): TLS 1.3 only, the server verified against `ca`
+/// only (and its name against its SANs), ALPN `h2`, and `client` as the client
+/// certificate chain and key (`None` only for the AS enrolment call).
+pub fn client_config(
+    ca: &CertificateDer<'_>,
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<Arc<ClientConfig>> {
+    let provider = crypto_provider();
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider.clone()).build()?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_webpki_verifier(verifier);
+    let mut config = match client {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// webpki verification plus the Duokey profile and the revocation list.
+#[derive(Debug)]
+struct DuokeyClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    revoked: Arc<RevocationList>,
+}
+
+impl ClientCertVerifier for DuokeyClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let identity = peer_identity(end_entity).map_err(|e| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        })?;
+        if self.revoked.is_revoked(&identity.serial) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

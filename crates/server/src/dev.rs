@@ -1,0 +1,105 @@
+//! `duokey-server dev`: a CA, a server certificate and a configuration in one
+//! directory, created on first run and reused afterwards.
+
+use crate::Error;
+use crate::config::{Databases, LimitsConfig, ServerConfig, TlsFiles};
+use duokey_pki::{Ca, Role};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Validity of dev server certificates.
+const SERVER_CERT_DAYS: u32 = 825;
+
+/// What terminals need to reach a server (written to `DIR/client.toml`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    /// The AS (enrolment).
+    pub as_url: String,
+    /// The GMS.
+    pub gms_url: String,
+    /// The CS.
+    pub cs_url: String,
+    /// The organisation's CA certificate, PEM.
+    pub ca_cert: String,
+}
+
+fn create_dir_private(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Creates (or reuses) the CA, the server certificate and `server.toml` in
+/// `dir`, with the given listen addresses. Returns the configuration.
+pub fn prepare(dir: &Path, gms_addr: &str, cs_addr: &str) -> Result<ServerConfig, Error> {
+    create_dir_private(dir)?;
+    let ca_dir = dir.join("ca");
+    let ca = if ca_dir.join("ca.pem").exists() {
+        Ca::load(&ca_dir)?
+    } else {
+        create_dir_private(&ca_dir)?;
+        let ca = Ca::generate("Duokey development CA")?;
+        ca.save(&ca_dir)?;
+        tracing::info!(dir = %ca_dir.display(), "created a development CA");
+        ca
+    };
+    if !dir.join("server.pem").exists() {
+        let hosts = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        ca.issue_server(&hosts, &[Role::As, Role::Gms, Role::Cs], SERVER_CERT_DAYS)?
+            .save(dir, "server")?;
+    }
+    let cfg = ServerConfig {
+        data_dir: PathBuf::from("."),
+        roles: vec!["as".into(), "gms".into(), "cs".into()],
+        gms_addr: gms_addr.to_owned(),
+        cs_addr: cs_addr.to_owned(),
+        cs_url: None,
+        metrics_addr: None,
+        max_connections: 10_000,
+        tls: TlsFiles {
+            ca_cert: "ca/ca.pem".into(),
+            ca_key: Some("ca/ca.key".into()),
+            cert: "server.pem".into(),
+            key: "server.key".into(),
+            revocation_list: Some("revoked.txt".into()),
+        },
+        database: Databases {
+            as_url: Some("sqlite://as.db".into()),
+            gms: Some("sqlite://gms.db".into()),
+            cs: Some("sqlite://cs.db".into()),
+        },
+        limits: LimitsConfig::default(),
+    };
+    let path = dir.join("server.toml");
+    cfg.save(&path)?;
+    ServerConfig::load(&path)
+}
+
+/// Writes `DIR/client.toml` for terminals, with the addresses actually bound.
+pub fn write_client_file(dir: &Path, gms: SocketAddr, cs: SocketAddr) -> Result<PathBuf, Error> {
+    let ca_cert = std::fs::read_to_string(dir.join("ca/ca.pem"))?;
+    let file = ClientFile {
+        as_url: format!("https://{gms}"),
+        gms_url: format!("https://{gms}"),
+        cs_url: format!("https://{cs}"),
+        ca_cert,
+    };
+    let text = toml::to_string_pretty(&file).map_err(|e| Error::Config(e.to_string()))?;
+    let path = dir.join("client.toml");
+    std::fs::write(
+        &path,
+        format!("# Written by duokey-server dev: how terminals reach this server.\n{text}"),
+    )?;
+    Ok(path)
+}

@@ -1,0 +1,290 @@
+//! `duokey-server`: the AS, GMS and CS of Duokey (SPEC §8).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use duokey_crypto::UserId;
+use duokey_pki::{Ca, Role};
+use duokey_server::config::ServerConfig;
+use duokey_server::{Error, Node, dev};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Duokey servers: the Account Server (enrolment), the Group Management
+/// Server (membership and RN2) and the Communication Server (ciphertext relay).
+#[derive(Parser, Debug)]
+#[command(name = "duokey-server", version, about, long_about = None)]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// One process with AS+GMS+CS on SQLite in DIR, created with a CA and
+    /// server certificates if missing; writes DIR/client.toml for terminals.
+    Dev {
+        /// Data directory.
+        #[arg(long, default_value = "duokey-dev")]
+        dir: PathBuf,
+        /// CS listen address.
+        #[arg(long, default_value = "127.0.0.1:7444")]
+        cs_addr: String,
+        /// GMS (and AS) listen address.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        gms_addr: String,
+    },
+    /// Print a one-time enrolment token for USER (valid 24 h; the token is the
+    /// last word printed).
+    Enroll {
+        /// Data directory of `dev`.
+        #[arg(long, conflicts_with = "config")]
+        dir: Option<PathBuf>,
+        /// Server configuration file (uses its AS database).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The user id to enrol (SPEC §2: a-z 0-9 . _ @ -).
+        user: String,
+    },
+    /// Run the roles of a configuration file (production).
+    Run {
+        /// Server configuration file (see the crate docs of `config`).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// CA administration.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Revoke a certificate by its serial (hex); servers refuse it within 10 s.
+    Revoke {
+        /// Revocation list file (the `tls.revocation_list` of the configuration).
+        #[arg(long)]
+        list: PathBuf,
+        /// Certificate serial in hex.
+        serial: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CaCommand {
+    /// Create a CA (key file mode 0600) in DIR.
+    Init {
+        /// Where to write ca.pem and ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Organisation name in the CA certificate.
+        #[arg(long, default_value = "Duokey")]
+        org: String,
+    },
+    /// Issue a server certificate with DNS and IP SANs.
+    IssueServer {
+        /// Directory of the CA.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Host names or IP addresses (repeat).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Roles this server runs.
+        #[arg(long, value_delimiter = ',', default_value = "as,gms,cs")]
+        roles: Vec<String>,
+        /// Where to write NAME.pem and NAME.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// File stem.
+        #[arg(long, default_value = "server")]
+        stem: String,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn serve(cfg: &ServerConfig, dev_dir: Option<&Path>) -> Result<(), Error> {
+    if let Some(addr) = &cfg.metrics_addr {
+        let addr: std::net::SocketAddr = addr
+            .parse()
+            .map_err(|_| Error::Config(format!("invalid metrics_addr {addr}")))?;
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| Error::Config(format!("metrics: {e}")))?;
+    }
+    let node = Node::start(cfg).await?;
+    if let (Some(dir), Some(gms), Some(cs)) = (dev_dir, node.gms_addr, node.cs_addr) {
+        let client = dev::write_client_file(dir, gms, cs)?;
+        let d = dir.display();
+        println!("Duokey dev server: GMS+AS on {gms}, CS on {cs}, data in {d}");
+        println!("Terminals use {}", client.display());
+        println!();
+        println!("Next steps:");
+        println!("  duokey-server enroll --dir {d} alice          # prints a one-time token");
+        println!(
+            "  duokey --home alice init --user alice --token TOKEN --config {}",
+            client.display()
+        );
+        println!("  duokey --home alice group create proj");
+        println!();
+        println!("Stop with Ctrl-C.");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Dev {
+            dir,
+            cs_addr,
+            gms_addr,
+        } => {
+            let cfg = dev::prepare(&dir, &gms_addr, &cs_addr)?;
+            serve(&cfg, Some(&dir)).await
+        }
+        Command::Run { config } => serve(&ServerConfig::load(&config)?, None).await,
+        Command::Enroll { dir, config, user } => {
+            let user = UserId::new(user).map_err(|e| Error::Config(e.to_string()))?;
+            let cfg = match (dir, config) {
+                (_, Some(c)) => ServerConfig::load(&c)?,
+                (Some(d), None) => ServerConfig::load(&d.join("server.toml")).map_err(|e| {
+                    Error::Config(format!(
+                        "{e} (run `duokey-server dev --dir {}` first)",
+                        d.display()
+                    ))
+                })?,
+                (None, None) => {
+                    return Err(Error::Config(
+                        "give --dir DIR (of `duokey-server dev`) or --config FILE".into(),
+                    ));
+                }
+            };
+            let url = cfg
+                .database
+                .as_url
+                .as_deref()
+                .ok_or_else(|| Error::Config("no [database] as".into()))?;
+            let db = duokey_storage::Db::open(&cfg.db_url(url)).await?;
+            let token = duokey_accounts::issue_token(&db, &user).await?;
+            println!(
+                "One-time enrolment token for {user} (valid 24 h): {}",
+                token.as_str()
+            );
+            Ok(())
+        }
+        Command::Ca {
+            command: CaCommand::Init { dir, org },
+        } => {
+            if dir.join("ca.pem").exists() {
+                return Err(Error::Config(format!(
+                    "{} already holds a CA; refusing to overwrite it",
+                    dir.display()
+                )));
+            }
+            std::fs::create_dir_all(&dir)?;
+            Ca::generate(&org)?.save(&dir)?;
+            println!(
+                "CA created in {} (ca.pem, ca.key with mode 0600)",
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Ca {
+            command:
+                CaCommand::IssueServer {
+                    ca_dir,
+                    names,
+                    roles,
+                    out,
+                    stem,
+                },
+        } => {
+            let roles = roles
+                .iter()
+                .map(|r| match r.as_str() {
+                    "as" => Ok(Role::As),
+                    "gms" => Ok(Role::Gms),
+                    "cs" => Ok(Role::Cs),
+                    other => Err(Error::Config(format!("unknown role {other:?}"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let ca = Ca::load(&ca_dir)?;
+            std::fs::create_dir_all(&out)?;
+            ca.issue_server(&names, &roles, 825)?.save(&out, &stem)?;
+            println!(
+                "Issued {}/{stem}.pem and {stem}.key for {}",
+                out.display(),
+                names.join(", ")
+            );
+            Ok(())
+        }
+        Command::Revoke { list, serial } => {
+            let bytes = serial_bytes(&serial)?;
+            duokey_pki::RevocationList::revoke_in_file(&list, &bytes)?;
+            println!("Revoked serial {serial}; servers refuse it within 10 s.");
+            Ok(())
+        }
+    }
+}
+
+fn serial_bytes(s: &str) -> Result<Vec<u8>, Error> {
+    let s = s.trim().trim_start_matches("0x").replace(':', "");
+    hex::decode(&s)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::Config(format!("{s:?} is not a hex serial")))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Starting and stopping the roles of one process.
+
+use crate::Error;
+use crate::config::ServerConfig;
+use duokey_accounts::AccountServer;
+use duokey_cs::{Cs, CsConfig};
+use duokey_gms::{Gms, GmsConfig};
+use duokey_pki::grpc::{channel, tls_incoming};
+use duokey_pki::{Ca, ClientAuth, RevocationList, Role};
+use duokey_proto::membership_sync_client::MembershipSyncClient;
+use duokey_storage::Db;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::transport::Server;
+
+/// How often the revocation list file is re-read.
+const REVOCATION_RELOAD: Duration = Duration::from_secs(10);
+/// How often expired grants and envelopes are purged.
+const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
+
+/// Starts the roles of a configuration.
+#[derive(Debug)]
+pub struct Node;
+
+/// A running process: its bound addresses and a way to stop it.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// Where the GMS (and AS) listen, if run here.
+    pub gms_addr: Option<SocketAddr>,
+    /// Where the CS listens, if run here.
+    pub cs_addr: Option<SocketAddr>,
+    /// The GMS, if run here (tests and tools drive its scheduler and database).
+    pub gms: Option<Gms>,
+    /// The CS, if run here.
+    pub cs: Option<Cs>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningNode {
+    /// Stops accepting, lets running calls finish, and returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+struct Tls {
+    ca: duokey_pki::rustls_pki_types::CertificateDer<'static>,
+    chain: Vec<duokey_pki::rustls_pki_types::CertificateDer<'static>>,
+    key_pem: String,
+    revoked: Arc<RevocationList>,
+}
+
+impl Tls {
+    fn load(cfg: &ServerConfig) -> Result<Tls, Error> {
+        let revoked = match &cfg.tls.revocation_list {
+            Some(p) => RevocationList::load(cfg.path(p))?,
+            None => RevocationList::empty(),
+        };
+        let key_pem = std::fs::read_to_string(cfg.path(&cfg.tls.key))
+            .map_err(|e| Error::Config(format!("cannot read the server key: {e}")))?;
+        Ok(Tls {
+            ca: duokey_pki::pem::load_cert(&cfg.path(&cfg.tls.ca_cert))?,
+            chain: duokey_pki::pem::load_certs(&cfg.path(&cfg.tls.cert))?,
+            key_pem,
+            revoked: Arc::new(revoked),
+        })
+    }
+
+    fn server(&self, auth: ClientAuth) -> Result<Arc<duokey_pki::rustls::ServerConfig>, Error> {
+        let key = duokey_pki::pem::key_from_pem(&self.key_pem)?;
+        Ok(duokey_pki::server_config(
+            &self.ca,
+            self.chain.clone(),
+            key,
+            auth,
+            self.revoked.clone(),
+        )?)
+    }
+
+    fn client(&self) -> Result<Arc<duokey_pki::rustls::ClientConfig>, Error> {
+        let key = duokey_pki::pem::key_from_pem(&self.key_pem)?;
+        Ok(duokey_pki::client_config(
+            &self.ca,
+            Some((self.chain.clone(), key)),
+        )?)
+    }
+}
+
+fn db_url(cfg: &ServerConfig, url: &Option<String>, role: &str) -> Result<String, Error> {
+    url.as_deref()
+        .map(|u| cfg.db_url(u))
+        .ok_or_else(|| Error::Config(format!("[database] {role} is required for the {role} role")))
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))
+}
+
+fn reflection() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    Error,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(duokey_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Config(format!("reflection: {e}")))
+}
+
+impl Node {
+    /// Binds every port of `cfg`, opens the databases and starts serving.
+    pub async fn start(cfg: &ServerConfig) -> Result<RunningNode, Error> {
+        let roles = cfg.roles()?;
+        let tls = Tls::load(cfg)?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let limits = &cfg.limits;
+
+        let (mut cs, mut cs_addr) = (None, None);
+        if roles.contains(&Role::Cs) {
+            let db = Db::open(&db_url(cfg, &cfg.database.cs, "cs")?).await?;
+            let mut cs_cfg = CsConfig::default();
+            cs_cfg.limits.max_body = limits.max_body_bytes;
+            cs_cfg.rate_per_sec = limits.rate_per_sec;
+            cs_cfg.rate_burst = limits.rate_burst;
+            cs_cfg.subscriber_queue = limits.subscriber_queue;
+            let server = Cs::start(db, cs_cfg).await?;
+            let listener = bind(&cfg.cs_addr).await?;
+            cs_addr = Some(listener.local_addr()?);
+            let (health, health_svc) = tonic_health::server::health_reporter();
+            health
+                .set_service_status(
+                    "duokey.v1.Communication",
+                    tonic_health::ServingStatus::Serving,
+                )
+                .await;
+            health
+                .set_service_status(
+                    "duokey.v1.MembershipSync",
+                    tonic_health::ServingStatus::Serving,
+                )
+                .await;
+            let router = Server::builder()
+                .add_service(health_svc)
+                .add_service(reflection()?)
+                .add_service(server.communication())
+                .add_service(server.membership_sync());
+            let incoming = tls_incoming(
+                listener,
+                tls.server(ClientAuth::Required)?,
+                cfg.max_connections,
+            );
+            let mut stop_cs = stopped.clone();
+            tasks.spawn(async move {
+                let done = async move {
+                    let _ = stop_cs.wait_for(|s| *s).await;
+                };
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, done).await {
+                    tracing::error!(error = %e, "CS server failed");
+                }
+            });
+            let sweeper = server.clone();
+            tasks.spawn(until_stopped(stopped.clone(), async move {
+                loop {
+                    match sweeper.purge_expired(now_ms()).await {
+                        Ok(n) if n > 0 => tracing::info!(purged = n, "expired envelopes purged"),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "retention purge failed"),
+                    }
+                    tokio::time::sleep(RETENTION_SWEEP).await;
+                }
+            }));
+            cs = Some(server);
+        }
+
+        let (mut gms, mut gms_addr) = (None, None);
+        if roles.contains(&Role::Gms) || roles.contains(&Role::As) {
+            let listener = bind(&cfg.gms_addr).await?;
+            gms_addr = Some(listener.local_addr()?);
+            let (health, health_svc) = tonic_health::server::health_reporter();
+            let mut router = Server::builder()
+                .add_service(health_svc)
+                .add_service(reflection()?);
+            let mut router_gms = None;
+            if roles.contains(&Role::Gms) {
+                let db = Db::open(&db_url(cfg, &cfg.database.gms, "gms")?).await?;
+                let server = Gms::new(
+                    db,
+                    GmsConfig {
+                        min_rotate_every_secs: limits.min_rotate_every_secs,
+                    },
+                );
+                health
+                    .set_service_status(
+                        "duokey.v1.GroupManagement",
+                        tonic_health::ServingStatus::Serving,
+                    )
+                    .await;
+                let cs_url = cfg
+                    .cs_url
+                    .clone()
+                    .or_else(|| cs_addr.map(|a| format!("https://{a}")))
+                    .ok_or_else(|| {
+                        Error::Config("cs_url is required when the CS runs elsewhere".into())
+                    })?;
+                let client = MembershipSyncClient::new(
+                    channel(&cs_url, tls.client()?)
+                        .map_err(|s| Error::Config(s.message().to_owned()))?,
+                );
+                tasks.spawn(until_stopped(
+                    stopped.clone(),
+                    duokey_gms::cs_sync::run(server.clone(), client),
+                ));
+                tasks.spawn(until_stopped(
+                    stopped.clone(),
+                    server.clone().run_scheduler(),
+                ));
+                let sweeper = server.clone();
+                tasks.spawn(until_stopped(stopped.clone(), async move {
+                    loop {
+                        if let Err(e) = sweeper.purge_expired(now_ms()).await {
+                            tracing::error!(error = %e, "grant retention purge failed");
+                        }
+                        tokio::time::sleep(RETENTION_SWEEP).await;
+                    }
+                }));
+                router_gms = Some(server.service());
+                gms = Some(server);
+            }
+            let auth = if roles.contains(&Role::As) {
+                let key = cfg.tls.ca_key.as_ref().ok_or_else(|| {
+                    Error::Config("tls.ca_key is required for the as role".into())
+                })?;
+                let ca = Ca::load_files(&cfg.path(&cfg.tls.ca_cert), &cfg.path(key))?;
+                let db = Db::open(&db_url(cfg, &cfg.database.as_url, "as")?).await?;
+                health
+                    .set_service_status("duokey.v1.Accounts", tonic_health::ServingStatus::Serving)
+                    .await;
+                router = router.add_service(AccountServer::new(db, Arc::new(ca)).service());
+                ClientAuth::Optional
+            } else {
+                ClientAuth::Required
+            };
+            let router = router.add_optional_service(router_gms);
+            let incoming = tls_incoming(listener, tls.server(auth)?, cfg.max_connections);
+            let mut stop_gms = stopped.clone();
+            tasks.spawn(async move {
+                let done = async move {
+                    let _ = stop_gms.wait_for(|s| *s).await;
+                };
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, done).await {
+                    tracing::error!(error = %e, "GMS server failed");
+                }
+            });
+        }
+
+        let revoked = tls.revoked.clone();
+        tasks.spawn(until_stopped(stopped.clone(), async move {
+            loop {
+                tokio::time::sleep(REVOCATION_RELOAD).await;
+                if let Err(e) = revoked.reload() {
+                    tracing::warn!(error = %e, "cannot reload the revocation list");
+                }
+            }
+        }));
+        tracing::info!(?gms_addr, ?cs_addr, "serving");
+        Ok(RunningNode {
+            gms_addr,
+            cs_addr,
+            gms,
+            cs,
+            stop,
+            tasks,
+        })
+    }
+}
+
+/// Runs `work` until the stop signal.
+async fn until_stopped(
+    mut stopped: watch::Receiver<bool>,
+    work: impl std::future::Future<Output = ()>,
+) {
+    tokio::select! {
+        _ = stopped.wait_for(|s| *s) => {}
+        () = work => {}
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
