@@ -36,6 +36,10 @@ impl Gms {
             }
         }
         metrics::gauge!("duokey_gms_cs_outbox_pending").set(left as f64);
+        self.inner.cs_pending.send_modify(|(rounds, pending)| {
+            *rounds += 1;
+            *pending = left;
+        });
         left
     }
 

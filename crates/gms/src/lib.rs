@@ -63,6 +63,8 @@ pub(crate) struct Inner {
     pub(crate) cs_changed: Notify,
     /// Woken when a group is created (the scheduler recomputes its next wake-up).
     pub(crate) schedule_changed: Notify,
+    /// (rounds finished, groups still pending after the last round) of the CS sync.
+    pub(crate) cs_pending: tokio::sync::watch::Sender<(u64, usize)>,
 }
 
 impl Gms {
@@ -76,6 +78,7 @@ impl Gms {
                 watchers: watch::Watchers::default(),
                 cs_changed: Notify::new(),
                 schedule_changed: Notify::new(),
+                cs_pending: tokio::sync::watch::Sender::new((0, usize::MAX)),
             }),
         }
     }
@@ -88,6 +91,25 @@ impl Gms {
     /// The database (for operators' tools and tests).
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// Waits until a CS sync round finished with nothing pending, after every
+    /// change made before this call (operators' tools and tests).
+    pub async fn cs_caught_up(&self) {
+        let mut rx = self.inner.cs_pending.subscribe();
+        let start = rx.borrow().0;
+        // A round already running may have read the outbox before our
+        // change; the round after it certainly started after this call.
+        loop {
+            self.inner.cs_changed.notify_one();
+            if rx.changed().await.is_err() {
+                return;
+            }
+            let (rounds, pending) = *rx.borrow();
+            if rounds >= start + 2 && pending == 0 {
+                return;
+            }
+        }
     }
 
     /// The lock that serialises changes of one group.

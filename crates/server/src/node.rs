@@ -37,6 +37,8 @@ pub struct RunningNode {
     pub gms: Option<Gms>,
     /// The CS, if run here.
     pub cs: Option<Cs>,
+    /// The revocation list the ports consult (reloaded from its file every 10 s).
+    pub revocations: Arc<RevocationList>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -279,6 +281,7 @@ impl Node {
             cs_addr,
             gms,
             cs,
+            revocations: tls.revoked.clone(),
             stop,
             tasks,
         })

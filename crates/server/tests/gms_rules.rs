@@ -1,0 +1,295 @@
+//! Issue 3 points 3 and 9: rights, membership at the CS, serialised versions,
+//! grants only for versions one was a member at.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use duokey_proto::*;
+use support::TestNet;
+use tonic::Code;
+
+#[tokio::test]
+async fn member_without_invite_right_cannot_add_and_nobody_grants_rights_they_lack() {
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let g = alice.create_group("proj").await;
+    assert_eq!(g.rn2_version, 1);
+    let g = alice.add(&g, "bob", 0x01).await.unwrap(); // bob may invite, not remove
+    assert_eq!(g.rn2_version, 2);
+    let err = bob.add(&g, "carol", 0x02).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "bob cannot grant the remove right he lacks"
+    );
+    let g = bob.add(&g, "carol", 0x01).await.unwrap();
+    assert_eq!(g.rn2_version, 3);
+    let mut carol = net.enroll("carol").await;
+    let g = alice.add(&g, "dave", 0).await.unwrap();
+    let mut dave = net.enroll("dave").await;
+    let err = dave.add(&g, "erin", 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("invite"), "{}", err.message());
+    let err = carol.remove(&g, "dave").await.unwrap_err();
+    assert!(err.message().contains("remove right"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn non_member_and_removed_member_cannot_post_or_fetch() {
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let mut mallory = net.enroll("mallory").await;
+    let g = alice.create_group("proj").await;
+    let g = alice.add(&g, "bob", 0).await.unwrap();
+    net.cs_caught_up().await;
+    let gid = g.group_id.clone();
+    assert_eq!(alice.post(&gid, "hello").await.unwrap(), 1);
+    assert_eq!(bob.post(&gid, "hi").await.unwrap(), 2);
+    assert_eq!(bob.fetch(&gid, 0).await.unwrap().len(), 2);
+    assert_eq!(
+        mallory.post(&gid, "x").await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        mallory.fetch(&gid, 0).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    let g = alice.remove(&g, "bob").await.unwrap();
+    assert_eq!(g.rn1_version, 2, "rotate_rn1_on_remove is on by default");
+    assert_eq!(g.rn1_rotator, "alice");
+    net.cs_caught_up().await;
+    assert_eq!(
+        bob.post(&gid, "still here?").await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        bob.fetch(&gid, 0).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(alice.fetch(&gid, 0).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_post_naming_another_sender_is_refused() {
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let g = alice.create_group("proj").await;
+    let g = alice.add(&g, "bob", 0).await.unwrap();
+    net.cs_caught_up().await;
+    let forged = alice.envelope(&g.group_id, "I am alice");
+    let err = bob
+        .cs
+        .post(PostRequest {
+            group_id: g.group_id.clone(),
+            envelope: forged,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_adds_give_versions_2_to_21_without_gap_or_duplicate() {
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let g = alice.create_group("big").await;
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let mut gms = alice.gms.clone();
+        let gid = g.group_id.clone();
+        calls.push(tokio::spawn(async move {
+            gms.report_member(ReportMemberRequest {
+                group_id: gid,
+                change: MemberChange::Add as i32,
+                user_id: format!("user{i}"),
+                rights: 0,
+                report_id: duokey_crypto::ItemId::random().unwrap().0.to_vec(),
+                rotate_rn1: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .rn2_version
+        }));
+    }
+    let mut versions = Vec::new();
+    for c in calls {
+        versions.push(c.await.unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=21).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn report_member_is_idempotent_by_report_id() {
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let g = alice.create_group("proj").await;
+    let req = ReportMemberRequest {
+        group_id: g.group_id.clone(),
+        change: MemberChange::Add as i32,
+        user_id: "bob".into(),
+        rights: 0,
+        report_id: vec![9; 16],
+        rotate_rn1: false,
+    };
+    let first = alice
+        .gms
+        .report_member(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let again = alice.gms.report_member(req).await.unwrap().into_inner();
+    assert_eq!(first, again, "a retried report answers the same grant");
+    assert_eq!(again.rn2_version, 2);
+}
+
+#[tokio::test]
+async fn get_grant_for_a_version_before_joining_is_refused() {
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let g = alice.create_group("proj").await;
+    let g = alice.add(&g, "bob", 0).await.unwrap();
+    let ask = |v| GetGrantRequest {
+        group_id: g.group_id.clone(),
+        rn2_version: v,
+    };
+    let mine = bob.gms.get_grant(ask(2)).await.unwrap().into_inner();
+    assert_eq!(
+        mine.rn2, g.rn2,
+        "bob gets the grant of the version that added him"
+    );
+    let err = bob.gms.get_grant(ask(1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(alice.gms.get_grant(ask(1)).await.is_ok());
+    let grants = bob
+        .gms
+        .get_grants(GetGrantsRequest { group_ids: vec![] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grants.grants.len(), 1);
+}
+
+#[tokio::test]
+async fn watch_pushes_grants_and_the_removal_to_the_removed_member() {
+    use tokio_stream::StreamExt;
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let g = alice.create_group("proj").await;
+    let mut bob_watch = bob.gms.watch(WatchRequest {}).await.unwrap().into_inner();
+    let mut alice_watch = alice.gms.watch(WatchRequest {}).await.unwrap().into_inner();
+    let g2 = alice.add(&g, "bob", 0).await.unwrap();
+    let first = bob_watch.next().await.unwrap().unwrap();
+    assert!(matches!(first.event, Some(watch_event::Event::Grant(ref x)) if x.rn2_version == 2));
+    alice.remove(&g2, "bob").await.unwrap();
+    let removal = bob_watch.next().await.unwrap().unwrap();
+    match removal.event {
+        Some(watch_event::Event::Removal(r)) => {
+            assert_eq!(
+                (r.rn2_version, r.cause, r.by.as_str()),
+                (3, RemovalCause::Removed as i32, "alice")
+            )
+        }
+        other => panic!("expected a removal, got {other:?}"),
+    }
+    let a1 = alice_watch.next().await.unwrap().unwrap();
+    let a2 = alice_watch.next().await.unwrap().unwrap();
+    let versions: Vec<u64> = [a1, a2]
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Some(watch_event::Event::Grant(g)) => Some(g.rn2_version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(versions, [2, 3]);
+}
+
+#[tokio::test]
+async fn periodic_rotation_issues_a_new_version_when_due() {
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let g = alice.create_group("proj").await;
+    let gms = net.node.gms.as_ref().unwrap();
+    let in_two_hours = support::now_ms() as i64 + 2 * 3600 * 1000;
+    assert!(gms.rotate_due(in_two_hours).await >= 1);
+    let now = alice
+        .gms
+        .get_grants(GetGrantsRequest {
+            group_ids: vec![g.group_id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.grants[0].rn2_version, 2);
+    assert_eq!(now.grants[0].cause, GrantCause::Periodic as i32);
+    assert_ne!(now.grants[0].rn2, g.rn2);
+    assert_eq!(
+        gms.rotate_due(support::now_ms() as i64).await,
+        0,
+        "not due again right away"
+    );
+}
+
+#[tokio::test]
+async fn leave_and_delete() {
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let g = alice.create_group("proj").await;
+    let g = alice.add(&g, "bob", 0).await.unwrap();
+    let left = bob
+        .gms
+        .leave(LeaveRequest {
+            group_id: g.group_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(left.rn2_version, 3);
+    let after = alice
+        .gms
+        .get_grants(GetGrantsRequest { group_ids: vec![] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        after.grants[0].rn1_rotator, "alice",
+        "the owner rotates RN1 after a leave"
+    );
+    let gone = bob
+        .gms
+        .get_grants(GetGrantsRequest {
+            group_ids: vec![g.group_id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(gone.removals[0].cause, RemovalCause::Left as i32);
+    let err = bob
+        .gms
+        .delete(DeleteRequest {
+            group_id: g.group_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    alice
+        .gms
+        .delete(DeleteRequest {
+            group_id: g.group_id.clone(),
+        })
+        .await
+        .unwrap();
+    net.cs_caught_up().await;
+    assert_eq!(
+        alice.post(&g.group_id, "x").await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+}

@@ -1,0 +1,221 @@
+//! Real servers on 127.0.0.1 with real TLS and SQLite, and enrolled users.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs
+)]
+
+use duokey_crypto::envelope::{self, Header};
+use duokey_crypto::*;
+use duokey_pki::grpc::channel;
+use duokey_pki::{Ca, identity_private_key_der, make_csr};
+use duokey_proto::accounts_client::AccountsClient;
+use duokey_proto::communication_client::CommunicationClient;
+use duokey_proto::group_management_client::GroupManagementClient;
+use duokey_proto::*;
+use duokey_server::config::ServerConfig;
+use duokey_server::{Node, RunningNode, dev};
+use duokey_storage::Db;
+use tonic::transport::Channel;
+
+pub struct TestNet {
+    pub dir: tempfile::TempDir,
+    pub cfg: ServerConfig,
+    pub node: RunningNode,
+    pub ca: Ca,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+impl TestNet {
+    pub async fn start() -> TestNet {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(edit: impl FnOnce(&mut ServerConfig)) -> TestNet {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = dev::prepare(dir.path(), "127.0.0.1:0", "127.0.0.1:0").unwrap();
+        cfg.limits.min_rotate_every_secs = 1;
+        edit(&mut cfg);
+        let node = Node::start(&cfg).await.unwrap();
+        let ca = Ca::load(&dir.path().join("ca")).unwrap();
+        TestNet { dir, cfg, node, ca }
+    }
+
+    pub fn gms_url(&self) -> String {
+        format!("https://{}", self.node.gms_addr.unwrap())
+    }
+
+    pub fn cs_url(&self) -> String {
+        format!("https://{}", self.node.cs_addr.unwrap())
+    }
+
+    pub async fn token(&self, user: &str) -> String {
+        let db = Db::open(&self.cfg.db_url("sqlite://as.db")).await.unwrap();
+        let token = duokey_accounts::issue_token(&db, &UserId::new(user).unwrap())
+            .await
+            .unwrap();
+        token.to_string()
+    }
+
+    /// An anonymous (no client certificate) channel to the GMS/AS port.
+    pub fn anonymous(&self, url: &str) -> Channel {
+        channel(
+            url,
+            duokey_pki::client_config(&self.ca.cert_der(), None).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Enrols `user` through the AS and connects it to the GMS and CS.
+    pub async fn enroll(&self, user: &str) -> TestUser {
+        let id = UserId::new(user).unwrap();
+        let key = IdentityKey::generate();
+        let mut accounts = AccountsClient::new(self.anonymous(&self.gms_url()));
+        let resp = accounts
+            .enroll(EnrollRequest {
+                token: self.token(user).await,
+                csr_der: make_csr(&key, &id).unwrap(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let chain = resp
+            .cert_chain_der
+            .iter()
+            .map(|c| c.clone().into())
+            .collect();
+        self.user_with_chain(id, key, chain)
+    }
+
+    pub fn user_with_chain(
+        &self,
+        id: UserId,
+        key: IdentityKey,
+        chain: Vec<duokey_pki::rustls_pki_types::CertificateDer<'static>>,
+    ) -> TestUser {
+        let tls = duokey_pki::client_config(
+            &self.ca.cert_der(),
+            Some((chain, identity_private_key_der(&key))),
+        )
+        .unwrap();
+        TestUser {
+            id,
+            gms: GroupManagementClient::new(channel(&self.gms_url(), tls.clone()).unwrap()),
+            cs: CommunicationClient::new(channel(&self.cs_url(), tls).unwrap()),
+            key,
+            seq: 0,
+        }
+    }
+
+    pub async fn cs_caught_up(&self) {
+        let gms = self.node.gms.as_ref().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(20), gms.cs_caught_up())
+            .await
+            .expect("CS sync");
+    }
+}
+
+pub struct TestUser {
+    pub id: UserId,
+    pub key: IdentityKey,
+    pub gms: GroupManagementClient<Channel>,
+    pub cs: CommunicationClient<Channel>,
+    pub seq: u64,
+}
+
+impl TestUser {
+    pub async fn create_group(&mut self, name: &str) -> Grant {
+        let gid = GroupId::random().unwrap();
+        self.gms
+            .create_group(CreateGroupRequest {
+                group_id: gid.0.to_vec(),
+                name: name.into(),
+                policy: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn add(
+        &mut self,
+        grant: &Grant,
+        user: &str,
+        rights: u32,
+    ) -> Result<Grant, tonic::Status> {
+        self.gms
+            .report_member(ReportMemberRequest {
+                group_id: grant.group_id.clone(),
+                change: MemberChange::Add as i32,
+                user_id: user.into(),
+                rights,
+                report_id: ItemId::random().unwrap().0.to_vec(),
+                rotate_rn1: false,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn remove(&mut self, grant: &Grant, user: &str) -> Result<Grant, tonic::Status> {
+        self.gms
+            .report_member(ReportMemberRequest {
+                group_id: grant.group_id.clone(),
+                change: MemberChange::Remove as i32,
+                user_id: user.into(),
+                rights: 0,
+                report_id: ItemId::random().unwrap().0.to_vec(),
+                rotate_rn1: true,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// A real envelope of this user (the CS cannot tell the key is made up).
+    pub fn envelope(&mut self, gid: &[u8], text: &str) -> Vec<u8> {
+        let header = Header {
+            group_id: GroupId::from_slice(gid).unwrap(),
+            epoch: Epoch::new(1, 1),
+            sender: self.id.clone(),
+            seq: self.seq,
+            sent_at_ms: now_ms(),
+            msg_id: MsgId::random().unwrap(),
+        };
+        self.seq += 1;
+        let sk = SenderKey::derive(&GroupKey::from_bytes([7; 32]), &self.id).unwrap();
+        envelope::seal(&self.key, &sk, &header, ContentType::Text, text.as_bytes()).unwrap()
+    }
+
+    pub async fn post(&mut self, gid: &[u8], text: &str) -> Result<u64, tonic::Status> {
+        let envelope = self.envelope(gid, text);
+        self.cs
+            .post(PostRequest {
+                group_id: gid.to_vec(),
+                envelope,
+            })
+            .await
+            .map(|r| r.into_inner().log_seq)
+    }
+
+    pub async fn fetch(
+        &mut self,
+        gid: &[u8],
+        after: u64,
+    ) -> Result<Vec<LoggedEnvelope>, tonic::Status> {
+        self.cs
+            .fetch(FetchRequest {
+                group_id: gid.to_vec(),
+                after_seq: after,
+                limit: 1000,
+            })
+            .await
+            .map(|r| r.into_inner().envelopes)
+    }
+}
