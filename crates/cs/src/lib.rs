@@ -100,6 +100,17 @@ fn limit(requested: u32) -> Result<u32, Status> {
     }
 }
 
+/// A log or inbox position: stored as a signed 64-bit integer.
+fn position(v: u64) -> Result<u64, Status> {
+    if i64::try_from(v).is_ok() {
+        Ok(v)
+    } else {
+        Err(Status::invalid_argument(format!(
+            "position {v} is out of range"
+        )))
+    }
+}
+
 fn group_id(bytes: &[u8]) -> Result<Vec<u8>, Status> {
     if bytes.len() == 16 {
         Ok(bytes.to_vec())
@@ -296,7 +307,7 @@ impl Communication for Cs {
         let mut rows = self
             .state
             .db
-            .inbox_after(user.as_str(), req.get_ref().after_cursor, n + 1)
+            .inbox_after(user.as_str(), position(req.get_ref().after_cursor)?, n + 1)
             .await
             .map_err(internal)?;
         let more = rows.len() > n as usize;
@@ -320,7 +331,7 @@ impl Communication for Cs {
         let deleted = self
             .state
             .db
-            .inbox_ack(user.as_str(), req.get_ref().up_to_cursor)
+            .inbox_ack(user.as_str(), position(req.get_ref().up_to_cursor)?)
             .await
             .map_err(internal)?;
         Ok(Response::new(AckItemsResponse { deleted }))
@@ -374,7 +385,7 @@ impl Communication for Cs {
         let mut rows = self
             .state
             .db
-            .fetch_log(&gid, r.after_seq, n + 1)
+            .fetch_log(&gid, position(r.after_seq)?, n + 1)
             .await
             .map_err(internal)?;
         let more = rows.len() > n as usize;

@@ -105,7 +105,7 @@ pub(crate) fn build_grant(
                 rights: u32::from(m.rights),
             })
             .collect(),
-        policy: Some(policy.clone()),
+        policy: Some(*policy),
         issued_at_ms: issued_at_ms.max(0) as u64,
         report_id: next.report_id.clone().unwrap_or_default(),
         rn1_rotator: next.rn1_rotator.clone().unwrap_or_default(),

@@ -50,10 +50,10 @@ impl Watchers {
 
     pub(crate) fn push(&self, user: &str, event: WatchEvent) {
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = users.get(user) {
-            if tx.send(event).is_err() {
-                users.remove(user);
-            }
+        if let Some(tx) = users.get(user)
+            && tx.send(event).is_err()
+        {
+            users.remove(user);
         }
     }
 }

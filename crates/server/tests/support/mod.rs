@@ -18,12 +18,21 @@ use duokey_proto::*;
 use duokey_server::config::ServerConfig;
 use duokey_server::{Node, RunningNode, dev};
 use duokey_storage::Db;
+use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
 
 pub struct TestNet {
     pub dir: tempfile::TempDir,
     pub cfg: ServerConfig,
     pub node: RunningNode,
+    pub remote: Remote,
+}
+
+/// How to reach servers and enrol users: in this process or another.
+pub struct Remote {
+    pub dir: PathBuf,
+    pub gms_url: String,
+    pub cs_url: String,
     pub ca: Ca,
 }
 
@@ -32,6 +41,13 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+impl std::ops::Deref for TestNet {
+    type Target = Remote;
+    fn deref(&self) -> &Remote {
+        &self.remote
+    }
 }
 
 impl TestNet {
@@ -45,27 +61,61 @@ impl TestNet {
         cfg.limits.min_rotate_every_secs = 1;
         edit(&mut cfg);
         let node = Node::start(&cfg).await.unwrap();
-        let ca = Ca::load(&dir.path().join("ca")).unwrap();
-        TestNet { dir, cfg, node, ca }
+        let (gms, cs) = (
+            node.gms_addr.unwrap().to_string(),
+            node.cs_addr.unwrap().to_string(),
+        );
+        let remote = Remote::new(dir.path(), &gms, &cs);
+        TestNet {
+            dir,
+            cfg,
+            node,
+            remote,
+        }
+    }
+
+    pub async fn cs_caught_up(&self) {
+        let gms = self.node.gms.as_ref().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(20), gms.cs_caught_up())
+            .await
+            .expect("CS sync");
+    }
+}
+
+impl Remote {
+    pub fn new(dir: &Path, gms: &str, cs: &str) -> Remote {
+        Remote {
+            dir: dir.to_owned(),
+            gms_url: format!("https://{gms}"),
+            cs_url: format!("https://{cs}"),
+            ca: Ca::load(&dir.join("ca")).unwrap(),
+        }
+    }
+
+    pub fn reconnect(&mut self, gms: &str, cs: &str) {
+        self.gms_url = format!("https://{gms}");
+        self.cs_url = format!("https://{cs}");
     }
 
     pub fn gms_url(&self) -> String {
-        format!("https://{}", self.node.gms_addr.unwrap())
+        self.gms_url.clone()
     }
 
     pub fn cs_url(&self) -> String {
-        format!("https://{}", self.node.cs_addr.unwrap())
+        self.cs_url.clone()
     }
 
+    /// A one-time token, from the AS database of the data directory.
     pub async fn token(&self, user: &str) -> String {
-        let db = Db::open(&self.cfg.db_url("sqlite://as.db")).await.unwrap();
+        let db = Db::open_sqlite(&self.dir.join("as.db")).await.unwrap();
         let token = duokey_accounts::issue_token(&db, &UserId::new(user).unwrap())
             .await
             .unwrap();
+        db.close().await;
         token.to_string()
     }
 
-    /// An anonymous (no client certificate) channel to the GMS/AS port.
+    /// An anonymous (no client certificate) channel.
     pub fn anonymous(&self, url: &str) -> Channel {
         channel(
             url,
@@ -103,7 +153,7 @@ impl TestNet {
     ) -> TestUser {
         let tls = duokey_pki::client_config(
             &self.ca.cert_der(),
-            Some((chain, identity_private_key_der(&key))),
+            Some((chain.clone(), identity_private_key_der(&key))),
         )
         .unwrap();
         TestUser {
@@ -111,21 +161,23 @@ impl TestNet {
             gms: GroupManagementClient::new(channel(&self.gms_url(), tls.clone()).unwrap()),
             cs: CommunicationClient::new(channel(&self.cs_url(), tls).unwrap()),
             key,
+            chain,
             seq: 0,
         }
     }
 
-    pub async fn cs_caught_up(&self) {
-        let gms = self.node.gms.as_ref().unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(20), gms.cs_caught_up())
-            .await
-            .expect("CS sync");
+    /// The same user, connected to the current addresses.
+    pub fn reconnect_user(&self, u: TestUser) -> TestUser {
+        let mut fresh = self.user_with_chain(u.id, u.key, u.chain);
+        fresh.seq = u.seq;
+        fresh
     }
 }
 
 pub struct TestUser {
     pub id: UserId,
     pub key: IdentityKey,
+    pub chain: Vec<duokey_pki::rustls_pki_types::CertificateDer<'static>>,
     pub gms: GroupManagementClient<Channel>,
     pub cs: CommunicationClient<Channel>,
     pub seq: u64,
@@ -202,6 +254,18 @@ impl TestUser {
             })
             .await
             .map(|r| r.into_inner().log_seq)
+    }
+
+    /// Waits until the CS of another process knows this group: that process's
+    /// GMS→CS sync cannot be observed from here, so this polls (bounded).
+    pub async fn cs_ready(&mut self, gid: &[u8]) {
+        for _ in 0..500 {
+            if self.fetch(gid, 0).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the CS never learned the group");
     }
 
     pub async fn fetch(

@@ -1,0 +1,355 @@
+//! Issue 3 points 4, 5 and 9: inboxes, subscriptions, limits, retention and
+//! durability of the CS, on real servers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use duokey_crypto::*;
+use duokey_proto::*;
+use std::time::Duration;
+use support::TestNet;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+fn removal_item(from: &support::TestUser, to: &str, gid: &[u8]) -> Vec<u8> {
+    Item {
+        item_id: ItemId::random().unwrap(),
+        sender: from.id.clone(),
+        recipient: UserId::new(to).unwrap(),
+        created_at_ms: support::now_ms(),
+        body: ItemBody::Removal {
+            group_id: GroupId::from_slice(gid).unwrap(),
+        },
+    }
+    .sign(&from.key)
+    .unwrap()
+}
+
+#[tokio::test]
+async fn inbox_items_are_stored_once_delivered_live_and_acknowledged() {
+    let net = TestNet::start().await;
+    let alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let mut live = bob
+        .cs
+        .subscribe(SubscribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let item = removal_item(&alice, "bob", &[1; 16]);
+    let mut a = alice;
+    let c1 =
+        a.cs.send_item(SendItemRequest { item: item.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .cursor;
+    let c2 =
+        a.cs.send_item(SendItemRequest { item: item.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .cursor;
+    assert_eq!(c1, c2, "the same item id is stored once");
+    match live.next().await.unwrap().unwrap().event {
+        Some(delivery::Event::Item(i)) => assert_eq!(i.item, item),
+        other => panic!("expected the item, got {other:?}"),
+    }
+    let items = bob
+        .cs
+        .items(ItemsRequest {
+            after_cursor: 0,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(items.items.len(), 1);
+    bob.cs
+        .ack_items(AckItemsRequest { up_to_cursor: c1 })
+        .await
+        .unwrap();
+    assert!(
+        bob.cs
+            .items(ItemsRequest {
+                after_cursor: 0,
+                limit: 10
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn items_signed_or_sent_in_another_name_are_refused() {
+    let net = TestNet::start().await;
+    let alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let forged = removal_item(&alice, "carol", &[1; 16]);
+    let err = bob
+        .cs
+        .send_item(SendItemRequest { item: forged })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "bob cannot send alice's item"
+    );
+    let mut mine = removal_item(&bob, "carol", &[1; 16]);
+    let last = mine.len() - 1;
+    mine[last] ^= 1;
+    let err = bob
+        .cs
+        .send_item(SendItemRequest { item: mine })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "bad signature refused");
+    let err = bob
+        .cs
+        .send_item(SendItemRequest {
+            item: b"DKI1 junk".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn delivery_key_must_be_signed_by_its_user() {
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let secret = DeliverySecret::generate();
+    let record = DeliveryKeyRecord {
+        user: alice.id.clone(),
+        key: secret.public(),
+        created_at_ms: 1,
+    };
+    let signed = record.sign(&alice.key).unwrap();
+    let err = bob
+        .cs
+        .publish_delivery_key(PublishDeliveryKeyRequest {
+            record: signed.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::InvalidArgument,
+        "alice's record does not verify with bob's key"
+    );
+    alice
+        .cs
+        .publish_delivery_key(PublishDeliveryKeyRequest {
+            record: signed.clone(),
+        })
+        .await
+        .unwrap();
+    let got = bob
+        .cs
+        .get_user(GetUserRequest {
+            user_id: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.delivery_key_record, signed);
+}
+
+#[tokio::test]
+async fn huge_limits_and_bad_ids_get_invalid_argument() {
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let g = alice.create_group("proj").await;
+    net.cs_caught_up().await;
+    let err = alice
+        .cs
+        .fetch(FetchRequest {
+            group_id: g.group_id.clone(),
+            after_seq: 0,
+            limit: 1_000_000,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = alice
+        .cs
+        .items(ItemsRequest {
+            after_cursor: 0,
+            limit: u32::MAX,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = alice
+        .cs
+        .fetch(FetchRequest {
+            group_id: vec![1; 3],
+            after_seq: 0,
+            limit: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = alice
+        .cs
+        .get_user(GetUserRequest {
+            user_id: "Not A User".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = alice
+        .cs
+        .fetch(FetchRequest {
+            group_id: g.group_id.clone(),
+            after_seq: u64::MAX,
+            limit: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::InvalidArgument,
+        "a position beyond i64 is refused: {err:?}"
+    );
+    // The server keeps serving.
+    assert!(alice.fetch(&g.group_id, 0).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_envelope_is_refused_and_the_server_keeps_serving() {
+    let net = TestNet::start_with(|c| c.limits.max_body_bytes = 1024).await;
+    let mut alice = net.enroll("alice").await;
+    let g = alice.create_group("proj").await;
+    net.cs_caught_up().await;
+    let big = "x".repeat(4096);
+    let err = alice.post(&g.group_id, &big).await.unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted
+        ),
+        "{err:?}"
+    );
+    assert_eq!(alice.post(&g.group_id, "small").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn rate_limit_triggers_and_recovers() {
+    let net = TestNet::start_with(|c| {
+        c.limits.rate_per_sec = 20;
+        c.limits.rate_burst = 5;
+    })
+    .await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let ask = GetUserRequest {
+        user_id: "alice".into(),
+    };
+    let mut limited = false;
+    for _ in 0..20 {
+        if let Err(e) = alice.cs.get_user(ask.clone()).await {
+            assert_eq!(e.code(), Code::ResourceExhausted);
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "a burst beyond the quota is refused");
+    assert!(
+        bob.cs.get_user(ask.clone()).await.is_ok(),
+        "another certificate is not affected"
+    );
+    // The bucket refills at 20/s: a token is back after 50 ms.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(alice.cs.get_user(ask).await.is_ok(), "the limit recovers");
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_is_disconnected_and_does_not_delay_others() {
+    let net = TestNet::start_with(|c| c.limits.subscriber_queue = 4).await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let mut carol = net.enroll("carol").await;
+    let g = alice.create_group("proj").await;
+    let g = alice.add(&g, "bob", 0).await.unwrap();
+    let g = alice.add(&g, "carol", 0).await.unwrap();
+    net.cs_caught_up().await;
+    let mut slow = bob
+        .cs
+        .subscribe(SubscribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut fast = carol
+        .cs
+        .subscribe(SubscribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let n = 300;
+    let text = "y".repeat(16 * 1024); // fills bob's HTTP/2 window quickly
+    for i in 0..n {
+        alice.post(&g.group_id, &text).await.unwrap();
+        // carol reads as messages arrive: she must get every one, in order.
+        match tokio::time::timeout(Duration::from_secs(10), fast.next())
+            .await
+            .expect("carol is not delayed")
+        {
+            Some(Ok(Delivery {
+                event: Some(delivery::Event::Envelope(e)),
+            })) => assert_eq!(e.log_seq, i + 1),
+            other => panic!("carol got {other:?}"),
+        }
+    }
+    let mut end = None;
+    while let Some(msg) = slow.next().await {
+        if let Err(e) = msg {
+            end = Some(e);
+            break;
+        }
+    }
+    let end = end.expect("bob's stream ends with a status");
+    assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
+}
+
+#[tokio::test]
+async fn retention_purges_old_envelopes() {
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let g = alice.create_group("proj").await;
+    net.cs_caught_up().await;
+    for i in 0..3 {
+        alice.post(&g.group_id, &format!("m{i}")).await.unwrap();
+    }
+    let cs = net.node.cs.as_ref().unwrap();
+    assert_eq!(
+        cs.purge_expired(support::now_ms() as i64).await.unwrap(),
+        0,
+        "inside retention"
+    );
+    let later = support::now_ms() as i64 + 31 * 24 * 3600 * 1000;
+    assert_eq!(cs.purge_expired(later).await.unwrap(), 3);
+    assert!(alice.fetch(&g.group_id, 0).await.unwrap().is_empty());
+    let gms = net.node.gms.as_ref().unwrap();
+    gms.rotate_due(support::now_ms() as i64 + 2 * 3600 * 1000)
+        .await;
+    assert_eq!(
+        gms.purge_expired(later).await.unwrap(),
+        1,
+        "RN2 history older than retention is erased"
+    );
+    let err = alice
+        .gms
+        .get_grant(GetGrantRequest {
+            group_id: g.group_id.clone(),
+            rn2_version: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
