@@ -52,6 +52,12 @@ pub struct TlsConnection {
     _slot: OwnedSemaphorePermit,
 }
 
+impl Drop for TlsConnection {
+    fn drop(&mut self) {
+        metrics::gauge!("duokey_open_connections").decrement(1.0);
+    }
+}
+
 impl TlsConnection {
     /// The verified certificate chain of the client, if it sent one (SPEC §2).
     pub fn peer_certificates(&self) -> Option<&[rustls_pki_types::CertificateDer<'static>]> {
@@ -155,10 +161,14 @@ pub fn tls_incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(inner)) => {
+                        metrics::counter!("duokey_connections_total").increment(1);
+                        metrics::gauge!("duokey_open_connections").increment(1.0);
                         let conn = TlsConnection { inner, _slot: slot };
                         let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => {
+                        metrics::counter!("duokey_refusals_total", "reason" => "tls_handshake")
+                            .increment(1);
                         tracing::info!(%peer, error = %e, "TLS handshake refused");
                     }
                     Err(_) => {

@@ -12,7 +12,7 @@ pub mod config;
 pub mod dev;
 mod node;
 
-pub use node::{Node, RunningNode};
+pub use node::{Node, RunningNode, SHUTDOWN_GRACE};
 
 /// Errors of the server binary.
 #[derive(Debug, thiserror::Error)]

@@ -145,10 +145,17 @@ async fn serve(cfg: &ServerConfig, dev_dir: Option<&Path>) -> Result<(), Error> 
             .map_err(|e| Error::Config(format!("metrics: {e}")))?;
     }
     let node = Node::start(cfg).await?;
+    let show = |a: Option<std::net::SocketAddr>| a.map_or("-".to_owned(), |a| a.to_string());
+    // Scripts and tests read the bound addresses from this first line.
+    println!(
+        "Duokey server: GMS+AS on {}, CS on {}, data in {}",
+        show(node.gms_addr),
+        show(node.cs_addr),
+        cfg.data_dir.display()
+    );
     if let (Some(dir), Some(gms), Some(cs)) = (dev_dir, node.gms_addr, node.cs_addr) {
         let client = dev::write_client_file(dir, gms, cs)?;
         let d = dir.display();
-        println!("Duokey dev server: GMS+AS on {gms}, CS on {cs}, data in {d}");
         println!("Terminals use {}", client.display());
         println!();
         println!("Next steps:");

@@ -19,6 +19,8 @@ use tonic::transport::Server;
 
 /// How often the revocation list file is re-read.
 const REVOCATION_RELOAD: Duration = Duration::from_secs(10);
+/// How long a shutdown waits for running calls.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often expired grants and envelopes are purged.
 const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
 
@@ -44,10 +46,17 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    /// Stops accepting, lets running calls finish, and returns.
+    /// Stops accepting, lets running calls finish for up to
+    /// [`SHUTDOWN_GRACE`], then ends what is left (long-lived `Watch` and
+    /// `Subscribe` streams never finish on their own) and returns. Every
+    /// acknowledged post is already on disk, so cutting a stream loses nothing.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::info!("closing the remaining streams");
+            self.tasks.shutdown().await;
+        }
     }
 }
 

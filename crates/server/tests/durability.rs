@@ -30,7 +30,7 @@ fn start(dir: &Path) -> Server {
     BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
-    // "Duokey dev server: GMS+AS on A, CS on B, data in DIR"
+    // "Duokey server: GMS+AS on A, CS on B, data in DIR"
     let words: Vec<&str> = line.split_whitespace().collect();
     let gms = words[words.iter().position(|w| *w == "on").unwrap() + 1]
         .trim_end_matches(',')

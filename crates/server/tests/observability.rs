@@ -1,0 +1,118 @@
+//! Issue 3 points 6 and 8: `run --config` with health, reflection, Prometheus
+//! metrics and a graceful stop on SIGTERM, on the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use duokey_pki::grpc::channel;
+use duokey_server::dev;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use tokio_stream::StreamExt;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn health_reflection_metrics_and_graceful_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = dev::prepare(dir.path(), "127.0.0.1:0", "127.0.0.1:0").unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    cfg.metrics_addr = Some(metrics.clone());
+    cfg.data_dir = ".".into();
+    let path = dir.path().join("prod.toml");
+    cfg.save(&path).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_duokey-server"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let cs = words[words.iter().rposition(|w| *w == "on").unwrap() + 1].trim_end_matches(',');
+
+    // The server's own certificate is a valid client certificate of the CA.
+    let ca = duokey_pki::pem::load_cert(&dir.path().join("ca/ca.pem")).unwrap();
+    let chain = duokey_pki::pem::load_certs(&dir.path().join("server.pem")).unwrap();
+    let key = duokey_pki::pem::load_key(&dir.path().join("server.key")).unwrap();
+    let tls = duokey_pki::client_config(&ca, Some((chain, key))).unwrap();
+    let ch = channel(&format!("https://{cs}"), tls).unwrap();
+
+    let mut health = HealthClient::new(ch.clone());
+    let status = health
+        .check(HealthCheckRequest {
+            service: "duokey.v1.Communication".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let mut reflection = ServerReflectionClient::new(ch);
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([ask]))
+        .await
+        .unwrap()
+        .into_inner();
+    let services = match answers.next().await.unwrap().unwrap().message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    };
+    assert!(
+        services.iter().any(|s| s == "duokey.v1.Communication"),
+        "{services:?}"
+    );
+
+    let mut http = std::net::TcpStream::connect(&metrics).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    assert!(body.contains("duokey_connections_total"), "{body}");
+
+    // A client still holding an open stream must not keep the server alive.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful exit on SIGTERM: {status:?}");
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with('{') && l.contains("shutting down")),
+        "JSON logs: {logs}"
+    );
+}
