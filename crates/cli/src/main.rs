@@ -1,0 +1,508 @@
+//! `duokey`: the Duokey terminal (SPEC §8). Every command first syncs
+//! (inbox, grants, pending invitations and RN1 deliveries) and then acts.
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+use duokey_crypto::{Rights, UserId};
+use duokey_terminal::{ClientConfig, Error, Line, SendOutcome, Terminal};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use zeroize::Zeroizing;
+
+/// Duokey: group chat whose group keys are made of two random values that
+/// travel by two routes, so no server operator can read the messages and no
+/// member who left can read what is said afterwards.
+#[derive(Parser, Debug)]
+#[command(name = "duokey", version, about, long_about = None)]
+struct Cli {
+    /// Profile directory (default: $DUOKEY_HOME, else ~/.duokey).
+    #[arg(long, global = true, env = "DUOKEY_HOME")]
+    home: Option<PathBuf>,
+    /// Print JSON (one object per line for streams).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Enrol this terminal: a new identity key and a certificate for USER.
+    Init {
+        /// Your user id (as enrolled by the administrator).
+        #[arg(long)]
+        user: String,
+        /// The one-time token from `duokey-server enroll`.
+        #[arg(long)]
+        token: String,
+        /// The client.toml written by the server.
+        #[arg(long)]
+        config: PathBuf,
+        /// Store secrets without a passphrase (anyone who can read the profile
+        /// can read your messages).
+        #[arg(long)]
+        no_passphrase: bool,
+    },
+    /// Groups: create, list, members, invite, remove, leave, rotate, delete.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Pending invitations.
+    Invites,
+    /// Accept an invitation (by invite id, group id or group name).
+    Accept {
+        /// Invite id, group id or group name.
+        invite: String,
+    },
+    /// Decline an invitation.
+    Decline {
+        /// Invite id, group id or group name.
+        invite: String,
+    },
+    /// Send TEXT (or standard input) to GROUP.
+    Send {
+        /// Group id, unique id prefix or unique name.
+        group: String,
+        /// The message; read from standard input if absent.
+        text: Option<String>,
+    },
+    /// Show GROUP's history; with --follow, then live messages and notices.
+    Read {
+        /// Group id, unique id prefix or unique name.
+        group: String,
+        /// Keep running and print new messages until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Sync now (inbox, grants, RN1 deliveries, outbox).
+    Sync,
+    /// Show a contact's certificate fingerprint and your safety number.
+    Verify {
+        /// The contact.
+        user: String,
+        /// Record that the safety numbers matched (also accepts a changed key).
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Your groups with their epochs.
+    Status,
+    /// Interactive terminal UI (not built yet: use read --follow and send).
+    Chat {
+        /// Group to open.
+        group: Option<String>,
+    },
+    /// A self-contained, self-checking walkthrough on in-process servers.
+    Demo,
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// Create a group; prints its id.
+    Create {
+        /// Group name (1–128 bytes).
+        name: String,
+        /// Period of the RN2 rotation, e.g. 1h, 30m, 90s (default 1h).
+        #[arg(long, value_parser = parse_duration)]
+        rotate_every: Option<u64>,
+        /// Do not rotate RN1 when a member is removed or leaves (weaker: a
+        /// removed member colluding with the GMS operator could then read).
+        #[arg(long)]
+        no_rotate_rn1_on_remove: bool,
+    },
+    /// Your groups.
+    List,
+    /// Members and rights.
+    Members {
+        /// Group.
+        group: String,
+    },
+    /// Invite USER.
+    Invite {
+        /// Group.
+        group: String,
+        /// The invitee.
+        user: String,
+        /// Let them invite others.
+        #[arg(long)]
+        can_invite: bool,
+        /// Let them remove members and rotate keys.
+        #[arg(long)]
+        can_remove: bool,
+    },
+    /// Remove USER (rotates RN2, and RN1 unless the group opted out).
+    Remove {
+        /// Group.
+        group: String,
+        /// The member.
+        user: String,
+    },
+    /// Leave the group.
+    Leave {
+        /// Group.
+        group: String,
+    },
+    /// Force a key rotation.
+    Rotate {
+        /// Group.
+        group: String,
+        /// Also rotate RN1.
+        #[arg(long)]
+        rn1: bool,
+    },
+    /// Delete the group (owner only).
+    Delete {
+        /// Group.
+        group: String,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m or 1h"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: use s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| "duration too long".to_owned())
+}
+
+fn home(cli: &Cli) -> PathBuf {
+    cli.home.clone().unwrap_or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".duokey")
+    })
+}
+
+fn passphrase(confirm: bool) -> duokey_terminal::Result<Zeroizing<String>> {
+    if let Ok(p) = std::env::var("DUOKEY_PASSPHRASE") {
+        return Ok(Zeroizing::new(p));
+    }
+    let p = Zeroizing::new(rpassword::prompt_password("Passphrase: ")?);
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password("Passphrase again: ")?);
+        if *again != *p {
+            return Err(Error::User("the passphrases differ".into()));
+        }
+    }
+    if p.is_empty() {
+        return Err(Error::User(
+            "an empty passphrase is not allowed; use --no-passphrase to store keys unprotected"
+                .into(),
+        ));
+    }
+    Ok(p)
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string(v).unwrap_or_default());
+}
+
+fn print_line(json: bool, line: &Line) {
+    match (json, line) {
+        (true, Line::Message(m)) => print_json(m),
+        (true, Line::Notice(n)) => print_json(n),
+        (false, Line::Message(m)) => println!("{} {}: {}", time(m.sent_at_ms), m.sender, m.text),
+        (false, Line::Notice(n)) => println!("{} -- {}", time(n.at_ms), n.notice),
+    }
+}
+
+fn time(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
+}
+
+async fn open(cli: &Cli) -> duokey_terminal::Result<Terminal> {
+    let mut t = Terminal::open(&home(cli), || passphrase(false)).await?;
+    t.sync().await?;
+    Ok(t)
+}
+
+async fn run(cli: Cli) -> duokey_terminal::Result<()> {
+    match &cli.command {
+        Command::Demo => return demo::run().await,
+        Command::Init {
+            user,
+            token,
+            config,
+            no_passphrase,
+        } => {
+            let user = UserId::new(user.clone())?;
+            let cfg = ClientConfig::load(config)?;
+            let p = if *no_passphrase {
+                None
+            } else {
+                Some(passphrase(true)?)
+            };
+            let t = Terminal::init(
+                &home(&cli),
+                &user,
+                token,
+                &cfg,
+                p.as_ref().map(|p| p.as_bytes()),
+            )
+            .await?;
+            if cli.json {
+                print_json(&serde_json::json!({"user": t.user().as_str(), "home": t.home()}));
+            } else {
+                println!("Enrolled {} in {}", t.user(), t.home().display());
+            }
+            return Ok(());
+        }
+        Command::Chat { .. } => {
+            return Err(Error::User("`duokey chat` is not built yet; use `duokey read GROUP --follow` and `duokey send`".into()));
+        }
+        _ => {}
+    }
+    let mut t = open(&cli).await?;
+    let json = cli.json;
+    match cli.command {
+        Command::Init { .. } | Command::Demo | Command::Chat { .. } => {}
+        Command::Sync => {
+            for g in t.list_groups().await? {
+                if g.state == "active" {
+                    let gid = t.resolve_group(&g.group_id).await?;
+                    t.sync_messages(&gid).await?;
+                }
+            }
+            if !json {
+                println!("synced");
+            }
+        }
+        Command::Status => {
+            let groups = t.list_groups().await?;
+            if json {
+                print_json(
+                    &serde_json::json!({"user": t.user().as_str(), "groups": groups, "queued": t.queued().await?}),
+                );
+            } else {
+                println!("{} ({} queued message(s))", t.user(), t.queued().await?);
+                for g in groups {
+                    println!(
+                        "{}  {:<20} {:<8} epoch {}/{}",
+                        g.group_id, g.name, g.state, g.rn1_version, g.rn2_version
+                    );
+                }
+            }
+        }
+        Command::Group { command } => group(&mut t, command, json).await?,
+        Command::Invites => {
+            let inv = t.invitations().await?;
+            if json {
+                print_json(&inv);
+            } else if inv.is_empty() {
+                println!("no pending invitations");
+            } else {
+                for i in inv {
+                    println!(
+                        "{}  {} invites you to {} ({}) as {}",
+                        i.invite_id, i.from, i.group_name, i.group_id, i.rights
+                    );
+                }
+            }
+        }
+        Command::Accept { invite } => {
+            let from = t.accept(&invite).await?;
+            if json {
+                print_json(&serde_json::json!({"accepted": invite, "inviter": from}));
+            } else {
+                println!(
+                    "Accepted. You can read and send once {from}'s terminal has synced and sent you the group key."
+                );
+            }
+        }
+        Command::Decline { invite } => {
+            t.decline(&invite).await?;
+            if !json {
+                println!("Declined.");
+            }
+        }
+        Command::Send { group, text } => {
+            let gid = t.resolve_group(&group).await?;
+            let text = match text {
+                Some(t) => t,
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s)?;
+                    s
+                }
+            };
+            match t.send(&gid, &text).await? {
+                SendOutcome::Posted(seq) if json => print_json(&serde_json::json!({"posted": seq})),
+                SendOutcome::Posted(_) => {}
+                SendOutcome::Queued if json => print_json(&serde_json::json!({"queued": true})),
+                SendOutcome::Queued => {
+                    eprintln!(
+                        "Queued: the group's new key has not arrived yet; it is sent at your next command after it does."
+                    )
+                }
+            }
+        }
+        Command::Read { group, follow } => {
+            let gid = t.resolve_group(&group).await?;
+            t.sync_messages(&gid).await?;
+            for line in t.history(&gid).await? {
+                print_line(json, &line);
+            }
+            if follow {
+                tokio::select! {
+                    r = t.follow(&gid, |line| print_line(json, &line)) => r?,
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+        }
+        Command::Verify { user, confirm } => {
+            let v = t.verify(&UserId::new(user)?, confirm).await?;
+            if json {
+                print_json(&v);
+            } else {
+                if v.key_changed {
+                    println!(
+                        "WARNING: {}'s identity key CHANGED since you first saw it.",
+                        v.user
+                    );
+                }
+                println!("{}'s certificate fingerprint: {}", v.user, v.fingerprint);
+                println!(
+                    "Safety number (compare with {} out of band): {}",
+                    v.user, v.safety_number
+                );
+                println!(
+                    "{}",
+                    if v.verified {
+                        "Verified."
+                    } else {
+                        "Not verified yet: run with --confirm once the numbers match."
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_terminal::Result<()> {
+    match command {
+        GroupCommand::Create {
+            name,
+            rotate_every,
+            no_rotate_rn1_on_remove,
+        } => {
+            let g = t
+                .create_group(&name, rotate_every.unwrap_or(0), !no_rotate_rn1_on_remove)
+                .await?;
+            if json {
+                print_json(&serde_json::json!({"group_id": g.group_id, "name": g.name}));
+            } else {
+                println!("{}", g.group_id);
+            }
+        }
+        GroupCommand::List => {
+            let groups = t.list_groups().await?;
+            if json {
+                print_json(&groups);
+            } else {
+                for g in groups {
+                    println!("{}  {}  ({})", g.group_id, g.name, g.state);
+                }
+            }
+        }
+        GroupCommand::Members { group } => {
+            let gid = t.resolve_group(&group).await?;
+            let members = t.members(&gid).await?;
+            if json {
+                print_json(&members);
+            } else {
+                for m in members {
+                    println!("{}  {}", m.user, m.rights);
+                }
+            }
+        }
+        GroupCommand::Invite {
+            group,
+            user,
+            can_invite,
+            can_remove,
+        } => {
+            let gid = t.resolve_group(&group).await?;
+            let mut rights = Rights::NONE;
+            if can_invite {
+                rights = rights.union(Rights::INVITE);
+            }
+            if can_remove {
+                rights = rights.union(Rights::REMOVE);
+            }
+            let user = UserId::new(user)?;
+            let id = t.invite(&gid, &user, rights).await?;
+            if json {
+                print_json(&serde_json::json!({"invite_id": id.to_hex(), "user": user.as_str()}));
+            } else {
+                println!(
+                    "Invited {user} (invite {id}). They accept with `duokey accept {id}`; your next command then adds them."
+                );
+            }
+        }
+        GroupCommand::Remove { group, user } => {
+            let gid = t.resolve_group(&group).await?;
+            t.remove(&gid, &UserId::new(user.clone())?).await?;
+            if !json {
+                println!("Removed {user}; the group key was replaced.");
+            }
+        }
+        GroupCommand::Leave { group } => {
+            let gid = t.resolve_group(&group).await?;
+            t.leave(&gid).await?;
+            if !json {
+                println!("You left the group.");
+            }
+        }
+        GroupCommand::Rotate { group, rn1 } => {
+            let gid = t.resolve_group(&group).await?;
+            let v = t.rotate(&gid, rn1).await?;
+            if json {
+                print_json(&serde_json::json!({"rn2_version": v}));
+            } else {
+                println!(
+                    "Rotated: RN2 version {v}{}",
+                    if rn1 { " with a new RN1" } else { "" }
+                );
+            }
+        }
+        GroupCommand::Delete { group } => {
+            let gid = t.resolve_group(&group).await?;
+            t.delete(&gid).await?;
+            if !json {
+                println!("Group deleted.");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The user's commands (SPEC §4, §8), each after a sync.
+
+use crate::error::{Error, Result};
+use crate::terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal};
+use duokey_crypto::*;
+use duokey_proto::{
+    CreateGroupRequest, DeleteRequest, LeaveRequest, MemberChange, Policy, ReportMemberRequest,
+    RotateRequest,
+};
+use sqlx::Row;
+
+fn rights_name(bits: u8) -> String {
+    Rights::from_bits(bits)
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| format!("{bits:#04x}"))
+}
+
+impl Terminal {
+    /// Resolves `GROUP`: a group id, a unique id prefix, or a unique name.
+    pub async fn resolve_group(&self, spec: &str) -> Result<[u8; 16]> {
+        let groups = self.store.groups().await?;
+        let lower = spec.to_lowercase();
+        let by_id: Vec<_> = groups
+            .iter()
+            .filter(|g| hex::encode(g.group_id).starts_with(&lower) && lower.len() >= 4)
+            .collect();
+        if by_id.len() == 1 {
+            return Ok(by_id[0].group_id);
+        }
+        let by_name: Vec<_> = groups.iter().filter(|g| g.name == spec).collect();
+        match by_name.len() {
+            1 => Ok(by_name[0].group_id),
+            0 if by_id.is_empty() => Err(Error::user(format!(
+                "no group {spec:?} in this profile; `duokey group list` shows yours"
+            ))),
+            _ => Err(Error::user(format!(
+                "{spec:?} names several groups; use the group id from `duokey group list`"
+            ))),
+        }
+    }
+
+    /// `duokey group create NAME` (SPEC §4.1).
+    pub async fn create_group(
+        &mut self,
+        name: &str,
+        rotate_every_secs: u64,
+        rotate_rn1_on_remove: bool,
+    ) -> Result<GroupInfo> {
+        let name = GroupName::new(name)?;
+        let gid = GroupId::random()?;
+        let rn1 = Rn1::random()?;
+        let policy = Policy {
+            rotate_every_secs,
+            no_rotate_rn1_on_remove: !rotate_rn1_on_remove,
+            ..Default::default()
+        };
+        // RN1 is stored (sealed) before the GMS learns of the group, so a crash
+        // cannot leave a group whose key nobody holds.
+        self.store.upsert_group(&gid.0, name.as_str(), 0, 1).await?;
+        self.put_r1(&gid.0, 1, &R1::from_rn1(&rn1, 1)).await?;
+        let grant = self
+            .gms
+            .create_group(CreateGroupRequest {
+                group_id: gid.0.to_vec(),
+                name: name.to_string(),
+                policy: Some(policy),
+            })
+            .await
+            .map_err(Error::server("creating the group"))?
+            .into_inner();
+        self.apply_grant(grant).await?;
+        Ok(GroupInfo {
+            group_id: gid.to_hex(),
+            name: name.to_string(),
+            state: "active".into(),
+            rn1_version: 1,
+            rn2_version: 1,
+        })
+    }
+
+    /// `duokey group list`.
+    pub async fn list_groups(&self) -> Result<Vec<GroupInfo>> {
+        Ok(self
+            .store
+            .groups()
+            .await?
+            .into_iter()
+            .filter(|g| g.rn2_version > 0)
+            .map(|g| GroupInfo {
+                group_id: hex::encode(g.group_id),
+                name: g.name,
+                state: g.state,
+                rn1_version: g.rn1_version,
+                rn2_version: g.rn2_version,
+            })
+            .collect())
+    }
+
+    /// `duokey group members GROUP`: members and rights of the current grant.
+    pub async fn members(&self, gid: &[u8; 16]) -> Result<Vec<MemberInfo>> {
+        let g = self.active(gid).await?;
+        let grant = self
+            .store
+            .grant(gid, g.rn2_version)
+            .await?
+            .ok_or_else(|| Error::user("no grant yet; run `duokey sync`"))?;
+        Ok(grant
+            .members
+            .into_iter()
+            .map(|(user, r)| MemberInfo {
+                user,
+                rights: rights_name(r),
+            })
+            .collect())
+    }
+
+    async fn active(&self, gid: &[u8; 16]) -> Result<crate::store::GroupRow> {
+        let g = self
+            .store
+            .group(gid)
+            .await?
+            .ok_or_else(|| Error::user("unknown group"))?;
+        if g.state != "active" {
+            return Err(Error::user(format!(
+                "you are no longer a member of {} ({})",
+                g.name, g.state
+            )));
+        }
+        Ok(g)
+    }
+
+    async fn my_rights(&self, gid: &[u8; 16]) -> Result<(crate::store::GroupRow, Rights)> {
+        let g = self.active(gid).await?;
+        let grant = self
+            .store
+            .grant(gid, g.rn2_version)
+            .await?
+            .ok_or_else(|| Error::user("no grant yet; run `duokey sync`"))?;
+        let bits = grant
+            .members
+            .iter()
+            .find(|(u, _)| u == self.me.as_str())
+            .map(|(_, r)| *r)
+            .unwrap_or(0);
+        Ok((g, Rights::from_bits(bits).unwrap_or(Rights::NONE)))
+    }
+
+    /// `duokey group invite GROUP USER [--can-invite] [--can-remove]` (SPEC §4.2 step 1).
+    pub async fn invite(
+        &mut self,
+        gid: &[u8; 16],
+        user: &UserId,
+        rights: Rights,
+    ) -> Result<ItemId> {
+        let (g, mine) = self.my_rights(gid).await?;
+        if !mine.contains(Rights::INVITE) {
+            return Err(Error::user(format!(
+                "you lack the invite right in group {}",
+                g.name
+            )));
+        }
+        if !mine.contains(rights) {
+            return Err(Error::user(format!(
+                "you can grant only rights you hold ({mine}) in group {}",
+                g.name
+            )));
+        }
+        if self
+            .members(gid)
+            .await?
+            .iter()
+            .any(|m| m.user == user.as_str())
+        {
+            return Err(Error::user(format!(
+                "{user} is already a member of {}",
+                g.name
+            )));
+        }
+        self.contact_key(user).await?;
+        let invite_id = ItemId::random()?;
+        let body = ItemBody::Invite {
+            group_id: GroupId(*gid),
+            group_name: GroupName::new(g.name.clone())?,
+            rights,
+        };
+        sqlx::query("INSERT INTO invites_out (invite_id, group_id, invitee, rights, state) VALUES (?, ?, ?, ?, 'sent')")
+            .bind(invite_id.as_bytes().as_slice())
+            .bind(gid.as_slice())
+            .bind(user.as_str())
+            .bind(i64::from(rights.bits()))
+            .execute(&self.store.pool)
+            .await?;
+        self.send_item(invite_id, user, body).await?;
+        Ok(invite_id)
+    }
+
+    /// `duokey invites`: invitations waiting for an answer.
+    pub async fn invitations(&self) -> Result<Vec<Invitation>> {
+        let rows = sqlx::query("SELECT invite_id, group_id, group_name, from_user, rights FROM invites_in WHERE state = 'pending'")
+            .fetch_all(&self.store.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Invitation {
+                invite_id: hex::encode(r.get::<Vec<u8>, _>(0)),
+                group_id: hex::encode(r.get::<Vec<u8>, _>(1)),
+                group_name: r.get(2),
+                from: r.get(3),
+                rights: rights_name(r.get::<i64, _>(4) as u8),
+            })
+            .collect())
+    }
+
+    async fn find_invitation(&self, spec: &str) -> Result<(ItemId, GroupId, UserId)> {
+        let lower = spec.to_lowercase();
+        let hits: Vec<Invitation> = self
+            .invitations()
+            .await?
+            .into_iter()
+            .filter(|i| {
+                i.invite_id.starts_with(&lower)
+                    || i.group_id.starts_with(&lower)
+                    || i.group_name == spec
+            })
+            .collect();
+        match hits.as_slice() {
+            [one] => Ok((
+                one.invite_id.parse()?,
+                one.group_id.parse()?,
+                UserId::new(one.from.clone())?,
+            )),
+            [] => Err(Error::user(format!(
+                "no pending invitation matches {spec:?}; `duokey invites` lists them"
+            ))),
+            _ => Err(Error::user(format!(
+                "{spec:?} matches several invitations; use the invite id"
+            ))),
+        }
+    }
+
+    /// `duokey accept INVITE_ID|GROUP` (SPEC §4.2 step 2).
+    pub async fn accept(&mut self, spec: &str) -> Result<String> {
+        let (invite_id, gid, from) = self.find_invitation(spec).await?;
+        let secret = DeliverySecret::generate();
+        sqlx::query("UPDATE invites_in SET state = 'accepted', secret = ? WHERE invite_id = ?")
+            .bind(self.vault.seal("invite", secret.to_bytes().as_slice())?)
+            .bind(invite_id.as_bytes().as_slice())
+            .execute(&self.store.pool)
+            .await?;
+        let body = ItemBody::Ack {
+            invite_id,
+            group_id: gid,
+            invite_pub: secret.public(),
+        };
+        self.send_item(ItemId::random()?, &from, body).await?;
+        Ok(from.to_string())
+    }
+
+    /// `duokey decline INVITE_ID|GROUP`.
+    pub async fn decline(&mut self, spec: &str) -> Result<()> {
+        let (invite_id, gid, from) = self.find_invitation(spec).await?;
+        sqlx::query("UPDATE invites_in SET state = 'declined' WHERE invite_id = ?")
+            .bind(invite_id.as_bytes().as_slice())
+            .execute(&self.store.pool)
+            .await?;
+        self.send_item(
+            ItemId::random()?,
+            &from,
+            ItemBody::Decline {
+                invite_id,
+                group_id: gid,
+            },
+        )
+        .await
+    }
+
+    /// `duokey send GROUP TEXT`.
+    pub async fn send(&mut self, gid: &[u8; 16], text: &str) -> Result<SendOutcome> {
+        self.send_text(gid, text).await
+    }
+
+    /// `duokey group remove GROUP USER` (SPEC §4.3).
+    pub async fn remove(&mut self, gid: &[u8; 16], user: &UserId) -> Result<()> {
+        let (g, mine) = self.my_rights(gid).await?;
+        if !mine.contains(Rights::REMOVE) {
+            return Err(Error::user(format!(
+                "you lack the remove right in group {}",
+                g.name
+            )));
+        }
+        let report = ItemId::random()?;
+        let req = ReportMemberRequest {
+            group_id: gid.to_vec(),
+            change: MemberChange::Remove as i32,
+            user_id: user.to_string(),
+            rights: 0,
+            report_id: report.0.to_vec(),
+            rotate_rn1: true,
+        };
+        let grant = self
+            .gms
+            .report_member(req)
+            .await
+            .map_err(Error::server(format!("removing {user}")))?
+            .into_inner();
+        // The removal item is a courtesy: the GMS's answer is what counts.
+        let _ = self
+            .send_item(
+                ItemId::random()?,
+                user,
+                ItemBody::Removal {
+                    group_id: GroupId(*gid),
+                },
+            )
+            .await;
+        self.apply_grant(grant).await
+    }
+
+    /// `duokey group leave GROUP`.
+    pub async fn leave(&mut self, gid: &[u8; 16]) -> Result<()> {
+        self.active(gid).await?;
+        self.gms
+            .leave(LeaveRequest {
+                group_id: gid.to_vec(),
+            })
+            .await
+            .map_err(Error::server("leaving"))?;
+        self.store.set_group_state(gid, "left").await?;
+        self.store.erase_group_keys(gid).await?;
+        self.store
+            .notice(gid, "you left the group", crate::now_ms())
+            .await
+    }
+
+    /// `duokey group rotate GROUP [--rn1]` (SPEC §4.4).
+    pub async fn rotate(&mut self, gid: &[u8; 16], rn1: bool) -> Result<u64> {
+        let (g, mine) = self.my_rights(gid).await?;
+        if !mine.contains(Rights::REMOVE) {
+            return Err(Error::user(format!(
+                "you lack the remove right in group {} (needed to rotate)",
+                g.name
+            )));
+        }
+        let req = RotateRequest {
+            group_id: gid.to_vec(),
+            rotate_rn1: rn1,
+            report_id: ItemId::random()?.0.to_vec(),
+        };
+        let grant = self
+            .gms
+            .rotate(req)
+            .await
+            .map_err(Error::server("rotating"))?
+            .into_inner();
+        let v = grant.rn2_version;
+        self.apply_grant(grant).await?;
+        Ok(v)
+    }
+
+    /// `duokey group delete GROUP` (owner only).
+    pub async fn delete(&mut self, gid: &[u8; 16]) -> Result<()> {
+        let (g, mine) = self.my_rights(gid).await?;
+        if !mine.contains(Rights::OWNER) {
+            return Err(Error::user(format!(
+                "only the owner can delete group {}",
+                g.name
+            )));
+        }
+        self.gms
+            .delete(DeleteRequest {
+                group_id: gid.to_vec(),
+            })
+            .await
+            .map_err(Error::server("deleting"))?;
+        self.store.set_group_state(gid, "deleted").await?;
+        self.store.erase_group_keys(gid).await?;
+        self.store
+            .notice(gid, "you deleted the group", crate::now_ms())
+            .await
+    }
+
+    /// Names of the groups with messages waiting in the outbox.
+    pub async fn queued(&self) -> Result<u64> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&self.store.pool)
+            .await?
+            .get(0);
+        Ok(n as u64)
+    }
+}

@@ -1,0 +1,33 @@
+//! # duokey-terminal — the end terminal (SPEC §4, §6, §8)
+//!
+//! All client logic, usable without the command line: the profile store
+//! (identity, certificates, groups, R1 and RN2 per epoch, history, cursors;
+//! secrets sealed under an Argon2id-derived key), the sync engine (inbox,
+//! grants, RN1 delivery and rotation, RN2 versions, stale notices) and every
+//! flow of SPEC §4. RN1 never leaves the members' terminals except
+//! HPKE-sealed to another member.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod contacts;
+mod error;
+mod flows;
+pub mod keylog;
+mod messages;
+pub mod store;
+mod sync;
+mod terminal;
+pub mod vault;
+
+pub use config::ClientConfig;
+pub use error::{Error, Result};
+pub use messages::{Line, Message, Notice};
+pub use terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal};
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,441 @@
+//! Sending and receiving envelopes (SPEC §3.3, §4.5): every receiver check,
+//! the grace window, stale notices, and the history.
+
+use crate::error::{Error, Result};
+use crate::terminal::{SendOutcome, Terminal};
+use duokey_crypto::envelope::{self, Header, Limits};
+use duokey_crypto::*;
+use duokey_proto::{FetchRequest, LoggedEnvelope, PostRequest};
+use sqlx::Row;
+use std::collections::HashMap;
+
+/// A decrypted message (SPEC §8 `read --json` shape).
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct Message {
+    /// 32 hex digits.
+    pub group_id: String,
+    /// Sender's user id.
+    pub sender: String,
+    /// The text.
+    pub text: String,
+    /// Sender's clock.
+    pub sent_at_ms: u64,
+    /// Epoch.
+    pub rn1_version: u32,
+    /// Epoch.
+    pub rn2_version: u64,
+    /// Sender's counter in the epoch.
+    pub seq: u64,
+    /// 32 hex digits.
+    pub msg_id: String,
+}
+
+/// A group event shown between messages.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct Notice {
+    /// 32 hex digits.
+    pub group_id: String,
+    /// What happened.
+    pub notice: String,
+    /// When.
+    pub at_ms: u64,
+}
+
+/// One line of a group's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// A message.
+    Message(Message),
+    /// A notice.
+    Notice(Notice),
+}
+
+impl Terminal {
+    /// The group key of an epoch, if this terminal can derive it.
+    pub(crate) async fn group_key(&self, gid: &[u8; 16], epoch: Epoch) -> Result<Option<GroupKey>> {
+        let Some(g) = self.store.grant(gid, epoch.rn2_version).await? else {
+            return Ok(None);
+        };
+        if g.rn1_version != epoch.rn1_version {
+            return Ok(None);
+        }
+        let Some(r1) = self
+            .r1_at(gid, epoch.rn1_version, epoch.rn2_version)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let name = self
+            .store
+            .group(gid)
+            .await?
+            .map(|g| g.name)
+            .ok_or(Error::Corrupt("group"))?;
+        let rn2 = Rn2::from_bytes(*self.vault.open32("rn2", &g.rn2_sealed)?);
+        let gk = GroupKey::derive(&r1, &rn2, &GroupId(*gid), &GroupName::new(name)?, epoch)?;
+        self.keylog.gk(&GroupId(*gid), epoch, &gk);
+        Ok(Some(gk))
+    }
+
+    /// Sends `text` to a group now, or queues it until the group's new RN1
+    /// arrives (SPEC §4.3 step 4).
+    pub(crate) async fn send_text(&mut self, gid: &[u8; 16], text: &str) -> Result<SendOutcome> {
+        let g = self
+            .store
+            .group(gid)
+            .await?
+            .ok_or_else(|| Error::user("unknown group"))?;
+        if g.state != "active" {
+            return Err(Error::user(format!(
+                "you are no longer a member of {} ({})",
+                g.name, g.state
+            )));
+        }
+        if self.store.r1(gid, g.rn1_version).await?.is_none() {
+            sqlx::query("INSERT INTO outbox (group_id, body, queued_ms) VALUES (?, ?, ?)")
+                .bind(gid.as_slice())
+                .bind(self.vault.seal("outbox", text.as_bytes())?)
+                .bind(crate::now_ms() as i64)
+                .execute(&self.store.pool)
+                .await?;
+            return Ok(SendOutcome::Queued);
+        }
+        self.post_now(gid, text).await.map(SendOutcome::Posted)
+    }
+
+    pub(crate) async fn post_now(&mut self, gid: &[u8; 16], text: &str) -> Result<u64> {
+        let g = self
+            .store
+            .group(gid)
+            .await?
+            .ok_or_else(|| Error::user("unknown group"))?;
+        let epoch = Epoch::new(g.rn1_version, g.rn2_version);
+        let gk = self.group_key(gid, epoch).await?.ok_or_else(|| {
+            Error::user("the group key is not complete yet; try again after a sync")
+        })?;
+        let seq = self.store.next_seq(gid, &epoch.to_string()).await?;
+        let header = Header {
+            group_id: GroupId(*gid),
+            epoch,
+            sender: self.me.clone(),
+            seq,
+            sent_at_ms: crate::now_ms(),
+            msg_id: MsgId::random()?,
+        };
+        let sk = SenderKey::derive(&gk, &self.me)?;
+        let envelope = envelope::seal(
+            &self.identity,
+            &sk,
+            &header,
+            ContentType::Text,
+            text.as_bytes(),
+        )?;
+        let resp = self
+            .cs
+            .post(PostRequest {
+                group_id: gid.to_vec(),
+                envelope,
+            })
+            .await
+            .map_err(Error::server(format!("posting to {}", g.name)))?;
+        Ok(resp.into_inner().log_seq)
+    }
+
+    /// Fetches and opens every new envelope of a group. Returns the messages
+    /// accepted now; failures are dropped and reported on stderr (SPEC §3.3).
+    pub async fn sync_messages(&mut self, gid: &[u8; 16]) -> Result<Vec<Message>> {
+        let mut out = Vec::new();
+        loop {
+            let Some(g) = self.store.group(gid).await? else {
+                return Ok(out);
+            };
+            if g.state != "active" {
+                return Ok(out);
+            }
+            let resp = self
+                .cs
+                .fetch(FetchRequest {
+                    group_id: gid.to_vec(),
+                    after_seq: g.log_cursor,
+                    limit: 1000,
+                })
+                .await
+                .map_err(Error::server(format!("fetching {}", g.name)))?
+                .into_inner();
+            let mut cache = HashMap::new();
+            let mut before_joining = 0;
+            for e in &resp.envelopes {
+                match self.receive(gid, e, &mut cache).await {
+                    Ok(Some(m)) => out.push(m),
+                    Ok(None) => {}
+                    // The GMS gives no grant of an epoch before we joined: by design.
+                    Err(Error::Crypto(duokey_crypto::Error::UnknownEpoch { .. })) => {
+                        before_joining += 1
+                    }
+                    Err(err) => eprintln!("dropped envelope {} of {}: {err}", e.log_seq, g.name),
+                }
+                self.store.set_log_cursor(gid, e.log_seq).await?;
+            }
+            if before_joining > 0 {
+                eprintln!(
+                    "{before_joining} message(s) of {} were sent before you joined and cannot be opened (by design)",
+                    g.name
+                );
+            }
+            if !resp.more {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Checks and stores one envelope: SPEC §3.3 in order, with the epoch and
+    /// membership rules of §4.5 deciding V4 and V5.
+    pub async fn receive(
+        &mut self,
+        gid: &[u8; 16],
+        e: &LoggedEnvelope,
+        cache: &mut HashMap<Epoch, GroupKey>,
+    ) -> Result<Option<Message>> {
+        let limits = Limits::default();
+        let parsed = EnvelopeRef::parse(&e.envelope, &limits)?;
+        let h = parsed.header.clone();
+        if h.group_id.0 != *gid {
+            return Err(Error::user("envelope of another group"));
+        }
+        let mut table = EpochTable::default();
+        let key = match cache.get(&h.epoch) {
+            Some(k) => k.clone(),
+            None => {
+                self.fetch_grant(gid, h.epoch.rn2_version).await?;
+                let k = self.group_key(gid, h.epoch).await?.ok_or(
+                    duokey_crypto::Error::UnknownEpoch {
+                        group: h.group_id,
+                        epoch: h.epoch,
+                    },
+                )?;
+                cache.insert(h.epoch, k.clone());
+                k
+            }
+        };
+        self.check_epoch_rules(gid, &h, e.stored_at_ms).await?;
+        let sender_key = self.contact_key(&h.sender).await?;
+        table.insert(
+            h.group_id,
+            h.epoch,
+            OpenEpoch {
+                key,
+                senders: HashMap::from([(h.sender.clone(), sender_key)]),
+            },
+        );
+        let opened = envelope::open(&e.envelope, &limits, &table, &mut ReplayGuard::new(1))?;
+        let stored = sqlx::query(
+            "INSERT INTO messages (group_id, log_seq, sender, body, content_type, sent_at_ms, rn1_version, rn2_version, seq, msg_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(gid.as_slice())
+        .bind(e.log_seq as i64)
+        .bind(h.sender.as_str())
+        .bind(self.vault.seal("msg", opened.body.as_bytes())?)
+        .bind(opened.content_type as i64)
+        .bind(h.sent_at_ms as i64)
+        .bind(i64::from(h.epoch.rn1_version))
+        .bind(h.epoch.rn2_version as i64)
+        .bind(h.seq as i64)
+        .bind(h.msg_id.as_bytes().as_slice())
+        .execute(&self.store.pool)
+        .await?
+        .rows_affected();
+        if stored == 0 {
+            return Err(duokey_crypto::Error::ReplayedMsgId.into());
+        }
+        Ok((opened.content_type == ContentType::Text).then(|| Message {
+            group_id: hex::encode(gid),
+            sender: h.sender.to_string(),
+            text: opened.body,
+            sent_at_ms: h.sent_at_ms,
+            rn1_version: h.epoch.rn1_version,
+            rn2_version: h.epoch.rn2_version,
+            seq: h.seq,
+            msg_id: h.msg_id.to_hex(),
+        }))
+    }
+
+    /// V4/V5 by SPEC §4.5: the sender is a member of the envelope's epoch; an
+    /// epoch that was superseded is accepted only for envelopes the CS stored
+    /// within the grace window after the new grant, and then only from
+    /// senders still members. Older posts get the sender a `stale` item.
+    async fn check_epoch_rules(
+        &mut self,
+        gid: &[u8; 16],
+        h: &Header,
+        stored_at_ms: u64,
+    ) -> Result<()> {
+        let grant = self.store.grant(gid, h.epoch.rn2_version).await?.ok_or(
+            duokey_crypto::Error::UnknownEpoch {
+                group: h.group_id,
+                epoch: h.epoch,
+            },
+        )?;
+        let not_member = || duokey_crypto::Error::NotAMember {
+            user: h.sender.clone(),
+            group: h.group_id,
+            epoch: h.epoch,
+        };
+        if !grant.members.iter().any(|(u, _)| u == h.sender.as_str()) {
+            return Err(not_member().into());
+        }
+        let Some(next) = self.store.next_grant(gid, h.epoch.rn2_version).await? else {
+            return Ok(());
+        };
+        if stored_at_ms <= next.issued_at_ms {
+            return Ok(());
+        }
+        if !next.members.iter().any(|(u, _)| u == h.sender.as_str()) {
+            return Err(not_member().into());
+        }
+        if stored_at_ms > next.issued_at_ms + next.grace_secs.saturating_mul(1000) {
+            self.tell_stale(gid, &h.sender, next.rn2_version).await;
+            return Err(duokey_crypto::Error::EpochClosed {
+                group: h.group_id,
+                epoch: h.epoch,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    async fn tell_stale(&mut self, gid: &[u8; 16], sender: &UserId, current: u64) {
+        let first = sqlx::query("INSERT INTO stale_sent (group_id, user_id, rn2_version) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(gid.as_slice())
+            .bind(sender.as_str())
+            .bind(current as i64)
+            .execute(&self.store.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .unwrap_or(false);
+        if first && sender != &self.me {
+            let body = ItemBody::Stale {
+                group_id: GroupId(*gid),
+                current_rn2_version: current,
+            };
+            if let Ok(id) = ItemId::random() {
+                let _ = self.send_item(id, sender, body).await;
+            }
+        }
+    }
+
+    /// The stored history of a group: messages and notices, oldest first.
+    pub async fn history(&self, gid: &[u8; 16]) -> Result<Vec<Line>> {
+        let rows = sqlx::query(
+            "SELECT sender, body, sent_at_ms, rn1_version, rn2_version, seq, msg_id, log_seq FROM messages \
+             WHERE group_id = ? AND content_type = 1 ORDER BY log_seq",
+        )
+        .bind(gid.as_slice())
+        .fetch_all(&self.store.pool)
+        .await?;
+        let mut lines: Vec<(u64, Line)> = Vec::new();
+        for r in rows {
+            let body = self.vault.open("msg", &r.get::<Vec<u8>, _>(1))?;
+            let m = Message {
+                group_id: hex::encode(gid),
+                sender: r.get(0),
+                text: String::from_utf8(body.to_vec()).map_err(|_| Error::Corrupt("message"))?,
+                sent_at_ms: r.get::<i64, _>(2) as u64,
+                rn1_version: r.get::<i64, _>(3) as u32,
+                rn2_version: r.get::<i64, _>(4) as u64,
+                seq: r.get::<i64, _>(5) as u64,
+                msg_id: hex::encode(r.get::<Vec<u8>, _>(6)),
+            };
+            lines.push((m.sent_at_ms, Line::Message(m)));
+        }
+        for (_, text, at) in self.store.notices(gid, 0).await? {
+            lines.push((
+                at,
+                Line::Notice(Notice {
+                    group_id: hex::encode(gid),
+                    notice: text,
+                    at_ms: at,
+                }),
+            ));
+        }
+        lines.sort_by_key(|(t, _)| *t);
+        Ok(lines.into_iter().map(|(_, l)| l).collect())
+    }
+}
+
+impl Terminal {
+    /// Streams a group's new messages and notices to `on_line` until the
+    /// server streams end (the caller stops it, e.g. on Ctrl-C). Inbox items
+    /// and grants arriving meanwhile are processed as in a sync.
+    pub async fn follow(&mut self, gid: &[u8; 16], mut on_line: impl FnMut(Line)) -> Result<()> {
+        use duokey_proto::{SubscribeRequest, WatchRequest, delivery, watch_event};
+        use tokio_stream::StreamExt;
+        let mut deliveries = self
+            .cs
+            .subscribe(SubscribeRequest {})
+            .await
+            .map_err(Error::server("subscribing"))?
+            .into_inner();
+        let mut watch = self
+            .gms
+            .watch(WatchRequest {})
+            .await
+            .map_err(Error::server("watching"))?
+            .into_inner();
+        let mut last_notice = self
+            .store
+            .notices(gid, 0)
+            .await?
+            .last()
+            .map(|n| n.0)
+            .unwrap_or(0);
+        // Catch up with what arrived between the history and the streams.
+        self.sync().await?;
+        for m in self.sync_messages(gid).await? {
+            on_line(Line::Message(m));
+        }
+        loop {
+            tokio::select! {
+                d = deliveries.next() => match d {
+                    Some(Ok(d)) => match d.event {
+                        Some(delivery::Event::Envelope(e)) if e.group_id == gid.as_slice() => {
+                            for m in self.sync_messages(gid).await? {
+                                on_line(Line::Message(m));
+                            }
+                            let _ = e;
+                        }
+                        Some(delivery::Event::Item(i)) => {
+                            if let Err(e) = self.process_item(&i.item).await {
+                                eprintln!("note: an inbox item was dropped: {e}");
+                            }
+                            self.flush_outbox().await?;
+                        }
+                        _ => {}
+                    },
+                    Some(Err(s)) => return Err(Error::Server { what: "live messages".into(), status: s.message().to_owned() }),
+                    None => return Ok(()),
+                },
+                w = watch.next() => match w {
+                    Some(Ok(ev)) => {
+                        match ev.event {
+                            Some(watch_event::Event::Grant(g)) => self.apply_grant(g).await?,
+                            Some(watch_event::Event::Removal(_)) => self.sync_grants().await?,
+                            None => {}
+                        }
+                        self.flush_outbox().await?;
+                    }
+                    Some(Err(s)) => return Err(Error::Server { what: "group updates".into(), status: s.message().to_owned() }),
+                    None => return Ok(()),
+                },
+            }
+            for (id, text, at) in self.store.notices(gid, last_notice).await? {
+                last_notice = id;
+                on_line(Line::Notice(Notice {
+                    group_id: hex::encode(gid),
+                    notice: text,
+                    at_ms: at,
+                }));
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+-- Duokey terminal profile v1 (SPEC §6). Secrets are sealed by the vault.
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS groups (
+    group_id    BLOB PRIMARY KEY,
+    name        TEXT NOT NULL,
+    state       TEXT NOT NULL,          -- active | removed | left | deleted
+    rn2_version INTEGER NOT NULL,
+    rn1_version INTEGER NOT NULL,
+    log_cursor  INTEGER NOT NULL DEFAULT 0,
+    send_epoch  TEXT NOT NULL DEFAULT '',
+    next_seq    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS grants (
+    group_id     BLOB NOT NULL,
+    rn2_version  INTEGER NOT NULL,
+    rn1_version  INTEGER NOT NULL,
+    rn2          BLOB NOT NULL,         -- sealed
+    members      TEXT NOT NULL,         -- JSON [[user, rights], ...]
+    issued_at_ms INTEGER NOT NULL,
+    rn1_rotator  TEXT NOT NULL,
+    cause        INTEGER NOT NULL,
+    subject      TEXT NOT NULL,
+    grace_secs   INTEGER NOT NULL,
+    retention_secs INTEGER NOT NULL,
+    PRIMARY KEY (group_id, rn2_version)
+);
+CREATE TABLE IF NOT EXISTS r1 (
+    group_id    BLOB NOT NULL,
+    rn1_version INTEGER NOT NULL,
+    rn2_version INTEGER NOT NULL,       -- the version the sealed R1 is at
+    secret      BLOB NOT NULL,          -- sealed
+    PRIMARY KEY (group_id, rn1_version)
+);
+CREATE TABLE IF NOT EXISTS rn1_sent (
+    group_id    BLOB NOT NULL,
+    rn1_version INTEGER NOT NULL,
+    user_id     TEXT NOT NULL,
+    PRIMARY KEY (group_id, rn1_version, user_id)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    group_id     BLOB NOT NULL,
+    log_seq      INTEGER NOT NULL,
+    sender       TEXT NOT NULL,
+    body         BLOB NOT NULL,         -- sealed
+    content_type INTEGER NOT NULL,
+    sent_at_ms   INTEGER NOT NULL,
+    rn1_version  INTEGER NOT NULL,
+    rn2_version  INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    msg_id       BLOB NOT NULL,
+    PRIMARY KEY (group_id, log_seq),
+    UNIQUE (group_id, msg_id),
+    UNIQUE (group_id, sender, rn1_version, rn2_version, seq)
+);
+CREATE TABLE IF NOT EXISTS notices (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id BLOB NOT NULL,
+    text     TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items_seen (item_id BLOB PRIMARY KEY, at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS invites_in (
+    invite_id  BLOB PRIMARY KEY,
+    group_id   BLOB NOT NULL,
+    group_name TEXT NOT NULL,
+    from_user  TEXT NOT NULL,
+    rights     INTEGER NOT NULL,
+    state      TEXT NOT NULL,           -- pending | accepted | declined | joined
+    secret     BLOB                     -- sealed X25519 key of the ack
+);
+CREATE TABLE IF NOT EXISTS invites_out (
+    invite_id   BLOB PRIMARY KEY,
+    group_id    BLOB NOT NULL,
+    invitee     TEXT NOT NULL,
+    rights      INTEGER NOT NULL,
+    state       TEXT NOT NULL,          -- sent | reported | declined
+    rn1_version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS contacts (
+    user_id      TEXT PRIMARY KEY,
+    identity_key BLOB NOT NULL,
+    fingerprint  BLOB NOT NULL,
+    verified     INTEGER NOT NULL DEFAULT 0,
+    changed_key  BLOB
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id  BLOB NOT NULL,
+    body      BLOB NOT NULL,            -- sealed
+    queued_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stale_sent (
+    group_id    BLOB NOT NULL,
+    user_id     TEXT NOT NULL,
+    rn2_version INTEGER NOT NULL,
+    PRIMARY KEY (group_id, user_id, rn2_version)
+);

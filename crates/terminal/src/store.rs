@@ -1,0 +1,418 @@
+//! The profile store (SPEC §6): one SQLite file per profile, mode 0600.
+//! Only sealed values hold secrets; see `schema.sql`.
+
+use crate::error::{Error, Result};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Executor, Row, SqlitePool};
+use std::path::Path;
+
+/// The profile database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) pool: SqlitePool,
+}
+
+/// A stored grant (RN2 still sealed).
+#[derive(Debug, Clone)]
+pub struct StoredGrant {
+    /// RN2 version.
+    pub rn2_version: u64,
+    /// RN1 version of the epoch.
+    pub rn1_version: u32,
+    /// Sealed RN2.
+    pub rn2_sealed: Vec<u8>,
+    /// Members and rights.
+    pub members: Vec<(String, u8)>,
+    /// When the GMS issued it.
+    pub issued_at_ms: u64,
+    /// Who must send the new RN1, if RN1 rotates here.
+    pub rn1_rotator: String,
+    /// `GrantCause`.
+    pub cause: i32,
+    /// Whom the change concerns.
+    pub subject: String,
+    /// Grace window.
+    pub grace_secs: u64,
+    /// Retention.
+    pub retention_secs: u64,
+}
+
+/// A group as the terminal knows it.
+#[derive(Debug, Clone)]
+pub struct GroupRow {
+    /// Raw id.
+    pub group_id: [u8; 16],
+    /// Name.
+    pub name: String,
+    /// active | removed | left | deleted.
+    pub state: String,
+    /// Current RN2 version.
+    pub rn2_version: u64,
+    /// Current RN1 version.
+    pub rn1_version: u32,
+    /// Last log position read.
+    pub log_cursor: u64,
+}
+
+fn u(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::Corrupt("negative integer"))
+}
+
+fn i(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::Corrupt("integer too large"))
+}
+
+impl Store {
+    /// Opens or creates the store at `path` (file mode 0600).
+    pub async fn open(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            o.open(path)?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
+        pool.execute(include_str!("schema.sql")).await?;
+        Ok(Store { pool })
+    }
+
+    /// A metadata value.
+    pub async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<Vec<u8>, _>(0)))
+    }
+
+    /// A metadata value that must exist.
+    pub async fn meta_req(&self, key: &'static str) -> Result<Vec<u8>> {
+        self.meta(key).await?.ok_or(Error::Corrupt(key))
+    }
+
+    /// Sets a metadata value.
+    pub async fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A numeric metadata value (0 if absent).
+    pub async fn meta_u64(&self, key: &str) -> Result<u64> {
+        Ok(self
+            .meta(key)
+            .await?
+            .and_then(|v| v.try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Sets a numeric metadata value.
+    pub async fn set_meta_u64(&self, key: &str, v: u64) -> Result<()> {
+        self.set_meta(key, &v.to_be_bytes()).await
+    }
+
+    /// Every group.
+    pub async fn groups(&self) -> Result<Vec<GroupRow>> {
+        let rows = sqlx::query("SELECT group_id, name, state, rn2_version, rn1_version, log_cursor FROM groups ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(group_row).collect()
+    }
+
+    /// One group.
+    pub async fn group(&self, gid: &[u8; 16]) -> Result<Option<GroupRow>> {
+        let row = sqlx::query("SELECT group_id, name, state, rn2_version, rn1_version, log_cursor FROM groups WHERE group_id = ?")
+            .bind(gid.as_slice())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(group_row).transpose()
+    }
+
+    /// Creates or updates a group from a newer grant.
+    pub async fn upsert_group(&self, gid: &[u8; 16], name: &str, rn2: u64, rn1: u32) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO groups (group_id, name, state, rn2_version, rn1_version) VALUES (?, ?, 'active', ?, ?) \
+             ON CONFLICT (group_id) DO UPDATE SET name = excluded.name, state = 'active', \
+             rn2_version = excluded.rn2_version, rn1_version = excluded.rn1_version \
+             WHERE excluded.rn2_version > groups.rn2_version OR groups.state != 'active'",
+        )
+        .bind(gid.as_slice())
+        .bind(name)
+        .bind(i(rn2)?)
+        .bind(i64::from(rn1))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a group removed, left or deleted.
+    pub async fn set_group_state(&self, gid: &[u8; 16], state: &str) -> Result<()> {
+        sqlx::query("UPDATE groups SET state = ? WHERE group_id = ?")
+            .bind(state)
+            .bind(gid.as_slice())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records how far the group's log was read.
+    pub async fn set_log_cursor(&self, gid: &[u8; 16], cursor: u64) -> Result<()> {
+        sqlx::query("UPDATE groups SET log_cursor = ? WHERE group_id = ? AND log_cursor < ?")
+            .bind(i(cursor)?)
+            .bind(gid.as_slice())
+            .bind(i(cursor)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The next `seq` for sending in `epoch` (SPEC §3.3: from 0 per epoch), reserved.
+    pub async fn next_seq(&self, gid: &[u8; 16], epoch: &str) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT send_epoch, next_seq FROM groups WHERE group_id = ?")
+            .bind(gid.as_slice())
+            .fetch_one(&mut *tx)
+            .await?;
+        let (e, n): (String, i64) = (row.get(0), row.get(1));
+        let seq = if e == epoch { u(n)? } else { 0 };
+        sqlx::query("UPDATE groups SET send_epoch = ?, next_seq = ? WHERE group_id = ?")
+            .bind(epoch)
+            .bind(i(seq + 1)?)
+            .bind(gid.as_slice())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// Stores a grant (first writer wins: grants never change).
+    pub async fn put_grant(&self, gid: &[u8; 16], g: &StoredGrant) -> Result<bool> {
+        let members = serde_json::to_string(&g.members).map_err(|_| Error::Internal("json"))?;
+        let n = sqlx::query(
+            "INSERT INTO grants (group_id, rn2_version, rn1_version, rn2, members, issued_at_ms, rn1_rotator, cause, subject, grace_secs, retention_secs) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(gid.as_slice())
+        .bind(i(g.rn2_version)?)
+        .bind(i64::from(g.rn1_version))
+        .bind(g.rn2_sealed.as_slice())
+        .bind(members)
+        .bind(i(g.issued_at_ms)?)
+        .bind(&g.rn1_rotator)
+        .bind(i64::from(g.cause))
+        .bind(&g.subject)
+        .bind(i(g.grace_secs)?)
+        .bind(i(g.retention_secs)?)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// A stored grant.
+    pub async fn grant(&self, gid: &[u8; 16], rn2_version: u64) -> Result<Option<StoredGrant>> {
+        let row = sqlx::query(
+            "SELECT rn2_version, rn1_version, rn2, members, issued_at_ms, rn1_rotator, cause, subject, grace_secs, retention_secs \
+             FROM grants WHERE group_id = ? AND rn2_version = ?",
+        )
+        .bind(gid.as_slice())
+        .bind(i(rn2_version)?)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(grant_row).transpose()
+    }
+
+    /// The first stored grant after `rn2_version` (the one that superseded it).
+    pub async fn next_grant(
+        &self,
+        gid: &[u8; 16],
+        rn2_version: u64,
+    ) -> Result<Option<StoredGrant>> {
+        let row = sqlx::query(
+            "SELECT rn2_version, rn1_version, rn2, members, issued_at_ms, rn1_rotator, cause, subject, grace_secs, retention_secs \
+             FROM grants WHERE group_id = ? AND rn2_version > ? ORDER BY rn2_version LIMIT 1",
+        )
+        .bind(gid.as_slice())
+        .bind(i(rn2_version)?)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(grant_row).transpose()
+    }
+
+    /// Erases grants issued before `before_ms` except the newest (SPEC §7.5).
+    pub async fn erase_grants_before(
+        &self,
+        gid: &[u8; 16],
+        before_ms: u64,
+        keep: u64,
+    ) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM grants WHERE group_id = ? AND issued_at_ms < ? AND rn2_version < ?",
+        )
+        .bind(gid.as_slice())
+        .bind(i(before_ms)?)
+        .bind(i(keep)?)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// The oldest stored grant version of a group.
+    pub async fn oldest_grant(&self, gid: &[u8; 16]) -> Result<Option<u64>> {
+        let row = sqlx::query("SELECT MIN(rn2_version) FROM grants WHERE group_id = ?")
+            .bind(gid.as_slice())
+            .fetch_one(&self.pool)
+            .await?;
+        row.get::<Option<i64>, _>(0).map(u).transpose()
+    }
+
+    /// Erases every key of a group (removal, leave, deletion).
+    pub async fn erase_group_keys(&self, gid: &[u8; 16]) -> Result<()> {
+        for sql in [
+            "DELETE FROM grants WHERE group_id = ?",
+            "DELETE FROM r1 WHERE group_id = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(gid.as_slice())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The stored R1 of an RN1 version: (rn2_version it is at, sealed value).
+    pub async fn r1(&self, gid: &[u8; 16], rn1_version: u32) -> Result<Option<(u64, Vec<u8>)>> {
+        let row = sqlx::query(
+            "SELECT rn2_version, secret FROM r1 WHERE group_id = ? AND rn1_version = ?",
+        )
+        .bind(gid.as_slice())
+        .bind(i64::from(rn1_version))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((u(r.get(0))?, r.get(1)))).transpose()
+    }
+
+    /// Stores (or moves forward) the R1 of an RN1 version.
+    pub async fn put_r1(
+        &self,
+        gid: &[u8; 16],
+        rn1_version: u32,
+        rn2_version: u64,
+        sealed: &[u8],
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO r1 (group_id, rn1_version, rn2_version, secret) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (group_id, rn1_version) DO UPDATE SET rn2_version = excluded.rn2_version, secret = excluded.secret",
+        )
+        .bind(gid.as_slice())
+        .bind(i64::from(rn1_version))
+        .bind(i(rn2_version)?)
+        .bind(sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Members already sent the RN1 of a rotation.
+    pub async fn rn1_sent(&self, gid: &[u8; 16], rn1_version: u32) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT user_id FROM rn1_sent WHERE group_id = ? AND rn1_version = ?")
+                .bind(gid.as_slice())
+                .bind(i64::from(rn1_version))
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Records that `user` was sent the RN1 of a rotation.
+    pub async fn mark_rn1_sent(&self, gid: &[u8; 16], rn1_version: u32, user: &str) -> Result<()> {
+        sqlx::query("INSERT INTO rn1_sent (group_id, rn1_version, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(gid.as_slice())
+            .bind(i64::from(rn1_version))
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// `true` the first time an item id is seen (SPEC §4: each item once).
+    pub async fn first_sight(&self, item_id: &[u8; 16], now_ms: u64) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO items_seen (item_id, at_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(item_id.as_slice())
+        .bind(i(now_ms)?)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Adds a notice (joined, removed, left, key rotated, deleted).
+    pub async fn notice(&self, gid: &[u8; 16], text: &str, at_ms: u64) -> Result<()> {
+        sqlx::query("INSERT INTO notices (group_id, text, at_ms) VALUES (?, ?, ?)")
+            .bind(gid.as_slice())
+            .bind(text)
+            .bind(i(at_ms)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Notices of a group after an id: (id, text, at_ms).
+    pub async fn notices(&self, gid: &[u8; 16], after: i64) -> Result<Vec<(i64, String, u64)>> {
+        let rows = sqlx::query(
+            "SELECT id, text, at_ms FROM notices WHERE group_id = ? AND id > ? ORDER BY id",
+        )
+        .bind(gid.as_slice())
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), r.get(1), u(r.get(2))?)))
+            .collect()
+    }
+}
+
+fn group_row(r: &sqlx::sqlite::SqliteRow) -> Result<GroupRow> {
+    let id: Vec<u8> = r.get(0);
+    Ok(GroupRow {
+        group_id: id.try_into().map_err(|_| Error::Corrupt("group id"))?,
+        name: r.get(1),
+        state: r.get(2),
+        rn2_version: u(r.get(3))?,
+        rn1_version: u32::try_from(r.get::<i64, _>(4))
+            .map_err(|_| Error::Corrupt("rn1_version"))?,
+        log_cursor: u(r.get(5))?,
+    })
+}
+
+fn grant_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredGrant> {
+    let members: String = r.get(3);
+    Ok(StoredGrant {
+        rn2_version: u(r.get(0))?,
+        rn1_version: u32::try_from(r.get::<i64, _>(1))
+            .map_err(|_| Error::Corrupt("rn1_version"))?,
+        rn2_sealed: r.get(2),
+        members: serde_json::from_str(&members).map_err(|_| Error::Corrupt("members"))?,
+        issued_at_ms: u(r.get(4))?,
+        rn1_rotator: r.get(5),
+        cause: i32::try_from(r.get::<i64, _>(6)).map_err(|_| Error::Corrupt("cause"))?,
+        subject: r.get(7),
+        grace_secs: u(r.get(8))?,
+        retention_secs: u(r.get(9))?,
+    })
+}

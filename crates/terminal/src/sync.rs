@@ -1,0 +1,617 @@
+//! The sync engine (SPEC §4.5): grants from the GMS, items from the inbox,
+//! RN1 rotations, removals, the outbox and key erasure.
+
+use crate::error::{Error, Result};
+use crate::store::StoredGrant;
+use crate::terminal::Terminal;
+use duokey_crypto::rn1_delivery::{open_rn1, seal_rn1};
+use duokey_crypto::*;
+use duokey_proto::{
+    AckItemsRequest, GetGrantRequest, GetGrantsRequest, Grant, GrantCause, ItemsRequest, Removal,
+    RemovalCause, SendItemRequest,
+};
+use sqlx::Row;
+
+pub(crate) fn gid16(b: &[u8]) -> Result<[u8; 16]> {
+    b.try_into().map_err(|_| Error::Corrupt("group id"))
+}
+
+fn cause_notice(g: &Grant) -> Option<String> {
+    let s = &g.subject;
+    match GrantCause::try_from(g.cause).ok()? {
+        GrantCause::Created => Some(format!("{s} created the group")),
+        GrantCause::MemberAdded => Some(format!("{s} joined")),
+        GrantCause::MemberRemoved => Some(format!("{s} was removed")),
+        GrantCause::MemberLeft => Some(format!("{s} left")),
+        GrantCause::Periodic | GrantCause::Forced => Some(format!(
+            "key rotated (epoch {}/{})",
+            g.rn1_version, g.rn2_version
+        )),
+        GrantCause::Unspecified => None,
+    }
+}
+
+impl Terminal {
+    /// One full sync (SPEC §8: every command first syncs): grants, inbox,
+    /// pending RN1 duties, the outbox, then key erasure.
+    pub async fn sync(&mut self) -> Result<()> {
+        self.sync_grants().await?;
+        self.sync_items().await?;
+        self.flush_outbox().await?;
+        self.erase_expired().await
+    }
+
+    /// Fetches the current grants of all groups (SPEC §4.5) and the groups lost.
+    pub async fn sync_grants(&mut self) -> Result<()> {
+        let resp = self
+            .gms
+            .get_grants(GetGrantsRequest { group_ids: vec![] })
+            .await
+            .map_err(Error::server("fetching grants"))?
+            .into_inner();
+        let current: Vec<Vec<u8>> = resp.grants.iter().map(|g| g.group_id.clone()).collect();
+        for g in resp.grants {
+            self.apply_grant(g).await?;
+        }
+        let lost: Vec<Vec<u8>> = self
+            .store
+            .groups()
+            .await?
+            .into_iter()
+            .filter(|g| g.state == "active" && !current.contains(&g.group_id.to_vec()))
+            .map(|g| g.group_id.to_vec())
+            .collect();
+        if !lost.is_empty() {
+            let resp = self
+                .gms
+                .get_grants(GetGrantsRequest { group_ids: lost })
+                .await
+                .map_err(Error::server("fetching grants"))?
+                .into_inner();
+            for r in resp.removals {
+                self.apply_removal(&r).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a grant, updates the group, writes its notice once, and does
+    /// this terminal's RN1 duty if it is the grant's `rn1_rotator`.
+    pub(crate) async fn apply_grant(&mut self, g: Grant) -> Result<()> {
+        let gid = gid16(&g.group_id)?;
+        self.fetch_missed_grants(&gid, g.rn2_version).await?;
+        let rn2 = Rn2::from_slice(&g.rn2).map_err(|_| Error::Corrupt("grant RN2"))?;
+        let policy = g.policy.unwrap_or_default();
+        let stored = StoredGrant {
+            rn2_version: g.rn2_version,
+            rn1_version: g.rn1_version,
+            rn2_sealed: self.vault.seal("rn2", rn2.expose_secret())?,
+            members: g
+                .members
+                .iter()
+                .map(|m| (m.user_id.clone(), u8::try_from(m.rights).unwrap_or(0)))
+                .collect(),
+            issued_at_ms: g.issued_at_ms,
+            rn1_rotator: g.rn1_rotator.clone(),
+            cause: g.cause,
+            subject: g.subject.clone(),
+            grace_secs: policy.grace_secs,
+            retention_secs: policy.retention_secs,
+        };
+        let is_new = self.store.put_grant(&gid, &stored).await?;
+        self.store
+            .upsert_group(&gid, &g.group_name, g.rn2_version, g.rn1_version)
+            .await?;
+        if is_new {
+            self.keylog.rn2(&GroupId(gid), g.rn2_version, &rn2);
+            if let Some(text) = cause_notice(&g) {
+                self.store.notice(&gid, &text, g.issued_at_ms).await?;
+            }
+        }
+        if g.rn1_rotator == self.me.as_str() {
+            self.rn1_duty(&gid, &stored).await?;
+        }
+        Ok(())
+    }
+
+    /// A terminal that was offline through several versions fetches the ones
+    /// it missed (it was a member at each), for their notices and keys.
+    async fn fetch_missed_grants(&mut self, gid: &[u8; 16], upto: u64) -> Result<()> {
+        let Some(cur) = self.store.group(gid).await? else {
+            return Ok(());
+        };
+        if cur.state != "active" || cur.rn2_version == 0 {
+            return Ok(());
+        }
+        let from = cur.rn2_version + 1;
+        for v in from..upto.min(from + 1000) {
+            if self.store.grant(gid, v).await?.is_none()
+                && let Ok(resp) = self
+                    .gms
+                    .get_grant(GetGrantRequest {
+                        group_id: gid.to_vec(),
+                        rn2_version: v,
+                    })
+                    .await
+            {
+                Box::pin(self.apply_grant(resp.into_inner())).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches a past grant this terminal is entitled to (SPEC §4.5).
+    pub(crate) async fn fetch_grant(
+        &mut self,
+        gid: &[u8; 16],
+        rn2_version: u64,
+    ) -> Result<Option<StoredGrant>> {
+        if let Some(g) = self.store.grant(gid, rn2_version).await? {
+            return Ok(Some(g));
+        }
+        match self
+            .gms
+            .get_grant(GetGrantRequest {
+                group_id: gid.to_vec(),
+                rn2_version,
+            })
+            .await
+        {
+            Ok(resp) => {
+                let g = resp.into_inner();
+                let gid_copy = *gid;
+                self.apply_grant(g).await?;
+                self.store.grant(&gid_copy, rn2_version).await
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn apply_removal(&mut self, r: &Removal) -> Result<()> {
+        let gid = gid16(&r.group_id)?;
+        let (state, text) = match RemovalCause::try_from(r.cause).unwrap_or(RemovalCause::Removed) {
+            RemovalCause::Left => ("left", "you left the group".to_owned()),
+            RemovalCause::Deleted => ("deleted", format!("the group was deleted by {}", r.by)),
+            _ => ("removed", format!("you were removed by {}", r.by)),
+        };
+        if self
+            .store
+            .group(&gid)
+            .await?
+            .is_some_and(|g| g.state == "active")
+        {
+            self.store.set_group_state(&gid, state).await?;
+            self.store.erase_group_keys(&gid).await?;
+            self.store.notice(&gid, &text, crate::now_ms()).await?;
+        }
+        Ok(())
+    }
+
+    /// The R1 of `rn1_version` at `rn2_version`, if this terminal holds it.
+    pub(crate) async fn r1_at(
+        &self,
+        gid: &[u8; 16],
+        rn1_version: u32,
+        rn2_version: u64,
+    ) -> Result<Option<R1>> {
+        let Some((at, sealed)) = self.store.r1(gid, rn1_version).await? else {
+            return Ok(None);
+        };
+        let r1 = R1::from_bytes(*self.vault.open32("r1", &sealed)?, at);
+        Ok(r1.ratchet_to(rn2_version).ok())
+    }
+
+    pub(crate) async fn put_r1(&self, gid: &[u8; 16], rn1_version: u32, r1: &R1) -> Result<()> {
+        self.keylog.r1(&GroupId(*gid), rn1_version, r1);
+        self.store
+            .put_r1(
+                gid,
+                rn1_version,
+                r1.rn2_version(),
+                &self.vault.seal("r1", r1.expose_secret())?,
+            )
+            .await
+    }
+
+    /// SPEC §4.3 step 4: as the rotator, make RN1' (once, durably) and send it
+    /// to every other member sealed to its delivery key.
+    async fn rn1_duty(&mut self, gid: &[u8; 16], g: &StoredGrant) -> Result<()> {
+        if self.store.r1(gid, g.rn1_version).await?.is_none() {
+            let rn1 = Rn1::random()?;
+            self.put_r1(gid, g.rn1_version, &R1::from_rn1(&rn1, g.rn2_version))
+                .await?;
+        }
+        let Some(r1) = self.r1_at(gid, g.rn1_version, g.rn2_version).await? else {
+            return Ok(());
+        };
+        if r1.rn2_version() != g.rn2_version {
+            return Ok(());
+        }
+        let sent = self.store.rn1_sent(gid, g.rn1_version).await?;
+        for (user, _) in &g.members {
+            if user == self.me.as_str() || sent.contains(user) {
+                continue;
+            }
+            let to = UserId::new(user.clone())?;
+            match self.send_rn1(gid, &to, g.rn1_version, &r1, None).await {
+                Ok(()) => self.store.mark_rn1_sent(gid, g.rn1_version, user).await?,
+                Err(e) => eprintln!("could not send the new group key to {user} yet: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends an `rn1` item: to an invitation's fresh key (`invite`), or to
+    /// the recipient's published delivery key.
+    pub(crate) async fn send_rn1(
+        &mut self,
+        gid: &[u8; 16],
+        to: &UserId,
+        rn1_version: u32,
+        r1: &R1,
+        invite: Option<(ItemId, DeliveryPublic)>,
+    ) -> Result<()> {
+        let item_id = ItemId::random()?;
+        let (ref_id, key) = match invite {
+            Some((id, k)) => (id, k),
+            None => (item_id, self.delivery_key(to).await?),
+        };
+        let g = GroupId(*gid);
+        let ctx = Rn1Context {
+            group_id: &g,
+            sender: &self.me,
+            recipient: to,
+            ref_id: &ref_id,
+        };
+        let (enc, ct) = seal_rn1(&key, &ctx, rn1_version, r1)?;
+        let body = ItemBody::Rn1(Rn1Payload {
+            ref_id,
+            group_id: g,
+            rn1_version,
+            at_rn2_version: r1.rn2_version(),
+            enc,
+            ct,
+        });
+        self.send_item(item_id, to, body).await
+    }
+
+    pub(crate) async fn send_item(
+        &mut self,
+        item_id: ItemId,
+        to: &UserId,
+        body: ItemBody,
+    ) -> Result<()> {
+        let item = Item {
+            item_id,
+            sender: self.me.clone(),
+            recipient: to.clone(),
+            created_at_ms: crate::now_ms(),
+            body,
+        };
+        let bytes = item.sign(&self.identity)?;
+        self.cs
+            .send_item(SendItemRequest { item: bytes })
+            .await
+            .map_err(Error::server(format!("sending to {to}")))?;
+        Ok(())
+    }
+
+    /// Processes the inbox (SPEC §4): every item once, then acknowledges.
+    pub async fn sync_items(&mut self) -> Result<()> {
+        let mut after = 0;
+        loop {
+            let resp = self
+                .cs
+                .items(ItemsRequest {
+                    after_cursor: after,
+                    limit: 500,
+                })
+                .await
+                .map_err(Error::server("fetching the inbox"))?
+                .into_inner();
+            for it in &resp.items {
+                if let Err(e) = self.process_item(&it.item).await {
+                    tracing::warn!(error = %e, "inbox item dropped");
+                    eprintln!("note: an inbox item was dropped: {e}");
+                }
+                after = it.cursor;
+            }
+            if after > 0 {
+                self.cs
+                    .ack_items(AckItemsRequest {
+                        up_to_cursor: after,
+                    })
+                    .await
+                    .map_err(Error::server("acknowledging the inbox"))?;
+            }
+            if !resp.more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Verifies and applies one item, idempotently by `item_id`.
+    pub async fn process_item(&mut self, bytes: &[u8]) -> Result<()> {
+        let signed = SignedItem::parse(bytes)?;
+        let sender = signed.item.sender.clone();
+        let key = self.contact_key(&sender).await?;
+        let item = signed.open(&self.me, &key)?;
+        if !self
+            .store
+            .first_sight(item.item_id.as_bytes(), crate::now_ms())
+            .await?
+        {
+            return Ok(());
+        }
+        match &item.body {
+            ItemBody::Invite {
+                group_id,
+                group_name,
+                rights,
+            } => {
+                sqlx::query(
+                    "INSERT INTO invites_in (invite_id, group_id, group_name, from_user, rights, state) \
+                     VALUES (?, ?, ?, ?, ?, 'pending') ON CONFLICT DO NOTHING",
+                )
+                .bind(item.item_id.as_bytes().as_slice())
+                .bind(group_id.as_bytes().as_slice())
+                .bind(group_name.as_str())
+                .bind(sender.as_str())
+                .bind(i64::from(rights.bits()))
+                .execute(&self.store.pool)
+                .await?;
+            }
+            ItemBody::Ack {
+                invite_id,
+                group_id,
+                invite_pub,
+            } => {
+                self.on_ack(&sender, invite_id, group_id, *invite_pub)
+                    .await?
+            }
+            ItemBody::Decline {
+                invite_id,
+                group_id,
+            } => {
+                sqlx::query(
+                    "UPDATE invites_out SET state = 'declined' WHERE invite_id = ? AND invitee = ?",
+                )
+                .bind(invite_id.as_bytes().as_slice())
+                .bind(sender.as_str())
+                .execute(&self.store.pool)
+                .await?;
+                self.store
+                    .notice(
+                        &group_id.0,
+                        &format!("{sender} declined the invitation"),
+                        crate::now_ms(),
+                    )
+                    .await?;
+            }
+            ItemBody::Rn1(p) => self.on_rn1(&item, p).await?,
+            ItemBody::Removal { .. } | ItemBody::Stale { .. } => self.sync_grants().await?,
+        }
+        Ok(())
+    }
+
+    /// SPEC §4.2 steps 3–4 and 6, on the inviter's side.
+    async fn on_ack(
+        &mut self,
+        invitee: &UserId,
+        invite_id: &ItemId,
+        gid: &GroupId,
+        invite_pub: DeliveryPublic,
+    ) -> Result<()> {
+        let row = sqlx::query(
+            "SELECT group_id, rights, state FROM invites_out WHERE invite_id = ? AND invitee = ?",
+        )
+        .bind(invite_id.as_bytes().as_slice())
+        .bind(invitee.as_str())
+        .fetch_optional(&self.store.pool)
+        .await?
+        .ok_or_else(|| {
+            Error::user(format!(
+                "{invitee} acknowledged an invitation we did not send"
+            ))
+        })?;
+        let (stored_gid, rights, state): (Vec<u8>, i64, String) =
+            (row.get(0), row.get(1), row.get(2));
+        if stored_gid != gid.0 || state != "sent" {
+            return Ok(());
+        }
+        // Report first, then hand over R1 at exactly the version that adds the
+        // invitee (docs/DESIGN.md D18): the invitee never holds the R1 of an
+        // epoch before it joined, so even a dishonest GMS handing it old RN2s
+        // cannot open earlier messages (SPEC §7.4).
+        let grant = self
+            .report_member(&gid.0, invitee, rights as u32, invite_id)
+            .await?;
+        let (w, rn1_version) = (grant.rn2_version, grant.rn1_version);
+        self.apply_grant(grant).await?;
+        sqlx::query(
+            "UPDATE invites_out SET state = 'reported', rn1_version = ? WHERE invite_id = ?",
+        )
+        .bind(i64::from(rn1_version))
+        .bind(invite_id.as_bytes().as_slice())
+        .execute(&self.store.pool)
+        .await?;
+        match self.r1_at(&gid.0, rn1_version, w).await? {
+            Some(r1) => {
+                self.send_rn1(
+                    &gid.0,
+                    invitee,
+                    rn1_version,
+                    &r1,
+                    Some((*invite_id, invite_pub)),
+                )
+                .await
+            }
+            None => Err(Error::user(format!(
+                "{invitee} was added, but the group's new RN1 has not reached this terminal yet; they get it from the rotator"
+            ))),
+        }
+    }
+
+    async fn report_member(
+        &mut self,
+        gid: &[u8; 16],
+        user: &UserId,
+        rights: u32,
+        report: &ItemId,
+    ) -> Result<Grant> {
+        let req = duokey_proto::ReportMemberRequest {
+            group_id: gid.to_vec(),
+            change: duokey_proto::MemberChange::Add as i32,
+            user_id: user.to_string(),
+            rights,
+            report_id: report.0.to_vec(),
+            rotate_rn1: false,
+        };
+        Ok(self
+            .gms
+            .report_member(req)
+            .await
+            .map_err(Error::server(format!("adding {user}")))?
+            .into_inner())
+    }
+
+    /// An `rn1` item: from an inviter (sealed to our invitation key) or from a
+    /// rotator (sealed to our delivery key).
+    async fn on_rn1(&mut self, item: &Item, p: &Rn1Payload) -> Result<()> {
+        let row = sqlx::query("SELECT secret FROM invites_in WHERE invite_id = ? AND from_user = ? AND state = 'accepted'")
+            .bind(p.ref_id.as_bytes().as_slice())
+            .bind(item.sender.as_str())
+            .fetch_optional(&self.store.pool)
+            .await?;
+        let secret = match row {
+            Some(r) => {
+                let sealed: Vec<u8> = r.get(0);
+                Some(DeliverySecret::from_bytes(
+                    &*self.vault.open32("invite", &sealed)?,
+                )?)
+            }
+            None if p.ref_id == item.item_id => None,
+            None => return Err(Error::user("an rn1 item matches no accepted invitation")),
+        };
+        let ctx = Rn1Context {
+            group_id: &p.group_id,
+            sender: &item.sender,
+            recipient: &self.me,
+            ref_id: &p.ref_id,
+        };
+        let key = secret.as_ref().unwrap_or(&self.delivery);
+        let r1 = open_rn1(key, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct)?;
+        let have = self.store.r1(&p.group_id.0, p.rn1_version).await?;
+        if have.is_none_or(|(at, _)| at > r1.rn2_version()) {
+            self.put_r1(&p.group_id.0, p.rn1_version, &r1).await?;
+        }
+        if secret.is_some() {
+            sqlx::query(
+                "UPDATE invites_in SET state = 'joined', secret = NULL WHERE invite_id = ?",
+            )
+            .bind(p.ref_id.as_bytes().as_slice())
+            .execute(&self.store.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Key erasure (SPEC §4.5, §7.5): grants older than the retention are
+    /// deleted and every R1 is moved forward to the oldest epoch still kept,
+    /// so older epochs cannot be derived from this terminal's state.
+    pub async fn erase_expired(&mut self) -> Result<()> {
+        let now = crate::now_ms();
+        for g in self
+            .store
+            .groups()
+            .await?
+            .into_iter()
+            .filter(|g| g.state == "active")
+        {
+            let Some(cur) = self.store.grant(&g.group_id, g.rn2_version).await? else {
+                continue;
+            };
+            let cutoff = now.saturating_sub(cur.retention_secs.saturating_mul(1000));
+            self.store
+                .erase_grants_before(&g.group_id, cutoff, g.rn2_version)
+                .await?;
+            self.advance_r1_to_oldest(&g.group_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves every stored R1 forward to the oldest grant still kept.
+    pub(crate) async fn advance_r1_to_oldest(&mut self, gid: &[u8; 16]) -> Result<()> {
+        let Some(oldest) = self.store.oldest_grant(gid).await? else {
+            return Ok(());
+        };
+        let Some(og) = self.store.grant(gid, oldest).await? else {
+            return Ok(());
+        };
+        let rows = sqlx::query("SELECT rn1_version, rn2_version FROM r1 WHERE group_id = ?")
+            .bind(gid.as_slice())
+            .fetch_all(&self.store.pool)
+            .await?;
+        for r in rows {
+            let (v1, at): (i64, i64) = (r.get(0), r.get(1));
+            let v1 = u32::try_from(v1).map_err(|_| Error::Corrupt("rn1_version"))?;
+            if v1 < og.rn1_version {
+                sqlx::query("DELETE FROM r1 WHERE group_id = ? AND rn1_version = ?")
+                    .bind(gid.as_slice())
+                    .bind(i64::from(v1))
+                    .execute(&self.store.pool)
+                    .await?;
+            } else if v1 == og.rn1_version && (at as u64) < oldest {
+                if let Some(r1) = self.r1_at(gid, v1, oldest).await? {
+                    self.put_r1(gid, v1, &r1).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends queued messages whose group key is now complete.
+    pub async fn flush_outbox(&mut self) -> Result<()> {
+        let rows = sqlx::query("SELECT id, group_id, body FROM outbox ORDER BY id")
+            .fetch_all(&self.store.pool)
+            .await?;
+        for r in rows {
+            let (id, gid, sealed): (i64, Vec<u8>, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
+            let gid = gid16(&gid)?;
+            let Some(g) = self.store.group(&gid).await? else {
+                continue;
+            };
+            if g.state != "active" || self.store.r1(&gid, g.rn1_version).await?.is_none() {
+                continue;
+            }
+            let text = String::from_utf8(self.vault.open("outbox", &sealed)?.to_vec())
+                .map_err(|_| Error::Corrupt("outbox"))?;
+            self.post_now(&gid, &text).await?;
+            sqlx::query("DELETE FROM outbox WHERE id = ?")
+                .bind(id)
+                .execute(&self.store.pool)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Terminal {
+    /// Every R1 this terminal holds for a group, with its RN1 version: all of
+    /// its RN1 key material, as a thief of the device would find it (used by
+    /// the demo and the security tests to attack for real).
+    pub async fn held_r1s(&self, gid: &[u8; 16]) -> Result<Vec<(u32, R1)>> {
+        let rows = sqlx::query("SELECT rn1_version FROM r1 WHERE group_id = ?")
+            .bind(gid.as_slice())
+            .fetch_all(&self.store.pool)
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let v = u32::try_from(r.get::<i64, _>(0)).map_err(|_| Error::Corrupt("rn1_version"))?;
+            if let Some((at, sealed)) = self.store.r1(gid, v).await? {
+                out.push((v, R1::from_bytes(*self.vault.open32("r1", &sealed)?, at)));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,291 @@
+//! Opening a profile, enrolment, and the terminal's connections.
+
+use crate::config::ClientConfig;
+use crate::error::{Error, Result};
+use crate::keylog::KeyLog;
+use crate::store::Store;
+use crate::vault::{Vault, random};
+use duokey_crypto::{DeliveryKeyRecord, DeliverySecret, IdentityKey, PublicIdentity, UserId};
+use duokey_pki::grpc::channel;
+use duokey_pki::rustls_pki_types::CertificateDer;
+use duokey_proto::accounts_client::AccountsClient;
+use duokey_proto::communication_client::CommunicationClient;
+use duokey_proto::group_management_client::GroupManagementClient;
+use duokey_proto::{EnrollRequest, PublishDeliveryKeyRequest};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tonic::transport::Channel;
+use zeroize::Zeroizing;
+
+/// A group as listed to the user.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupInfo {
+    /// 32 hex digits.
+    pub group_id: String,
+    /// Name.
+    pub name: String,
+    /// active | removed | left | deleted.
+    pub state: String,
+    /// Current RN1 version.
+    pub rn1_version: u32,
+    /// Current RN2 version.
+    pub rn2_version: u64,
+}
+
+/// A member and its rights.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberInfo {
+    /// User id.
+    pub user: String,
+    /// Rights, e.g. "owner,invite,remove" or "member".
+    pub rights: String,
+}
+
+/// A pending invitation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Invitation {
+    /// 32 hex digits.
+    pub invite_id: String,
+    /// 32 hex digits.
+    pub group_id: String,
+    /// Group name.
+    pub group_name: String,
+    /// Inviter.
+    pub from: String,
+    /// Rights offered.
+    pub rights: String,
+}
+
+/// What happened to a message given to [`Terminal::send`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Posted and durable at the CS, at this log position.
+    Posted(u64),
+    /// Kept until the group's new RN1 arrives (SPEC §4.3 step 4).
+    Queued,
+}
+
+/// An open profile, connected to the servers.
+pub struct Terminal {
+    pub(crate) home: PathBuf,
+    pub(crate) store: Store,
+    pub(crate) vault: Vault,
+    pub(crate) me: UserId,
+    pub(crate) identity: IdentityKey,
+    pub(crate) delivery: DeliverySecret,
+    pub(crate) ca: CertificateDer<'static>,
+    pub(crate) keylog: KeyLog,
+    pub(crate) gms: GroupManagementClient<Channel>,
+    pub(crate) cs: CommunicationClient<Channel>,
+    pub(crate) keys: HashMap<UserId, PublicIdentity>,
+}
+
+impl std::fmt::Debug for Terminal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Terminal({})", self.me)
+    }
+}
+
+fn profile_path(home: &Path) -> PathBuf {
+    home.join("profile.db")
+}
+
+fn encode_chain(chain: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in chain {
+        out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+        out.extend_from_slice(c);
+    }
+    out
+}
+
+fn decode_chain(mut b: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (len, rest) = b
+            .split_at_checked(4)
+            .ok_or(Error::Corrupt("certificate chain"))?;
+        let n = u32::from_be_bytes(
+            len.try_into()
+                .map_err(|_| Error::Corrupt("certificate chain"))?,
+        ) as usize;
+        let (c, rest) = rest
+            .split_at_checked(n)
+            .ok_or(Error::Corrupt("certificate chain"))?;
+        out.push(CertificateDer::from(c.to_vec()));
+        b = rest;
+    }
+    Ok(out)
+}
+
+impl Terminal {
+    /// Enrols a new profile in `home` (SPEC §2, §8 `duokey init`): a new
+    /// Ed25519 identity key, a certificate from the AS for `token`, a new
+    /// delivery key; secrets sealed under `passphrase` (or a stored random
+    /// key when `None`, i.e. `--no-passphrase`).
+    pub async fn init(
+        home: &Path,
+        user: &UserId,
+        token: &str,
+        cfg: &ClientConfig,
+        passphrase: Option<&[u8]>,
+    ) -> Result<Terminal> {
+        let path = profile_path(home);
+        if path.exists() {
+            return Err(Error::ProfileExists(home.display().to_string()));
+        }
+        std::fs::create_dir_all(home)?;
+        #[cfg(unix)]
+        std::fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let identity = IdentityKey::generate();
+        let ca = duokey_pki::pem::first_cert_from_pem(&cfg.ca_cert)?;
+        let anon = duokey_pki::client_config(&ca, None)?;
+        let mut accounts = AccountsClient::new(
+            channel(&cfg.as_url, anon).map_err(Error::server("connecting to the AS"))?,
+        );
+        let csr = duokey_pki::make_csr(&identity, user)?;
+        let resp = accounts
+            .enroll(EnrollRequest {
+                token: token.trim().to_owned(),
+                csr_der: csr,
+            })
+            .await
+            .map_err(Error::server("enrolment refused"))?
+            .into_inner();
+        let store = Store::open(&path).await?;
+        let vault = match passphrase {
+            Some(p) => {
+                let salt: [u8; 16] = random()?;
+                store.set_meta("kdf_salt", &salt).await?;
+                Vault::derive(p, &salt)?
+            }
+            None => {
+                let key = Vault::random_key()?;
+                store.set_meta("plain_key", key.as_slice()).await?;
+                Vault::from_plain_key(*key)
+            }
+        };
+        store.set_meta("vault_check", &vault.check_value()?).await?;
+        store.set_meta("user_id", user.as_bytes()).await?;
+        store
+            .set_meta("client_config", cfg.to_toml()?.as_bytes())
+            .await?;
+        store
+            .set_meta("cert_chain", &encode_chain(&resp.cert_chain_der))
+            .await?;
+        store
+            .set_meta(
+                "identity",
+                &vault.seal("identity", identity.to_seed().as_slice())?,
+            )
+            .await?;
+        let delivery = DeliverySecret::generate();
+        store
+            .set_meta(
+                "delivery",
+                &vault.seal("delivery", delivery.to_bytes().as_slice())?,
+            )
+            .await?;
+        let mut t = Terminal::connect(home, store, vault).await?;
+        t.publish_delivery_key().await?;
+        Ok(t)
+    }
+
+    /// Opens the profile in `home`; `passphrase` is asked only if the profile
+    /// has one. A wrong passphrase changes nothing.
+    pub async fn open(
+        home: &Path,
+        passphrase: impl FnOnce() -> Result<Zeroizing<String>>,
+    ) -> Result<Terminal> {
+        let path = profile_path(home);
+        if !path.exists() {
+            return Err(Error::NoProfile(home.display().to_string()));
+        }
+        let store = Store::open(&path).await?;
+        let vault = match store.meta("plain_key").await? {
+            Some(k) => {
+                Vault::from_plain_key(k.try_into().map_err(|_| Error::Corrupt("plain key"))?)
+            }
+            None => Vault::derive(passphrase()?.as_bytes(), &store.meta_req("kdf_salt").await?)?,
+        };
+        vault.verify_check(&store.meta_req("vault_check").await?)?;
+        let mut t = Terminal::connect(home, store, vault).await?;
+        if t.store.meta("dk_published").await?.is_none() {
+            t.publish_delivery_key().await?;
+        }
+        Ok(t)
+    }
+
+    async fn connect(home: &Path, store: Store, vault: Vault) -> Result<Terminal> {
+        let me = UserId::from_bytes(&store.meta_req("user_id").await?)?;
+        let cfg = ClientConfig::parse(
+            std::str::from_utf8(&store.meta_req("client_config").await?)
+                .map_err(|_| Error::Corrupt("config"))?,
+        )?;
+        let identity =
+            IdentityKey::from_seed(*vault.open32("identity", &store.meta_req("identity").await?)?);
+        let delivery = DeliverySecret::from_bytes(
+            &*vault.open32("delivery", &store.meta_req("delivery").await?)?,
+        )?;
+        let chain = decode_chain(&store.meta_req("cert_chain").await?)?;
+        let ca = duokey_pki::pem::first_cert_from_pem(&cfg.ca_cert)?;
+        let tls = duokey_pki::client_config(
+            &ca,
+            Some((chain, duokey_pki::identity_private_key_der(&identity))),
+        )?;
+        let gms = GroupManagementClient::new(
+            channel(&cfg.gms_url, tls.clone()).map_err(Error::server("GMS address"))?,
+        );
+        let cs = CommunicationClient::new(
+            channel(&cfg.cs_url, tls).map_err(Error::server("CS address"))?,
+        )
+        .max_decoding_message_size(64 * 1024 * 1024);
+        Ok(Terminal {
+            home: home.to_owned(),
+            store,
+            vault,
+            me,
+            identity,
+            delivery,
+            ca,
+            keylog: KeyLog::from_env(),
+            gms,
+            cs,
+            keys: HashMap::new(),
+        })
+    }
+
+    async fn publish_delivery_key(&mut self) -> Result<()> {
+        let record = DeliveryKeyRecord {
+            user: self.me.clone(),
+            key: self.delivery.public(),
+            created_at_ms: crate::now_ms(),
+        };
+        let bytes = record.sign(&self.identity)?;
+        self.cs
+            .publish_delivery_key(PublishDeliveryKeyRequest { record: bytes })
+            .await
+            .map_err(Error::server("publishing the delivery key"))?;
+        self.store.set_meta("dk_published", b"1").await
+    }
+
+    /// This profile's user id.
+    pub fn user(&self) -> &UserId {
+        &self.me
+    }
+
+    /// The profile directory.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The profile store (read-only use by tools and tests).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The vault (tests use it to read sealed values as the terminal does).
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+}
