@@ -145,28 +145,36 @@ async fn serve(cfg: &ServerConfig, dev_dir: Option<&Path>) -> Result<(), Error> 
             .map_err(|e| Error::Config(format!("metrics: {e}")))?;
     }
     let node = Node::start(cfg).await?;
+    // Standard output may be closed by whoever started us (a script that read
+    // the first line): printing must never stop the server.
+    let out = |line: String| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "{line}");
+    };
     let show = |a: Option<std::net::SocketAddr>| a.map_or("-".to_owned(), |a| a.to_string());
     // Scripts and tests read the bound addresses from this first line.
-    println!(
+    out(format!(
         "Duokey server: GMS+AS on {}, CS on {}, data in {}",
         show(node.gms_addr),
         show(node.cs_addr),
         cfg.data_dir.display()
-    );
+    ));
     if let (Some(dir), Some(gms), Some(cs)) = (dev_dir, node.gms_addr, node.cs_addr) {
         let client = dev::write_client_file(dir, gms, cs)?;
         let d = dir.display();
-        println!("Terminals use {}", client.display());
-        println!();
-        println!("Next steps:");
-        println!("  duokey-server enroll --dir {d} alice          # prints a one-time token");
-        println!(
+        out(format!("Terminals use {}", client.display()));
+        out(String::new());
+        out("Next steps:".to_owned());
+        out(format!(
+            "  duokey-server enroll --dir {d} alice          # prints a one-time token"
+        ));
+        out(format!(
             "  duokey --home alice init --user alice --token TOKEN --config {}",
             client.display()
-        );
-        println!("  duokey --home alice group create proj");
-        println!();
-        println!("Stop with Ctrl-C.");
+        ));
+        out("  duokey --home alice group create proj".to_owned());
+        out(String::new());
+        out("Stop with Ctrl-C.".to_owned());
     }
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -532,10 +532,15 @@ impl Terminal {
                 continue;
             };
             let cutoff = now.saturating_sub(cur.retention_secs.saturating_mul(1000));
-            self.store
+            // R1 moves forward only when retention actually erased an epoch:
+            // a terminal that has not fetched old grants yet still needs them.
+            let erased = self
+                .store
                 .erase_grants_before(&g.group_id, cutoff, g.rn2_version)
                 .await?;
-            self.advance_r1_to_oldest(&g.group_id).await?;
+            if erased > 0 {
+                self.advance_r1_to_oldest(&g.group_id).await?;
+            }
         }
         Ok(())
     }
@@ -561,10 +566,11 @@ impl Terminal {
                     .bind(i64::from(v1))
                     .execute(&self.store.pool)
                     .await?;
-            } else if v1 == og.rn1_version && (at as u64) < oldest {
-                if let Some(r1) = self.r1_at(gid, v1, oldest).await? {
-                    self.put_r1(gid, v1, &r1).await?;
-                }
+            } else if v1 == og.rn1_version
+                && (at as u64) < oldest
+                && let Some(r1) = self.r1_at(gid, v1, oldest).await?
+            {
+                self.put_r1(gid, v1, &r1).await?;
             }
         }
         Ok(())

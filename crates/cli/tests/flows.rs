@@ -1,0 +1,177 @@
+//! End-to-end flows of SPEC §4 with the real binaries (issue 4 point 7):
+//! five users, each with their own `--home`, against `duokey-server dev`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use support::{Server, group_with};
+
+#[test]
+fn create_invite_chat_remove_and_late_join() {
+    let srv = Server::start();
+    let [alice, bob, carol, dave, erin] =
+        ["alice", "bob", "carol", "dave", "erin"].map(|u| srv.user(u));
+    let g = group_with(&alice, "proj", &[&bob, &carol, &dave]);
+    alice.ok(&["send", "proj", "one"]);
+    bob.ok(&["send", "proj", "two"]);
+    dave.ok(&["send", "proj", "three"]);
+    for u in [&alice, &bob, &carol, &dave] {
+        assert_eq!(
+            u.texts("proj"),
+            ["one", "two", "three"],
+            "{}",
+            u.home.display()
+        );
+    }
+    let members = alice.ok(&["--json", "group", "members", "proj"]);
+    let members: Vec<serde_json::Value> = serde_json::from_str(&members).unwrap();
+    assert_eq!(members.len(), 4);
+    assert_eq!(members[0]["user"], "alice");
+
+    let err = bob.fails(&["group", "remove", "proj", "dave"]);
+    assert!(
+        err.contains("you lack the remove right in group proj"),
+        "{err}"
+    );
+    alice.ok(&["group", "remove", "proj", "dave"]);
+    alice.ok(&["send", "proj", "dave is gone"]);
+    assert_eq!(bob.texts("proj").last().unwrap(), "dave is gone");
+    let dave_sees = dave.texts(&g);
+    assert!(
+        !dave_sees.contains(&"dave is gone".to_owned()),
+        "a removed member reads nothing new"
+    );
+    let err = dave.fails(&["send", &g, "let me in"]);
+    assert!(err.contains("no longer a member"), "{err}");
+
+    alice.ok(&["group", "invite", "proj", "erin", "--can-invite"]);
+    let invites = erin.ok(&["--json", "invites"]);
+    let invites: Vec<serde_json::Value> = serde_json::from_str(&invites).unwrap();
+    assert_eq!(
+        (invites[0]["from"].as_str(), invites[0]["rights"].as_str()),
+        (Some("alice"), Some("invite"))
+    );
+    erin.ok(&["accept", "proj"]);
+    alice.ok(&["sync"]);
+    alice.ok(&["send", "proj", "welcome erin"]);
+    assert_eq!(
+        erin.texts("proj"),
+        ["welcome erin"],
+        "erin cannot read what was said before she joined"
+    );
+}
+
+#[test]
+fn two_invitations_at_once() {
+    let srv = Server::start();
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| srv.user(u));
+    alice.ok(&["group", "create", "proj"]);
+    alice.ok(&["group", "invite", "proj", "bob"]);
+    alice.ok(&["group", "invite", "proj", "carol"]);
+    carol.ok(&["accept", "proj"]);
+    bob.ok(&["accept", "proj"]);
+    alice.ok(&["sync"]);
+    bob.ok(&["send", "proj", "from bob"]);
+    carol.ok(&["send", "proj", "from carol"]);
+    assert_eq!(alice.texts("proj"), ["from bob", "from carol"]);
+    assert_eq!(bob.texts("proj"), ["from bob", "from carol"]);
+}
+
+#[test]
+fn offline_terminal_through_two_rotations_catches_up() {
+    let srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob]);
+    alice.ok(&["send", "proj", "before"]);
+    // bob is offline from here.
+    alice.ok(&["group", "rotate", "proj"]);
+    alice.ok(&["send", "proj", "epoch two"]);
+    alice.ok(&["group", "rotate", "proj", "--rn1"]);
+    alice.ok(&["send", "proj", "epoch three, new RN1"]);
+    let out = bob.run(&["read", "proj"]);
+    eprintln!(
+        "DEBUG {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        bob.texts("proj"),
+        ["before", "epoch two", "epoch three, new RN1"]
+    );
+    let status: serde_json::Value = serde_json::from_str(&bob.ok(&["--json", "status"])).unwrap();
+    assert_eq!(status["groups"][0]["rn1_version"], 2);
+    let history = bob.ok(&["read", "proj"]);
+    assert!(
+        history.contains("key rotated"),
+        "rotation notices are shown: {history}"
+    );
+}
+
+#[test]
+fn leave_and_delete() {
+    let srv = Server::start();
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob, &carol]);
+    bob.ok(&["group", "leave", "proj"]);
+    alice.ok(&["send", "proj", "after bob left"]);
+    assert_eq!(carol.texts("proj"), ["after bob left"]);
+    let status: serde_json::Value = serde_json::from_str(&bob.ok(&["--json", "status"])).unwrap();
+    assert_eq!(status["groups"][0]["state"], "left");
+    let err = carol.fails(&["group", "delete", "proj"]);
+    assert!(err.contains("only the owner"), "{err}");
+    alice.ok(&["group", "delete", "proj"]);
+    let err = carol.fails(&["send", "proj", "hello?"]);
+    assert!(err.contains("no longer a member"), "{err}");
+}
+
+#[test]
+fn wrong_passphrase_is_refused_without_damaging_the_profile() {
+    let srv = Server::start();
+    let alice = srv.user("alice");
+    alice.ok(&["group", "create", "proj"]);
+    let out = alice.run_with(&["status"], "not the passphrase");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert!(
+        alice.ok(&["status"]).contains("proj"),
+        "the profile still opens with the right passphrase"
+    );
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    alice.ok(&["group", "create", "proj"]);
+    alice.ok(&["group", "invite", "proj", "bob"]);
+    let err = bob.fails(&["read", "proj"]);
+    assert!(
+        err.contains("no group") && err.contains("duokey group list"),
+        "{err}"
+    );
+    let err = alice.fails(&["group", "invite", "proj", "Bob Smith"]);
+    assert!(err.contains("invalid user id"), "{err}");
+    let nobody = support::User {
+        home: srv.dir.path().join("nobody"),
+        passphrase: "x".into(),
+    };
+    let err = nobody.fails(&["status"]);
+    assert!(err.contains("duokey init"), "{err}");
+}
+
+#[test]
+fn demo_passes() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duokey"))
+        .arg("demo")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("properties held"), "{stdout}");
+    assert!(!stdout.contains("[FAILED]"));
+}

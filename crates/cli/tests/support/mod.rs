@@ -1,0 +1,199 @@
+//! The real `duokey-server dev` and `duokey` binaries in a temporary directory.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub fn bin(name: &str) -> PathBuf {
+    let duokey = PathBuf::from(env!("CARGO_BIN_EXE_duokey"));
+    let p = duokey.with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` (or `cargo test --workspace`)",
+        p.display()
+    );
+    p
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    child: Child,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(bin("duokey-server"))
+            .arg("dev")
+            .arg("--dir")
+            .arg(dir.path().join("srv"))
+            .args(["--gms-addr", "127.0.0.1:0", "--cs-addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.starts_with("Duokey server"), "{line}");
+        // client.toml is written right after this line; wait for its last byte.
+        let client = dir.path().join("srv/client.toml");
+        for _ in 0..200 {
+            if std::fs::read_to_string(&client).is_ok_and(|t| t.contains("END CERTIFICATE")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Server {
+            dir,
+            child,
+            _stdout: stdout,
+        }
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        let out = Command::new(bin("duokey-server"))
+            .args(["enroll", "--dir"])
+            .arg(self.dir.path().join("srv"))
+            .arg(user)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub fn client_toml(&self) -> PathBuf {
+        self.dir.path().join("srv/client.toml")
+    }
+
+    /// Enrols `user` with a `duokey init` of its own home.
+    pub fn user(&self, name: &str) -> User {
+        let u = User {
+            home: self.dir.path().join(name),
+            passphrase: format!("{name}'s long passphrase"),
+        };
+        let token = self.token(name);
+        let out = u.run(&[
+            "init",
+            "--user",
+            name,
+            "--token",
+            &token,
+            "--config",
+            self.client_toml().to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "init {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        u
+    }
+}
+
+pub struct User {
+    pub home: PathBuf,
+    pub passphrase: String,
+}
+
+impl User {
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, &self.passphrase)
+    }
+
+    pub fn run_with(&self, args: &[&str], passphrase: &str) -> Output {
+        Command::new(bin("duokey"))
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .env("DUOKEY_PASSPHRASE", passphrase)
+            .env_remove("DUOKEY_KEYLOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "duokey {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail; returns its standard error.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "duokey {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// `read --json` messages as (sender, text).
+    pub fn messages(&self, group: &str) -> Vec<(String, String)> {
+        self.ok(&["--json", "read", group])
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("text").is_some())
+            .map(|v| {
+                (
+                    v["sender"].as_str().unwrap().to_owned(),
+                    v["text"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn texts(&self, group: &str) -> Vec<String> {
+        self.messages(group).into_iter().map(|(_, t)| t).collect()
+    }
+}
+
+/// Creates `name` as `owner` and brings every other user in.
+pub fn group_with(owner: &User, name: &str, others: &[&User]) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&owner.ok(&["--json", "group", "create", name])).unwrap();
+    let gid = v["group_id"].as_str().unwrap().to_owned();
+    for u in others {
+        let user = u.home.file_name().unwrap().to_str().unwrap();
+        owner.ok(&["group", "invite", &gid, user]);
+        u.ok(&["accept", &gid]);
+        owner.ok(&["sync"]);
+    }
+    gid
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
