@@ -184,7 +184,9 @@ async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Resu
     let mut erin = demo.user("erin").await?;
 
     say("alice creates group \"project\" and invites bob, carol and dave");
-    let g = alice.create_group("project", 0, true).await?;
+    let g = alice
+        .create_group("project", duokey_terminal::GroupPolicy::default())
+        .await?;
     let gid = alice.resolve_group(&g.group_id).await?;
     for t in [&mut bob, &mut carol, &mut dave] {
         invite_and_join(&mut alice, t, &gid).await?;

@@ -107,6 +107,10 @@ enum GroupCommand {
         /// Period of the RN2 rotation, e.g. 1h, 30m, 90s (default 1h).
         #[arg(long, value_parser = parse_duration)]
         rotate_every: Option<u64>,
+        /// How long the previous key stays accepted after a rotation, e.g. 5m
+        /// (default 5 minutes).
+        #[arg(long, value_parser = parse_duration)]
+        grace: Option<u64>,
         /// Do not rotate RN1 when a member is removed or leaves (weaker: a
         /// removed member colluding with the GMS operator could then read).
         #[arg(long)]
@@ -396,11 +400,15 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
         GroupCommand::Create {
             name,
             rotate_every,
+            grace,
             no_rotate_rn1_on_remove,
         } => {
-            let g = t
-                .create_group(&name, rotate_every.unwrap_or(0), !no_rotate_rn1_on_remove)
-                .await?;
+            let policy = duokey_terminal::GroupPolicy {
+                rotate_every_secs: rotate_every.unwrap_or(0),
+                grace_secs: grace.unwrap_or(0),
+                rotate_rn1_on_remove: !no_rotate_rn1_on_remove,
+            };
+            let g = t.create_group(&name, policy).await?;
             if json {
                 print_json(&serde_json::json!({"group_id": g.group_id, "name": g.name}));
             } else {

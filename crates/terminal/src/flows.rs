@@ -9,6 +9,27 @@ use duokey_proto::{
 };
 use sqlx::Row;
 
+/// Policy chosen at creation (SPEC §4.3–4.5); zero means the server default.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupPolicy {
+    /// Period of the RN2 rotation in seconds (default 1 h).
+    pub rotate_every_secs: u64,
+    /// Grace window for the previous epoch in seconds (default 5 min).
+    pub grace_secs: u64,
+    /// Rotate RN1 on every removal and leave (default on).
+    pub rotate_rn1_on_remove: bool,
+}
+
+impl Default for GroupPolicy {
+    fn default() -> Self {
+        Self {
+            rotate_every_secs: 0,
+            grace_secs: 0,
+            rotate_rn1_on_remove: true,
+        }
+    }
+}
+
 fn rights_name(bits: u8) -> String {
     Rights::from_bits(bits)
         .map(|r| r.to_string())
@@ -40,18 +61,14 @@ impl Terminal {
     }
 
     /// `duokey group create NAME` (SPEC §4.1).
-    pub async fn create_group(
-        &mut self,
-        name: &str,
-        rotate_every_secs: u64,
-        rotate_rn1_on_remove: bool,
-    ) -> Result<GroupInfo> {
+    pub async fn create_group(&mut self, name: &str, policy: GroupPolicy) -> Result<GroupInfo> {
         let name = GroupName::new(name)?;
         let gid = GroupId::random()?;
         let rn1 = Rn1::random()?;
         let policy = Policy {
-            rotate_every_secs,
-            no_rotate_rn1_on_remove: !rotate_rn1_on_remove,
+            rotate_every_secs: policy.rotate_every_secs,
+            grace_secs: policy.grace_secs,
+            no_rotate_rn1_on_remove: !policy.rotate_rn1_on_remove,
             ..Default::default()
         };
         // RN1 is stored (sealed) before the GMS learns of the group, so a crash

@@ -21,6 +21,7 @@ pub mod vault;
 
 pub use config::ClientConfig;
 pub use error::{Error, Result};
+pub use flows::GroupPolicy;
 pub use messages::{Line, Message, Notice};
 pub use terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal};
 

@@ -389,7 +389,22 @@ impl Terminal {
                     .await?;
             }
             ItemBody::Rn1(p) => self.on_rn1(&item, p).await?,
-            ItemBody::Removal { .. } | ItemBody::Stale { .. } => self.sync_grants().await?,
+            ItemBody::Removal { .. } => self.sync_grants().await?,
+            ItemBody::Stale {
+                group_id,
+                current_rn2_version,
+            } => {
+                // SPEC §4.5: our RN2 was stale; re-fetch. Messages sent with the
+                // old key after the grace window were dropped by the others.
+                self.sync_grants().await?;
+                let text = format!(
+                    "{sender} told this terminal its group key was outdated (now at version {current_rn2_version}); \
+                     it has caught up — messages you sent just before may not have been read, send them again"
+                );
+                self.store
+                    .notice(&group_id.0, &text, crate::now_ms())
+                    .await?;
+            }
         }
         Ok(())
     }

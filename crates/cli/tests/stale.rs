@@ -1,0 +1,98 @@
+//! SPEC §4.5: a sender with a stale RN2 version is told with a `stale` item
+//! and recovers; its late message in the closed epoch is not accepted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use duokey_crypto::{Rights, UserId};
+use duokey_server::{Node, dev};
+use duokey_storage::Db;
+use duokey_terminal::{ClientConfig, GroupPolicy, Line, Terminal};
+use std::time::Duration;
+
+async fn user(dir: &std::path::Path, cfg: &ClientConfig, name: &str) -> Terminal {
+    let db = Db::open_sqlite(&dir.join("srv/as.db")).await.unwrap();
+    let id = UserId::new(name).unwrap();
+    let token = duokey_accounts::issue_token(&db, &id).await.unwrap();
+    Terminal::init(&dir.join(name), &id, &token, cfg, None)
+        .await
+        .unwrap()
+}
+
+fn texts(lines: &[Line]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            if let Line::Message(m) = l {
+                Some(m.text.clone())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn stale_sender_is_told_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let scfg = dev::prepare(&dir.path().join("srv"), "127.0.0.1:0", "127.0.0.1:0").unwrap();
+    let node = Node::start(&scfg).await.unwrap();
+    let client = dev::write_client_file(
+        &dir.path().join("srv"),
+        node.gms_addr.unwrap(),
+        node.cs_addr.unwrap(),
+    )
+    .unwrap();
+    let cfg = ClientConfig::load(&client).unwrap();
+    let mut alice = user(dir.path(), &cfg, "alice").await;
+    let mut bob = user(dir.path(), &cfg, "bob").await;
+    let policy = GroupPolicy {
+        grace_secs: 1,
+        ..GroupPolicy::default()
+    };
+    let g = alice.create_group("proj", policy).await.unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    alice.invite(&gid, bob.user(), Rights::NONE).await.unwrap();
+    bob.sync().await.unwrap();
+    bob.accept("proj").await.unwrap();
+    alice.sync().await.unwrap();
+    bob.sync().await.unwrap();
+
+    // alice rotates; bob does not sync and posts with the old key after the
+    // grace window closed.
+    alice.rotate(&gid, false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the grace window is time itself
+    bob.send(&gid, "sent with a stale key").await.unwrap();
+    alice.sync_messages(&gid).await.unwrap();
+    assert!(
+        texts(&alice.history(&gid).await.unwrap()).is_empty(),
+        "the late message in the closed epoch is dropped"
+    );
+
+    // bob is told, catches up, and his next message is read.
+    bob.sync().await.unwrap();
+    let notices: Vec<String> = bob
+        .history(&gid)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|l| {
+            if let Line::Notice(n) = l {
+                Some(n.notice)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert!(
+        notices.iter().any(|n| n.contains("outdated")),
+        "{notices:?}"
+    );
+    bob.send(&gid, "sent again with the current key")
+        .await
+        .unwrap();
+    alice.sync_messages(&gid).await.unwrap();
+    assert_eq!(
+        texts(&alice.history(&gid).await.unwrap()),
+        ["sent again with the current key"]
+    );
+    node.shutdown().await;
+}
