@@ -175,3 +175,50 @@ fn demo_passes() {
     assert!(stdout.contains("properties held"), "{stdout}");
     assert!(!stdout.contains("[FAILED]"));
 }
+
+#[test]
+fn read_follow_streams_messages_and_notices() {
+    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
+    let srv = Server::start();
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob, &carol]);
+    bob.ok(&["sync"]);
+    let mut follow = std::process::Command::new(support::bin("duokey"))
+        .arg("--home")
+        .arg(&bob.home)
+        .args(["--json", "read", "proj", "--follow"])
+        .env("DUOKEY_PASSPHRASE", &bob.passphrase)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Waits (bounded) for a line satisfying `want`; fails on timeout.
+    let wait_for = |want: &dyn Fn(&str) -> bool| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("follow printed the expected line in time");
+        if want(&line) {
+            return line;
+        }
+    };
+    // The history ends with the notice that carol joined.
+    wait_for(&|l| l.contains("carol joined"));
+    alice.ok(&["send", "proj", "live message"]);
+    let line = wait_for(&|l| l.contains("live message"));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["sender"].as_str(), Some("alice"), "{line}");
+    alice.ok(&["group", "remove", "proj", "carol"]);
+    wait_for(&|l| l.contains("carol was removed"));
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+}
