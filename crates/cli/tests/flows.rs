@@ -222,3 +222,51 @@ fn read_follow_streams_messages_and_notices() {
     follow.kill().unwrap();
     follow.wait().unwrap();
 }
+
+#[test]
+fn keylog_records_secrets_only_when_asked_and_warns() {
+    let srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob]);
+    let log = srv.dir.path().join("keys.log");
+    let out = std::process::Command::new(support::bin("duokey"))
+        .arg("--home")
+        .arg(&alice.home)
+        .args(["send", "proj", "logged"])
+        .env("DUOKEY_PASSPHRASE", &alice.passphrase)
+        .env("DUOKEY_KEYLOG", &log)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING: DUOKEY_KEYLOG"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    for kind in ["DUOKEY_GK "] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(kind) && l.split(' ').count() == 5),
+            "{kind} in {text}"
+        );
+    }
+    bob.ok(&["sync"]);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        text,
+        "nothing is logged without DUOKEY_KEYLOG"
+    );
+}
+
+#[test]
+fn verify_shows_the_same_safety_number_on_both_sides() {
+    let srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob]);
+    let a: serde_json::Value =
+        serde_json::from_str(&alice.ok(&["--json", "verify", "bob"])).unwrap();
+    let b: serde_json::Value =
+        serde_json::from_str(&bob.ok(&["--json", "verify", "alice"])).unwrap();
+    assert_eq!(a["safety_number"], b["safety_number"]);
+    assert_eq!(a["verified"], false);
+    let a: serde_json::Value =
+        serde_json::from_str(&alice.ok(&["--json", "verify", "bob", "--confirm"])).unwrap();
+    assert_eq!(a["verified"], true);
+}
