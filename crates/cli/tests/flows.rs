@@ -240,13 +240,11 @@ fn keylog_records_secrets_only_when_asked_and_warns() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING: DUOKEY_KEYLOG"));
     let text = std::fs::read_to_string(&log).unwrap();
-    for kind in ["DUOKEY_GK "] {
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with(kind) && l.split(' ').count() == 5),
-            "{kind} in {text}"
-        );
-    }
+    let gk_lines = text
+        .lines()
+        .filter(|l| l.starts_with("DUOKEY_GK ") && l.split(' ').count() == 5)
+        .count();
+    assert!(gk_lines > 0, "the group key used to send is logged: {text}");
     bob.ok(&["sync"]);
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
