@@ -312,7 +312,9 @@ impl Terminal {
             user_id: user.to_string(),
             rights: 0,
             report_id: report.0.to_vec(),
-            rotate_rn1: true,
+            // The GMS applies the group's policy (D11): RN1 rotates unless the
+            // group opted out with --no-rotate-rn1-on-remove.
+            rotate_rn1: false,
         };
         let grant = self
             .gms

@@ -1,0 +1,191 @@
+//! SPEC §7 properties attacked for real (issue 5, first part): P2 (operators
+//! cannot read) and P3's honest limit without RN1 rotation.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use duokey_crypto::*;
+use duokey_server::{Node, dev};
+use duokey_storage::Db;
+use duokey_terminal::{ClientConfig, GroupPolicy, Terminal};
+use prost::Message as _;
+use std::path::Path;
+use support::{Server, group_with};
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map_while(Result::ok) {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(files_under(&p))
+        } else {
+            out.push(p)
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// P2: after a scenario with marker texts, no server file (databases, their
+/// WAL files, logs) holds a marker or any R1, RN1-derived or group key value
+/// that the terminals logged with DUOKEY_KEYLOG.
+#[test]
+fn no_server_file_holds_a_marker_or_a_terminal_secret() {
+    let srv = Server::start();
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| srv.user(u));
+    let log = srv.dir.path().join("keys.log");
+    let keylog = |u: &support::User, args: &[&str]| {
+        let out = std::process::Command::new(support::bin("duokey"))
+            .arg("--home")
+            .arg(&u.home)
+            .args(args)
+            .env("DUOKEY_PASSPHRASE", &u.passphrase)
+            .env("DUOKEY_KEYLOG", &log)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    group_with(&alice, "proj", &[&bob, &carol]);
+    let markers = ["MARKER-alpha-7731", "MARKER-beta-0042", "MARKER-gamma-9913"];
+    keylog(&alice, &["send", "proj", markers[0]]);
+    keylog(&bob, &["send", "proj", markers[1]]);
+    keylog(&alice, &["group", "remove", "proj", "carol"]);
+    keylog(&bob, &["sync"]);
+    keylog(&alice, &["send", "proj", markers[2]]);
+    for u in [&alice, &bob] {
+        keylog(u, &["read", "proj"]);
+    }
+    let secrets: Vec<Vec<u8>> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("DUOKEY_R1 ") || l.starts_with("DUOKEY_GK "))
+        .map(|l| hex::decode(l.split(' ').next_back().unwrap()).unwrap())
+        .collect();
+    assert!(secrets.len() >= 4, "the key log recorded R1 and GK values");
+    let files = files_under(&srv.dir.path().join("srv"));
+    assert!(
+        files.iter().any(|f| f.ends_with("cs.db")),
+        "the scan covers the CS database"
+    );
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        for m in markers {
+            assert!(
+                !contains(&bytes, m.as_bytes()),
+                "{} contains {m}",
+                f.display()
+            );
+        }
+        for s in &secrets {
+            assert!(
+                !contains(&bytes, s),
+                "{} contains a terminal secret",
+                f.display()
+            );
+        }
+    }
+}
+
+async fn user(dir: &Path, cfg: &ClientConfig, name: &str) -> Terminal {
+    let db = Db::open_sqlite(&dir.join("srv/as.db")).await.unwrap();
+    let id = UserId::new(name).unwrap();
+    let token = duokey_accounts::issue_token(&db, &id).await.unwrap();
+    db.close().await;
+    Terminal::init(&dir.join(name), &id, &token, cfg, None)
+        .await
+        .unwrap()
+}
+
+async fn join(owner: &mut Terminal, other: &mut Terminal, gid: &[u8; 16]) {
+    owner.invite(gid, other.user(), Rights::NONE).await.unwrap();
+    other.sync().await.unwrap();
+    other.accept(&hex::encode(gid)).await.unwrap();
+    owner.sync().await.unwrap();
+    other.sync().await.unwrap();
+}
+
+/// Every group key formed from R1 values and every grant the GMS issued.
+fn keys_from(gid: &[u8; 16], r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) -> Vec<GroupKey> {
+    let name = GroupName::new("proj").unwrap();
+    let mut keys = Vec::new();
+    for g in grants.iter().filter(|g| g.group_id == gid.as_slice()) {
+        let rn2 = Rn2::from_slice(&g.rn2).unwrap();
+        for (_, r1) in r1s {
+            if let Ok(at) = r1.ratchet_to(g.rn2_version) {
+                let epoch = Epoch::new(g.rn1_version, g.rn2_version);
+                keys.push(GroupKey::derive(&at, &rn2, &GroupId(*gid), &name, epoch).unwrap());
+            }
+        }
+    }
+    keys
+}
+
+/// P3 with `rotate_rn1_on_remove` on: a removed member with all its old key
+/// material and every RN2 of the GMS cannot open a later message. With it
+/// off, the same collusion DOES open it — the honest limit of the plain
+/// two-route scheme (docs/SECURITY.md).
+#[tokio::test]
+async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation() {
+    for rotate in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let scfg = dev::prepare(&dir.path().join("srv"), "127.0.0.1:0", "127.0.0.1:0").unwrap();
+        let node = Node::start(&scfg).await.unwrap();
+        let client = dev::write_client_file(
+            &dir.path().join("srv"),
+            node.gms_addr.unwrap(),
+            node.cs_addr.unwrap(),
+        )
+        .unwrap();
+        let cfg = ClientConfig::load(&client).unwrap();
+        let mut alice = user(dir.path(), &cfg, "alice").await;
+        let mut dave = user(dir.path(), &cfg, "dave").await;
+        let policy = GroupPolicy {
+            rotate_rn1_on_remove: rotate,
+            ..GroupPolicy::default()
+        };
+        let g = alice.create_group("proj", policy).await.unwrap();
+        let gid = alice.resolve_group(&g.group_id).await.unwrap();
+        join(&mut alice, &mut dave, &gid).await;
+        let daves_keys = dave.held_r1s(&gid).await.unwrap();
+        alice.remove(&gid, dave.user()).await.unwrap();
+        alice.send(&gid, "after dave").await.unwrap();
+
+        let cs = Db::open_sqlite(&dir.path().join("srv/cs.db"))
+            .await
+            .unwrap();
+        let envelopes = cs.fetch_log(&gid, 0, 1000).await.unwrap();
+        let last = &envelopes.last().unwrap().envelope;
+        let gms = Db::open_sqlite(&dir.path().join("srv/gms.db"))
+            .await
+            .unwrap();
+        let grants: Vec<duokey_proto::Grant> = gms
+            .all_grants()
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| duokey_proto::Grant::decode(b.as_slice()).unwrap())
+            .collect();
+        let keys = keys_from(&gid, &daves_keys, &grants);
+        let env = EnvelopeRef::parse(last, &Limits::default()).unwrap();
+        let opened = keys.iter().any(|k| env.decrypt(k).is_ok());
+        if rotate {
+            assert!(
+                !opened,
+                "with RN1 rotation the removed member and the GMS cannot read"
+            );
+        } else {
+            assert!(
+                opened,
+                "without RN1 rotation the collusion succeeds: the documented limit"
+            );
+        }
+        node.shutdown().await;
+    }
+}
