@@ -407,6 +407,7 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
                 rotate_every_secs: rotate_every.unwrap_or(0),
                 grace_secs: grace.unwrap_or(0),
                 rotate_rn1_on_remove: !no_rotate_rn1_on_remove,
+                ..duokey_terminal::GroupPolicy::default()
             };
             let g = t.create_group(&name, policy).await?;
             if json {

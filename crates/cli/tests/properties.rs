@@ -189,3 +189,149 @@ async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation()
         node.shutdown().await;
     }
 }
+
+/// P5: after retention, a terminal's stolen state (every R1 and RN2 it still
+/// holds) plus every RN2 the GMS ever issued does not open the erased epochs.
+#[tokio::test]
+async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let scfg = dev::prepare(&dir.path().join("srv"), "127.0.0.1:0", "127.0.0.1:0").unwrap();
+    let node = Node::start(&scfg).await.unwrap();
+    let client = dev::write_client_file(
+        &dir.path().join("srv"),
+        node.gms_addr.unwrap(),
+        node.cs_addr.unwrap(),
+    )
+    .unwrap();
+    let cfg = ClientConfig::load(&client).unwrap();
+    let mut alice = user(dir.path(), &cfg, "alice").await;
+    let mut bob = user(dir.path(), &cfg, "bob").await;
+    let policy = GroupPolicy {
+        retention_secs: 60,
+        ..GroupPolicy::default()
+    };
+    let g = alice.create_group("proj", policy).await.unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    join(&mut alice, &mut bob, &gid).await;
+    alice.send(&gid, "old epoch").await.unwrap();
+    bob.sync_messages(&gid).await.unwrap();
+    // Two rotations later, and more than the retention afterwards, bob's
+    // terminal erases the old epochs.
+    alice.rotate(&gid, false).await.unwrap();
+    alice.rotate(&gid, false).await.unwrap();
+    alice.send(&gid, "current epoch").await.unwrap();
+    bob.sync().await.unwrap();
+    bob.sync_messages(&gid).await.unwrap();
+    let later = duokey_terminal::now_ms() + 120_000;
+    bob.erase_expired_at(later).await.unwrap();
+
+    let stolen = bob.held_r1s(&gid).await.unwrap();
+    assert!(
+        stolen.iter().all(|(_, r1)| r1.rn2_version() >= 4),
+        "R1 moved past the erased epochs"
+    );
+    let cs = Db::open_sqlite(&dir.path().join("srv/cs.db"))
+        .await
+        .unwrap();
+    let envelopes = cs.fetch_log(&gid, 0, 1000).await.unwrap();
+    let gms = Db::open_sqlite(&dir.path().join("srv/gms.db"))
+        .await
+        .unwrap();
+    let grants: Vec<duokey_proto::Grant> = gms
+        .all_grants()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| duokey_proto::Grant::decode(b.as_slice()).unwrap())
+        .collect();
+    let keys = keys_from(&gid, &stolen, &grants);
+    let opens = |e: &[u8]| {
+        let env = EnvelopeRef::parse(e, &Limits::default()).unwrap();
+        keys.iter().any(|k| env.decrypt(k).is_ok())
+    };
+    let first = &envelopes.first().unwrap().envelope;
+    let last = &envelopes.last().unwrap().envelope;
+    assert!(
+        !opens(first),
+        "the erased epoch stays closed even with every RN2 the GMS issued"
+    );
+    assert!(
+        opens(last),
+        "sanity: the current epoch opens with the same material"
+    );
+    node.shutdown().await;
+}
+
+/// P6: a replayed envelope and a replayed inbox item are refused by the
+/// terminal, also after a restart (the replay state is in the profile, D20).
+#[tokio::test]
+async fn replayed_envelope_and_inbox_item_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let scfg = dev::prepare(&dir.path().join("srv"), "127.0.0.1:0", "127.0.0.1:0").unwrap();
+    let node = Node::start(&scfg).await.unwrap();
+    let client = dev::write_client_file(
+        &dir.path().join("srv"),
+        node.gms_addr.unwrap(),
+        node.cs_addr.unwrap(),
+    )
+    .unwrap();
+    let cfg = ClientConfig::load(&client).unwrap();
+    let mut alice = user(dir.path(), &cfg, "alice").await;
+    let mut bob = user(dir.path(), &cfg, "bob").await;
+    let g = alice
+        .create_group("proj", GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    join(&mut alice, &mut bob, &gid).await;
+    alice.send(&gid, "only once").await.unwrap();
+    assert_eq!(bob.sync_messages(&gid).await.unwrap().len(), 1);
+
+    let cs = Db::open_sqlite(&dir.path().join("srv/cs.db"))
+        .await
+        .unwrap();
+    let stored = cs.fetch_log(&gid, 0, 10).await.unwrap().pop().unwrap();
+    let replay = duokey_proto::LoggedEnvelope {
+        group_id: gid.to_vec(),
+        log_seq: stored.log_seq + 1000, // even under another log position
+        envelope: stored.envelope,
+        stored_at_ms: stored.stored_at_ms,
+    };
+    drop(bob);
+    let mut bob = Terminal::open(&dir.path().join("bob"), || unreachable!("no passphrase"))
+        .await
+        .unwrap();
+    let err = bob
+        .receive(&gid, &replay, &mut Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("replayed"), "{err}");
+
+    // An inbox item replayed: a genuine invitation, declined, then replayed.
+    let other = alice
+        .create_group("other", GroupPolicy::default())
+        .await
+        .unwrap();
+    let other_id = alice.resolve_group(&other.group_id).await.unwrap();
+    alice
+        .invite(&other_id, bob.user(), Rights::NONE)
+        .await
+        .unwrap();
+    let item = cs
+        .inbox_after("bob", 0, 10)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .item;
+    bob.sync().await.unwrap();
+    assert_eq!(bob.invitations().await.unwrap().len(), 1);
+    bob.decline("other").await.unwrap();
+    assert!(bob.invitations().await.unwrap().is_empty());
+    bob.process_item(&item).await.unwrap();
+    assert!(
+        bob.invitations().await.unwrap().is_empty(),
+        "the replayed invitation is ignored"
+    );
+    node.shutdown().await;
+}

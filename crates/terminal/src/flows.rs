@@ -18,6 +18,8 @@ pub struct GroupPolicy {
     pub grace_secs: u64,
     /// Rotate RN1 on every removal and leave (default on).
     pub rotate_rn1_on_remove: bool,
+    /// How long RN2 history and ciphertext are kept, in seconds (default 30 days).
+    pub retention_secs: u64,
 }
 
 impl Default for GroupPolicy {
@@ -26,6 +28,7 @@ impl Default for GroupPolicy {
             rotate_every_secs: 0,
             grace_secs: 0,
             rotate_rn1_on_remove: true,
+            retention_secs: 0,
         }
     }
 }
@@ -69,6 +72,7 @@ impl Terminal {
             rotate_every_secs: policy.rotate_every_secs,
             grace_secs: policy.grace_secs,
             no_rotate_rn1_on_remove: !policy.rotate_rn1_on_remove,
+            retention_secs: policy.retention_secs,
             ..Default::default()
         };
         // RN1 is stored (sealed) before the GMS learns of the group, so a crash

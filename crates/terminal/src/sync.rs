@@ -535,7 +535,11 @@ impl Terminal {
     /// deleted and every R1 is moved forward to the oldest epoch still kept,
     /// so older epochs cannot be derived from this terminal's state.
     pub async fn erase_expired(&mut self) -> Result<()> {
-        let now = crate::now_ms();
+        self.erase_expired_at(crate::now_ms()).await
+    }
+
+    /// [`Terminal::erase_expired`] as if the time were `now` (tests, tools).
+    pub async fn erase_expired_at(&mut self, now: u64) -> Result<()> {
         for g in self
             .store
             .groups()
