@@ -213,3 +213,27 @@ async fn enrolment_token_works_once_and_only_for_its_user() {
         .unwrap_err();
     assert_eq!(guess.code(), Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn plaintext_grpc_is_refused_on_every_port() {
+    let net = TestNet::start().await;
+    for addr in [net.node.gms_addr.unwrap(), net.node.cs_addr.unwrap()] {
+        let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let mut gms = group_management_client::GroupManagementClient::new(plain.clone());
+        assert!(
+            gms.list_groups(ListGroupsRequest {}).await.is_err(),
+            "plaintext refused on {addr}"
+        );
+        let mut cs = communication_client::CommunicationClient::new(plain);
+        assert!(
+            cs.get_user(GetUserRequest {
+                user_id: "alice".into()
+            })
+            .await
+            .is_err(),
+            "plaintext refused on {addr}"
+        );
+    }
+}
