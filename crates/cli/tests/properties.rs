@@ -335,3 +335,113 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
     );
     node.shutdown().await;
 }
+
+/// P6: an older grant replayed (RN2 rollback by a dishonest GMS) does not move
+/// the group back; the next message still uses the newest epoch.
+#[tokio::test]
+async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let scfg = dev::prepare(&dir.path().join("srv"), "127.0.0.1:0", "127.0.0.1:0").unwrap();
+    let node = Node::start(&scfg).await.unwrap();
+    let client = dev::write_client_file(
+        &dir.path().join("srv"),
+        node.gms_addr.unwrap(),
+        node.cs_addr.unwrap(),
+    )
+    .unwrap();
+    let cfg = ClientConfig::load(&client).unwrap();
+    let mut alice = user(dir.path(), &cfg, "alice").await;
+    let g = alice
+        .create_group("proj", GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    alice.rotate(&gid, false).await.unwrap();
+    let gms = Db::open_sqlite(&dir.path().join("srv/gms.db"))
+        .await
+        .unwrap();
+    let first = gms.grant(&gid, 1).await.unwrap().unwrap();
+    alice
+        .apply_grant(duokey_proto::Grant::decode(first.as_slice()).unwrap())
+        .await
+        .unwrap();
+    let status = alice.list_groups().await.unwrap();
+    assert_eq!(
+        status[0].rn2_version, 2,
+        "the group stays at the newest version"
+    );
+    alice.send(&gid, "still current").await.unwrap();
+    let cs = Db::open_sqlite(&dir.path().join("srv/cs.db"))
+        .await
+        .unwrap();
+    let last = cs.fetch_log(&gid, 0, 10).await.unwrap().pop().unwrap();
+    let header = EnvelopeRef::parse(&last.envelope, &Limits::default())
+        .unwrap()
+        .header;
+    assert_eq!(header.epoch.rn2_version, 2);
+    node.shutdown().await;
+}
+
+/// P8: a certificate for a known user id with another key — as a rogue CA
+/// operator would mint — is refused for RN1 delivery until the user confirms.
+#[tokio::test]
+async fn a_forged_identity_gets_no_rn1_until_confirmed() {
+    use duokey_proto::communication_client::CommunicationClient;
+    let dir = tempfile::tempdir().unwrap();
+    let scfg = dev::prepare(&dir.path().join("srv"), "127.0.0.1:0", "127.0.0.1:0").unwrap();
+    let node = Node::start(&scfg).await.unwrap();
+    let client = dev::write_client_file(
+        &dir.path().join("srv"),
+        node.gms_addr.unwrap(),
+        node.cs_addr.unwrap(),
+    )
+    .unwrap();
+    let cfg = ClientConfig::load(&client).unwrap();
+    let mut alice = user(dir.path(), &cfg, "alice").await;
+    let mut bob = user(dir.path(), &cfg, "bob").await;
+    let g = alice
+        .create_group("proj", GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    join(&mut alice, &mut bob, &gid).await;
+
+    // The rogue CA operator mints "bob" with its own key and connects as him,
+    // so the CS directory now shows the forged certificate.
+    let ca = duokey_pki::Ca::load(&dir.path().join("srv/ca")).unwrap();
+    let id = UserId::new("bob").unwrap();
+    let forged_key = IdentityKey::generate();
+    let cert = ca
+        .sign_csr(&duokey_pki::make_csr(&forged_key, &id).unwrap(), &id, 30)
+        .unwrap();
+    let tls = duokey_pki::client_config(
+        &ca.cert_der(),
+        Some((
+            vec![cert],
+            duokey_pki::identity_private_key_der(&forged_key),
+        )),
+    )
+    .unwrap();
+    let mut forged = CommunicationClient::new(duokey_pki::grpc::channel(&cfg.cs_url, tls).unwrap());
+    forged
+        .get_user(duokey_proto::GetUserRequest {
+            user_id: "bob".into(),
+        })
+        .await
+        .unwrap();
+
+    // alice rotates RN1: the new RN1 must not go to the forged identity.
+    alice.rotate(&gid, true).await.unwrap();
+    let v = alice.verify(&id, false).await.unwrap();
+    assert!(v.key_changed, "the change is shown loudly");
+    bob.sync().await.unwrap();
+    assert!(
+        bob.held_r1s(&gid)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(v, _)| *v == 1),
+        "no RN1 was sent to the forged key"
+    );
+    node.shutdown().await;
+}

@@ -353,3 +353,44 @@ async fn retention_purges_old_envelopes() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn a_post_flood_from_one_certificate_does_not_stop_another_user() {
+    let net = TestNet::start_with(|c| {
+        c.limits.rate_per_sec = 10;
+        c.limits.rate_burst = 10;
+    })
+    .await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let g = alice.create_group("proj").await;
+    let g = alice.add(&g, "bob", 0).await.unwrap();
+    net.cs_caught_up().await;
+    let mut flood = Vec::new();
+    for i in 0..60 {
+        let env = alice.envelope(&g.group_id, &format!("flood {i}"));
+        let mut cs = alice.cs.clone();
+        let gid = g.group_id.clone();
+        flood.push(tokio::spawn(async move {
+            cs.post(PostRequest {
+                group_id: gid,
+                envelope: env,
+            })
+            .await
+            .map(|_| ())
+        }));
+    }
+    let bob_post = bob.post(&g.group_id, "I still get through").await;
+    let mut limited = 0;
+    for f in flood {
+        if let Err(e) = f.await.unwrap() {
+            assert_eq!(e.code(), Code::ResourceExhausted);
+            limited += 1;
+        }
+    }
+    assert!(limited >= 40, "the flood is limited ({limited} refused)");
+    assert!(
+        bob_post.is_ok(),
+        "another user's post succeeds during the flood: {bob_post:?}"
+    );
+}

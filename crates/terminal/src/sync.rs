@@ -75,9 +75,12 @@ impl Terminal {
         Ok(())
     }
 
-    /// Stores a grant, updates the group, writes its notice once, and does
-    /// this terminal's RN1 duty if it is the grant's `rn1_rotator`.
-    pub(crate) async fn apply_grant(&mut self, g: Grant) -> Result<()> {
+    /// Applies a grant from the GMS (a sync, `Watch`, or an answer): stores it,
+    /// moves the group forward — never back: an older grant replayed by a
+    /// dishonest GMS does not roll the group's epoch back (SPEC §7.6) —,
+    /// writes its notice once, and does this terminal's RN1 duty if it is the
+    /// grant's `rn1_rotator`.
+    pub async fn apply_grant(&mut self, g: Grant) -> Result<()> {
         let gid = gid16(&g.group_id)?;
         self.fetch_missed_grants(&gid, g.rn2_version).await?;
         let rn2 = Rn2::from_slice(&g.rn2).map_err(|_| Error::Corrupt("grant RN2"))?;
