@@ -30,7 +30,6 @@ impl ClientConfig {
     /// Parses the TOML text.
     pub fn parse(text: &str) -> Result<ClientConfig> {
         let cfg: ClientConfig = toml::from_str(text).map_err(|e| Error::user(e.to_string()))?;
-        duokey_pki::pem::first_cert_from_pem(&cfg.ca_cert)?;
         for url in [&cfg.as_url, &cfg.gms_url, &cfg.cs_url] {
             if !url.starts_with("https://") {
                 return Err(Error::user(format!(
@@ -38,11 +37,48 @@ impl ClientConfig {
                 )));
             }
         }
+        duokey_pki::pem::first_cert_from_pem(&cfg.ca_cert)?;
         Ok(cfg)
     }
 
     /// The TOML text.
     pub fn to_toml(&self) -> Result<String> {
         toml::to_string(self).map_err(|_| Error::Internal("client config encoding"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any text, and any mutation of a valid file, is parsed or refused
+        /// with an error — never a panic (SPEC §7.7).
+        #[test]
+        fn any_text_is_parsed_or_refused(text in ".{0,400}", cut in 0usize..400, byte in any::<u8>()) {
+            let _ = ClientConfig::parse(&text);
+            let valid = "as_url = \"https://h:1\"\ngms_url = \"https://h:1\"\ncs_url = \"https://h:2\"\nca_cert = \"\"\"\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n\"\"\"\n";
+            let mut bytes = valid.as_bytes().to_vec();
+            let i = cut % bytes.len();
+            bytes[i] = byte;
+            let _ = ClientConfig::parse(&String::from_utf8_lossy(&bytes));
+            let _ = ClientConfig::parse(&valid[..cut.min(valid.len())]);
+        }
+    }
+
+    #[test]
+    fn a_file_without_a_ca_certificate_is_refused() {
+        let text = "as_url = \"https://h:1\"\ngms_url = \"https://h:1\"\ncs_url = \"https://h:2\"\nca_cert = \"x\"\n";
+        assert!(ClientConfig::parse(text).is_err());
+    }
+
+    #[test]
+    fn plain_http_urls_are_refused() {
+        let text = "as_url = \"http://h:1\"\ngms_url = \"https://h:1\"\ncs_url = \"https://h:2\"\nca_cert = \"x\"\n";
+        let err = ClientConfig::parse(text).unwrap_err().to_string();
+        assert!(err.contains("must start with https://"), "{err}");
     }
 }

@@ -73,8 +73,10 @@ CREATE TABLE IF NOT EXISTS invites_out (
     group_id    BLOB NOT NULL,
     invitee     TEXT NOT NULL,
     rights      INTEGER NOT NULL,
-    state       TEXT NOT NULL,          -- sent | reported | declined
-    rn1_version INTEGER NOT NULL DEFAULT 0
+    state       TEXT NOT NULL,          -- sent | reported | done | declined
+    rn1_version INTEGER NOT NULL DEFAULT 0,
+    join_version INTEGER NOT NULL DEFAULT 0,
+    invite_pub  BLOB                    -- the invitee's key for this invitation
 );
 CREATE TABLE IF NOT EXISTS contacts (
     user_id      TEXT PRIMARY KEY,

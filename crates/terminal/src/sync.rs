@@ -37,6 +37,7 @@ impl Terminal {
     pub async fn sync(&mut self) -> Result<()> {
         self.sync_grants().await?;
         self.sync_items().await?;
+        self.finish_invitations().await?;
         self.flush_outbox().await?;
         self.erase_expired().await
     }
@@ -440,34 +441,62 @@ impl Terminal {
         // Report first, then hand over R1 at exactly the version that adds the
         // invitee (docs/DESIGN.md D18): the invitee never holds the R1 of an
         // epoch before it joined, so even a dishonest GMS handing it old RN2s
-        // cannot open earlier messages (SPEC §7.4).
+        // cannot open earlier messages (SPEC §7.4). The state is recorded
+        // between the two steps, so an interrupted hand-over resumes at the
+        // next sync instead of stranding the new member.
         let grant = self
             .report_member(&gid.0, invitee, rights as u32, invite_id)
             .await?;
-        let (w, rn1_version) = (grant.rn2_version, grant.rn1_version);
-        self.apply_grant(grant).await?;
         sqlx::query(
-            "UPDATE invites_out SET state = 'reported', rn1_version = ? WHERE invite_id = ?",
+            "UPDATE invites_out SET state = 'reported', rn1_version = ?, join_version = ?, invite_pub = ? WHERE invite_id = ?",
         )
-        .bind(i64::from(rn1_version))
+        .bind(i64::from(grant.rn1_version))
+        .bind(grant.rn2_version as i64)
+        .bind(invite_pub.0.as_slice())
         .bind(invite_id.as_bytes().as_slice())
         .execute(&self.store.pool)
         .await?;
-        match self.r1_at(&gid.0, rn1_version, w).await? {
-            Some(r1) => {
-                self.send_rn1(
-                    &gid.0,
-                    invitee,
-                    rn1_version,
-                    &r1,
-                    Some((*invite_id, invite_pub)),
-                )
+        self.apply_grant(grant).await?;
+        self.finish_invitations().await
+    }
+
+    /// Sends R1 to every invitee that was added but has not received it yet.
+    pub(crate) async fn finish_invitations(&mut self) -> Result<()> {
+        let rows = sqlx::query(
+            "SELECT invite_id, group_id, invitee, rn1_version, join_version, invite_pub FROM invites_out WHERE state = 'reported'",
+        )
+        .fetch_all(&self.store.pool)
+        .await?;
+        for r in rows {
+            let invite_id = ItemId::from_slice(&r.get::<Vec<u8>, _>(0))?;
+            let gid = gid16(&r.get::<Vec<u8>, _>(1))?;
+            let invitee = UserId::new(r.get::<String, _>(2))?;
+            let rn1_version =
+                u32::try_from(r.get::<i64, _>(3)).map_err(|_| Error::Corrupt("rn1_version"))?;
+            let w = r.get::<i64, _>(4) as u64;
+            let key: Vec<u8> = r.get(5);
+            let key = DeliveryPublic(key.try_into().map_err(|_| Error::Corrupt("invite key"))?);
+            let Some(r1) = self.r1_at(&gid, rn1_version, w).await? else {
+                eprintln!(
+                    "{invitee} was added, but the group's new RN1 has not reached this terminal yet"
+                );
+                continue;
+            };
+            if let Err(e) = self
+                .send_rn1(&gid, &invitee, rn1_version, &r1, Some((invite_id, key)))
                 .await
+            {
+                eprintln!(
+                    "could not hand the group key to {invitee} yet (retried at the next sync): {e}"
+                );
+                continue;
             }
-            None => Err(Error::user(format!(
-                "{invitee} was added, but the group's new RN1 has not reached this terminal yet; they get it from the rotator"
-            ))),
+            sqlx::query("UPDATE invites_out SET state = 'done' WHERE invite_id = ?")
+                .bind(invite_id.as_bytes().as_slice())
+                .execute(&self.store.pool)
+                .await?;
         }
+        Ok(())
     }
 
     async fn report_member(
