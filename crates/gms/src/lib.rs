@@ -32,12 +32,18 @@ use tokio::sync::Notify;
 pub struct GmsConfig {
     /// Shortest `rotate_every` a group may ask for (SPEC §4.4: 60 s).
     pub min_rotate_every_secs: u64,
+    /// Sustained requests per second per client certificate.
+    pub rate_per_sec: u32,
+    /// Request burst per client certificate.
+    pub rate_burst: u32,
 }
 
 impl Default for GmsConfig {
     fn default() -> Self {
         Self {
             min_rotate_every_secs: 60,
+            rate_per_sec: 200,
+            rate_burst: 400,
         }
     }
 }
@@ -63,6 +69,8 @@ pub(crate) struct Inner {
     pub(crate) cs_changed: Notify,
     /// Woken when a group is created (the scheduler recomputes its next wake-up).
     pub(crate) schedule_changed: Notify,
+    /// Per-certificate request limits (issue 3: abuse).
+    pub(crate) limiter: governor::DefaultKeyedRateLimiter<String>,
     /// (rounds finished, groups still pending after the last round) of the CS sync.
     pub(crate) cs_pending: tokio::sync::watch::Sender<(u64, usize)>,
 }
@@ -70,9 +78,16 @@ pub(crate) struct Inner {
 impl Gms {
     /// A GMS on `db`. Start [`cs_sync::run`] and [`Gms::run_scheduler`] beside it.
     pub fn new(db: Db, config: GmsConfig) -> Gms {
+        let per_sec = std::num::NonZeroU32::new(config.rate_per_sec.max(1))
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let burst = std::num::NonZeroU32::new(config.rate_burst.max(1))
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let limiter =
+            governor::RateLimiter::keyed(governor::Quota::per_second(per_sec).allow_burst(burst));
         Gms {
             inner: Arc::new(Inner {
                 db,
+                limiter,
                 config,
                 locks: Mutex::new(HashMap::new()),
                 watchers: watch::Watchers::default(),

@@ -28,10 +28,6 @@ fn report_id(bytes: &[u8]) -> Result<Option<Vec<u8>>, Status> {
     }
 }
 
-fn user_of<T>(req: &Request<T>) -> Result<String, Status> {
-    Ok(Caller::of(req)?.terminal()?.0.to_string())
-}
-
 /// The rotator of a leave (SPEC §4.3): the owner, else the first remaining
 /// member by user id with the remove right, else the first remaining member.
 fn leave_rotator(remaining: &[MemberRow]) -> Option<String> {
@@ -45,6 +41,18 @@ fn leave_rotator(remaining: &[MemberRow]) -> Option<String> {
 }
 
 impl Gms {
+    /// The calling terminal's user id, after its per-certificate rate limit.
+    fn user_of<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let user = Caller::of(req)?.terminal()?.0.to_string();
+        self.inner.limiter.check_key(&user).map_err(|_| {
+            metrics::counter!("duokey_refusals_total", "reason" => "rate_limited").increment(1);
+            Status::resource_exhausted(
+                "rate limit exceeded for this certificate; slow down and retry",
+            )
+        })?;
+        Ok(user)
+    }
+
     /// The grant an already-applied report produced, if `report_id` was seen.
     async fn replayed_report(
         &self,
@@ -107,7 +115,7 @@ impl GroupManagement for Gms {
         &self,
         req: Request<CreateGroupRequest>,
     ) -> Result<Response<Grant>, Status> {
-        let user = user_of(&req)?;
+        let user = self.user_of(&req)?;
         let r = req.into_inner();
         let gid = group_id(&r.group_id)?;
         let name = GroupName::new(r.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -154,7 +162,7 @@ impl GroupManagement for Gms {
         &self,
         req: Request<ReportMemberRequest>,
     ) -> Result<Response<Grant>, Status> {
-        let me = user_of(&req)?;
+        let me = self.user_of(&req)?;
         let r = req.into_inner();
         let gid = group_id(&r.group_id)?;
         let report = report_id(&r.report_id)?;
@@ -223,7 +231,7 @@ impl GroupManagement for Gms {
     }
 
     async fn leave(&self, req: Request<LeaveRequest>) -> Result<Response<LeaveResponse>, Status> {
-        let me = user_of(&req)?;
+        let me = self.user_of(&req)?;
         let gid = group_id(&req.get_ref().group_id)?;
         let cur = self.current(&gid).await?;
         if cur.rights_of(&me).is_none() {
@@ -261,7 +269,7 @@ impl GroupManagement for Gms {
     }
 
     async fn rotate(&self, req: Request<RotateRequest>) -> Result<Response<Grant>, Status> {
-        let me = user_of(&req)?;
+        let me = self.user_of(&req)?;
         let r = req.into_inner();
         let gid = group_id(&r.group_id)?;
         let report = report_id(&r.report_id)?;
@@ -286,7 +294,7 @@ impl GroupManagement for Gms {
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let me = user_of(&req)?;
+        let me = self.user_of(&req)?;
         let gid = group_id(&req.get_ref().group_id)?;
         let cur = self.current(&gid).await?;
         cur.require(&me, Rights::OWNER, "owner")?;
@@ -299,7 +307,7 @@ impl GroupManagement for Gms {
         &self,
         req: Request<GetGrantsRequest>,
     ) -> Result<Response<GetGrantsResponse>, Status> {
-        let me = user_of(&req)?;
+        let me = self.user_of(&req)?;
         let asked: Vec<Vec<u8>> = req
             .get_ref()
             .group_ids
@@ -334,7 +342,7 @@ impl GroupManagement for Gms {
     }
 
     async fn get_grant(&self, req: Request<GetGrantRequest>) -> Result<Response<Grant>, Status> {
-        let me = user_of(&req)?;
+        let me = self.user_of(&req)?;
         let gid = group_id(&req.get_ref().group_id)?;
         Ok(Response::new(
             self.grant_for(&gid, req.get_ref().rn2_version, &me).await?,
@@ -345,7 +353,7 @@ impl GroupManagement for Gms {
         &self,
         req: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
-        let me = user_of(&req)?;
+        let me = self.user_of(&req)?;
         let mut groups = Vec::new();
         for gid in self.inner.db.groups_of(&me).await.map_err(storage)? {
             let cur = self.current(&gid).await?;
@@ -364,7 +372,7 @@ impl GroupManagement for Gms {
     type WatchStream = WatchStream;
 
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
-        let me = user_of(&req)?;
+        let me = self.user_of(&req)?;
         Ok(Response::new(self.inner.watchers.subscribe(&me)))
     }
 }

@@ -209,6 +209,8 @@ impl Node {
                     db,
                     GmsConfig {
                         min_rotate_every_secs: limits.min_rotate_every_secs,
+                        rate_per_sec: limits.rate_per_sec,
+                        rate_burst: limits.rate_burst,
                     },
                 );
                 health

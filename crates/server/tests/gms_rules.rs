@@ -293,3 +293,27 @@ async fn leave_and_delete() {
         Code::FailedPrecondition
     );
 }
+
+#[tokio::test]
+async fn gms_calls_are_rate_limited_per_certificate() {
+    let net = TestNet::start_with(|c| {
+        c.limits.rate_per_sec = 10;
+        c.limits.rate_burst = 5;
+    })
+    .await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let mut limited = false;
+    for _ in 0..30 {
+        if let Err(e) = alice.gms.list_groups(ListGroupsRequest {}).await {
+            assert_eq!(e.code(), Code::ResourceExhausted);
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "a burst beyond the quota is refused");
+    assert!(
+        bob.gms.list_groups(ListGroupsRequest {}).await.is_ok(),
+        "another certificate is not affected"
+    );
+}
