@@ -94,3 +94,41 @@ async fn a_truncated_stream_does_not_stop_the_server() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_for_a_free_slot() {
+    let net = TestNet::start_with(|c| c.max_connections = 2).await;
+    let alice = net.enroll("alice").await;
+    let tls = duokey_pki::client_config(
+        &net.ca.cert_der(),
+        Some((
+            alice.chain.clone(),
+            duokey_pki::identity_private_key_der(&alice.key),
+        )),
+    )
+    .unwrap();
+    let addr = net.node.cs_addr.unwrap();
+    let connect = || {
+        let tls = tls.clone();
+        async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            TlsConnector::from(tls)
+                .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+                .await
+        }
+    };
+    let first = connect().await.unwrap();
+    let _second = connect().await.unwrap();
+    let third = tokio::spawn(connect());
+    // Both slots are taken: the third handshake is not served meanwhile.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection is held back while two are open"
+    );
+    drop(first);
+    let third = tokio::time::timeout(std::time::Duration::from_secs(10), third)
+        .await
+        .expect("served once a slot frees");
+    assert!(third.unwrap().is_ok());
+}
