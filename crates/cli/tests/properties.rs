@@ -5,12 +5,10 @@
 mod support;
 
 use duokey_crypto::*;
-use duokey_server::{Node, dev};
-use duokey_storage::Db;
-use duokey_terminal::{ClientConfig, GroupPolicy, Terminal};
+use duokey_terminal::{GroupPolicy, Terminal};
 use prost::Message as _;
 use std::path::Path;
-use support::{Server, group_with};
+use support::{InProcess, Server, group_with, join};
 
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -93,24 +91,6 @@ fn no_server_file_holds_a_marker_or_a_terminal_secret() {
     }
 }
 
-async fn user(dir: &Path, cfg: &ClientConfig, name: &str) -> Terminal {
-    let db = Db::open_sqlite(&dir.join("srv/as.db")).await.unwrap();
-    let id = UserId::new(name).unwrap();
-    let token = duokey_accounts::issue_token(&db, &id).await.unwrap();
-    db.close().await;
-    Terminal::init(&dir.join(name), &id, &token, cfg, None)
-        .await
-        .unwrap()
-}
-
-async fn join(owner: &mut Terminal, other: &mut Terminal, gid: &[u8; 16]) {
-    owner.invite(gid, other.user(), Rights::NONE).await.unwrap();
-    other.sync().await.unwrap();
-    other.accept(&hex::encode(gid)).await.unwrap();
-    owner.sync().await.unwrap();
-    other.sync().await.unwrap();
-}
-
 /// Every group key formed from R1 values and every grant the GMS issued.
 fn keys_from(gid: &[u8; 16], r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) -> Vec<GroupKey> {
     let name = GroupName::new("proj").unwrap();
@@ -134,18 +114,9 @@ fn keys_from(gid: &[u8; 16], r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) 
 #[tokio::test]
 async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation() {
     for rotate in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let scfg = dev::prepare(&dir.path().join("srv"), "127.0.0.1:0", "127.0.0.1:0").unwrap();
-        let node = Node::start(&scfg).await.unwrap();
-        let client = dev::write_client_file(
-            &dir.path().join("srv"),
-            node.gms_addr.unwrap(),
-            node.cs_addr.unwrap(),
-        )
-        .unwrap();
-        let cfg = ClientConfig::load(&client).unwrap();
-        let mut alice = user(dir.path(), &cfg, "alice").await;
-        let mut dave = user(dir.path(), &cfg, "dave").await;
+        let net = InProcess::start().await;
+        let mut alice = net.user("alice").await;
+        let mut dave = net.user("dave").await;
         let policy = GroupPolicy {
             rotate_rn1_on_remove: rotate,
             ..GroupPolicy::default()
@@ -157,14 +128,10 @@ async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation()
         alice.remove(&gid, dave.user()).await.unwrap();
         alice.send(&gid, "after dave").await.unwrap();
 
-        let cs = Db::open_sqlite(&dir.path().join("srv/cs.db"))
-            .await
-            .unwrap();
+        let cs = net.db("cs").await;
         let envelopes = cs.fetch_log(&gid, 0, 1000).await.unwrap();
         let last = &envelopes.last().unwrap().envelope;
-        let gms = Db::open_sqlite(&dir.path().join("srv/gms.db"))
-            .await
-            .unwrap();
+        let gms = net.db("gms").await;
         let grants: Vec<duokey_proto::Grant> = gms
             .all_grants()
             .await
@@ -186,7 +153,7 @@ async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation()
                 "without RN1 rotation the collusion succeeds: the documented limit"
             );
         }
-        node.shutdown().await;
+        net.node.shutdown().await;
     }
 }
 
@@ -194,18 +161,9 @@ async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation()
 /// holds) plus every RN2 the GMS ever issued does not open the erased epochs.
 #[tokio::test]
 async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
-    let dir = tempfile::tempdir().unwrap();
-    let scfg = dev::prepare(&dir.path().join("srv"), "127.0.0.1:0", "127.0.0.1:0").unwrap();
-    let node = Node::start(&scfg).await.unwrap();
-    let client = dev::write_client_file(
-        &dir.path().join("srv"),
-        node.gms_addr.unwrap(),
-        node.cs_addr.unwrap(),
-    )
-    .unwrap();
-    let cfg = ClientConfig::load(&client).unwrap();
-    let mut alice = user(dir.path(), &cfg, "alice").await;
-    let mut bob = user(dir.path(), &cfg, "bob").await;
+    let net = InProcess::start().await;
+    let mut alice = net.user("alice").await;
+    let mut bob = net.user("bob").await;
     let policy = GroupPolicy {
         retention_secs: 60,
         ..GroupPolicy::default()
@@ -230,13 +188,9 @@ async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
         stolen.iter().all(|(_, r1)| r1.rn2_version() >= 4),
         "R1 moved past the erased epochs"
     );
-    let cs = Db::open_sqlite(&dir.path().join("srv/cs.db"))
-        .await
-        .unwrap();
+    let cs = net.db("cs").await;
     let envelopes = cs.fetch_log(&gid, 0, 1000).await.unwrap();
-    let gms = Db::open_sqlite(&dir.path().join("srv/gms.db"))
-        .await
-        .unwrap();
+    let gms = net.db("gms").await;
     let grants: Vec<duokey_proto::Grant> = gms
         .all_grants()
         .await
@@ -259,25 +213,16 @@ async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
         opens(last),
         "sanity: the current epoch opens with the same material"
     );
-    node.shutdown().await;
+    net.node.shutdown().await;
 }
 
 /// P6: a replayed envelope and a replayed inbox item are refused by the
 /// terminal, also after a restart (the replay state is in the profile, D20).
 #[tokio::test]
 async fn replayed_envelope_and_inbox_item_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let scfg = dev::prepare(&dir.path().join("srv"), "127.0.0.1:0", "127.0.0.1:0").unwrap();
-    let node = Node::start(&scfg).await.unwrap();
-    let client = dev::write_client_file(
-        &dir.path().join("srv"),
-        node.gms_addr.unwrap(),
-        node.cs_addr.unwrap(),
-    )
-    .unwrap();
-    let cfg = ClientConfig::load(&client).unwrap();
-    let mut alice = user(dir.path(), &cfg, "alice").await;
-    let mut bob = user(dir.path(), &cfg, "bob").await;
+    let net = InProcess::start().await;
+    let mut alice = net.user("alice").await;
+    let mut bob = net.user("bob").await;
     let g = alice
         .create_group("proj", GroupPolicy::default())
         .await
@@ -287,9 +232,7 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
     alice.send(&gid, "only once").await.unwrap();
     assert_eq!(bob.sync_messages(&gid).await.unwrap().len(), 1);
 
-    let cs = Db::open_sqlite(&dir.path().join("srv/cs.db"))
-        .await
-        .unwrap();
+    let cs = net.db("cs").await;
     let stored = cs.fetch_log(&gid, 0, 10).await.unwrap().pop().unwrap();
     let replay = duokey_proto::LoggedEnvelope {
         group_id: gid.to_vec(),
@@ -298,9 +241,11 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
         stored_at_ms: stored.stored_at_ms,
     };
     drop(bob);
-    let mut bob = Terminal::open(&dir.path().join("bob"), || unreachable!("no passphrase"))
-        .await
-        .unwrap();
+    let mut bob = Terminal::open(&net.dir.path().join("bob"), || {
+        unreachable!("no passphrase")
+    })
+    .await
+    .unwrap();
     let err = bob
         .receive(&gid, &replay, &mut Default::default())
         .await
@@ -333,33 +278,22 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
         bob.invitations().await.unwrap().is_empty(),
         "the replayed invitation is ignored"
     );
-    node.shutdown().await;
+    net.node.shutdown().await;
 }
 
 /// P6: an older grant replayed (RN2 rollback by a dishonest GMS) does not move
 /// the group back; the next message still uses the newest epoch.
 #[tokio::test]
 async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let scfg = dev::prepare(&dir.path().join("srv"), "127.0.0.1:0", "127.0.0.1:0").unwrap();
-    let node = Node::start(&scfg).await.unwrap();
-    let client = dev::write_client_file(
-        &dir.path().join("srv"),
-        node.gms_addr.unwrap(),
-        node.cs_addr.unwrap(),
-    )
-    .unwrap();
-    let cfg = ClientConfig::load(&client).unwrap();
-    let mut alice = user(dir.path(), &cfg, "alice").await;
+    let net = InProcess::start().await;
+    let mut alice = net.user("alice").await;
     let g = alice
         .create_group("proj", GroupPolicy::default())
         .await
         .unwrap();
     let gid = alice.resolve_group(&g.group_id).await.unwrap();
     alice.rotate(&gid, false).await.unwrap();
-    let gms = Db::open_sqlite(&dir.path().join("srv/gms.db"))
-        .await
-        .unwrap();
+    let gms = net.db("gms").await;
     let first = gms.grant(&gid, 1).await.unwrap().unwrap();
     alice
         .apply_grant(duokey_proto::Grant::decode(first.as_slice()).unwrap())
@@ -371,15 +305,13 @@ async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
         "the group stays at the newest version"
     );
     alice.send(&gid, "still current").await.unwrap();
-    let cs = Db::open_sqlite(&dir.path().join("srv/cs.db"))
-        .await
-        .unwrap();
+    let cs = net.db("cs").await;
     let last = cs.fetch_log(&gid, 0, 10).await.unwrap().pop().unwrap();
     let header = EnvelopeRef::parse(&last.envelope, &Limits::default())
         .unwrap()
         .header;
     assert_eq!(header.epoch.rn2_version, 2);
-    node.shutdown().await;
+    net.node.shutdown().await;
 }
 
 /// P8: a certificate for a known user id with another key — as a rogue CA
@@ -387,18 +319,9 @@ async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
 #[tokio::test]
 async fn a_forged_identity_gets_no_rn1_until_confirmed() {
     use duokey_proto::communication_client::CommunicationClient;
-    let dir = tempfile::tempdir().unwrap();
-    let scfg = dev::prepare(&dir.path().join("srv"), "127.0.0.1:0", "127.0.0.1:0").unwrap();
-    let node = Node::start(&scfg).await.unwrap();
-    let client = dev::write_client_file(
-        &dir.path().join("srv"),
-        node.gms_addr.unwrap(),
-        node.cs_addr.unwrap(),
-    )
-    .unwrap();
-    let cfg = ClientConfig::load(&client).unwrap();
-    let mut alice = user(dir.path(), &cfg, "alice").await;
-    let mut bob = user(dir.path(), &cfg, "bob").await;
+    let net = InProcess::start().await;
+    let mut alice = net.user("alice").await;
+    let mut bob = net.user("bob").await;
     let g = alice
         .create_group("proj", GroupPolicy::default())
         .await
@@ -408,7 +331,7 @@ async fn a_forged_identity_gets_no_rn1_until_confirmed() {
 
     // The rogue CA operator mints "bob" with its own key and connects as him,
     // so the CS directory now shows the forged certificate.
-    let ca = duokey_pki::Ca::load(&dir.path().join("srv/ca")).unwrap();
+    let ca = duokey_pki::Ca::load(&net.dir.path().join("srv/ca")).unwrap();
     let id = UserId::new("bob").unwrap();
     let forged_key = IdentityKey::generate();
     let cert = ca
@@ -422,7 +345,8 @@ async fn a_forged_identity_gets_no_rn1_until_confirmed() {
         )),
     )
     .unwrap();
-    let mut forged = CommunicationClient::new(duokey_pki::grpc::channel(&cfg.cs_url, tls).unwrap());
+    let mut forged =
+        CommunicationClient::new(duokey_pki::grpc::channel(&net.cfg.cs_url, tls).unwrap());
     forged
         .get_user(duokey_proto::GetUserRequest {
             user_id: "bob".into(),
@@ -443,5 +367,5 @@ async fn a_forged_identity_gets_no_rn1_until_confirmed() {
             .all(|(v, _)| *v == 1),
         "no RN1 was sent to the forged key"
     );
-    node.shutdown().await;
+    net.node.shutdown().await;
 }

@@ -2,20 +2,13 @@
 //! and recovers; its late message in the closed epoch is not accepted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use duokey_crypto::{Rights, UserId};
-use duokey_server::{Node, dev};
-use duokey_storage::Db;
-use duokey_terminal::{ClientConfig, GroupPolicy, Line, Terminal};
-use std::time::Duration;
+mod support;
 
-async fn user(dir: &std::path::Path, cfg: &ClientConfig, name: &str) -> Terminal {
-    let db = Db::open_sqlite(&dir.join("srv/as.db")).await.unwrap();
-    let id = UserId::new(name).unwrap();
-    let token = duokey_accounts::issue_token(&db, &id).await.unwrap();
-    Terminal::init(&dir.join(name), &id, &token, cfg, None)
-        .await
-        .unwrap()
-}
+use support::InProcess;
+
+use duokey_crypto::Rights;
+use duokey_terminal::{GroupPolicy, Line};
+use std::time::Duration;
 
 fn texts(lines: &[Line]) -> Vec<String> {
     lines
@@ -32,18 +25,9 @@ fn texts(lines: &[Line]) -> Vec<String> {
 
 #[tokio::test]
 async fn stale_sender_is_told_and_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let scfg = dev::prepare(&dir.path().join("srv"), "127.0.0.1:0", "127.0.0.1:0").unwrap();
-    let node = Node::start(&scfg).await.unwrap();
-    let client = dev::write_client_file(
-        &dir.path().join("srv"),
-        node.gms_addr.unwrap(),
-        node.cs_addr.unwrap(),
-    )
-    .unwrap();
-    let cfg = ClientConfig::load(&client).unwrap();
-    let mut alice = user(dir.path(), &cfg, "alice").await;
-    let mut bob = user(dir.path(), &cfg, "bob").await;
+    let net = InProcess::start().await;
+    let mut alice = net.user("alice").await;
+    let mut bob = net.user("bob").await;
     let policy = GroupPolicy {
         grace_secs: 1,
         ..GroupPolicy::default()
@@ -94,5 +78,5 @@ async fn stale_sender_is_told_and_recovers() {
         texts(&alice.history(&gid).await.unwrap()),
         ["sent again with the current key"]
     );
-    node.shutdown().await;
+    net.node.shutdown().await;
 }

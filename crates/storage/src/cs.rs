@@ -37,6 +37,14 @@ pub struct CsGroup {
     pub retention_secs: u64,
 }
 
+fn cs_group_row(r: &sqlx::any::AnyRow) -> Result<CsGroup> {
+    Ok(CsGroup {
+        rn2_version: to_u64(r.try_get("rn2_version")?, "rn2_version")?,
+        deleted: r.try_get::<i64, _>("deleted")? != 0,
+        retention_secs: to_u64(r.try_get("retention_secs")?, "retention_secs")?,
+    })
+}
+
 /// One envelope to append: `(group_id, log_seq, sender, envelope, stored_at_ms)`.
 pub type Append = (Vec<u8>, u64, String, Vec<u8>, i64);
 
@@ -238,14 +246,7 @@ impl Db {
         .bind(group_id.to_vec())
         .fetch_optional(self.r())
         .await?;
-        row.map(|r| {
-            Ok(CsGroup {
-                rn2_version: to_u64(r.try_get("rn2_version")?, "rn2_version")?,
-                deleted: r.try_get::<i64, _>("deleted")? != 0,
-                retention_secs: to_u64(r.try_get("retention_secs")?, "retention_secs")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(cs_group_row).transpose()
     }
 
     /// Every (group, member) pair, for loading the CS's in-memory view.
@@ -265,16 +266,7 @@ impl Db {
                 .fetch_all(self.r())
                 .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("group_id")?,
-                    CsGroup {
-                        rn2_version: to_u64(r.try_get("rn2_version")?, "rn2_version")?,
-                        deleted: r.try_get::<i64, _>("deleted")? != 0,
-                        retention_secs: to_u64(r.try_get("retention_secs")?, "retention_secs")?,
-                    },
-                ))
-            })
+            .map(|r| Ok((r.try_get("group_id")?, cs_group_row(r)?)))
             .collect()
     }
 

@@ -197,3 +197,64 @@ pub fn group_with(owner: &User, name: &str, others: &[&User]) -> String {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// The servers in this process (for tests that drive the terminal library and
+/// read the servers' databases as an attacker would).
+pub struct InProcess {
+    pub dir: tempfile::TempDir,
+    pub node: duokey_server::RunningNode,
+    pub cfg: duokey_terminal::ClientConfig,
+}
+
+impl InProcess {
+    pub async fn start() -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = dir.path().join("srv");
+        let scfg = duokey_server::dev::prepare(&srv, "127.0.0.1:0", "127.0.0.1:0").unwrap();
+        let node = duokey_server::Node::start(&scfg).await.unwrap();
+        let client = duokey_server::dev::write_client_file(
+            &srv,
+            node.gms_addr.unwrap(),
+            node.cs_addr.unwrap(),
+        )
+        .unwrap();
+        let cfg = duokey_terminal::ClientConfig::load(&client).unwrap();
+        InProcess { dir, node, cfg }
+    }
+
+    /// Enrols `name` with a profile of its own (no passphrase).
+    pub async fn user(&self, name: &str) -> duokey_terminal::Terminal {
+        let db = duokey_storage::Db::open_sqlite(&self.dir.path().join("srv/as.db"))
+            .await
+            .unwrap();
+        let id = duokey_crypto::UserId::new(name).unwrap();
+        let token = duokey_accounts::issue_token(&db, &id).await.unwrap();
+        db.close().await;
+        duokey_terminal::Terminal::init(&self.dir.path().join(name), &id, &token, &self.cfg, None)
+            .await
+            .unwrap()
+    }
+
+    /// A server role's database, as its operator sees it.
+    pub async fn db(&self, role: &str) -> duokey_storage::Db {
+        duokey_storage::Db::open_sqlite(&self.dir.path().join(format!("srv/{role}.db")))
+            .await
+            .unwrap()
+    }
+}
+
+/// Invites `other` into `gid` and completes the join on both terminals.
+pub async fn join(
+    owner: &mut duokey_terminal::Terminal,
+    other: &mut duokey_terminal::Terminal,
+    gid: &[u8; 16],
+) {
+    owner
+        .invite(gid, other.user(), duokey_crypto::Rights::NONE)
+        .await
+        .unwrap();
+    other.sync().await.unwrap();
+    other.accept(&hex::encode(gid)).await.unwrap();
+    owner.sync().await.unwrap();
+    other.sync().await.unwrap();
+}
