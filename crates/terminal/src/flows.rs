@@ -348,10 +348,8 @@ impl Terminal {
             })
             .await
             .map_err(Error::server("leaving"))?;
-        self.store.set_group_state(gid, "left").await?;
-        self.store.erase_group_keys(gid).await?;
         self.store
-            .notice(gid, "you left the group", crate::now_ms())
+            .end_membership(gid, "left", "you left the group", crate::now_ms())
             .await
     }
 
@@ -395,10 +393,8 @@ impl Terminal {
             })
             .await
             .map_err(Error::server("deleting"))?;
-        self.store.set_group_state(gid, "deleted").await?;
-        self.store.erase_group_keys(gid).await?;
         self.store
-            .notice(gid, "you deleted the group", crate::now_ms())
+            .end_membership(gid, "deleted", "you deleted the group", crate::now_ms())
             .await
     }
 

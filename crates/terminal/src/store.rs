@@ -279,6 +279,21 @@ impl Store {
         row.get::<Option<i64>, _>(0).map(u).transpose()
     }
 
+    /// Ends this terminal's membership (removed, left, deleted): records the
+    /// state, erases every key of the group for new epochs (SPEC §4.3 step 1)
+    /// and writes the notice. The history already read stays.
+    pub async fn end_membership(
+        &self,
+        gid: &[u8; 16],
+        state: &str,
+        notice: &str,
+        at_ms: u64,
+    ) -> Result<()> {
+        self.set_group_state(gid, state).await?;
+        self.erase_group_keys(gid).await?;
+        self.notice(gid, notice, at_ms).await
+    }
+
     /// Erases every key of a group (removal, leave, deletion).
     pub async fn erase_group_keys(&self, gid: &[u8; 16]) -> Result<()> {
         for sql in [

@@ -184,9 +184,9 @@ impl Terminal {
             .await?
             .is_some_and(|g| g.state == "active")
         {
-            self.store.set_group_state(&gid, state).await?;
-            self.store.erase_group_keys(&gid).await?;
-            self.store.notice(&gid, &text, crate::now_ms()).await?;
+            self.store
+                .end_membership(&gid, state, &text, crate::now_ms())
+                .await?;
         }
         Ok(())
     }
