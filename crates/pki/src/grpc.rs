@@ -18,12 +18,13 @@ use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::ServerName;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::Stream;
@@ -188,6 +189,17 @@ pub fn tls_incoming(
 /// The TLS is done by this connector, not by tonic, so the channel itself
 /// talks to an `http://` endpoint internally; the wire is TLS 1.3 all the same.
 pub fn channel(url: &str, config: Arc<ClientConfig>) -> Result<Channel, Status> {
+    channel_from(url, config, None)
+}
+
+/// Like [`channel`], but connections leave from the local address `local`
+/// when given (hosts with several addresses; tests that play clients from
+/// different addresses on loopback).
+pub fn channel_from(
+    url: &str,
+    config: Arc<ClientConfig>,
+    local: Option<IpAddr>,
+) -> Result<Channel, Status> {
     let uri: Uri = url
         .parse()
         .map_err(|e| Status::invalid_argument(format!("invalid server URL {url:?}: {e}")))?;
@@ -225,13 +237,36 @@ pub fn channel(url: &str, config: Arc<ClientConfig>) -> Result<Channel, Status> 
         let server_name = server_name.clone();
         let host = host.clone();
         async move {
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = connect_tcp(&host, port, local).await?;
             tcp.set_nodelay(true)?;
             let tls = connector.connect(server_name, tcp).await?;
             Ok::<_, io::Error>(TokioIo::new(tls))
         }
     });
     Ok(endpoint.connect_with_connector_lazy(service))
+}
+
+/// A TCP connection to `host:port`, from `local` if given.
+async fn connect_tcp(host: &str, port: u16, local: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect((host, port)).await;
+    };
+    let server = tokio::net::lookup_host((host, port))
+        .await?
+        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("{host} has no address of the same family as {local}"),
+            )
+        })?;
+    let socket = if local.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(server).await
 }
 
 /// A verified caller: who made a request, from its TLS client certificate.

@@ -135,9 +135,17 @@ impl ServerConfig {
     pub fn load(path: &Path) -> Result<ServerConfig, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        let mut cfg: ServerConfig =
-            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses the text of a file in directory `base` and checks its roles.
+    pub fn parse(text: &str, base: &Path) -> Result<ServerConfig, Error> {
+        let mut cfg: ServerConfig =
+            toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         cfg.data_dir = base.join(&cfg.data_dir);
         cfg.roles()?;
         Ok(cfg)

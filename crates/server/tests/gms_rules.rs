@@ -4,6 +4,7 @@
 
 mod support;
 
+use duokey_proto::accounts_client::AccountsClient;
 use duokey_proto::*;
 use support::TestNet;
 use tonic::Code;
@@ -316,4 +317,45 @@ async fn gms_calls_are_rate_limited_per_certificate() {
         bob.gms.list_groups(ListGroupsRequest {}).await.is_ok(),
         "another certificate is not affected"
     );
+}
+
+#[tokio::test]
+async fn enrolment_flood_from_one_address_leaves_other_addresses_served() {
+    let net = TestNet::start().await;
+    let flooder: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut accounts = AccountsClient::new(net.anonymous_from(&net.gms_url(), Some(flooder)));
+    let mut limited = false;
+    for i in 0..200 {
+        let refused = accounts
+            .enroll(EnrollRequest {
+                token: format!("dk1-guess-{i}"),
+                csr_der: vec![],
+            })
+            .await
+            .unwrap_err();
+        match refused.code() {
+            Code::PermissionDenied => continue,
+            Code::ResourceExhausted => {
+                limited = true;
+                break;
+            }
+            other => panic!("unexpected refusal {other:?}: {refused:?}"),
+        }
+    }
+    assert!(limited, "a token-guessing flood is rate limited");
+
+    let token = net.token("carol").await;
+    let err = net
+        .enroll_with("carol", &token, Some(flooder))
+        .await
+        .err()
+        .expect("the flooding address is held back, even with a valid token");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+
+    let other: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    let mut carol = net
+        .enroll_with("carol", &token, Some(other))
+        .await
+        .expect("another address enrols, and the refused attempt did not use up the token");
+    assert!(carol.gms.list_groups(ListGroupsRequest {}).await.is_ok());
 }

@@ -9,7 +9,7 @@
 
 use duokey_crypto::envelope::{self, Header};
 use duokey_crypto::*;
-use duokey_pki::grpc::channel;
+use duokey_pki::grpc::{channel, channel_from};
 use duokey_pki::{Ca, identity_private_key_der, make_csr};
 use duokey_proto::accounts_client::AccountsClient;
 use duokey_proto::communication_client::CommunicationClient;
@@ -18,6 +18,7 @@ use duokey_proto::*;
 use duokey_server::config::ServerConfig;
 use duokey_server::{Node, RunningNode, dev};
 use duokey_storage::Db;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
 
@@ -117,32 +118,48 @@ impl Remote {
 
     /// An anonymous (no client certificate) channel.
     pub fn anonymous(&self, url: &str) -> Channel {
-        channel(
+        self.anonymous_from(url, None)
+    }
+
+    /// An anonymous channel whose connections leave from `local`.
+    pub fn anonymous_from(&self, url: &str, local: Option<IpAddr>) -> Channel {
+        channel_from(
             url,
             duokey_pki::client_config(&self.ca.cert_der(), None).unwrap(),
+            local,
         )
         .unwrap()
     }
 
     /// Enrols `user` through the AS and connects it to the GMS and CS.
     pub async fn enroll(&self, user: &str) -> TestUser {
+        let token = self.token(user).await;
+        self.enroll_with(user, &token, None).await.unwrap()
+    }
+
+    /// Enrols `user` with `token`, connecting to the AS from `local`.
+    pub async fn enroll_with(
+        &self,
+        user: &str,
+        token: &str,
+        local: Option<IpAddr>,
+    ) -> Result<TestUser, tonic::Status> {
         let id = UserId::new(user).unwrap();
         let key = IdentityKey::generate();
-        let mut accounts = AccountsClient::new(self.anonymous(&self.gms_url()));
+        let mut accounts = AccountsClient::new(self.anonymous_from(&self.gms_url(), local));
         let resp = accounts
             .enroll(EnrollRequest {
-                token: self.token(user).await,
+                token: token.to_owned(),
                 csr_der: make_csr(&key, &id).unwrap(),
             })
-            .await
-            .unwrap()
+            .await?
             .into_inner();
         let chain = resp
             .cert_chain_der
             .iter()
             .map(|c| c.clone().into())
             .collect();
-        self.user_with_chain(id, key, chain)
+        Ok(self.user_with_chain(id, key, chain))
     }
 
     pub fn user_with_chain(

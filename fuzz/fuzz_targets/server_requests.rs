@@ -1,0 +1,218 @@
+//! Any request to any RPC of the AS, GMS and CS (SPEC §5, §7.7), sent over
+//! real mutual TLS 1.3 to real servers with SQLite in this process.
+//!
+//! The first input byte picks the RPC, the rest is its protobuf request,
+//! sent by alice (or anonymously for the AS). Every answer must be a reply or
+//! a proper gRPC status: a panic anywhere in the servers aborts (panic hook),
+//! and INTERNAL, UNKNOWN, UNAVAILABLE or no answer within 10 s fail. After
+//! every input bob, another user, must still be served.
+//!
+//! The harness's group `42…42` (alice the creator, bob a member) is fixed so
+//! that seeds in `fuzz/corpus/server_requests` can name it.
+#![no_main]
+
+use duokey_crypto::{IdentityKey, UserId};
+use duokey_pki::grpc::channel;
+use duokey_pki::{Ca, identity_private_key_der, make_csr};
+use duokey_proto::accounts_client::AccountsClient;
+use duokey_proto::communication_client::CommunicationClient;
+use duokey_proto::group_management_client::GroupManagementClient;
+use duokey_proto::membership_sync_client::MembershipSyncClient;
+use duokey_proto::*;
+use duokey_server::{Node, RunningNode, dev};
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// The fixed group of the harness.
+const GROUP: [u8; 16] = [0x42; 16];
+
+struct User {
+    gms: GroupManagementClient<Channel>,
+    cs: CommunicationClient<Channel>,
+    sync: MembershipSyncClient<Channel>,
+}
+
+struct Harness {
+    rt: tokio::runtime::Runtime,
+    accounts: AccountsClient<Channel>,
+    alice: User,
+    bob: User,
+    _node: RunningNode,
+    _dir: tempfile::TempDir,
+}
+
+fn harness() -> &'static Harness {
+    static H: OnceLock<Harness> = OnceLock::new();
+    H.get_or_init(|| {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default_hook(info);
+            std::process::abort();
+        }));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = dev::prepare(dir.path(), "127.0.0.1:0", "127.0.0.1:0").expect("prepare");
+        cfg.limits.rate_per_sec = 1_000_000;
+        cfg.limits.rate_burst = 1_000_000;
+        cfg.limits.min_rotate_every_secs = 1;
+        let node = rt.block_on(Node::start(&cfg)).expect("servers start");
+        let gms_url = format!("https://{}", node.gms_addr.expect("gms"));
+        let cs_url = format!("https://{}", node.cs_addr.expect("cs"));
+        let ca = Ca::load(&dir.path().join("ca")).expect("ca");
+        let user = |name: &str, seed: u8| {
+            let id = UserId::new(name).expect("user id");
+            let key = IdentityKey::from_seed([seed; 32]);
+            let csr = make_csr(&key, &id).expect("csr");
+            let cert = ca.sign_csr(&csr, &id, 30).expect("certificate");
+            let tls = duokey_pki::client_config(
+                &ca.cert_der(),
+                Some((vec![cert.into()], identity_private_key_der(&key))),
+            )
+            .expect("tls");
+            User {
+                gms: GroupManagementClient::new(channel(&gms_url, tls.clone()).expect("gms")),
+                cs: CommunicationClient::new(channel(&cs_url, tls.clone()).expect("cs")),
+                sync: MembershipSyncClient::new(channel(&cs_url, tls).expect("cs")),
+            }
+        };
+        let mut alice = user("alice", 1);
+        let bob = user("bob", 2);
+        rt.block_on(async {
+            let g = alice
+                .gms
+                .create_group(CreateGroupRequest {
+                    group_id: GROUP.to_vec(),
+                    name: "fuzz".into(),
+                    policy: None,
+                })
+                .await
+                .expect("group");
+            alice
+                .gms
+                .report_member(ReportMemberRequest {
+                    group_id: GROUP.to_vec(),
+                    change: MemberChange::Add as i32,
+                    user_id: "bob".into(),
+                    rights: 0,
+                    report_id: vec![7; 16],
+                    rotate_rn1: false,
+                })
+                .await
+                .expect("bob joins");
+            drop(g);
+        });
+        let anonymous = duokey_pki::client_config(&ca.cert_der(), None).expect("tls");
+        let accounts = AccountsClient::new(channel(&gms_url, anonymous).expect("as"));
+        Harness {
+            rt,
+            accounts,
+            alice,
+            bob,
+            _node: node,
+            _dir: dir,
+        }
+    })
+}
+
+/// Decodes `body` as `$ty` (inputs that do not decode are skipped: prost
+/// would refuse them identically on the server) and makes the call.
+macro_rules! call {
+    ($client:expr, $method:ident, $ty:ty, $body:expr) => {
+        match <$ty>::decode($body) {
+            Ok(req) => $client.$method(req).await.map(|_| ()),
+            Err(_) => Ok(()),
+        }
+    };
+}
+
+/// Opens a server stream and reads at most its first message.
+macro_rules! stream {
+    ($client:expr, $method:ident, $ty:ty, $body:expr) => {
+        match <$ty>::decode($body) {
+            Ok(req) => match $client.$method(req).await {
+                Ok(resp) => {
+                    let mut s = resp.into_inner();
+                    match tokio::time::timeout(Duration::from_millis(20), s.message()).await {
+                        Ok(Err(status)) => Err(status),
+                        _ => Ok(()),
+                    }
+                }
+                Err(status) => Err(status),
+            },
+            Err(_) => Ok(()),
+        }
+    };
+}
+
+async fn request(h: &Harness, which: u8, body: &[u8]) -> Result<(), Status> {
+    let (mut gms, mut cs, mut sync) = (h.alice.gms.clone(), h.alice.cs.clone(), h.alice.sync.clone());
+    match which % 19 {
+        0 => call!(h.accounts.clone(), enroll, EnrollRequest, body),
+        1 => call!(gms, create_group, CreateGroupRequest, body),
+        2 => call!(gms, report_member, ReportMemberRequest, body),
+        3 => call!(gms, leave, LeaveRequest, body),
+        4 => call!(gms, rotate, RotateRequest, body),
+        5 => call!(gms, delete, DeleteRequest, body),
+        6 => call!(gms, get_grants, GetGrantsRequest, body),
+        7 => call!(gms, get_grant, GetGrantRequest, body),
+        8 => call!(gms, list_groups, ListGroupsRequest, body),
+        9 => stream!(gms, watch, WatchRequest, body),
+        10 => call!(cs, publish_delivery_key, PublishDeliveryKeyRequest, body),
+        11 => call!(cs, get_user, GetUserRequest, body),
+        12 => call!(cs, send_item, SendItemRequest, body),
+        13 => call!(cs, items, ItemsRequest, body),
+        14 => call!(cs, ack_items, AckItemsRequest, body),
+        15 => call!(cs, post, PostRequest, body),
+        16 => call!(cs, fetch, FetchRequest, body),
+        17 => stream!(cs, subscribe, SubscribeRequest, body),
+        _ => call!(sync, set_members, SetMembersRequest, body),
+    }
+}
+
+/// A reply, or a status that tells the client what it did wrong.
+fn check(rpc: &str, answer: Result<(), Status>) {
+    if let Err(status) = answer {
+        assert!(
+            !matches!(
+                status.code(),
+                Code::Internal | Code::Unknown | Code::Unavailable
+            ),
+            "improper answer to {rpc}: {status:?}"
+        );
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, body)) = data.split_first() else {
+        return;
+    };
+    let h = harness();
+    h.rt.block_on(async {
+        let answer = tokio::time::timeout(Duration::from_secs(10), request(h, which, body))
+            .await
+            .expect("the server answers within 10 s");
+        check(&format!("RPC {}", which % 19), answer);
+        let mut bob = h.bob.gms.clone();
+        bob.list_groups(ListGroupsRequest {})
+            .await
+            .expect("the GMS still serves another user");
+        let mut bob_cs = h.bob.cs.clone();
+        let fetched = bob_cs
+            .fetch(FetchRequest {
+                group_id: GROUP.to_vec(),
+                after_seq: 0,
+                limit: 1,
+            })
+            .await
+            .map(|_| ());
+        check("bob's fetch", fetched);
+    });
+});
