@@ -1,6 +1,7 @@
 //! `duokey`: the Duokey terminal (SPEC §8). Every command first syncs
 //! (inbox, grants, pending invitations and RN1 deliveries) and then acts.
 
+mod chat;
 mod demo;
 
 use clap::{Parser, Subcommand};
@@ -89,7 +90,8 @@ enum Command {
     },
     /// Your groups with their epochs.
     Status,
-    /// Interactive terminal UI (not built yet: use read --follow and send).
+    /// Interactive terminal UI: groups, messages, members, invitations
+    /// (F1 inside shows the keys and commands).
     Chat {
         /// Group to open.
         group: Option<String>,
@@ -263,8 +265,9 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
             }
             return Ok(());
         }
-        Command::Chat { .. } => {
-            return Err(Error::User("`duokey chat` is not built yet; use `duokey read GROUP --follow` and `duokey send`".into()));
+        Command::Chat { group } => {
+            let t = Terminal::open(&home(&cli), || passphrase(false)).await?;
+            return chat::run(t, group.clone()).await;
         }
         _ => {}
     }

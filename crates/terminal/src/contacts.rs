@@ -29,6 +29,20 @@ pub struct Verification {
     pub key_changed: bool,
 }
 
+/// How far this terminal trusts a contact's identity key (SPEC §2, §7.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trust {
+    /// Not seen yet: the key is pinned at first use.
+    Unknown,
+    /// Pinned at first use, safety numbers not compared.
+    Unverified,
+    /// Safety numbers compared and confirmed (`verify --confirm`).
+    Verified,
+    /// The directory now shows another key: refused until confirmed.
+    KeyChanged,
+}
+
 fn safety_number(a: (&str, &[u8]), b: (&str, &[u8])) -> String {
     let (first, second) = if a.0 <= b.0 { (a, b) } else { (b, a) };
     let mut h = Sha256::new();
@@ -168,6 +182,20 @@ impl Terminal {
              or an attacker. Nothing was sent to {user}. Compare safety numbers with `duokey verify {user}` \
              and accept the new key with `duokey verify {user} --confirm` only if they match."
         )))
+    }
+
+    /// What this terminal knows of `user`'s key, without asking any server.
+    pub async fn trust(&self, user: &str) -> Result<Trust> {
+        let row = sqlx::query("SELECT verified, changed_key FROM contacts WHERE user_id = ?")
+            .bind(user)
+            .fetch_optional(&self.store.pool)
+            .await?;
+        Ok(match row {
+            None => Trust::Unknown,
+            Some(r) if r.get::<Option<Vec<u8>>, _>(1).is_some() => Trust::KeyChanged,
+            Some(r) if r.get::<i64, _>(0) != 0 => Trust::Verified,
+            Some(_) => Trust::Unverified,
+        })
     }
 
     /// `duokey verify USER [--confirm]` (SPEC §2).

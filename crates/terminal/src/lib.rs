@@ -13,6 +13,7 @@ pub mod contacts;
 mod error;
 mod flows;
 pub mod keylog;
+pub mod live;
 mod messages;
 pub mod store;
 mod sync;
@@ -22,7 +23,8 @@ pub mod vault;
 pub use config::ClientConfig;
 pub use error::{Error, Result};
 pub use flows::GroupPolicy;
-pub use messages::{Line, Message, Notice};
+pub use live::{Live, LiveEvent, LiveUpdate};
+pub use messages::{Line, Message, Notice, UNREADABLE};
 pub use terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal};
 
 /// Unix time in milliseconds.

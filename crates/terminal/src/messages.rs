@@ -41,6 +41,16 @@ pub struct Notice {
     pub at_ms: u64,
 }
 
+/// The start of a notice marking a message that could not be opened.
+pub const UNREADABLE: &str = "⚠ unreadable";
+
+impl Notice {
+    /// Whether this notice marks a message that could not be opened.
+    pub fn is_unreadable(&self) -> bool {
+        self.notice.starts_with(UNREADABLE)
+    }
+}
+
 /// One line of a group's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
@@ -172,20 +182,31 @@ impl Terminal {
                     Err(Error::Crypto(duokey_crypto::Error::UnknownEpoch { .. })) => {
                         before_joining += 1
                     }
-                    Err(err) => eprintln!("dropped envelope {} of {}: {err}", e.log_seq, g.name),
+                    Err(err) => self.mark_unreadable(gid, e, &err).await?,
                 }
                 self.store.set_log_cursor(gid, e.log_seq).await?;
             }
             if before_joining > 0 {
-                eprintln!(
-                    "{before_joining} message(s) of {} were sent before you joined and cannot be opened (by design)",
-                    g.name
+                let text = format!(
+                    "{before_joining} earlier message(s) were sent before you joined and cannot be opened (by design)"
                 );
+                self.store.notice(gid, &text, crate::now_ms()).await?;
             }
             if !resp.more {
                 return Ok(out);
             }
         }
+    }
+
+    /// Leaves a marker in the history where an envelope could not be opened,
+    /// saying who sent it (if the header parses) and why (SPEC §3.3).
+    async fn mark_unreadable(&self, gid: &[u8; 16], e: &LoggedEnvelope, err: &Error) -> Result<()> {
+        let sender = EnvelopeRef::parse(&e.envelope, &Limits::default())
+            .map(|p| p.header.sender.to_string())
+            .unwrap_or_else(|_| "an unknown sender".into());
+        let text = format!("{UNREADABLE} message from {sender} (#{}): {err}", e.log_seq);
+        self.warn(text.clone());
+        self.store.notice(gid, &text, e.stored_at_ms).await
     }
 
     /// Checks and stores one envelope: SPEC §3.3 in order, with the epoch and
@@ -368,20 +389,6 @@ impl Terminal {
     /// server streams end (the caller stops it, e.g. on Ctrl-C). Inbox items
     /// and grants arriving meanwhile are processed as in a sync.
     pub async fn follow(&mut self, gid: &[u8; 16], mut on_line: impl FnMut(Line)) -> Result<()> {
-        use duokey_proto::{SubscribeRequest, WatchRequest, delivery, watch_event};
-        use tokio_stream::StreamExt;
-        let mut deliveries = self
-            .cs
-            .subscribe(SubscribeRequest {})
-            .await
-            .map_err(Error::server("subscribing"))?
-            .into_inner();
-        let mut watch = self
-            .gms
-            .watch(WatchRequest {})
-            .await
-            .map_err(Error::server("watching"))?
-            .into_inner();
         let mut last_notice = self
             .store
             .notices(gid, 0)
@@ -389,44 +396,11 @@ impl Terminal {
             .last()
             .map(|n| n.0)
             .unwrap_or(0);
-        // Catch up with what arrived between the history and the streams.
-        self.sync().await?;
-        for m in self.sync_messages(gid).await? {
-            on_line(Line::Message(m));
-        }
+        // Opening the streams syncs: catch up with what arrived meanwhile.
+        let mut live = self.live().await?;
         loop {
-            tokio::select! {
-                d = deliveries.next() => match d {
-                    Some(Ok(d)) => match d.event {
-                        Some(delivery::Event::Envelope(e)) if e.group_id == gid.as_slice() => {
-                            for m in self.sync_messages(gid).await? {
-                                on_line(Line::Message(m));
-                            }
-                            let _ = e;
-                        }
-                        Some(delivery::Event::Item(i)) => {
-                            if let Err(e) = self.process_item(&i.item).await {
-                                eprintln!("note: an inbox item was dropped: {e}");
-                            }
-                            self.flush_outbox().await?;
-                        }
-                        _ => {}
-                    },
-                    Some(Err(s)) => return Err(Error::Server { what: "live messages".into(), status: s.message().to_owned() }),
-                    None => return Ok(()),
-                },
-                w = watch.next() => match w {
-                    Some(Ok(ev)) => {
-                        match ev.event {
-                            Some(watch_event::Event::Grant(g)) => self.apply_grant(g).await?,
-                            Some(watch_event::Event::Removal(_)) => self.sync_grants().await?,
-                            None => {}
-                        }
-                        self.flush_outbox().await?;
-                    }
-                    Some(Err(s)) => return Err(Error::Server { what: "group updates".into(), status: s.message().to_owned() }),
-                    None => return Ok(()),
-                },
+            for m in self.sync_messages(gid).await? {
+                on_line(Line::Message(m));
             }
             for (id, text, at) in self.store.notices(gid, last_notice).await? {
                 last_notice = id;
@@ -435,6 +409,14 @@ impl Terminal {
                     notice: text,
                     at_ms: at,
                 }));
+            }
+            let event = live.next().await?;
+            let update = self.on_live(event).await?;
+            if update.group.as_ref() == Some(gid) {
+                update
+                    .messages
+                    .into_iter()
+                    .for_each(|m| on_line(Line::Message(m)));
             }
         }
     }

@@ -239,7 +239,9 @@ impl Terminal {
             let to = UserId::new(user.clone())?;
             match self.send_rn1(gid, &to, g.rn1_version, &r1, None).await {
                 Ok(()) => self.store.mark_rn1_sent(gid, g.rn1_version, user).await?,
-                Err(e) => eprintln!("could not send the new group key to {user} yet: {e}"),
+                Err(e) => self.warn(format!(
+                    "could not send the new group key to {user} yet: {e}"
+                )),
             }
         }
         Ok(())
@@ -315,8 +317,7 @@ impl Terminal {
                 .into_inner();
             for it in &resp.items {
                 if let Err(e) = self.process_item(&it.item).await {
-                    tracing::warn!(error = %e, "inbox item dropped");
-                    eprintln!("note: an inbox item was dropped: {e}");
+                    self.warn(format!("note: an inbox item was dropped: {e}"));
                 }
                 after = it.cursor;
             }
@@ -477,18 +478,18 @@ impl Terminal {
             let key: Vec<u8> = r.get(5);
             let key = DeliveryPublic(key.try_into().map_err(|_| Error::Corrupt("invite key"))?);
             let Some(r1) = self.r1_at(&gid, rn1_version, w).await? else {
-                eprintln!(
+                self.warn(format!(
                     "{invitee} was added, but the group's new RN1 has not reached this terminal yet"
-                );
+                ));
                 continue;
             };
             if let Err(e) = self
                 .send_rn1(&gid, &invitee, rn1_version, &r1, Some((invite_id, key)))
                 .await
             {
-                eprintln!(
+                self.warn(format!(
                     "could not hand the group key to {invitee} yet (retried at the next sync): {e}"
-                );
+                ));
                 continue;
             }
             sqlx::query("UPDATE invites_out SET state = 'done' WHERE invite_id = ?")

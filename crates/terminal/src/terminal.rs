@@ -78,6 +78,8 @@ pub struct Terminal {
     pub(crate) gms: GroupManagementClient<Channel>,
     pub(crate) cs: CommunicationClient<Channel>,
     pub(crate) keys: HashMap<UserId, PublicIdentity>,
+    /// Where warnings go: stderr (`None`) or kept for an interactive UI.
+    pub(crate) warnings: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl std::fmt::Debug for Terminal {
@@ -252,6 +254,7 @@ impl Terminal {
             gms,
             cs,
             keys: HashMap::new(),
+            warnings: std::sync::Mutex::new(None),
         })
     }
 
@@ -267,6 +270,33 @@ impl Terminal {
             .await
             .map_err(Error::server("publishing the delivery key"))?;
         self.store.set_meta("dk_published", b"1").await
+    }
+
+    /// Keeps warnings (dropped items, deliveries to retry) for
+    /// [`Terminal::take_warnings`] instead of printing them on stderr, for
+    /// interactive UIs that own the screen.
+    pub fn keep_warnings(&self) {
+        if let Ok(mut w) = self.warnings.lock() {
+            w.get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// The warnings kept since the last call (see [`Terminal::keep_warnings`]).
+    pub fn take_warnings(&self) -> Vec<String> {
+        self.warnings
+            .lock()
+            .ok()
+            .and_then(|mut w| w.as_mut().map(std::mem::take))
+            .unwrap_or_default()
+    }
+
+    /// Tells the user something went wrong without stopping (never a secret).
+    pub(crate) fn warn(&self, text: String) {
+        tracing::warn!(warning = %text);
+        match self.warnings.lock().as_deref_mut() {
+            Ok(Some(kept)) => kept.push(text),
+            _ => eprintln!("{text}"),
+        }
     }
 
     /// This profile's user id.

@@ -1,0 +1,334 @@
+//! `duokey chat [GROUP]`: the interactive terminal UI (issue 6).
+//!
+//! One task owns the [`Terminal`]; it draws, then waits for whichever comes
+//! first: a key (read on a thread of its own), an event of the live
+//! streams, or the next reconnection attempt (back-off 1 s doubling to
+//! 30 s). The cached history is on screen before the first connection.
+//! ratatui restores the terminal on exit and on panic.
+
+pub mod app;
+pub mod command;
+pub mod ui;
+
+use app::{Action, App, Connection, GroupView, InviteView, MemberView, Tone};
+use command::Command;
+use duokey_crypto::{Rights, UserId};
+use duokey_terminal::{Error, GroupPolicy, Live, LiveEvent, Result, SendOutcome, Terminal};
+use ratatui::crossterm::event::{self, DisableBracketedPaste, EnableBracketedPaste, Event};
+use ratatui::crossterm::execute;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// First pause before reconnecting; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait for the streams to open and the first sync.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Whether colours are allowed (<https://no-color.org>).
+pub fn color_allowed() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Runs the chat until the user quits.
+pub async fn run(mut t: Terminal, group: Option<String>) -> Result<()> {
+    t.keep_warnings();
+    let mut app = App::new(t.user().as_str(), color_allowed());
+    refresh(&t, &mut app).await?;
+    if let Some(spec) = group {
+        let gid = t.resolve_group(&spec).await?;
+        app.select(&hex::encode(gid));
+    }
+    refresh_members(&t, &mut app).await;
+    let mut screen = ratatui::init();
+    let _ = execute!(std::io::stdout(), EnableBracketedPaste);
+    if let Ok(size) = screen.size() {
+        app.screen_width = size.width;
+    }
+    let result = event_loop(&mut screen, &mut t, &mut app).await;
+    let _ = execute!(std::io::stdout(), DisableBracketedPaste);
+    ratatui::restore();
+    result
+}
+
+/// Terminal events, read on a thread (crossterm's reads block).
+fn key_events() -> mpsc::Receiver<Event> {
+    let (tx, rx) = mpsc::channel(256);
+    std::thread::spawn(move || {
+        while let Ok(ev) = event::read() {
+            if tx.blocking_send(ev).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next live event, or never when offline.
+async fn next_live(live: &mut Option<Live>) -> Result<LiveEvent> {
+    match live {
+        Some(l) => l.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn event_loop(
+    screen: &mut ratatui::DefaultTerminal,
+    t: &mut Terminal,
+    app: &mut App,
+) -> Result<()> {
+    let mut keys = key_events();
+    let mut live: Option<Live> = None;
+    let mut backoff = MIN_BACKOFF;
+    let mut retry_at = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        if let Some(w) = t.take_warnings().pop() {
+            app.say(Tone::Error, w);
+        }
+        screen.draw(|f| ui::draw(f, app))?;
+        tokio::select! {
+            ev = keys.recv() => {
+                let Some(ev) = ev else { return Ok(()) };
+                match app.on_event(ev) {
+                    Action::Quit => return Ok(()),
+                    Action::None => {}
+                    Action::Switched => refresh_members(t, app).await,
+                    Action::Send(text) => send(t, app, &text).await,
+                    Action::Run(c) => {
+                        if let Err(e) = run_command(t, app, c).await {
+                            app.say(Tone::Error, e.to_string());
+                        }
+                        let _ = refresh(t, app).await;
+                        refresh_members(t, app).await;
+                    }
+                }
+            }
+            ev = next_live(&mut live) => match ev {
+                Ok(ev) => match t.on_live(ev).await {
+                    Ok(update) => {
+                        let _ = refresh(t, app).await;
+                        if update.group.is_some() {
+                            refresh_members(t, app).await;
+                        }
+                    }
+                    Err(e) => app.say(Tone::Error, e.to_string()),
+                },
+                Err(e) => {
+                    live = None;
+                    backoff = MIN_BACKOFF;
+                    retry_at = Instant::now() + backoff;
+                    app.connection = Connection::Offline { reason: e.to_string(), retry_secs: backoff.as_secs() };
+                }
+            },
+            () = tokio::time::sleep_until(retry_at), if live.is_none() => {
+                let attempt = tokio::time::timeout(CONNECT_TIMEOUT, t.live()).await;
+                match attempt {
+                    Ok(Ok(l)) => {
+                        live = Some(l);
+                        backoff = MIN_BACKOFF;
+                        app.connection = Connection::Online;
+                        let _ = refresh(t, app).await;
+                        refresh_members(t, app).await;
+                    }
+                    failed => {
+                        let reason = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "the servers did not answer in time".into(),
+                        };
+                        retry_at = Instant::now() + backoff;
+                        app.connection = Connection::Offline { reason, retry_secs: backoff.as_secs() };
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+            _ = tick.tick(), if live.is_none() => {
+                if let Connection::Offline { retry_secs, .. } = &mut app.connection {
+                    *retry_secs = retry_at.saturating_duration_since(Instant::now()).as_secs();
+                }
+            }
+        }
+    }
+}
+
+/// Groups, histories and invitations from the profile (no server call).
+async fn refresh(t: &Terminal, app: &mut App) -> Result<()> {
+    let mut groups = Vec::new();
+    for g in t.list_groups().await? {
+        let id = t.resolve_group(&g.group_id).await?;
+        groups.push(GroupView {
+            id,
+            name: g.name,
+            state: g.state,
+            epoch: (g.rn1_version, g.rn2_version),
+            unread: 0,
+            lines: Vec::new(),
+        });
+    }
+    app.set_groups(groups);
+    let ids: Vec<[u8; 16]> = app.groups.iter().map(|g| g.id).collect();
+    for id in ids {
+        let lines = t.history(&id).await?;
+        app.set_history(&id, lines);
+    }
+    app.invitations = t
+        .invitations()
+        .await?
+        .into_iter()
+        .map(|i| InviteView {
+            id: i.invite_id,
+            group: i.group_name,
+            from: i.from,
+        })
+        .collect();
+    app.invite_selected = app
+        .invite_selected
+        .min(app.invitations.len().saturating_sub(1));
+    if app.invitations.is_empty() {
+        app.focus = app::Focus::Input;
+    }
+    Ok(())
+}
+
+/// The member panel of the shown group, with each contact's trust.
+async fn refresh_members(t: &Terminal, app: &mut App) {
+    let Some(g) = app.current().filter(|g| g.state == "active") else {
+        app.members.clear();
+        return;
+    };
+    let Ok(members) = t.members(&g.id).await else {
+        app.members.clear();
+        return;
+    };
+    let mut out = Vec::new();
+    for m in members {
+        let trust = if m.user == app.me {
+            None
+        } else {
+            t.trust(&m.user).await.ok()
+        };
+        out.push(MemberView {
+            user: m.user,
+            rights: m.rights,
+            trust,
+        });
+    }
+    app.members = out;
+}
+
+fn shown_group(app: &App) -> Result<[u8; 16]> {
+    app.current().map(|g| g.id).ok_or_else(|| {
+        Error::User("no group yet: /create NAME, or accept an invitation (F2)".into())
+    })
+}
+
+async fn send(t: &mut Terminal, app: &mut App, text: &str) {
+    let outcome = match shown_group(app) {
+        Ok(gid) => t.send(&gid, text).await.map(|o| (gid, o)),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok((gid, SendOutcome::Posted(_))) => {
+            if let Err(e) = t.sync_messages(&gid).await {
+                app.say(Tone::Error, e.to_string());
+            }
+        }
+        Ok((_, SendOutcome::Queued)) => app.say(
+            Tone::Info,
+            "queued: the group's new key has not arrived yet; sent as soon as it does",
+        ),
+        Err(e) => app.say(Tone::Error, e.to_string()),
+    }
+    let _ = refresh(t, app).await;
+}
+
+async fn run_command(t: &mut Terminal, app: &mut App, c: Command) -> Result<()> {
+    let chosen = |spec: Option<String>, app: &App| {
+        spec.or_else(|| {
+            app.invitations
+                .get(app.invite_selected)
+                .map(|i| i.id.clone())
+        })
+        .ok_or_else(|| Error::User("no pending invitation".into()))
+    };
+    match c {
+        Command::Create(name) => {
+            let g = t.create_group(&name, GroupPolicy::default()).await?;
+            refresh(t, app).await?;
+            app.select(&g.group_id);
+            app.say(
+                Tone::Info,
+                format!("created {name}; /invite USER to add people"),
+            );
+        }
+        Command::Invite {
+            user,
+            can_invite,
+            can_remove,
+        } => {
+            let mut rights = Rights::NONE;
+            if can_invite {
+                rights = rights.union(Rights::INVITE);
+            }
+            if can_remove {
+                rights = rights.union(Rights::REMOVE);
+            }
+            let user = UserId::new(user)?;
+            t.invite(&shown_group(app)?, &user, rights).await?;
+            app.say(
+                Tone::Info,
+                format!("invited {user}; they join once they accept"),
+            );
+        }
+        Command::Remove(user) => {
+            let user = UserId::new(user)?;
+            t.remove(&shown_group(app)?, &user).await?;
+            app.say(
+                Tone::Info,
+                format!("removed {user}; the group key was replaced"),
+            );
+        }
+        Command::Leave => {
+            t.leave(&shown_group(app)?).await?;
+            app.say(Tone::Info, "you left the group");
+        }
+        Command::Rotate { rn1 } => {
+            let v = t.rotate(&shown_group(app)?, rn1).await?;
+            let what = if rn1 { " with a new RN1" } else { "" };
+            app.say(Tone::Info, format!("key rotated: RN2 version {v}{what}"));
+        }
+        Command::Verify { user, confirm } => {
+            let v = t.verify(&UserId::new(user)?, confirm).await?;
+            let (tone, state) = match (v.key_changed, v.verified) {
+                (true, _) => (
+                    Tone::Error,
+                    "KEY CHANGED — compare, then /verify USER --confirm",
+                ),
+                (false, true) => (Tone::Info, "verified"),
+                (false, false) => (
+                    Tone::Info,
+                    "compare out of band, then /verify USER --confirm",
+                ),
+            };
+            app.say(
+                tone,
+                format!("{}: safety number {} — {state}", v.user, v.safety_number),
+            );
+        }
+        Command::Accept(spec) => {
+            let from = t.accept(&chosen(spec, app)?).await?;
+            app.say(
+                Tone::Info,
+                format!("accepted; you can chat once {from}'s terminal sends the group key"),
+            );
+        }
+        Command::Decline(spec) => {
+            t.decline(&chosen(spec, app)?).await?;
+            app.say(Tone::Info, "declined");
+        }
+        Command::Members | Command::Help | Command::Quit => {}
+    }
+    Ok(())
+}

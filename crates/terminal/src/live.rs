@@ -1,0 +1,119 @@
+//! Live updates (SPEC §4.5): the CS's delivery stream and the GMS's watch
+//! stream, processed as they arrive, for `read --follow` and `duokey chat`.
+
+use crate::error::{Error, Result};
+use crate::messages::Message;
+use crate::sync::gid16;
+use crate::terminal::Terminal;
+use duokey_proto::{Delivery, SubscribeRequest, WatchEvent, WatchRequest, delivery, watch_event};
+use tokio_stream::StreamExt;
+use tonic::Streaming;
+
+/// The two open server streams of a terminal.
+pub struct Live {
+    deliveries: Streaming<Delivery>,
+    watch: Streaming<WatchEvent>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Live")
+    }
+}
+
+/// One event from either stream.
+#[derive(Debug)]
+pub enum LiveEvent {
+    /// From the CS: an envelope or an inbox item.
+    Delivery(Delivery),
+    /// From the GMS: a grant or a removal.
+    Watch(WatchEvent),
+}
+
+/// What one event changed.
+#[derive(Debug, Default)]
+pub struct LiveUpdate {
+    /// The group whose history may have changed, if the event names one
+    /// (an inbox item may change any group's).
+    pub group: Option<[u8; 16]>,
+    /// Messages of `group` accepted now.
+    pub messages: Vec<Message>,
+}
+
+impl Live {
+    /// The next event; `Err` when a stream failed or ended (reconnect then).
+    pub async fn next(&mut self) -> Result<LiveEvent> {
+        let lost = |what: &str, status: Option<tonic::Status>| Error::Server {
+            what: what.into(),
+            status: status.map_or_else(|| "stream closed".into(), |s| s.message().to_owned()),
+        };
+        tokio::select! {
+            d = self.deliveries.next() => match d {
+                Some(Ok(d)) => Ok(LiveEvent::Delivery(d)),
+                Some(Err(s)) => Err(lost("live messages", Some(s))),
+                None => Err(lost("live messages", None)),
+            },
+            w = self.watch.next() => match w {
+                Some(Ok(w)) => Ok(LiveEvent::Watch(w)),
+                Some(Err(s)) => Err(lost("group updates", Some(s))),
+                None => Err(lost("group updates", None)),
+            },
+        }
+    }
+}
+
+impl Terminal {
+    /// Opens both streams, then syncs so that nothing sent before they were
+    /// open is missed.
+    pub async fn live(&mut self) -> Result<Live> {
+        let deliveries = self
+            .cs
+            .subscribe(SubscribeRequest {})
+            .await
+            .map_err(Error::server("subscribing"))?
+            .into_inner();
+        let watch = self
+            .gms
+            .watch(WatchRequest {})
+            .await
+            .map_err(Error::server("watching"))?
+            .into_inner();
+        self.sync().await?;
+        Ok(Live { deliveries, watch })
+    }
+
+    /// Processes one event as a sync would.
+    pub async fn on_live(&mut self, event: LiveEvent) -> Result<LiveUpdate> {
+        let mut messages = Vec::new();
+        let group = match event {
+            LiveEvent::Delivery(d) => match d.event {
+                Some(delivery::Event::Envelope(e)) => {
+                    let gid = gid16(&e.group_id)?;
+                    messages = self.sync_messages(&gid).await?;
+                    Some(gid)
+                }
+                Some(delivery::Event::Item(i)) => {
+                    if let Err(e) = self.process_item(&i.item).await {
+                        self.warn(format!("note: an inbox item was dropped: {e}"));
+                    }
+                    None
+                }
+                None => None,
+            },
+            LiveEvent::Watch(w) => match w.event {
+                Some(watch_event::Event::Grant(g)) => {
+                    let gid = gid16(&g.group_id)?;
+                    self.apply_grant(g).await?;
+                    Some(gid)
+                }
+                Some(watch_event::Event::Removal(r)) => {
+                    self.sync_grants().await?;
+                    Some(gid16(&r.group_id)?)
+                }
+                None => None,
+            },
+        };
+        self.flush_outbox().await?;
+        Ok(LiveUpdate { group, messages })
+    }
+}
