@@ -58,6 +58,8 @@ fn harness() -> &'static Harness {
             .enable_all()
             .build()
             .expect("runtime");
+        // tonic channels spawn their workers on the current runtime.
+        let entered = rt.enter();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cfg = dev::prepare(dir.path(), "127.0.0.1:0", "127.0.0.1:0").expect("prepare");
         cfg.limits.rate_per_sec = 1_000_000;
@@ -111,6 +113,7 @@ fn harness() -> &'static Harness {
         });
         let anonymous = duokey_pki::client_config(&ca.cert_der(), None).expect("tls");
         let accounts = AccountsClient::new(channel(&gms_url, anonymous).expect("as"));
+        drop(entered);
         Harness {
             rt,
             accounts,

@@ -86,6 +86,9 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 fn internal(e: duokey_storage::Error) -> Status {
+    if let duokey_storage::Error::OutOfRange = e {
+        return Status::out_of_range(e.to_string());
+    }
     tracing::error!(error = %e, "storage failure");
     Status::unavailable("storage unavailable, retry")
 }

@@ -11,6 +11,9 @@ use prost::Message;
 use tonic::Status;
 
 pub(crate) fn storage(e: duokey_storage::Error) -> Status {
+    if let duokey_storage::Error::OutOfRange = e {
+        return Status::out_of_range(e.to_string());
+    }
     tracing::error!(error = %e, "storage failure");
     Status::unavailable("storage unavailable, retry")
 }

@@ -359,3 +359,30 @@ async fn enrolment_flood_from_one_address_leaves_other_addresses_served() {
         .expect("another address enrols, and the refused attempt did not use up the token");
     assert!(carol.gms.list_groups(ListGroupsRequest {}).await.is_ok());
 }
+
+/// Found by `fuzz/fuzz_targets/server_requests.rs`: a version above 2^63 − 1
+/// was answered UNAVAILABLE ("storage unavailable, retry"), which tells a
+/// client to retry a request that can never succeed.
+#[tokio::test]
+async fn a_grant_version_beyond_storage_range_is_out_of_range() {
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let g = alice.create_group("proj").await;
+    let err = alice
+        .gms
+        .get_grant(GetGrantRequest {
+            group_id: g.group_id.clone(),
+            rn2_version: u64::MAX,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    let ok = alice
+        .gms
+        .get_grant(GetGrantRequest {
+            group_id: g.group_id,
+            rn2_version: 1,
+        })
+        .await;
+    assert!(ok.is_ok(), "the GMS keeps serving");
+}

@@ -32,6 +32,10 @@ pub enum Error {
     /// The database file could not be created.
     #[error("cannot create the database file: {0}")]
     Io(#[from] std::io::Error),
+    /// A number from a request is above what the database stores (2^63 − 1):
+    /// the request is wrong, not the database.
+    #[error("a number in the request is out of range (at most 2^63 - 1)")]
+    OutOfRange,
     /// The database URL names an unsupported backend.
     #[error("unsupported database URL (use sqlite://PATH or postgres://…): {0}")]
     UnsupportedUrl(String),
@@ -146,5 +150,5 @@ pub(crate) fn to_u64(v: i64, what: &'static str) -> Result<u64> {
 
 /// Converts a `u64` to the database's `i64`; values above `i64::MAX` are refused.
 pub(crate) fn to_i64(v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| Error::Corrupt("integer above i64::MAX"))
+    i64::try_from(v).map_err(|_| Error::OutOfRange)
 }

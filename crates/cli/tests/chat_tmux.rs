@@ -1,0 +1,166 @@
+//! Issue 6: `duokey chat` in a real terminal (tmux, 80×24) against the real
+//! `duokey-server dev`. bob's chat shows a message alice sent from the CLI;
+//! bob types a reply that alice's `duokey read` gets; bob's `/remove` shows
+//! its notice; Ctrl+C leaves the chat.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+use support::{Server, User, bin};
+
+/// A private tmux server, killed when dropped (also when the test fails).
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Option<Tmux> {
+        let found = Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        found.then(|| Tmux {
+            socket: format!("duokey-test-{}", std::process::id()),
+        })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Starts `duokey chat GROUP` as `user` in an 80×24 window.
+    fn chat(&self, user: &User, group: &str) {
+        let cmd = format!(
+            "{} --home {} chat {group}",
+            bin("duokey").display(),
+            user.home.display()
+        );
+        let out = self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "chat",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            "-e",
+            &format!("DUOKEY_PASSPHRASE={}", user.passphrase),
+            "-e",
+            "TERM=xterm-256color",
+            &cmd,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "chat"]).stdout)
+            .into_owned()
+    }
+
+    /// Waits (at most 30 s) until the screen satisfies `want`.
+    fn wait_for(&self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if want(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the chat never showed {what}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn type_line(&self, text: &str) {
+        assert!(
+            self.run(&["send-keys", "-t", "chat", "-l", text])
+                .status
+                .success()
+        );
+        assert!(
+            self.run(&["send-keys", "-t", "chat", "Enter"])
+                .status
+                .success()
+        );
+    }
+
+    fn alive(&self) -> bool {
+        self.run(&["has-session", "-t", "chat"]).status.success()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn chat_in_tmux_receives_replies_removes_and_quits() {
+    let Some(tmux) = Tmux::new() else {
+        eprintln!("SKIPPED: tmux is not installed, so `duokey chat` was not tested in a terminal");
+        return;
+    };
+    let srv = Server::start();
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| srv.user(u));
+    alice.ok(&["group", "create", "proj"]);
+    alice.ok(&["group", "invite", "proj", "bob", "--can-remove"]);
+    bob.ok(&["accept", "proj"]);
+    alice.ok(&["group", "invite", "proj", "carol"]);
+    carol.ok(&["accept", "proj"]);
+    alice.ok(&["sync"]);
+    bob.ok(&["sync"]);
+    carol.ok(&["sync"]);
+
+    tmux.chat(&bob, "proj");
+    tmux.wait_for("the history, online", |s| {
+        s.contains("carol joined") && s.contains("● online")
+    });
+
+    alice.ok(&["send", "proj", "hello from the CLI"]);
+    tmux.wait_for("alice's message", |s| {
+        s.contains("alice: hello from the CLI")
+    });
+
+    tmux.type_line("reply from the chat");
+    tmux.wait_for("bob's reply", |s| s.contains("bob: reply from the chat"));
+    assert!(
+        alice
+            .texts("proj")
+            .contains(&"reply from the chat".to_owned()),
+        "alice's `duokey read` has bob's reply"
+    );
+
+    tmux.type_line("/members");
+    let screen = tmux.wait_for("the member panel", |s| s.contains("Members"));
+    assert!(screen.contains("owner"), "{screen}");
+
+    tmux.type_line("/remove carol");
+    tmux.wait_for("the removal notice", |s| s.contains("-- carol was removed"));
+    let refused = carol.fails(&["send", "proj", "still here?"]);
+    assert!(refused.contains("no longer a member"), "{refused}");
+
+    assert!(
+        tmux.run(&["send-keys", "-t", "chat", "C-c"])
+            .status
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux.alive() {
+        assert!(Instant::now() < deadline, "Ctrl+C did not end the chat");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
