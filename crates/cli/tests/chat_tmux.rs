@@ -1,7 +1,8 @@
 //! Issue 6: `duokey chat` in a real terminal (tmux, 80×24) against the real
 //! `duokey-server dev`. bob's chat shows a message alice sent from the CLI;
 //! bob types a reply that alice's `duokey read` gets; bob's `/remove` shows
-//! its notice; Ctrl+C leaves the chat.
+//! its notice; Ctrl+C leaves the chat. The chat also goes offline when the
+//! servers stop and back online when they return.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod support;
@@ -16,13 +17,18 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn new() -> Option<Tmux> {
+    fn new(test: &str) -> Option<Tmux> {
         let found = Command::new("tmux")
             .arg("-V")
             .output()
             .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!(
+                "SKIPPED: tmux is not installed, so `duokey chat` was not tested in a terminal"
+            );
+        }
         found.then(|| Tmux {
-            socket: format!("duokey-test-{}", std::process::id()),
+            socket: format!("duokey-{test}-{}", std::process::id()),
         })
     }
 
@@ -110,8 +116,7 @@ impl Drop for Tmux {
 
 #[test]
 fn chat_in_tmux_receives_replies_removes_and_quits() {
-    let Some(tmux) = Tmux::new() else {
-        eprintln!("SKIPPED: tmux is not installed, so `duokey chat` was not tested in a terminal");
+    let Some(tmux) = Tmux::new("chat") else {
         return;
     };
     let srv = Server::start();
@@ -163,4 +168,27 @@ fn chat_in_tmux_receives_replies_removes_and_quits() {
         assert!(Instant::now() < deadline, "Ctrl+C did not end the chat");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn chat_shows_offline_and_reconnects_when_the_servers_return() {
+    let Some(tmux) = Tmux::new("reconnect") else {
+        return;
+    };
+    let mut srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    support::group_with(&alice, "proj", &[&bob]);
+    bob.ok(&["sync"]);
+    tmux.chat(&bob, "proj");
+    tmux.wait_for("online", |s| s.contains("● online"));
+
+    srv.stop();
+    tmux.wait_for("the offline state", |s| s.contains("○ offline, retry in"));
+    srv.restart();
+    tmux.wait_for("online again", |s| s.contains("● online"));
+
+    alice.ok(&["send", "proj", "after the restart"]);
+    tmux.wait_for("the message sent after the restart", |s| {
+        s.contains("alice: after the restart")
+    });
 }

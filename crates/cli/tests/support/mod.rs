@@ -38,11 +38,44 @@ impl Drop for Server {
 impl Server {
     pub fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let (child, stdout) = Self::spawn(dir.path(), "127.0.0.1:0", "127.0.0.1:0");
+        Server {
+            dir,
+            child,
+            _stdout: stdout,
+        }
+    }
+
+    /// Kills the server (as a crash would).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same data and the same ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        let client = std::fs::read_to_string(self.client_toml()).unwrap();
+        let addr = |key: &str| {
+            let line = client.lines().find(|l| l.starts_with(key)).unwrap();
+            line.split("https://")
+                .nth(1)
+                .unwrap()
+                .trim_end_matches('"')
+                .to_owned()
+        };
+        let (gms, cs) = (addr("gms_url"), addr("cs_url"));
+        let (child, stdout) = Self::spawn(self.dir.path(), &gms, &cs);
+        self.child = child;
+        self._stdout = stdout;
+    }
+
+    fn spawn(dir: &Path, gms: &str, cs: &str) -> (Child, BufReader<std::process::ChildStdout>) {
         let mut child = Command::new(bin("duokey-server"))
             .arg("dev")
             .arg("--dir")
-            .arg(dir.path().join("srv"))
-            .args(["--gms-addr", "127.0.0.1:0", "--cs-addr", "127.0.0.1:0"])
+            .arg(dir.join("srv"))
+            .args(["--gms-addr", gms, "--cs-addr", cs])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -52,18 +85,14 @@ impl Server {
         stdout.read_line(&mut line).unwrap();
         assert!(line.starts_with("Duokey server"), "{line}");
         // client.toml is written right after this line; wait for its last byte.
-        let client = dir.path().join("srv/client.toml");
+        let client = dir.join("srv/client.toml");
         for _ in 0..200 {
             if std::fs::read_to_string(&client).is_ok_and(|t| t.contains("END CERTIFICATE")) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Server {
-            dir,
-            child,
-            _stdout: stdout,
-        }
+        (child, stdout)
     }
 
     pub fn token(&self, user: &str) -> String {
