@@ -1,0 +1,139 @@
+//! `duokey-bench` (issue 7): starts real Duokey servers on 127.0.0.1 and
+//! measures what docs/PERFORMANCE.md reports, beside the anchors measured in
+//! the same run: the bare primitives, OpenMLS and NATS.
+//!
+//! ```text
+//! duokey-bench [--quick] [--json] [SCENARIO...]
+//! ```
+//! Scenarios: crypto, rekey, relay, rotation, memory, catchup (default: all).
+//! `--quick` runs every scenario at small sizes (a smoke test, well under a
+//! minute); `--json` prints one JSON array of rows
+//! `{"scenario","params","metric","value","unit"}`.
+#![forbid(unsafe_code)]
+
+mod crypto;
+mod net;
+mod rekey;
+
+use clap::Parser;
+use serde::Serialize;
+use std::process::ExitCode;
+
+/// Measures Duokey on this machine beside OpenMLS and NATS.
+#[derive(Parser, Debug)]
+#[command(name = "duokey-bench", version, about)]
+struct Args {
+    /// Small sizes: every scenario in well under a minute (CI smoke test).
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON array of rows instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Scenarios to run: crypto, rekey, relay, rotation, memory, catchup (default: all).
+    scenarios: Vec<String>,
+}
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// crypto, rekey, relay…
+    pub scenario: String,
+    /// Sizes and settings, e.g. `N=1000`.
+    pub params: String,
+    /// What was measured.
+    pub metric: String,
+    /// The figure.
+    pub value: f64,
+    /// Its unit.
+    pub unit: String,
+}
+
+impl Row {
+    /// A row.
+    pub fn new(scenario: &str, params: impl Into<String>, metric: &str, value: f64, unit: &str) -> Row {
+        Row {
+            scenario: scenario.into(),
+            params: params.into(),
+            metric: metric.into(),
+            value,
+            unit: unit.into(),
+        }
+    }
+}
+
+/// OpenMLS rows beside a Duokey removal of the same group size (filled in
+/// by the `mls` module).
+pub async fn mls_rows(_n: usize, _quick: bool, _wall_ms: f64, _cpu_ms: f64) -> Vec<Row> {
+    Vec::new()
+}
+
+/// Errors of a scenario, as text for the operator.
+pub type BenchResult<T> = Result<T, String>;
+
+const ALL: [&str; 6] = ["crypto", "rekey", "relay", "rotation", "memory", "catchup"];
+
+async fn run(name: &str, quick: bool) -> BenchResult<Vec<Row>> {
+    match name {
+        "crypto" => Ok(crypto::run(quick)),
+        "rekey" => rekey::run(quick).await,
+        other => Err(format!("unknown scenario {other:?} (use {})", ALL.join(", "))),
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!("{:<10} {:<34} {:<34} {:>14} unit", "scenario", "params", "metric", "value");
+    for r in rows {
+        println!(
+            "{:<10} {:<34} {:<34} {:>14} {}",
+            r.scenario,
+            r.params,
+            r.metric,
+            format_value(r.value),
+            r.unit
+        );
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let names: Vec<String> = if args.scenarios.is_empty() {
+        ALL.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        args.scenarios.clone()
+    };
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for name in &names {
+        eprintln!("== {name}{}", if args.quick { " (quick)" } else { "" });
+        match runtime.block_on(run(name, args.quick)) {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                eprintln!("error in {name}: {e}");
+                failed = true;
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+    } else {
+        print_table(&rows);
+    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}

@@ -1,0 +1,204 @@
+//! Scenario `rekey` (issue 7 point 2): a member is removed from a group of
+//! N members who are all online over real TLS; measured from the remover's
+//! `ReportMember` until every remaining member holds the new group key (its
+//! grant arrived on its `Watch` stream and it derived GK), with the GMS's
+//! CPU time (its own process) and the members' CPU time. The group's policy
+//! re-keys with RN2 alone (`no_rotate_rn1_on_remove`), the cost the issue
+//! compares with MLS: a grant and one ratchet step plus one HKDF per member.
+//! Beside it, OpenMLS removes a member of a group of the same size.
+
+use crate::net::{Member, ServerProc, cpu_ms, random16};
+use crate::{BenchResult, Row};
+use duokey_crypto::{Epoch, GroupId, GroupKey, GroupName, R1, Rn1, Rn2};
+use duokey_proto::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+/// Concurrent connection set-ups.
+const CONNECT_WINDOW: usize = 256;
+
+/// Runs the scenario for every group size.
+pub async fn run(quick: bool) -> BenchResult<Vec<Row>> {
+    let sizes: &[usize] = if quick { &[10, 100] } else { &[10, 100, 1_000, 10_000] };
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let d = duokey(n).await?;
+        let p = format!("N={n}");
+        rows.push(Row::new("rekey", &p, "rekey_all_members_ms", d.wall_ms, "ms"));
+        rows.push(Row::new("rekey", &p, "gms_cpu_ms", d.gms_cpu_ms, "ms"));
+        rows.push(Row::new("rekey", &p, "members_cpu_ms", d.members_cpu_ms, "ms"));
+        rows.push(Row::new("rekey", &p, "total_cpu_ms", d.gms_cpu_ms + d.members_cpu_ms, "ms"));
+        rows.push(Row::new("rekey", &p, "setup_s", d.setup_s, "s"));
+        rows.extend(crate::mls_rows(n, quick, d.wall_ms, d.gms_cpu_ms + d.members_cpu_ms).await);
+    }
+    Ok(rows)
+}
+
+/// What one Duokey removal cost.
+struct Measured {
+    wall_ms: f64,
+    gms_cpu_ms: f64,
+    members_cpu_ms: f64,
+    setup_s: f64,
+}
+
+/// What every member needs to derive a group key.
+#[derive(Clone)]
+struct KeyContext {
+    group_id: GroupId,
+    name: GroupName,
+    r1_before: R1,
+}
+
+impl KeyContext {
+    fn derive(&self, g: &Grant) -> BenchResult<GroupKey> {
+        let r1 = self.r1_before.ratchet_to(g.rn2_version).map_err(|e| e.to_string())?;
+        let rn2 = Rn2::from_slice(&g.rn2).map_err(|e| e.to_string())?;
+        let epoch = Epoch::new(g.rn1_version, g.rn2_version);
+        GroupKey::derive(&r1, &rn2, &self.group_id, &self.name, epoch).map_err(|e| e.to_string())
+    }
+}
+
+async fn duokey(n: usize) -> BenchResult<Measured> {
+    let setup = Instant::now();
+    let srv = ServerProc::start(|_| {})?;
+    let mut owner = srv.member("m00000")?;
+    let members: Vec<Member> = (1..n)
+        .map(|i| srv.member(&format!("m{i:05}")))
+        .collect::<BenchResult<_>>()?;
+    let group_id = GroupId::random().map_err(|e| e.to_string())?;
+    let created = create_group(&mut owner, &group_id).await?;
+    let mut version = created.rn2_version;
+    for m in &members {
+        version = add(&mut owner, &group_id, m.id.as_str()).await?.rn2_version;
+    }
+    let rn1 = Rn1::random().map_err(|e| e.to_string())?;
+    let ctx = KeyContext {
+        group_id,
+        name: GroupName::new("bench").map_err(|e| e.to_string())?,
+        r1_before: R1::from_rn1(&rn1, created.rn2_version)
+            .ratchet_to(version)
+            .map_err(|e| e.to_string())?,
+    };
+    // Everybody but the removed member (the last) watches.
+    let (removed, watchers) = members.split_last().ok_or("N must be at least 2")?;
+    let (tx, mut done) = mpsc::unbounded_channel();
+    watch_all(watchers, version + 1, &ctx, tx.clone()).await?;
+    let setup_s = setup.elapsed().as_secs_f64();
+
+    let (gms0, me0) = (cpu_ms(srv.pid()), cpu_ms(std::process::id()));
+    let t0 = Instant::now();
+    let grant = owner
+        .gms
+        .report_member(ReportMemberRequest {
+            group_id: group_id.0.to_vec(),
+            change: MemberChange::Remove as i32,
+            user_id: removed.id.to_string(),
+            rights: 0,
+            report_id: random16(),
+            rotate_rn1: false,
+        })
+        .await
+        .map_err(|e| format!("remove: {e}"))?
+        .into_inner();
+    ctx.derive(&grant)?;
+    let _ = tx.send(Ok(Instant::now()));
+    let mut last = t0;
+    for _ in 0..n - 1 {
+        let at = tokio::time::timeout(Duration::from_secs(300), done.recv())
+            .await
+            .map_err(|_| "members did not all get the new key within 300 s")?
+            .ok_or("watchers ended")??;
+        last = last.max(at);
+    }
+    let wall_ms = (last - t0).as_secs_f64() * 1e3;
+    Ok(Measured {
+        wall_ms,
+        gms_cpu_ms: cpu_ms(srv.pid()) - gms0,
+        members_cpu_ms: cpu_ms(std::process::id()) - me0,
+        setup_s,
+    })
+}
+
+async fn create_group(owner: &mut Member, gid: &GroupId) -> BenchResult<Grant> {
+    let policy = Policy {
+        rotate_every_secs: 30 * 86_400,
+        no_rotate_rn1_on_remove: true,
+        ..Policy::default()
+    };
+    Ok(owner
+        .gms
+        .create_group(CreateGroupRequest {
+            group_id: gid.0.to_vec(),
+            name: "bench".into(),
+            policy: Some(policy),
+        })
+        .await
+        .map_err(|e| format!("create group: {e}"))?
+        .into_inner())
+}
+
+/// Adds `user` as a plain member.
+pub(crate) async fn add(owner: &mut Member, gid: &GroupId, user: &str) -> BenchResult<Grant> {
+    Ok(owner
+        .gms
+        .report_member(ReportMemberRequest {
+            group_id: gid.0.to_vec(),
+            change: MemberChange::Add as i32,
+            user_id: user.to_owned(),
+            rights: 0,
+            report_id: random16(),
+            rotate_rn1: false,
+        })
+        .await
+        .map_err(|e| format!("add {user}: {e}"))?
+        .into_inner())
+}
+
+/// Opens every member's `Watch` stream (bounded concurrency) and leaves a
+/// task per member that derives the key of version `target` when its grant
+/// arrives and reports the instant.
+async fn watch_all(
+    members: &[Member],
+    target: u64,
+    ctx: &KeyContext,
+    tx: mpsc::UnboundedSender<BenchResult<Instant>>,
+) -> BenchResult<()> {
+    let window = Arc::new(Semaphore::new(CONNECT_WINDOW));
+    let mut opening = JoinSet::new();
+    for m in members {
+        let mut gms = m.gms.clone();
+        let (window, ctx, tx) = (window.clone(), ctx.clone(), tx.clone());
+        opening.spawn(async move {
+            let permit = window.acquire_owned().await.map_err(|e| e.to_string())?;
+            let mut stream = gms
+                .watch(WatchRequest {})
+                .await
+                .map_err(|e| format!("watch: {e}"))?
+                .into_inner();
+            drop(permit);
+            tokio::spawn(async move {
+                let got = loop {
+                    match stream.message().await {
+                        Ok(Some(WatchEvent {
+                            event: Some(watch_event::Event::Grant(g)),
+                        })) if g.rn2_version >= target => {
+                            break ctx.derive(&g).map(|_| Instant::now());
+                        }
+                        Ok(Some(_)) => continue,
+                        Ok(None) => break Err("watch ended".to_owned()),
+                        Err(e) => break Err(format!("watch failed: {e}")),
+                    }
+                };
+                let _ = tx.send(got);
+            });
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(r) = opening.join_next().await {
+        r.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
