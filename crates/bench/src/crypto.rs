@@ -45,7 +45,11 @@ fn fixture() -> Option<Fixture> {
     let sender_key = SenderKey::derive(&gk, &header.sender).ok()?;
     let mut table = EpochTable::default();
     let senders = HashMap::from([(header.sender.clone(), key.public())]);
-    table.insert(header.group_id, header.epoch, OpenEpoch { key: gk, senders });
+    table.insert(
+        header.group_id,
+        header.epoch,
+        OpenEpoch { key: gk, senders },
+    );
     Some(Fixture {
         key,
         header,
@@ -80,7 +84,9 @@ pub fn run(quick: bool) -> Vec<Row> {
         let body = vec![b'x'; size];
         let params = format!("body={size}B");
         let seal = rate(budget, |_| {
-            black_box(envelope::seal(&f.key, &f.sender_key, &f.header, ContentType::Text, &body).ok());
+            black_box(
+                envelope::seal(&f.key, &f.sender_key, &f.header, ContentType::Text, &body).ok(),
+            );
         });
         let envelopes = ring(&f, &body, 512);
         let mut replay = ReplayGuard::default();
@@ -104,18 +110,52 @@ pub fn run(quick: bool) -> Vec<Row> {
         let cipher = aes_gcm::Aes256Gcm::new(&[5u8; 32].into());
         let mut buf = vec![0u8; size];
         let aes = rate(budget, |_| {
-            black_box(cipher.encrypt_inout_detached(&[0u8; 12].into(), b"", buf.as_mut_slice().into()).is_ok());
+            black_box(
+                cipher
+                    .encrypt_inout_detached(&[0u8; 12].into(), b"", buf.as_mut_slice().into())
+                    .is_ok(),
+            );
         });
         let mb = |r: f64| r * size as f64 / 1e6;
         rows.push(Row::new("crypto", &params, "seal_sign", seal, "msg/s"));
         rows.push(Row::new("crypto", &params, "seal_sign", mb(seal), "MB/s"));
         rows.push(Row::new("crypto", &params, "verify_open", open, "msg/s"));
         rows.push(Row::new("crypto", &params, "verify_open", mb(open), "MB/s"));
-        rows.push(Row::new("crypto", &params, "bare_ed25519_sign", sign, "op/s"));
-        rows.push(Row::new("crypto", &params, "bare_ed25519_verify", verify, "op/s"));
-        rows.push(Row::new("crypto", &params, "bare_aes256gcm", mb(aes), "MB/s"));
-        rows.push(Row::new("crypto", &params, "seal_sign_vs_bare_sign", seal / sign, "ratio"));
-        rows.push(Row::new("crypto", &params, "verify_open_vs_bare_verify", open / verify, "ratio"));
+        rows.push(Row::new(
+            "crypto",
+            &params,
+            "bare_ed25519_sign",
+            sign,
+            "op/s",
+        ));
+        rows.push(Row::new(
+            "crypto",
+            &params,
+            "bare_ed25519_verify",
+            verify,
+            "op/s",
+        ));
+        rows.push(Row::new(
+            "crypto",
+            &params,
+            "bare_aes256gcm",
+            mb(aes),
+            "MB/s",
+        ));
+        rows.push(Row::new(
+            "crypto",
+            &params,
+            "seal_sign_vs_bare_sign",
+            seal / sign,
+            "ratio",
+        ));
+        rows.push(Row::new(
+            "crypto",
+            &params,
+            "verify_open_vs_bare_verify",
+            open / verify,
+            "ratio",
+        ));
     }
     rows
 }

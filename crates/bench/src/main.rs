@@ -11,9 +11,14 @@
 //! `{"scenario","params","metric","value","unit"}`.
 #![forbid(unsafe_code)]
 
+mod capacity;
+mod catchup;
 mod crypto;
+mod mls;
+mod nats;
 mod net;
 mod rekey;
+mod relay;
 
 use clap::Parser;
 use serde::Serialize;
@@ -50,7 +55,13 @@ pub struct Row {
 
 impl Row {
     /// A row.
-    pub fn new(scenario: &str, params: impl Into<String>, metric: &str, value: f64, unit: &str) -> Row {
+    pub fn new(
+        scenario: &str,
+        params: impl Into<String>,
+        metric: &str,
+        value: f64,
+        unit: &str,
+    ) -> Row {
         Row {
             scenario: scenario.into(),
             params: params.into(),
@@ -59,12 +70,6 @@ impl Row {
             unit: unit.into(),
         }
     }
-}
-
-/// OpenMLS rows beside a Duokey removal of the same group size (filled in
-/// by the `mls` module).
-pub async fn mls_rows(_n: usize, _quick: bool, _wall_ms: f64, _cpu_ms: f64) -> Vec<Row> {
-    Vec::new()
 }
 
 /// Errors of a scenario, as text for the operator.
@@ -76,15 +81,25 @@ async fn run(name: &str, quick: bool) -> BenchResult<Vec<Row>> {
     match name {
         "crypto" => Ok(crypto::run(quick)),
         "rekey" => rekey::run(quick).await,
-        other => Err(format!("unknown scenario {other:?} (use {})", ALL.join(", "))),
+        "relay" => relay::run(quick).await,
+        "rotation" => capacity::rotation(quick).await,
+        "memory" => capacity::memory(quick).await,
+        "catchup" => catchup::run(quick).await,
+        other => Err(format!(
+            "unknown scenario {other:?} (use {})",
+            ALL.join(", ")
+        )),
     }
 }
 
 fn print_table(rows: &[Row]) {
-    println!("{:<10} {:<34} {:<34} {:>14} unit", "scenario", "params", "metric", "value");
+    println!(
+        "{:<10} {:<50} {:<34} {:>14} unit",
+        "scenario", "params", "metric", "value"
+    );
     for r in rows {
         println!(
-            "{:<10} {:<34} {:<34} {:>14} {}",
+            "{:<10} {:<50} {:<34} {:>14} {}",
             r.scenario,
             r.params,
             r.metric,
@@ -106,7 +121,10 @@ fn format_value(v: f64) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -131,9 +149,16 @@ fn main() -> ExitCode {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
     } else {
         print_table(&rows);
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

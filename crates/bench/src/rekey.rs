@@ -16,24 +16,119 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+/// A GMS client.
+pub(crate) type Gms = group_management_client::GroupManagementClient<tonic::transport::Channel>;
+
 /// Concurrent connection set-ups.
 const CONNECT_WINDOW: usize = 256;
 
 /// Runs the scenario for every group size.
 pub async fn run(quick: bool) -> BenchResult<Vec<Row>> {
-    let sizes: &[usize] = if quick { &[10, 100] } else { &[10, 100, 1_000, 10_000] };
+    let sizes: &[usize] = if quick {
+        &[10, 100]
+    } else {
+        &[10, 100, 1_000, 10_000]
+    };
     let mut rows = Vec::new();
     for &n in sizes {
         let d = duokey(n).await?;
         let p = format!("N={n}");
-        rows.push(Row::new("rekey", &p, "rekey_all_members_ms", d.wall_ms, "ms"));
+        rows.push(Row::new(
+            "rekey",
+            &p,
+            "rekey_all_members_ms",
+            d.wall_ms,
+            "ms",
+        ));
         rows.push(Row::new("rekey", &p, "gms_cpu_ms", d.gms_cpu_ms, "ms"));
-        rows.push(Row::new("rekey", &p, "members_cpu_ms", d.members_cpu_ms, "ms"));
-        rows.push(Row::new("rekey", &p, "total_cpu_ms", d.gms_cpu_ms + d.members_cpu_ms, "ms"));
+        rows.push(Row::new(
+            "rekey",
+            &p,
+            "members_cpu_ms",
+            d.members_cpu_ms,
+            "ms",
+        ));
+        rows.push(Row::new(
+            "rekey",
+            &p,
+            "total_cpu_ms",
+            d.gms_cpu_ms + d.members_cpu_ms,
+            "ms",
+        ));
         rows.push(Row::new("rekey", &p, "setup_s", d.setup_s, "s"));
-        rows.extend(crate::mls_rows(n, quick, d.wall_ms, d.gms_cpu_ms + d.members_cpu_ms).await);
+        rows.extend(mls_rows(n, quick, &d).await?);
     }
     Ok(rows)
+}
+
+/// How OpenMLS is measured for `n` members: a steady-state tree (every
+/// member committed once) where that is affordable, else one big add; every
+/// remaining member processes the commit up to N = 1,000, a sample above.
+fn mls_plan(n: usize, quick: bool) -> (Option<usize>, bool) {
+    match n {
+        _ if quick => (if n > 10 { Some(10) } else { None }, n <= 10),
+        0..=100 => (None, true),
+        101..=1_000 => (None, false),
+        _ => (Some(30), false),
+    }
+}
+
+/// OpenMLS removing a member of a group of the same size, and the ratios.
+async fn mls_rows(n: usize, quick: bool, d: &Measured) -> BenchResult<Vec<Row>> {
+    let (sample, steady) = mls_plan(n, quick);
+    let m = tokio::task::spawn_blocking(move || crate::mls::rekey(n, sample, steady))
+        .await
+        .map_err(|e| e.to_string())??;
+    let p = format!(
+        "N={} tree={} receivers={}{}",
+        m.n,
+        m.tree,
+        m.receivers_measured,
+        if m.extrapolated {
+            " (extrapolated)"
+        } else {
+            ""
+        }
+    );
+    let duokey_cpu = d.gms_cpu_ms + d.members_cpu_ms;
+    Ok(vec![
+        Row::new(
+            "rekey",
+            &p,
+            "openmls_rekey_all_members_ms",
+            m.total_ms,
+            "ms",
+        ),
+        Row::new("rekey", &p, "openmls_commit_ms", m.commit_ms, "ms"),
+        Row::new(
+            "rekey",
+            &p,
+            "openmls_process_ms_per_member",
+            m.process_ms_mean,
+            "ms",
+        ),
+        Row::new(
+            "rekey",
+            &p,
+            "openmls_commit_bytes",
+            m.commit_bytes as f64,
+            "B",
+        ),
+        Row::new(
+            "rekey",
+            &p,
+            "openmls_over_duokey_total_cpu",
+            m.total_ms / duokey_cpu,
+            "ratio",
+        ),
+        Row::new(
+            "rekey",
+            &p,
+            "openmls_over_duokey_wall",
+            m.total_ms / d.wall_ms,
+            "ratio",
+        ),
+    ])
 }
 
 /// What one Duokey removal cost.
@@ -54,7 +149,10 @@ struct KeyContext {
 
 impl KeyContext {
     fn derive(&self, g: &Grant) -> BenchResult<GroupKey> {
-        let r1 = self.r1_before.ratchet_to(g.rn2_version).map_err(|e| e.to_string())?;
+        let r1 = self
+            .r1_before
+            .ratchet_to(g.rn2_version)
+            .map_err(|e| e.to_string())?;
         let rn2 = Rn2::from_slice(&g.rn2).map_err(|e| e.to_string())?;
         let epoch = Epoch::new(g.rn1_version, g.rn2_version);
         GroupKey::derive(&r1, &rn2, &self.group_id, &self.name, epoch).map_err(|e| e.to_string())
@@ -70,10 +168,7 @@ async fn duokey(n: usize) -> BenchResult<Measured> {
         .collect::<BenchResult<_>>()?;
     let group_id = GroupId::random().map_err(|e| e.to_string())?;
     let created = create_group(&mut owner, &group_id).await?;
-    let mut version = created.rn2_version;
-    for m in &members {
-        version = add(&mut owner, &group_id, m.id.as_str()).await?.rn2_version;
-    }
+    let version = import(&srv, &mut owner, &group_id, &members).await?;
     let rn1 = Rn1::random().map_err(|e| e.to_string())?;
     let ctx = KeyContext {
         group_id,
@@ -122,6 +217,50 @@ async fn duokey(n: usize) -> BenchResult<Measured> {
     })
 }
 
+/// Brings `members` into the group. Adding them one `ReportMember` at a
+/// time costs O(N) each (every grant names every member), so large groups
+/// are imported into the GMS database in one transaction and a forced
+/// rotation then issues the grant naming them all. Returns its version.
+async fn import(
+    srv: &ServerProc,
+    owner: &mut Member,
+    gid: &GroupId,
+    members: &[Member],
+) -> BenchResult<u64> {
+    let db = duokey_storage::Db::open_sqlite(&srv.dir.path().join("gms.db"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows: Vec<duokey_storage::gms::MemberRow> = members
+        .iter()
+        .map(|m| duokey_storage::gms::MemberRow {
+            user_id: m.id.to_string(),
+            rights: 0,
+        })
+        .collect();
+    db.import_members(&gid.0, &rows, 2)
+        .await
+        .map_err(|e| e.to_string())?;
+    db.close().await;
+    let grant = owner
+        .gms
+        .rotate(RotateRequest {
+            group_id: gid.0.to_vec(),
+            rotate_rn1: false,
+            report_id: random16(),
+        })
+        .await
+        .map_err(|e| format!("rotate: {e}"))?
+        .into_inner();
+    if grant.members.len() != members.len() + 1 {
+        return Err(format!(
+            "the grant names {} members, not {}",
+            grant.members.len(),
+            members.len() + 1
+        ));
+    }
+    Ok(grant.rn2_version)
+}
+
 async fn create_group(owner: &mut Member, gid: &GroupId) -> BenchResult<Grant> {
     let policy = Policy {
         rotate_every_secs: 30 * 86_400,
@@ -141,9 +280,8 @@ async fn create_group(owner: &mut Member, gid: &GroupId) -> BenchResult<Grant> {
 }
 
 /// Adds `user` as a plain member.
-pub(crate) async fn add(owner: &mut Member, gid: &GroupId, user: &str) -> BenchResult<Grant> {
+pub(crate) async fn add(owner: &mut Gms, gid: &GroupId, user: &str) -> BenchResult<Grant> {
     Ok(owner
-        .gms
         .report_member(ReportMemberRequest {
             group_id: gid.0.to_vec(),
             change: MemberChange::Add as i32,

@@ -289,6 +289,24 @@ impl Db {
         Ok(true)
     }
 
+    /// Imports members into an existing group in one transaction, without
+    /// issuing a grant (migrations from another system, benchmarks of large
+    /// groups). They hold nothing until the next change of the group issues
+    /// the grant that names them; `since` should be that version.
+    pub async fn import_members(
+        &self,
+        group_id: &[u8],
+        members: &[MemberRow],
+        since: u64,
+    ) -> Result<()> {
+        let mut tx = self.w().begin().await?;
+        for m in members {
+            upsert_member(&mut tx, group_id, m, since).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Marks a group destroyed: every member departs with `cause`.
     pub async fn delete_group(
         &self,

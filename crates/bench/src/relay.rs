@@ -1,0 +1,428 @@
+//! Scenario `relay` (issue 7 point 3): G groups × M members, every member on
+//! its own TLS connection with a `Subscribe` stream, 1 KiB envelopes posted
+//! to the CS (durable in SQLite before the answer). Measured: deliveries per
+//! second in a closed loop (at most [`WINDOW`] posts in flight, a post being
+//! in flight until all M − 1 other members got it) and post-to-delivery
+//! latency at fixed loads. Beside it, NATS core pub/sub on 127.0.0.1:4222
+//! with the same shape, window and loads.
+
+use crate::net::{Member, ServerProc};
+use crate::rekey::add;
+use crate::{BenchResult, Row};
+use duokey_crypto::envelope::{self, Header, Limits};
+use duokey_crypto::*;
+use duokey_proto::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// Posts in flight in the closed loop.
+pub const WINDOW: usize = 1_000;
+/// Body of every message.
+const BODY: usize = 1_024;
+
+/// Shape and duration of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Groups.
+    pub groups: usize,
+    /// Members per group.
+    pub members: usize,
+    /// Length of each measurement.
+    pub seconds: f64,
+}
+
+impl Shape {
+    fn params(&self) -> String {
+        format!("G={} M={} body=1KiB", self.groups, self.members)
+    }
+}
+
+/// Posts not yet delivered to every other member: id → (sent, remaining).
+#[derive(Default)]
+pub struct Ledger {
+    open: Mutex<HashMap<u64, (Instant, usize)>>,
+    latencies_us: Mutex<Vec<u32>>,
+    delivered: std::sync::atomic::AtomicU64,
+}
+
+impl Ledger {
+    /// Records a post about to be sent.
+    pub fn sent(&self, id: u64, receivers: usize) {
+        self.lock().insert(id, (Instant::now(), receivers));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, usize)>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records one delivery; `true` when the post reached everybody.
+    pub fn delivered(&self, id: u64) -> bool {
+        self.delivered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut open = self.lock();
+        let Some((at, left)) = open.get_mut(&id) else {
+            return false;
+        };
+        let us = u32::try_from(at.elapsed().as_micros()).unwrap_or(u32::MAX);
+        *left -= 1;
+        let done = *left == 0;
+        if done {
+            open.remove(&id);
+        }
+        drop(open);
+        self.latencies_us
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(us);
+        done
+    }
+
+    /// Deliveries so far.
+    pub fn count(&self) -> u64 {
+        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes the latencies recorded so far, sorted.
+    pub fn take_latencies(&self) -> Vec<u32> {
+        let mut l = std::mem::take(
+            &mut *self
+                .latencies_us
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        l.sort_unstable();
+        l
+    }
+}
+
+/// The `q` quantile of sorted latencies, in ms.
+pub fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted.get(i).map_or(f64::NAN, |v| f64::from(*v) / 1e3)
+}
+
+/// Sends posts through `post` in a closed loop for `seconds`; returns
+/// deliveries per second.
+pub async fn closed_loop<F, Fut>(
+    ledger: Arc<Ledger>,
+    window: Arc<Semaphore>,
+    seconds: f64,
+    mut post: F,
+) -> f64
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let start = Instant::now();
+    let before = ledger.count();
+    let mut id = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        let Ok(permit) =
+            tokio::time::timeout(Duration::from_secs(5), window.clone().acquire_owned()).await
+        else {
+            break;
+        };
+        let Ok(permit) = permit else { break };
+        permit.forget();
+        id += 1;
+        tokio::spawn(post(id));
+    }
+    (ledger.count() - before) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Sends `rate` posts per second through `post` for `seconds` (open loop);
+/// returns the sorted latencies recorded meanwhile.
+pub async fn fixed_load<F, Fut>(
+    ledger: &Ledger,
+    rate: f64,
+    seconds: f64,
+    first_id: u64,
+    mut post: F,
+) -> Vec<u32>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let _ = ledger.take_latencies();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while start.elapsed().as_secs_f64() < seconds {
+        tick.tick().await;
+        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due {
+            sent += 1;
+            tokio::spawn(post(first_id + sent));
+        }
+    }
+    // Let the last posts arrive (bounded).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ledger.take_latencies()
+}
+
+/// Runs the scenario: Duokey, then NATS.
+pub async fn run(quick: bool) -> BenchResult<Vec<Row>> {
+    let shape = if quick {
+        Shape {
+            groups: 5,
+            members: 4,
+            seconds: 1.5,
+        }
+    } else {
+        Shape {
+            groups: 100,
+            members: 20,
+            seconds: 10.0,
+        }
+    };
+    let loads: &[f64] = if quick {
+        &[1_000.0]
+    } else {
+        &[10_000.0, 50_000.0]
+    };
+    let mut rows = duokey(shape, loads).await?;
+    rows.extend(crate::nats::run(shape, loads).await);
+    Ok(rows)
+}
+
+struct Poster {
+    member: Arc<Member>,
+    group: GroupId,
+    sender_key: SenderKey,
+    epoch: Epoch,
+}
+
+impl Poster {
+    fn envelope(&self, id: u64) -> BenchResult<Vec<u8>> {
+        let mut msg_id = [0u8; 16];
+        msg_id[..8].copy_from_slice(&id.to_be_bytes());
+        let header = Header {
+            group_id: self.group,
+            epoch: self.epoch,
+            sender: self.member.id.clone(),
+            seq: id,
+            sent_at_ms: 0,
+            msg_id: MsgId(msg_id),
+        };
+        envelope::seal(
+            &self.member.key,
+            &self.sender_key,
+            &header,
+            ContentType::Text,
+            &[b'x'; BODY],
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// The post id carried in an envelope's `msg_id`.
+fn post_id(envelope: &[u8]) -> Option<u64> {
+    let e = EnvelopeRef::parse(envelope, &Limits::default()).ok()?;
+    let b = e.header.msg_id.as_bytes();
+    Some(u64::from_be_bytes(b[..8].try_into().ok()?))
+}
+
+async fn duokey(shape: Shape, loads: &[f64]) -> BenchResult<Vec<Row>> {
+    let srv = ServerProc::start(|_| {})?;
+    let mut posters = Vec::new();
+    let mut everyone = Vec::new();
+    for g in 0..shape.groups {
+        let (group, members, grant) = make_group(&srv, g, shape.members).await?;
+        let rn1 = Rn1::random().map_err(|e| e.to_string())?;
+        let r1 = R1::from_rn1(&rn1, grant.rn2_version);
+        let epoch = Epoch::new(grant.rn1_version, grant.rn2_version);
+        let rn2 = Rn2::from_slice(&grant.rn2).map_err(|e| e.to_string())?;
+        let name = GroupName::new("relay").map_err(|e| e.to_string())?;
+        let gk = GroupKey::derive(&r1, &rn2, &group, &name, epoch).map_err(|e| e.to_string())?;
+        for m in members {
+            let m = Arc::new(m);
+            posters.push(Poster {
+                sender_key: SenderKey::derive(&gk, &m.id).map_err(|e| e.to_string())?,
+                member: m.clone(),
+                group,
+                epoch,
+            });
+            everyone.push(m);
+        }
+    }
+    wait_for_cs(&posters).await?;
+    let ledger = Arc::new(Ledger::default());
+    let window = Arc::new(Semaphore::new(WINDOW));
+    subscribe_all(&everyone, &ledger, &window).await?;
+    let posters = Arc::new(posters);
+    let receivers = shape.members - 1;
+    let post = |posters: Arc<Vec<Poster>>, ledger: Arc<Ledger>| {
+        move |id: u64| {
+            let (posters, ledger) = (posters.clone(), ledger.clone());
+            async move {
+                let Some(p) = posters.get(id as usize % posters.len()) else {
+                    return;
+                };
+                let Ok(envelope) = p.envelope(id) else { return };
+                ledger.sent(id, receivers);
+                let mut cs = p.member.cs.clone();
+                let _ = cs
+                    .post(PostRequest {
+                        group_id: p.group.0.to_vec(),
+                        envelope,
+                    })
+                    .await;
+            }
+        }
+    };
+    let p = shape.params();
+    let rate = closed_loop(
+        ledger.clone(),
+        window.clone(),
+        shape.seconds,
+        post(posters.clone(), ledger.clone()),
+    )
+    .await;
+    let mut rows = vec![Row::new(
+        "relay",
+        format!("{p} window={WINDOW}"),
+        "duokey_deliveries_per_s",
+        rate,
+        "1/s",
+    )];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (i, load) in loads.iter().enumerate() {
+        let first = 1_000_000_000 * (i as u64 + 1);
+        let lat = fixed_load(
+            &ledger,
+            load / receivers as f64,
+            shape.seconds,
+            first,
+            post(posters.clone(), ledger.clone()),
+        )
+        .await;
+        let lp = format!("{p} load={load}/s");
+        rows.push(Row::new(
+            "relay",
+            &lp,
+            "duokey_latency_p50_ms",
+            quantile_ms(&lat, 0.5),
+            "ms",
+        ));
+        rows.push(Row::new(
+            "relay",
+            &lp,
+            "duokey_latency_p99_ms",
+            quantile_ms(&lat, 0.99),
+            "ms",
+        ));
+        rows.push(Row::new(
+            "relay",
+            &lp,
+            "duokey_delivered_share",
+            lat.len() as f64 / (load * shape.seconds),
+            "ratio",
+        ));
+    }
+    Ok(rows)
+}
+
+/// Group `g` with `m` members (member 0 creates it), and its last grant.
+async fn make_group(
+    srv: &ServerProc,
+    g: usize,
+    m: usize,
+) -> BenchResult<(GroupId, Vec<Member>, Grant)> {
+    let members: Vec<Member> = (0..m)
+        .map(|i| srv.member(&format!("g{g:03}m{i:02}")))
+        .collect::<BenchResult<_>>()?;
+    let group = GroupId::random().map_err(|e| e.to_string())?;
+    let mut owner = members.first().ok_or("no member")?.gms.clone();
+    let policy = Policy {
+        rotate_every_secs: 30 * 86_400,
+        ..Policy::default()
+    };
+    let mut grant = owner
+        .create_group(CreateGroupRequest {
+            group_id: group.0.to_vec(),
+            name: "relay".into(),
+            policy: Some(policy),
+        })
+        .await
+        .map_err(|e| format!("create: {e}"))?
+        .into_inner();
+    for other in members.iter().skip(1) {
+        grant = add(&mut owner, &group, other.id.as_str()).await?;
+    }
+    Ok((group, members, grant))
+}
+
+/// Waits (bounded) until the CS knows every group's last member.
+async fn wait_for_cs(posters: &[Poster]) -> BenchResult<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for p in posters {
+        loop {
+            let mut cs = p.member.cs.clone();
+            let r = cs
+                .fetch(FetchRequest {
+                    group_id: p.group.0.to_vec(),
+                    after_seq: 0,
+                    limit: 1,
+                })
+                .await;
+            if r.is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err("the CS did not learn the memberships within 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Opens every member's `Subscribe` stream; each delivery from someone else
+/// is entered in the ledger, and a post delivered to everybody frees a slot.
+async fn subscribe_all(
+    members: &[Arc<Member>],
+    ledger: &Arc<Ledger>,
+    window: &Arc<Semaphore>,
+) -> BenchResult<()> {
+    let mut opening = JoinSet::new();
+    for m in members {
+        let (m, ledger, window) = (m.clone(), ledger.clone(), window.clone());
+        opening.spawn(async move {
+            let mut cs = m.cs.clone();
+            let mut stream = cs
+                .subscribe(SubscribeRequest {})
+                .await
+                .map_err(|e| format!("subscribe: {e}"))?
+                .into_inner();
+            tokio::spawn(async move {
+                while let Ok(Some(d)) = stream.message().await {
+                    let Some(delivery::Event::Envelope(e)) = d.event else {
+                        continue;
+                    };
+                    let Ok(parsed) = EnvelopeRef::parse(&e.envelope, &Limits::default()) else {
+                        continue;
+                    };
+                    if parsed.header.sender == m.id {
+                        continue;
+                    }
+                    if let Some(id) = post_id(&e.envelope)
+                        && ledger.delivered(id)
+                    {
+                        window.add_permits(1);
+                    }
+                }
+            });
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(r) = opening.join_next().await {
+        r.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
