@@ -121,8 +121,11 @@ fn format_value(v: f64) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Blocking-pool threads (OpenMLS runs there) stay alive for the whole run,
+    // so per-thread CPU sums of this process never lose a thread's time.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
         .build()
     {
         Ok(rt) => rt,

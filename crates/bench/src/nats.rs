@@ -1,5 +1,5 @@
 //! The NATS anchor of scenario `relay`: core pub/sub on 127.0.0.1:4222 (or
-//! `DUOKEY_BENCH_NATS_URL`) with the shape, window and loads of the Duokey
+//! `DUOKEY_BENCH_NATS_URL`, else `DUOKEY_TEST_NATS_URL`) with the shape, window and loads of the Duokey
 //! run: one subject per group, every member its own connection subscribed
 //! to its group's subject, 1 KiB messages. Core NATS keeps nothing on disk
 //! and does no authentication per message: it is the ceiling of a broker.
@@ -14,7 +14,9 @@ const BODY: usize = 1_024;
 
 /// Runs NATS with `shape`; a "skipped" row if NATS is not running.
 pub async fn run(shape: Shape, loads: &[f64]) -> Vec<Row> {
-    let url = std::env::var("DUOKEY_BENCH_NATS_URL").unwrap_or_else(|_| "127.0.0.1:4222".into());
+    let url = std::env::var("DUOKEY_BENCH_NATS_URL")
+        .or_else(|_| std::env::var("DUOKEY_TEST_NATS_URL"))
+        .unwrap_or_else(|_| "127.0.0.1:4222".into());
     match measure(&url, shape, loads).await {
         Ok(rows) => rows,
         Err(e) => {

@@ -24,7 +24,7 @@ pub use config::ClientConfig;
 pub use error::{Error, Result};
 pub use flows::GroupPolicy;
 pub use live::{Live, LiveEvent, LiveUpdate};
-pub use messages::{Line, Message, Notice, UNREADABLE};
+pub use messages::{Line, Message, Notice, OpenCache, UNREADABLE};
 pub use terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal};
 
 /// Unix time in milliseconds.

@@ -2,6 +2,7 @@
 //! the grace window, stale notices, and the history.
 
 use crate::error::{Error, Result};
+use crate::store::StoredGrant;
 use crate::terminal::{SendOutcome, Terminal};
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::*;
@@ -39,6 +40,46 @@ pub struct Notice {
     pub notice: String,
     /// When.
     pub at_ms: u64,
+}
+
+/// What opening a page of envelopes looks up once per epoch rather than
+/// once per envelope: group keys, and each epoch's grant with the next one.
+#[derive(Default)]
+pub struct OpenCache {
+    keys: HashMap<Epoch, GroupKey>,
+    grants: HashMap<u64, std::sync::Arc<(Option<StoredGrant>, Option<StoredGrant>)>>,
+}
+
+impl std::fmt::Debug for OpenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OpenCache({} epochs)", self.keys.len())
+    }
+}
+
+/// An envelope that passed every check, not yet stored.
+struct Opened {
+    logged: LoggedEnvelope,
+    header: Header,
+    content_type: ContentType,
+    body: String,
+    sealed_body: Vec<u8>,
+}
+
+impl Opened {
+    /// The message shown to the user (text only).
+    fn message(&self, gid: &[u8; 16]) -> Option<Message> {
+        let h = &self.header;
+        (self.content_type == ContentType::Text).then(|| Message {
+            group_id: hex::encode(gid),
+            sender: h.sender.to_string(),
+            text: self.body.clone(),
+            sent_at_ms: h.sent_at_ms,
+            rn1_version: h.epoch.rn1_version,
+            rn2_version: h.epoch.rn2_version,
+            seq: h.seq,
+            msg_id: h.msg_id.to_hex(),
+        })
+    }
 }
 
 /// The start of a notice marking a message that could not be opened.
@@ -172,19 +213,30 @@ impl Terminal {
                 .await
                 .map_err(Error::server(format!("fetching {}", g.name)))?
                 .into_inner();
-            let mut cache = HashMap::new();
+            let mut cache = OpenCache::default();
             let mut before_joining = 0;
+            let mut opened = Vec::new();
             for e in &resp.envelopes {
-                match self.receive(gid, e, &mut cache).await {
-                    Ok(Some(m)) => out.push(m),
-                    Ok(None) => {}
+                match self.open_envelope(gid, e, &mut cache).await {
+                    Ok(o) => opened.push(o),
                     // The GMS gives no grant of an epoch before we joined: by design.
                     Err(Error::Crypto(duokey_crypto::Error::UnknownEpoch { .. })) => {
                         before_joining += 1
                     }
                     Err(err) => self.mark_unreadable(gid, e, &err).await?,
                 }
-                self.store.set_log_cursor(gid, e.log_seq).await?;
+            }
+            // One transaction per page: the messages and the cursor move
+            // together (a crash re-fetches the page; nothing is lost).
+            let last = resp.envelopes.last().map_or(g.log_cursor, |e| e.log_seq);
+            let stored = self.store_opened(gid, &opened, last).await?;
+            for (o, fresh) in opened.into_iter().zip(stored) {
+                if !fresh {
+                    let err = Error::from(duokey_crypto::Error::ReplayedMsgId);
+                    self.mark_unreadable(gid, &o.logged, &err).await?;
+                } else if let Some(m) = o.message(gid) {
+                    out.push(m);
+                }
             }
             if before_joining > 0 {
                 let text = format!(
@@ -210,13 +262,33 @@ impl Terminal {
     }
 
     /// Checks and stores one envelope: SPEC §3.3 in order, with the epoch and
-    /// membership rules of §4.5 deciding V4 and V5.
+    /// membership rules of §4.5 deciding V4 and V5. A `msg_id` already stored
+    /// is refused as a replay (V8).
     pub async fn receive(
         &mut self,
         gid: &[u8; 16],
         e: &LoggedEnvelope,
-        cache: &mut HashMap<Epoch, GroupKey>,
+        cache: &mut OpenCache,
     ) -> Result<Option<Message>> {
+        let o = self.open_envelope(gid, e, cache).await?;
+        let cursor = self.store.group(gid).await?.map_or(0, |g| g.log_cursor);
+        if self
+            .store_opened(gid, std::slice::from_ref(&o), cursor)
+            .await?
+            != [true]
+        {
+            return Err(duokey_crypto::Error::ReplayedMsgId.into());
+        }
+        Ok(o.message(gid))
+    }
+
+    /// Checks and opens one envelope (SPEC §3.3, §4.5) without storing it.
+    async fn open_envelope(
+        &mut self,
+        gid: &[u8; 16],
+        e: &LoggedEnvelope,
+        cache: &mut OpenCache,
+    ) -> Result<Opened> {
         let limits = Limits::default();
         let parsed = EnvelopeRef::parse(&e.envelope, &limits)?;
         let h = parsed.header.clone();
@@ -224,21 +296,24 @@ impl Terminal {
             return Err(Error::user("envelope of another group"));
         }
         let mut table = EpochTable::default();
-        let key = match cache.get(&h.epoch) {
+        let key = match cache.keys.get(&h.epoch) {
             Some(k) => k.clone(),
             None => {
                 self.fetch_grant(gid, h.epoch.rn2_version).await?;
+                // A grant fetched now may be the "next" of a cached epoch.
+                cache.grants.clear();
                 let k = self.group_key(gid, h.epoch).await?.ok_or(
                     duokey_crypto::Error::UnknownEpoch {
                         group: h.group_id,
                         epoch: h.epoch,
                     },
                 )?;
-                cache.insert(h.epoch, k.clone());
+                cache.keys.insert(h.epoch, k.clone());
                 k
             }
         };
-        self.check_epoch_rules(gid, &h, e.stored_at_ms).await?;
+        self.check_epoch_rules(gid, &h, e.stored_at_ms, cache)
+            .await?;
         let sender_key = self.contact_key(&h.sender).await?;
         table.insert(
             h.group_id,
@@ -249,36 +324,55 @@ impl Terminal {
             },
         );
         let opened = envelope::open(&e.envelope, &limits, &table, &mut ReplayGuard::new(1))?;
-        let stored = sqlx::query(
-            "INSERT INTO messages (group_id, log_seq, sender, body, content_type, sent_at_ms, rn1_version, rn2_version, seq, msg_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(gid.as_slice())
-        .bind(e.log_seq as i64)
-        .bind(h.sender.as_str())
-        .bind(self.vault.seal("msg", opened.body.as_bytes())?)
-        .bind(opened.content_type as i64)
-        .bind(h.sent_at_ms as i64)
-        .bind(i64::from(h.epoch.rn1_version))
-        .bind(h.epoch.rn2_version as i64)
-        .bind(h.seq as i64)
-        .bind(h.msg_id.as_bytes().as_slice())
-        .execute(&self.store.pool)
-        .await?
-        .rows_affected();
-        if stored == 0 {
-            return Err(duokey_crypto::Error::ReplayedMsgId.into());
+        Ok(Opened {
+            sealed_body: self.vault.seal("msg", opened.body.as_bytes())?,
+            body: opened.body,
+            content_type: opened.content_type,
+            header: h,
+            logged: e.clone(),
+        })
+    }
+
+    /// Stores opened envelopes and moves the log cursor to `cursor`, in one
+    /// transaction. Says per envelope whether it was new (`false`: its
+    /// `msg_id` was stored before — a replay).
+    async fn store_opened(
+        &self,
+        gid: &[u8; 16],
+        opened: &[Opened],
+        cursor: u64,
+    ) -> Result<Vec<bool>> {
+        let mut tx = self.store.pool.begin().await?;
+        let mut fresh = Vec::with_capacity(opened.len());
+        for o in opened {
+            let h = &o.header;
+            let stored = sqlx::query(
+                "INSERT INTO messages (group_id, log_seq, sender, body, content_type, sent_at_ms, rn1_version, rn2_version, seq, msg_id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(gid.as_slice())
+            .bind(o.logged.log_seq as i64)
+            .bind(h.sender.as_str())
+            .bind(&o.sealed_body)
+            .bind(o.content_type as i64)
+            .bind(h.sent_at_ms as i64)
+            .bind(i64::from(h.epoch.rn1_version))
+            .bind(h.epoch.rn2_version as i64)
+            .bind(h.seq as i64)
+            .bind(h.msg_id.as_bytes().as_slice())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            fresh.push(stored == 1);
         }
-        Ok((opened.content_type == ContentType::Text).then(|| Message {
-            group_id: hex::encode(gid),
-            sender: h.sender.to_string(),
-            text: opened.body,
-            sent_at_ms: h.sent_at_ms,
-            rn1_version: h.epoch.rn1_version,
-            rn2_version: h.epoch.rn2_version,
-            seq: h.seq,
-            msg_id: h.msg_id.to_hex(),
-        }))
+        sqlx::query("UPDATE groups SET log_cursor = ? WHERE group_id = ? AND log_cursor < ?")
+            .bind(cursor as i64)
+            .bind(gid.as_slice())
+            .bind(cursor as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(fresh)
     }
 
     /// V4/V5 by SPEC §4.5: the sender is a member of the envelope's epoch; an
@@ -290,13 +384,25 @@ impl Terminal {
         gid: &[u8; 16],
         h: &Header,
         stored_at_ms: u64,
+        cache: &mut OpenCache,
     ) -> Result<()> {
-        let grant = self.store.grant(gid, h.epoch.rn2_version).await?.ok_or(
-            duokey_crypto::Error::UnknownEpoch {
+        let epoch_grants = match cache.grants.get(&h.epoch.rn2_version) {
+            Some(g) => g.clone(),
+            None => {
+                let grant = self.store.grant(gid, h.epoch.rn2_version).await?;
+                let next = self.store.next_grant(gid, h.epoch.rn2_version).await?;
+                let pair = std::sync::Arc::new((grant, next));
+                cache.grants.insert(h.epoch.rn2_version, pair.clone());
+                pair
+            }
+        };
+        let (Some(grant), next) = &*epoch_grants else {
+            return Err(duokey_crypto::Error::UnknownEpoch {
                 group: h.group_id,
                 epoch: h.epoch,
-            },
-        )?;
+            }
+            .into());
+        };
         let not_member = || duokey_crypto::Error::NotAMember {
             user: h.sender.clone(),
             group: h.group_id,
@@ -305,7 +411,7 @@ impl Terminal {
         if !grant.members.iter().any(|(u, _)| u == h.sender.as_str()) {
             return Err(not_member().into());
         }
-        let Some(next) = self.store.next_grant(gid, h.epoch.rn2_version).await? else {
+        let Some(next) = next else {
             return Ok(());
         };
         if stored_at_ms <= next.issued_at_ms {
