@@ -34,6 +34,9 @@ struct Args {
     /// Print one JSON array of rows instead of a table.
     #[arg(long)]
     json: bool,
+    /// Group sizes of the rekey scenario (default 10,100,1000,10000; quick 10,100).
+    #[arg(long, value_delimiter = ',')]
+    rekey_sizes: Vec<usize>,
     /// Scenarios to run: crypto, rekey, relay, rotation, memory, catchup (default: all).
     scenarios: Vec<String>,
 }
@@ -77,10 +80,11 @@ pub type BenchResult<T> = Result<T, String>;
 
 const ALL: [&str; 6] = ["crypto", "rekey", "relay", "rotation", "memory", "catchup"];
 
-async fn run(name: &str, quick: bool) -> BenchResult<Vec<Row>> {
+async fn run(name: &str, args: &Args) -> BenchResult<Vec<Row>> {
+    let quick = args.quick;
     match name {
         "crypto" => Ok(crypto::run(quick)),
-        "rekey" => rekey::run(quick).await,
+        "rekey" => rekey::run(quick, &args.rekey_sizes).await,
         "relay" => relay::run(quick).await,
         "rotation" => capacity::rotation(quick).await,
         "memory" => capacity::memory(quick).await,
@@ -143,7 +147,7 @@ fn main() -> ExitCode {
     let mut failed = false;
     for name in &names {
         eprintln!("== {name}{}", if args.quick { " (quick)" } else { "" });
-        match runtime.block_on(run(name, args.quick)) {
+        match runtime.block_on(run(name, &args)) {
             Ok(r) => rows.extend(r),
             Err(e) => {
                 eprintln!("error in {name}: {e}");

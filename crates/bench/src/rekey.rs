@@ -23,11 +23,11 @@ pub(crate) type Gms = group_management_client::GroupManagementClient<tonic::tran
 const CONNECT_WINDOW: usize = 256;
 
 /// Runs the scenario for every group size.
-pub async fn run(quick: bool) -> BenchResult<Vec<Row>> {
-    let sizes: &[usize] = if quick {
-        &[10, 100]
-    } else {
-        &[10, 100, 1_000, 10_000]
+pub async fn run(quick: bool, chosen: &[usize]) -> BenchResult<Vec<Row>> {
+    let sizes: &[usize] = match (chosen, quick) {
+        ([_, ..], _) => chosen,
+        ([], true) => &[10, 100],
+        ([], false) => &[10, 100, 1_000, 10_000],
     };
     let mut rows = Vec::new();
     for &n in sizes {

@@ -210,18 +210,16 @@ impl Gms {
     /// Pushes a new grant to its members and a removal to a departed user,
     /// and wakes the CS sync.
     pub(crate) fn publish(&self, grant: &Grant, departure: Option<&Departure>) {
+        let event = std::sync::Arc::new(WatchEvent {
+            event: Some(watch_event::Event::Grant(grant.clone())),
+        });
         for m in &grant.members {
-            self.inner.watchers.push(
-                &m.user_id,
-                WatchEvent {
-                    event: Some(watch_event::Event::Grant(grant.clone())),
-                },
-            );
+            self.inner.watchers.push(&m.user_id, event.clone());
         }
         if let Some(d) = departure {
             self.inner
                 .watchers
-                .push(&d.user_id, removal_event(&grant.group_id, d));
+                .push(&d.user_id, removal_event(&grant.group_id, d).into());
         }
         self.inner.cs_changed.notify_one();
     }

@@ -397,7 +397,7 @@ impl Gms {
             };
             self.inner
                 .watchers
-                .push(&user, grants::removal_event(gid, &d));
+                .push(&user, grants::removal_event(gid, &d).into());
         }
         self.inner.cs_changed.notify_one();
         tracing::info!(group = %crate::hex(gid), "group deleted");

@@ -4,7 +4,7 @@
 use duokey_proto::WatchEvent;
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -17,10 +17,13 @@ const BUFFER: usize = 256;
 /// The response stream of `Watch`.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
 
-/// Per-user broadcast channels.
+/// Per-user broadcast channels. An event is shared (`Arc`) by every
+/// member's channel until each stream takes its copy to encode: a grant
+/// names every member, so copying it per member on the way in would cost
+/// O(N²) allocations per re-key of an N-member group.
 #[derive(Default)]
 pub(crate) struct Watchers {
-    users: Mutex<HashMap<String, broadcast::Sender<WatchEvent>>>,
+    users: Mutex<HashMap<String, broadcast::Sender<Arc<WatchEvent>>>>,
 }
 
 impl Watchers {
@@ -33,11 +36,12 @@ impl Watchers {
                 .subscribe()
         };
         let stream = BroadcastStream::new(rx).map(|r| {
-            r.map_err(|BroadcastStreamRecvError::Lagged(n)| {
-                Status::data_loss(format!(
-                    "watch fell {n} events behind; call GetGrants to resync"
-                ))
-            })
+            r.map(Arc::unwrap_or_clone)
+                .map_err(|BroadcastStreamRecvError::Lagged(n)| {
+                    Status::data_loss(format!(
+                        "watch fell {n} events behind; call GetGrants to resync"
+                    ))
+                })
         });
         // End the stream after a lag error: the terminal resyncs and re-watches.
         let mut failed = false;
@@ -48,7 +52,7 @@ impl Watchers {
         }))
     }
 
-    pub(crate) fn push(&self, user: &str, event: WatchEvent) {
+    pub(crate) fn push(&self, user: &str, event: Arc<WatchEvent>) {
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = users.get(user)
             && tx.send(event).is_err()
