@@ -101,6 +101,8 @@ async fn measure(url: &str, shape: Shape, loads: &[f64]) -> Result<Vec<Row>, Str
         "1/s",
     )];
     for (i, load) in loads.iter().enumerate() {
+        // As for Duokey: let earlier messages drain first.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let first = 1_000_000_000 * (i as u64 + 1);
         let lat = fixed_load(
             &ledger,
