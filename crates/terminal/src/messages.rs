@@ -42,12 +42,15 @@ pub struct Notice {
     pub at_ms: u64,
 }
 
+/// An epoch's grant and the one after it, if stored.
+type EpochGrants = (Option<StoredGrant>, Option<StoredGrant>);
+
 /// What opening a page of envelopes looks up once per epoch rather than
 /// once per envelope: group keys, and each epoch's grant with the next one.
 #[derive(Default)]
 pub struct OpenCache {
     keys: HashMap<Epoch, GroupKey>,
-    grants: HashMap<u64, std::sync::Arc<(Option<StoredGrant>, Option<StoredGrant>)>>,
+    grants: HashMap<u64, std::sync::Arc<EpochGrants>>,
 }
 
 impl std::fmt::Debug for OpenCache {
