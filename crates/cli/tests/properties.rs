@@ -369,3 +369,83 @@ async fn a_forged_identity_gets_no_rn1_until_confirmed() {
     );
     net.node.shutdown().await;
 }
+
+/// D27: `Watch` pushes grants without the member list; a terminal following
+/// live rebuilds it exactly, through a join (with rights) and a removal.
+#[tokio::test]
+async fn live_grants_without_member_lists_are_rebuilt_exactly() {
+    use duokey_proto::{WatchEvent, watch_event};
+    use duokey_terminal::LiveEvent;
+    let net = InProcess::start().await;
+    let [mut alice, mut bob, mut carol] = [
+        net.user("alice").await,
+        net.user("bob").await,
+        net.user("carol").await,
+    ];
+    let g = alice
+        .create_group("proj", GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    join(&mut alice, &mut bob, &gid).await;
+    let mut live = bob.live().await.unwrap();
+    // Follows bob's streams until his member list satisfies `done`; every
+    // grant pushed meanwhile must have come without its member list.
+    async fn follow_until(
+        bob: &mut Terminal,
+        live: &mut duokey_terminal::Live,
+        gid: &[u8; 16],
+        done: impl Fn(&[(String, String)]) -> bool,
+    ) -> Vec<(String, String)> {
+        loop {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(20), live.next())
+                .await
+                .expect("a live event in time")
+                .unwrap();
+            if let LiveEvent::Watch(WatchEvent {
+                event: Some(watch_event::Event::Grant(g)),
+            }) = &event
+            {
+                assert!(g.members_omitted && g.members.is_empty(), "{g:?}");
+            }
+            bob.on_live(event).await.unwrap();
+            let now: Vec<(String, String)> = bob
+                .members(gid)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.user, m.rights))
+                .collect();
+            if done(&now) {
+                return now;
+            }
+        }
+    }
+    let whole = |t: Vec<duokey_terminal::MemberInfo>| -> Vec<(String, String)> {
+        t.into_iter().map(|m| (m.user, m.rights)).collect()
+    };
+
+    alice
+        .invite(&gid, carol.user(), Rights::INVITE)
+        .await
+        .unwrap();
+    carol.sync().await.unwrap();
+    carol.accept(&g.group_id).await.unwrap();
+    alice.sync().await.unwrap();
+    let seen = follow_until(&mut bob, &mut live, &gid, |m| {
+        m.iter().any(|(u, _)| u == "carol")
+    })
+    .await;
+    assert_eq!(seen, whole(alice.members(&gid).await.unwrap()));
+    assert!(
+        seen.contains(&("carol".into(), "invite".into())),
+        "{seen:?}"
+    );
+
+    alice.remove(&gid, carol.user()).await.unwrap();
+    let seen = follow_until(&mut bob, &mut live, &gid, |m| {
+        !m.iter().any(|(u, _)| u == "carol")
+    })
+    .await;
+    assert_eq!(seen, whole(alice.members(&gid).await.unwrap()));
+}

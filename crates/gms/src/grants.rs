@@ -114,6 +114,19 @@ pub(crate) fn build_grant(
         rn1_rotator: next.rn1_rotator.clone().unwrap_or_default(),
         cause: next.cause as i32,
         subject: next.subject.clone(),
+        subject_rights: next.upsert.as_ref().map_or(0, |m| u32::from(m.rights)),
+        members_omitted: false,
+    }
+}
+
+/// The grant as `Watch` pushes it: without the member list, which the
+/// terminal rebuilds from the previous version and the change (D27). A
+/// re-key of an N-member group then pushes O(N) bytes in all, not O(N²).
+fn compact(grant: &Grant) -> Grant {
+    Grant {
+        members: Vec::new(),
+        members_omitted: true,
+        ..grant.clone()
     }
 }
 
@@ -211,7 +224,7 @@ impl Gms {
     /// and wakes the CS sync.
     pub(crate) fn publish(&self, grant: &Grant, departure: Option<&Departure>) {
         let event = std::sync::Arc::new(WatchEvent {
-            event: Some(watch_event::Event::Grant(grant.clone())),
+            event: Some(watch_event::Event::Grant(compact(grant))),
         });
         for m in &grant.members {
             self.inner.watchers.push(&m.user_id, event.clone());

@@ -7,8 +7,8 @@ use crate::terminal::Terminal;
 use duokey_crypto::rn1_delivery::{open_rn1, seal_rn1};
 use duokey_crypto::*;
 use duokey_proto::{
-    AckItemsRequest, GetGrantRequest, GetGrantsRequest, Grant, GrantCause, ItemsRequest, Removal,
-    RemovalCause, SendItemRequest,
+    AckItemsRequest, GetGrantRequest, GetGrantsRequest, Grant, GrantCause, ItemsRequest, Member,
+    Removal, RemovalCause, SendItemRequest,
 };
 use sqlx::Row;
 
@@ -84,6 +84,7 @@ impl Terminal {
     pub async fn apply_grant(&mut self, g: Grant) -> Result<()> {
         let gid = gid16(&g.group_id)?;
         self.fetch_missed_grants(&gid, g.rn2_version).await?;
+        let g = self.whole_grant(&gid, g).await?;
         let rn2 = Rn2::from_slice(&g.rn2).map_err(|_| Error::Corrupt("grant RN2"))?;
         let policy = g.policy.unwrap_or_default();
         let stored = StoredGrant {
@@ -116,6 +117,58 @@ impl Terminal {
             self.rn1_duty(&gid, &stored).await?;
         }
         Ok(())
+    }
+
+    /// A grant pushed without its member list (D27) made whole: the previous
+    /// version's list with the grant's change applied, or, if this terminal
+    /// does not hold the previous version (it just joined), fetched whole.
+    async fn whole_grant(&mut self, gid: &[u8; 16], mut g: Grant) -> Result<Grant> {
+        if !g.members_omitted {
+            return Ok(g);
+        }
+        let prev = match g.rn2_version.checked_sub(1) {
+            Some(v) => self.store.grant(gid, v).await?,
+            None => None,
+        };
+        let Some(prev) = prev else {
+            let whole = self
+                .gms
+                .get_grant(GetGrantRequest {
+                    group_id: gid.to_vec(),
+                    rn2_version: g.rn2_version,
+                })
+                .await
+                .map_err(Error::server("fetching a grant"))?
+                .into_inner();
+            if whole.members_omitted {
+                return Err(Error::user("the GMS sent a grant without its member list"));
+            }
+            return Ok(whole);
+        };
+        let mut members = prev.members;
+        match GrantCause::try_from(g.cause) {
+            Ok(GrantCause::MemberAdded) => {
+                members.retain(|(u, _)| u != &g.subject);
+                members.push((
+                    g.subject.clone(),
+                    u8::try_from(g.subject_rights).unwrap_or(0),
+                ));
+                members.sort();
+            }
+            Ok(GrantCause::MemberRemoved | GrantCause::MemberLeft) => {
+                members.retain(|(u, _)| u != &g.subject)
+            }
+            _ => {}
+        }
+        g.members = members
+            .into_iter()
+            .map(|(user_id, rights)| Member {
+                user_id,
+                rights: rights.into(),
+            })
+            .collect();
+        g.members_omitted = false;
+        Ok(g)
     }
 
     /// A terminal that was offline through several versions fetches the ones
