@@ -35,8 +35,10 @@ enum Command {
         /// Your user id (as enrolled by the administrator).
         #[arg(long)]
         user: String,
-        /// The one-time token from `duokey-server enroll`.
-        #[arg(long)]
+        /// The one-time token from `duokey-server enroll`; `-` reads it from
+        /// standard input, and `DUOKEY_TOKEN` may hold it, so that it does
+        /// not show in the process list.
+        #[arg(long, env = "DUOKEY_TOKEN", hide_env_values = true)]
         token: String,
         /// The client.toml written by the server.
         #[arg(long)]
@@ -250,10 +252,17 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
             } else {
                 Some(passphrase(true)?)
             };
+            let token = if token == "-" {
+                let mut line = Zeroizing::new(String::new());
+                std::io::stdin().read_line(&mut line)?;
+                line
+            } else {
+                Zeroizing::new(token.clone())
+            };
             let t = Terminal::init(
                 &home(&cli),
                 &user,
-                token,
+                token.trim(),
                 &cfg,
                 p.as_ref().map(|p| p.as_bytes()),
             )

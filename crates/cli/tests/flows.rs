@@ -268,3 +268,63 @@ fn verify_shows_the_same_safety_number_on_both_sides() {
         serde_json::from_str(&alice.ok(&["--json", "verify", "bob", "--confirm"])).unwrap();
     assert_eq!(a["verified"], true);
 }
+
+#[test]
+fn init_takes_the_token_from_stdin_or_the_environment_not_only_the_command_line() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let srv = Server::start();
+    let config = srv.client_toml();
+    // From standard input (`--token -`).
+    let home = srv.dir.path().join("erin");
+    let mut child = Command::new(support::bin("duokey"))
+        .arg("--home")
+        .arg(&home)
+        .args([
+            "init",
+            "--user",
+            "erin",
+            "--token",
+            "-",
+            "--no-passphrase",
+            "--config",
+        ])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{}", srv.token("erin")).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // From the environment.
+    let out = Command::new(support::bin("duokey"))
+        .arg("--home")
+        .arg(srv.dir.path().join("fred"))
+        .args(["init", "--user", "fred", "--no-passphrase", "--config"])
+        .arg(&config)
+        .env("DUOKEY_TOKEN", srv.token("fred"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A wrong token is still refused.
+    let out = Command::new(support::bin("duokey"))
+        .arg("--home")
+        .arg(srv.dir.path().join("gina"))
+        .args(["init", "--user", "gina", "--no-passphrase", "--config"])
+        .arg(&config)
+        .env("DUOKEY_TOKEN", "dk1-00")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
+}
