@@ -116,6 +116,13 @@ pub struct IssuedKey {
     pub key_der: PrivateKeyDer<'static>,
 }
 
+impl Drop for IssuedKey {
+    /// The DER copy of the private key is wiped like the PEM one.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key_der);
+    }
+}
+
 impl fmt::Debug for IssuedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IssuedKey")
