@@ -109,7 +109,12 @@ async fn event_loop(
             ev = next_live(&mut live) => match ev {
                 Ok(ev) => match t.on_live(ev).await {
                     Ok(update) => {
-                        let _ = refresh(t, app).await;
+                        // Only the group the event names is re-read (an inbox
+                        // item may touch any group, so then all are).
+                        let _ = match update.group {
+                            Some(gid) => refresh_list(t, app).await.and(refresh_history(t, app, &gid).await),
+                            None => refresh(t, app).await,
+                        };
                         if update.group.is_some() {
                             refresh_members(t, app).await;
                         }
@@ -155,6 +160,23 @@ async fn event_loop(
 
 /// Groups, histories and invitations from the profile (no server call).
 async fn refresh(t: &Terminal, app: &mut App) -> Result<()> {
+    refresh_list(t, app).await?;
+    let ids: Vec<[u8; 16]> = app.groups.iter().map(|g| g.id).collect();
+    for id in ids {
+        refresh_history(t, app, &id).await?;
+    }
+    Ok(())
+}
+
+/// One group's history from the profile.
+async fn refresh_history(t: &Terminal, app: &mut App, id: &[u8; 16]) -> Result<()> {
+    let lines = t.history(id).await?;
+    app.set_history(id, lines);
+    Ok(())
+}
+
+/// The group list (with epochs and states) and the invitations.
+async fn refresh_list(t: &Terminal, app: &mut App) -> Result<()> {
     let mut groups = Vec::new();
     for g in t.list_groups().await? {
         let id = t.resolve_group(&g.group_id).await?;
@@ -168,11 +190,6 @@ async fn refresh(t: &Terminal, app: &mut App) -> Result<()> {
         });
     }
     app.set_groups(groups);
-    let ids: Vec<[u8; 16]> = app.groups.iter().map(|g| g.id).collect();
-    for id in ids {
-        let lines = t.history(&id).await?;
-        app.set_history(&id, lines);
-    }
     app.invitations = t
         .invitations()
         .await?
