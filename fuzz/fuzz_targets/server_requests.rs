@@ -11,6 +11,9 @@
 //! that seeds in `fuzz/corpus/server_requests` can name it.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use duokey_crypto::{IdentityKey, UserId};
 use duokey_pki::grpc::channel;
 use duokey_pki::{Ca, identity_private_key_der, make_csr};
@@ -48,16 +51,7 @@ struct Harness {
 fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
     H.get_or_init(|| {
-        let default_hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            default_hook(info);
-            std::process::abort();
-        }));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = common::runtime_aborting_on_panic();
         // tonic channels spawn their workers on the current runtime.
         let entered = rt.enter();
         let dir = tempfile::tempdir().expect("temp dir");

@@ -8,6 +8,9 @@
 //! back (no rollback); the terminal still lists its groups and members.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use duokey_crypto::UserId;
 use duokey_proto::Grant;
 use duokey_server::{Node, RunningNode, dev};
@@ -27,16 +30,7 @@ struct Harness {
 fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
     H.get_or_init(|| {
-        let default_hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            default_hook(info);
-            std::process::abort();
-        }));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = common::runtime_aborting_on_panic();
         let dir = tempfile::tempdir().expect("temp dir");
         let srv = dir.path().join("srv");
         let cfg = dev::prepare(&srv, "127.0.0.1:0", "127.0.0.1:0").expect("prepare");

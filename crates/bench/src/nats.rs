@@ -5,7 +5,7 @@
 //! and does no authentication per message: it is the ceiling of a broker.
 
 use crate::Row;
-use crate::relay::{Ledger, Shape, WINDOW, closed_loop, fixed_load, quantile_ms};
+use crate::relay::{Ledger, Shape, WINDOW, closed_loop, latency_rows};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
@@ -100,33 +100,11 @@ async fn measure(url: &str, shape: Shape, loads: &[f64]) -> Result<Vec<Row>, Str
         rate,
         "1/s",
     )];
-    for (i, load) in loads.iter().enumerate() {
-        // As for Duokey: let earlier messages drain first.
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let first = 1_000_000_000 * (i as u64 + 1);
-        let lat = fixed_load(
-            &ledger,
-            load / receivers as f64,
-            shape.seconds,
-            first,
-            publish(publishers.clone(), ledger.clone()),
-        )
-        .await;
-        let lp = format!("{p} load={load}/s");
-        rows.push(Row::new(
-            "relay",
-            &lp,
-            "nats_latency_p50_ms",
-            quantile_ms(&lat, 0.5),
-            "ms",
-        ));
-        rows.push(Row::new(
-            "relay",
-            &lp,
-            "nats_latency_p99_ms",
-            quantile_ms(&lat, 0.99),
-            "ms",
-        ));
-    }
+    rows.extend(
+        latency_rows("nats", &p, shape, loads, &ledger, || {
+            publish(publishers.clone(), ledger.clone())
+        })
+        .await,
+    );
     Ok(rows)
 }

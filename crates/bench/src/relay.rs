@@ -166,6 +166,55 @@ where
     ledger.take_latencies()
 }
 
+/// Post-to-delivery latency rows of `system` at each fixed load (total
+/// deliveries per second), after 1 s for earlier posts to drain; `make`
+/// gives the posting function.
+pub async fn latency_rows<F, Fut>(
+    system: &str,
+    params: &str,
+    shape: Shape,
+    loads: &[f64],
+    ledger: &Ledger,
+    make: impl Fn() -> F,
+) -> Vec<Row>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let receivers = (shape.members - 1) as f64;
+    let mut rows = Vec::new();
+    for (i, load) in loads.iter().enumerate() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let first = 1_000_000_000 * (i as u64 + 1);
+        let lat = fixed_load(ledger, load / receivers, shape.seconds, first, make()).await;
+        let lp = format!("{params} load={load}/s");
+        let metric = |m: &str| format!("{system}_{m}");
+        rows.push(Row::new(
+            "relay",
+            &lp,
+            &metric("latency_p50_ms"),
+            quantile_ms(&lat, 0.5),
+            "ms",
+        ));
+        rows.push(Row::new(
+            "relay",
+            &lp,
+            &metric("latency_p99_ms"),
+            quantile_ms(&lat, 0.99),
+            "ms",
+        ));
+        let share = lat.len() as f64 / (load * shape.seconds);
+        rows.push(Row::new(
+            "relay",
+            &lp,
+            &metric("delivered_share"),
+            share,
+            "ratio",
+        ));
+    }
+    rows
+}
+
 /// Runs the scenario: Duokey, then NATS.
 pub async fn run(quick: bool) -> BenchResult<Vec<Row>> {
     let shape = if quick {
@@ -221,11 +270,10 @@ impl Poster {
     }
 }
 
-/// The post id carried in an envelope's `msg_id`.
-fn post_id(envelope: &[u8]) -> Option<u64> {
-    let e = EnvelopeRef::parse(envelope, &Limits::default()).ok()?;
-    let b = e.header.msg_id.as_bytes();
-    Some(u64::from_be_bytes(b[..8].try_into().ok()?))
+/// The post id carried in the first 8 bytes of a header's `msg_id`.
+fn post_id(header: &Header) -> Option<u64> {
+    let b = header.msg_id.as_bytes();
+    Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
 }
 
 async fn duokey(shape: Shape, loads: &[f64]) -> BenchResult<Vec<Row>> {
@@ -291,40 +339,12 @@ async fn duokey(shape: Shape, loads: &[f64]) -> BenchResult<Vec<Row>> {
         rate,
         "1/s",
     )];
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    for (i, load) in loads.iter().enumerate() {
-        let first = 1_000_000_000 * (i as u64 + 1);
-        let lat = fixed_load(
-            &ledger,
-            load / receivers as f64,
-            shape.seconds,
-            first,
-            post(posters.clone(), ledger.clone()),
-        )
-        .await;
-        let lp = format!("{p} load={load}/s");
-        rows.push(Row::new(
-            "relay",
-            &lp,
-            "duokey_latency_p50_ms",
-            quantile_ms(&lat, 0.5),
-            "ms",
-        ));
-        rows.push(Row::new(
-            "relay",
-            &lp,
-            "duokey_latency_p99_ms",
-            quantile_ms(&lat, 0.99),
-            "ms",
-        ));
-        rows.push(Row::new(
-            "relay",
-            &lp,
-            "duokey_delivered_share",
-            lat.len() as f64 / (load * shape.seconds),
-            "ratio",
-        ));
-    }
+    rows.extend(
+        latency_rows("duokey", &p, shape, loads, &ledger, || {
+            post(posters.clone(), ledger.clone())
+        })
+        .await,
+    );
     Ok(rows)
 }
 
@@ -411,7 +431,7 @@ async fn subscribe_all(
                     if parsed.header.sender == m.id {
                         continue;
                     }
-                    if let Some(id) = post_id(&e.envelope)
+                    if let Some(id) = post_id(&parsed.header)
                         && ledger.delivered(id)
                     {
                         window.add_permits(1);
