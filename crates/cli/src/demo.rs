@@ -15,18 +15,35 @@ struct Demo {
     passed: Vec<String>,
 }
 
+/// `duokey --json demo`: every step, check and history line as one JSON
+/// object per line (`{"step"}`, `{"check","ok"}`, `{"viewer","kind",…}`).
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn json() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn say(text: &str) {
-    println!("\n== {text}");
+    if json() {
+        println!("{}", serde_json::json!({ "step": text }));
+    } else {
+        println!("\n== {text}");
+    }
 }
 
 impl Demo {
     fn check(&mut self, ok: bool, claim: &str) -> Result<()> {
-        if ok {
+        if json() {
+            println!("{}", serde_json::json!({ "check": claim, "ok": ok }));
+        } else if ok {
             println!("   [ok] {claim}");
+        } else {
+            println!("   [FAILED] {claim}");
+        }
+        if ok {
             self.passed.push(claim.to_owned());
             Ok(())
         } else {
-            println!("   [FAILED] {claim}");
             Err(Error::User(format!("demo property failed: {claim}")))
         }
     }
@@ -144,7 +161,8 @@ async fn invite_and_join(alice: &mut Terminal, other: &mut Terminal, gid: &[u8; 
 }
 
 /// Runs the walkthrough.
-pub async fn run() -> Result<()> {
+pub async fn run(json: bool) -> Result<()> {
+    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
     let dir = tempfile::tempdir()?;
     let server_dir = dir.path().join("server");
     say(
@@ -330,6 +348,10 @@ async fn print_history(t: &mut Terminal, gid: &[u8; 16]) -> Result<()> {
     say(&format!("What {} sees", t.user()));
     for line in t.history(gid).await? {
         match line {
+            _ if json() => println!(
+                "{}",
+                serde_json::json!({ "viewer": t.user().as_str(), "line": line })
+            ),
             Line::Message(m) => println!("   {}: {}", m.sender, m.text),
             Line::Notice(n) => println!("   -- {}", n.notice),
         }

@@ -3,10 +3,11 @@
 
 mod chat;
 mod demo;
+mod display;
 
 use clap::{Parser, Subcommand};
 use duokey_crypto::{Rights, UserId};
-use duokey_terminal::{ClientConfig, Error, Line, SendOutcome, Terminal};
+use duokey_terminal::{ClientConfig, Error, ErrorKind, Line, SendOutcome, Terminal};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,12 +17,13 @@ use zeroize::Zeroizing;
 /// travel by two routes, so no server operator can read the messages and no
 /// member who left can read what is said afterwards.
 #[derive(Parser, Debug)]
-#[command(name = "duokey", version, about, long_about = None)]
+#[command(name = "duokey", version, about, long_about = None, after_help = AFTER_HELP)]
 struct Cli {
     /// Profile directory (default: $DUOKEY_HOME, else ~/.duokey).
     #[arg(long, global = true, env = "DUOKEY_HOME")]
     home: Option<PathBuf>,
-    /// Print JSON (one object per line for streams).
+    /// Print JSON: one object (or array) per command, one object per line
+    /// for streams; errors as {"error": CODE, "message": TEXT} on stderr.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -69,7 +71,8 @@ enum Command {
     Send {
         /// Group id, unique id prefix or unique name.
         group: String,
-        /// The message; read from standard input if absent.
+        /// The message; read from standard input if absent (one trailing
+        /// newline is dropped, inner newlines are kept).
         text: Option<String>,
     },
     /// Show GROUP's history; with --follow, then live messages and notices.
@@ -93,7 +96,8 @@ enum Command {
     /// Your groups with their epochs.
     Status,
     /// Interactive terminal UI: groups, messages, members, invitations
-    /// (F1 inside shows the keys and commands).
+    /// (F1 inside shows the keys and commands). No --json: use `read
+    /// --follow --json` in programs.
     Chat {
         /// Group to open.
         group: Option<String>,
@@ -167,6 +171,39 @@ enum GroupCommand {
     },
 }
 
+/// Exit codes and JSON, shown by `duokey --help` (docs/PROTOCOL.md §9).
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  done
+  1  failed: the profile, the disk, or a bug (the message says which)
+  2  usage: malformed or ambiguous arguments; fix the command
+  3  not found: no such profile, group, invitation or contact
+  4  refused: a rule or a server refused (rights, membership, a changed key)
+  5  network: a server is unreachable, unavailable or rate-limiting; nothing
+     was lost, retry later
+  6  passphrase: wrong, or none could be read (set DUOKEY_PASSPHRASE)
+
+With --json, every command prints JSON on stdout (streams: one object per
+line; `read` objects carry \"kind\": \"message\", \"notice\" or
+\"unreadable\") and errors print {\"error\": CODE, \"message\": TEXT} on
+stderr, CODE being usage, not_found, refused, network, passphrase or failed.
+JSON carries texts exactly as sent; human output shows control characters
+and direction marks from the network as \u{fffd}.
+
+The passphrase comes from DUOKEY_PASSPHRASE or a prompt.";
+
+/// The exit code of an error class (`duokey --help`).
+fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Failed => 1,
+        ErrorKind::Usage => 2,
+        ErrorKind::NotFound => 3,
+        ErrorKind::Refused => 4,
+        ErrorKind::Network => 5,
+        ErrorKind::Passphrase => 6,
+    }
+}
+
 fn parse_duration(s: &str) -> Result<u64, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
@@ -196,9 +233,9 @@ fn passphrase(confirm: bool) -> duokey_terminal::Result<Zeroizing<String>> {
     if let Ok(p) = std::env::var("DUOKEY_PASSPHRASE") {
         return Ok(Zeroizing::new(p));
     }
-    let p = Zeroizing::new(rpassword::prompt_password("Passphrase: ")?);
+    let p = prompt("Passphrase: ")?;
     if confirm {
-        let again = Zeroizing::new(rpassword::prompt_password("Passphrase again: ")?);
+        let again = prompt("Passphrase again: ")?;
         if *again != *p {
             return Err(Error::User("the passphrases differ".into()));
         }
@@ -212,17 +249,46 @@ fn passphrase(confirm: bool) -> duokey_terminal::Result<Zeroizing<String>> {
     Ok(p)
 }
 
+fn prompt(question: &str) -> duokey_terminal::Result<Zeroizing<String>> {
+    rpassword::prompt_password(question)
+        .map(Zeroizing::new)
+        .map_err(|e| {
+            Error::NoPassphrase(format!(
+                "cannot ask for the passphrase ({e}): run in a terminal, or set DUOKEY_PASSPHRASE"
+            ))
+        })
+}
+
 fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string(v).unwrap_or_default());
 }
 
 fn print_line(json: bool, line: &Line) {
     match (json, line) {
-        (true, Line::Message(m)) => print_json(m),
-        (true, Line::Notice(n)) => print_json(n),
-        (false, Line::Message(m)) => println!("{} {}: {}", time(m.sent_at_ms), m.sender, m.text),
-        (false, Line::Notice(n)) => println!("{} -- {}", time(n.at_ms), n.notice),
+        (true, line) => print_json(line),
+        (false, Line::Message(m)) => println!(
+            "{}",
+            display::entry(&format!("{} {}: ", time(m.sent_at_ms), m.sender), &m.text)
+        ),
+        (false, Line::Notice(n)) => println!(
+            "{}",
+            display::entry(&format!("{} -- ", time(n.at_ms)), &n.notice)
+        ),
     }
+}
+
+/// A message from standard input: one trailing newline (LF or CRLF), as
+/// `echo` and editors add, is not part of it; inner newlines are.
+fn message_from_stdin() -> std::io::Result<String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s)?;
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    Ok(s)
 }
 
 fn time(ms: u64) -> String {
@@ -238,14 +304,14 @@ async fn open(cli: &Cli) -> duokey_terminal::Result<Terminal> {
 
 async fn run(cli: Cli) -> duokey_terminal::Result<()> {
     match &cli.command {
-        Command::Demo => return demo::run().await,
+        Command::Demo => return demo::run(cli.json).await,
         Command::Init {
             user,
             token,
             config,
             no_passphrase,
         } => {
-            let user = UserId::new(user.clone())?;
+            let user = user_arg(user.clone())?;
             let cfg = ClientConfig::load(config)?;
             let p = if *no_passphrase {
                 None
@@ -274,6 +340,12 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
             }
             return Ok(());
         }
+        Command::Chat { .. } if cli.json => {
+            return Err(Error::User(
+                "duokey chat is interactive and prints no JSON; programs use `duokey read GROUP --follow --json`"
+                    .into(),
+            ));
+        }
         Command::Chat { group } => {
             let t = Terminal::open(&home(&cli), || passphrase(false)).await?;
             return chat::run(t, group.clone()).await;
@@ -285,13 +357,17 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
     match cli.command {
         Command::Init { .. } | Command::Demo | Command::Chat { .. } => {}
         Command::Sync => {
+            let mut synced = Vec::new();
             for g in t.list_groups().await? {
                 if g.state == "active" {
                     let gid = t.resolve_group(&g.group_id).await?;
                     t.sync_messages(&gid).await?;
+                    synced.push(g.group_id);
                 }
             }
-            if !json {
+            if json {
+                print_json(&serde_json::json!({"synced": synced, "queued": t.queued().await?}));
+            } else {
                 println!("synced");
             }
         }
@@ -306,7 +382,11 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
                 for g in groups {
                     println!(
                         "{}  {:<20} {:<8} epoch {}/{}",
-                        g.group_id, g.name, g.state, g.rn1_version, g.rn2_version
+                        g.group_id,
+                        display::inline(&g.name),
+                        g.state,
+                        g.rn1_version,
+                        g.rn2_version
                     );
                 }
             }
@@ -322,7 +402,11 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
                 for i in inv {
                     println!(
                         "{}  {} invites you to {} ({}) as {}",
-                        i.invite_id, i.from, i.group_name, i.group_id, i.rights
+                        i.invite_id,
+                        i.from,
+                        display::inline(&i.group_name),
+                        i.group_id,
+                        i.rights
                     );
                 }
             }
@@ -339,7 +423,9 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         }
         Command::Decline { invite } => {
             t.decline(&invite).await?;
-            if !json {
+            if json {
+                print_json(&serde_json::json!({"declined": invite}));
+            } else {
                 println!("Declined.");
             }
         }
@@ -347,16 +433,17 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
             let gid = t.resolve_group(&group).await?;
             let text = match text {
                 Some(t) => t,
-                None => {
-                    let mut s = String::new();
-                    std::io::stdin().read_to_string(&mut s)?;
-                    s
-                }
+                None => message_from_stdin()?,
             };
+            let group_id = hex::encode(gid);
             match t.send(&gid, &text).await? {
-                SendOutcome::Posted(seq) if json => print_json(&serde_json::json!({"posted": seq})),
+                SendOutcome::Posted(seq) if json => {
+                    print_json(&serde_json::json!({"group_id": group_id, "posted": seq}))
+                }
                 SendOutcome::Posted(_) => {}
-                SendOutcome::Queued if json => print_json(&serde_json::json!({"queued": true})),
+                SendOutcome::Queued if json => {
+                    print_json(&serde_json::json!({"group_id": group_id, "queued": true}))
+                }
                 SendOutcome::Queued => {
                     eprintln!(
                         "Queued: the group's new key has not arrived yet; it is sent at your next command after it does."
@@ -378,7 +465,7 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
             }
         }
         Command::Verify { user, confirm } => {
-            let v = t.verify(&UserId::new(user)?, confirm).await?;
+            let v = t.verify(&user_arg(user)?, confirm).await?;
             if json {
                 print_json(&v);
             } else {
@@ -434,7 +521,12 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
                 print_json(&groups);
             } else {
                 for g in groups {
-                    println!("{}  {}  ({})", g.group_id, g.name, g.state);
+                    println!(
+                        "{}  {}  ({})",
+                        g.group_id,
+                        display::inline(&g.name),
+                        g.state
+                    );
                 }
             }
         }
@@ -463,10 +555,12 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
             if can_remove {
                 rights = rights.union(Rights::REMOVE);
             }
-            let user = UserId::new(user)?;
+            let user = user_arg(user)?;
             let id = t.invite(&gid, &user, rights).await?;
             if json {
-                print_json(&serde_json::json!({"invite_id": id.to_hex(), "user": user.as_str()}));
+                print_json(
+                    &serde_json::json!({"invite_id": id.to_hex(), "group_id": hex::encode(gid), "user": user.as_str()}),
+                );
             } else {
                 println!(
                     "Invited {user} (invite {id}). They accept with `duokey accept {id}`; your next command then adds them."
@@ -475,15 +569,22 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
         }
         GroupCommand::Remove { group, user } => {
             let gid = t.resolve_group(&group).await?;
-            t.remove(&gid, &UserId::new(user.clone())?).await?;
-            if !json {
+            let user = user_arg(user)?;
+            t.remove(&gid, &user).await?;
+            if json {
+                print_json(
+                    &serde_json::json!({"group_id": hex::encode(gid), "removed": user.as_str()}),
+                );
+            } else {
                 println!("Removed {user}; the group key was replaced.");
             }
         }
         GroupCommand::Leave { group } => {
             let gid = t.resolve_group(&group).await?;
             t.leave(&gid).await?;
-            if !json {
+            if json {
+                print_json(&serde_json::json!({"group_id": hex::encode(gid), "left": true}));
+            } else {
                 println!("You left the group.");
             }
         }
@@ -491,7 +592,9 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
             let gid = t.resolve_group(&group).await?;
             let v = t.rotate(&gid, rn1).await?;
             if json {
-                print_json(&serde_json::json!({"rn2_version": v}));
+                print_json(
+                    &serde_json::json!({"group_id": hex::encode(gid), "rn2_version": v, "rn1": rn1}),
+                );
             } else {
                 println!(
                     "Rotated: RN2 version {v}{}",
@@ -502,7 +605,9 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
         GroupCommand::Delete { group } => {
             let gid = t.resolve_group(&group).await?;
             t.delete(&gid).await?;
-            if !json {
+            if json {
+                print_json(&serde_json::json!({"group_id": hex::encode(gid), "deleted": true}));
+            } else {
                 println!("Group deleted.");
             }
         }
@@ -510,20 +615,50 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
     Ok(())
 }
 
+/// A user id given on the command line.
+fn user_arg(user: String) -> duokey_terminal::Result<UserId> {
+    UserId::new(user.clone()).map_err(|e| Error::User(format!("{user:?}: {e}")))
+}
+
+/// Prints an error as the user asked (text, or JSON on stderr) and gives
+/// its exit code.
+fn report(json: bool, kind: ErrorKind, message: &str) -> ExitCode {
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({"error": kind.as_str(), "message": message})
+        );
+    } else {
+        eprintln!("error: {message}");
+    }
+    ExitCode::from(exit_code(kind))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) if std::env::args().any(|a| a == "--json") => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            return report(true, ErrorKind::Usage, message);
+        }
+        Err(e) => e.exit(),
+    };
+    let json = cli.json;
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return report(
+                json,
+                ErrorKind::Failed,
+                &format!("cannot start the runtime: {e}"),
+            );
         }
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => report(json, e.kind(), &e.to_string()),
     }
 }

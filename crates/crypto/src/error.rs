@@ -109,6 +109,11 @@ pub enum Error {
     /// A group name is empty or longer than 128 bytes.
     #[error("invalid group name (1–128 bytes of UTF-8)")]
     InvalidGroupName,
+    /// A new group's name holds a control or bidirectional-control character.
+    #[error(
+        "a group name may not contain control characters, escape sequences or invisible direction marks; choose a plain name"
+    )]
+    UnsafeGroupName,
     /// A hex id does not have the right length or digits.
     #[error("invalid {what}: expected {len} hex digits")]
     InvalidHex {

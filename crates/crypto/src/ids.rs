@@ -23,6 +23,19 @@ impl UserId {
         }
     }
 
+    /// Validates a name a person chooses for a new group: besides the length
+    /// rule, no character that [`is_unsafe_to_show`] flags, so that no name
+    /// can rewrite a terminal or reorder the text around it (issue 11). Names
+    /// received from others are not refused for this; they are neutralised
+    /// where they are shown.
+    pub fn new_chosen(s: impl Into<String>) -> Result<Self> {
+        let name = Self::new(s)?;
+        if name.0.chars().any(is_unsafe_to_show) {
+            return Err(Error::UnsafeGroupName);
+        }
+        Ok(name)
+    }
+
     /// Validates raw bytes as received on the wire.
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
         if !Self::is_valid(b) {
@@ -74,6 +87,23 @@ impl FromStr for UserId {
     }
 }
 
+/// True for a character that must not reach a terminal as it is: control
+/// characters (C0, DEL, C1: escape sequences, carriage return, backspace),
+/// the invisible bidirectional controls that reorder what is shown around
+/// them ("Trojan Source", CVE-2021-42574), and the line and paragraph
+/// separators. Text from the network is shown with these replaced.
+pub fn is_unsafe_to_show(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
 /// A group name: the exact UTF-8 bytes of the grant, 1–128 bytes (SPEC §4).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct GroupName(String);
@@ -90,6 +120,19 @@ impl GroupName {
         } else {
             Err(Error::InvalidGroupName)
         }
+    }
+
+    /// Validates a name a person chooses for a new group: besides the length
+    /// rule, no character that [`is_unsafe_to_show`] flags, so that no name
+    /// can rewrite a terminal or reorder the text around it (issue 11). Names
+    /// received from others are not refused for this; they are neutralised
+    /// where they are shown.
+    pub fn new_chosen(s: impl Into<String>) -> Result<Self> {
+        let name = Self::new(s)?;
+        if name.0.chars().any(is_unsafe_to_show) {
+            return Err(Error::UnsafeGroupName);
+        }
+        Ok(name)
     }
 
     /// Validates raw bytes as received on the wire.
@@ -222,6 +265,36 @@ mod tests {
             assert_eq!(UserId::new(bad), Err(Error::InvalidUserId), "{bad}");
         }
         assert!(UserId::from_bytes(&[b'a', 0xff]).is_err());
+    }
+
+    #[test]
+    fn a_chosen_group_name_has_no_control_or_bidi_characters() {
+        for bad in [
+            "a\u{1b}[2Jb",
+            "tab\there",
+            "x\u{202e}gnp.exe",
+            "a\u{2066}b",
+            "del\u{7f}",
+            "c1\u{9b}",
+        ] {
+            assert_eq!(
+                GroupName::new_chosen(bad).unwrap_err(),
+                Error::UnsafeGroupName,
+                "{bad:?}"
+            );
+            assert!(
+                GroupName::new(bad).is_ok(),
+                "received names are not refused: {bad:?}"
+            );
+        }
+        for good in [
+            "proj",
+            "équipe 🚀",
+            "family 👨\u{200d}👩\u{200d}👧",
+            "日本語",
+        ] {
+            assert!(GroupName::new_chosen(good).is_ok(), "{good:?}");
+        }
     }
 
     #[test]

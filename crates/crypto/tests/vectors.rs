@@ -1,6 +1,6 @@
-//! SPEC §3.4: reproduce every entry of `../shared/vectors/suite1.json` byte
-//! for byte. The file is read at test time; a missing file fails the test.
-//! `DUOKEY_VECTORS` may point at another copy.
+//! SPEC §3.4: reproduce every entry of the repository's
+//! `vectors/suite1.json` byte for byte. The file is read at test time; a
+//! missing file fails the test. `DUOKEY_VECTORS` may point at another copy.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -20,7 +20,7 @@ fn vectors() -> Value {
     let path = std::env::var_os("DUOKEY_VECTORS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/suite1.json")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../vectors/suite1.json")
         });
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("test vectors {} must exist: {e}", path.display()));

@@ -118,7 +118,8 @@ impl GroupManagement for Gms {
         let user = self.user_of(&req)?;
         let r = req.into_inner();
         let gid = group_id(&r.group_id)?;
-        let name = GroupName::new(r.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let name =
+            GroupName::new_chosen(r.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let policy = normalise(r.policy, self.inner.config.min_rotate_every_secs)?;
         let now = now_ms();
         let group = GroupRow {

@@ -188,7 +188,7 @@ impl Ca {
                 "the organisation name of a CA must not be empty".into(),
             ));
         }
-        let key = KeyPair::generate_for(&PKCS_ED25519)?;
+        let key = crate::keys::generate_key_pair()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(
@@ -315,7 +315,7 @@ impl Ca {
             sans.push(host_san(host)?);
         }
 
-        let key = KeyPair::generate_for(&PKCS_ED25519)?;
+        let key = crate::keys::generate_key_pair()?;
         let mut params = leaf_params(validity)?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, DnValue::Utf8String(first.clone()));

@@ -3,36 +3,11 @@
 
 use crate::error::{Error, Result};
 use duokey_crypto::{IdentityKey, UserId};
-use rcgen::{CertificateParams, DistinguishedName, DnType, DnValue, KeyPair, PKCS_ED25519};
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rcgen::{CertificateParams, DistinguishedName, DnType, DnValue};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::oid_registry::OID_SIG_ED25519;
 use x509_parser::prelude::FromDer;
-use zeroize::{Zeroize, Zeroizing};
-
-/// DER prefix of a PKCS#8 v1 Ed25519 private key (RFC 8410 §7), followed by the
-/// 32-byte seed: `SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 },
-/// OCTET STRING { OCTET STRING seed } }`.
-const PKCS8_ED25519_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
-
-/// The terminal identity key as PKCS#8 v1 DER (48 bytes), zeroized on drop.
-fn identity_pkcs8(identity: &IdentityKey) -> Zeroizing<Vec<u8>> {
-    let seed = identity.to_seed();
-    let mut der = Zeroizing::new(Vec::with_capacity(PKCS8_ED25519_PREFIX.len() + 32));
-    der.extend_from_slice(&PKCS8_ED25519_PREFIX);
-    der.extend_from_slice(seed.as_slice());
-    der
-}
-
-/// The terminal's identity key as a rustls private key, so the terminal
-/// authenticates its TLS connections with the key its certificate names
-/// (SPEC §2). Pass it with the certificate to [`crate::client_config`].
-pub fn identity_private_key_der(identity: &IdentityKey) -> PrivateKeyDer<'static> {
-    let der = identity_pkcs8(identity);
-    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec()))
-}
+use zeroize::Zeroize;
 
 /// Builds a DER PKCS#10 certificate request for `user`, signed with the
 /// terminal's Ed25519 identity key (SPEC §2: the key never leaves the terminal;
@@ -40,11 +15,7 @@ pub fn identity_private_key_der(identity: &IdentityKey) -> PrivateKeyDer<'static
 ///
 /// The subject is `CN=<user id>`; the AS decides everything else.
 pub fn make_csr(identity: &IdentityKey, user: &UserId) -> Result<Vec<u8>> {
-    let pkcs8 = identity_pkcs8(identity);
-    let mut key = KeyPair::from_pkcs8_der_and_sign_algo(
-        &PrivatePkcs8KeyDer::from(pkcs8.as_slice()),
-        &PKCS_ED25519,
-    )?;
+    let mut key = crate::keys::key_pair(identity)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(

@@ -24,6 +24,7 @@ mod error;
 mod files;
 pub mod grpc;
 mod identity;
+mod keys;
 pub mod pem;
 mod random;
 pub mod revocation;
@@ -34,9 +35,10 @@ mod tls;
 mod tests;
 
 pub use ca::{Ca, IssuedKey, Validity};
-pub use csr::{identity_private_key_der, make_csr};
+pub use csr::make_csr;
 pub use error::{Error, Result};
 pub use identity::{PeerIdentity, peer_identity};
+pub use keys::identity_private_key_der;
 pub use revocation::RevocationList;
 pub use role::Role;
 pub use tls::{

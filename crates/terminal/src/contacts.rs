@@ -80,10 +80,11 @@ impl Terminal {
             .await
             .map_err(Error::server(format!("looking up {user}")))?
             .into_inner();
-        let leaf = resp
-            .cert_chain_der
-            .first()
-            .ok_or_else(|| Error::user(format!("{user} has no certificate")))?;
+        let leaf = resp.cert_chain_der.first().ok_or_else(|| {
+            Error::not_found(format!(
+                "{user} has no certificate in the directory (not enrolled?)"
+            ))
+        })?;
         let verifier = duokey_pki::client_verifier(
             &self.ca,
             ClientAuth::Required,
@@ -100,19 +101,19 @@ impl Terminal {
         verifier
             .verify_client_cert(&der, &rest, UnixTime::now())
             .map_err(|e| {
-                Error::user(format!(
+                Error::refused(format!(
                     "the directory's certificate for {user} is not valid: {e}"
                 ))
             })?;
         let peer = peer_identity(leaf)?;
         if peer.user_id.as_ref() != Some(user) || !peer.is_terminal() {
-            return Err(Error::user(format!(
+            return Err(Error::refused(format!(
                 "the directory's certificate is not {user}'s"
             )));
         }
         let key = peer
             .ed25519_public
-            .ok_or_else(|| Error::user(format!("{user}'s certificate has no Ed25519 key")))?;
+            .ok_or_else(|| Error::refused(format!("{user}'s certificate has no Ed25519 key")))?;
         Ok((
             PublicIdentity::from_bytes(&key)?,
             peer.fingerprint_sha256,
@@ -158,13 +159,13 @@ impl Terminal {
             return Err(self.key_changed(user, &current).await?);
         }
         if record.is_empty() {
-            return Err(Error::user(format!(
+            return Err(Error::refused(format!(
                 "{user} has not published a delivery key yet (their terminal must sync once)"
             )));
         }
         let rec = DeliveryKeyRecord::verify(&record, &pinned)?;
         if &rec.user != user {
-            return Err(Error::user(format!(
+            return Err(Error::refused(format!(
                 "the delivery key record is not {user}'s"
             )));
         }
@@ -177,7 +178,7 @@ impl Terminal {
             .bind(user.as_str())
             .execute(&self.store.pool)
             .await?;
-        Ok(Error::user(format!(
+        Ok(Error::refused(format!(
             "WARNING: the identity key of {user} has CHANGED since you first saw it. This can mean a new device, \
              or an attacker. Nothing was sent to {user}. Compare safety numbers with `duokey verify {user}` \
              and accept the new key with `duokey verify {user} --confirm` only if they match."

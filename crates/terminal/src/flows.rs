@@ -54,7 +54,7 @@ impl Terminal {
         let by_name: Vec<_> = groups.iter().filter(|g| g.name == spec).collect();
         match by_name.len() {
             1 => Ok(by_name[0].group_id),
-            0 if by_id.is_empty() => Err(Error::user(format!(
+            0 if by_id.is_empty() => Err(Error::not_found(format!(
                 "no group {spec:?} in this profile; `duokey group list` shows yours"
             ))),
             _ => Err(Error::user(format!(
@@ -65,7 +65,7 @@ impl Terminal {
 
     /// `duokey group create NAME` (SPEC §4.1).
     pub async fn create_group(&mut self, name: &str, policy: GroupPolicy) -> Result<GroupInfo> {
-        let name = GroupName::new(name)?;
+        let name = GroupName::new_chosen(name)?;
         let gid = GroupId::random()?;
         let rn1 = Rn1::random()?;
         let policy = Policy {
@@ -136,13 +136,12 @@ impl Terminal {
     }
 
     async fn active(&self, gid: &[u8; 16]) -> Result<crate::store::GroupRow> {
-        let g = self
-            .store
-            .group(gid)
-            .await?
-            .ok_or_else(|| Error::user("unknown group"))?;
+        let g =
+            self.store.group(gid).await?.ok_or_else(|| {
+                Error::not_found("unknown group; `duokey group list` shows yours")
+            })?;
         if g.state != "active" {
-            return Err(Error::user(format!(
+            return Err(Error::refused(format!(
                 "you are no longer a member of {} ({})",
                 g.name, g.state
             )));
@@ -175,13 +174,13 @@ impl Terminal {
     ) -> Result<ItemId> {
         let (g, mine) = self.my_rights(gid).await?;
         if !mine.contains(Rights::INVITE) {
-            return Err(Error::user(format!(
+            return Err(Error::refused(format!(
                 "you lack the invite right in group {}",
                 g.name
             )));
         }
         if !mine.contains(rights) {
-            return Err(Error::user(format!(
+            return Err(Error::refused(format!(
                 "you can grant only rights you hold ({mine}) in group {}",
                 g.name
             )));
@@ -192,7 +191,7 @@ impl Terminal {
             .iter()
             .any(|m| m.user == user.as_str())
         {
-            return Err(Error::user(format!(
+            return Err(Error::refused(format!(
                 "{user} is already a member of {}",
                 g.name
             )));
@@ -250,7 +249,7 @@ impl Terminal {
                 one.group_id.parse()?,
                 UserId::new(one.from.clone())?,
             )),
-            [] => Err(Error::user(format!(
+            [] => Err(Error::not_found(format!(
                 "no pending invitation matches {spec:?}; `duokey invites` lists them"
             ))),
             _ => Err(Error::user(format!(
@@ -304,7 +303,7 @@ impl Terminal {
     pub async fn remove(&mut self, gid: &[u8; 16], user: &UserId) -> Result<()> {
         let (g, mine) = self.my_rights(gid).await?;
         if !mine.contains(Rights::REMOVE) {
-            return Err(Error::user(format!(
+            return Err(Error::refused(format!(
                 "you lack the remove right in group {}",
                 g.name
             )));
@@ -357,7 +356,7 @@ impl Terminal {
     pub async fn rotate(&mut self, gid: &[u8; 16], rn1: bool) -> Result<u64> {
         let (g, mine) = self.my_rights(gid).await?;
         if !mine.contains(Rights::REMOVE) {
-            return Err(Error::user(format!(
+            return Err(Error::refused(format!(
                 "you lack the remove right in group {} (needed to rotate)",
                 g.name
             )));
@@ -382,7 +381,7 @@ impl Terminal {
     pub async fn delete(&mut self, gid: &[u8; 16]) -> Result<()> {
         let (g, mine) = self.my_rights(gid).await?;
         if !mine.contains(Rights::OWNER) {
-            return Err(Error::user(format!(
+            return Err(Error::refused(format!(
                 "only the owner can delete group {}",
                 g.name
             )));

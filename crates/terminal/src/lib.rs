@@ -21,7 +21,7 @@ mod terminal;
 pub mod vault;
 
 pub use config::ClientConfig;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use flows::GroupPolicy;
 pub use live::{Live, LiveEvent, LiveUpdate};
 pub use messages::{Line, Message, Notice, OpenCache, UNREADABLE};

@@ -43,9 +43,9 @@ pub struct LiveUpdate {
 impl Live {
     /// The next event; `Err` when a stream failed or ended (reconnect then).
     pub async fn next(&mut self) -> Result<LiveEvent> {
-        let lost = |what: &str, status: Option<tonic::Status>| Error::Server {
-            what: what.into(),
-            status: status.map_or_else(|| "stream closed".into(), |s| s.message().to_owned()),
+        let lost = |what: &str, status: Option<tonic::Status>| {
+            let status = status.unwrap_or_else(|| tonic::Status::unavailable("stream closed"));
+            Error::from_status(what, &status)
         };
         tokio::select! {
             d = self.deliveries.next() => match d {

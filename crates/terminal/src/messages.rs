@@ -104,6 +104,35 @@ pub enum Line {
     Notice(Notice),
 }
 
+impl Line {
+    /// What the line is, as `duokey read --json` names it: `"message"`,
+    /// `"notice"` or `"unreadable"` (a message that could not be opened).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Line::Message(_) => "message",
+            Line::Notice(n) if n.is_unreadable() => "unreadable",
+            Line::Notice(_) => "notice",
+        }
+    }
+}
+
+/// JSON: the message's or notice's fields and a `"kind"` (see [`Line::kind`]).
+impl serde::Serialize for Line {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Tagged<'a, T> {
+            kind: &'static str,
+            #[serde(flatten)]
+            line: &'a T,
+        }
+        let kind = self.kind();
+        match self {
+            Line::Message(line) => Tagged { kind, line }.serialize(serializer),
+            Line::Notice(line) => Tagged { kind, line }.serialize(serializer),
+        }
+    }
+}
+
 impl Terminal {
     /// The group key of an epoch, if this terminal can derive it.
     pub(crate) async fn group_key(&self, gid: &[u8; 16], epoch: Epoch) -> Result<Option<GroupKey>> {
@@ -134,13 +163,12 @@ impl Terminal {
     /// Sends `text` to a group now, or queues it until the group's new RN1
     /// arrives (SPEC §4.3 step 4).
     pub(crate) async fn send_text(&mut self, gid: &[u8; 16], text: &str) -> Result<SendOutcome> {
-        let g = self
-            .store
-            .group(gid)
-            .await?
-            .ok_or_else(|| Error::user("unknown group"))?;
+        let g =
+            self.store.group(gid).await?.ok_or_else(|| {
+                Error::not_found("unknown group; `duokey group list` shows yours")
+            })?;
         if g.state != "active" {
-            return Err(Error::user(format!(
+            return Err(Error::refused(format!(
                 "you are no longer a member of {} ({})",
                 g.name, g.state
             )));
@@ -158,11 +186,10 @@ impl Terminal {
     }
 
     pub(crate) async fn post_now(&mut self, gid: &[u8; 16], text: &str) -> Result<u64> {
-        let g = self
-            .store
-            .group(gid)
-            .await?
-            .ok_or_else(|| Error::user("unknown group"))?;
+        let g =
+            self.store.group(gid).await?.ok_or_else(|| {
+                Error::not_found("unknown group; `duokey group list` shows yours")
+            })?;
         let epoch = Epoch::new(g.rn1_version, g.rn2_version);
         let gk = self.group_key(gid, epoch).await?.ok_or_else(|| {
             Error::user("the group key is not complete yet; try again after a sync")

@@ -141,7 +141,9 @@ impl Terminal {
                 .map_err(Error::server("fetching a grant"))?
                 .into_inner();
             if whole.members_omitted {
-                return Err(Error::user("the GMS sent a grant without its member list"));
+                return Err(Error::refused(
+                    "the GMS sent a grant without its member list",
+                ));
             }
             return Ok(whole);
         };
@@ -483,7 +485,7 @@ impl Terminal {
         .fetch_optional(&self.store.pool)
         .await?
         .ok_or_else(|| {
-            Error::user(format!(
+            Error::refused(format!(
                 "{invitee} acknowledged an invitation we did not send"
             ))
         })?;
@@ -592,7 +594,7 @@ impl Terminal {
                 )?)
             }
             None if p.ref_id == item.item_id => None,
-            None => return Err(Error::user("an rn1 item matches no accepted invitation")),
+            None => return Err(Error::refused("an rn1 item matches no accepted invitation")),
         };
         let ctx = Rn1Context {
             group_id: &p.group_id,

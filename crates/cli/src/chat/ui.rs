@@ -189,7 +189,7 @@ fn draw_messages(f: &mut Frame, app: &App, area: Rect) {
     let shown: Vec<Line> = rows[start..end].to_vec();
     let mut title = vec![
         Span::styled(
-            format!(" {} ", g.name),
+            format!(" {} ", crate::display::inline(&g.name)),
             Style::default().add_modifier(Modifier::BOLD),
         ),
         Span::raw(format!("· epoch {}/{} ", g.epoch.0, g.epoch.1)),
@@ -252,8 +252,10 @@ fn text_width(s: &str) -> usize {
     s.chars().map(|c| c.width().unwrap_or(0)).sum()
 }
 
-/// `s` cut to `max` columns, with `…` when cut.
+/// `s` made safe to show (`crate::display`) and cut to `max` columns, with
+/// `…` when cut.
 fn fit(s: &str, max: usize) -> String {
+    let s = &*crate::display::inline(s);
     if text_width(s) <= max {
         return s.to_owned();
     }
@@ -309,8 +311,9 @@ impl Rows {
 }
 
 /// Word-wraps `text` after the spans of `head`; continuation rows are
-/// indented. Control characters are shown as `�` so that a message cannot
-/// move the cursor or change the terminal.
+/// indented. Control characters and direction marks are shown as `�`
+/// (`crate::display`) so that a message cannot move the cursor, change the
+/// terminal or reorder what is shown.
 fn wrap(head: Vec<Span<'static>>, text: &str, style: Style, width: usize) -> Vec<Line<'static>> {
     let used = head.iter().map(width_of_span).sum();
     let mut rows = Rows {
@@ -320,14 +323,10 @@ fn wrap(head: Vec<Span<'static>>, text: &str, style: Style, width: usize) -> Vec
         width: width.max(INDENT + 8),
         style,
     };
-    for (i, para) in text.split('\n').enumerate() {
+    for (i, clean) in crate::display::lines(text).enumerate() {
         if i > 0 {
             rows.break_line();
         }
-        let clean: String = para
-            .chars()
-            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-            .collect();
         for word in clean.split_inclusive(' ') {
             rows.push_word(word);
         }
@@ -378,7 +377,9 @@ fn draw_members(f: &mut Frame, app: &App, area: Rect) {
 
 fn draw_input(f: &mut Frame, app: &App, area: Rect) {
     let title = match app.current() {
-        Some(g) if g.state == "active" => format!(" Message {} ", g.name),
+        Some(g) if g.state == "active" => {
+            format!(" Message {} ", crate::display::inline(&g.name))
+        }
         Some(_) => " This group is closed ".to_owned(),
         None => " Command ".to_owned(),
     };
@@ -393,13 +394,7 @@ fn draw_input(f: &mut Frame, app: &App, area: Rect) {
         .input
         .text
         .split('\n')
-        .map(|l| {
-            Line::raw(
-                l.chars()
-                    .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-                    .collect::<String>(),
-            )
-        })
+        .map(|l| Line::raw(crate::display::inline(l).into_owned()))
         .collect();
     let focused = app.focus == Focus::Input && !app.show_help;
     let block = Block::bordered().title(title).title_bottom(Line::styled(

@@ -166,6 +166,24 @@ impl User {
             .unwrap()
     }
 
+    /// Runs a command with `input` on its standard input.
+    pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(bin("duokey"))
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .env("DUOKEY_PASSPHRASE", &self.passphrase)
+            .env_remove("DUOKEY_KEYLOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     /// Runs a command that must succeed; returns its standard output.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
