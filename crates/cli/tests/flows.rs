@@ -161,9 +161,9 @@ fn errors_say_what_to_do() {
 }
 
 #[test]
-fn demo_passes() {
+fn demo_passes_every_check_in_json() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_duokey"))
-        .arg("demo")
+        .args(["--json", "demo"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -172,8 +172,24 @@ fn demo_passes() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("properties held"), "{stdout}");
-    assert!(!stdout.contains("[FAILED]"));
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let checks: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l.get("check").is_some()).collect();
+    assert!(checks.len() >= 10, "{stdout}");
+    assert!(checks.iter().all(|c| c["ok"] == true), "{stdout}");
+    assert!(
+        lines.iter().any(|l| l["line"]["kind"] == "message"),
+        "{stdout}"
+    );
+    assert!(
+        lines.last().unwrap()["step"]
+            .as_str()
+            .unwrap()
+            .contains("properties held")
+    );
 }
 
 #[test]
@@ -217,6 +233,7 @@ fn read_follow_streams_messages_and_notices() {
     let line = wait_for(&|l| l.contains("live message"));
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["sender"].as_str(), Some("alice"), "{line}");
+    assert_eq!(v["kind"].as_str(), Some("message"), "{line}");
     alice.ok(&["group", "remove", "proj", "carol"]);
     wait_for(&|l| l.contains("carol was removed"));
     follow.kill().unwrap();

@@ -557,3 +557,45 @@ impl Terminal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn notice(text: &str) -> Line {
+        Line::Notice(Notice {
+            group_id: "00".repeat(16),
+            notice: text.into(),
+            at_ms: 5,
+        })
+    }
+
+    #[test]
+    fn every_history_line_says_in_json_what_kind_it_is() {
+        let message = Line::Message(Message {
+            group_id: "00".repeat(16),
+            sender: "alice".into(),
+            text: "hi".into(),
+            sent_at_ms: 1,
+            rn1_version: 1,
+            rn2_version: 2,
+            seq: 0,
+            msg_id: "11".repeat(16),
+        });
+        let v = serde_json::to_value(&message).unwrap();
+        assert_eq!(
+            (v["kind"].as_str(), v["text"].as_str()),
+            (Some("message"), Some("hi"))
+        );
+        let v = serde_json::to_value(notice("bob joined")).unwrap();
+        assert_eq!(
+            (v["kind"].as_str(), v["at_ms"].as_u64()),
+            (Some("notice"), Some(5))
+        );
+        let text = format!("{UNREADABLE} message from mallory (#9): not a member");
+        let v = serde_json::to_value(notice(&text)).unwrap();
+        assert_eq!(v["kind"], "unreadable");
+        assert_eq!(v["notice"], text.as_str());
+    }
+}
