@@ -125,6 +125,9 @@ pub enum Error {
     /// An inbox item kind not defined by SPEC §4.
     #[error("unknown inbox item kind {0}")]
     UnknownItemKind(u8),
+    /// A membership change breaks a rule of SPEC §4.7.
+    #[error("membership change refused: {0}")]
+    Membership(crate::membership::Rule),
     /// A rights byte with undefined bits.
     #[error("invalid rights bits {0:#04x}")]
     InvalidRights(u8),

@@ -35,6 +35,8 @@ pub enum ItemKind {
     Removal = 5,
     /// 6: the recipient's RN2 version is stale.
     Stale = 6,
+    /// 7: names the membership change an `rn1` item was sent for (SPEC §4.7).
+    Anchor = 7,
 }
 
 impl TryFrom<u8> for ItemKind {
@@ -47,6 +49,7 @@ impl TryFrom<u8> for ItemKind {
             4 => ItemKind::Rn1,
             5 => ItemKind::Removal,
             6 => ItemKind::Stale,
+            7 => ItemKind::Anchor,
             other => return Err(Error::UnknownItemKind(other)),
         })
     }
@@ -111,6 +114,17 @@ pub enum ItemBody {
         /// The RN2 version the sender of this item holds.
         current_rn2_version: u64,
     },
+    /// `group_id || u64 membership_seq || head[32] || u64 at_rn2_version` (SPEC §4.7).
+    Anchor {
+        /// The group.
+        group_id: GroupId,
+        /// The seq of the change the accompanying R1 was sent for.
+        membership_seq: u64,
+        /// The chain's head at that change, as the sender verified it.
+        head: [u8; 32],
+        /// The RN2 version of the grant that applied the change.
+        at_rn2_version: u64,
+    },
 }
 
 impl ItemBody {
@@ -123,6 +137,7 @@ impl ItemBody {
             ItemBody::Rn1(_) => ItemKind::Rn1,
             ItemBody::Removal { .. } => ItemKind::Removal,
             ItemBody::Stale { .. } => ItemKind::Stale,
+            ItemBody::Anchor { .. } => ItemKind::Anchor,
         }
     }
 
@@ -133,7 +148,8 @@ impl ItemBody {
             | ItemBody::Ack { group_id, .. }
             | ItemBody::Decline { group_id, .. }
             | ItemBody::Removal { group_id }
-            | ItemBody::Stale { group_id, .. } => group_id,
+            | ItemBody::Stale { group_id, .. }
+            | ItemBody::Anchor { group_id, .. } => group_id,
             ItemBody::Rn1(p) => &p.group_id,
         }
     }
@@ -182,6 +198,17 @@ impl ItemBody {
             } => {
                 w.bytes(group_id.as_bytes()).u64(*current_rn2_version);
             }
+            ItemBody::Anchor {
+                group_id,
+                membership_seq,
+                head,
+                at_rn2_version,
+            } => {
+                w.bytes(group_id.as_bytes())
+                    .u64(*membership_seq)
+                    .bytes(head)
+                    .u64(*at_rn2_version);
+            }
         }
         Ok(w.into_vec())
     }
@@ -218,6 +245,12 @@ impl ItemBody {
             ItemKind::Stale => ItemBody::Stale {
                 group_id: GroupId(r.array()?),
                 current_rn2_version: r.u64()?,
+            },
+            ItemKind::Anchor => ItemBody::Anchor {
+                group_id: GroupId(r.array()?),
+                membership_seq: r.u64()?,
+                head: r.array()?,
+                at_rn2_version: r.u64()?,
             },
         };
         r.finish()?;

@@ -11,6 +11,7 @@
 //! * [`replay`]: bounded replay protection per (sender, epoch);
 //! * [`rn1_delivery`]: HPKE sealing of R1 between terminals (§4.2 step 3);
 //! * [`item`] and [`delivery_key`]: signed inbox items and the signed delivery key (§4);
+//! * [`membership`]: member-signed membership changes and the group state (§4.7);
 //! * [`ids`], [`epoch`], [`rights`], [`identity`]: validated types.
 //!
 //! Secret types ([`Rn1`], [`R1`], [`Rn2`], [`GroupKey`], [`SenderKey`],
@@ -27,6 +28,7 @@ pub mod group_key;
 pub mod identity;
 pub mod ids;
 pub mod item;
+pub mod membership;
 pub mod message_key;
 pub mod padding;
 mod random;

@@ -465,6 +465,9 @@ impl Terminal {
                     .notice(&group_id.0, &text, crate::now_ms())
                     .await?;
             }
+            // SPEC §4.7 anchors: this terminal does not verify membership
+            // chains yet (docs/PROTOCOL.md §11.1), so it has no use for them.
+            ItemBody::Anchor { .. } => {}
         }
         Ok(())
     }

@@ -1,0 +1,278 @@
+//! The group's state as the chain of signed changes gives it, and the rules a
+//! change must satisfy (SPEC §4.7). One pure function, [`State::apply`], used
+//! by the GMS before it stores a change and by every terminal before it acts
+//! on one: the rules live here and nowhere else.
+
+use super::Rule;
+use super::change::{Action, FLAG_ROTATES_RN1, Hash, RekeyBody, SignedChange};
+use super::policy::Policy;
+use crate::codec::Reader;
+use crate::error::Result;
+use crate::identity::PublicIdentity;
+use crate::ids::{GroupId, GroupName, UserId};
+use crate::rights::Rights;
+use std::collections::BTreeMap;
+
+/// A member in the state: its rights and the key the history recorded for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// Its rights.
+    pub rights: Rights,
+    /// The key that speaks for it in this group (from `create`, `add` or `rekey`).
+    pub key: PublicIdentity,
+}
+
+/// Who rotates RN1 to a version, and which change made that version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rn1Rotation {
+    /// The RN1 version.
+    pub rn1_version: u32,
+    /// The member who makes and sends that RN1.
+    pub rotator: UserId,
+    /// The seq of the change that created the version.
+    pub seq: u64,
+}
+
+/// The state after a chain of valid changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// The group.
+    pub group_id: GroupId,
+    /// Its name (from `create`).
+    pub name: GroupName,
+    /// The owner (the creator).
+    pub owner: UserId,
+    /// Members with rights and keys.
+    pub members: BTreeMap<UserId, Member>,
+    /// The policy (from `create`, then `policy` changes).
+    pub policy: Policy,
+    /// The current RN1 version.
+    pub rn1_version: u32,
+    /// Every RN1 version's rotator, oldest first.
+    pub rn1_rotations: Vec<Rn1Rotation>,
+    /// Whether a `delete` was applied.
+    pub deleted: bool,
+    /// The seq of the last change.
+    pub seq: u64,
+    /// The hash of the last change.
+    pub head: Hash,
+    /// The last change's `created_at_ms`.
+    pub last_created_at_ms: u64,
+}
+
+/// `create`'s body: `lp16(name) || owner_key[32] || policy`.
+struct CreateBody {
+    name: GroupName,
+    owner_key: PublicIdentity,
+    policy: Policy,
+}
+
+impl CreateBody {
+    fn decode(body: &[u8]) -> Result<CreateBody> {
+        let mut r = Reader::new(body, "create body");
+        let name = GroupName::from_bytes(r.lp16()?).map_err(|_| Rule::Name)?;
+        let owner_key = PublicIdentity::from_bytes(&r.array()?)?;
+        let policy = Policy::decode(r.take(r.remaining())?)?;
+        Ok(CreateBody {
+            name,
+            owner_key,
+            policy,
+        })
+    }
+}
+
+/// Encodes a `create` body.
+pub fn create_body(
+    name: &GroupName,
+    owner_key: &PublicIdentity,
+    policy: &Policy,
+) -> Result<Vec<u8>> {
+    let mut w = crate::codec::Writer::with_capacity(2 + name.as_bytes().len() + 32 + 37);
+    w.lp16(name.as_bytes())?;
+    w.bytes(&owner_key.to_bytes()).bytes(&policy.encode());
+    Ok(w.into_vec())
+}
+
+/// Fails with `rule` unless `ok`.
+fn require(ok: bool, rule: Rule) -> Result<()> {
+    if ok { Ok(()) } else { Err(rule.into()) }
+}
+
+impl State {
+    /// The state a valid `create` starts (the change must be the first).
+    pub fn create(change: &SignedChange) -> Result<State> {
+        let c = change.change();
+        require(c.action == Action::Create, Rule::FirstChange)?;
+        require(c.seq == 1 && c.prev == [0; 32], Rule::FirstChange)?;
+        require(
+            c.actor == c.subject && c.rights == Rights::ALL && c.flags == 0,
+            Rule::Fields,
+        )?;
+        let body = CreateBody::decode(&c.body)?;
+        change.verify(&body.owner_key)?;
+        let owner = Member {
+            rights: Rights::ALL,
+            key: body.owner_key,
+        };
+        Ok(State {
+            group_id: c.group_id,
+            name: body.name,
+            owner: c.actor.clone(),
+            members: BTreeMap::from([(c.actor.clone(), owner)]),
+            policy: body.policy,
+            rn1_version: 1,
+            rn1_rotations: vec![Rn1Rotation {
+                rn1_version: 1,
+                rotator: c.actor.clone(),
+                seq: 1,
+            }],
+            deleted: false,
+            seq: 1,
+            head: change.hash(),
+            last_created_at_ms: c.created_at_ms,
+        })
+    }
+
+    /// The state after `change`, if it extends this state validly; this
+    /// state is left as it was either way.
+    pub fn apply(&self, change: &SignedChange) -> Result<State> {
+        let c = change.change();
+        require(!self.deleted, Rule::Deleted)?;
+        require(c.action != Action::Create, Rule::CreateOnce)?;
+        require(c.group_id == self.group_id, Rule::GroupId)?;
+        require(c.seq == self.seq.wrapping_add(1), Rule::Seq)?;
+        require(c.prev == self.head, Rule::Prev)?;
+        require(c.created_at_ms >= self.last_created_at_ms, Rule::CreatedAt)?;
+        let actor = self.members.get(&c.actor).ok_or(Rule::ActorNotMember)?;
+        change.verify(&actor.key)?;
+
+        let mut next = self.clone();
+        next.apply_action(change, actor)?;
+        next.seq = c.seq;
+        next.head = change.hash();
+        next.last_created_at_ms = c.created_at_ms;
+        Ok(next)
+    }
+
+    /// The action's own rule and effect (SPEC §4.7 table).
+    fn apply_action(&mut self, change: &SignedChange, actor: &Member) -> Result<()> {
+        let c = change.change();
+        let plain = c.rights == Rights::NONE && c.body.is_empty();
+        match c.action {
+            Action::Create => Err(Rule::CreateOnce.into()),
+            Action::Add => self.add(change, actor),
+            Action::Remove => {
+                require(actor.rights.contains(Rights::REMOVE), Rule::LacksRemove)?;
+                require(c.subject != c.actor, Rule::RemoveSelf)?;
+                require(
+                    self.members.contains_key(&c.subject),
+                    Rule::SubjectNotMember,
+                )?;
+                require(c.subject != self.owner, Rule::OwnerCannotBeRemoved)?;
+                require(plain, Rule::Fields)?;
+                self.end_membership(change, c.actor.clone())
+            }
+            Action::Leave => {
+                require(c.subject == c.actor, Rule::ActorMustBeSubject)?;
+                require(c.actor != self.owner, Rule::OwnerCannotLeave)?;
+                require(plain, Rule::Fields)?;
+                self.end_membership(change, self.owner.clone())
+            }
+            Action::RotateRn1 => {
+                require(c.subject == c.actor, Rule::ActorMustBeSubject)?;
+                require(plain && c.flags == FLAG_ROTATES_RN1, Rule::Fields)?;
+                self.rotate_rn1(c.actor.clone(), c.seq)
+            }
+            Action::Policy => {
+                require(c.actor == self.owner, Rule::OnlyOwner)?;
+                require(c.subject == c.actor, Rule::ActorMustBeSubject)?;
+                require(c.rights == Rights::NONE && c.flags == 0, Rule::Fields)?;
+                self.policy = Policy::decode(&c.body)?;
+                Ok(())
+            }
+            Action::Delete => {
+                require(c.actor == self.owner, Rule::OnlyOwner)?;
+                require(c.subject == c.actor, Rule::ActorMustBeSubject)?;
+                require(plain && c.flags == 0, Rule::Fields)?;
+                self.deleted = true;
+                Ok(())
+            }
+            Action::Rekey => {
+                require(c.subject == c.actor, Rule::ActorMustBeSubject)?;
+                require(c.rights == Rights::NONE && c.flags == 0, Rule::Fields)?;
+                let rekey = RekeyBody::open(&c.body, &c.group_id, &c.actor)?;
+                if let Some(m) = self.members.get_mut(&c.actor) {
+                    m.key = rekey.new_key;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn add(&mut self, change: &SignedChange, actor: &Member) -> Result<()> {
+        let c = change.change();
+        require(actor.rights.contains(Rights::INVITE), Rule::LacksInvite)?;
+        require(!self.members.contains_key(&c.subject), Rule::AlreadyMember)?;
+        require(!c.rights.contains(Rights::OWNER), Rule::OwnerRight)?;
+        require(actor.rights.contains(c.rights), Rule::RightsNotHeld)?;
+        require(c.flags == 0, Rule::Fields)?;
+        let key = <[u8; 32]>::try_from(c.body.as_slice()).map_err(|_| Rule::Fields)?;
+        let key = PublicIdentity::from_bytes(&key)?;
+        let count = u32::try_from(self.members.len()).unwrap_or(u32::MAX);
+        require(count < self.policy.max_members, Rule::GroupFull)?;
+        self.members.insert(
+            c.subject.clone(),
+            Member {
+                rights: c.rights,
+                key,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removal and leave: the subject goes; RN1 rotates (by `rotator`)
+    /// exactly when the policy says so.
+    fn end_membership(&mut self, change: &SignedChange, rotator: UserId) -> Result<()> {
+        let c = change.change();
+        require(
+            change.rotates_rn1() == self.policy.rotate_rn1_on_remove,
+            Rule::Rn1Flag,
+        )?;
+        self.members.remove(&c.subject);
+        if change.rotates_rn1() {
+            self.rotate_rn1(rotator, c.seq)?;
+        }
+        Ok(())
+    }
+
+    fn rotate_rn1(&mut self, rotator: UserId, seq: u64) -> Result<()> {
+        self.rn1_version = self.rn1_version.checked_add(1).ok_or(Rule::Fields)?;
+        self.rn1_rotations.push(Rn1Rotation {
+            rn1_version: self.rn1_version,
+            rotator,
+            seq,
+        });
+        Ok(())
+    }
+
+    /// The rotator the verified history names for `rn1_version`.
+    pub fn rotator(&self, rn1_version: u32) -> Option<&UserId> {
+        self.rn1_rotations
+            .iter()
+            .find(|r| r.rn1_version == rn1_version)
+            .map(|r| &r.rotator)
+    }
+
+    /// The key the history recorded for `user`, if a member.
+    pub fn key_of(&self, user: &UserId) -> Option<&PublicIdentity> {
+        self.members.get(user).map(|m| &m.key)
+    }
+}
+
+/// Applies `change` to `state`, or starts the state from a `create`.
+pub fn apply(state: Option<&State>, change: &SignedChange) -> Result<State> {
+    match state {
+        None => State::create(change),
+        Some(s) => s.apply(change),
+    }
+}
