@@ -10,7 +10,9 @@
 use crate::error::Result;
 use crate::identity::peer_identity;
 use crate::revocation::RevocationList;
+use crate::role::Role;
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
@@ -18,7 +20,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
     RootCertStore, ServerConfig, SignatureScheme,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::sync::Arc;
 
 /// The ALPN protocol of Duokey's gRPC connections (SPEC §5: gRPC over HTTP/2).
@@ -98,18 +100,103 @@ pub fn client_config(
     ca: &CertificateDer<'_>,
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<Arc<ClientConfig>> {
+    build_client_config(ca, client, None)
+}
+
+/// [`client_config`] for calling a server of `role` (SPEC §1, §2; D9): the
+/// server's certificate must also carry that role, so a certificate the CA
+/// issued for another role (a CS posing as the GMS, say) is refused at the
+/// handshake.
+pub fn client_config_for(
+    ca: &CertificateDer<'_>,
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    role: Role,
+) -> Result<Arc<ClientConfig>> {
+    build_client_config(ca, client, Some(role))
+}
+
+fn build_client_config(
+    ca: &CertificateDer<'_>,
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    role: Option<Role>,
+) -> Result<Arc<ClientConfig>> {
     let provider = crypto_provider();
-    let verifier =
+    let inner =
         WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider.clone()).build()?;
     let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_webpki_verifier(verifier);
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(DuokeyServerVerifier { inner, role }));
     let mut config = match client {
         Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// webpki verification of a server (CA and host name), then its role.
+#[derive(Debug)]
+struct DuokeyServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    role: Option<Role>,
+}
+
+impl ServerCertVerifier for DuokeyServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let verified =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        let Some(role) = self.role else {
+            return Ok(verified);
+        };
+        let other = |e: crate::Error| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        };
+        let identity = peer_identity(end_entity).map_err(other)?;
+        if !identity.roles.contains(&role) {
+            return Err(other(crate::Error::InvalidCertificate(format!(
+                "the server's certificate does not carry the {} role (roles: {})",
+                role.name(),
+                identity
+                    .roles
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// webpki verification plus the Duokey profile and the revocation list.

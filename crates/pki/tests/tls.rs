@@ -404,3 +404,50 @@ fn time_now() -> i64 {
         .expect("clock")
         .as_secs() as i64
 }
+
+#[tokio::test]
+async fn a_cs_certificate_posing_as_the_gms_is_refused_by_clients() {
+    // Two servers of one CA: a real GMS and a CS. A client of the GMS that is
+    // pointed at the CS (a CS operator answering in the GMS's name) refuses
+    // it at the handshake, while it still accepts the real GMS; a client of
+    // the CS accepts the CS.
+    let ca = Ca::generate("Test Org").expect("ca");
+    let issue = |roles: &[Role]| {
+        ca.issue_server(&["127.0.0.1".to_string()], roles, 30)
+            .expect("server cert")
+    };
+    let start = |cert: IssuedKey| {
+        let cfg = server_config(
+            &ca.cert_der(),
+            cert.chain(),
+            cert.key_der.clone_key(),
+            ClientAuth::Required,
+            Arc::new(RevocationList::empty()),
+        )
+        .expect("server config");
+        spawn_server(cfg)
+    };
+    let gms = start(issue(&[Role::Gms])).await;
+    let cs = start(issue(&[Role::Cs])).await;
+    let (chain, key) = terminal(&ca, "alice");
+    let for_role = |role| {
+        duokey_pki::client_config_for(&ca.cert_der(), Some((chain.clone(), key.clone_key())), role)
+            .expect("client config")
+    };
+
+    let posing = exchange(for_role(Role::Gms), cs.addr, "127.0.0.1").await;
+    let err = posing.expect_err("a CS certificate must not pass as the GMS");
+    assert!(err.contains("does not carry the gms role"), "{err}");
+    assert_eq!(
+        exchange(for_role(Role::Gms), gms.addr, "127.0.0.1")
+            .await
+            .as_deref(),
+        Ok("user alice")
+    );
+    assert_eq!(
+        exchange(for_role(Role::Cs), cs.addr, "127.0.0.1")
+            .await
+            .as_deref(),
+        Ok("user alice")
+    );
+}

@@ -94,11 +94,13 @@ impl Tls {
         )?)
     }
 
-    fn client(&self) -> Result<Arc<duokey_pki::rustls::ClientConfig>, Error> {
+    /// The GMS's client to the CS (SPEC §5.4): the peer must carry the CS role.
+    fn cs_client(&self) -> Result<Arc<duokey_pki::rustls::ClientConfig>, Error> {
         let key = duokey_pki::pem::key_from_pem(&self.key_pem)?;
-        Ok(duokey_pki::client_config(
+        Ok(duokey_pki::client_config_for(
             &self.ca,
             Some((self.chain.clone(), key)),
+            duokey_pki::Role::Cs,
         )?)
     }
 }
@@ -227,7 +229,7 @@ impl Node {
                         Error::Config("cs_url is required when the CS runs elsewhere".into())
                     })?;
                 let client = MembershipSyncClient::new(
-                    channel(&cs_url, tls.client()?)
+                    channel(&cs_url, tls.cs_client()?)
                         .map_err(|s| Error::Config(s.message().to_owned()))?,
                 );
                 tasks.spawn(until_stopped(

@@ -141,7 +141,7 @@ impl Terminal {
         std::fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         let identity = IdentityKey::generate();
         let ca = duokey_pki::pem::first_cert_from_pem(&cfg.ca_cert)?;
-        let anon = duokey_pki::client_config(&ca, None)?;
+        let anon = duokey_pki::client_config_for(&ca, None, duokey_pki::Role::As)?;
         let mut accounts = AccountsClient::new(
             channel(&cfg.as_url, anon).map_err(Error::server("connecting to the AS"))?,
         );
@@ -231,15 +231,20 @@ impl Terminal {
         )?;
         let chain = decode_chain(&store.meta_req("cert_chain").await?)?;
         let ca = duokey_pki::pem::first_cert_from_pem(&cfg.ca_cert)?;
-        let tls = duokey_pki::client_config(
+        // Each server must carry its own role (D9): a CS certificate cannot
+        // pose as the GMS.
+        let key = duokey_pki::identity_private_key_der(&identity);
+        let gms_tls = duokey_pki::client_config_for(
             &ca,
-            Some((chain, duokey_pki::identity_private_key_der(&identity))),
+            Some((chain.clone(), key.clone_key())),
+            duokey_pki::Role::Gms,
         )?;
+        let cs_tls = duokey_pki::client_config_for(&ca, Some((chain, key)), duokey_pki::Role::Cs)?;
         let gms = GroupManagementClient::new(
-            channel(&cfg.gms_url, tls.clone()).map_err(Error::server("GMS address"))?,
+            channel(&cfg.gms_url, gms_tls).map_err(Error::server("GMS address"))?,
         );
         let cs = CommunicationClient::new(
-            channel(&cfg.cs_url, tls).map_err(Error::server("CS address"))?,
+            channel(&cfg.cs_url, cs_tls).map_err(Error::server("CS address"))?,
         )
         .max_decoding_message_size(64 * 1024 * 1024);
         Ok(Terminal {
