@@ -3,9 +3,8 @@
 //! how much server memory an idle connection costs.
 
 use crate::net::{Member, ServerProc, random16, rss_kib};
-use crate::rekey::add;
+use crate::rekey::{add, create};
 use crate::{BenchResult, Row};
-use duokey_crypto::GroupId;
 use duokey_proto::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,19 +25,13 @@ pub async fn rotation(quick: bool) -> BenchResult<Vec<Row>> {
         let ms: Vec<Member> = (0..members)
             .map(|i| srv.member(&format!("r{g:03}m{i:02}")))
             .collect::<BenchResult<_>>()?;
-        let gid = GroupId::random().map_err(|e| e.to_string())?;
-        let mut owner = ms.first().ok_or("no member")?.gms.clone();
-        owner
-            .create_group(CreateGroupRequest {
-                group_id: gid.0.to_vec(),
-                name: "rot".into(),
-                policy: None,
-            })
-            .await
-            .map_err(|e| format!("create: {e}"))?;
+        let first = ms.first().ok_or("no member")?;
+        let (mut group, _) = create(first, "rot", Default::default()).await?;
         for m in ms.iter().skip(1) {
-            add(&mut owner, &gid, m.id.as_str()).await?;
+            add(first, &mut group, m).await?;
         }
+        let gid = group.id;
+        let owner = first.gms.clone();
         for m in &ms {
             let mut stream = m
                 .gms
@@ -72,8 +65,8 @@ pub async fn rotation(quick: bool) -> BenchResult<Vec<Row>> {
                 let mut owner = owner.clone();
                 let req = RotateRequest {
                     group_id: gid.0.to_vec(),
-                    rotate_rn1: false,
                     report_id: random16(),
+                    change: Vec::new(),
                 };
                 if owner.rotate(req).await.is_ok() {
                     done.fetch_add(1, Ordering::Relaxed);

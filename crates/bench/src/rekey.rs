@@ -9,15 +9,13 @@
 
 use crate::net::{Member, ServerProc, cpu_ms, random16};
 use crate::{BenchResult, Row};
-use duokey_crypto::{Epoch, GroupId, GroupKey, GroupName, R1, Rn1, Rn2};
+use duokey_crypto::membership::{self, Action, SignedChange, State};
+use duokey_crypto::{Epoch, GroupId, GroupKey, GroupName, R1, Rights, Rn1, Rn2};
 use duokey_proto::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
-
-/// A GMS client.
-pub(crate) type Gms = group_management_client::GroupManagementClient<tonic::transport::Channel>;
 
 /// Concurrent connection set-ups.
 const CONNECT_WINDOW: usize = 256;
@@ -166,9 +164,15 @@ async fn duokey(n: usize) -> BenchResult<Measured> {
     let members: Vec<Member> = (1..n)
         .map(|i| srv.member(&format!("m{i:05}")))
         .collect::<BenchResult<_>>()?;
-    let group_id = GroupId::random().map_err(|e| e.to_string())?;
-    let created = create_group(&mut owner, &group_id).await?;
-    let version = import(&srv, &mut owner, &group_id, &members).await?;
+    let policy = membership::Policy {
+        rotate_every_secs: 30 * 86_400,
+        retention_secs: 30 * 86_400,
+        rotate_rn1_on_remove: false,
+        ..membership::Policy::default()
+    };
+    let (mut group, created) = create(&owner, "bench", policy).await?;
+    let group_id = group.id;
+    let version = import(&srv, &mut owner, &mut group, &members).await?;
     let rn1 = Rn1::random().map_err(|e| e.to_string())?;
     let ctx = KeyContext {
         group_id,
@@ -185,19 +189,7 @@ async fn duokey(n: usize) -> BenchResult<Measured> {
 
     let (gms0, me0) = (cpu_ms(srv.pid()), cpu_ms(std::process::id()));
     let t0 = Instant::now();
-    let grant = owner
-        .gms
-        .report_member(ReportMemberRequest {
-            group_id: group_id.0.to_vec(),
-            change: MemberChange::Remove as i32,
-            user_id: removed.id.to_string(),
-            rights: 0,
-            report_id: random16(),
-            rotate_rn1: false,
-        })
-        .await
-        .map_err(|e| format!("remove: {e}"))?
-        .into_inner();
+    let grant = report(&owner, &mut group, Action::Remove, removed, Vec::new()).await?;
     ctx.derive(&grant)?;
     let _ = tx.send(Ok(Instant::now()));
     let mut last = t0;
@@ -219,34 +211,59 @@ async fn duokey(n: usize) -> BenchResult<Measured> {
 
 /// Brings `members` into the group. Adding them one `ReportMember` at a
 /// time costs O(N) each (every grant names every member), so large groups
-/// are imported into the GMS database in one transaction and a forced
-/// rotation then issues the grant naming them all. Returns its version.
+/// are imported into the GMS database in one transaction — the members and
+/// the owner's signed `add` of each (SPEC §4.7) — and a forced rotation then
+/// issues the grant naming them all. Returns its version.
 async fn import(
     srv: &ServerProc,
     owner: &mut Member,
-    gid: &GroupId,
+    group: &mut OwnedGroup,
     members: &[Member],
 ) -> BenchResult<u64> {
+    let now = duokey_terminal::now_ms();
+    let mut changes = Vec::with_capacity(members.len());
+    for m in members {
+        let key = m.key.public().to_bytes().to_vec();
+        let change = group
+            .state
+            .next_change(Action::Add, &owner.id, &m.id, Rights::NONE, key, now)
+            .sign(&owner.key)
+            .map_err(|e| e.to_string())?;
+        group.state = group.state.apply(&change).map_err(|e| e.to_string())?;
+        changes.push(change);
+    }
+    let chain: Vec<Vec<u8>> = Vec::new();
+    let rows: Vec<duokey_storage::gms::MembershipRow> = changes
+        .iter()
+        .map(|c| duokey_storage::gms::MembershipRow {
+            seq: c.change().seq,
+            change: c.as_bytes(),
+            actor_chain: &chain,
+        })
+        .collect();
     let db = duokey_storage::Db::open_sqlite(&srv.dir.path().join("gms.db"))
         .await
         .map_err(|e| e.to_string())?;
-    let rows: Vec<duokey_storage::gms::MemberRow> = members
+    let members_rows: Vec<duokey_storage::gms::MemberRow> = members
         .iter()
         .map(|m| duokey_storage::gms::MemberRow {
             user_id: m.id.to_string(),
             rights: 0,
         })
         .collect();
-    db.import_members(&gid.0, &rows, 2)
+    db.import_members(&group.id.0, &members_rows, 2)
+        .await
+        .map_err(|e| e.to_string())?;
+    db.import_changes(&group.id.0, &rows)
         .await
         .map_err(|e| e.to_string())?;
     db.close().await;
     let grant = owner
         .gms
         .rotate(RotateRequest {
-            group_id: gid.0.to_vec(),
-            rotate_rn1: false,
+            group_id: group.id.0.to_vec(),
             report_id: random16(),
+            change: Vec::new(),
         })
         .await
         .map_err(|e| format!("rotate: {e}"))?
@@ -261,38 +278,89 @@ async fn import(
     Ok(grant.rn2_version)
 }
 
-async fn create_group(owner: &mut Member, gid: &GroupId) -> BenchResult<Grant> {
-    let policy = Policy {
-        rotate_every_secs: 30 * 86_400,
-        no_rotate_rn1_on_remove: true,
-        ..Policy::default()
-    };
-    Ok(owner
+/// A group as its owner signs its membership (SPEC §4.7): in the
+/// benchmarks the owner makes every change, so it keeps the state itself.
+pub(crate) struct OwnedGroup {
+    /// The group.
+    pub(crate) id: GroupId,
+    state: State,
+}
+
+/// `owner` creates a group named `name` with its signed `create`.
+pub(crate) async fn create(
+    owner: &Member,
+    name: &str,
+    policy: membership::Policy,
+) -> BenchResult<(OwnedGroup, Grant)> {
+    let id = GroupId::random().map_err(|e| e.to_string())?;
+    let name = GroupName::new(name).map_err(|e| e.to_string())?;
+    let change = membership::create_change(
+        id,
+        &owner.id,
+        &owner.key.public(),
+        &name,
+        &policy,
+        duokey_terminal::now_ms(),
+    )
+    .and_then(|c| c.sign(&owner.key))
+    .map_err(|e| e.to_string())?;
+    let state = State::create(&change).map_err(|e| e.to_string())?;
+    let grant = owner
         .gms
+        .clone()
         .create_group(CreateGroupRequest {
-            group_id: gid.0.to_vec(),
-            name: "bench".into(),
-            policy: Some(policy),
+            change: change.as_bytes().to_vec(),
         })
         .await
         .map_err(|e| format!("create group: {e}"))?
-        .into_inner())
+        .into_inner();
+    Ok((OwnedGroup { id, state }, grant))
 }
 
-/// Adds `user` as a plain member.
-pub(crate) async fn add(owner: &mut Gms, gid: &GroupId, user: &str) -> BenchResult<Grant> {
-    Ok(owner
+/// Sends the owner's signed `action` on `member` (add or remove).
+async fn report(
+    owner: &Member,
+    group: &mut OwnedGroup,
+    action: Action,
+    member: &Member,
+    body: Vec<u8>,
+) -> BenchResult<Grant> {
+    let change: SignedChange = group
+        .state
+        .next_change(
+            action,
+            &owner.id,
+            &member.id,
+            Rights::NONE,
+            body,
+            duokey_terminal::now_ms(),
+        )
+        .sign(&owner.key)
+        .map_err(|e| e.to_string())?;
+    let next = group.state.apply(&change).map_err(|e| e.to_string())?;
+    let grant = owner
+        .gms
+        .clone()
         .report_member(ReportMemberRequest {
-            group_id: gid.0.to_vec(),
-            change: MemberChange::Add as i32,
-            user_id: user.to_owned(),
-            rights: 0,
+            group_id: group.id.0.to_vec(),
             report_id: random16(),
-            rotate_rn1: false,
+            change: change.as_bytes().to_vec(),
         })
         .await
-        .map_err(|e| format!("add {user}: {e}"))?
-        .into_inner())
+        .map_err(|e| format!("{} {}: {e}", action.name(), member.id))?
+        .into_inner();
+    group.state = next;
+    Ok(grant)
+}
+
+/// Adds `member` as a plain member.
+pub(crate) async fn add(
+    owner: &Member,
+    group: &mut OwnedGroup,
+    member: &Member,
+) -> BenchResult<Grant> {
+    let key = member.key.public().to_bytes().to_vec();
+    report(owner, group, Action::Add, member, key).await
 }
 
 /// Opens every member's `Watch` stream (bounded concurrency) and leaves a

@@ -7,7 +7,7 @@
 //! with the same shape, window and loads.
 
 use crate::net::{Member, ServerProc};
-use crate::rekey::add;
+use crate::rekey::{add, create};
 use crate::{BenchResult, Row};
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::*;
@@ -357,25 +357,17 @@ async fn make_group(
     let members: Vec<Member> = (0..m)
         .map(|i| srv.member(&format!("g{g:03}m{i:02}")))
         .collect::<BenchResult<_>>()?;
-    let group = GroupId::random().map_err(|e| e.to_string())?;
-    let mut owner = members.first().ok_or("no member")?.gms.clone();
-    let policy = Policy {
+    let owner = members.first().ok_or("no member")?;
+    let policy = duokey_crypto::membership::Policy {
         rotate_every_secs: 30 * 86_400,
-        ..Policy::default()
+        retention_secs: 30 * 86_400,
+        ..Default::default()
     };
-    let mut grant = owner
-        .create_group(CreateGroupRequest {
-            group_id: group.0.to_vec(),
-            name: "relay".into(),
-            policy: Some(policy),
-        })
-        .await
-        .map_err(|e| format!("create: {e}"))?
-        .into_inner();
+    let (mut group, mut grant) = create(owner, "relay", policy).await?;
     for other in members.iter().skip(1) {
-        grant = add(&mut owner, &group, other.id.as_str()).await?;
+        grant = add(owner, &mut group, other).await?;
     }
-    Ok((group, members, grant))
+    Ok((group.id, members, grant))
 }
 
 /// Waits (bounded) until the CS knows every group's last member.

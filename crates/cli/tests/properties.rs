@@ -166,6 +166,7 @@ async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
     let mut bob = net.user("bob").await;
     let policy = GroupPolicy {
         retention_secs: 60,
+        rotate_every_secs: 60,
         ..GroupPolicy::default()
     };
     let g = alice.create_group("proj", policy).await.unwrap();
@@ -374,7 +375,7 @@ async fn a_forged_identity_gets_no_rn1_until_confirmed() {
 /// live rebuilds it exactly, through a join (with rights) and a removal.
 #[tokio::test]
 async fn live_grants_without_member_lists_are_rebuilt_exactly() {
-    use duokey_proto::{WatchEvent, watch_event};
+    use duokey_proto::watch_event;
     use duokey_terminal::LiveEvent;
     let net = InProcess::start().await;
     let [mut alice, mut bob, mut carol] = [
@@ -402,9 +403,8 @@ async fn live_grants_without_member_lists_are_rebuilt_exactly() {
                 .await
                 .expect("a live event in time")
                 .unwrap();
-            if let LiveEvent::Watch(WatchEvent {
-                event: Some(watch_event::Event::Grant(g)),
-            }) = &event
+            if let LiveEvent::Watch(w) = &event
+                && let Some(watch_event::Event::Grant(g)) = &w.event
             {
                 assert!(g.members_omitted && g.members.is_empty(), "{g:?}");
             }

@@ -231,10 +231,10 @@ fn unknown_item_kind_is_rejected() {
     let mut bytes = sample_item(ItemBody::Removal { group_id: GROUP })
         .sign(&alice().0)
         .unwrap();
-    bytes[4] = 7;
+    bytes[4] = 8;
     assert_eq!(
         SignedItem::parse(&bytes).unwrap_err(),
-        Error::UnknownItemKind(7)
+        Error::UnknownItemKind(8)
     );
 }
 

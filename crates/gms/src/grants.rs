@@ -1,12 +1,14 @@
 //! Grants (SPEC §4.3 "Every grant therefore carries") and the one way a
 //! group changes: [`Gms::change`], serialised per group.
 
+use crate::membership::refusal;
 use crate::{Gms, hex, now_ms};
+use duokey_crypto::membership::{Action, SignedChange, State};
 use duokey_crypto::{Rights, Rn2};
 use duokey_proto::{
     Grant, GrantCause, Member, Policy, Removal, RemovalCause, WatchEvent, watch_event,
 };
-use duokey_storage::gms::{Change, Departure, GroupRow, MemberRow};
+use duokey_storage::gms::{Change, Departure, GroupRow, MemberRow, MembershipRow};
 use prost::Message;
 use tonic::Status;
 
@@ -35,6 +37,9 @@ pub(crate) struct Next {
     pub(crate) rn1_rotator: Option<String>,
     pub(crate) upsert: Option<MemberRow>,
     pub(crate) departure: Option<(String, RemovalCause, String)>,
+    /// The signed change that causes this version, the state after it and
+    /// its actor's certificate chain (SPEC §4.7).
+    pub(crate) membership: Option<(SignedChange, State, Vec<Vec<u8>>)>,
 }
 
 impl Next {
@@ -46,7 +51,52 @@ impl Next {
             rn1_rotator: None,
             upsert: None,
             departure: None,
+            membership: None,
         }
+    }
+
+    /// What a signed add, remove, leave or `rotate_rn1` does to the group
+    /// `cur` (SPEC §4.7): checked with the shared rules first.
+    pub(crate) fn from_change(
+        cur: &Current,
+        change: SignedChange,
+        chain: Vec<Vec<u8>>,
+    ) -> Result<Next, Status> {
+        let state = cur.membership.apply(&change).map_err(refusal)?;
+        let c = change.change();
+        let (actor, subject) = (c.actor.to_string(), c.subject.to_string());
+        let mut next = match c.action {
+            Action::Add => {
+                let mut next = Next::new(GrantCause::MemberAdded, &subject);
+                next.upsert = Some(MemberRow {
+                    user_id: subject.clone(),
+                    rights: c.rights.bits(),
+                });
+                next
+            }
+            Action::Remove => {
+                let mut next = Next::new(GrantCause::MemberRemoved, &subject);
+                next.departure = Some((subject, RemovalCause::Removed, actor));
+                next
+            }
+            Action::Leave => {
+                let mut next = Next::new(GrantCause::MemberLeft, &actor);
+                next.departure = Some((actor, RemovalCause::Left, String::new()));
+                next
+            }
+            Action::RotateRn1 => Next::new(GrantCause::Forced, &actor),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "a {} change does not belong in this call",
+                    other.name()
+                )));
+            }
+        };
+        if state.rn1_version != cur.membership.rn1_version {
+            next.rn1_rotator = state.rotator(state.rn1_version).map(|u| u.to_string());
+        }
+        next.membership = Some((change, state, chain));
+        Ok(next)
     }
 }
 
@@ -55,6 +105,8 @@ pub(crate) struct Current {
     pub(crate) group: GroupRow,
     pub(crate) policy: Policy,
     pub(crate) members: Vec<MemberRow>,
+    /// The verified membership state (SPEC §4.7).
+    pub(crate) membership: State,
 }
 
 impl Current {
@@ -94,6 +146,7 @@ pub(crate) fn build_grant(
     rn2: &Rn2,
     issued_at_ms: i64,
     next: &Next,
+    membership: &State,
 ) -> Grant {
     Grant {
         group_id: group.group_id.clone(),
@@ -116,6 +169,13 @@ pub(crate) fn build_grant(
         subject: next.subject.clone(),
         subject_rights: next.upsert.as_ref().map_or(0, |m| u32::from(m.rights)),
         members_omitted: false,
+        membership_seq: membership.seq,
+        membership_head: membership.head.to_vec(),
+        changes: next
+            .membership
+            .iter()
+            .map(|(c, _, _)| c.as_bytes().to_vec())
+            .collect(),
     }
 }
 
@@ -151,6 +211,7 @@ impl Gms {
         let members = db.members(gid).await.map_err(storage)?;
         Ok(Current {
             policy: decode_policy(&group.policy),
+            membership: self.membership(gid).await?,
             group,
             members,
         })
@@ -174,12 +235,11 @@ impl Gms {
             .rn2_version
             .checked_add(1)
             .ok_or_else(|| Status::out_of_range("RN2 version exhausted"))?;
-        if next.rn1_rotator.is_some() {
-            group.rn1_version = group
-                .rn1_version
-                .checked_add(1)
-                .ok_or_else(|| Status::out_of_range("RN1 version exhausted"))?;
-        }
+        let membership = next
+            .membership
+            .as_ref()
+            .map_or(&cur.membership, |(_, state, _)| state);
+        group.rn1_version = membership.rn1_version;
         let mut members = cur.members.clone();
         if let Some(m) = &next.upsert {
             members.retain(|x| x.user_id != m.user_id);
@@ -190,7 +250,7 @@ impl Gms {
             members.retain(|x| &x.user_id != user);
         }
         let rn2 = Rn2::random().map_err(|_| Status::internal("random generator failed"))?;
-        let grant = build_grant(&group, &cur.policy, &members, &rn2, now, &next);
+        let grant = build_grant(&group, &cur.policy, &members, &rn2, now, &next, membership);
         let grant_pb = grant.encode_to_vec();
         let departure = next.departure.as_ref().map(|(user, cause, by)| Departure {
             user_id: user.clone(),
@@ -209,10 +269,16 @@ impl Gms {
             upsert: next.upsert.clone(),
             departure: departure.clone(),
             report_id: next.report_id.as_deref(),
+            membership: next.membership.as_ref().map(|(c, s, chain)| MembershipRow {
+                seq: s.seq,
+                change: c.as_bytes(),
+                actor_chain: chain,
+            }),
         };
         if !self.inner.db.apply_change(&change).await.map_err(storage)? {
             return Err(Status::aborted("the group changed concurrently; retry"));
         }
+        self.remember(gid, membership);
         metrics::counter!("duokey_gms_rotations_total", "cause" => cause_name(next.cause))
             .increment(1);
         tracing::info!(group = %hex(gid), rn2_version = group.rn2_version, cause = cause_name(next.cause), "new RN2 version");

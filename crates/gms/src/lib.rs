@@ -15,6 +15,7 @@
 
 pub mod cs_sync;
 mod grants;
+mod membership;
 pub mod policy;
 mod service;
 mod watch;
@@ -64,6 +65,9 @@ pub(crate) struct Inner {
     pub(crate) db: Db,
     pub(crate) config: GmsConfig,
     pub(crate) locks: Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
+    /// Each group's verified membership state (SPEC §4.7), rebuilt from the
+    /// stored chain when missing.
+    pub(crate) membership: membership::Cache,
     pub(crate) watchers: watch::Watchers,
     /// Woken on every change that the CS must learn.
     pub(crate) cs_changed: Notify,
@@ -90,6 +94,7 @@ impl Gms {
                 limiter,
                 config,
                 locks: Mutex::new(HashMap::new()),
+                membership: Default::default(),
                 watchers: watch::Watchers::default(),
                 cs_changed: Notify::new(),
                 schedule_changed: Notify::new(),

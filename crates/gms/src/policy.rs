@@ -50,6 +50,26 @@ pub fn normalise(p: Option<Policy>, min_rotate_secs: u64) -> Result<Policy, Stat
     Ok(p)
 }
 
+/// The policy the owner signed (SPEC §4.7) as the GMS stores and grants
+/// carry it, after this server's own limits: `max_members` and durations
+/// within what it accepts.
+pub fn from_signed(
+    p: &duokey_crypto::membership::Policy,
+    min_rotate_secs: u64,
+) -> Result<Policy, Status> {
+    normalise(
+        Some(Policy {
+            rotate_every_secs: p.rotate_every_secs,
+            grace_secs: p.grace_secs,
+            no_rotate_rn1_on_remove: !p.rotate_rn1_on_remove,
+            retention_secs: p.retention_secs,
+            max_members: p.max_members,
+            rn1_wait_secs: p.rn1_wait_secs,
+        }),
+        min_rotate_secs,
+    )
+}
+
 /// Whether removals and leaves rotate RN1 (SPEC §4.3 step 4, default on).
 pub fn rotates_rn1_on_remove(p: &Policy) -> bool {
     !p.no_rotate_rn1_on_remove

@@ -1,14 +1,16 @@
 //! The `GroupManagement` gRPC service (SPEC §5.2).
 
 use crate::grants::{self, Next, build_grant, decode_grant, next_rotation, storage};
-use crate::policy::{normalise, rotates_rn1_on_remove};
+use crate::membership::{parse_change, refusal};
+use crate::policy;
 use crate::watch::WatchStream;
 use crate::{Gms, now_ms};
-use duokey_crypto::{GroupName, Rights, Rn2, UserId};
+use duokey_crypto::membership::{Action, SignedChange, State};
+use duokey_crypto::{GroupName, PublicIdentity, Rights, Rn2};
 use duokey_pki::grpc::Caller;
 use duokey_proto::group_management_server::GroupManagement;
 use duokey_proto::*;
-use duokey_storage::gms::{GroupRow, MemberRow};
+use duokey_storage::gms::{GroupRow, MemberRow, MembershipRow};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -28,29 +30,28 @@ fn report_id(bytes: &[u8]) -> Result<Option<Vec<u8>>, Status> {
     }
 }
 
-/// The rotator of a leave (SPEC §4.3): the owner, else the first remaining
-/// member by user id with the remove right, else the first remaining member.
-fn leave_rotator(remaining: &[MemberRow]) -> Option<String> {
-    let has = |m: &&MemberRow, r: Rights| Rights::from_bits(m.rights).is_ok_and(|x| x.contains(r));
-    remaining
-        .iter()
-        .find(|m| has(m, Rights::OWNER))
-        .or_else(|| remaining.iter().find(|m| has(m, Rights::REMOVE)))
-        .or_else(|| remaining.first())
-        .map(|m| m.user_id.clone())
-}
-
 impl Gms {
     /// The calling terminal's user id, after its per-certificate rate limit.
     fn user_of<T>(&self, req: &Request<T>) -> Result<String, Status> {
-        let user = Caller::of(req)?.terminal()?.0.to_string();
+        Ok(self.caller_of(req)?.0)
+    }
+
+    /// The calling terminal: user id, certified key and certificate chain,
+    /// after its per-certificate rate limit.
+    fn caller_of<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<(String, PublicIdentity, Vec<Vec<u8>>), Status> {
+        let caller = Caller::of(req)?;
+        let (user, key) = caller.terminal()?;
+        let user = user.to_string();
         self.inner.limiter.check_key(&user).map_err(|_| {
             metrics::counter!("duokey_refusals_total", "reason" => "rate_limited").increment(1);
             Status::resource_exhausted(
                 "rate limit exceeded for this certificate; slow down and retry",
             )
         })?;
-        Ok(user)
+        Ok((user, key, caller.chain))
     }
 
     /// The grant an already-applied report produced, if `report_id` was seen.
@@ -115,16 +116,25 @@ impl GroupManagement for Gms {
         &self,
         req: Request<CreateGroupRequest>,
     ) -> Result<Response<Grant>, Status> {
-        let user = self.user_of(&req)?;
-        let r = req.into_inner();
-        let gid = group_id(&r.group_id)?;
-        let name =
-            GroupName::new_chosen(r.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let policy = normalise(r.policy, self.inner.config.min_rotate_every_secs)?;
+        let (user, key, chain) = self.caller_of(&req)?;
+        let bytes = req.into_inner().change;
+        let gid = SignedChange::parse(&bytes)
+            .map(|c| c.change().group_id.0.to_vec())
+            .map_err(|e| Status::invalid_argument(format!("membership change: {e}")))?;
+        let change = parse_change(&bytes, &gid, &user)?;
+        let state = State::create(&change).map_err(refusal)?;
+        if state.key_of(&change.change().actor) != Some(&key) {
+            return Err(Status::permission_denied(
+                "the create change must name the key of your certificate",
+            ));
+        }
+        GroupName::new_chosen(state.name.as_str())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let policy = policy::from_signed(&state.policy, self.inner.config.min_rotate_every_secs)?;
         let now = now_ms();
         let group = GroupRow {
             group_id: gid.clone(),
-            name: name.to_string(),
+            name: state.name.to_string(),
             rn2_version: 1,
             rn1_version: 1,
             policy: policy.encode_to_vec(),
@@ -136,23 +146,34 @@ impl GroupManagement for Gms {
             rights: Rights::ALL.bits(),
         };
         let rn2 = Rn2::random().map_err(|_| Status::internal("random generator failed"))?;
+        let mut next = Next::new(GrantCause::Created, &user);
+        next.membership = Some((change.clone(), state.clone(), chain.clone()));
         let grant = build_grant(
             &group,
             &policy,
             std::slice::from_ref(&owner),
             &rn2,
             now,
-            &Next::new(GrantCause::Created, &user),
+            &next,
+            &state,
         );
+        let row = MembershipRow {
+            seq: 1,
+            change: change.as_bytes(),
+            actor_chain: &chain,
+        };
+        let lock = self.group_lock(&gid);
+        let _guard = lock.lock().await;
         if !self
             .inner
             .db
-            .create_group(&group, &owner, &grant.encode_to_vec(), now)
+            .create_group(&group, &owner, &grant.encode_to_vec(), now, &row)
             .await
             .map_err(storage)?
         {
             return Err(Status::already_exists("a group with this id exists"));
         }
+        self.remember(&gid, &state);
         tracing::info!(group = %crate::hex(&gid), "group created");
         self.publish(&grant, None);
         self.inner.schedule_changed.notify_one();
@@ -163,106 +184,46 @@ impl GroupManagement for Gms {
         &self,
         req: Request<ReportMemberRequest>,
     ) -> Result<Response<Grant>, Status> {
-        let me = self.user_of(&req)?;
+        let (me, _, chain) = self.caller_of(&req)?;
         let r = req.into_inner();
         let gid = group_id(&r.group_id)?;
         let report = report_id(&r.report_id)?;
         if let Some(g) = self.replayed_report(&gid, &report, &me).await? {
             return Ok(Response::new(g));
         }
-        let subject = UserId::new(r.user_id)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?
-            .to_string();
-        let grant = match MemberChange::try_from(r.change) {
-            Ok(MemberChange::Add) => {
-                let rights = Rights::from_u32(r.rights)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                self.change(&gid, |cur| {
-                    let mine = cur.require(&me, Rights::INVITE, "invite")?;
-                    if !mine.contains(rights) {
-                        return Err(Status::permission_denied(
-                            "you can grant only rights you hold",
-                        ));
-                    }
-                    if cur.rights_of(&subject).is_some() {
-                        return Err(Status::already_exists(format!(
-                            "{subject} is already a member"
-                        )));
-                    }
-                    if cur.members.len() >= cur.policy.max_members as usize {
-                        return Err(Status::resource_exhausted(
-                            "the group is full (max_members)",
-                        ));
-                    }
-                    let mut next = Next::new(GrantCause::MemberAdded, &subject);
-                    next.upsert = Some(MemberRow {
-                        user_id: subject.clone(),
-                        rights: rights.bits(),
-                    });
-                    next.report_id = report.clone();
-                    Ok(next)
-                })
-                .await?
-            }
-            Ok(MemberChange::Remove) => {
-                self.change(&gid, |cur| {
-                    cur.require(&me, Rights::REMOVE, "remove")?;
-                    let theirs = cur
-                        .rights_of(&subject)
-                        .ok_or_else(|| Status::not_found(format!("{subject} is not a member")))?;
-                    if subject == me {
-                        return Err(Status::invalid_argument("to leave a group, use Leave"));
-                    }
-                    if theirs.contains(Rights::OWNER) {
-                        return Err(Status::permission_denied("the owner cannot be removed"));
-                    }
-                    let mut next = Next::new(GrantCause::MemberRemoved, &subject);
-                    next.departure = Some((subject.clone(), RemovalCause::Removed, me.clone()));
-                    next.report_id = report.clone();
-                    if r.rotate_rn1 || rotates_rn1_on_remove(&cur.policy) {
-                        next.rn1_rotator = Some(me.clone());
-                    }
-                    Ok(next)
-                })
-                .await?
-            }
-            _ => return Err(Status::invalid_argument("change must be ADD or REMOVE")),
-        };
+        let change = parse_change(&r.change, &gid, &me)?;
+        if !matches!(change.change().action, Action::Add | Action::Remove) {
+            return Err(Status::invalid_argument(
+                "ReportMember carries an add or a remove change",
+            ));
+        }
+        let grant = self
+            .change(&gid, |cur| {
+                if change.change().action == Action::Add
+                    && cur.members.len() >= cur.policy.max_members as usize
+                {
+                    return Err(Status::resource_exhausted(
+                        "the group is full (max_members)",
+                    ));
+                }
+                let mut next = Next::from_change(cur, change, chain)?;
+                next.report_id = report.clone();
+                Ok(next)
+            })
+            .await?;
         Ok(Response::new(grant))
     }
 
     async fn leave(&self, req: Request<LeaveRequest>) -> Result<Response<LeaveResponse>, Status> {
-        let me = self.user_of(&req)?;
-        let gid = group_id(&req.get_ref().group_id)?;
-        let cur = self.current(&gid).await?;
-        if cur.rights_of(&me).is_none() {
-            return Err(Status::permission_denied(
-                "you are not a member of this group",
-            ));
-        }
-        if cur.members.len() == 1 {
-            let v = cur.group.rn2_version + 1;
-            self.delete_group(&gid, v, &me).await?;
-            return Ok(Response::new(LeaveResponse { rn2_version: v }));
+        let (me, _, chain) = self.caller_of(&req)?;
+        let r = req.into_inner();
+        let gid = group_id(&r.group_id)?;
+        let change = parse_change(&r.change, &gid, &me)?;
+        if change.change().action != Action::Leave {
+            return Err(Status::invalid_argument("Leave carries a leave change"));
         }
         let grant = self
-            .change(&gid, |cur| {
-                cur.rights_of(&me).ok_or_else(|| {
-                    Status::permission_denied("you are not a member of this group")
-                })?;
-                let mut next = Next::new(GrantCause::MemberLeft, &me);
-                next.departure = Some((me.clone(), RemovalCause::Left, String::new()));
-                if rotates_rn1_on_remove(&cur.policy) {
-                    let remaining: Vec<MemberRow> = cur
-                        .members
-                        .iter()
-                        .filter(|m| m.user_id != me)
-                        .cloned()
-                        .collect();
-                    next.rn1_rotator = leave_rotator(&remaining);
-                }
-                Ok(next)
-            })
+            .change(&gid, |cur| Next::from_change(cur, change, chain))
             .await?;
         Ok(Response::new(LeaveResponse {
             rn2_version: grant.rn2_version,
@@ -270,21 +231,36 @@ impl GroupManagement for Gms {
     }
 
     async fn rotate(&self, req: Request<RotateRequest>) -> Result<Response<Grant>, Status> {
-        let me = self.user_of(&req)?;
+        let (me, _, chain) = self.caller_of(&req)?;
         let r = req.into_inner();
         let gid = group_id(&r.group_id)?;
         let report = report_id(&r.report_id)?;
         if let Some(g) = self.replayed_report(&gid, &report, &me).await? {
             return Ok(Response::new(g));
         }
+        let change = if r.change.is_empty() {
+            None
+        } else {
+            let change = parse_change(&r.change, &gid, &me)?;
+            if change.change().action != Action::RotateRn1 {
+                return Err(Status::invalid_argument(
+                    "Rotate carries a rotate_rn1 change, or none",
+                ));
+            }
+            Some(change)
+        };
         let grant = self
             .change(&gid, |cur| {
-                cur.require(&me, Rights::REMOVE, "remove")?;
-                let mut next = Next::new(GrantCause::Forced, &me);
+                let mut next = match change {
+                    // SPEC §4.4: any member may rotate RN1 (a signed change).
+                    Some(change) => Next::from_change(cur, change, chain)?,
+                    // A forced RN2 rotation needs the remove right.
+                    None => {
+                        cur.require(&me, Rights::REMOVE, "remove")?;
+                        Next::new(GrantCause::Forced, &me)
+                    }
+                };
                 next.report_id = report.clone();
-                if r.rotate_rn1 {
-                    next.rn1_rotator = Some(me.clone());
-                }
                 Ok(next)
             })
             .await?;
@@ -295,13 +271,55 @@ impl GroupManagement for Gms {
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let me = self.user_of(&req)?;
-        let gid = group_id(&req.get_ref().group_id)?;
-        let cur = self.current(&gid).await?;
-        cur.require(&me, Rights::OWNER, "owner")?;
-        self.delete_group(&gid, cur.group.rn2_version + 1, &me)
-            .await?;
+        let (me, _, chain) = self.caller_of(&req)?;
+        let r = req.into_inner();
+        let gid = group_id(&r.group_id)?;
+        let change = parse_change(&r.change, &gid, &me)?;
+        if change.change().action != Action::Delete {
+            return Err(Status::invalid_argument("Delete carries a delete change"));
+        }
+        self.delete_group(&gid, &me, &change, &chain).await?;
         Ok(Response::new(DeleteResponse {}))
+    }
+
+    async fn get_changes(
+        &self,
+        req: Request<GetChangesRequest>,
+    ) -> Result<Response<GetChangesResponse>, Status> {
+        let me = self.user_of(&req)?;
+        let r = req.into_inner();
+        let gid = group_id(&r.group_id)?;
+        if !self
+            .inner
+            .db
+            .groups_of(&me)
+            .await
+            .map_err(storage)?
+            .contains(&gid)
+        {
+            return Err(Status::permission_denied(
+                "you are not a member of this group",
+            ));
+        }
+        let limit = if r.limit == 0 { 500 } else { r.limit.min(500) };
+        let mut changes = self
+            .inner
+            .db
+            .changes(&gid, r.after_seq, limit + 1)
+            .await
+            .map_err(storage)?;
+        let more = changes.len() > limit as usize;
+        changes.truncate(limit as usize);
+        Ok(Response::new(GetChangesResponse {
+            changes: changes
+                .into_iter()
+                .map(|c| StoredChange {
+                    change: c.change,
+                    actor_cert_chain: c.actor_chain,
+                })
+                .collect(),
+            more,
+        }))
     }
 
     async fn get_grants(
@@ -379,16 +397,32 @@ impl GroupManagement for Gms {
 }
 
 impl Gms {
-    async fn delete_group(&self, gid: &[u8], v: u64, by: &str) -> Result<(), Status> {
+    /// The owner's signed `delete` (SPEC §4.3, §4.7): every member departs.
+    async fn delete_group(
+        &self,
+        gid: &[u8],
+        by: &str,
+        change: &SignedChange,
+        chain: &[Vec<u8>],
+    ) -> Result<(), Status> {
         let lock = self.group_lock(gid);
         let _guard = lock.lock().await;
+        let cur = self.current(gid).await?;
+        let state = cur.membership.apply(change).map_err(refusal)?;
+        let v = cur.group.rn2_version + 1;
         let cause = RemovalCause::Deleted as i32;
+        let row = MembershipRow {
+            seq: state.seq,
+            change: change.as_bytes(),
+            actor_chain: chain,
+        };
         let members = self
             .inner
             .db
-            .delete_group(gid, v, cause, by)
+            .delete_group(gid, v, cause, by, &row)
             .await
             .map_err(storage)?;
+        self.remember(gid, &state);
         for user in members {
             let d = duokey_storage::gms::Departure {
                 user_id: user.clone(),
@@ -403,28 +437,5 @@ impl Gms {
         self.inner.cs_changed.notify_one();
         tracing::info!(group = %crate::hex(gid), "group deleted");
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn leave_rotator_follows_spec_order() {
-        let m = |u: &str, r: u8| MemberRow {
-            user_id: u.into(),
-            rights: r,
-        };
-        assert_eq!(
-            leave_rotator(&[m("a", 0), m("b", 2), m("c", 7)]).as_deref(),
-            Some("c")
-        );
-        assert_eq!(
-            leave_rotator(&[m("a", 0), m("b", 2), m("c", 2)]).as_deref(),
-            Some("b")
-        );
-        assert_eq!(leave_rotator(&[m("a", 0), m("b", 1)]).as_deref(), Some("a"));
-        assert_eq!(leave_rotator(&[]), None);
     }
 }

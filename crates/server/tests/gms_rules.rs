@@ -4,6 +4,7 @@
 
 mod support;
 
+use duokey_crypto::membership::Action;
 use duokey_proto::accounts_client::AccountsClient;
 use duokey_proto::*;
 use support::TestNet;
@@ -94,22 +95,19 @@ async fn a_post_naming_another_sender_is_refused() {
 }
 
 #[tokio::test]
-async fn twenty_concurrent_adds_give_versions_2_to_21_without_gap_or_duplicate() {
+async fn twenty_concurrent_rotations_give_versions_2_to_21_without_gap_or_duplicate() {
     let net = TestNet::start().await;
     let mut alice = net.enroll("alice").await;
     let g = alice.create_group("big").await;
     let mut calls = Vec::new();
-    for i in 0..20 {
+    for _ in 0..20 {
         let mut gms = alice.gms.clone();
         let gid = g.group_id.clone();
         calls.push(tokio::spawn(async move {
-            gms.report_member(ReportMemberRequest {
+            gms.rotate(RotateRequest {
                 group_id: gid,
-                change: MemberChange::Add as i32,
-                user_id: format!("user{i}"),
-                rights: 0,
                 report_id: duokey_crypto::ItemId::random().unwrap().0.to_vec(),
-                rotate_rn1: false,
+                change: Vec::new(),
             })
             .await
             .unwrap()
@@ -126,17 +124,39 @@ async fn twenty_concurrent_adds_give_versions_2_to_21_without_gap_or_duplicate()
 }
 
 #[tokio::test]
+async fn two_changes_signed_on_one_head_apply_once_and_the_other_is_aborted() {
+    // Two admins at once (SPEC §4.7): both sign on the same head; the GMS
+    // applies the first and answers ABORTED to the second, whose signer then
+    // fetches the new change and signs again on top of it.
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let g = alice.create_group("proj").await;
+    let gid = g.group_id.clone();
+    let key = |u: &str| support::test_key(u).public().to_bytes().to_vec();
+    let add_bob = alice.sign(&gid, Action::Add, "bob", 0, key("bob")).await;
+    let add_carol = alice
+        .sign(&gid, Action::Add, "carol", 0, key("carol"))
+        .await;
+    alice.report(&gid, add_bob).await.unwrap();
+    let err = alice.report(&gid, add_carol).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "{err}");
+    let g = alice.add(&g, "carol", 0).await.unwrap();
+    let members: Vec<&str> = g.members.iter().map(|m| m.user_id.as_str()).collect();
+    assert_eq!(members, ["alice", "bob", "carol"]);
+    assert_eq!(g.membership_seq, 3);
+}
+
+#[tokio::test]
 async fn report_member_is_idempotent_by_report_id() {
     let net = TestNet::start().await;
     let mut alice = net.enroll("alice").await;
     let g = alice.create_group("proj").await;
+    let key = support::test_key("bob").public().to_bytes().to_vec();
+    let change = alice.sign(&g.group_id, Action::Add, "bob", 0, key).await;
     let req = ReportMemberRequest {
         group_id: g.group_id.clone(),
-        change: MemberChange::Add as i32,
-        user_id: "bob".into(),
-        rights: 0,
         report_id: vec![9; 16],
-        rotate_rn1: false,
+        change,
     };
     let first = alice
         .gms
@@ -245,14 +265,7 @@ async fn leave_and_delete() {
     let mut bob = net.enroll("bob").await;
     let g = alice.create_group("proj").await;
     let g = alice.add(&g, "bob", 0).await.unwrap();
-    let left = bob
-        .gms
-        .leave(LeaveRequest {
-            group_id: g.group_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let left = bob.leave(&g.group_id).await.unwrap();
     assert_eq!(left.rn2_version, 3);
     let after = alice
         .gms
@@ -273,21 +286,9 @@ async fn leave_and_delete() {
         .unwrap()
         .into_inner();
     assert_eq!(gone.removals[0].cause, RemovalCause::Left as i32);
-    let err = bob
-        .gms
-        .delete(DeleteRequest {
-            group_id: g.group_id.clone(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    alice
-        .gms
-        .delete(DeleteRequest {
-            group_id: g.group_id.clone(),
-        })
-        .await
-        .unwrap();
+    // bob left: the GMS no longer serves him the chain to sign on.
+    assert!(bob.chain(&g.group_id).await.is_none());
+    alice.delete(&g.group_id).await.unwrap();
     net.cs_caught_up().await;
     assert_eq!(
         alice.post(&g.group_id, "x").await.unwrap_err().code(),

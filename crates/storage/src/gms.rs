@@ -46,6 +46,71 @@ pub struct Departure {
     pub by: String,
 }
 
+/// A signed membership change to store (SPEC §4.7).
+#[derive(Debug, Clone)]
+pub struct MembershipRow<'a> {
+    /// Its seq in the group's chain.
+    pub seq: u64,
+    /// The signed change (`DKM1`).
+    pub change: &'a [u8],
+    /// The actor's certificate chain (DER, leaf first).
+    pub actor_chain: &'a [Vec<u8>],
+}
+
+/// A stored membership change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChange {
+    /// Its seq.
+    pub seq: u64,
+    /// The signed change.
+    pub change: Vec<u8>,
+    /// The actor's certificate chain (DER, leaf first).
+    pub actor_chain: Vec<Vec<u8>>,
+}
+
+fn encode_chain(chain: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for der in chain {
+        out.extend_from_slice(&u32::try_from(der.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(der);
+    }
+    out
+}
+
+fn decode_chain(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or(Error::Corrupt("actor_chain"))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(Error::Corrupt("actor_chain"));
+        }
+        let (der, rest) = rest.split_at(len);
+        out.push(der.to_vec());
+        bytes = rest;
+    }
+    Ok(out)
+}
+
+async fn insert_membership(
+    tx: &mut Transaction<'_, Any>,
+    group_id: &[u8],
+    m: &MembershipRow<'_>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO gms_changes (group_id, seq, change, actor_chain) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(group_id.to_vec())
+    .bind(to_i64(m.seq)?)
+    .bind(m.change.to_vec())
+    .bind(encode_chain(m.actor_chain))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// One serialised change of a group: a new RN2 version with its grant.
 #[derive(Debug, Clone)]
 pub struct Change<'a> {
@@ -69,6 +134,8 @@ pub struct Change<'a> {
     pub departure: Option<Departure>,
     /// The report that caused it, for idempotency.
     pub report_id: Option<&'a [u8]>,
+    /// The signed membership change that caused it, if any.
+    pub membership: Option<MembershipRow<'a>>,
 }
 
 fn group_row(r: &AnyRow) -> Result<GroupRow> {
@@ -181,6 +248,7 @@ impl Db {
         owner: &MemberRow,
         grant_pb: &[u8],
         now_ms: i64,
+        membership: &MembershipRow<'_>,
     ) -> Result<bool> {
         let mut tx = self.w().begin().await?;
         let inserted = sqlx::query(
@@ -201,6 +269,7 @@ impl Db {
             return Ok(false);
         }
         upsert_member(&mut tx, &g.group_id, owner, g.rn2_version).await?;
+        insert_membership(&mut tx, &g.group_id, membership).await?;
         insert_grant(&mut tx, &g.group_id, g.rn2_version, grant_pb, now_ms).await?;
         queue_cs_sync(&mut tx, &g.group_id, g.rn2_version).await?;
         tx.commit().await?;
@@ -266,6 +335,9 @@ impl Db {
         if let Some(d) = &c.departure {
             record_departure(&mut tx, c.group_id, d).await?;
         }
+        if let Some(m) = &c.membership {
+            insert_membership(&mut tx, c.group_id, m).await?;
+        }
         insert_grant(
             &mut tx,
             c.group_id,
@@ -314,9 +386,11 @@ impl Db {
         rn2_version: u64,
         cause: i32,
         by: &str,
+        membership: &MembershipRow<'_>,
     ) -> Result<Vec<String>> {
         let members = self.members(group_id).await?;
         let mut tx = self.w().begin().await?;
+        insert_membership(&mut tx, group_id, membership).await?;
         sqlx::query("UPDATE gms_groups SET deleted = 1 WHERE group_id = $1")
             .bind(group_id.to_vec())
             .execute(&mut *tx)
@@ -333,6 +407,59 @@ impl Db {
         queue_cs_sync(&mut tx, group_id, rn2_version).await?;
         tx.commit().await?;
         Ok(members.into_iter().map(|m| m.user_id).collect())
+    }
+
+    /// A group's membership changes after `after_seq`, at most `limit`, in order.
+    pub async fn changes(
+        &self,
+        group_id: &[u8],
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredChange>> {
+        let rows = sqlx::query(
+            "SELECT seq, change, actor_chain FROM gms_changes WHERE group_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(group_id.to_vec())
+        .bind(to_i64(after_seq)?)
+        .bind(i64::from(limit))
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredChange {
+                    seq: to_u64(r.try_get("seq")?, "seq")?,
+                    change: r.try_get("change")?,
+                    actor_chain: decode_chain(&r.try_get::<Vec<u8>, _>("actor_chain")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The seq of a group's last stored membership change (0 if none).
+    pub async fn membership_seq(&self, group_id: &[u8]) -> Result<u64> {
+        let row = sqlx::query("SELECT MAX(seq) AS seq FROM gms_changes WHERE group_id = $1")
+            .bind(group_id.to_vec())
+            .fetch_one(self.r())
+            .await?;
+        row.try_get::<Option<i64>, _>("seq")?
+            .map_or(Ok(0), |v| to_u64(v, "seq"))
+    }
+
+    /// Imports signed membership changes into an existing group in one
+    /// transaction (with [`Db::import_members`]: migrations and benchmarks of
+    /// large groups). The caller guarantees they extend the stored chain.
+    pub async fn import_changes(
+        &self,
+        group_id: &[u8],
+        changes: &[MembershipRow<'_>],
+    ) -> Result<()> {
+        let mut tx = self.w().begin().await?;
+        for m in changes {
+            insert_membership(&mut tx, group_id, m).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The RN2 version a report produced, if it was applied already.

@@ -4,9 +4,18 @@ use crate::Result;
 use sqlx::{AnyPool, Executor, Row};
 
 /// (version, SQLite script).
-const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_membership.sql")),
+];
 /// (version, PostgreSQL script): the same tables with PostgreSQL's type names.
-const POSTGRES: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_membership.sql"),
+    ),
+];
 /// Advisory lock key that serialises migrations of concurrent PostgreSQL clients.
 const PG_LOCK: i64 = 0x6475_6f6b_6579;
 

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use duokey_storage::Db;
-use duokey_storage::gms::{Change, Departure, GroupRow, MemberRow};
+use duokey_storage::gms::{Change, Departure, GroupRow, MemberRow, MembershipRow};
 
 async fn databases() -> Vec<(String, Db, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
@@ -72,12 +72,22 @@ async fn group_changes_are_serialised_by_version() {
             user_id: "alice".into(),
             rights: 7,
         };
+        let chain = vec![b"alice's certificate".to_vec()];
+        let row = |seq, change: &'static [u8]| MembershipRow {
+            seq,
+            change,
+            actor_chain: &chain,
+        };
         assert!(
-            db.create_group(&g, &owner, b"grant1", 1).await.unwrap(),
+            db.create_group(&g, &owner, b"grant1", 1, &row(1, b"create"))
+                .await
+                .unwrap(),
             "{name}"
         );
         assert!(
-            !db.create_group(&g, &owner, b"grant1", 1).await.unwrap(),
+            !db.create_group(&g, &owner, b"grant1", 1, &row(1, b"create"))
+                .await
+                .unwrap(),
             "{name}: duplicate id"
         );
         let report = fresh_id();
@@ -95,6 +105,7 @@ async fn group_changes_are_serialised_by_version() {
             }),
             departure: None,
             report_id: Some(&report),
+            membership: Some(row(2, b"add bob")),
         };
         assert!(db.apply_change(&add).await.unwrap());
         assert!(
@@ -122,6 +133,7 @@ async fn group_changes_are_serialised_by_version() {
                 by: "alice".into(),
             }),
             report_id: None,
+            membership: Some(row(3, b"remove bob")),
             ..add
         };
         assert!(db.apply_change(&remove).await.unwrap());
@@ -138,6 +150,14 @@ async fn group_changes_are_serialised_by_version() {
             Some(&b"grant2"[..])
         );
         assert!(db.cs_outbox().await.unwrap().contains(&(gid.clone(), 3)));
+        let changes = db.changes(&gid, 1, 10).await.unwrap();
+        let seqs: Vec<(u64, &[u8])> = changes.iter().map(|c| (c.seq, &c.change[..])).collect();
+        assert_eq!(
+            seqs,
+            [(2, &b"add bob"[..]), (3, &b"remove bob"[..])],
+            "{name}"
+        );
+        assert_eq!(changes[0].actor_chain, chain, "{name}");
         db.cs_synced(&gid, 3).await.unwrap();
         assert!(!db.cs_outbox().await.unwrap().iter().any(|(g, _)| *g == gid));
         assert_eq!(

@@ -1,12 +1,11 @@
 //! The user's commands (SPEC §4, §8), each after a sync.
 
 use crate::error::{Error, Result};
+use crate::membership::Intent;
 use crate::terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal};
+use duokey_crypto::membership;
 use duokey_crypto::*;
-use duokey_proto::{
-    CreateGroupRequest, DeleteRequest, LeaveRequest, MemberChange, Policy, ReportMemberRequest,
-    RotateRequest,
-};
+use duokey_proto::{CreateGroupRequest, RotateRequest};
 use sqlx::Row;
 
 /// Policy chosen at creation (SPEC §4.3–4.5); zero means the server default.
@@ -20,6 +19,23 @@ pub struct GroupPolicy {
     pub rotate_rn1_on_remove: bool,
     /// How long RN2 history and ciphertext are kept, in seconds (default 30 days).
     pub retention_secs: u64,
+}
+
+impl GroupPolicy {
+    /// The whole policy the creator signs (SPEC §4.7): zero fields take the
+    /// defaults.
+    pub fn signed(&self) -> membership::Policy {
+        let d = membership::Policy::default();
+        let or = |v: u64, default: u64| if v == 0 { default } else { v };
+        membership::Policy {
+            rotate_rn1_on_remove: self.rotate_rn1_on_remove,
+            rotate_every_secs: or(self.rotate_every_secs, d.rotate_every_secs),
+            grace_secs: or(self.grace_secs, d.grace_secs),
+            retention_secs: or(self.retention_secs, d.retention_secs),
+            max_members: d.max_members,
+            rn1_wait_secs: d.rn1_wait_secs,
+        }
+    }
 }
 
 impl Default for GroupPolicy {
@@ -68,23 +84,32 @@ impl Terminal {
         let name = GroupName::new_chosen(name)?;
         let gid = GroupId::random()?;
         let rn1 = Rn1::random()?;
-        let policy = Policy {
-            rotate_every_secs: policy.rotate_every_secs,
-            grace_secs: policy.grace_secs,
-            no_rotate_rn1_on_remove: !policy.rotate_rn1_on_remove,
-            retention_secs: policy.retention_secs,
-            ..Default::default()
-        };
-        // RN1 is stored (sealed) before the GMS learns of the group, so a crash
-        // cannot leave a group whose key nobody holds.
+        let policy = policy.signed();
+        policy.check().map_err(|e| {
+            Error::user(format!(
+                "{e}: the rotation period must be at least 60 s and the retention at least the period"
+            ))
+        })?;
+        let me = self.me.clone();
+        let create = membership::create_change(
+            gid,
+            &me,
+            &self.identity.public(),
+            &name,
+            &policy,
+            crate::now_ms(),
+        )?
+        .sign(&self.identity)?;
+        let state = membership::State::create(&create)?;
+        // RN1 and the signed creation are stored before the GMS learns of the
+        // group, so a crash cannot leave a group whose key nobody holds.
         self.store.upsert_group(&gid.0, name.as_str(), 0, 1).await?;
         self.put_r1(&gid.0, 1, &R1::from_rn1(&rn1, 1)).await?;
+        self.adopt(&gid.0, &create, state).await?;
         let grant = self
             .gms
             .create_group(CreateGroupRequest {
-                group_id: gid.0.to_vec(),
-                name: name.to_string(),
-                policy: Some(policy),
+                change: create.as_bytes().to_vec(),
             })
             .await
             .map_err(Error::server("creating the group"))?
@@ -308,23 +333,13 @@ impl Terminal {
                 g.name
             )));
         }
-        let report = ItemId::random()?;
-        let req = ReportMemberRequest {
-            group_id: gid.to_vec(),
-            change: MemberChange::Remove as i32,
-            user_id: user.to_string(),
-            rights: 0,
-            report_id: report.0.to_vec(),
-            // The GMS applies the group's policy (D11): RN1 rotates unless the
-            // group opted out with --no-rotate-rn1-on-remove.
-            rotate_rn1: false,
+        // The signed removal carries the RN1 flag the signed policy demands
+        // (SPEC §4.7): RN1 rotates unless the group opted out at creation.
+        let intent = Intent::Remove {
+            subject: user.clone(),
         };
-        let grant = self
-            .gms
-            .report_member(req)
-            .await
-            .map_err(Error::server(format!("removing {user}")))?
-            .into_inner();
+        let (grant, _) = self.submit(gid, intent, &ItemId::random()?).await?;
+        let grant = grant.ok_or(Error::Internal("removal without a grant"))?;
         // The removal item is a courtesy: the GMS's answer is what counts.
         let _ = self
             .send_item(
@@ -341,12 +356,7 @@ impl Terminal {
     /// `duokey group leave GROUP`.
     pub async fn leave(&mut self, gid: &[u8; 16]) -> Result<()> {
         self.active(gid).await?;
-        self.gms
-            .leave(LeaveRequest {
-                group_id: gid.to_vec(),
-            })
-            .await
-            .map_err(Error::server("leaving"))?;
+        self.submit(gid, Intent::Leave, &ItemId::random()?).await?;
         self.store
             .end_membership(gid, "left", "you left the group", crate::now_ms())
             .await
@@ -354,24 +364,30 @@ impl Terminal {
 
     /// `duokey group rotate GROUP [--rn1]` (SPEC §4.4).
     pub async fn rotate(&mut self, gid: &[u8; 16], rn1: bool) -> Result<u64> {
-        let (g, mine) = self.my_rights(gid).await?;
-        if !mine.contains(Rights::REMOVE) {
-            return Err(Error::refused(format!(
-                "you lack the remove right in group {} (needed to rotate)",
-                g.name
-            )));
-        }
-        let req = RotateRequest {
-            group_id: gid.to_vec(),
-            rotate_rn1: rn1,
-            report_id: ItemId::random()?.0.to_vec(),
+        let report = ItemId::random()?;
+        let grant = if rn1 {
+            // SPEC §4.4: any member may rotate RN1, with a signed change.
+            self.active(gid).await?;
+            let (grant, _) = self.submit(gid, Intent::RotateRn1, &report).await?;
+            grant.ok_or(Error::Internal("rotation without a grant"))?
+        } else {
+            let (g, mine) = self.my_rights(gid).await?;
+            if !mine.contains(Rights::REMOVE) {
+                return Err(Error::refused(format!(
+                    "you lack the remove right in group {} (needed to rotate RN2; any member may rotate with --rn1)",
+                    g.name
+                )));
+            }
+            self.gms
+                .rotate(RotateRequest {
+                    group_id: gid.to_vec(),
+                    report_id: report.0.to_vec(),
+                    change: Vec::new(),
+                })
+                .await
+                .map_err(Error::server("rotating"))?
+                .into_inner()
         };
-        let grant = self
-            .gms
-            .rotate(req)
-            .await
-            .map_err(Error::server("rotating"))?
-            .into_inner();
         let v = grant.rn2_version;
         self.apply_grant(grant).await?;
         Ok(v)
@@ -386,12 +402,7 @@ impl Terminal {
                 g.name
             )));
         }
-        self.gms
-            .delete(DeleteRequest {
-                group_id: gid.to_vec(),
-            })
-            .await
-            .map_err(Error::server("deleting"))?;
+        self.submit(gid, Intent::Delete, &ItemId::random()?).await?;
         self.store
             .end_membership(gid, "deleted", "you deleted the group", crate::now_ms())
             .await

@@ -14,6 +14,7 @@ mod error;
 mod flows;
 pub mod keylog;
 pub mod live;
+mod membership;
 mod messages;
 pub mod store;
 mod sync;

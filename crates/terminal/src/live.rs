@@ -27,7 +27,7 @@ pub enum LiveEvent {
     /// From the CS: an envelope or an inbox item.
     Delivery(Delivery),
     /// From the GMS: a grant or a removal.
-    Watch(WatchEvent),
+    Watch(Box<WatchEvent>),
 }
 
 /// What one event changed.
@@ -54,7 +54,7 @@ impl Live {
                 None => Err(lost("live messages", None)),
             },
             w = self.watch.next() => match w {
-                Some(Ok(w)) => Ok(LiveEvent::Watch(w)),
+                Some(Ok(w)) => Ok(LiveEvent::Watch(Box::new(w))),
                 Some(Err(s)) => Err(lost("group updates", Some(s))),
                 None => Err(lost("group updates", None)),
             },

@@ -97,3 +97,25 @@ CREATE TABLE IF NOT EXISTS stale_sent (
     rn2_version INTEGER NOT NULL,
     PRIMARY KEY (group_id, user_id, rn2_version)
 );
+-- SPEC §4.7: the group's signed membership changes this terminal verified, in order.
+CREATE TABLE IF NOT EXISTS membership (
+    group_id BLOB NOT NULL,
+    seq      INTEGER NOT NULL,
+    change   BLOB NOT NULL,
+    PRIMARY KEY (group_id, seq)
+);
+-- SPEC §4.7: the change an invitation's R1 hand-over names (sent as an anchor).
+CREATE TABLE IF NOT EXISTS anchors_out (
+    invite_id BLOB PRIMARY KEY,
+    seq       INTEGER NOT NULL,
+    head      BLOB NOT NULL
+);
+-- SPEC §4.7: anchors received, the latest per (group, sender).
+CREATE TABLE IF NOT EXISTS anchors_in (
+    group_id       BLOB NOT NULL,
+    sender         TEXT NOT NULL,
+    seq            INTEGER NOT NULL,
+    head           BLOB NOT NULL,
+    at_rn2_version INTEGER NOT NULL,
+    PRIMARY KEY (group_id, sender)
+);

@@ -341,6 +341,123 @@ impl Store {
         Ok(())
     }
 
+    /// Appends a verified membership change (SPEC §4.7).
+    pub async fn put_change(&self, gid: &[u8; 16], seq: u64, change: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO membership (group_id, seq, change) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(gid.as_slice())
+        .bind(i(seq)?)
+        .bind(change)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The verified membership changes of a group, in order.
+    pub async fn changes(&self, gid: &[u8; 16]) -> Result<Vec<Vec<u8>>> {
+        let rows = sqlx::query("SELECT change FROM membership WHERE group_id = ? ORDER BY seq")
+            .bind(gid.as_slice())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The first stored grant of an RN1 version: the one that applied the
+    /// change that created it.
+    pub async fn first_grant_of_rn1(
+        &self,
+        gid: &[u8; 16],
+        rn1_version: u32,
+    ) -> Result<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT MIN(rn2_version) FROM grants WHERE group_id = ? AND rn1_version = ?",
+        )
+        .bind(gid.as_slice())
+        .bind(i64::from(rn1_version))
+        .fetch_one(&self.pool)
+        .await?;
+        row.get::<Option<i64>, _>(0).map(u).transpose()
+    }
+
+    /// Records the change an invitation's hand-over names.
+    pub async fn put_anchor_out(
+        &self,
+        invite_id: &[u8; 16],
+        seq: u64,
+        head: &[u8; 32],
+    ) -> Result<()> {
+        sqlx::query("INSERT OR REPLACE INTO anchors_out (invite_id, seq, head) VALUES (?, ?, ?)")
+            .bind(invite_id.as_slice())
+            .bind(i(seq)?)
+            .bind(head.as_slice())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The change an invitation's hand-over names.
+    pub async fn anchor_out(&self, invite_id: &[u8; 16]) -> Result<Option<(u64, [u8; 32])>> {
+        let row = sqlx::query("SELECT seq, head FROM anchors_out WHERE invite_id = ?")
+            .bind(invite_id.as_slice())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let head: Vec<u8> = r.get(1);
+            Ok((
+                u(r.get(0))?,
+                head.try_into().map_err(|_| Error::Corrupt("anchor head"))?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Records an anchor received from `sender`.
+    pub async fn put_anchor_in(
+        &self,
+        gid: &[u8; 16],
+        sender: &str,
+        seq: u64,
+        head: &[u8; 32],
+        at_rn2_version: u64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO anchors_in (group_id, sender, seq, head, at_rn2_version) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(gid.as_slice())
+        .bind(sender)
+        .bind(i(seq)?)
+        .bind(head.as_slice())
+        .bind(i(at_rn2_version)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The latest anchor from `sender` for a group: (seq, head, at_rn2_version).
+    pub async fn anchor_in(
+        &self,
+        gid: &[u8; 16],
+        sender: &str,
+    ) -> Result<Option<(u64, [u8; 32], u64)>> {
+        let row = sqlx::query(
+            "SELECT seq, head, at_rn2_version FROM anchors_in WHERE group_id = ? AND sender = ?",
+        )
+        .bind(gid.as_slice())
+        .bind(sender)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let head: Vec<u8> = r.get(1);
+            Ok((
+                u(r.get(0))?,
+                head.try_into().map_err(|_| Error::Corrupt("anchor head"))?,
+                u(r.get(2))?,
+            ))
+        })
+        .transpose()
+    }
+
     /// Members already sent the RN1 of a rotation.
     pub async fn rn1_sent(&self, gid: &[u8; 16], rn1_version: u32) -> Result<Vec<String>> {
         let rows =

@@ -2,6 +2,7 @@
 //! RN1 rotations, removals, the outbox and key erasure.
 
 use crate::error::{Error, Result};
+use crate::membership::Intent;
 use crate::store::StoredGrant;
 use crate::terminal::Terminal;
 use duokey_crypto::rn1_delivery::{open_rn1, seal_rn1};
@@ -84,6 +85,14 @@ impl Terminal {
     pub async fn apply_grant(&mut self, g: Grant) -> Result<()> {
         let gid = gid16(&g.group_id)?;
         self.fetch_missed_grants(&gid, g.rn2_version).await?;
+        let version = g.rn2_version;
+        // SPEC §4.7: a grant whose membership no member signed is refused and
+        // kept out of use; the group stays at its last verified epoch.
+        let g = match self.verify_grant(&gid, g).await {
+            Ok(g) => g,
+            Err(Error::Refused(reason)) => return self.refuse_grant(&gid, version, &reason).await,
+            Err(e) => return Err(e),
+        };
         let g = self.whole_grant(&gid, g).await?;
         let rn2 = Rn2::from_slice(&g.rn2).map_err(|_| Error::Corrupt("grant RN2"))?;
         let policy = g.policy.unwrap_or_default();
@@ -113,10 +122,47 @@ impl Terminal {
                 self.store.notice(&gid, &text, g.issued_at_ms).await?;
             }
         }
-        if g.rn1_rotator == self.me.as_str() {
-            self.rn1_duty(&gid, &stored).await?;
+        // The rotator is the one the verified history names (SPEC §4.7),
+        // never the GMS's `rn1_rotator` field.
+        if let Some((seq, head)) = self.my_rotation(&gid, &g).await? {
+            self.rn1_duty(&gid, &stored, seq, head).await?;
         }
         Ok(())
+    }
+
+    /// Tells the user, once per version, that a grant was refused.
+    async fn refuse_grant(&mut self, gid: &[u8; 16], version: u64, reason: &str) -> Result<()> {
+        let key = format!("refused_grant:{}:{version}", hex::encode(gid));
+        if self.store.meta(&key).await?.is_none() {
+            let text = format!(
+                "⚠ refused group key version {version}: {reason}. This terminal keeps using the last                  verified one and sends nothing newer until a valid change arrives"
+            );
+            self.store.notice(gid, &text, crate::now_ms()).await?;
+            self.warn(text);
+            self.store.set_meta(&key, b"1").await?;
+        }
+        Ok(())
+    }
+
+    /// (seq, head) of the change that made `g`'s RN1 version, if this
+    /// terminal is its rotator in the verified state and `g` is the grant
+    /// that applied it.
+    async fn my_rotation(&mut self, gid: &[u8; 16], g: &Grant) -> Result<Option<(u64, [u8; 32])>> {
+        let Some(state) = self.membership(gid).await? else {
+            return Ok(None);
+        };
+        let Some(rotation) = state
+            .rn1_rotations
+            .iter()
+            .find(|r| r.rn1_version == g.rn1_version && r.rotator == self.me)
+        else {
+            return Ok(None);
+        };
+        if self.store.first_grant_of_rn1(gid, g.rn1_version).await? != Some(g.rn2_version) {
+            return Ok(None);
+        }
+        let seq = rotation.seq;
+        Ok(self.membership_at(gid, seq).await?.map(|at| (seq, at.head)))
     }
 
     /// A grant pushed without its member list (D27) made whole: the previous
@@ -274,7 +320,13 @@ impl Terminal {
 
     /// SPEC §4.3 step 4: as the rotator, make RN1' (once, durably) and send it
     /// to every other member sealed to its delivery key.
-    async fn rn1_duty(&mut self, gid: &[u8; 16], g: &StoredGrant) -> Result<()> {
+    async fn rn1_duty(
+        &mut self,
+        gid: &[u8; 16],
+        g: &StoredGrant,
+        seq: u64,
+        head: [u8; 32],
+    ) -> Result<()> {
         if self.store.r1(gid, g.rn1_version).await?.is_none() {
             let rn1 = Rn1::random()?;
             self.put_r1(gid, g.rn1_version, &R1::from_rn1(&rn1, g.rn2_version))
@@ -292,7 +344,17 @@ impl Terminal {
                 continue;
             }
             let to = UserId::new(user.clone())?;
-            match self.send_rn1(gid, &to, g.rn1_version, &r1, None).await {
+            let anchor = ItemBody::Anchor {
+                group_id: GroupId(*gid),
+                membership_seq: seq,
+                head,
+                at_rn2_version: g.rn2_version,
+            };
+            let sent = match self.send_item(ItemId::random()?, &to, anchor).await {
+                Ok(()) => self.send_rn1(gid, &to, g.rn1_version, &r1, None).await,
+                Err(e) => Err(e),
+            };
+            match sent {
                 Ok(()) => self.store.mark_rn1_sent(gid, g.rn1_version, user).await?,
                 Err(e) => self.warn(format!(
                     "could not send the new group key to {user} yet: {e}"
@@ -465,9 +527,15 @@ impl Terminal {
                     .notice(&group_id.0, &text, crate::now_ms())
                     .await?;
             }
-            // SPEC §4.7 anchors: this terminal does not verify membership
-            // chains yet (docs/PROTOCOL.md §11.1), so it has no use for them.
-            ItemBody::Anchor { .. } => {}
+            ItemBody::Anchor {
+                group_id,
+                membership_seq,
+                head,
+                at_rn2_version,
+            } => {
+                self.on_anchor(&sender, &group_id.0, *membership_seq, head, *at_rn2_version)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -503,8 +571,16 @@ impl Terminal {
         // cannot open earlier messages (SPEC §7.4). The state is recorded
         // between the two steps, so an interrupted hand-over resumes at the
         // next sync instead of stranding the new member.
-        let grant = self
-            .report_member(&gid.0, invitee, rights as u32, invite_id)
+        // The add names the key that signed the ack (SPEC §4.7).
+        let intent = Intent::Add {
+            subject: invitee.clone(),
+            rights: Rights::from_bits(u8::try_from(rights).unwrap_or(0xff))?,
+            key: self.contact_key(invitee).await?,
+        };
+        let (grant, change) = self.submit(&gid.0, intent, invite_id).await?;
+        let grant = grant.ok_or(Error::Internal("add without a grant"))?;
+        self.store
+            .put_anchor_out(&invite_id.0, change.change().seq, &change.hash())
             .await?;
         sqlx::query(
             "UPDATE invites_out SET state = 'reported', rn1_version = ?, join_version = ?, invite_pub = ? WHERE invite_id = ?",
@@ -535,16 +611,40 @@ impl Terminal {
             let w = r.get::<i64, _>(4) as u64;
             let key: Vec<u8> = r.get(5);
             let key = DeliveryPublic(key.try_into().map_err(|_| Error::Corrupt("invite key"))?);
+            // SPEC §4.2 step 5: only while the invitee is still a member of
+            // the verified state, and with the anchor naming the add.
+            let still_member = self
+                .membership(&gid)
+                .await?
+                .is_some_and(|s| s.members.contains_key(&invitee));
+            let anchor = self.store.anchor_out(&invite_id.0).await?;
+            let (Some((seq, head)), true) = (anchor, still_member) else {
+                sqlx::query("UPDATE invites_out SET state = 'done' WHERE invite_id = ?")
+                    .bind(invite_id.as_bytes().as_slice())
+                    .execute(&self.store.pool)
+                    .await?;
+                continue;
+            };
             let Some(r1) = self.r1_at(&gid, rn1_version, w).await? else {
                 self.warn(format!(
                     "{invitee} was added, but the group's new RN1 has not reached this terminal yet"
                 ));
                 continue;
             };
-            if let Err(e) = self
-                .send_rn1(&gid, &invitee, rn1_version, &r1, Some((invite_id, key)))
-                .await
-            {
+            let anchor = ItemBody::Anchor {
+                group_id: GroupId(gid),
+                membership_seq: seq,
+                head,
+                at_rn2_version: w,
+            };
+            let sent = match self.send_item(ItemId::random()?, &invitee, anchor).await {
+                Ok(()) => {
+                    self.send_rn1(&gid, &invitee, rn1_version, &r1, Some((invite_id, key)))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
                 self.warn(format!(
                     "could not hand the group key to {invitee} yet (retried at the next sync): {e}"
                 ));
@@ -556,29 +656,6 @@ impl Terminal {
                 .await?;
         }
         Ok(())
-    }
-
-    async fn report_member(
-        &mut self,
-        gid: &[u8; 16],
-        user: &UserId,
-        rights: u32,
-        report: &ItemId,
-    ) -> Result<Grant> {
-        let req = duokey_proto::ReportMemberRequest {
-            group_id: gid.to_vec(),
-            change: duokey_proto::MemberChange::Add as i32,
-            user_id: user.to_string(),
-            rights,
-            report_id: report.0.to_vec(),
-            rotate_rn1: false,
-        };
-        Ok(self
-            .gms
-            .report_member(req)
-            .await
-            .map_err(Error::server(format!("adding {user}")))?
-            .into_inner())
     }
 
     /// An `rn1` item: from an inviter (sealed to our invitation key) or from a
@@ -599,6 +676,11 @@ impl Terminal {
             None if p.ref_id == item.item_id => None,
             None => return Err(Error::refused("an rn1 item matches no accepted invitation")),
         };
+        if secret.is_some() {
+            self.check_invitation_anchor(item, p).await?;
+        } else {
+            self.check_rotation(item, p).await?;
+        }
         let ctx = Rn1Context {
             group_id: &p.group_id,
             sender: &item.sender,
@@ -606,10 +688,11 @@ impl Terminal {
             ref_id: &p.ref_id,
         };
         let key = secret.as_ref().unwrap_or(&self.delivery);
+        let gid = p.group_id.0;
         let r1 = open_rn1(key, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct)?;
-        let have = self.store.r1(&p.group_id.0, p.rn1_version).await?;
-        if have.is_none_or(|(at, _)| at > r1.rn2_version()) {
-            self.put_r1(&p.group_id.0, p.rn1_version, &r1).await?;
+        // SPEC §4.7: an R1 is never replaced.
+        if self.store.r1(&gid, p.rn1_version).await?.is_none() {
+            self.put_r1(&gid, p.rn1_version, &r1).await?;
         }
         if secret.is_some() {
             sqlx::query(
@@ -618,6 +701,118 @@ impl Terminal {
             .bind(p.ref_id.as_bytes().as_slice())
             .execute(&self.store.pool)
             .await?;
+        }
+        Ok(())
+    }
+
+    /// SPEC §4.7 "Who gets R1", rotation: only from the rotator the verified
+    /// history names for that RN1 version, at the grant that applied its
+    /// change, and only if this terminal holds no R1 of that version.
+    async fn check_rotation(&mut self, item: &Item, p: &Rn1Payload) -> Result<()> {
+        let gid = p.group_id.0;
+        let mut state = self.membership(&gid).await?.ok_or_else(|| {
+            Error::refused(
+                "an RN1 rotation for a group whose membership this terminal has not verified",
+            )
+        })?;
+        if p.rn1_version > state.rn1_version {
+            self.sync_grants().await?;
+            state = self.membership(&gid).await?.unwrap_or(state);
+        }
+        if state.rotator(p.rn1_version) != Some(&item.sender) {
+            return Err(Error::refused(format!(
+                "an RN1 rotation from {}, who is not the rotator the group's signed history names for RN1 version {}",
+                item.sender, p.rn1_version
+            )));
+        }
+        if self.store.first_grant_of_rn1(&gid, p.rn1_version).await? != Some(p.at_rn2_version) {
+            return Err(Error::refused(format!(
+                "an RN1 rotation at RN2 version {}, not at the grant that applied its change",
+                p.at_rn2_version
+            )));
+        }
+        if self.store.r1(&gid, p.rn1_version).await?.is_some() {
+            return Err(Error::refused(format!(
+                "a second RN1 for version {} (an R1 is never replaced)",
+                p.rn1_version
+            )));
+        }
+        Ok(())
+    }
+
+    /// SPEC §4.7 "Who gets R1", invitation: the inviter's anchor names its
+    /// signed `add` of this terminal, with this terminal's key, the rights
+    /// and name of the invitation, at the R1's version; the chain from
+    /// `create` must end at the anchor's head. The chain is then adopted.
+    async fn check_invitation_anchor(&mut self, item: &Item, p: &Rn1Payload) -> Result<()> {
+        let gid = p.group_id.0;
+        let (seq, head, at) = self
+            .store
+            .anchor_in(&gid, item.sender.as_str())
+            .await?
+            .ok_or_else(|| Error::refused("an invitation's RN1 without its inviter's anchor"))?;
+        if at != p.at_rn2_version {
+            return Err(Error::refused(
+                "the inviter's anchor and RN1 name different versions",
+            ));
+        }
+        let row = sqlx::query(
+            "SELECT group_name, rights FROM invites_in WHERE invite_id = ? AND from_user = ?",
+        )
+        .bind(p.ref_id.as_bytes().as_slice())
+        .bind(item.sender.as_str())
+        .fetch_one(&self.store.pool)
+        .await?;
+        let (name, rights): (String, i64) = (row.get(0), row.get(1));
+        let chain = self.verify_chain_to(&gid, seq, &head).await?;
+        let Some((add, state)) = chain.last() else {
+            return Err(Error::refused("the inviter's anchor names no change"));
+        };
+        let c = add.change();
+        let ok = c.action == membership::Action::Add
+            && c.actor == item.sender
+            && c.subject == self.me
+            && state.key_of(&self.me) == Some(&self.identity.public())
+            && i64::from(c.rights.bits()) == rights
+            && state.name.as_str() == name
+            && state.rn1_version == p.rn1_version;
+        if !ok {
+            return Err(Error::refused(
+                "the inviter's anchor does not name its signed add of this terminal as invited",
+            ));
+        }
+        let known = self.membership(&gid).await?.map_or(0, |s| s.seq);
+        for (change, state) in chain {
+            if state.seq > known {
+                self.adopt(&gid, &change, state).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An anchor: kept for the invitation it accompanies, and compared with
+    /// this terminal's own history (SPEC §4.7 "Equivocation").
+    async fn on_anchor(
+        &mut self,
+        sender: &UserId,
+        gid: &[u8; 16],
+        seq: u64,
+        head: &[u8; 32],
+        at_rn2_version: u64,
+    ) -> Result<()> {
+        self.store
+            .put_anchor_in(gid, sender.as_str(), seq, head, at_rn2_version)
+            .await?;
+        let mine = self.membership(gid).await?.map_or(0, |s| s.seq);
+        if mine >= seq
+            && let Some(at) = self.membership_at(gid, seq).await?
+            && &at.head != head
+        {
+            let text = format!(
+                "⚠ the group server is showing members different membership histories: {sender}'s change {seq}                  is not the one this terminal verified. Compare `duokey group verify` codes out of band"
+            );
+            self.store.notice(gid, &text, crate::now_ms()).await?;
+            self.warn(text);
         }
         Ok(())
     }

@@ -78,6 +78,8 @@ pub struct Terminal {
     pub(crate) gms: GroupManagementClient<Channel>,
     pub(crate) cs: CommunicationClient<Channel>,
     pub(crate) keys: HashMap<UserId, PublicIdentity>,
+    /// Verified membership state per group (SPEC §4.7), cached from the store.
+    pub(crate) states: HashMap<[u8; 16], duokey_crypto::membership::State>,
     /// Where warnings go: stderr (`None`) or kept for an interactive UI.
     pub(crate) warnings: std::sync::Mutex<Option<Vec<String>>>,
 }
@@ -259,6 +261,7 @@ impl Terminal {
             gms,
             cs,
             keys: HashMap::new(),
+            states: HashMap::new(),
             warnings: std::sync::Mutex::new(None),
         })
     }

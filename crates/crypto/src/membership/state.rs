@@ -4,7 +4,7 @@
 //! on one: the rules live here and nowhere else.
 
 use super::Rule;
-use super::change::{Action, FLAG_ROTATES_RN1, Hash, RekeyBody, SignedChange};
+use super::change::{Action, Change, FLAG_ROTATES_RN1, Hash, RekeyBody, SignedChange};
 use super::policy::Policy;
 use crate::codec::Reader;
 use crate::error::Result;
@@ -267,6 +267,64 @@ impl State {
     pub fn key_of(&self, user: &UserId) -> Option<&PublicIdentity> {
         self.members.get(user).map(|m| &m.key)
     }
+}
+
+impl State {
+    /// The next change on top of this state, unsigned: `seq`, `prev` and the
+    /// group filled in, the RN1 flag as the rules demand (removals and leaves
+    /// follow the policy; `rotate_rn1` always rotates), and the time never
+    /// below the head's.
+    pub fn next_change(
+        &self,
+        action: Action,
+        actor: &UserId,
+        subject: &UserId,
+        rights: Rights,
+        body: Vec<u8>,
+        now_ms: u64,
+    ) -> Change {
+        let flags = match action {
+            Action::Remove | Action::Leave if self.policy.rotate_rn1_on_remove => FLAG_ROTATES_RN1,
+            Action::RotateRn1 => FLAG_ROTATES_RN1,
+            _ => 0,
+        };
+        Change {
+            group_id: self.group_id,
+            seq: self.seq.saturating_add(1),
+            prev: self.head,
+            action,
+            actor: actor.clone(),
+            subject: subject.clone(),
+            rights,
+            flags,
+            body,
+            created_at_ms: now_ms.max(self.last_created_at_ms),
+        }
+    }
+}
+
+/// The first change of a new group, unsigned: `owner` creates it with its
+/// key, the name and the whole policy.
+pub fn create_change(
+    group_id: GroupId,
+    owner: &UserId,
+    owner_key: &PublicIdentity,
+    name: &GroupName,
+    policy: &Policy,
+    now_ms: u64,
+) -> Result<Change> {
+    Ok(Change {
+        group_id,
+        seq: 1,
+        prev: [0; 32],
+        action: Action::Create,
+        actor: owner.clone(),
+        subject: owner.clone(),
+        rights: Rights::ALL,
+        flags: 0,
+        body: create_body(name, owner_key, policy)?,
+        created_at_ms: now_ms,
+    })
 }
 
 /// Applies `change` to `state`, or starts the state from a `create`.

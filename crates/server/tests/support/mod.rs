@@ -145,7 +145,7 @@ impl Remote {
         local: Option<IpAddr>,
     ) -> Result<TestUser, tonic::Status> {
         let id = UserId::new(user).unwrap();
-        let key = IdentityKey::generate();
+        let key = test_key(user);
         let mut accounts = AccountsClient::new(self.anonymous_from(&self.gms_url(), local));
         let resp = accounts
             .enroll(EnrollRequest {
@@ -200,15 +200,82 @@ pub struct TestUser {
     pub seq: u64,
 }
 
+/// Every test user's identity key, derived from its name, so that a test can
+/// name the key of a member it adds (SPEC §4.7 `add` carries it).
+pub fn test_key(user: &str) -> IdentityKey {
+    use sha2::Digest;
+    IdentityKey::from_seed(sha2::Sha256::digest(format!("duokey test key {user}")).into())
+}
+
 impl TestUser {
+    /// The group's membership state, verified from the GMS's chain as a
+    /// terminal would; `None` if the GMS does not serve it to this user.
+    pub async fn chain(&mut self, gid: &[u8]) -> Option<membership::State> {
+        let mut state: Option<membership::State> = None;
+        loop {
+            let after = state.as_ref().map_or(0, |s| s.seq);
+            let page = self
+                .gms
+                .get_changes(GetChangesRequest {
+                    group_id: gid.to_vec(),
+                    after_seq: after,
+                    limit: 0,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            for c in &page.changes {
+                let c = membership::SignedChange::parse(&c.change).unwrap();
+                state = Some(membership::apply(state.as_ref(), &c).unwrap());
+            }
+            if !page.more {
+                return state;
+            }
+        }
+    }
+
+    /// This user's next signed change of `gid` on top of the GMS's chain.
+    pub async fn sign(
+        &mut self,
+        gid: &[u8],
+        action: membership::Action,
+        subject: &str,
+        rights: u8,
+        body: Vec<u8>,
+    ) -> Vec<u8> {
+        let state = self.chain(gid).await.expect("the test user is a member");
+        let change = state.next_change(
+            action,
+            &self.id,
+            &UserId::new(subject).unwrap(),
+            Rights::from_bits(rights).unwrap(),
+            body,
+            now_ms(),
+        );
+        change.sign(&self.key).unwrap().as_bytes().to_vec()
+    }
+
+    /// A signed `create` of a new group named `name` (default policy).
+    pub fn create_change(&self, name: &str) -> Vec<u8> {
+        membership::create_change(
+            GroupId::random().unwrap(),
+            &self.id,
+            &self.key.public(),
+            &GroupName::new(name).unwrap(),
+            &membership::Policy::default(),
+            now_ms(),
+        )
+        .unwrap()
+        .sign(&self.key)
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+    }
+
     pub async fn create_group(&mut self, name: &str) -> Grant {
-        let gid = GroupId::random().unwrap();
+        let change = self.create_change(name);
         self.gms
-            .create_group(CreateGroupRequest {
-                group_id: gid.0.to_vec(),
-                name: name.into(),
-                policy: None,
-            })
+            .create_group(CreateGroupRequest { change })
             .await
             .unwrap()
             .into_inner()
@@ -220,28 +287,69 @@ impl TestUser {
         user: &str,
         rights: u32,
     ) -> Result<Grant, tonic::Status> {
+        let key = test_key(user).public().to_bytes().to_vec();
+        let change = self
+            .sign(
+                &grant.group_id,
+                membership::Action::Add,
+                user,
+                rights as u8,
+                key,
+            )
+            .await;
+        self.report(&grant.group_id, change).await
+    }
+
+    pub async fn remove(&mut self, grant: &Grant, user: &str) -> Result<Grant, tonic::Status> {
+        let change = self
+            .sign(
+                &grant.group_id,
+                membership::Action::Remove,
+                user,
+                0,
+                Vec::new(),
+            )
+            .await;
+        self.report(&grant.group_id, change).await
+    }
+
+    /// `ReportMember` with a signed change.
+    pub async fn report(&mut self, gid: &[u8], change: Vec<u8>) -> Result<Grant, tonic::Status> {
         self.gms
             .report_member(ReportMemberRequest {
-                group_id: grant.group_id.clone(),
-                change: MemberChange::Add as i32,
-                user_id: user.into(),
-                rights,
+                group_id: gid.to_vec(),
                 report_id: ItemId::random().unwrap().0.to_vec(),
-                rotate_rn1: false,
+                change,
             })
             .await
             .map(|r| r.into_inner())
     }
 
-    pub async fn remove(&mut self, grant: &Grant, user: &str) -> Result<Grant, tonic::Status> {
+    /// `Leave` with a signed change.
+    pub async fn leave(&mut self, gid: &[u8]) -> Result<LeaveResponse, tonic::Status> {
+        let me = self.id.to_string();
+        let change = self
+            .sign(gid, membership::Action::Leave, &me, 0, Vec::new())
+            .await;
         self.gms
-            .report_member(ReportMemberRequest {
-                group_id: grant.group_id.clone(),
-                change: MemberChange::Remove as i32,
-                user_id: user.into(),
-                rights: 0,
-                report_id: ItemId::random().unwrap().0.to_vec(),
-                rotate_rn1: true,
+            .leave(LeaveRequest {
+                group_id: gid.to_vec(),
+                change,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// `Delete` with a signed change.
+    pub async fn delete(&mut self, gid: &[u8]) -> Result<DeleteResponse, tonic::Status> {
+        let me = self.id.to_string();
+        let change = self
+            .sign(gid, membership::Action::Delete, &me, 0, Vec::new())
+            .await;
+        self.gms
+            .delete(DeleteRequest {
+                group_id: gid.to_vec(),
+                change,
             })
             .await
             .map(|r| r.into_inner())

@@ -1,0 +1,378 @@
+//! Member-signed membership on the terminal (SPEC §4.7, property P9): the
+//! terminal keeps each group's chain of signed changes, verified with the
+//! same pure rules as the GMS ([`State::apply`]), signs its own changes on
+//! top of it, checks every grant against it, and takes the member list, the
+//! RN1 rotator and the RN1 version from it alone — never from the GMS's
+//! fields. A GMS can delay or withhold changes; it cannot make one.
+
+use crate::error::{Error, Result};
+use crate::terminal::Terminal;
+use duokey_crypto::membership::{self, Action, SignedChange, State};
+use duokey_crypto::*;
+use duokey_proto::{
+    DeleteRequest, GetChangesRequest, Grant, LeaveRequest, Member, ReportMemberRequest,
+    RotateRequest,
+};
+use std::collections::VecDeque;
+
+/// What the user asked for, re-checked against the verified state before
+/// every signature (SPEC §4.7: after `ABORTED`, re-sign only if it still holds).
+#[derive(Debug, Clone)]
+pub(crate) enum Intent {
+    /// Add `subject` with `rights` and the key that signed its `ack`.
+    Add {
+        subject: UserId,
+        rights: Rights,
+        key: PublicIdentity,
+    },
+    /// Remove `subject`.
+    Remove { subject: UserId },
+    /// Leave the group.
+    Leave,
+    /// Rotate RN1 by hand.
+    RotateRn1,
+    /// Delete the group.
+    Delete,
+}
+
+/// How many times a change is re-signed after `ABORTED` before giving up.
+const SIGN_ATTEMPTS: usize = 3;
+
+/// The refusal of a change the GMS presented that no member signed validly.
+fn unsigned(e: impl std::fmt::Display) -> Error {
+    Error::refused(format!(
+        "the group server sent a membership change no member signed ({e})"
+    ))
+}
+
+impl Terminal {
+    /// The verified membership state of a group, if this terminal holds its chain.
+    pub(crate) async fn membership(&mut self, gid: &[u8; 16]) -> Result<Option<State>> {
+        if let Some(s) = self.states.get(gid) {
+            return Ok(Some(s.clone()));
+        }
+        let state = self.membership_at(gid, u64::MAX).await?;
+        if let Some(s) = &state {
+            self.states.insert(*gid, s.clone());
+        }
+        Ok(state)
+    }
+
+    /// The verified state as it was at `seq` (rebuilt from the stored chain).
+    pub(crate) async fn membership_at(&self, gid: &[u8; 16], seq: u64) -> Result<Option<State>> {
+        let mut state: Option<State> = None;
+        for bytes in self.store.changes(gid).await? {
+            let change = SignedChange::parse(&bytes)?;
+            if change.change().seq > seq {
+                break;
+            }
+            state = Some(membership::apply(state.as_ref(), &change)?);
+        }
+        Ok(state)
+    }
+
+    /// Records a change this terminal verified, and the state after it.
+    pub(crate) async fn adopt(
+        &mut self,
+        gid: &[u8; 16],
+        change: &SignedChange,
+        state: State,
+    ) -> Result<()> {
+        self.store
+            .put_change(gid, state.seq, change.as_bytes())
+            .await?;
+        self.states.insert(*gid, state);
+        Ok(())
+    }
+
+    /// A page of the group's stored changes after `after_seq`, from the GMS.
+    async fn fetch_changes(&mut self, gid: &[u8; 16], after_seq: u64) -> Result<Vec<SignedChange>> {
+        let resp = self
+            .gms
+            .get_changes(GetChangesRequest {
+                group_id: gid.to_vec(),
+                after_seq,
+                limit: 500,
+            })
+            .await
+            .map_err(Error::server("fetching membership changes"))?
+            .into_inner();
+        resp.changes
+            .iter()
+            .map(|c| SignedChange::parse(&c.change).map_err(unsigned))
+            .collect()
+    }
+
+    /// Verifies the changes after this terminal's head, from `given` (a
+    /// grant's) and then from the GMS, up to `upto` = (seq, head) — or as far
+    /// as the GMS has them when `None` — and records them. Every key that
+    /// enters the state must be the one this terminal knows for that user.
+    pub(crate) async fn catch_up_membership(
+        &mut self,
+        gid: &[u8; 16],
+        upto: Option<(u64, [u8; 32])>,
+        given: &[Vec<u8>],
+    ) -> Result<State> {
+        let mut state = self.membership(gid).await?.ok_or_else(|| {
+            Error::refused("this terminal holds no membership chain of the group")
+        })?;
+        let mut pending: VecDeque<SignedChange> = given
+            .iter()
+            .map(|b| SignedChange::parse(b).map_err(unsigned))
+            .collect::<Result<_>>()?;
+        loop {
+            if upto.is_some_and(|(seq, _)| state.seq >= seq) {
+                break;
+            }
+            pending.retain(|c| c.change().seq > state.seq);
+            if pending
+                .front()
+                .is_none_or(|c| c.change().seq != state.seq + 1)
+            {
+                pending = self.fetch_changes(gid, state.seq).await?.into();
+                if pending.is_empty() {
+                    break;
+                }
+            }
+            let Some(change) = pending.pop_front() else {
+                break;
+            };
+            let next = state.apply(&change).map_err(unsigned)?;
+            self.check_entering_key(&change, &next).await?;
+            self.adopt(gid, &change, next.clone()).await?;
+            state = next;
+        }
+        if let Some((seq, head)) = upto
+            && (state.seq != seq || state.head != head)
+        {
+            return Err(unsigned(format!(
+                "the chain does not reach the head the grant names at seq {seq}"
+            )));
+        }
+        Ok(state)
+    }
+
+    /// SPEC §4.7 "Keys and certificates": a key entering the state (`add`,
+    /// `rekey`) must be the one this terminal pinned for that user from the
+    /// CA's certificate; otherwise the change waits for `verify --confirm`.
+    async fn check_entering_key(&mut self, change: &SignedChange, after: &State) -> Result<()> {
+        let c = change.change();
+        let user = match c.action {
+            Action::Add => &c.subject,
+            Action::Rekey => &c.actor,
+            _ => return Ok(()),
+        };
+        let Some(recorded) = after.key_of(user) else {
+            return Ok(());
+        };
+        if &self.contact_key(user).await? != recorded {
+            return Err(Error::refused(format!(
+                "{user}'s key changed: the group's history records a key for {user} that is not the one \
+                 this terminal knows; compare safety numbers with `duokey verify {user}`"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Verifies a whole chain from `create` up to (seq, head), as a new
+    /// member does from its inviter's anchor. Certificate and pin problems in
+    /// this prefix do not stop it: the inviter vouches for it (SPEC §4.7).
+    pub(crate) async fn verify_chain_to(
+        &mut self,
+        gid: &[u8; 16],
+        seq: u64,
+        head: &[u8; 32],
+    ) -> Result<Vec<(SignedChange, State)>> {
+        let mut out: Vec<(SignedChange, State)> = Vec::new();
+        while out.last().map_or(0, |(_, s)| s.seq) < seq {
+            let after = out.last().map_or(0, |(_, s)| s.seq);
+            let page = self.fetch_changes(gid, after).await?;
+            if page.is_empty() {
+                break;
+            }
+            for change in page {
+                if change.change().seq > seq {
+                    break;
+                }
+                let next =
+                    membership::apply(out.last().map(|(_, s)| s), &change).map_err(unsigned)?;
+                out.push((change, next));
+            }
+        }
+        match out.last() {
+            Some((_, s)) if s.seq == seq && &s.head == head => Ok(out),
+            _ => Err(unsigned(format!(
+                "the group's history does not reach the change the inviter named (seq {seq})"
+            ))),
+        }
+    }
+
+    /// Checks a grant against the verified state (SPEC §4.7 "Grants"): its
+    /// changes must extend the chain to its seq and head, its RN1 version and
+    /// name must be the state's, and a member list in it must be the state's.
+    /// The grant comes back with the member list of the verified state; a
+    /// grant without a chain to check (a new member before its anchor) comes
+    /// back as it is, since R1 still only follows the verified rules.
+    pub(crate) async fn verify_grant(&mut self, gid: &[u8; 16], mut g: Grant) -> Result<Grant> {
+        let Some(mine) = self.membership(gid).await? else {
+            return Ok(g);
+        };
+        let head: [u8; 32] = g
+            .membership_head
+            .as_slice()
+            .try_into()
+            .map_err(|_| unsigned("a grant without a membership head"))?;
+        let at = if g.membership_seq > mine.seq {
+            self.catch_up_membership(gid, Some((g.membership_seq, head)), &g.changes)
+                .await?
+        } else {
+            self.membership_at(gid, g.membership_seq)
+                .await?
+                .ok_or_else(|| unsigned("a grant before the group's creation"))?
+        };
+        if at.head != head {
+            return Err(unsigned(format!(
+                "the grant names another head at seq {}",
+                g.membership_seq
+            )));
+        }
+        if g.rn1_version != at.rn1_version {
+            return Err(unsigned(format!(
+                "the grant names RN1 version {} where the history has {}",
+                g.rn1_version, at.rn1_version
+            )));
+        }
+        if g.group_name != at.name.as_str() {
+            return Err(unsigned("the grant renames the group"));
+        }
+        let verified: Vec<Member> = at
+            .members
+            .iter()
+            .map(|(u, m)| Member {
+                user_id: u.to_string(),
+                rights: u32::from(m.rights.bits()),
+            })
+            .collect();
+        if !g.members_omitted {
+            let mut theirs = g.members.clone();
+            theirs.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+            if theirs != verified {
+                return Err(unsigned("the grant's member list is not the signed one"));
+            }
+        }
+        g.members = verified;
+        g.members_omitted = false;
+        Ok(g)
+    }
+
+    /// Signs `intent` on top of the verified state, after checking it still holds.
+    async fn sign_intent(&mut self, gid: &[u8; 16], intent: &Intent) -> Result<SignedChange> {
+        let state = self.membership(gid).await?.ok_or_else(|| {
+            Error::refused(
+                "this terminal has not verified the group's membership yet; run `duokey sync` and try again",
+            )
+        })?;
+        let me = self.me.clone();
+        let (action, subject, rights, body) = match intent {
+            Intent::Add {
+                subject,
+                rights,
+                key,
+            } => {
+                if state.members.contains_key(subject) {
+                    return Err(Error::refused(format!("{subject} is already a member")));
+                }
+                (
+                    Action::Add,
+                    subject.clone(),
+                    *rights,
+                    key.to_bytes().to_vec(),
+                )
+            }
+            Intent::Remove { subject } => {
+                if !state.members.contains_key(subject) {
+                    return Err(Error::refused(format!("{subject} is not a member")));
+                }
+                (Action::Remove, subject.clone(), Rights::NONE, Vec::new())
+            }
+            Intent::Leave => (Action::Leave, me.clone(), Rights::NONE, Vec::new()),
+            Intent::RotateRn1 => (Action::RotateRn1, me.clone(), Rights::NONE, Vec::new()),
+            Intent::Delete => (Action::Delete, me.clone(), Rights::NONE, Vec::new()),
+        };
+        let signed = state
+            .next_change(action, &me, &subject, rights, body, crate::now_ms())
+            .sign(&self.identity)?;
+        // Checked here too, so a refused change is explained before it is sent.
+        state
+            .apply(&signed)
+            .map_err(|e| Error::refused(e.to_string()))?;
+        Ok(signed)
+    }
+
+    /// Signs `intent` and sends it to the GMS; on `ABORTED` (the chain moved
+    /// on) fetches and verifies the new changes, re-checks the intent and
+    /// signs again. Returns the grant the change caused, if the call has one,
+    /// and the change.
+    pub(crate) async fn submit(
+        &mut self,
+        gid: &[u8; 16],
+        intent: Intent,
+        report_id: &ItemId,
+    ) -> Result<(Option<Grant>, SignedChange)> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let change = self.sign_intent(gid, &intent).await?;
+            let bytes = change.as_bytes().to_vec();
+            let group_id = gid.to_vec();
+            let answer = match &intent {
+                Intent::Add { .. } | Intent::Remove { .. } => self
+                    .gms
+                    .report_member(ReportMemberRequest {
+                        group_id,
+                        report_id: report_id.0.to_vec(),
+                        change: bytes,
+                    })
+                    .await
+                    .map(|r| Some(r.into_inner())),
+                Intent::RotateRn1 => self
+                    .gms
+                    .rotate(RotateRequest {
+                        group_id,
+                        report_id: report_id.0.to_vec(),
+                        change: bytes,
+                    })
+                    .await
+                    .map(|r| Some(r.into_inner())),
+                Intent::Leave => self
+                    .gms
+                    .leave(LeaveRequest {
+                        group_id,
+                        change: bytes,
+                    })
+                    .await
+                    .map(|_| None),
+                Intent::Delete => self
+                    .gms
+                    .delete(DeleteRequest {
+                        group_id,
+                        change: bytes,
+                    })
+                    .await
+                    .map(|_| None),
+            };
+            match answer {
+                Ok(grant) => return Ok((grant, change)),
+                Err(s) if s.code() == tonic::Code::Aborted && attempt < SIGN_ATTEMPTS => {
+                    self.catch_up_membership(gid, None, &[]).await?;
+                }
+                Err(s) => {
+                    return Err(Error::from_status(
+                        "the group server refused the change",
+                        &s,
+                    ));
+                }
+            }
+        }
+    }
+}
