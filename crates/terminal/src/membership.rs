@@ -222,6 +222,16 @@ impl Terminal {
             .as_slice()
             .try_into()
             .map_err(|_| unsigned("a grant without a membership head"))?;
+        // A new version may not roll membership back: it names at least the
+        // head this terminal verified (SPEC §4.7: a grant with no new change
+        // keeps seq, head and rn1_version). Only past versions name older heads.
+        let current = self.store.group(gid).await?.map_or(0, |r| r.rn2_version);
+        if g.rn2_version > current && g.membership_seq < mine.seq {
+            return Err(unsigned(format!(
+                "a new key version naming membership change {} after this terminal verified {}",
+                g.membership_seq, mine.seq
+            )));
+        }
         let at = if g.membership_seq > mine.seq {
             self.catch_up_membership(gid, Some((g.membership_seq, head)), &g.changes)
                 .await?

@@ -7,6 +7,8 @@
     missing_docs
 )]
 
+pub mod lying;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -282,11 +284,154 @@ impl InProcess {
             .unwrap()
     }
 
+    /// Enrols `name` with a profile that talks to the servers `cfg` names.
+    pub async fn user_via(
+        &self,
+        name: &str,
+        cfg: &duokey_terminal::ClientConfig,
+    ) -> duokey_terminal::Terminal {
+        let db = duokey_storage::Db::open_sqlite(&self.dir.path().join("srv/as.db"))
+            .await
+            .unwrap();
+        let id = duokey_crypto::UserId::new(name).unwrap();
+        let token = duokey_accounts::issue_token(&db, &id).await.unwrap();
+        db.close().await;
+        duokey_terminal::Terminal::init(&self.dir.path().join(name), &id, &token, cfg, None)
+            .await
+            .unwrap()
+    }
+
+    /// The real GMS behind a lying wrapper on a port of its own, and the
+    /// client configuration that reaches it (SPEC §7 P9).
+    pub async fn lying_gms(&self) -> (duokey_terminal::ClientConfig, lying::Lies) {
+        let lies = lying::Lies::default();
+        let gms = self.node.gms.clone().unwrap();
+        let addr = lying::serve(gms, &self.dir.path().join("srv"), lies.clone()).await;
+        let mut cfg = self.cfg.clone();
+        cfg.gms_url = format!("https://{addr}");
+        (cfg, lies)
+    }
+
+    /// How many `rn1` items the CS holds for `user` (who never syncs in the
+    /// attack tests): what reached the attacker.
+    pub async fn rn1_items_to(&self, user: &str) -> i64 {
+        use sqlx::Row;
+        let path = self.dir.path().join("srv/cs.db");
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM cs_inbox WHERE recipient = ? AND kind = 4")
+            .bind(user)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
+        pool.close().await;
+        n
+    }
+
+    /// An enrolled user with its own key and a raw CS connection, no
+    /// terminal: an attacker who may send anything.
+    pub async fn raw_user(&self, name: &str) -> RawUser {
+        use duokey_proto::accounts_client::AccountsClient;
+        use duokey_proto::communication_client::CommunicationClient;
+        let db = self.db("as").await;
+        let id = duokey_crypto::UserId::new(name).unwrap();
+        let token = duokey_accounts::issue_token(&db, &id).await.unwrap();
+        db.close().await;
+        let key = duokey_crypto::IdentityKey::generate();
+        let ca = duokey_pki::pem::first_cert_from_pem(&self.cfg.ca_cert).unwrap();
+        let anon = duokey_pki::client_config(&ca, None).unwrap();
+        let resp = AccountsClient::new(duokey_pki::grpc::channel(&self.cfg.as_url, anon).unwrap())
+            .enroll(duokey_proto::EnrollRequest {
+                token: token.to_string(),
+                csr_der: duokey_pki::make_csr(&key, &id).unwrap(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let chain = resp.cert_chain_der.into_iter().map(Into::into).collect();
+        let tls = duokey_pki::client_config(
+            &ca,
+            Some((chain, duokey_pki::identity_private_key_der(&key))),
+        )
+        .unwrap();
+        RawUser {
+            id,
+            key,
+            cs: CommunicationClient::new(duokey_pki::grpc::channel(&self.cfg.cs_url, tls).unwrap()),
+        }
+    }
+
     /// A server role's database, as its operator sees it.
     pub async fn db(&self, role: &str) -> duokey_storage::Db {
         duokey_storage::Db::open_sqlite(&self.dir.path().join(format!("srv/{role}.db")))
             .await
             .unwrap()
+    }
+}
+
+/// An attacker: an enrolled identity and a raw CS connection.
+pub struct RawUser {
+    pub id: duokey_crypto::UserId,
+    pub key: duokey_crypto::IdentityKey,
+    pub cs: duokey_proto::communication_client::CommunicationClient<tonic::transport::Channel>,
+}
+
+impl RawUser {
+    /// Sends `to` an `rn1` rotation item of `rn1_version` at `at_rn2_version`
+    /// holding a fresh R1 of the attacker's choosing, sealed to `to`'s
+    /// published delivery key (so only the receiver's rules can stop it).
+    pub async fn send_rotation(
+        &mut self,
+        to: &str,
+        gid: &[u8; 16],
+        rn1_version: u32,
+        at_rn2_version: u64,
+    ) {
+        use duokey_crypto::*;
+        let to = UserId::new(to).unwrap();
+        let user = self
+            .cs
+            .get_user(duokey_proto::GetUserRequest {
+                user_id: to.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let leaf = duokey_pki::peer_identity(&user.cert_chain_der[0]).unwrap();
+        let their_key = PublicIdentity::from_bytes(&leaf.ed25519_public.unwrap()).unwrap();
+        let record = DeliveryKeyRecord::verify(&user.delivery_key_record, &their_key).unwrap();
+        let item_id = ItemId::random().unwrap();
+        let group = GroupId(*gid);
+        let ctx = rn1_delivery::Rn1Context {
+            group_id: &group,
+            sender: &self.id,
+            recipient: &to,
+            ref_id: &item_id,
+        };
+        let r1 = R1::from_rn1(&Rn1::random().unwrap(), at_rn2_version);
+        let (enc, ct) = rn1_delivery::seal_rn1(&record.key, &ctx, rn1_version, &r1).unwrap();
+        let item = Item {
+            item_id,
+            sender: self.id.clone(),
+            recipient: to,
+            created_at_ms: duokey_terminal::now_ms(),
+            body: ItemBody::Rn1(Rn1Payload {
+                ref_id: item_id,
+                group_id: group,
+                rn1_version,
+                at_rn2_version,
+                enc,
+                ct,
+            }),
+        };
+        self.cs
+            .send_item(duokey_proto::SendItemRequest {
+                item: item.sign(&self.key).unwrap(),
+            })
+            .await
+            .unwrap();
     }
 }
 

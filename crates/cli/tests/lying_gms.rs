@@ -1,0 +1,338 @@
+//! SPEC §7 P9, a lying GMS gets no R1 (issue 12): the real GMS is reached
+//! over real mutual TLS through a wrapper that rewrites its grants, and the
+//! terminals are the real library. Each test plays one lie, shows that the
+//! terminals refuse it and that no R1 went to anyone because of it, and
+//! shows with a control that the same step told honestly is accepted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use duokey_crypto::membership::{self, Action, SignedChange, State};
+use duokey_crypto::*;
+use duokey_proto::{GrantCause, Member};
+use duokey_terminal::{GroupPolicy, Line, Terminal};
+use support::{InProcess, join};
+
+/// (rn1_version, rn2_version) of the group on `t`.
+async fn epoch(t: &Terminal, gid: &[u8; 16]) -> (u32, u64) {
+    let g = t
+        .list_groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|g| g.group_id == hex::encode(gid))
+        .unwrap();
+    (g.rn1_version, g.rn2_version)
+}
+
+/// Whether `t` told its user that it refused a grant.
+async fn refused_a_grant(t: &Terminal, gid: &[u8; 16]) -> bool {
+    t.history(gid)
+        .await
+        .unwrap()
+        .iter()
+        .any(|l| matches!(l, Line::Notice(n) if n.notice.starts_with("⚠ refused group key")))
+}
+
+/// Forces a periodic RN2 rotation of every group now.
+async fn rotate_now(net: &InProcess) {
+    let far = i64::try_from(duokey_terminal::now_ms()).unwrap() + 48 * 3600 * 1000;
+    net.node.gms.as_ref().unwrap().rotate_due(far).await;
+}
+
+/// The group's chain as the GMS stores it, verified.
+async fn chain(net: &InProcess, gid: &[u8; 16]) -> (Vec<SignedChange>, State) {
+    let db = net.db("gms").await;
+    let rows = db.changes(gid, 0, 1000).await.unwrap();
+    db.close().await;
+    let changes: Vec<SignedChange> = rows
+        .iter()
+        .map(|r| SignedChange::parse(&r.change).unwrap())
+        .collect();
+    let mut state: Option<State> = None;
+    for c in &changes {
+        state = Some(membership::apply(state.as_ref(), c).unwrap());
+    }
+    (changes, state.unwrap())
+}
+
+/// alice (owner) and bob through the lying GMS; mallory enrolled, never a member.
+async fn setup(net: &InProcess) -> (Terminal, Terminal, support::lying::Lies, [u8; 16]) {
+    let (cfg, lies) = net.lying_gms().await;
+    let mut alice = net.user_via("alice", &cfg).await;
+    let mut bob = net.user_via("bob", &cfg).await;
+    let _mallory = net.user("mallory").await;
+    let g = alice
+        .create_group("proj", GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    join(&mut alice, &mut bob, &gid).await;
+    (alice, bob, lies, gid)
+}
+
+/// Syncs both, then checks the lie was refused by both and reached nobody.
+async fn assert_refused_by_all(
+    net: &InProcess,
+    terminals: [&mut Terminal; 2],
+    gid: &[u8; 16],
+    before: (u32, u64),
+) {
+    for t in terminals {
+        t.sync().await.unwrap();
+        assert_eq!(
+            epoch(t, gid).await,
+            before,
+            "{} moved to the lying epoch",
+            t.user()
+        );
+        assert!(
+            refused_a_grant(t, gid).await,
+            "{} did not tell its user",
+            t.user()
+        );
+    }
+    assert_eq!(net.rn1_items_to("mallory").await, 0, "R1 went to mallory");
+}
+
+/// The honest control: the same rotation told truthfully is accepted.
+async fn assert_honest_rotation_accepted(
+    lies: &support::lying::Lies,
+    t: &mut Terminal,
+    gid: &[u8; 16],
+    before: (u32, u64),
+) {
+    lies.clear();
+    t.sync().await.unwrap();
+    let after = epoch(t, gid).await;
+    assert!(after.1 > before.1, "the honest grant was not accepted");
+}
+
+#[tokio::test]
+async fn a_member_the_gms_injects_is_refused_and_gets_no_r1() {
+    let net = InProcess::start().await;
+    let (mut alice, mut bob, lies, gid) = setup(&net).await;
+    let before = epoch(&alice, &gid).await;
+    // The GMS names mallory a member of the next version (guards: the member
+    // list of a grant must equal the verified one).
+    lies.set(|g| {
+        g.members.push(Member {
+            user_id: "mallory".into(),
+            rights: 0,
+        });
+        g.members_omitted = false;
+    });
+    rotate_now(&net).await;
+    assert_refused_by_all(&net, [&mut alice, &mut bob], &gid, before).await;
+    assert_honest_rotation_accepted(&lies, &mut alice, &gid, before).await;
+}
+
+#[tokio::test]
+async fn a_rotator_the_gms_names_sends_no_r1() {
+    let net = InProcess::start().await;
+    let (mut alice, mut bob, lies, gid) = setup(&net).await;
+    let before = epoch(&alice, &gid).await;
+    // A periodic grant that claims a removal rotated RN1, with alice as its
+    // rotator (guards: the RN1 version and the rotator come from the
+    // verified history, never from the GMS's fields).
+    lies.set(|g| {
+        g.rn1_version += 1;
+        g.rn1_rotator = "alice".into();
+        g.cause = GrantCause::MemberRemoved as i32;
+    });
+    rotate_now(&net).await;
+    assert_refused_by_all(&net, [&mut alice, &mut bob], &gid, before).await;
+    let r1s: Vec<u32> = alice
+        .held_r1s(&gid)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(v, _)| *v)
+        .collect();
+    assert_eq!(r1s, [1], "alice made an RN1 for a rotation nobody signed");
+    assert_honest_rotation_accepted(&lies, &mut alice, &gid, before).await;
+}
+
+#[tokio::test]
+async fn a_removal_the_gms_turns_into_one_without_rn1_rotation_is_refused() {
+    let net = InProcess::start().await;
+    let (cfg, lies) = net.lying_gms().await;
+    let mut alice = net.user_via("alice", &cfg).await;
+    let mut bob = net.user_via("bob", &cfg).await;
+    let mut carol = net.user_via("carol", &cfg).await;
+    let g = alice
+        .create_group("proj", GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    join(&mut alice, &mut bob, &gid).await;
+    join(&mut alice, &mut carol, &gid).await;
+    carol.sync().await.unwrap();
+    let before = epoch(&carol, &gid).await;
+    // alice's signed removal of bob rotates RN1; the GMS's grants for it say
+    // it does not (guards: rn1_version +1 exactly on the flagged change).
+    lies.set(|g| {
+        if g.cause == GrantCause::MemberRemoved as i32 {
+            g.rn1_version -= 1;
+            g.rn1_rotator.clear();
+        }
+    });
+    alice.remove(&gid, bob.user()).await.unwrap();
+    carol.sync().await.unwrap();
+    assert_eq!(
+        epoch(&carol, &gid).await,
+        before,
+        "carol took a removal without new RN1"
+    );
+    assert!(refused_a_grant(&carol, &gid).await);
+    assert!(refused_a_grant(&alice, &gid).await);
+    // Told honestly, the removal rotates RN1 and carol follows it.
+    lies.clear();
+    alice.sync().await.unwrap();
+    carol.sync().await.unwrap();
+    let after = epoch(&carol, &gid).await;
+    assert_eq!(after.0, before.0 + 1, "the honest removal rotates RN1");
+}
+
+#[tokio::test]
+async fn a_change_signed_with_a_key_the_history_never_recorded_is_refused() {
+    let net = InProcess::start().await;
+    let (mut alice, mut bob, lies, gid) = setup(&net).await;
+    let before = epoch(&alice, &gid).await;
+    // The CA operator mints a key for alice and, with the GMS, signs "alice
+    // adds eve" with it; eve's own certified key is in the change, so only
+    // the signature stands in the way (guards: a change verifies with the
+    // key the group's history recorded for its actor, not any certified key).
+    let eve = net.raw_user("eve").await;
+    let (_, state) = chain(&net, &gid).await;
+    let minted = IdentityKey::generate();
+    let forged = state
+        .next_change(
+            Action::Add,
+            &UserId::new("alice").unwrap(),
+            &eve.id,
+            Rights::NONE,
+            eve.key.public().to_bytes().to_vec(),
+            duokey_terminal::now_ms(),
+        )
+        .sign(&minted)
+        .unwrap();
+    lies.set(move |g| {
+        g.membership_seq = forged.change().seq;
+        g.membership_head = forged.hash().to_vec();
+        g.changes = vec![forged.as_bytes().to_vec()];
+        g.members.push(Member {
+            user_id: "eve".into(),
+            rights: 0,
+        });
+    });
+    rotate_now(&net).await;
+    assert_refused_by_all(&net, [&mut alice, &mut bob], &gid, before).await;
+    assert_honest_rotation_accepted(&lies, &mut alice, &gid, before).await;
+}
+
+#[tokio::test]
+async fn a_replayed_change_is_refused() {
+    let net = InProcess::start().await;
+    let (mut alice, mut bob, lies, gid) = setup(&net).await;
+    let before = epoch(&alice, &gid).await;
+    // The GMS replays alice's signed add of bob as the next change (guards:
+    // seq and prev must extend the verified head).
+    let (changes, state) = chain(&net, &gid).await;
+    let replayed = changes[1].clone();
+    let seq = state.seq + 1;
+    lies.set(move |g| {
+        g.membership_seq = seq;
+        g.membership_head = replayed.hash().to_vec();
+        g.changes = vec![replayed.as_bytes().to_vec()];
+    });
+    rotate_now(&net).await;
+    assert_refused_by_all(&net, [&mut alice, &mut bob], &gid, before).await;
+    assert_honest_rotation_accepted(&lies, &mut alice, &gid, before).await;
+}
+
+#[tokio::test]
+async fn a_new_version_that_rolls_membership_back_to_an_older_head_is_refused() {
+    let net = InProcess::start().await;
+    let (mut alice, mut bob, lies, gid) = setup(&net).await;
+    let mut carol = net.user("carol").await;
+    join(&mut alice, &mut carol, &gid).await;
+    alice.remove(&gid, carol.user()).await.unwrap();
+    bob.sync().await.unwrap();
+    let before = epoch(&bob, &gid).await;
+    // The GMS issues the next RN2 version at the head where carol was still
+    // a member, with that head's RN1 version (which carol holds) and member
+    // list: every change in it is genuinely signed (guards: a new version
+    // never names an older head than the one verified).
+    let (changes, _) = chain(&net, &gid).await;
+    let add_carol = changes[2].clone();
+    let old = membership::apply(
+        Some(
+            &changes[..2]
+                .iter()
+                .fold(None, |s: Option<State>, c| {
+                    Some(membership::apply(s.as_ref(), c).unwrap())
+                })
+                .unwrap(),
+        ),
+        &add_carol,
+    )
+    .unwrap();
+    lies.set(move |g| {
+        g.membership_seq = old.seq;
+        g.membership_head = old.head.to_vec();
+        g.rn1_version = old.rn1_version;
+        g.changes.clear();
+        g.members = old
+            .members
+            .iter()
+            .map(|(u, m)| Member {
+                user_id: u.to_string(),
+                rights: u32::from(m.rights.bits()),
+            })
+            .collect();
+        g.members_omitted = false;
+    });
+    rotate_now(&net).await;
+    assert_refused_by_all(&net, [&mut alice, &mut bob], &gid, before).await;
+    assert_honest_rotation_accepted(&lies, &mut bob, &gid, before).await;
+}
+
+#[tokio::test]
+async fn an_rn1_item_from_anyone_but_the_verified_rotator_is_dropped_and_never_replaces_an_r1() {
+    let net = InProcess::start().await;
+    let mut alice = net.user("alice").await;
+    let mut bob = net.user("bob").await;
+    let g = alice
+        .create_group("proj", GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    join(&mut alice, &mut bob, &gid).await;
+    let (v1, v2) = epoch(&bob, &gid).await;
+    let before = r1_bytes(&bob, &gid).await;
+    let mut mallory = net.raw_user("mallory").await;
+    // A new RN1 version from a non-member, and the current one "replaced"
+    // (guards: the rotator of the verified history only; never replace).
+    mallory.send_rotation("bob", &gid, v1 + 1, v2).await;
+    mallory.send_rotation("bob", &gid, v1, v2).await;
+    bob.sync().await.unwrap();
+    assert_eq!(
+        r1_bytes(&bob, &gid).await,
+        before,
+        "mallory's RN1 reached bob's keys"
+    );
+}
+
+/// Every R1 `t` holds: (version, bytes).
+async fn r1_bytes(t: &Terminal, gid: &[u8; 16]) -> Vec<(u32, [u8; 32])> {
+    let mut out: Vec<(u32, [u8; 32])> = t
+        .held_r1s(gid)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(v, r1)| (*v, *r1.expose_secret()))
+        .collect();
+    out.sort();
+    out
+}

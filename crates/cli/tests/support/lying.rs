@@ -1,0 +1,139 @@
+//! A lying GMS for real (SPEC §7 P9): the real GMS service behind a wrapper
+//! that rewrites its answers and pushes, served over real mutual TLS with the
+//! server's own certificate on a port of its own. Terminals pointed at it
+//! cannot tell it from the honest one except by what it says.
+
+use duokey_gms::{Gms, WatchStream};
+use duokey_proto::group_management_server::{GroupManagement, GroupManagementServer};
+use duokey_proto::*;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status};
+
+/// How the GMS lies about a grant (answers of every call and `Watch` pushes).
+pub type GrantLie = Box<dyn Fn(&mut Grant) + Send + Sync>;
+
+/// The current lie; `None` answers honestly.
+#[derive(Clone, Default)]
+pub struct Lies(Arc<Mutex<Option<GrantLie>>>);
+
+impl Lies {
+    /// From now on, every grant is rewritten by `lie`.
+    pub fn set(&self, lie: impl Fn(&mut Grant) + Send + Sync + 'static) {
+        *self.0.lock().unwrap() = Some(Box::new(lie));
+    }
+
+    /// Honest again.
+    pub fn clear(&self) {
+        *self.0.lock().unwrap() = None;
+    }
+
+    fn apply(&self, g: &mut Grant) {
+        if let Some(lie) = self.0.lock().unwrap().as_ref() {
+            lie(g);
+        }
+    }
+}
+
+/// The wrapper.
+struct LyingGms {
+    inner: Gms,
+    lies: Lies,
+}
+
+impl LyingGms {
+    fn grant(&self, r: Result<Response<Grant>, Status>) -> Result<Response<Grant>, Status> {
+        let mut g = r?.into_inner();
+        self.lies.apply(&mut g);
+        Ok(Response::new(g))
+    }
+}
+
+#[tonic::async_trait]
+impl GroupManagement for LyingGms {
+    async fn create_group(
+        &self,
+        r: Request<CreateGroupRequest>,
+    ) -> Result<Response<Grant>, Status> {
+        self.grant(self.inner.create_group(r).await)
+    }
+    async fn report_member(
+        &self,
+        r: Request<ReportMemberRequest>,
+    ) -> Result<Response<Grant>, Status> {
+        self.grant(self.inner.report_member(r).await)
+    }
+    async fn leave(&self, r: Request<LeaveRequest>) -> Result<Response<LeaveResponse>, Status> {
+        self.inner.leave(r).await
+    }
+    async fn rotate(&self, r: Request<RotateRequest>) -> Result<Response<Grant>, Status> {
+        self.grant(self.inner.rotate(r).await)
+    }
+    async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        self.inner.delete(r).await
+    }
+    async fn get_grants(
+        &self,
+        r: Request<GetGrantsRequest>,
+    ) -> Result<Response<GetGrantsResponse>, Status> {
+        let mut resp = self.inner.get_grants(r).await?.into_inner();
+        resp.grants.iter_mut().for_each(|g| self.lies.apply(g));
+        Ok(Response::new(resp))
+    }
+    async fn get_grant(&self, r: Request<GetGrantRequest>) -> Result<Response<Grant>, Status> {
+        self.grant(self.inner.get_grant(r).await)
+    }
+    async fn list_groups(
+        &self,
+        r: Request<ListGroupsRequest>,
+    ) -> Result<Response<ListGroupsResponse>, Status> {
+        self.inner.list_groups(r).await
+    }
+    type WatchStream = WatchStream;
+    async fn watch(&self, r: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let stream = self.inner.watch(r).await?.into_inner();
+        let lies = self.lies.clone();
+        let lying = stream.map(move |event| {
+            let mut event = event?;
+            if let Some(watch_event::Event::Grant(g)) = &mut event.event {
+                lies.apply(g);
+            }
+            Ok(event)
+        });
+        Ok(Response::new(Box::pin(lying)))
+    }
+    async fn get_changes(
+        &self,
+        r: Request<GetChangesRequest>,
+    ) -> Result<Response<GetChangesResponse>, Status> {
+        self.inner.get_changes(r).await
+    }
+}
+
+/// Serves `gms` through the lie on 127.0.0.1 with the dev server's
+/// certificate in `srv` (it carries the GMS role); returns the address.
+pub async fn serve(gms: Gms, srv: &Path, lies: Lies) -> SocketAddr {
+    let ca = duokey_pki::pem::load_cert(&srv.join("ca/ca.pem")).unwrap();
+    let chain = duokey_pki::pem::load_certs(&srv.join("server.pem")).unwrap();
+    let key = duokey_pki::pem::load_key(&srv.join("server.key")).unwrap();
+    let tls = duokey_pki::server_config(
+        &ca,
+        chain,
+        key,
+        duokey_pki::ClientAuth::Required,
+        Arc::new(duokey_pki::RevocationList::empty()),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = duokey_pki::grpc::tls_incoming(listener, tls, 100);
+    let service = GroupManagementServer::new(LyingGms { inner: gms, lies });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming),
+    );
+    addr
+}
