@@ -169,6 +169,13 @@ enum GroupCommand {
         /// Group.
         group: String,
     },
+    /// Show the code of the group's signed membership history, to compare
+    /// with the other members out of band: different codes at the same change
+    /// mean the group server shows members different histories.
+    Verify {
+        /// Group.
+        group: String,
+    },
 }
 
 /// Exit codes and JSON, shown by `duokey --help` (docs/PROTOCOL.md §9).
@@ -599,6 +606,18 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
                 println!(
                     "Rotated: RN2 version {v}{}",
                     if rn1 { " with a new RN1" } else { "" }
+                );
+            }
+        }
+        GroupCommand::Verify { group } => {
+            let gid = t.resolve_group(&group).await?;
+            let c = t.membership_code(&gid).await?;
+            if json {
+                print_json(&c);
+            } else {
+                println!("Membership history at change {}: {}", c.seq, c.code);
+                println!(
+                    "Compare this code with the other members (out of band); a different code at the same change means the group server shows you different histories."
                 );
             }
         }

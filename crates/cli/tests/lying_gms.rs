@@ -336,3 +336,102 @@ async fn r1_bytes(t: &Terminal, gid: &[u8; 16]) -> Vec<(u32, [u8; 32])> {
     out.sort();
     out
 }
+
+#[tokio::test]
+async fn a_policy_the_gms_rewrites_does_not_turn_rn1_rotation_off() {
+    let net = InProcess::start().await;
+    let (mut alice, mut bob, lies, gid) = setup(&net).await;
+    let mut carol = net.user("carol").await;
+    join(&mut alice, &mut carol, &gid).await;
+    // The GMS tells everyone the group opted out of RN1 rotation and keeps
+    // keys for ten years (guards: removal flags and grace/retention come
+    // from the policy the owner signed).
+    lies.set(|g| {
+        if let Some(p) = g.policy.as_mut() {
+            p.no_rotate_rn1_on_remove = true;
+            p.retention_secs = 10 * 365 * 86_400;
+        }
+    });
+    bob.sync().await.unwrap();
+    let before = epoch(&bob, &gid).await;
+    alice.remove(&gid, carol.user()).await.unwrap();
+    bob.sync().await.unwrap();
+    let after = epoch(&bob, &gid).await;
+    assert_eq!(after.0, before.0 + 1, "the removal still rotated RN1");
+    assert!(!refused_a_grant(&bob, &gid).await);
+    assert_eq!(
+        net.rn1_items_to("carol").await,
+        0,
+        "the new RN1 went to carol"
+    );
+}
+
+#[tokio::test]
+async fn two_admins_changing_membership_at_once_converge() {
+    // SPEC §4.7: both sign on the head they verified; the GMS applies one and
+    // answers ABORTED to the other, whose terminal fetches the new change,
+    // re-checks its intent and signs again on top of it.
+    let net = InProcess::start().await;
+    let mut alice = net.user("alice").await;
+    let mut bob = net.user("bob").await;
+    let mut carol = net.user("carol").await;
+    let mut dave = net.user("dave").await;
+    let g = alice
+        .create_group("proj", GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    alice
+        .invite(&gid, bob.user(), Rights::INVITE)
+        .await
+        .unwrap();
+    bob.sync().await.unwrap();
+    bob.accept(&hex::encode(gid)).await.unwrap();
+    alice.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    // Both invite; both invitees accept; then the inviters apply, each on
+    // its own head (bob has not seen alice's add when he signs his).
+    alice
+        .invite(&gid, carol.user(), Rights::NONE)
+        .await
+        .unwrap();
+    bob.invite(&gid, dave.user(), Rights::NONE).await.unwrap();
+    for t in [&mut carol, &mut dave] {
+        t.sync().await.unwrap();
+        t.accept(&hex::encode(gid)).await.unwrap();
+    }
+    alice.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    for t in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        t.sync().await.unwrap();
+    }
+    let codes: Vec<String> = {
+        let mut out = Vec::new();
+        for t in [&mut alice, &mut bob, &mut carol, &mut dave] {
+            out.push(t.membership_code(&gid).await.unwrap().code);
+        }
+        out
+    };
+    assert!(codes.windows(2).all(|w| w[0] == w[1]), "{codes:?}");
+    let names: Vec<String> = alice
+        .members(&gid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.user)
+        .collect();
+    assert_eq!(names, ["alice", "bob", "carol", "dave"]);
+    dave.send(&gid, "hello from dave").await.unwrap();
+    carol.sync_messages(&gid).await.unwrap();
+    let texts: Vec<String> = carol
+        .history(&gid)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|l| match l {
+            Line::Message(m) => Some(m.text),
+            Line::Notice(_) => None,
+        })
+        .collect();
+    assert_eq!(texts, ["hello from dave"]);
+}

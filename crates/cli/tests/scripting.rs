@@ -116,6 +116,10 @@ fn every_command_prints_json_and_every_error_has_a_code() {
             .any(|l| l["kind"] == "notice" && l["notice"] == "bob joined"),
         "{read}"
     );
+    let mine = json(&alice, &["group", "verify", "proj"]);
+    let theirs = json(&bob, &["group", "verify", "proj"]);
+    assert_eq!(mine["seq"], 2, "{mine}");
+    assert_eq!(mine["code"], theirs["code"], "one history, one code");
     let v = json(&alice, &["verify", "bob"]);
     assert!(v["safety_number"].as_str().is_some_and(|s| !s.is_empty()));
     let v = json(&alice, &["status"]);

@@ -25,6 +25,7 @@ pub use config::ClientConfig;
 pub use error::{Error, ErrorKind, Result};
 pub use flows::GroupPolicy;
 pub use live::{Live, LiveEvent, LiveUpdate};
+pub use membership::MembershipCode;
 pub use messages::{Line, Message, Notice, OpenCache, UNREADABLE};
 pub use terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal};
 

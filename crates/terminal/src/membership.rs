@@ -35,6 +35,19 @@ pub(crate) enum Intent {
     Delete,
 }
 
+/// The verified head of a group's membership, as `duokey group verify` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MembershipCode {
+    /// 32 hex digits.
+    pub group_id: String,
+    /// The seq of the last verified change.
+    pub seq: u64,
+    /// Its hash, 64 hex digits.
+    pub head: String,
+    /// The code members compare.
+    pub code: String,
+}
+
 /// How many times a change is re-signed after `ABORTED` before giving up.
 const SIGN_ATTEMPTS: usize = 3;
 
@@ -272,7 +285,34 @@ impl Terminal {
         }
         g.members = verified;
         g.members_omitted = false;
+        // The policy members signed, not the GMS's copy: grace and retention
+        // decide what a terminal accepts and when it erases keys.
+        let p = &at.policy;
+        g.policy = Some(duokey_proto::Policy {
+            rotate_every_secs: p.rotate_every_secs,
+            grace_secs: p.grace_secs,
+            no_rotate_rn1_on_remove: !p.rotate_rn1_on_remove,
+            retention_secs: p.retention_secs,
+            max_members: p.max_members,
+            rn1_wait_secs: p.rn1_wait_secs,
+        });
         Ok(g)
+    }
+
+    /// `duokey group verify GROUP` (SPEC §4.7 "Equivocation"): the verified
+    /// head and its code, for members to compare out of band.
+    pub async fn membership_code(&mut self, gid: &[u8; 16]) -> Result<MembershipCode> {
+        let state = self.membership(gid).await?.ok_or_else(|| {
+            Error::refused(
+                "this terminal has not verified the group's membership yet; run `duokey sync`",
+            )
+        })?;
+        Ok(MembershipCode {
+            group_id: hex::encode(gid),
+            seq: state.seq,
+            head: hex::encode(state.head),
+            code: state.verification_code(),
+        })
     }
 
     /// Signs `intent` on top of the verified state, after checking it still holds.

@@ -93,6 +93,12 @@ impl Notice {
     pub fn is_unreadable(&self) -> bool {
         self.notice.starts_with(UNREADABLE)
     }
+
+    /// Whether this notice warns the user (it starts with `⚠`): a message
+    /// that could not be opened, a refused group key, diverging histories.
+    pub fn is_warning(&self) -> bool {
+        self.notice.starts_with('⚠')
+    }
 }
 
 /// One line of a group's history.
@@ -106,11 +112,14 @@ pub enum Line {
 
 impl Line {
     /// What the line is, as `duokey read --json` names it: `"message"`,
-    /// `"notice"` or `"unreadable"` (a message that could not be opened).
+    /// `"notice"`, `"unreadable"` (a message that could not be opened) or
+    /// `"warning"` (something the user must know: a refused group key,
+    /// diverging membership histories).
     pub fn kind(&self) -> &'static str {
         match self {
             Line::Message(_) => "message",
             Line::Notice(n) if n.is_unreadable() => "unreadable",
+            Line::Notice(n) if n.is_warning() => "warning",
             Line::Notice(_) => "notice",
         }
     }
@@ -597,5 +606,7 @@ mod tests {
         let v = serde_json::to_value(notice(&text)).unwrap();
         assert_eq!(v["kind"], "unreadable");
         assert_eq!(v["notice"], text.as_str());
+        let v = serde_json::to_value(notice("⚠ refused group key version 4: …")).unwrap();
+        assert_eq!(v["kind"], "warning");
     }
 }

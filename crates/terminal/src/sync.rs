@@ -787,6 +787,9 @@ impl Terminal {
                 self.adopt(&gid, &change, state).await?;
             }
         }
+        // Changes made since the add (the GMS may have applied more before
+        // this item arrived) are verified as any other.
+        self.catch_up_membership(&gid, None, &[]).await?;
         Ok(())
     }
 

@@ -229,7 +229,7 @@ fn render_line(app: &App, line: &HistoryLine, width: usize) -> Vec<Line<'static>
             ];
             wrap(head, &m.text, Style::default(), width)
         }
-        HistoryLine::Notice(n) if n.is_unreadable() => {
+        HistoryLine::Notice(n) if n.is_warning() => {
             let style = fg(app, Color::Red).add_modifier(Modifier::BOLD);
             let head = vec![Span::styled(
                 format!("{} ", clock(n.at_ms)),

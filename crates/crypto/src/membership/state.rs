@@ -263,6 +263,31 @@ impl State {
             .map(|r| &r.rotator)
     }
 
+    /// A short code over (group id, seq, head) that members compare out of
+    /// band (`duokey group verify`, SPEC §4.7 "Equivocation"): equal codes at
+    /// the same seq mean the GMS showed them the same history. Four groups of
+    /// five digits from `SHA-256("duokey/v1 group verify" || group_id ||
+    /// u64 seq || head)`.
+    pub fn verification_code(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest: [u8; 32] = Sha256::new()
+            .chain_update(b"duokey/v1 group verify")
+            .chain_update(self.group_id.as_bytes())
+            .chain_update(self.seq.to_be_bytes())
+            .chain_update(self.head)
+            .finalize()
+            .into();
+        digest
+            .chunks_exact(4)
+            .take(4)
+            .map(|c| {
+                let n = <[u8; 4]>::try_from(c).map_or(0, u32::from_be_bytes);
+                format!("{:05}", n % 100_000)
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// The key the history recorded for `user`, if a member.
     pub fn key_of(&self, user: &UserId) -> Option<&PublicIdentity> {
         self.members.get(user).map(|m| &m.key)
