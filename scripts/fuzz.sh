@@ -14,7 +14,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(envelope_open inbox_item delivery_key rn1_open client_config server_config server_requests terminal_grants)
+[ ${#targets[@]} -gt 0 ] || targets=(envelope_open inbox_item delivery_key rn1_open membership_chain client_config server_config server_requests terminal_grants)
 for t in "${targets[@]}"; do
     echo "== fuzzing $t for ${seconds}s"
     mkdir -p "corpus/$t"

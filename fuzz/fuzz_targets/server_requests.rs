@@ -14,7 +14,7 @@
 #[path = "common.rs"]
 mod common;
 
-use duokey_crypto::{IdentityKey, UserId};
+use duokey_crypto::{GroupId, GroupName, IdentityKey, Rights, UserId};
 use duokey_pki::grpc::channel;
 use duokey_pki::{Ca, identity_private_key_der, make_csr};
 use duokey_proto::accounts_client::AccountsClient;
@@ -82,24 +82,44 @@ fn harness() -> &'static Harness {
         let mut alice = user("alice", 1);
         let bob = user("bob", 2);
         rt.block_on(async {
+            // SPEC §4.7: the group and bob's add are signed by alice.
+            let alice_key = IdentityKey::from_seed([1; 32]);
+            let alice_id = UserId::new("alice").expect("id");
+            let create = duokey_crypto::membership::create_change(
+                GroupId(GROUP),
+                &alice_id,
+                &alice_key.public(),
+                &GroupName::new("fuzz").expect("name"),
+                &duokey_crypto::membership::Policy::default(),
+                1,
+            )
+            .and_then(|c| c.sign(&alice_key))
+            .expect("create");
+            let state = duokey_crypto::membership::State::create(&create).expect("state");
             let g = alice
                 .gms
                 .create_group(CreateGroupRequest {
-                    group_id: GROUP.to_vec(),
-                    name: "fuzz".into(),
-                    policy: None,
+                    change: create.as_bytes().to_vec(),
                 })
                 .await
                 .expect("group");
+            let add = state
+                .next_change(
+                    duokey_crypto::membership::Action::Add,
+                    &alice_id,
+                    &UserId::new("bob").expect("id"),
+                    Rights::NONE,
+                    IdentityKey::from_seed([2; 32]).public().to_bytes().to_vec(),
+                    2,
+                )
+                .sign(&alice_key)
+                .expect("add");
             alice
                 .gms
                 .report_member(ReportMemberRequest {
                     group_id: GROUP.to_vec(),
-                    change: MemberChange::Add as i32,
-                    user_id: "bob".into(),
-                    rights: 0,
                     report_id: vec![7; 16],
-                    rotate_rn1: false,
+                    change: add.as_bytes().to_vec(),
                 })
                 .await
                 .expect("bob joins");

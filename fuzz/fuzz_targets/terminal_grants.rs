@@ -5,7 +5,10 @@
 //! The first input byte chooses whether the grant is aimed at the
 //! terminal's group (its id is set to the group's); the rest is the grant.
 //! Oracles: no panic (the panic hook aborts); the group's epoch never moves
-//! back (no rollback); the terminal still lists its groups and members.
+//! back (no rollback); no R1 leaves the terminal (its user is the group's
+//! only signed member, SPEC §7 P9, while mallory has a delivery key a
+//! fooled terminal could seal to); the terminal still lists its groups and
+//! members.
 #![no_main]
 
 #[path = "common.rs"]
@@ -23,6 +26,7 @@ struct Harness {
     rt: tokio::runtime::Runtime,
     terminal: Mutex<Terminal>,
     group: [u8; 16],
+    cs_db: std::path::PathBuf,
     _node: RunningNode,
     _dir: tempfile::TempDir,
 }
@@ -44,6 +48,11 @@ fn harness() -> &'static Harness {
             .expect("client.toml");
             let client = ClientConfig::load(&client).expect("client config");
             let db = duokey_storage::Db::open_sqlite(&srv.join("as.db")).await.expect("as db");
+            let mallory = UserId::new("mallory").expect("id");
+            let token = duokey_accounts::issue_token(&db, &mallory).await.expect("token");
+            Terminal::init(&dir.path().join("mallory"), &mallory, &token, &client, None)
+                .await
+                .expect("mallory's terminal");
             let id = UserId::new("alice").expect("id");
             let token = duokey_accounts::issue_token(&db, &id).await.expect("token");
             let mut t = Terminal::init(&dir.path().join("alice"), &id, &token, &client, None)
@@ -57,10 +66,23 @@ fn harness() -> &'static Harness {
             rt,
             terminal: Mutex::new(terminal),
             group,
+            cs_db: srv.join("cs.db"),
             _node: node,
             _dir: dir,
         }
     })
+}
+
+/// `rn1` items the CS holds for mallory (who never acknowledges any).
+async fn rn1_items_sent(cs_db: &std::path::Path) -> usize {
+    let db = duokey_storage::Db::open_sqlite(cs_db).await.expect("cs db");
+    let items = db.inbox_after("mallory", 0, 10_000).await.expect("inbox");
+    db.close().await;
+    items
+        .iter()
+        .filter(|i| duokey_crypto::SignedItem::parse(&i.item)
+            .is_ok_and(|s| s.item.body.kind() == duokey_crypto::ItemKind::Rn1))
+        .count()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -86,6 +108,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = t.apply_grant(grant).await;
         let after = epoch(t.list_groups().await.expect("groups still listed"));
         assert!(after >= before, "the epoch moved back: {before:?} -> {after:?}");
+        // SPEC §7 P9: alice is the only signed member, so no grant may make
+        // her terminal send an R1 to anyone (mallory has a delivery key).
+        assert_eq!(rn1_items_sent(&h.cs_db).await, 0, "an R1 left for an unsigned member");
         let _ = t.members(&h.group).await;
     });
 });

@@ -435,3 +435,54 @@ async fn two_admins_changing_membership_at_once_converge() {
         .collect();
     assert_eq!(texts, ["hello from dave"]);
 }
+
+#[tokio::test]
+async fn after_a_refused_grant_sends_queue_once_the_grace_window_ends() {
+    let net = InProcess::start().await;
+    let (cfg, lies) = net.lying_gms().await;
+    let mut alice = net.user_via("alice", &cfg).await;
+    let mut bob = net.user_via("bob", &cfg).await;
+    let _mallory = net.user("mallory").await;
+    let policy = GroupPolicy {
+        grace_secs: 1,
+        ..GroupPolicy::default()
+    };
+    let g = alice.create_group("proj", policy).await.unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    join(&mut alice, &mut bob, &gid).await;
+    lies.set(|g| {
+        g.members.push(Member {
+            user_id: "mallory".into(),
+            rights: 0,
+        });
+    });
+    rotate_now(&net).await;
+    alice.sync().await.unwrap();
+    assert!(refused_a_grant(&alice, &gid).await);
+    // Within the grace window alice still sends in the last verified epoch…
+    let sent = alice.send(&gid, "within grace").await.unwrap();
+    assert!(
+        matches!(sent, duokey_terminal::SendOutcome::Posted(_)),
+        "{sent:?}"
+    );
+    // …after it, nothing newer is sent until a valid grant comes (the
+    // window itself is what passes here, so the test waits it out).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let held = alice.send(&gid, "after grace").await.unwrap();
+    assert_eq!(held, duokey_terminal::SendOutcome::Queued);
+    lies.clear();
+    alice.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    bob.sync_messages(&gid).await.unwrap();
+    let texts: Vec<String> = bob
+        .history(&gid)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|l| match l {
+            Line::Message(m) => Some(m.text),
+            Line::Notice(_) => None,
+        })
+        .collect();
+    assert_eq!(texts, ["within grace", "after grace"], "nothing lost");
+}

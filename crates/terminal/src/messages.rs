@@ -182,7 +182,7 @@ impl Terminal {
                 g.name, g.state
             )));
         }
-        if self.store.r1(gid, g.rn1_version).await?.is_none() {
+        if self.store.r1(gid, g.rn1_version).await?.is_none() || self.held_by_refusal(gid).await? {
             sqlx::query("INSERT INTO outbox (group_id, body, queued_ms) VALUES (?, ?, ?)")
                 .bind(gid.as_slice())
                 .bind(self.vault.seal("outbox", text.as_bytes())?)

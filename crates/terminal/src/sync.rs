@@ -113,6 +113,11 @@ impl Terminal {
             retention_secs: policy.retention_secs,
         };
         let is_new = self.store.put_grant(&gid, &stored).await?;
+        if is_new {
+            // A verified grant ends a refusal's hold on sending.
+            let since = format!("refused_since:{}", hex::encode(gid));
+            self.store.set_meta(&since, b"").await?;
+        }
         self.store
             .upsert_group(&gid, &g.group_name, g.rn2_version, g.rn1_version)
             .await?;
@@ -133,6 +138,10 @@ impl Terminal {
     /// Tells the user, once per version, that a grant was refused.
     async fn refuse_grant(&mut self, gid: &[u8; 16], version: u64, reason: &str) -> Result<()> {
         let key = format!("refused_grant:{}:{version}", hex::encode(gid));
+        let since = format!("refused_since:{}", hex::encode(gid));
+        if self.store.meta_u64(&since).await? == 0 {
+            self.store.set_meta_u64(&since, crate::now_ms()).await?;
+        }
         if self.store.meta(&key).await?.is_none() {
             let text = format!(
                 "⚠ refused group key version {version}: {reason}. This terminal keeps using the last                  verified one and sends nothing newer until a valid change arrives"
@@ -142,6 +151,26 @@ impl Terminal {
             self.store.set_meta(&key, b"1").await?;
         }
         Ok(())
+    }
+
+    /// SPEC §4.7: after a refused grant, the last verified epoch is used for
+    /// sending only within its grace window; then sends queue until a valid
+    /// grant arrives.
+    pub(crate) async fn held_by_refusal(&self, gid: &[u8; 16]) -> Result<bool> {
+        let since = format!("refused_since:{}", hex::encode(gid));
+        let at = self.store.meta_u64(&since).await?;
+        if at == 0 {
+            return Ok(false);
+        }
+        let grace_ms = match self.store.group(gid).await? {
+            Some(g) => self
+                .store
+                .grant(gid, g.rn2_version)
+                .await?
+                .map_or(0, |c| c.grace_secs.saturating_mul(1000)),
+            None => 0,
+        };
+        Ok(crate::now_ms() > at.saturating_add(grace_ms))
     }
 
     /// (seq, head) of the change that made `g`'s RN1 version, if this
@@ -895,7 +924,10 @@ impl Terminal {
             let Some(g) = self.store.group(&gid).await? else {
                 continue;
             };
-            if g.state != "active" || self.store.r1(&gid, g.rn1_version).await?.is_none() {
+            if g.state != "active"
+                || self.store.r1(&gid, g.rn1_version).await?.is_none()
+                || self.held_by_refusal(&gid).await?
+            {
                 continue;
             }
             let text = String::from_utf8(self.vault.open("outbox", &sealed)?.to_vec())
