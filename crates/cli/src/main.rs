@@ -191,8 +191,8 @@ Exit codes:
   6  passphrase: wrong, or none could be read (set DUOKEY_PASSPHRASE)
 
 With --json, every command prints JSON on stdout (streams: one object per
-line; `read` objects carry \"kind\": \"message\", \"notice\" or
-\"unreadable\") and errors print {\"error\": CODE, \"message\": TEXT} on
+line; `read` objects carry \"kind\": \"message\", \"notice\",
+\"unreadable\" or \"warning\") and errors print {\"error\": CODE, \"message\": TEXT} on
 stderr, CODE being usage, not_found, refused, network, passphrase or failed.
 JSON carries texts exactly as sent; human output shows control characters
 and direction marks from the network as \u{fffd}.

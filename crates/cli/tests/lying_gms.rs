@@ -486,3 +486,44 @@ async fn after_a_refused_grant_sends_queue_once_the_grace_window_ends() {
         .collect();
     assert_eq!(texts, ["within grace", "after grace"], "nothing lost");
 }
+
+#[tokio::test]
+async fn an_invitation_r1_that_arrives_while_the_gms_is_down_is_not_lost() {
+    // Nothing lost (issue 12, SPEC §4.7): accepting an invitation's R1 needs
+    // the group's history from the GMS. While the GMS cannot answer, the
+    // item stays in the inbox (not acknowledged, not marked seen); the next
+    // sync after the outage completes the join.
+    let net = InProcess::start().await;
+    let (cfg, lies) = net.lying_gms().await;
+    let mut alice = net.user_via("alice", &cfg).await;
+    let mut bob = net.user_via("bob", &cfg).await;
+    let g = alice
+        .create_group("proj", GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    alice.invite(&gid, bob.user(), Rights::NONE).await.unwrap();
+    bob.sync().await.unwrap();
+    bob.accept(&hex::encode(gid)).await.unwrap();
+    alice.sync().await.unwrap();
+    lies.changes_unavailable(true);
+    let err = bob.sync().await.unwrap_err();
+    assert_eq!(err.kind(), duokey_terminal::ErrorKind::Network, "{err}");
+    assert!(bob.held_r1s(&gid).await.unwrap().is_empty());
+    lies.changes_unavailable(false);
+    bob.sync().await.unwrap();
+    assert_eq!(
+        bob.held_r1s(&gid).await.unwrap().len(),
+        1,
+        "the R1 was lost"
+    );
+    alice.send(&gid, "welcome").await.unwrap();
+    bob.sync_messages(&gid).await.unwrap();
+    assert!(
+        bob.history(&gid)
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| matches!(l, Line::Message(m) if m.text == "welcome"))
+    );
+}

@@ -68,6 +68,11 @@ pub fn from_signed(
         }),
         min_rotate_secs,
     )
+    // Every signed field is explicit: a signed grace of 0 stays 0.
+    .map(|mut out| {
+        out.grace_secs = p.grace_secs;
+        out
+    })
 }
 
 /// Whether removals and leaves rotate RN1 (SPEC §4.3 step 4, default on).

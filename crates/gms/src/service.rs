@@ -199,13 +199,8 @@ impl GroupManagement for Gms {
         }
         let grant = self
             .change(&gid, |cur| {
-                if change.change().action == Action::Add
-                    && cur.members.len() >= cur.policy.max_members as usize
-                {
-                    return Err(Status::resource_exhausted(
-                        "the group is full (max_members)",
-                    ));
-                }
+                // The rules (rights, a full group, the RN1 flag) are the
+                // signed chain's: `Next::from_change` applies them.
                 let mut next = Next::from_change(cur, change, chain)?;
                 next.report_id = report.clone();
                 Ok(next)

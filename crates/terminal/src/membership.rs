@@ -48,6 +48,11 @@ pub struct MembershipCode {
     pub code: String,
 }
 
+/// Meta key: the membership seq the newest accepted grant of a group named.
+fn grant_seq_key(gid: &[u8; 16]) -> String {
+    format!("grant_seq:{}", hex::encode(gid))
+}
+
 /// How many times a change is re-signed after `ABORTED` before giving up.
 const SIGN_ATTEMPTS: usize = 3;
 
@@ -236,18 +241,23 @@ impl Terminal {
             .try_into()
             .map_err(|_| unsigned("a grant without a membership head"))?;
         // A new version may not roll membership back: it names at least the
-        // head this terminal verified (SPEC §4.7: a grant with no new change
-        // keeps seq, head and rn1_version). Only past versions name older heads.
+        // head the newest accepted grant named (SPEC §4.7: a grant with no
+        // new change keeps seq, head and rn1_version). Only past versions
+        // name older heads. (The verified chain itself may run ahead of the
+        // grants, after a catch-up; versions in between are not rollbacks.)
         let current = self.store.group(gid).await?.map_or(0, |r| r.rn2_version);
-        if g.rn2_version > current && g.membership_seq < mine.seq {
+        let granted = self.store.meta_u64(&grant_seq_key(gid)).await?;
+        if g.rn2_version > current && g.membership_seq < granted {
             return Err(unsigned(format!(
-                "a new key version naming membership change {} after this terminal verified {}",
-                g.membership_seq, mine.seq
+                "a new key version naming membership change {} after a grant named {}",
+                g.membership_seq, granted
             )));
         }
         let at = if g.membership_seq > mine.seq {
             self.catch_up_membership(gid, Some((g.membership_seq, head)), &g.changes)
                 .await?
+        } else if g.membership_seq == mine.seq {
+            mine
         } else {
             self.membership_at(gid, g.membership_seq)
                 .await?
@@ -282,6 +292,11 @@ impl Terminal {
             if theirs != verified {
                 return Err(unsigned("the grant's member list is not the signed one"));
             }
+        }
+        if g.rn2_version > current {
+            self.store
+                .set_meta_u64(&grant_seq_key(gid), g.membership_seq)
+                .await?;
         }
         g.members = verified;
         g.members_omitted = false;

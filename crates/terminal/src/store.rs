@@ -480,6 +480,15 @@ impl Store {
         Ok(())
     }
 
+    /// Whether an item id was processed already (SPEC §4: each item once).
+    pub async fn seen(&self, item_id: &[u8; 16]) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM items_seen WHERE item_id = ?")
+            .bind(item_id.as_slice())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
     /// `true` the first time an item id is seen (SPEC §4: each item once).
     pub async fn first_sight(&self, item_id: &[u8; 16], now_ms: u64) -> Result<bool> {
         let n = sqlx::query(

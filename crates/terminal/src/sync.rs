@@ -144,7 +144,9 @@ impl Terminal {
         }
         if self.store.meta(&key).await?.is_none() {
             let text = format!(
-                "⚠ refused group key version {version}: {reason}. This terminal keeps using the last                  verified one and sends nothing newer until a valid change arrives"
+                "⚠ refused group key version {version}: {reason}. This terminal keeps the last \
+                 verified key: it sends with it only within the grace window, then holds your messages \
+                 until the group server sends a valid change"
             );
             self.store.notice(gid, &text, crate::now_ms()).await?;
             self.warn(text);
@@ -462,38 +464,59 @@ impl Terminal {
                 .map_err(Error::server("fetching the inbox"))?
                 .into_inner();
             for it in &resp.items {
-                if let Err(e) = self.process_item(&it.item).await {
-                    self.warn(format!("note: an inbox item was dropped: {e}"));
+                match self.process_item(&it.item).await {
+                    Ok(()) => {}
+                    // Nothing lost: a transient fault leaves this item (and
+                    // those after it) in the inbox for the next sync.
+                    Err(e) if e.kind() == crate::ErrorKind::Network => {
+                        self.ack_up_to(after).await?;
+                        return Err(e);
+                    }
+                    Err(e) => self.warn(format!("note: an inbox item was dropped: {e}")),
                 }
                 after = it.cursor;
             }
-            if after > 0 {
-                self.cs
-                    .ack_items(AckItemsRequest {
-                        up_to_cursor: after,
-                    })
-                    .await
-                    .map_err(Error::server("acknowledging the inbox"))?;
-            }
+            self.ack_up_to(after).await?;
             if !resp.more {
                 return Ok(());
             }
         }
     }
 
-    /// Verifies and applies one item, idempotently by `item_id`.
+    async fn ack_up_to(&mut self, cursor: u64) -> Result<()> {
+        if cursor > 0 {
+            self.cs
+                .ack_items(AckItemsRequest {
+                    up_to_cursor: cursor,
+                })
+                .await
+                .map_err(Error::server("acknowledging the inbox"))?;
+        }
+        Ok(())
+    }
+
+    /// Verifies and applies one item, once by `item_id`. An item whose
+    /// processing failed for a transient reason (a server unreachable) is
+    /// not marked seen, so the next sync processes it again; any other
+    /// failure drops it for good.
     pub async fn process_item(&mut self, bytes: &[u8]) -> Result<()> {
         let signed = SignedItem::parse(bytes)?;
         let sender = signed.item.sender.clone();
         let key = self.contact_key(&sender).await?;
         let item = signed.open(&self.me, &key)?;
-        if !self
-            .store
-            .first_sight(item.item_id.as_bytes(), crate::now_ms())
-            .await?
-        {
+        let id = *item.item_id.as_bytes();
+        if self.store.seen(&id).await? {
             return Ok(());
         }
+        let result = self.apply_item(&item, &sender).await;
+        if !matches!(&result, Err(e) if e.kind() == crate::ErrorKind::Network) {
+            self.store.first_sight(&id, crate::now_ms()).await?;
+        }
+        result
+    }
+
+    async fn apply_item(&mut self, item: &Item, sender: &UserId) -> Result<()> {
+        let sender = sender.clone();
         match &item.body {
             ItemBody::Invite {
                 group_id,
@@ -539,7 +562,7 @@ impl Terminal {
                     )
                     .await?;
             }
-            ItemBody::Rn1(p) => self.on_rn1(&item, p).await?,
+            ItemBody::Rn1(p) => self.on_rn1(item, p).await?,
             ItemBody::Removal { .. } => self.sync_grants().await?,
             ItemBody::Stale {
                 group_id,
@@ -841,7 +864,8 @@ impl Terminal {
             && &at.head != head
         {
             let text = format!(
-                "⚠ the group server is showing members different membership histories: {sender}'s change {seq}                  is not the one this terminal verified. Compare `duokey group verify` codes out of band"
+                "⚠ the group server is showing members different membership histories: {sender}'s change {seq} \
+                 is not the one this terminal verified. Compare `duokey group verify` codes out of band"
             );
             self.store.notice(gid, &text, crate::now_ms()).await?;
             self.warn(text);

@@ -15,9 +15,13 @@ use tonic::{Request, Response, Status};
 /// How the GMS lies about a grant (answers of every call and `Watch` pushes).
 pub type GrantLie = Box<dyn Fn(&mut Grant) + Send + Sync>;
 
-/// The current lie; `None` answers honestly.
+/// The current lie (`None` answers honestly), and whether `GetChanges`
+/// answers UNAVAILABLE (a transient outage, not a lie).
 #[derive(Clone, Default)]
-pub struct Lies(Arc<Mutex<Option<GrantLie>>>);
+pub struct Lies(
+    Arc<Mutex<Option<GrantLie>>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
 
 impl Lies {
     /// From now on, every grant is rewritten by `lie`.
@@ -28,6 +32,11 @@ impl Lies {
     /// Honest again.
     pub fn clear(&self) {
         *self.0.lock().unwrap() = None;
+    }
+
+    /// `GetChanges` answers UNAVAILABLE while `down`.
+    pub fn changes_unavailable(&self, down: bool) {
+        self.1.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn apply(&self, g: &mut Grant) {
@@ -108,6 +117,9 @@ impl GroupManagement for LyingGms {
         &self,
         r: Request<GetChangesRequest>,
     ) -> Result<Response<GetChangesResponse>, Status> {
+        if self.lies.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Status::unavailable("the group server is restarting"));
+        }
         self.inner.get_changes(r).await
     }
 }
