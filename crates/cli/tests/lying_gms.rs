@@ -527,3 +527,66 @@ async fn an_invitation_r1_that_arrives_while_the_gms_is_down_is_not_lost() {
             .any(|l| matches!(l, Line::Message(m) if m.text == "welcome"))
     );
 }
+
+#[tokio::test]
+async fn a_new_rn1_that_arrives_before_its_change_waits_for_it() {
+    // The GMS keeps carol from the removal's grant for a while (her grants
+    // are refused meanwhile); alice, the verified rotator, has already sent
+    // the new RN1. carol keeps the item instead of dropping it (guards:
+    // "not yet" is not "never"), and once an honest grant comes she holds
+    // the new RN1 and reads what alice sends after the removal.
+    let net = InProcess::start().await;
+    let (carol_cfg, lies) = net.lying_gms().await;
+    let mut alice = net.user("alice").await;
+    let mut carol = net.user_via("carol", &carol_cfg).await;
+    let mut dave = net.user("dave").await;
+    let g = alice
+        .create_group("proj", GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    join(&mut alice, &mut carol, &gid).await;
+    join(&mut alice, &mut dave, &gid).await;
+    carol.sync().await.unwrap();
+    lies.set(|g| {
+        if g.cause == GrantCause::MemberRemoved as i32 {
+            g.members_omitted = false;
+            g.members.clear();
+        }
+    });
+    alice.remove(&gid, dave.user()).await.unwrap();
+    alice.send(&gid, "after dave left").await.unwrap();
+    carol.sync().await.unwrap();
+    assert!(refused_a_grant(&carol, &gid).await);
+    let held: Vec<u32> = carol
+        .held_r1s(&gid)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(v, _)| *v)
+        .collect();
+    assert_eq!(
+        held,
+        [1],
+        "carol took an RN1 for a change she has not verified"
+    );
+    lies.clear();
+    carol.sync().await.unwrap();
+    let held: Vec<u32> = carol
+        .held_r1s(&gid)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(v, _)| *v)
+        .collect();
+    assert_eq!(held, [1, 2], "the new RN1 was lost");
+    carol.sync_messages(&gid).await.unwrap();
+    assert!(
+        carol
+            .history(&gid)
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| matches!(l, Line::Message(m) if m.text == "after dave left"))
+    );
+}

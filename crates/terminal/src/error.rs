@@ -35,6 +35,10 @@ pub enum Error {
     /// key); the text says why and what to do.
     #[error("{0}")]
     Refused(String),
+    /// An item that cannot be processed yet (what it depends on has not
+    /// reached this terminal); it is kept and retried.
+    #[error("{0}")]
+    Pending(String),
     /// A server refused or failed a call.
     #[error("{what}: {status}")]
     Server {

@@ -119,3 +119,10 @@ CREATE TABLE IF NOT EXISTS anchors_in (
     at_rn2_version INTEGER NOT NULL,
     PRIMARY KEY (group_id, sender)
 );
+-- Items that cannot be processed yet (an RN1 rotation whose change or grant
+-- has not reached this terminal): retried at every sync until `rn1_wait`.
+CREATE TABLE IF NOT EXISTS items_pending (
+    item_id  BLOB PRIMARY KEY,
+    item     BLOB NOT NULL,
+    since_ms INTEGER NOT NULL
+);

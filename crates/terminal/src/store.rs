@@ -480,6 +480,38 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps an item to retry later (first time only).
+    pub async fn put_pending(&self, item_id: &[u8; 16], item: &[u8], now_ms: u64) -> Result<()> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO items_pending (item_id, item, since_ms) VALUES (?, ?, ?)",
+        )
+        .bind(item_id.as_slice())
+        .bind(item)
+        .bind(i(now_ms)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Items kept to retry: (item bytes, since when).
+    pub async fn pending(&self) -> Result<Vec<(Vec<u8>, u64)>> {
+        let rows = sqlx::query("SELECT item, since_ms FROM items_pending ORDER BY since_ms")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.get(0), u(r.get(1))?)))
+            .collect()
+    }
+
+    /// Forgets a kept item.
+    pub async fn drop_pending(&self, item_id: &[u8; 16]) -> Result<()> {
+        sqlx::query("DELETE FROM items_pending WHERE item_id = ?")
+            .bind(item_id.as_slice())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Whether an item id was processed already (SPEC §4: each item once).
     pub async fn seen(&self, item_id: &[u8; 16]) -> Result<bool> {
         Ok(sqlx::query("SELECT 1 FROM items_seen WHERE item_id = ?")

@@ -38,6 +38,7 @@ impl Terminal {
     pub async fn sync(&mut self) -> Result<()> {
         self.sync_grants().await?;
         self.sync_items().await?;
+        self.retry_pending_items().await?;
         self.finish_invitations().await?;
         self.flush_outbox().await?;
         self.erase_expired().await
@@ -509,10 +510,58 @@ impl Terminal {
             return Ok(());
         }
         let result = self.apply_item(&item, &sender).await;
-        if !matches!(&result, Err(e) if e.kind() == crate::ErrorKind::Network) {
-            self.store.first_sight(&id, crate::now_ms()).await?;
+        match &result {
+            Err(e) if e.kind() == crate::ErrorKind::Network => {}
+            Err(Error::Pending(_)) => {
+                self.store.put_pending(&id, bytes, crate::now_ms()).await?;
+                return Ok(());
+            }
+            _ => {
+                self.store.first_sight(&id, crate::now_ms()).await?;
+            }
         }
         result
+    }
+
+    /// Retries the items kept because what they depend on had not arrived;
+    /// after `rn1_wait` without it, the user is told and the item dropped
+    /// (SPEC §4.7: a change the GMS does not produce within `rn1_wait`).
+    pub(crate) async fn retry_pending_items(&mut self) -> Result<()> {
+        for (bytes, since) in self.store.pending().await? {
+            let Ok(signed) = SignedItem::parse(&bytes) else {
+                continue;
+            };
+            let id = *signed.item.item_id.as_bytes();
+            let gid = signed.item.body.group_id().0;
+            match self.process_item(&bytes).await {
+                Err(e) if e.kind() == crate::ErrorKind::Network => return Err(e),
+                Ok(()) if self.store.seen(&id).await? => self.store.drop_pending(&id).await?,
+                Ok(()) => {
+                    let wait_ms = self
+                        .membership(&gid)
+                        .await?
+                        .map_or(120_000, |s| s.policy.rn1_wait_secs.saturating_mul(1000));
+                    if crate::now_ms() > since.saturating_add(wait_ms) {
+                        let text = format!(
+                            "⚠ a new group key from {} waited {} s for the membership change it belongs to, \
+                             which the group server has not shown this terminal; it may be withholding it or \
+                             showing members different histories. Compare `duokey group verify` codes",
+                            signed.item.sender,
+                            wait_ms / 1000
+                        );
+                        self.store.notice(&gid, &text, crate::now_ms()).await?;
+                        self.warn(text);
+                        self.store.first_sight(&id, crate::now_ms()).await?;
+                        self.store.drop_pending(&id).await?;
+                    }
+                }
+                Err(e) => {
+                    self.warn(format!("note: an inbox item was dropped: {e}"));
+                    self.store.drop_pending(&id).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn apply_item(&mut self, item: &Item, sender: &UserId) -> Result<()> {
@@ -771,13 +820,22 @@ impl Terminal {
             self.sync_grants().await?;
             state = self.membership(&gid).await?.unwrap_or(state);
         }
+        let first = self.store.first_grant_of_rn1(&gid, p.rn1_version).await?;
+        if p.rn1_version > state.rn1_version || first.is_none() {
+            // Not yet: the change or the grant that makes this RN1 version
+            // has not reached this terminal. Kept and retried.
+            return Err(Error::Pending(format!(
+                "an RN1 rotation to version {} waits for its membership change",
+                p.rn1_version
+            )));
+        }
         if state.rotator(p.rn1_version) != Some(&item.sender) {
             return Err(Error::refused(format!(
                 "an RN1 rotation from {}, who is not the rotator the group's signed history names for RN1 version {}",
                 item.sender, p.rn1_version
             )));
         }
-        if self.store.first_grant_of_rn1(&gid, p.rn1_version).await? != Some(p.at_rn2_version) {
+        if first != Some(p.at_rn2_version) {
             return Err(Error::refused(format!(
                 "an RN1 rotation at RN2 version {}, not at the grant that applied its change",
                 p.at_rn2_version
