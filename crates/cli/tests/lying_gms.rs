@@ -34,6 +34,25 @@ async fn refused_a_grant(t: &Terminal, gid: &[u8; 16]) -> bool {
         .any(|l| matches!(l, Line::Notice(n) if n.notice.starts_with("⚠ refused group key")))
 }
 
+/// `t` creates group "proj" with `policy`; its id.
+async fn new_group(t: &mut Terminal, policy: GroupPolicy) -> [u8; 16] {
+    let g = t.create_group("proj", policy).await.unwrap();
+    t.resolve_group(&g.group_id).await.unwrap()
+}
+
+/// The message texts `t` shows for the group.
+async fn texts(t: &Terminal, gid: &[u8; 16]) -> Vec<String> {
+    t.history(gid)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|l| match l {
+            Line::Message(m) => Some(m.text),
+            Line::Notice(_) => None,
+        })
+        .collect()
+}
+
 /// Forces a periodic RN2 rotation of every group now.
 async fn rotate_now(net: &InProcess) {
     let far = i64::try_from(duokey_terminal::now_ms()).unwrap() + 48 * 3600 * 1000;
@@ -62,11 +81,7 @@ async fn setup(net: &InProcess) -> (Terminal, Terminal, support::lying::Lies, [u
     let mut alice = net.user_via("alice", &cfg).await;
     let mut bob = net.user_via("bob", &cfg).await;
     let _mallory = net.user("mallory").await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let gid = new_group(&mut alice, GroupPolicy::default()).await;
     join(&mut alice, &mut bob, &gid).await;
     (alice, bob, lies, gid)
 }
@@ -160,11 +175,7 @@ async fn a_removal_the_gms_turns_into_one_without_rn1_rotation_is_refused() {
     let mut alice = net.user_via("alice", &cfg).await;
     let mut bob = net.user_via("bob", &cfg).await;
     let mut carol = net.user_via("carol", &cfg).await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let gid = new_group(&mut alice, GroupPolicy::default()).await;
     join(&mut alice, &mut bob, &gid).await;
     join(&mut alice, &mut carol, &gid).await;
     carol.sync().await.unwrap();
@@ -303,11 +314,7 @@ async fn an_rn1_item_from_anyone_but_the_verified_rotator_is_dropped_and_never_r
     let net = InProcess::start().await;
     let mut alice = net.user("alice").await;
     let mut bob = net.user("bob").await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let gid = new_group(&mut alice, GroupPolicy::default()).await;
     join(&mut alice, &mut bob, &gid).await;
     let (v1, v2) = epoch(&bob, &gid).await;
     let before = r1_bytes(&bob, &gid).await;
@@ -376,11 +383,7 @@ async fn two_admins_changing_membership_at_once_converge() {
     let mut bob = net.user("bob").await;
     let mut carol = net.user("carol").await;
     let mut dave = net.user("dave").await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let gid = new_group(&mut alice, GroupPolicy::default()).await;
     alice
         .invite(&gid, bob.user(), Rights::INVITE)
         .await
@@ -423,16 +426,7 @@ async fn two_admins_changing_membership_at_once_converge() {
     assert_eq!(names, ["alice", "bob", "carol", "dave"]);
     dave.send(&gid, "hello from dave").await.unwrap();
     carol.sync_messages(&gid).await.unwrap();
-    let texts: Vec<String> = carol
-        .history(&gid)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|l| match l {
-            Line::Message(m) => Some(m.text),
-            Line::Notice(_) => None,
-        })
-        .collect();
+    let texts = texts(&carol, &gid).await;
     assert_eq!(texts, ["hello from dave"]);
 }
 
@@ -447,8 +441,7 @@ async fn after_a_refused_grant_sends_queue_once_the_grace_window_ends() {
         grace_secs: 1,
         ..GroupPolicy::default()
     };
-    let g = alice.create_group("proj", policy).await.unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let gid = new_group(&mut alice, policy).await;
     join(&mut alice, &mut bob, &gid).await;
     lies.set(|g| {
         g.members.push(Member {
@@ -474,16 +467,7 @@ async fn after_a_refused_grant_sends_queue_once_the_grace_window_ends() {
     alice.sync().await.unwrap();
     bob.sync().await.unwrap();
     bob.sync_messages(&gid).await.unwrap();
-    let texts: Vec<String> = bob
-        .history(&gid)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|l| match l {
-            Line::Message(m) => Some(m.text),
-            Line::Notice(_) => None,
-        })
-        .collect();
+    let texts = texts(&bob, &gid).await;
     assert_eq!(texts, ["within grace", "after grace"], "nothing lost");
 }
 
@@ -497,11 +481,7 @@ async fn an_invitation_r1_that_arrives_while_the_gms_is_down_is_not_lost() {
     let (cfg, lies) = net.lying_gms().await;
     let mut alice = net.user_via("alice", &cfg).await;
     let mut bob = net.user_via("bob", &cfg).await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let gid = new_group(&mut alice, GroupPolicy::default()).await;
     alice.invite(&gid, bob.user(), Rights::NONE).await.unwrap();
     bob.sync().await.unwrap();
     bob.accept(&hex::encode(gid)).await.unwrap();
@@ -519,13 +499,7 @@ async fn an_invitation_r1_that_arrives_while_the_gms_is_down_is_not_lost() {
     );
     alice.send(&gid, "welcome").await.unwrap();
     bob.sync_messages(&gid).await.unwrap();
-    assert!(
-        bob.history(&gid)
-            .await
-            .unwrap()
-            .iter()
-            .any(|l| matches!(l, Line::Message(m) if m.text == "welcome"))
-    );
+    assert_eq!(texts(&bob, &gid).await, ["welcome"]);
 }
 
 #[tokio::test]
@@ -540,11 +514,7 @@ async fn a_new_rn1_that_arrives_before_its_change_waits_for_it() {
     let mut alice = net.user("alice").await;
     let mut carol = net.user_via("carol", &carol_cfg).await;
     let mut dave = net.user("dave").await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let gid = new_group(&mut alice, GroupPolicy::default()).await;
     join(&mut alice, &mut carol, &gid).await;
     join(&mut alice, &mut dave, &gid).await;
     carol.sync().await.unwrap();
@@ -582,11 +552,8 @@ async fn a_new_rn1_that_arrives_before_its_change_waits_for_it() {
     assert_eq!(held, [1, 2], "the new RN1 was lost");
     carol.sync_messages(&gid).await.unwrap();
     assert!(
-        carol
-            .history(&gid)
+        texts(&carol, &gid)
             .await
-            .unwrap()
-            .iter()
-            .any(|l| matches!(l, Line::Message(m) if m.text == "after dave left"))
+            .contains(&"after dave left".to_owned())
     );
 }

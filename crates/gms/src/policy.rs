@@ -57,22 +57,12 @@ pub fn from_signed(
     p: &duokey_crypto::membership::Policy,
     min_rotate_secs: u64,
 ) -> Result<Policy, Status> {
-    normalise(
-        Some(Policy {
-            rotate_every_secs: p.rotate_every_secs,
-            grace_secs: p.grace_secs,
-            no_rotate_rn1_on_remove: !p.rotate_rn1_on_remove,
-            retention_secs: p.retention_secs,
-            max_members: p.max_members,
-            rn1_wait_secs: p.rn1_wait_secs,
-        }),
-        min_rotate_secs,
-    )
-    // Every signed field is explicit: a signed grace of 0 stays 0.
-    .map(|mut out| {
-        out.grace_secs = p.grace_secs;
-        out
-    })
+    normalise(Some(Policy::from(p)), min_rotate_secs)
+        // Every signed field is explicit: a signed grace of 0 stays 0.
+        .map(|mut out| {
+            out.grace_secs = p.grace_secs;
+            out
+        })
 }
 
 /// Whether removals and leaves rotate RN1 (SPEC §4.3 step 4, default on).

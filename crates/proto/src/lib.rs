@@ -16,6 +16,20 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub use v1::*;
 
+/// The policy members signed (SPEC §4.7) as grants and the GMS carry it.
+impl From<&duokey_crypto::membership::Policy> for Policy {
+    fn from(p: &duokey_crypto::membership::Policy) -> Policy {
+        Policy {
+            rotate_every_secs: p.rotate_every_secs,
+            grace_secs: p.grace_secs,
+            no_rotate_rn1_on_remove: !p.rotate_rn1_on_remove,
+            retention_secs: p.retention_secs,
+            max_members: p.max_members,
+            rn1_wait_secs: p.rn1_wait_secs,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

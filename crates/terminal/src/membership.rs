@@ -302,15 +302,7 @@ impl Terminal {
         g.members_omitted = false;
         // The policy members signed, not the GMS's copy: grace and retention
         // decide what a terminal accepts and when it erases keys.
-        let p = &at.policy;
-        g.policy = Some(duokey_proto::Policy {
-            rotate_every_secs: p.rotate_every_secs,
-            grace_secs: p.grace_secs,
-            no_rotate_rn1_on_remove: !p.rotate_rn1_on_remove,
-            retention_secs: p.retention_secs,
-            max_members: p.max_members,
-            rn1_wait_secs: p.rn1_wait_secs,
-        });
+        g.policy = Some(duokey_proto::Policy::from(&at.policy));
         Ok(g)
     }
 
