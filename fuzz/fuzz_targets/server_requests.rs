@@ -171,7 +171,7 @@ macro_rules! stream {
 
 async fn request(h: &Harness, which: u8, body: &[u8]) -> Result<(), Status> {
     let (mut gms, mut cs, mut sync) = (h.alice.gms.clone(), h.alice.cs.clone(), h.alice.sync.clone());
-    match which % 19 {
+    match which % 21 {
         0 => call!(h.accounts.clone(), enroll, EnrollRequest, body),
         1 => call!(gms, create_group, CreateGroupRequest, body),
         2 => call!(gms, report_member, ReportMemberRequest, body),
@@ -190,6 +190,8 @@ async fn request(h: &Harness, which: u8, body: &[u8]) -> Result<(), Status> {
         15 => call!(cs, post, PostRequest, body),
         16 => call!(cs, fetch, FetchRequest, body),
         17 => stream!(cs, subscribe, SubscribeRequest, body),
+        18 => call!(gms, get_changes, GetChangesRequest, body),
+        19 => call!(cs, send_items, SendItemsRequest, body),
         _ => call!(sync, set_members, SetMembersRequest, body),
     }
 }
@@ -216,7 +218,7 @@ fuzz_target!(|data: &[u8]| {
         let answer = tokio::time::timeout(Duration::from_secs(10), request(h, which, body))
             .await
             .expect("the server answers within 10 s");
-        check(&format!("RPC {}", which % 19), answer);
+        check(&format!("RPC {}", which % 21), answer);
         let mut bob = h.bob.gms.clone();
         bob.list_groups(ListGroupsRequest {})
             .await

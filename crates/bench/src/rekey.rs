@@ -10,7 +10,11 @@
 use crate::net::{Member, ServerProc, cpu_ms, random16};
 use crate::{BenchResult, Row};
 use duokey_crypto::membership::{self, Action, SignedChange, State};
-use duokey_crypto::{Epoch, GroupId, GroupKey, GroupName, R1, Rights, Rn1, Rn2};
+use duokey_crypto::rn1_delivery::{open_rn1, seal_rn1};
+use duokey_crypto::{
+    DeliveryKeyRecord, DeliverySecret, Epoch, GroupId, GroupKey, GroupName, Item, ItemBody, ItemId,
+    PublicIdentity, R1, Rights, Rn1, Rn1Context, Rn1Payload, Rn2, SignedItem, UserId,
+};
 use duokey_proto::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +33,9 @@ pub async fn run(quick: bool, chosen: &[usize]) -> BenchResult<Vec<Row>> {
     };
     let mut rows = Vec::new();
     for &n in sizes {
-        let d = duokey(n).await?;
+        let d = duokey(n, false).await?;
+        let secure = duokey(n, true).await?;
+        rows.extend(duokey_rows(&format!("N={n} rn1=on"), &secure));
         let p = format!("N={n}");
         rows.push(Row::new(
             "rekey",
@@ -54,9 +60,26 @@ pub async fn run(quick: bool, chosen: &[usize]) -> BenchResult<Vec<Row>> {
             "ms",
         ));
         rows.push(Row::new("rekey", &p, "setup_s", d.setup_s, "s"));
-        rows.extend(mls_rows(n, quick, &d).await?);
+        rows.extend(mls_rows(n, quick, &d, &secure).await?);
     }
     Ok(rows)
+}
+
+/// The rows of one Duokey measurement under `p`.
+fn duokey_rows(p: &str, d: &Measured) -> Vec<Row> {
+    vec![
+        Row::new("rekey", p, "rekey_all_members_ms", d.wall_ms, "ms"),
+        Row::new("rekey", p, "gms_cpu_ms", d.gms_cpu_ms, "ms"),
+        Row::new("rekey", p, "members_cpu_ms", d.members_cpu_ms, "ms"),
+        Row::new(
+            "rekey",
+            p,
+            "total_cpu_ms",
+            d.gms_cpu_ms + d.members_cpu_ms,
+            "ms",
+        ),
+        Row::new("rekey", p, "setup_s", d.setup_s, "s"),
+    ]
 }
 
 /// How OpenMLS is measured for `n` members: a steady-state tree (every
@@ -72,7 +95,7 @@ fn mls_plan(n: usize, quick: bool) -> (Option<usize>, bool) {
 }
 
 /// OpenMLS removing a member of a group of the same size, and the ratios.
-async fn mls_rows(n: usize, quick: bool, d: &Measured) -> BenchResult<Vec<Row>> {
+async fn mls_rows(n: usize, quick: bool, d: &Measured, secure: &Measured) -> BenchResult<Vec<Row>> {
     let (sample, steady) = mls_plan(n, quick);
     let m = tokio::task::spawn_blocking(move || crate::mls::rekey(n, sample, steady))
         .await
@@ -126,6 +149,13 @@ async fn mls_rows(n: usize, quick: bool, d: &Measured) -> BenchResult<Vec<Row>> 
             m.total_ms / d.wall_ms,
             "ratio",
         ),
+        Row::new(
+            "rekey",
+            &p,
+            "openmls_over_duokey_rn1_on_total_cpu",
+            m.total_ms / (secure.gms_cpu_ms + secure.members_cpu_ms),
+            "ratio",
+        ),
     ])
 }
 
@@ -157,7 +187,13 @@ impl KeyContext {
     }
 }
 
-async fn duokey(n: usize) -> BenchResult<Measured> {
+/// One removal from a group of `n` online members, the remover and every
+/// member over real TLS. With `rotate_rn1` (the secure default) the signed
+/// removal rotates RN1: the remover, as a terminal does, fetches and checks
+/// each remaining member's delivery-key record, seals RN1' to it and sends an
+/// anchor and an `rn1` item; a member holds the new key once it has both the
+/// grant (Watch) and its RN1' (Subscribe).
+async fn duokey(n: usize, rotate_rn1: bool) -> BenchResult<Measured> {
     let setup = Instant::now();
     let srv = ServerProc::start(|_| {})?;
     let mut owner = srv.member("m00000")?;
@@ -167,7 +203,7 @@ async fn duokey(n: usize) -> BenchResult<Measured> {
     let policy = membership::Policy {
         rotate_every_secs: 30 * 86_400,
         retention_secs: 30 * 86_400,
-        rotate_rn1_on_remove: false,
+        rotate_rn1_on_remove: rotate_rn1,
         ..membership::Policy::default()
     };
     let (mut group, created) = create(&owner, "bench", policy).await?;
@@ -184,13 +220,32 @@ async fn duokey(n: usize) -> BenchResult<Measured> {
     // Everybody but the removed member (the last) watches.
     let (removed, watchers) = members.split_last().ok_or("N must be at least 2")?;
     let (tx, mut done) = mpsc::unbounded_channel();
-    watch_all(watchers, version + 1, &ctx, tx.clone()).await?;
+    let secrets = if rotate_rn1 {
+        Some(publish_delivery_keys(watchers).await?)
+    } else {
+        None
+    };
+    watch_all(
+        watchers,
+        secrets.as_deref(),
+        &owner.id,
+        version + 1,
+        &ctx,
+        tx.clone(),
+    )
+    .await?;
     let setup_s = setup.elapsed().as_secs_f64();
 
     let (gms0, me0) = (cpu_ms(srv.pid()), cpu_ms(std::process::id()));
     let t0 = Instant::now();
     let grant = report(&owner, &mut group, Action::Remove, removed, Vec::new()).await?;
-    ctx.derive(&grant)?;
+    if rotate_rn1 {
+        let rn1 = Rn1::random().map_err(|e| e.to_string())?;
+        let r1 = R1::from_rn1(&rn1, grant.rn2_version);
+        send_rn1_to_all(&owner, &group, &grant, &r1, watchers).await?;
+    } else {
+        ctx.derive(&grant)?;
+    }
     let _ = tx.send(Ok(Instant::now()));
     let mut last = t0;
     for _ in 0..n - 1 {
@@ -363,41 +418,171 @@ pub(crate) async fn add(
     report(owner, group, Action::Add, member, key).await
 }
 
-/// Opens every member's `Watch` stream (bounded concurrency) and leaves a
-/// task per member that derives the key of version `target` when its grant
-/// arrives and reports the instant.
+/// Every member's delivery key, published in the CS directory as a terminal
+/// does at enrolment (setup, not measured).
+async fn publish_delivery_keys(members: &[Member]) -> BenchResult<Vec<Arc<DeliverySecret>>> {
+    let mut secrets = Vec::with_capacity(members.len());
+    for m in members {
+        let secret = DeliverySecret::generate();
+        let record = DeliveryKeyRecord {
+            user: m.id.clone(),
+            key: secret.public(),
+            created_at_ms: duokey_terminal::now_ms(),
+        }
+        .sign(&m.key)
+        .map_err(|e| e.to_string())?;
+        m.cs.clone()
+            .publish_delivery_key(PublishDeliveryKeyRequest { record })
+            .await
+            .map_err(|e| format!("publish delivery key: {e}"))?;
+        secrets.push(Arc::new(secret));
+    }
+    Ok(secrets)
+}
+
+/// The remover's RN1 duty (SPEC §4.3 step 4, §4.7), as the terminal does
+/// it: per remaining member, fetch and check its delivery-key record, seal
+/// R1, sign an anchor and the `rn1` item (64 members at a time); then send
+/// them in `SendItems` batches (one durable write each).
+async fn send_rn1_to_all(
+    owner: &Member,
+    group: &OwnedGroup,
+    grant: &Grant,
+    r1: &R1,
+    members: &[Member],
+) -> BenchResult<()> {
+    let window = Arc::new(Semaphore::new(64));
+    let mut sending = JoinSet::new();
+    let (seq, head) = (group.state.seq, group.state.head);
+    for m in members {
+        let (window, to) = (window.clone(), m.id.clone());
+        let (mut cs, key, me) = (owner.cs.clone(), owner.key.clone(), owner.id.clone());
+        let (gid, r1, rn1_version, v) =
+            (group.id, r1.clone(), grant.rn1_version, grant.rn2_version);
+        sending.spawn(async move {
+            let _permit = window.acquire_owned().await.map_err(|e| e.to_string())?;
+            let user = cs
+                .get_user(GetUserRequest {
+                    user_id: to.to_string(),
+                })
+                .await
+                .map_err(|e| format!("get user: {e}"))?
+                .into_inner();
+            let leaf = user.cert_chain_der.first().ok_or("no certificate")?;
+            let their_key = duokey_pki::peer_identity(leaf)
+                .ok()
+                .and_then(|p| p.ed25519_public)
+                .and_then(|k| PublicIdentity::from_bytes(&k).ok())
+                .ok_or("no Ed25519 key")?;
+            let record = DeliveryKeyRecord::verify(&user.delivery_key_record, &their_key)
+                .map_err(|e| e.to_string())?;
+            let item = |item_id: ItemId, body: ItemBody| Item {
+                item_id,
+                sender: me.clone(),
+                recipient: to.clone(),
+                created_at_ms: duokey_terminal::now_ms(),
+                body,
+            };
+            let anchor = item(
+                ItemId::random().map_err(|e| e.to_string())?,
+                ItemBody::Anchor {
+                    group_id: gid,
+                    membership_seq: seq,
+                    head,
+                    at_rn2_version: v,
+                },
+            );
+            let id = ItemId::random().map_err(|e| e.to_string())?;
+            let ctx = Rn1Context {
+                group_id: &gid,
+                sender: &me,
+                recipient: &to,
+                ref_id: &id,
+            };
+            let (enc, ct) =
+                seal_rn1(&record.key, &ctx, rn1_version, &r1).map_err(|e| e.to_string())?;
+            let rn1 = item(
+                id,
+                ItemBody::Rn1(Rn1Payload {
+                    ref_id: id,
+                    group_id: gid,
+                    rn1_version,
+                    at_rn2_version: v,
+                    enc,
+                    ct,
+                }),
+            );
+            [anchor, rn1]
+                .iter()
+                .map(|it| it.sign(&key).map_err(|e| e.to_string()))
+                .collect::<BenchResult<Vec<Vec<u8>>>>()
+        });
+    }
+    let mut items = Vec::with_capacity(2 * members.len());
+    while let Some(r) = sending.join_next().await {
+        items.extend(r.map_err(|e| e.to_string())??);
+    }
+    for batch in items.chunks(1000) {
+        owner
+            .cs
+            .clone()
+            .send_items(SendItemsRequest {
+                items: batch.to_vec(),
+            })
+            .await
+            .map_err(|e| format!("send items: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Opens every member's `Watch` stream (and, when RN1 rotates, its CS
+/// `Subscribe` stream) with bounded concurrency, and leaves a task per
+/// member that derives the key of version `target` once it holds what it
+/// needs — the grant, and with `secrets` its RN1' from `rotator` — and
+/// reports the instant.
 async fn watch_all(
     members: &[Member],
+    secrets: Option<&[Arc<DeliverySecret>]>,
+    rotator: &UserId,
     target: u64,
     ctx: &KeyContext,
     tx: mpsc::UnboundedSender<BenchResult<Instant>>,
 ) -> BenchResult<()> {
     let window = Arc::new(Semaphore::new(CONNECT_WINDOW));
     let mut opening = JoinSet::new();
-    for m in members {
-        let mut gms = m.gms.clone();
+    for (i, m) in members.iter().enumerate() {
+        let (mut gms, mut cs) = (m.gms.clone(), m.cs.clone());
         let (window, ctx, tx) = (window.clone(), ctx.clone(), tx.clone());
+        let secret = secrets.and_then(|s| s.get(i)).cloned();
+        let (me, rotator) = (m.id.clone(), rotator.clone());
         opening.spawn(async move {
             let permit = window.acquire_owned().await.map_err(|e| e.to_string())?;
-            let mut stream = gms
+            let mut grants = gms
                 .watch(WatchRequest {})
                 .await
                 .map_err(|e| format!("watch: {e}"))?
                 .into_inner();
+            let mut items = match secret {
+                Some(_) => Some(
+                    cs.subscribe(SubscribeRequest {})
+                        .await
+                        .map_err(|e| format!("subscribe: {e}"))?
+                        .into_inner(),
+                ),
+                None => None,
+            };
             drop(permit);
             tokio::spawn(async move {
-                let got = loop {
-                    match stream.message().await {
-                        Ok(Some(WatchEvent {
-                            event: Some(watch_event::Event::Grant(g)),
-                        })) if g.rn2_version >= target => {
-                            break ctx.derive(&g).map(|_| Instant::now());
-                        }
-                        Ok(Some(_)) => continue,
-                        Ok(None) => break Err("watch ended".to_owned()),
-                        Err(e) => break Err(format!("watch failed: {e}")),
-                    }
-                };
+                let got = member_rekey(
+                    &mut grants,
+                    items.as_mut(),
+                    secret.as_deref(),
+                    &me,
+                    &rotator,
+                    target,
+                    &ctx,
+                )
+                .await;
                 let _ = tx.send(got);
             });
             Ok::<(), String>(())
@@ -407,4 +592,75 @@ async fn watch_all(
         r.map_err(|e| e.to_string())??;
     }
     Ok(())
+}
+
+/// One member's side of the re-key: the grant of `target` from `grants`
+/// and, when RN1 rotates, its RN1' from `items`; then the group key.
+async fn member_rekey(
+    grants: &mut tonic::Streaming<WatchEvent>,
+    mut items: Option<&mut tonic::Streaming<Delivery>>,
+    secret: Option<&DeliverySecret>,
+    me: &UserId,
+    rotator: &UserId,
+    target: u64,
+    ctx: &KeyContext,
+) -> BenchResult<Instant> {
+    let mut grant: Option<Grant> = None;
+    let mut r1: Option<R1> = if secret.is_none() {
+        Some(ctx.r1_before.clone())
+    } else {
+        None
+    };
+    loop {
+        if let (Some(g), Some(r1)) = (&grant, &r1) {
+            let key = KeyContext {
+                r1_before: r1.clone(),
+                ..ctx.clone()
+            };
+            return key.derive(g).map(|_| Instant::now());
+        }
+        tokio::select! {
+            event = grants.message(), if grant.is_none() => match event {
+                Ok(Some(WatchEvent { event: Some(watch_event::Event::Grant(g)) })) if g.rn2_version >= target => {
+                    grant = Some(g);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err("watch ended".to_owned()),
+                Err(e) => return Err(format!("watch failed: {e}")),
+            },
+            delivery = next_item(&mut items), if r1.is_none() => {
+                let Some(bytes) = delivery? else { continue };
+                let signed = SignedItem::parse(&bytes).map_err(|e| e.to_string())?;
+                if let (ItemBody::Rn1(p), Some(secret)) = (&signed.item.body, secret) {
+                    let ctx = Rn1Context {
+                        group_id: &p.group_id,
+                        sender: rotator,
+                        recipient: me,
+                        ref_id: &p.ref_id,
+                    };
+                    r1 = Some(
+                        open_rn1(secret, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct)
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
+            },
+        }
+    }
+}
+
+/// The next inbox item's bytes from a `Subscribe` stream, if there is one.
+async fn next_item(
+    items: &mut Option<&mut tonic::Streaming<Delivery>>,
+) -> BenchResult<Option<Vec<u8>>> {
+    let Some(stream) = items.as_mut() else {
+        return std::future::pending().await;
+    };
+    match stream.message().await {
+        Ok(Some(Delivery {
+            event: Some(delivery::Event::Item(item)),
+        })) => Ok(Some(item.item)),
+        Ok(Some(_)) => Ok(None),
+        Ok(None) => Err("subscribe ended".to_owned()),
+        Err(e) => Err(format!("subscribe failed: {e}")),
+    }
 }

@@ -24,6 +24,7 @@ use duokey_proto::communication_server::{Communication, CommunicationServer};
 use duokey_proto::membership_sync_server::{MembershipSync, MembershipSyncServer};
 use duokey_proto::*;
 use duokey_storage::Db;
+use duokey_storage::cs::NewItem;
 use state::CsState;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -212,6 +213,82 @@ impl Cs {
     }
 }
 
+/// Most items one `SendItems` call carries.
+const MAX_ITEMS_PER_CALL: usize = 1000;
+
+/// An item that passed the CS's checks (D7, D10), with its bytes.
+struct CheckedItem<'a> {
+    signed: SignedItem<'a>,
+    bytes: &'a [u8],
+}
+
+impl Cs {
+    /// SPEC §4, D10: size, strict decoding, the caller as sender, and the
+    /// caller's signature.
+    fn check_item<'a>(
+        &self,
+        user: &duokey_crypto::UserId,
+        key: &duokey_crypto::PublicIdentity,
+        bytes: &'a [u8],
+    ) -> Result<CheckedItem<'a>, Status> {
+        if bytes.len() > self.state.config.max_item() {
+            return Err(Status::invalid_argument(format!(
+                "item of {} bytes is above the limit",
+                bytes.len()
+            )));
+        }
+        let signed = SignedItem::parse(bytes).map_err(|e| bad_input("item", e))?;
+        if &signed.item.sender != user {
+            return Err(Status::permission_denied("the item's sender must be you"));
+        }
+        signed
+            .verify_signature(key)
+            .map_err(|e| bad_input("item", e))?;
+        Ok(CheckedItem { signed, bytes })
+    }
+
+    /// Stores checked items in one durable write, then delivers the new ones
+    /// to their recipients' live streams. Returns their cursors.
+    async fn store_items(
+        &self,
+        user: &duokey_crypto::UserId,
+        items: &[CheckedItem<'_>],
+    ) -> Result<Vec<u64>, Status> {
+        let rows: Vec<NewItem> = items
+            .iter()
+            .map(|c| NewItem {
+                recipient: c.signed.item.recipient.as_str(),
+                item_id: c.signed.item.item_id.as_bytes(),
+                sender: user.as_str(),
+                kind: c.signed.item.body.kind() as u8,
+                item: c.bytes,
+            })
+            .collect();
+        let stored = self
+            .state
+            .db
+            .inbox_insert_many(&rows, now_ms())
+            .await
+            .map_err(internal)?;
+        for (c, (cursor, new)) in items.iter().zip(&stored) {
+            if *new {
+                let item = InboxItem {
+                    cursor: *cursor,
+                    item: c.bytes.to_vec(),
+                    received_at_ms: now_ms().max(0) as u64,
+                };
+                self.state.hub.send_to(
+                    c.signed.item.recipient.as_str(),
+                    &Delivery {
+                        event: Some(delivery::Event::Item(item)),
+                    },
+                );
+            }
+        }
+        Ok(stored.into_iter().map(|(cursor, _)| cursor).collect())
+    }
+}
+
 #[tonic::async_trait]
 impl Communication for Cs {
     async fn publish_delivery_key(
@@ -260,48 +337,30 @@ impl Communication for Cs {
         req: Request<SendItemRequest>,
     ) -> Result<Response<SendItemResponse>, Status> {
         let (user, key) = self.terminal(&req).await?;
-        let bytes = &req.get_ref().item;
-        if bytes.len() > self.state.config.max_item() {
+        let item = self.check_item(&user, &key, &req.get_ref().item)?;
+        let cursors = self.store_items(&user, &[item]).await?;
+        Ok(Response::new(SendItemResponse {
+            cursor: cursors.first().copied().unwrap_or_default(),
+        }))
+    }
+
+    async fn send_items(
+        &self,
+        req: Request<SendItemsRequest>,
+    ) -> Result<Response<SendItemsResponse>, Status> {
+        let (user, key) = self.terminal(&req).await?;
+        let items = &req.get_ref().items;
+        if items.len() > MAX_ITEMS_PER_CALL {
             return Err(Status::invalid_argument(format!(
-                "item of {} bytes is above the limit",
-                bytes.len()
+                "at most {MAX_ITEMS_PER_CALL} items per call"
             )));
         }
-        let signed = SignedItem::parse(bytes).map_err(|e| bad_input("item", e))?;
-        if signed.item.sender != user {
-            return Err(Status::permission_denied("the item's sender must be you"));
-        }
-        signed
-            .verify_signature(&key)
-            .map_err(|e| bad_input("item", e))?;
-        let item = &signed.item;
-        let (cursor, new) = self
-            .state
-            .db
-            .inbox_insert(
-                item.recipient.as_str(),
-                item.item_id.as_bytes(),
-                user.as_str(),
-                item.body.kind() as u8,
-                bytes,
-                now_ms(),
-            )
-            .await
-            .map_err(internal)?;
-        if new {
-            let stored = InboxItem {
-                cursor,
-                item: bytes.clone(),
-                received_at_ms: now_ms().max(0) as u64,
-            };
-            self.state.hub.send_to(
-                item.recipient.as_str(),
-                &Delivery {
-                    event: Some(delivery::Event::Item(stored)),
-                },
-            );
-        }
-        Ok(Response::new(SendItemResponse { cursor }))
+        let checked = items
+            .iter()
+            .map(|bytes| self.check_item(&user, &key, bytes))
+            .collect::<Result<Vec<_>, Status>>()?;
+        let cursors = self.store_items(&user, &checked).await?;
+        Ok(Response::new(SendItemsResponse { cursors }))
     }
 
     async fn items(&self, req: Request<ItemsRequest>) -> Result<Response<ItemsResponse>, Status> {

@@ -119,6 +119,65 @@ async fn items_signed_or_sent_in_another_name_are_refused() {
 }
 
 #[tokio::test]
+async fn a_batch_of_items_is_stored_whole_or_not_at_all() {
+    // SendItems (an RN1 rotation's anchors and rn1 items in one durable
+    // write): each item is checked as SendItem checks it; one bad item
+    // refuses the whole batch, so nothing is half-sent.
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let mut carol = net.enroll("carol").await;
+    let good = vec![
+        removal_item(&alice, "bob", &[1; 16]),
+        removal_item(&alice, "carol", &[1; 16]),
+    ];
+    let mut with_forgery = good.clone();
+    with_forgery.push(removal_item(&bob, "carol", &[2; 16]));
+    let err = alice
+        .cs
+        .send_items(SendItemsRequest {
+            items: with_forgery,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let inbox = |u: &mut support::TestUser| {
+        let mut cs = u.cs.clone();
+        async move {
+            cs.items(ItemsRequest {
+                after_cursor: 0,
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .items
+            .len()
+        }
+    };
+    assert_eq!(
+        inbox(&mut bob).await,
+        0,
+        "nothing of the refused batch was stored"
+    );
+    let sent = alice
+        .cs
+        .send_items(SendItemsRequest { items: good })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.cursors.len(), 2);
+    assert_eq!((inbox(&mut bob).await, inbox(&mut carol).await), (1, 1));
+    let too_many = vec![removal_item(&alice, "bob", &[1; 16]); 1001];
+    let err = alice
+        .cs
+        .send_items(SendItemsRequest { items: too_many })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
 async fn delivery_key_must_be_signed_by_its_user() {
     let net = TestNet::start().await;
     let mut alice = net.enroll("alice").await;

@@ -78,6 +78,21 @@ pub fn decode_chain(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
     Ok(chain)
 }
 
+/// An inbox item to store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewItem<'a> {
+    /// Whose inbox.
+    pub recipient: &'a str,
+    /// The item's id.
+    pub item_id: &'a [u8],
+    /// Its sender.
+    pub sender: &'a str,
+    /// Its kind.
+    pub kind: u8,
+    /// The signed item.
+    pub item: &'a [u8],
+}
+
 impl Db {
     /// Records the certificate chain a user presented (from its mTLS handshake).
     pub async fn upsert_user(&self, user: &str, chain: &[Vec<u8>], now_ms: i64) -> Result<()> {
@@ -118,6 +133,41 @@ impl Db {
         .transpose()
     }
 
+    /// Puts items into inboxes in one transaction (one durable write): each
+    /// as [`Db::inbox_insert`] would. Returns `(cursor, newly_inserted)` per item.
+    pub async fn inbox_insert_many(
+        &self,
+        items: &[NewItem<'_>],
+        now_ms: i64,
+    ) -> Result<Vec<(u64, bool)>> {
+        let mut tx = self.w().begin().await?;
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            let inserted = sqlx::query(
+                "INSERT INTO cs_inbox (recipient, item_id, sender, kind, item, received_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (recipient, item_id) DO NOTHING",
+            )
+            .bind(it.recipient.to_owned())
+            .bind(it.item_id.to_vec())
+            .bind(it.sender.to_owned())
+            .bind(i64::from(it.kind))
+            .bind(it.item.to_vec())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let row =
+                sqlx::query("SELECT cursor FROM cs_inbox WHERE recipient = $1 AND item_id = $2")
+                    .bind(it.recipient.to_owned())
+                    .bind(it.item_id.to_vec())
+                    .fetch_one(&mut *tx)
+                    .await?;
+            out.push((to_u64(row.try_get("cursor")?, "cursor")?, inserted == 1));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
     /// Puts an item into an inbox; the same `item_id` twice is stored once
     /// and answers the first cursor. Returns `(cursor, newly_inserted)`.
     pub async fn inbox_insert(
@@ -129,25 +179,17 @@ impl Db {
         item: &[u8],
         now_ms: i64,
     ) -> Result<(u64, bool)> {
-        let inserted = sqlx::query(
-            "INSERT INTO cs_inbox (recipient, item_id, sender, kind, item, received_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (recipient, item_id) DO NOTHING",
-        )
-        .bind(recipient.to_owned())
-        .bind(item_id.to_vec())
-        .bind(sender.to_owned())
-        .bind(i64::from(kind))
-        .bind(item.to_vec())
-        .bind(now_ms)
-        .execute(self.w())
-        .await?
-        .rows_affected();
-        let row = sqlx::query("SELECT cursor FROM cs_inbox WHERE recipient = $1 AND item_id = $2")
-            .bind(recipient.to_owned())
-            .bind(item_id.to_vec())
-            .fetch_one(self.w())
-            .await?;
-        Ok((to_u64(row.try_get("cursor")?, "cursor")?, inserted == 1))
+        let one = NewItem {
+            recipient,
+            item_id,
+            sender,
+            kind,
+            item,
+        };
+        self.inbox_insert_many(&[one], now_ms)
+            .await?
+            .pop()
+            .ok_or(Error::Corrupt("inbox insert"))
     }
 
     /// Items of an inbox after a cursor, oldest first.

@@ -9,9 +9,12 @@ use duokey_crypto::rn1_delivery::{open_rn1, seal_rn1};
 use duokey_crypto::*;
 use duokey_proto::{
     AckItemsRequest, GetGrantRequest, GetGrantsRequest, Grant, GrantCause, ItemsRequest, Member,
-    Removal, RemovalCause, SendItemRequest,
+    Removal, RemovalCause, SendItemRequest, SendItemsRequest,
 };
 use sqlx::Row;
+
+/// Most items one `SendItems` call carries (the CS's limit).
+const ITEMS_PER_BATCH: usize = 1000;
 
 pub(crate) fn gid16(b: &[u8]) -> Result<[u8; 16]> {
     b.try_into().map_err(|_| Error::Corrupt("group id"))
@@ -371,6 +374,10 @@ impl Terminal {
             return Ok(());
         }
         let sent = self.store.rn1_sent(gid, g.rn1_version).await?;
+        // Every member's anchor and rn1 item, then sent in batches of one
+        // durable write each (`SendItems`); a member whose key cannot be
+        // sealed to yet is retried at the next sync.
+        let mut ready: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
         for (user, _) in &g.members {
             if user == self.me.as_str() || sent.contains(user) {
                 continue;
@@ -382,14 +389,36 @@ impl Terminal {
                 head,
                 at_rn2_version: g.rn2_version,
             };
-            let sent = match self.send_item(ItemId::random()?, &to, anchor).await {
-                Ok(()) => self.send_rn1(gid, &to, g.rn1_version, &r1, None).await,
-                Err(e) => Err(e),
+            let items = match self.rn1_item(gid, &to, g.rn1_version, &r1, None).await {
+                Ok((id, body)) => vec![
+                    self.signed_item(ItemId::random()?, &to, anchor)?,
+                    self.signed_item(id, &to, body)?,
+                ],
+                Err(e) => {
+                    self.warn(format!(
+                        "could not send the new group key to {user} yet: {e}"
+                    ));
+                    continue;
+                }
             };
-            match sent {
-                Ok(()) => self.store.mark_rn1_sent(gid, g.rn1_version, user).await?,
+            ready.push((user.clone(), items));
+        }
+        for batch in ready.chunks(ITEMS_PER_BATCH / 2) {
+            let items: Vec<Vec<u8>> = batch.iter().flat_map(|(_, i)| i.clone()).collect();
+            match self
+                .cs
+                .send_items(SendItemsRequest { items })
+                .await
+                .map_err(Error::server("sending the new group key"))
+            {
+                Ok(_) => {
+                    for (user, _) in batch {
+                        self.store.mark_rn1_sent(gid, g.rn1_version, user).await?;
+                    }
+                }
                 Err(e) => self.warn(format!(
-                    "could not send the new group key to {user} yet: {e}"
+                    "could not send the new group key to {} member(s) yet: {e}",
+                    batch.len()
                 )),
             }
         }
@@ -406,6 +435,20 @@ impl Terminal {
         r1: &R1,
         invite: Option<(ItemId, DeliveryPublic)>,
     ) -> Result<()> {
+        let (item_id, body) = self.rn1_item(gid, to, rn1_version, r1, invite).await?;
+        self.send_item(item_id, to, body).await
+    }
+
+    /// An `rn1` item's id and body: R1 sealed to an invitation's fresh key
+    /// (`invite`) or to the recipient's published delivery key.
+    async fn rn1_item(
+        &mut self,
+        gid: &[u8; 16],
+        to: &UserId,
+        rn1_version: u32,
+        r1: &R1,
+        invite: Option<(ItemId, DeliveryPublic)>,
+    ) -> Result<(ItemId, ItemBody)> {
         let item_id = ItemId::random()?;
         let (ref_id, key) = match invite {
             Some((id, k)) => (id, k),
@@ -427,7 +470,19 @@ impl Terminal {
             enc,
             ct,
         });
-        self.send_item(item_id, to, body).await
+        Ok((item_id, body))
+    }
+
+    /// An item from this terminal, signed.
+    fn signed_item(&self, item_id: ItemId, to: &UserId, body: ItemBody) -> Result<Vec<u8>> {
+        let item = Item {
+            item_id,
+            sender: self.me.clone(),
+            recipient: to.clone(),
+            created_at_ms: crate::now_ms(),
+            body,
+        };
+        Ok(item.sign(&self.identity)?)
     }
 
     pub(crate) async fn send_item(
@@ -436,14 +491,7 @@ impl Terminal {
         to: &UserId,
         body: ItemBody,
     ) -> Result<()> {
-        let item = Item {
-            item_id,
-            sender: self.me.clone(),
-            recipient: to.clone(),
-            created_at_ms: crate::now_ms(),
-            body,
-        };
-        let bytes = item.sign(&self.identity)?;
+        let bytes = self.signed_item(item_id, to, body)?;
         self.cs
             .send_item(SendItemRequest { item: bytes })
             .await
