@@ -540,6 +540,11 @@ async fn a_new_rn1_that_arrives_before_its_change_waits_for_it() {
         [1],
         "carol took an RN1 for a change she has not verified"
     );
+    // Reading meanwhile must not skip alice's message for good: its key is
+    // "not yet", not "never" (guards: `fetch_grant` and `sync_messages`
+    // hold the cursor before an envelope whose key has not arrived).
+    carol.sync_messages(&gid).await.unwrap();
+    assert!(texts(&carol, &gid).await.is_empty());
     lies.clear();
     carol.sync().await.unwrap();
     let held: Vec<u32> = carol

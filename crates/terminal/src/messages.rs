@@ -255,6 +255,8 @@ impl Terminal {
             let mut cache = OpenCache::default();
             let mut before_joining = 0;
             let mut opened = Vec::new();
+            let mut last = g.log_cursor;
+            let mut waiting = false;
             for e in &resp.envelopes {
                 match self.open_envelope(gid, e, &mut cache).await {
                     Ok(o) => opened.push(o),
@@ -262,12 +264,19 @@ impl Terminal {
                     Err(Error::Crypto(duokey_crypto::Error::UnknownEpoch { .. })) => {
                         before_joining += 1
                     }
+                    // Its key has not arrived yet: stop before it, so the
+                    // next sync opens it (nothing lost).
+                    Err(Error::Pending(_)) => {
+                        waiting = true;
+                        break;
+                    }
+                    Err(err) if err.kind() == crate::ErrorKind::Network => return Err(err),
                     Err(err) => self.mark_unreadable(gid, e, &err).await?,
                 }
+                last = e.log_seq;
             }
             // One transaction per page: the messages and the cursor move
             // together (a crash re-fetches the page; nothing is lost).
-            let last = resp.envelopes.last().map_or(g.log_cursor, |e| e.log_seq);
             let stored = self.store_opened(gid, &opened, last).await?;
             for (o, fresh) in opened.into_iter().zip(stored) {
                 if !fresh {
@@ -283,7 +292,7 @@ impl Terminal {
                 );
                 self.store.notice(gid, &text, crate::now_ms()).await?;
             }
-            if !resp.more {
+            if !resp.more || waiting {
                 return Ok(out);
             }
         }
@@ -338,15 +347,27 @@ impl Terminal {
         let key = match cache.keys.get(&h.epoch) {
             Some(k) => k.clone(),
             None => {
-                self.fetch_grant(gid, h.epoch.rn2_version).await?;
+                let grant = self.fetch_grant(gid, h.epoch.rn2_version).await?;
                 // A grant fetched now may be the "next" of a cached epoch.
                 cache.grants.clear();
-                let k = self.group_key(gid, h.epoch).await?.ok_or(
-                    duokey_crypto::Error::UnknownEpoch {
-                        group: h.group_id,
-                        epoch: h.epoch,
-                    },
-                )?;
+                let k = match (self.group_key(gid, h.epoch).await?, grant) {
+                    (Some(k), _) => k,
+                    // A member at that version whose RN1 has not arrived
+                    // yet: not yet, not never (nothing lost).
+                    (None, Some(g)) if g.rn1_version == h.epoch.rn1_version => {
+                        return Err(Error::Pending(format!(
+                            "the group key of epoch {} has not arrived yet",
+                            h.epoch
+                        )));
+                    }
+                    _ => {
+                        return Err(duokey_crypto::Error::UnknownEpoch {
+                            group: h.group_id,
+                            epoch: h.epoch,
+                        }
+                        .into());
+                    }
+                };
                 cache.keys.insert(h.epoch, k.clone());
                 k
             }

@@ -281,6 +281,11 @@ impl Terminal {
     }
 
     /// Fetches a past grant this terminal is entitled to (SPEC §4.5).
+    /// `Ok(None)` only when the GMS says this terminal has no right to it
+    /// (not a member then, or erased after retention); a GMS that cannot
+    /// answer now is an error, and a grant it answers that this terminal
+    /// refuses is "not yet" (`Error::Pending`): neither may make a message
+    /// count as unreadable for good.
     pub(crate) async fn fetch_grant(
         &mut self,
         gid: &[u8; 16],
@@ -289,21 +294,32 @@ impl Terminal {
         if let Some(g) = self.store.grant(gid, rn2_version).await? {
             return Ok(Some(g));
         }
-        match self
+        let answer = self
             .gms
             .get_grant(GetGrantRequest {
                 group_id: gid.to_vec(),
                 rn2_version,
             })
-            .await
-        {
+            .await;
+        match answer {
             Ok(resp) => {
-                let g = resp.into_inner();
-                let gid_copy = *gid;
-                self.apply_grant(g).await?;
-                self.store.grant(&gid_copy, rn2_version).await
+                self.apply_grant(resp.into_inner()).await?;
+                match self.store.grant(gid, rn2_version).await? {
+                    Some(g) => Ok(Some(g)),
+                    None => Err(Error::Pending(format!(
+                        "the group key of version {rn2_version} was refused; waiting for a valid one"
+                    ))),
+                }
             }
-            Err(_) => Ok(None),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::NotFound | tonic::Code::PermissionDenied | tonic::Code::OutOfRange
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(s) => Err(Error::from_status("fetching a group key", &s)),
         }
     }
 
