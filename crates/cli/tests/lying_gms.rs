@@ -562,3 +562,41 @@ async fn a_new_rn1_that_arrives_before_its_change_waits_for_it() {
             .contains(&"after dave left".to_owned())
     );
 }
+
+#[tokio::test]
+async fn the_verified_rotator_cannot_name_another_version_nor_replace_an_r1() {
+    // bob is a member whose terminal is replaced by an attacker's program
+    // holding his key. He legitimately becomes the rotator of RN1 version 2
+    // (a signed rotate_rn1), then sends carol an RN1 at an older RN2 version
+    // (guards: at the grant that applied the change) and, after a valid one,
+    // a second RN1 of the same version (guards: an R1 is never replaced).
+    let net = InProcess::start().await;
+    let mut alice = net.user("alice").await;
+    let mut carol = net.user("carol").await;
+    let mut bob = net.raw_user("bob").await;
+    let gid = new_group(&mut alice, GroupPolicy::default()).await;
+    join(&mut alice, &mut carol, &gid).await;
+    alice.invite(&gid, &bob.id, Rights::NONE).await.unwrap();
+    bob.accept_invitation(&gid).await;
+    alice.sync().await.unwrap();
+    carol.sync().await.unwrap();
+    let grant = bob.rotate_rn1(&gid).await;
+    assert_eq!(grant.rn1_version, 2);
+    carol.sync().await.unwrap();
+    assert_eq!(epoch(&carol, &gid).await, (2, grant.rn2_version));
+
+    bob.send_rotation("carol", &gid, 2, grant.rn2_version - 1)
+        .await;
+    carol.sync().await.unwrap();
+    assert!(
+        !r1_bytes(&carol, &gid).await.iter().any(|(v, _)| *v == 2),
+        "carol took an RN1 at an RN2 version other than its change's"
+    );
+    let first = bob.send_rotation("carol", &gid, 2, grant.rn2_version).await;
+    carol.sync().await.unwrap();
+    let held = r1_bytes(&carol, &gid).await;
+    assert!(held.contains(&(2, first)), "the valid RN1 was not taken");
+    bob.send_rotation("carol", &gid, 2, grant.rn2_version).await;
+    carol.sync().await.unwrap();
+    assert_eq!(r1_bytes(&carol, &gid).await, held, "an R1 was replaced");
+}

@@ -356,10 +356,27 @@ impl InProcess {
             Some((chain, duokey_pki::identity_private_key_der(&key))),
         )
         .unwrap();
+        let mut cs = CommunicationClient::new(
+            duokey_pki::grpc::channel(&self.cfg.cs_url, tls.clone()).unwrap(),
+        );
+        // As a terminal does at enrolment: it is in the directory from now on.
+        let record = duokey_crypto::DeliveryKeyRecord {
+            user: id.clone(),
+            key: duokey_crypto::DeliverySecret::generate().public(),
+            created_at_ms: duokey_terminal::now_ms(),
+        }
+        .sign(&key)
+        .unwrap();
+        cs.publish_delivery_key(duokey_proto::PublishDeliveryKeyRequest { record })
+            .await
+            .unwrap();
         RawUser {
             id,
             key,
-            cs: CommunicationClient::new(duokey_pki::grpc::channel(&self.cfg.cs_url, tls).unwrap()),
+            cs,
+            gms: duokey_proto::group_management_client::GroupManagementClient::new(
+                duokey_pki::grpc::channel(&self.cfg.gms_url, tls).unwrap(),
+            ),
         }
     }
 
@@ -376,6 +393,8 @@ pub struct RawUser {
     pub id: duokey_crypto::UserId,
     pub key: duokey_crypto::IdentityKey,
     pub cs: duokey_proto::communication_client::CommunicationClient<tonic::transport::Channel>,
+    pub gms:
+        duokey_proto::group_management_client::GroupManagementClient<tonic::transport::Channel>,
 }
 
 impl RawUser {
@@ -388,7 +407,7 @@ impl RawUser {
         gid: &[u8; 16],
         rn1_version: u32,
         at_rn2_version: u64,
-    ) {
+    ) -> [u8; 32] {
         use duokey_crypto::*;
         let to = UserId::new(to).unwrap();
         let user = self
@@ -426,12 +445,92 @@ impl RawUser {
                 ct,
             }),
         };
+        self.send(item).await;
+        *r1.expose_secret()
+    }
+
+    /// Signs and sends `item`.
+    pub async fn send(&mut self, item: duokey_crypto::Item) {
         self.cs
             .send_item(duokey_proto::SendItemRequest {
                 item: item.sign(&self.key).unwrap(),
             })
             .await
             .unwrap();
+    }
+
+    /// Joins `gid` by accepting the pending invitation in its inbox: an
+    /// `ack` with a fresh invitation key (what an invitee's terminal sends).
+    pub async fn accept_invitation(&mut self, gid: &[u8; 16]) {
+        use duokey_crypto::*;
+        let inbox = self
+            .cs
+            .items(duokey_proto::ItemsRequest {
+                after_cursor: 0,
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let invite = inbox
+            .items
+            .iter()
+            .filter_map(|i| SignedItem::parse(&i.item).ok().map(|s| s.item))
+            .find(|i| matches!(i.body, ItemBody::Invite { group_id, .. } if group_id.0 == *gid))
+            .expect("an invitation");
+        let ack = Item {
+            item_id: ItemId::random().unwrap(),
+            sender: self.id.clone(),
+            recipient: invite.sender.clone(),
+            created_at_ms: duokey_terminal::now_ms(),
+            body: ItemBody::Ack {
+                invite_id: invite.item_id,
+                group_id: GroupId(*gid),
+                invite_pub: DeliverySecret::generate().public(),
+            },
+        };
+        self.send(ack).await;
+    }
+
+    /// Signs a `rotate_rn1` on top of the group's chain and sends it.
+    pub async fn rotate_rn1(&mut self, gid: &[u8; 16]) -> duokey_proto::Grant {
+        use duokey_crypto::membership;
+        let changes = self
+            .gms
+            .get_changes(duokey_proto::GetChangesRequest {
+                group_id: gid.to_vec(),
+                after_seq: 0,
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut state: Option<membership::State> = None;
+        for c in &changes.changes {
+            let c = membership::SignedChange::parse(&c.change).unwrap();
+            state = Some(membership::apply(state.as_ref(), &c).unwrap());
+        }
+        let change = state
+            .unwrap()
+            .next_change(
+                membership::Action::RotateRn1,
+                &self.id,
+                &self.id,
+                duokey_crypto::Rights::NONE,
+                Vec::new(),
+                duokey_terminal::now_ms(),
+            )
+            .sign(&self.key)
+            .unwrap();
+        self.gms
+            .rotate(duokey_proto::RotateRequest {
+                group_id: gid.to_vec(),
+                report_id: duokey_crypto::ItemId::random().unwrap().0.to_vec(),
+                change: change.as_bytes().to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
     }
 }
 
