@@ -600,3 +600,44 @@ async fn the_verified_rotator_cannot_name_another_version_nor_replace_an_r1() {
     carol.sync().await.unwrap();
     assert_eq!(r1_bytes(&carol, &gid).await, held, "an R1 was replaced");
 }
+
+#[tokio::test]
+async fn a_change_withheld_beyond_rn1_wait_is_reported_to_the_user() {
+    // The GMS never lets carol verify the removal; the rotator's new RN1
+    // waits for it, and after the group's rn1_wait carol is told that the
+    // group server withholds a change (guards: the rn1_wait end of
+    // `retry_pending_items`). The wait is what passes here, so the test
+    // waits it out (1 s).
+    let net = InProcess::start().await;
+    let (carol_cfg, lies) = net.lying_gms().await;
+    let mut alice = net.user("alice").await;
+    let mut carol = net.user_via("carol", &carol_cfg).await;
+    let mut dave = net.user("dave").await;
+    let policy = GroupPolicy {
+        rn1_wait_secs: 1,
+        ..GroupPolicy::default()
+    };
+    let gid = new_group(&mut alice, policy).await;
+    join(&mut alice, &mut carol, &gid).await;
+    join(&mut alice, &mut dave, &gid).await;
+    carol.sync().await.unwrap();
+    lies.set(|g| {
+        if g.cause == GrantCause::MemberRemoved as i32 {
+            g.members_omitted = false;
+            g.members.clear();
+        }
+    });
+    alice.remove(&gid, dave.user()).await.unwrap();
+    carol.sync().await.unwrap();
+    assert!(!told_withheld(&carol, &gid).await, "told before rn1_wait");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    carol.sync().await.unwrap();
+    assert!(told_withheld(&carol, &gid).await, "carol was not told");
+}
+
+/// Whether `t` told its user that a change its new RN1 needs is withheld.
+async fn told_withheld(t: &Terminal, gid: &[u8; 16]) -> bool {
+    t.history(gid).await.unwrap().iter().any(|l| {
+        matches!(l, Line::Notice(n) if n.notice.contains("which the group server has not shown"))
+    })
+}

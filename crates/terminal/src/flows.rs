@@ -19,6 +19,9 @@ pub struct GroupPolicy {
     pub rotate_rn1_on_remove: bool,
     /// How long RN2 history and ciphertext are kept, in seconds (default 30 days).
     pub retention_secs: u64,
+    /// How long members wait for a rotator's new RN1 before they are told,
+    /// in seconds (default 2 min).
+    pub rn1_wait_secs: u64,
 }
 
 impl GroupPolicy {
@@ -33,7 +36,7 @@ impl GroupPolicy {
             grace_secs: or(self.grace_secs, d.grace_secs),
             retention_secs: or(self.retention_secs, d.retention_secs),
             max_members: d.max_members,
-            rn1_wait_secs: d.rn1_wait_secs,
+            rn1_wait_secs: or(self.rn1_wait_secs, d.rn1_wait_secs),
         }
     }
 }
@@ -45,6 +48,7 @@ impl Default for GroupPolicy {
             grace_secs: 0,
             rotate_rn1_on_remove: true,
             retention_secs: 0,
+            rn1_wait_secs: 0,
         }
     }
 }
