@@ -510,21 +510,8 @@ async fn a_new_rn1_that_arrives_before_its_change_waits_for_it() {
     // "not yet" is not "never"), and once an honest grant comes she holds
     // the new RN1 and reads what alice sends after the removal.
     let net = InProcess::start().await;
-    let (carol_cfg, lies) = net.lying_gms().await;
-    let mut alice = net.user("alice").await;
-    let mut carol = net.user_via("carol", &carol_cfg).await;
-    let mut dave = net.user("dave").await;
-    let gid = new_group(&mut alice, GroupPolicy::default()).await;
-    join(&mut alice, &mut carol, &gid).await;
-    join(&mut alice, &mut dave, &gid).await;
-    carol.sync().await.unwrap();
-    lies.set(|g| {
-        if g.cause == GrantCause::MemberRemoved as i32 {
-            g.members_omitted = false;
-            g.members.clear();
-        }
-    });
-    alice.remove(&gid, dave.user()).await.unwrap();
+    let (mut alice, mut carol, lies, gid) =
+        removal_kept_from_carol(&net, GroupPolicy::default()).await;
     alice.send(&gid, "after dave left").await.unwrap();
     carol.sync().await.unwrap();
     assert!(refused_a_grant(&carol, &gid).await);
@@ -609,14 +596,29 @@ async fn a_change_withheld_beyond_rn1_wait_is_reported_to_the_user() {
     // `retry_pending_items`). The wait is what passes here, so the test
     // waits it out (1 s).
     let net = InProcess::start().await;
-    let (carol_cfg, lies) = net.lying_gms().await;
-    let mut alice = net.user("alice").await;
-    let mut carol = net.user_via("carol", &carol_cfg).await;
-    let mut dave = net.user("dave").await;
     let policy = GroupPolicy {
         rn1_wait_secs: 1,
         ..GroupPolicy::default()
     };
+    let (_alice, mut carol, _lies, gid) = removal_kept_from_carol(&net, policy).await;
+    carol.sync().await.unwrap();
+    assert!(!told_withheld(&carol, &gid).await, "told before rn1_wait");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    carol.sync().await.unwrap();
+    assert!(told_withheld(&carol, &gid).await, "carol was not told");
+}
+
+/// alice, carol (through a lying GMS) and dave in a group; alice removes
+/// dave, and the GMS makes carol refuse every grant of the removal (she
+/// cannot verify it) until `lies` are cleared.
+async fn removal_kept_from_carol(
+    net: &InProcess,
+    policy: GroupPolicy,
+) -> (Terminal, Terminal, support::lying::Lies, [u8; 16]) {
+    let (carol_cfg, lies) = net.lying_gms().await;
+    let mut alice = net.user("alice").await;
+    let mut carol = net.user_via("carol", &carol_cfg).await;
+    let mut dave = net.user("dave").await;
     let gid = new_group(&mut alice, policy).await;
     join(&mut alice, &mut carol, &gid).await;
     join(&mut alice, &mut dave, &gid).await;
@@ -628,11 +630,7 @@ async fn a_change_withheld_beyond_rn1_wait_is_reported_to_the_user() {
         }
     });
     alice.remove(&gid, dave.user()).await.unwrap();
-    carol.sync().await.unwrap();
-    assert!(!told_withheld(&carol, &gid).await, "told before rn1_wait");
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    carol.sync().await.unwrap();
-    assert!(told_withheld(&carol, &gid).await, "carol was not told");
+    (alice, carol, lies, gid)
 }
 
 /// Whether `t` told its user that a change its new RN1 needs is withheld.
