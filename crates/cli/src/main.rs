@@ -642,6 +642,16 @@ fn user_arg(user: String) -> duokey_terminal::Result<UserId> {
 /// Prints an error as the user asked (text, or JSON on stderr) and gives
 /// its exit code.
 fn report(json: bool, kind: ErrorKind, message: &str) -> ExitCode {
+    // A transport error alone does not say what to do.
+    let advice;
+    let message = if kind == ErrorKind::Network {
+        advice = format!(
+            "{message} — a server cannot be reached or asks to wait; nothing was sent or lost, try again shortly"
+        );
+        advice.as_str()
+    } else {
+        message
+    };
     if json {
         eprintln!(
             "{}",

@@ -178,14 +178,22 @@ fn chat_shows_offline_and_reconnects_when_the_servers_return() {
     let mut srv = Server::start();
     let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
     support::group_with(&alice, "proj", &[&bob]);
-    bob.ok(&["sync"]);
+    // No sync first: the group bob just joined is found by `chat proj`.
     tmux.chat(&bob, "proj");
     tmux.wait_for("online", |s| s.contains("● online"));
 
     srv.stop();
     tmux.wait_for("the offline state", |s| s.contains("○ offline, retry in"));
+    // Once the back-off is 4 s, a message posted right after the restart is
+    // normally stored before the chat's streams reopen: no stream carries
+    // it, and the chat must fetch it when it reconnects.
+    tmux.wait_for("a 4 s back-off", |s| s.contains("retry in 4s"));
     srv.restart();
+    alice.ok(&["send", "proj", "sent while the chat was away"]);
     tmux.wait_for("online again", |s| s.contains("● online"));
+    tmux.wait_for("the message sent while the chat was away", |s| {
+        s.contains("alice: sent while the chat was away")
+    });
 
     alice.ok(&["send", "proj", "after the restart"]);
     tmux.wait_for("the message sent after the restart", |s| {

@@ -38,7 +38,16 @@ pub async fn run(mut t: Terminal, group: Option<String>) -> Result<()> {
     let mut app = App::new(t.user().as_str(), color_allowed());
     refresh(&t, &mut app).await?;
     if let Some(spec) = group {
-        let gid = t.resolve_group(&spec).await?;
+        // A group joined since the last sync is not in the profile yet:
+        // sync once before saying it does not exist.
+        let gid = match t.resolve_group(&spec).await {
+            Err(duokey_terminal::Error::NotFound(_)) => {
+                t.sync().await?;
+                refresh(&t, &mut app).await?;
+                t.resolve_group(&spec).await?
+            }
+            other => other?,
+        };
         app.select(&hex::encode(gid));
     }
     refresh_members(&t, &mut app).await;
@@ -51,6 +60,19 @@ pub async fn run(mut t: Terminal, group: Option<String>) -> Result<()> {
     let _ = execute!(std::io::stdout(), DisableBracketedPaste);
     ratatui::restore();
     result
+}
+
+/// Fetches every active group's new messages (after a reconnection); a
+/// failure here is retried by the next event or reconnection.
+async fn catch_up_messages(t: &mut Terminal) {
+    let Ok(groups) = t.list_groups().await else {
+        return;
+    };
+    for g in groups.into_iter().filter(|g| g.state == "active") {
+        if let Ok(gid) = t.resolve_group(&g.group_id).await {
+            let _ = t.sync_messages(&gid).await;
+        }
+    }
 }
 
 /// Terminal events, read on a thread (crossterm's reads block).
@@ -135,6 +157,9 @@ async fn event_loop(
                         live = Some(l);
                         backoff = MIN_BACKOFF;
                         app.connection = Connection::Online;
+                        // Messages posted while the streams were down reach
+                        // no stream: fetch them now, not at the next event.
+                        catch_up_messages(t).await;
                         let _ = refresh(t, app).await;
                         refresh_members(t, app).await;
                     }

@@ -273,15 +273,7 @@ impl InProcess {
 
     /// Enrols `name` with a profile of its own (no passphrase).
     pub async fn user(&self, name: &str) -> duokey_terminal::Terminal {
-        let db = duokey_storage::Db::open_sqlite(&self.dir.path().join("srv/as.db"))
-            .await
-            .unwrap();
-        let id = duokey_crypto::UserId::new(name).unwrap();
-        let token = duokey_accounts::issue_token(&db, &id).await.unwrap();
-        db.close().await;
-        duokey_terminal::Terminal::init(&self.dir.path().join(name), &id, &token, &self.cfg, None)
-            .await
-            .unwrap()
+        self.user_via(name, &self.cfg).await
     }
 
     /// Enrols `name` with a profile that talks to the servers `cfg` names.
@@ -290,9 +282,7 @@ impl InProcess {
         name: &str,
         cfg: &duokey_terminal::ClientConfig,
     ) -> duokey_terminal::Terminal {
-        let db = duokey_storage::Db::open_sqlite(&self.dir.path().join("srv/as.db"))
-            .await
-            .unwrap();
+        let db = self.db("as").await;
         let id = duokey_crypto::UserId::new(name).unwrap();
         let token = duokey_accounts::issue_token(&db, &id).await.unwrap();
         db.close().await;
