@@ -147,6 +147,16 @@ pub fn cpu_ms(pid: u32) -> f64 {
     ns as f64 / 1e6
 }
 
+/// Profiling hook: when `DUOKEY_BENCH_PERF_CTL` names the control FIFO of
+/// `perf record --control fifo:FIFO --delay=-1`, writes `command` (`enable`
+/// or `disable`) to it, so that a profile covers only the measured window
+/// (docs/PERFORMANCE.md, "Profile").
+pub fn perf_ctl(command: &str) {
+    if let Some(fifo) = std::env::var_os("DUOKEY_BENCH_PERF_CTL") {
+        let _ = std::fs::write(fifo, format!("{command}\n"));
+    }
+}
+
 /// Resident memory of process `pid` in KiB (`VmRSS`).
 pub fn rss_kib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

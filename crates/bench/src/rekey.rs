@@ -7,19 +7,23 @@
 //! compares with MLS: a grant and one ratchet step plus one HKDF per member.
 //! Beside it, OpenMLS removes a member of a group of the same size.
 
-use crate::net::{Member, ServerProc, cpu_ms, random16};
+use crate::net::{Member, ServerProc, cpu_ms, perf_ctl, random16};
 use crate::{BenchResult, Row};
 use duokey_crypto::membership::{self, Action, SignedChange, State};
 use duokey_crypto::rn1_delivery::{open_rn1, seal_rn1};
 use duokey_crypto::{
-    DeliveryKeyRecord, DeliverySecret, Epoch, GroupId, GroupKey, GroupName, Item, ItemBody, ItemId,
-    PublicIdentity, R1, Rights, Rn1, Rn1Context, Rn1Payload, Rn2, SignedItem, UserId,
+    DeliveryKeyRecord, DeliveryPublic, DeliverySecret, Epoch, GroupId, GroupKey, GroupName, Item,
+    ItemBody, ItemId, PublicIdentity, R1, Rights, Rn1, Rn1Context, Rn1Payload, Rn2, SignedItem,
+    UserId,
 };
+use duokey_proto::communication_client::CommunicationClient;
 use duokey_proto::*;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tonic::transport::Channel;
 
 /// Concurrent connection set-ups.
 const CONNECT_WINDOW: usize = 256;
@@ -33,9 +37,11 @@ pub async fn run(quick: bool, chosen: &[usize]) -> BenchResult<Vec<Row>> {
     };
     let mut rows = Vec::new();
     for &n in sizes {
-        let d = duokey(n, false).await?;
-        let secure = duokey(n, true).await?;
+        let d = duokey(n, Mode::Rn2Only).await?;
+        let secure = duokey(n, Mode::Rn1 { cached_keys: true }).await?;
+        let cold = duokey(n, Mode::Rn1 { cached_keys: false }).await?;
         rows.extend(duokey_rows(&format!("N={n} rn1=on"), &secure));
+        rows.extend(duokey_rows(&format!("N={n} rn1=on keys=fetched"), &cold));
         let p = format!("N={n}");
         rows.push(Row::new(
             "rekey",
@@ -60,9 +66,114 @@ pub async fn run(quick: bool, chosen: &[usize]) -> BenchResult<Vec<Row>> {
             "ms",
         ));
         rows.push(Row::new("rekey", &p, "setup_s", d.setup_s, "s"));
+        rows.extend(floor_rows(n, &secure)?);
         rows.extend(mls_rows(n, quick, &d, &secure).await?);
     }
     Ok(rows)
+}
+
+/// What one member costs in cryptography alone when RN1 rotates, measured
+/// in this run (µs): the lower bound of the secure default's CPU.
+struct Floor {
+    seal_us: f64,
+    open_us: f64,
+    sign_us: f64,
+    verify_us: f64,
+}
+
+impl Floor {
+    /// Per remaining member (SPEC §4.7): the remover seals RN1' and signs two
+    /// items (anchor, `rn1`); the CS checks both signatures; the member
+    /// verifies the signed change, both items, and opens RN1'.
+    fn per_member_us(&self) -> f64 {
+        self.seal_us + self.open_us + 2.0 * self.sign_us + 5.0 * self.verify_us
+    }
+}
+
+/// Mean µs of `op` over `rounds` runs.
+fn mean_us(rounds: u32, mut op: impl FnMut() -> BenchResult<()>) -> BenchResult<f64> {
+    let start = Instant::now();
+    for _ in 0..rounds {
+        op()?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds))
+}
+
+/// Measures the primitives of one member's share of an RN1 rotation.
+fn measure_floor() -> BenchResult<Floor> {
+    const ROUNDS: u32 = 300;
+    let err = |e: duokey_crypto::Error| e.to_string();
+    let key = duokey_crypto::IdentityKey::from_seed([3; 32]);
+    let (a, b) = (
+        UserId::new("a").map_err(err)?,
+        UserId::new("b").map_err(err)?,
+    );
+    let (gid, id) = (GroupId([1; 16]), ItemId([2; 16]));
+    let secret = DeliverySecret::generate();
+    let ctx = Rn1Context {
+        group_id: &gid,
+        sender: &a,
+        recipient: &b,
+        ref_id: &id,
+    };
+    let r1 = R1::from_rn1(&Rn1::random().map_err(err)?, 1);
+    let (enc, ct) = seal_rn1(&secret.public(), &ctx, 1, &r1).map_err(err)?;
+    let item = Item {
+        item_id: id,
+        sender: a.clone(),
+        recipient: b.clone(),
+        created_at_ms: 0,
+        body: ItemBody::Rn1(Rn1Payload {
+            ref_id: id,
+            group_id: gid,
+            rn1_version: 1,
+            at_rn2_version: 1,
+            enc,
+            ct: ct.clone(),
+        }),
+    };
+    let signed = item.sign(&key).map_err(err)?;
+    let public = key.public();
+    Ok(Floor {
+        seal_us: mean_us(ROUNDS, || {
+            seal_rn1(&secret.public(), &ctx, 1, &r1)
+                .map(drop)
+                .map_err(err)
+        })?,
+        open_us: mean_us(ROUNDS, || {
+            open_rn1(&secret, &ctx, 1, 1, &enc, &ct)
+                .map(drop)
+                .map_err(err)
+        })?,
+        sign_us: mean_us(ROUNDS, || item.sign(&key).map(drop).map_err(err))?,
+        verify_us: mean_us(ROUNDS, || {
+            SignedItem::parse(&signed)
+                .and_then(|s| s.verify_signature(&public))
+                .map_err(err)
+        })?,
+    })
+}
+
+/// The crypto floor of the secure default for `n` members beside what it
+/// cost in all (`secure`).
+fn floor_rows(n: usize, secure: &Measured) -> BenchResult<Vec<Row>> {
+    let f = measure_floor()?;
+    let p = format!("N={n} rn1=on floor");
+    let floor_ms = f.per_member_us() * (n as f64 - 1.0) / 1e3;
+    Ok(vec![
+        Row::new("rekey", &p, "hpke_seal_us", f.seal_us, "us"),
+        Row::new("rekey", &p, "hpke_open_us", f.open_us, "us"),
+        Row::new("rekey", &p, "item_sign_us", f.sign_us, "us"),
+        Row::new("rekey", &p, "item_verify_us", f.verify_us, "us"),
+        Row::new("rekey", &p, "crypto_floor_cpu_ms", floor_ms, "ms"),
+        Row::new(
+            "rekey",
+            &p,
+            "crypto_share_of_total_cpu",
+            floor_ms / (secure.gms_cpu_ms + secure.members_cpu_ms),
+            "ratio",
+        ),
+    ])
 }
 
 /// The rows of one Duokey measurement under `p`.
@@ -187,13 +298,29 @@ impl KeyContext {
     }
 }
 
+/// How the group re-keys on the removal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `no_rotate_rn1_on_remove`: the grant alone.
+    Rn2Only,
+    /// The secure default: RN1 rotates. With `cached_keys` the remover
+    /// checked every member's delivery key within the last day (D29, the
+    /// usual case: at the previous rotation); without, it asks the
+    /// directory for each and checks it first.
+    Rn1 { cached_keys: bool },
+}
+
 /// One removal from a group of `n` online members, the remover and every
 /// member over real TLS. With `rotate_rn1` (the secure default) the signed
-/// removal rotates RN1: the remover, as a terminal does, fetches and checks
-/// each remaining member's delivery-key record, seals RN1' to it and sends an
-/// anchor and an `rn1` item; a member holds the new key once it has both the
-/// grant (Watch) and its RN1' (Subscribe).
-async fn duokey(n: usize, rotate_rn1: bool) -> BenchResult<Measured> {
+/// removal rotates RN1: the remover, as a terminal does, has (or fetches and
+/// checks) each remaining member's delivery key, seals RN1' to it and sends
+/// an anchor and an `rn1` item. Every member, as its terminal does, verifies
+/// the signed change against its own copy of the membership state, checks
+/// the grant against it, and checks the signatures of both items from the
+/// verified rotator; it holds the new key once it has the grant (Watch) and
+/// its RN1' (Subscribe).
+async fn duokey(n: usize, mode: Mode) -> BenchResult<Measured> {
+    let rotate_rn1 = mode != Mode::Rn2Only;
     let setup = Instant::now();
     let srv = ServerProc::start(|_| {})?;
     let mut owner = srv.member("m00000")?;
@@ -220,15 +347,25 @@ async fn duokey(n: usize, rotate_rn1: bool) -> BenchResult<Measured> {
     // Everybody but the removed member (the last) watches.
     let (removed, watchers) = members.split_last().ok_or("N must be at least 2")?;
     let (tx, mut done) = mpsc::unbounded_channel();
-    let secrets = if rotate_rn1 {
-        Some(publish_delivery_keys(watchers).await?)
+    let (secrets, cached) = if rotate_rn1 {
+        let secrets = publish_delivery_keys(watchers).await?;
+        let cached = match mode {
+            Mode::Rn1 { cached_keys: true } => Some(check_delivery_keys(&owner, watchers).await?),
+            _ => None,
+        };
+        (Some(secrets), cached)
     } else {
-        None
+        (None, None)
+    };
+    let rotator = Verifier {
+        id: owner.id.clone(),
+        key: owner.key.public(),
+        state: Arc::new(group.state.clone()),
     };
     watch_all(
         watchers,
         secrets.as_deref(),
-        &owner.id,
+        &rotator,
         version + 1,
         &ctx,
         tx.clone(),
@@ -237,31 +374,41 @@ async fn duokey(n: usize, rotate_rn1: bool) -> BenchResult<Measured> {
     let setup_s = setup.elapsed().as_secs_f64();
 
     let (gms0, me0) = (cpu_ms(srv.pid()), cpu_ms(std::process::id()));
+    if mode == (Mode::Rn1 { cached_keys: true }) {
+        perf_ctl("enable");
+    }
     let t0 = Instant::now();
     let grant = report(&owner, &mut group, Action::Remove, removed, Vec::new()).await?;
     if rotate_rn1 {
         let rn1 = Rn1::random().map_err(|e| e.to_string())?;
         let r1 = R1::from_rn1(&rn1, grant.rn2_version);
-        send_rn1_to_all(&owner, &group, &grant, &r1, watchers).await?;
+        send_rn1_to_all(&owner, &group, &grant, &r1, watchers, cached.as_ref()).await?;
     } else {
         ctx.derive(&grant)?;
     }
-    let _ = tx.send(Ok(Instant::now()));
+    let _ = tx.send((Ok(Instant::now()), None));
     let mut last = t0;
+    // The members' states live on after the measurement, as in terminals
+    // (freeing a thousand copies would otherwise be counted).
+    let mut states = Vec::with_capacity(n);
     for _ in 0..n - 1 {
-        let at = tokio::time::timeout(Duration::from_secs(300), done.recv())
+        let (at, state) = tokio::time::timeout(Duration::from_secs(300), done.recv())
             .await
             .map_err(|_| "members did not all get the new key within 300 s")?
-            .ok_or("watchers ended")??;
-        last = last.max(at);
+            .ok_or("watchers ended")?;
+        last = last.max(at?);
+        states.push(state);
     }
     let wall_ms = (last - t0).as_secs_f64() * 1e3;
-    Ok(Measured {
+    perf_ctl("disable");
+    let measured = Measured {
         wall_ms,
         gms_cpu_ms: cpu_ms(srv.pid()) - gms0,
         members_cpu_ms: cpu_ms(std::process::id()) - me0,
         setup_s,
-    })
+    };
+    drop(states);
+    Ok(measured)
 }
 
 /// Brings `members` into the group. Adding them one `ReportMember` at a
@@ -440,16 +587,56 @@ async fn publish_delivery_keys(members: &[Member]) -> BenchResult<Vec<Arc<Delive
     Ok(secrets)
 }
 
+/// A member's delivery key as a terminal checks it: its certificate from
+/// the directory (the CA's chain, as the terminal's pinning does) and the
+/// record's signature by the key in it.
+async fn fetch_delivery_key(
+    cs: &mut CommunicationClient<Channel>,
+    user: &UserId,
+) -> BenchResult<DeliveryPublic> {
+    let found = cs
+        .get_user(GetUserRequest {
+            user_id: user.to_string(),
+        })
+        .await
+        .map_err(|e| format!("get user: {e}"))?
+        .into_inner();
+    let leaf = found.cert_chain_der.first().ok_or("no certificate")?;
+    let their_key = duokey_pki::peer_identity(leaf)
+        .ok()
+        .and_then(|p| p.ed25519_public)
+        .and_then(|k| PublicIdentity::from_bytes(&k).ok())
+        .ok_or("no Ed25519 key")?;
+    let record = DeliveryKeyRecord::verify(&found.delivery_key_record, &their_key)
+        .map_err(|e| e.to_string())?;
+    Ok(record.key)
+}
+
+/// What the remover's terminal holds after an earlier rotation (D29): every
+/// member's checked delivery key (setup, not measured).
+async fn check_delivery_keys(
+    owner: &Member,
+    members: &[Member],
+) -> BenchResult<HashMap<UserId, DeliveryPublic>> {
+    let mut keys = HashMap::with_capacity(members.len());
+    let mut cs = owner.cs.clone();
+    for m in members {
+        keys.insert(m.id.clone(), fetch_delivery_key(&mut cs, &m.id).await?);
+    }
+    Ok(keys)
+}
+
 /// The remover's RN1 duty (SPEC §4.3 step 4, §4.7), as the terminal does
-/// it: per remaining member, fetch and check its delivery-key record, seal
-/// R1, sign an anchor and the `rn1` item (64 members at a time); then send
-/// them in `SendItems` batches (one durable write each).
+/// it: per remaining member, its delivery key (`cached`, or fetched and
+/// checked), seal R1, sign an anchor and the `rn1` item (64 members at a
+/// time); then send them in `SendItems` batches (one durable write each).
 async fn send_rn1_to_all(
     owner: &Member,
     group: &OwnedGroup,
     grant: &Grant,
     r1: &R1,
     members: &[Member],
+    cached: Option<&HashMap<UserId, DeliveryPublic>>,
 ) -> BenchResult<()> {
     let window = Arc::new(Semaphore::new(64));
     let mut sending = JoinSet::new();
@@ -459,23 +646,13 @@ async fn send_rn1_to_all(
         let (mut cs, key, me) = (owner.cs.clone(), owner.key.clone(), owner.id.clone());
         let (gid, r1, rn1_version, v) =
             (group.id, r1.clone(), grant.rn1_version, grant.rn2_version);
+        let known = cached.and_then(|c| c.get(&to)).copied();
         sending.spawn(async move {
             let _permit = window.acquire_owned().await.map_err(|e| e.to_string())?;
-            let user = cs
-                .get_user(GetUserRequest {
-                    user_id: to.to_string(),
-                })
-                .await
-                .map_err(|e| format!("get user: {e}"))?
-                .into_inner();
-            let leaf = user.cert_chain_der.first().ok_or("no certificate")?;
-            let their_key = duokey_pki::peer_identity(leaf)
-                .ok()
-                .and_then(|p| p.ed25519_public)
-                .and_then(|k| PublicIdentity::from_bytes(&k).ok())
-                .ok_or("no Ed25519 key")?;
-            let record = DeliveryKeyRecord::verify(&user.delivery_key_record, &their_key)
-                .map_err(|e| e.to_string())?;
+            let delivery_key = match known {
+                Some(k) => k,
+                None => fetch_delivery_key(&mut cs, &to).await?,
+            };
             let item = |item_id: ItemId, body: ItemBody| Item {
                 item_id,
                 sender: me.clone(),
@@ -500,7 +677,7 @@ async fn send_rn1_to_all(
                 ref_id: &id,
             };
             let (enc, ct) =
-                seal_rn1(&record.key, &ctx, rn1_version, &r1).map_err(|e| e.to_string())?;
+                seal_rn1(&delivery_key, &ctx, rn1_version, &r1).map_err(|e| e.to_string())?;
             let rn1 = item(
                 id,
                 ItemBody::Rn1(Rn1Payload {
@@ -535,18 +712,27 @@ async fn send_rn1_to_all(
     Ok(())
 }
 
+/// What every member verifies the removal against: the rotator the
+/// verified history names (the remover), its key, and the membership state
+/// before the removal (each member holds its own copy, as its terminal does).
+struct Verifier {
+    id: UserId,
+    key: PublicIdentity,
+    state: Arc<State>,
+}
+
 /// Opens every member's `Watch` stream (and, when RN1 rotates, its CS
 /// `Subscribe` stream) with bounded concurrency, and leaves a task per
 /// member that derives the key of version `target` once it holds what it
-/// needs — the grant, and with `secrets` its RN1' from `rotator` — and
-/// reports the instant.
+/// needs — a grant it verified, and with `secrets` its RN1' from the
+/// verified rotator — and reports the instant.
 async fn watch_all(
     members: &[Member],
     secrets: Option<&[Arc<DeliverySecret>]>,
-    rotator: &UserId,
+    verifier: &Verifier,
     target: u64,
     ctx: &KeyContext,
-    tx: mpsc::UnboundedSender<BenchResult<Instant>>,
+    tx: mpsc::UnboundedSender<(BenchResult<Instant>, Option<State>)>,
 ) -> BenchResult<()> {
     let window = Arc::new(Semaphore::new(CONNECT_WINDOW));
     let mut opening = JoinSet::new();
@@ -554,7 +740,9 @@ async fn watch_all(
         let (mut gms, mut cs) = (m.gms.clone(), m.cs.clone());
         let (window, ctx, tx) = (window.clone(), ctx.clone(), tx.clone());
         let secret = secrets.and_then(|s| s.get(i)).cloned();
-        let (me, rotator) = (m.id.clone(), rotator.clone());
+        let me = m.id.clone();
+        let (rotator, rotator_key) = (verifier.id.clone(), verifier.key);
+        let mut state = (*verifier.state).clone();
         opening.spawn(async move {
             let permit = window.acquire_owned().await.map_err(|e| e.to_string())?;
             let mut grants = gms
@@ -573,17 +761,17 @@ async fn watch_all(
             };
             drop(permit);
             tokio::spawn(async move {
-                let got = member_rekey(
-                    &mut grants,
-                    items.as_mut(),
-                    secret.as_deref(),
-                    &me,
-                    &rotator,
-                    target,
-                    &ctx,
-                )
-                .await;
-                let _ = tx.send(got);
+                let mut member = MemberSide {
+                    me: &me,
+                    rotator: &rotator,
+                    rotator_key: &rotator_key,
+                    secret: secret.as_deref(),
+                    state: &mut state,
+                };
+                let got = member
+                    .rekey(&mut grants, items.as_mut(), target, &ctx)
+                    .await;
+                let _ = tx.send((got, Some(state)));
             });
             Ok::<(), String>(())
         });
@@ -594,58 +782,125 @@ async fn watch_all(
     Ok(())
 }
 
-/// One member's side of the re-key: the grant of `target` from `grants`
-/// and, when RN1 rotates, its RN1' from `items`; then the group key.
-async fn member_rekey(
-    grants: &mut tonic::Streaming<WatchEvent>,
-    mut items: Option<&mut tonic::Streaming<Delivery>>,
-    secret: Option<&DeliverySecret>,
-    me: &UserId,
-    rotator: &UserId,
-    target: u64,
-    ctx: &KeyContext,
-) -> BenchResult<Instant> {
-    let mut grant: Option<Grant> = None;
-    let mut r1: Option<R1> = if secret.is_none() {
-        Some(ctx.r1_before.clone())
-    } else {
-        None
-    };
-    loop {
-        if let (Some(g), Some(r1)) = (&grant, &r1) {
-            let key = KeyContext {
-                r1_before: r1.clone(),
-                ..ctx.clone()
-            };
-            return key.derive(g).map(|_| Instant::now());
-        }
-        tokio::select! {
-            event = grants.message(), if grant.is_none() => match event {
-                Ok(Some(WatchEvent { event: Some(watch_event::Event::Grant(g)) })) if g.rn2_version >= target => {
-                    grant = Some(g);
+/// One member's terminal, as far as the re-key goes.
+struct MemberSide<'a> {
+    me: &'a UserId,
+    rotator: &'a UserId,
+    rotator_key: &'a PublicIdentity,
+    /// Its delivery key, when RN1 rotates.
+    secret: Option<&'a DeliverySecret>,
+    /// Its verified membership state.
+    state: &'a mut State,
+}
+
+impl MemberSide<'_> {
+    /// The grant of `target` from `grants`, checked against the member's
+    /// own state after the signed change it carries, and, when RN1 rotates,
+    /// its RN1' and the anchor from `items`, both signed by the verified
+    /// rotator; then the group key.
+    async fn rekey(
+        &mut self,
+        grants: &mut tonic::Streaming<WatchEvent>,
+        mut items: Option<&mut tonic::Streaming<Delivery>>,
+        target: u64,
+        ctx: &KeyContext,
+    ) -> BenchResult<Instant> {
+        let mut grant: Option<Grant> = None;
+        let mut anchor: Option<(u64, [u8; 32])> = None;
+        let mut r1: Option<R1> = match self.secret {
+            None => Some(ctx.r1_before.clone()),
+            Some(_) => None,
+        };
+        loop {
+            if let (Some(g), Some(r1)) = (&grant, &r1)
+                && (self.secret.is_none() || anchor.is_some())
+            {
+                if anchor.is_some_and(|a| a != (self.state.seq, self.state.head)) {
+                    return Err("the anchor names another membership head".to_owned());
                 }
-                Ok(Some(_)) => {}
-                Ok(None) => return Err("watch ended".to_owned()),
-                Err(e) => return Err(format!("watch failed: {e}")),
-            },
-            delivery = next_item(&mut items), if r1.is_none() => {
-                let Some(bytes) = delivery? else { continue };
-                let signed = SignedItem::parse(&bytes).map_err(|e| e.to_string())?;
-                if let (ItemBody::Rn1(p), Some(secret)) = (&signed.item.body, secret) {
-                    let ctx = Rn1Context {
-                        group_id: &p.group_id,
-                        sender: rotator,
-                        recipient: me,
-                        ref_id: &p.ref_id,
-                    };
-                    r1 = Some(
-                        open_rn1(secret, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct)
-                            .map_err(|e| e.to_string())?,
-                    );
-                }
-            },
+                let key = KeyContext {
+                    r1_before: r1.clone(),
+                    ..ctx.clone()
+                };
+                return key.derive(g).map(|_| Instant::now());
+            }
+            tokio::select! {
+                event = grants.message(), if grant.is_none() => match event {
+                    Ok(Some(WatchEvent { event: Some(watch_event::Event::Grant(g)) })) if g.rn2_version >= target => {
+                        self.verify_grant(&g)?;
+                        grant = Some(g);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Err("watch ended".to_owned()),
+                    Err(e) => return Err(format!("watch failed: {e}")),
+                },
+                delivery = next_item(&mut items) => {
+                    let Some(bytes) = delivery? else { continue };
+                    match self.open_item(&bytes)? {
+                        Opened::Rn1(got) => r1 = Some(got),
+                        Opened::Anchor(seq, head) => anchor = Some((seq, head)),
+                    }
+                },
+            }
         }
     }
+
+    /// SPEC §4.7 "Grants": the grant's changes extend the member's own
+    /// state (signature by the actor's recorded key, every rule), and the
+    /// grant names the resulting head and RN1 version.
+    fn verify_grant(&mut self, g: &Grant) -> BenchResult<()> {
+        for bytes in &g.changes {
+            let change = SignedChange::parse(bytes).map_err(|e| e.to_string())?;
+            self.state.advance(&change).map_err(|e| e.to_string())?;
+        }
+        if g.membership_head != self.state.head || g.membership_seq != self.state.seq {
+            return Err("the grant names another membership head".to_owned());
+        }
+        if g.rn1_version != self.state.rn1_version {
+            return Err("the grant names another RN1 version".to_owned());
+        }
+        Ok(())
+    }
+
+    /// An item from the rotator: signature checked with its recorded key;
+    /// an `rn1` item opened, an anchor read.
+    fn open_item(&self, bytes: &[u8]) -> BenchResult<Opened> {
+        let signed = SignedItem::parse(bytes).map_err(|e| e.to_string())?;
+        if &signed.item.sender != self.rotator {
+            return Err("an item from another sender than the rotator".to_owned());
+        }
+        let item = signed
+            .open(self.me, self.rotator_key)
+            .map_err(|e| e.to_string())?;
+        match (&item.body, self.secret) {
+            (ItemBody::Rn1(p), Some(secret)) => {
+                let ctx = Rn1Context {
+                    group_id: &p.group_id,
+                    sender: self.rotator,
+                    recipient: self.me,
+                    ref_id: &p.ref_id,
+                };
+                open_rn1(secret, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct)
+                    .map(Opened::Rn1)
+                    .map_err(|e| e.to_string())
+            }
+            (
+                ItemBody::Anchor {
+                    membership_seq,
+                    head,
+                    ..
+                },
+                _,
+            ) => Ok(Opened::Anchor(*membership_seq, *head)),
+            _ => Err("an unexpected item".to_owned()),
+        }
+    }
+}
+
+/// What an item from the rotator gave.
+enum Opened {
+    Rn1(R1),
+    Anchor(u64, [u8; 32]),
 }
 
 /// The next inbox item's bytes from a `Subscribe` stream, if there is one.

@@ -589,6 +589,78 @@ async fn the_verified_rotator_cannot_name_another_version_nor_replace_an_r1() {
 }
 
 #[tokio::test]
+async fn an_rn1_replayed_after_its_r1_was_erased_is_refused() {
+    // bob, an attacker's program with his key, is the verified rotator of
+    // RN1 version 2 and carol takes his RN1; then his second rotation makes
+    // version 3. Once version 2's grace window is over and carol has read
+    // the group past it, she erases R1 version 2 (SPEC §4.7), and a second
+    // RN1 for version 2 — valid in every other way — is refused (guards: the
+    // erased mark; without it carol holds no R1 of version 2 and takes it).
+    let net = InProcess::start().await;
+    let mut alice = net.user("alice").await;
+    let mut carol = net.user("carol").await;
+    let mut bob = net.raw_user("bob").await;
+    let policy = GroupPolicy {
+        grace_secs: 2,
+        ..GroupPolicy::default()
+    };
+    let gid = new_group(&mut alice, policy).await;
+    join(&mut alice, &mut carol, &gid).await;
+    alice.invite(&gid, &bob.id, Rights::NONE).await.unwrap();
+    bob.accept_invitation(&gid).await;
+    alice.sync().await.unwrap();
+    carol.sync().await.unwrap();
+    let v2 = bob.rotate_rn1(&gid).await;
+    carol.sync().await.unwrap();
+    bob.send_rotation("carol", &gid, 2, v2.rn2_version).await;
+    let v3 = bob.rotate_rn1(&gid).await;
+    assert_eq!(v3.rn1_version, 3);
+    carol.sync().await.unwrap();
+    let third = bob.send_rotation("carol", &gid, 3, v3.rn2_version).await;
+    carol.sync().await.unwrap();
+    let versions = |held: &[(u32, [u8; 32])]| held.iter().map(|(v, _)| *v).collect::<Vec<_>>();
+    assert_eq!(versions(&r1_bytes(&carol, &gid).await), [1, 2, 3]);
+
+    // Within the window R1 version 2 is kept, even after a full read.
+    carol.send(&gid, "within the window").await.unwrap();
+    carol.sync_messages(&gid).await.unwrap();
+    carol.sync().await.unwrap();
+    assert!(versions(&r1_bytes(&carol, &gid).await).contains(&2));
+    // The window itself is what passes here, so the test waits it out; a
+    // post the CS stores after it, once read, lets carol erase version 2.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    carol.send(&gid, "after the window").await.unwrap();
+    carol.sync_messages(&gid).await.unwrap();
+    carol.sync().await.unwrap();
+    assert_eq!(
+        r1_bytes(&carol, &gid).await,
+        [(3, third)],
+        "R1 version 2 was not erased"
+    );
+
+    // Only the inbox, so that a wrongly taken R1 is not erased again by the
+    // erasure at the end of a full sync before the test can see it.
+    carol.keep_warnings();
+    bob.send_rotation("carol", &gid, 2, v2.rn2_version).await;
+    carol.sync_items().await.unwrap();
+    assert_eq!(
+        r1_bytes(&carol, &gid).await,
+        [(3, third)],
+        "carol took an RN1 for a version whose R1 she erased"
+    );
+    let warnings = carol.take_warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains("erased")),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        texts(&carol, &gid).await,
+        ["within the window", "after the window"],
+        "nothing lost"
+    );
+}
+
+#[tokio::test]
 async fn a_change_withheld_beyond_rn1_wait_is_reported_to_the_user() {
     // The GMS never lets carol verify the removal; the rotator's new RN1
     // waits for it, and after the group's rn1_wait carol is told that the

@@ -206,6 +206,16 @@ fn every_invalid_change_is_rejected_where_it_stands() {
         let outcome =
             SignedChange::parse(&hx(&case["change"])).and_then(|c| apply(state.as_ref(), &c));
         let rule = case["rule"].as_str().unwrap();
+        // In place, a refused change leaves the state exactly as it was.
+        if let (Some(before), Ok(c)) = (&state, SignedChange::parse(&hx(&case["change"]))) {
+            let mut s = before.clone();
+            assert!(s.advance(&c).is_err(), "{}", case["case"]);
+            assert_eq!(
+                &s, before,
+                "{}: a refused change altered the state",
+                case["case"]
+            );
+        }
         match outcome {
             Ok(_) => panic!("accepted: {} (rule: {rule})", case["case"]),
             Err(e) => assert_eq!(

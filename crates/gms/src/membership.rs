@@ -80,9 +80,8 @@ impl Gms {
             for row in page {
                 let change = SignedChange::parse(&row.change)
                     .map_err(|_| Status::internal("a stored membership change is corrupt"))?;
-                let next = duokey_crypto::membership::apply(state.as_ref(), &change)
+                duokey_crypto::membership::extend(&mut state, &change)
                     .map_err(|_| Status::internal("the stored membership chain does not verify"))?;
-                state = Some(next);
             }
         }
         let state = state.ok_or_else(|| Status::internal("the group has no membership chain"))?;

@@ -4,15 +4,26 @@
 //! confirms it with `duokey verify USER --confirm`.
 
 use crate::error::{Error, Result};
+use crate::store::CheckedDeliveryKey;
 use crate::terminal::Terminal;
 use duokey_crypto::{DeliveryKeyRecord, DeliveryPublic, PublicIdentity, UserId};
 use duokey_pki::rustls::pki_types::UnixTime;
 use duokey_pki::rustls_pki_types::CertificateDer;
 use duokey_pki::{ClientAuth, RevocationList, peer_identity};
 use duokey_proto::GetUserRequest;
+use duokey_proto::communication_client::CommunicationClient;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use std::sync::Arc;
+use tonic::transport::Channel;
+
+/// How long a checked delivery key is reused without asking the directory
+/// again (D29): a day. A terminal that replaces its delivery key must keep
+/// the old secret at least this long.
+pub const DELIVERY_KEY_TTL_MS: u64 = 24 * 3_600 * 1_000;
+
+/// Directory look-ups in flight at once when prefetching delivery keys.
+const PREFETCH_WINDOW: usize = 16;
 
 /// What `duokey verify` shows.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -67,58 +78,9 @@ fn safety_number(a: (&str, &[u8]), b: (&str, &[u8])) -> String {
 
 impl Terminal {
     /// Fetches a user's certificate from the directory and checks it against
-    /// the CA: (identity key, certificate fingerprint).
-    async fn fetch_identity(
-        &mut self,
-        user: &UserId,
-    ) -> Result<(PublicIdentity, [u8; 32], Vec<u8>)> {
-        let resp = self
-            .cs
-            .get_user(GetUserRequest {
-                user_id: user.to_string(),
-            })
-            .await
-            .map_err(Error::server(format!("looking up {user}")))?
-            .into_inner();
-        let leaf = resp.cert_chain_der.first().ok_or_else(|| {
-            Error::not_found(format!(
-                "{user} has no certificate in the directory (not enrolled?)"
-            ))
-        })?;
-        let verifier = duokey_pki::client_verifier(
-            &self.ca,
-            ClientAuth::Required,
-            Arc::new(RevocationList::empty()),
-        )?;
-        let der = CertificateDer::from(leaf.clone());
-        let rest: Vec<CertificateDer<'static>> = resp
-            .cert_chain_der
-            .iter()
-            .skip(1)
-            .cloned()
-            .map(CertificateDer::from)
-            .collect();
-        verifier
-            .verify_client_cert(&der, &rest, UnixTime::now())
-            .map_err(|e| {
-                Error::refused(format!(
-                    "the directory's certificate for {user} is not valid: {e}"
-                ))
-            })?;
-        let peer = peer_identity(leaf)?;
-        if peer.user_id.as_ref() != Some(user) || !peer.is_terminal() {
-            return Err(Error::refused(format!(
-                "the directory's certificate is not {user}'s"
-            )));
-        }
-        let key = peer
-            .ed25519_public
-            .ok_or_else(|| Error::refused(format!("{user}'s certificate has no Ed25519 key")))?;
-        Ok((
-            PublicIdentity::from_bytes(&key)?,
-            peer.fingerprint_sha256,
-            resp.delivery_key_record,
-        ))
+    /// the CA: (identity key, certificate fingerprint, delivery-key record).
+    async fn fetch_identity(&self, user: &UserId) -> Result<Identity> {
+        fetch_identity(self.cs.clone(), self.ca.clone(), user.clone()).await
     }
 
     /// A contact's pinned identity key (pinning it on first use). A key that
@@ -151,11 +113,39 @@ impl Terminal {
         Ok(key)
     }
 
-    /// A contact's delivery key, checked against its pinned identity key.
+    /// A contact's delivery key, checked against its pinned identity key;
+    /// one checked within [`DELIVERY_KEY_TTL_MS`] against the same pin is
+    /// reused without asking the directory (D29).
     pub(crate) async fn delivery_key(&mut self, user: &UserId) -> Result<DeliveryPublic> {
         let pinned = self.contact_key(user).await?;
-        let (current, _, record) = self.fetch_identity(user).await?;
-        if current != pinned {
+        if let Some(k) = self.fresh_delivery_key(user, &pinned).await? {
+            return Ok(k);
+        }
+        let fetched = self.fetch_identity(user).await?;
+        self.check_delivery_key(user, &pinned, fetched).await
+    }
+
+    /// A delivery key checked recently against `pinned`, if there is one.
+    async fn fresh_delivery_key(
+        &self,
+        user: &UserId,
+        pinned: &PublicIdentity,
+    ) -> Result<Option<DeliveryPublic>> {
+        let Some(k) = self.store.delivery_key(user.as_str()).await? else {
+            return Ok(None);
+        };
+        Ok(reusable(&k, pinned, crate::now_ms()).then_some(DeliveryPublic(k.delivery_key)))
+    }
+
+    /// Checks what the directory said of `user` against its pin and records
+    /// the delivery key.
+    async fn check_delivery_key(
+        &mut self,
+        user: &UserId,
+        pinned: &PublicIdentity,
+        (current, _, record): Identity,
+    ) -> Result<DeliveryPublic> {
+        if &current != pinned {
             return Err(self.key_changed(user, &current).await?);
         }
         if record.is_empty() {
@@ -163,13 +153,49 @@ impl Terminal {
                 "{user} has not published a delivery key yet (their terminal must sync once)"
             )));
         }
-        let rec = DeliveryKeyRecord::verify(&record, &pinned)?;
+        let rec = DeliveryKeyRecord::verify(&record, pinned)?;
         if &rec.user != user {
             return Err(Error::refused(format!(
                 "the delivery key record is not {user}'s"
             )));
         }
+        let checked = CheckedDeliveryKey {
+            identity_key: pinned.to_bytes(),
+            delivery_key: rec.key.0,
+            checked_ms: crate::now_ms(),
+        };
+        self.store.put_delivery_key(user.as_str(), &checked).await?;
         Ok(rec.key)
+    }
+
+    /// Makes sure the delivery keys of `users` are at hand, asking the
+    /// directory for those not checked recently several at a time (an RN1
+    /// rotation to a large group otherwise waits for one round trip per
+    /// member). A user that cannot be checked is left for
+    /// [`Terminal::delivery_key`] to report.
+    pub(crate) async fn prefetch_delivery_keys(&mut self, users: &[UserId]) -> Result<()> {
+        let mut missing = Vec::new();
+        for user in users {
+            let pinned = self.contact_key(user).await?;
+            if self.fresh_delivery_key(user, &pinned).await?.is_none() {
+                missing.push((user.clone(), pinned));
+            }
+        }
+        let window = Arc::new(tokio::sync::Semaphore::new(PREFETCH_WINDOW));
+        let mut fetching = tokio::task::JoinSet::new();
+        for (user, pinned) in missing {
+            let (cs, ca, window) = (self.cs.clone(), self.ca.clone(), window.clone());
+            fetching.spawn(async move {
+                let _permit = window.acquire_owned().await;
+                (fetch_identity(cs, ca, user.clone()).await, user, pinned)
+            });
+        }
+        while let Some(done) = fetching.join_next().await {
+            if let Ok((Ok(identity), user, pinned)) = done {
+                let _ = self.check_delivery_key(&user, &pinned, identity).await;
+            }
+        }
+        Ok(())
     }
 
     async fn key_changed(&mut self, user: &UserId, new: &PublicIdentity) -> Result<Error> {
@@ -232,9 +258,74 @@ impl Terminal {
     }
 }
 
+/// Whether a delivery key checked earlier may be used at `now_ms` without
+/// asking the directory (D29): checked with the key pinned now, less than
+/// [`DELIVERY_KEY_TTL_MS`] ago (a clock that went back counts as now).
+fn reusable(k: &CheckedDeliveryKey, pinned: &PublicIdentity, now_ms: u64) -> bool {
+    k.identity_key == pinned.to_bytes() && now_ms.saturating_sub(k.checked_ms) < DELIVERY_KEY_TTL_MS
+}
+
+/// What the directory says of a user, checked against the CA: (identity
+/// key, certificate fingerprint, delivery-key record, not yet checked).
+type Identity = (PublicIdentity, [u8; 32], Vec<u8>);
+
+/// Fetches a user's certificate from the directory and checks it against
+/// the CA (the directory is not trusted).
+async fn fetch_identity(
+    mut cs: CommunicationClient<Channel>,
+    ca: CertificateDer<'static>,
+    user: UserId,
+) -> Result<Identity> {
+    let user = &user;
+    let resp = cs
+        .get_user(GetUserRequest {
+            user_id: user.to_string(),
+        })
+        .await
+        .map_err(Error::server(format!("looking up {user}")))?
+        .into_inner();
+    let leaf = resp.cert_chain_der.first().ok_or_else(|| {
+        Error::not_found(format!(
+            "{user} has no certificate in the directory (not enrolled?)"
+        ))
+    })?;
+    let verifier =
+        duokey_pki::client_verifier(&ca, ClientAuth::Required, Arc::new(RevocationList::empty()))?;
+    let der = CertificateDer::from(leaf.clone());
+    let rest: Vec<CertificateDer<'static>> = resp
+        .cert_chain_der
+        .iter()
+        .skip(1)
+        .cloned()
+        .map(CertificateDer::from)
+        .collect();
+    verifier
+        .verify_client_cert(&der, &rest, UnixTime::now())
+        .map_err(|e| {
+            Error::refused(format!(
+                "the directory's certificate for {user} is not valid: {e}"
+            ))
+        })?;
+    let peer = peer_identity(leaf)?;
+    if peer.user_id.as_ref() != Some(user) || !peer.is_terminal() {
+        return Err(Error::refused(format!(
+            "the directory's certificate is not {user}'s"
+        )));
+    }
+    let key = peer
+        .ed25519_public
+        .ok_or_else(|| Error::refused(format!("{user}'s certificate has no Ed25519 key")))?;
+    Ok((
+        PublicIdentity::from_bytes(&key)?,
+        peer.fingerprint_sha256,
+        resp.delivery_key_record,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use duokey_crypto::IdentityKey;
 
     #[test]
     fn safety_number_is_symmetric_and_key_dependent() {
@@ -242,5 +333,21 @@ mod tests {
         assert_eq!(a, safety_number(("bob", &[2; 32]), ("alice", &[1; 32])));
         assert_ne!(a, safety_number(("alice", &[1; 32]), ("bob", &[3; 32])));
         assert_eq!(a.split(' ').count(), 10);
+    }
+
+    #[test]
+    fn a_checked_delivery_key_is_reused_for_a_day_and_only_under_the_same_pin() {
+        let pinned = IdentityKey::from_seed([1; 32]).public();
+        let other = IdentityKey::from_seed([2; 32]).public();
+        let k = CheckedDeliveryKey {
+            identity_key: pinned.to_bytes(),
+            delivery_key: [9; 32],
+            checked_ms: 1_000,
+        };
+        assert!(reusable(&k, &pinned, 1_000));
+        assert!(reusable(&k, &pinned, 1_000 + DELIVERY_KEY_TTL_MS - 1));
+        assert!(!reusable(&k, &pinned, 1_000 + DELIVERY_KEY_TTL_MS));
+        assert!(!reusable(&k, &other, 1_000), "a changed pin must refetch");
+        assert!(reusable(&k, &pinned, 0), "a clock that went back");
     }
 }

@@ -109,7 +109,8 @@ impl Terminal {
         // group, so a crash cannot leave a group whose key nobody holds.
         self.store.upsert_group(&gid.0, name.as_str(), 0, 1).await?;
         self.put_r1(&gid.0, 1, &R1::from_rn1(&rn1, 1)).await?;
-        self.adopt(&gid.0, &create, state).await?;
+        self.adopt_all(&gid.0, std::slice::from_ref(&create), state)
+            .await?;
         let grant = self
             .gms
             .create_group(CreateGroupRequest {

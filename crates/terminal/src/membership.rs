@@ -14,6 +14,7 @@ use duokey_proto::{
     RotateRequest,
 };
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// What the user asked for, re-checked against the verified state before
 /// every signature (SPEC §4.7: after `ABORTED`, re-sign only if it still holds).
@@ -64,12 +65,14 @@ fn unsigned(e: impl std::fmt::Display) -> Error {
 }
 
 impl Terminal {
-    /// The verified membership state of a group, if this terminal holds its chain.
-    pub(crate) async fn membership(&mut self, gid: &[u8; 16]) -> Result<Option<State>> {
+    /// The verified membership state of a group, if this terminal holds its
+    /// chain (shared: [`Terminal::catch_up_membership`] advances it in place
+    /// when no one else holds it, without copying the member list).
+    pub(crate) async fn membership(&mut self, gid: &[u8; 16]) -> Result<Option<Arc<State>>> {
         if let Some(s) = self.states.get(gid) {
             return Ok(Some(s.clone()));
         }
-        let state = self.membership_at(gid, u64::MAX).await?;
+        let state = self.membership_at(gid, u64::MAX).await?.map(Arc::new);
         if let Some(s) = &state {
             self.states.insert(*gid, s.clone());
         }
@@ -84,22 +87,25 @@ impl Terminal {
             if change.change().seq > seq {
                 break;
             }
-            state = Some(membership::apply(state.as_ref(), &change)?);
+            membership::extend(&mut state, &change)?;
         }
         Ok(state)
     }
 
-    /// Records a change this terminal verified, and the state after it.
-    pub(crate) async fn adopt(
+    /// Records changes this terminal verified, in one transaction, and the
+    /// state after the last.
+    pub(crate) async fn adopt_all(
         &mut self,
         gid: &[u8; 16],
-        change: &SignedChange,
+        changes: &[SignedChange],
         state: State,
     ) -> Result<()> {
-        self.store
-            .put_change(gid, state.seq, change.as_bytes())
-            .await?;
-        self.states.insert(*gid, state);
+        let rows: Vec<(u64, &[u8])> = changes
+            .iter()
+            .map(|c| (c.change().seq, c.as_bytes()))
+            .collect();
+        self.store.put_changes(gid, &rows).await?;
+        self.states.insert(*gid, Arc::new(state));
         Ok(())
     }
 
@@ -130,10 +136,13 @@ impl Terminal {
         gid: &[u8; 16],
         upto: Option<(u64, [u8; 32])>,
         given: &[Vec<u8>],
-    ) -> Result<State> {
+    ) -> Result<Arc<State>> {
         let mut state = self.membership(gid).await?.ok_or_else(|| {
             Error::refused("this terminal holds no membership chain of the group")
         })?;
+        // Taken out of the cache so that it is advanced without a copy; put
+        // back only once every change verified (else rebuilt from the store).
+        self.states.remove(gid);
         let mut pending: VecDeque<SignedChange> = given
             .iter()
             .map(|b| SignedChange::parse(b).map_err(unsigned))
@@ -155,11 +164,15 @@ impl Terminal {
             let Some(change) = pending.pop_front() else {
                 break;
             };
-            let next = state.apply(&change).map_err(unsigned)?;
-            self.check_entering_key(&change, &next).await?;
-            self.adopt(gid, &change, next.clone()).await?;
-            state = next;
+            Arc::make_mut(&mut state)
+                .advance(&change)
+                .map_err(unsigned)?;
+            self.check_entering_key(&change, &state).await?;
+            self.store
+                .put_change(gid, state.seq, change.as_bytes())
+                .await?;
         }
+        self.states.insert(*gid, state.clone());
         if let Some((seq, head)) = upto
             && (state.seq != seq || state.head != head)
         {
@@ -193,32 +206,30 @@ impl Terminal {
     }
 
     /// Verifies a whole chain from `create` up to (seq, head), as a new
-    /// member does from its inviter's anchor. Certificate and pin problems in
-    /// this prefix do not stop it: the inviter vouches for it (SPEC §4.7).
+    /// member does from its inviter's anchor: the changes and the state
+    /// after the last. Certificate and pin problems in this prefix do not
+    /// stop it: the inviter vouches for it (SPEC §4.7).
     pub(crate) async fn verify_chain_to(
         &mut self,
         gid: &[u8; 16],
         seq: u64,
         head: &[u8; 32],
-    ) -> Result<Vec<(SignedChange, State)>> {
-        let mut out: Vec<(SignedChange, State)> = Vec::new();
-        while out.last().map_or(0, |(_, s)| s.seq) < seq {
-            let after = out.last().map_or(0, |(_, s)| s.seq);
+    ) -> Result<(Vec<SignedChange>, State)> {
+        let mut changes: Vec<SignedChange> = Vec::new();
+        let mut state: Option<State> = None;
+        while state.as_ref().map_or(0, |s| s.seq) < seq {
+            let after = state.as_ref().map_or(0, |s| s.seq);
             let page = self.fetch_changes(gid, after).await?;
             if page.is_empty() {
                 break;
             }
-            for change in page {
-                if change.change().seq > seq {
-                    break;
-                }
-                let next =
-                    membership::apply(out.last().map(|(_, s)| s), &change).map_err(unsigned)?;
-                out.push((change, next));
+            for change in page.into_iter().take_while(|c| c.change().seq <= seq) {
+                membership::extend(&mut state, &change).map_err(unsigned)?;
+                changes.push(change);
             }
         }
-        match out.last() {
-            Some((_, s)) if s.seq == seq && &s.head == head => Ok(out),
+        match state {
+            Some(s) if s.seq == seq && &s.head == head => Ok((changes, s)),
             _ => Err(unsigned(format!(
                 "the group's history does not reach the change the inviter named (seq {seq})"
             ))),
@@ -254,6 +265,7 @@ impl Terminal {
             )));
         }
         let at = if g.membership_seq > mine.seq {
+            drop(mine);
             self.catch_up_membership(gid, Some((g.membership_seq, head)), &g.changes)
                 .await?
         } else if g.membership_seq == mine.seq {
@@ -261,6 +273,7 @@ impl Terminal {
         } else {
             self.membership_at(gid, g.membership_seq)
                 .await?
+                .map(Arc::new)
                 .ok_or_else(|| unsigned("a grant before the group's creation"))?
         };
         if at.head != head {

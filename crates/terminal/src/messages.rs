@@ -142,6 +142,12 @@ impl serde::Serialize for Line {
     }
 }
 
+/// Meta key: the latest CS time (`stored_at_ms`) of the envelopes of a
+/// group this terminal has read; superseded R1s are erased against it.
+pub(crate) fn read_upto_key(gid: &[u8; 16]) -> String {
+    format!("read_upto:{}", hex::encode(gid))
+}
+
 impl Terminal {
     /// The group key of an epoch, if this terminal can derive it.
     pub(crate) async fn group_key(&self, gid: &[u8; 16], epoch: Epoch) -> Result<Option<GroupKey>> {
@@ -256,6 +262,7 @@ impl Terminal {
             let mut before_joining = 0;
             let mut opened = Vec::new();
             let mut last = g.log_cursor;
+            let mut read_upto = 0;
             let mut waiting = false;
             for e in &resp.envelopes {
                 match self.open_envelope(gid, e, &mut cache).await {
@@ -274,10 +281,16 @@ impl Terminal {
                     Err(err) => self.mark_unreadable(gid, e, &err).await?,
                 }
                 last = e.log_seq;
+                read_upto = read_upto.max(e.stored_at_ms);
             }
             // One transaction per page: the messages and the cursor move
             // together (a crash re-fetches the page; nothing is lost).
             let stored = self.store_opened(gid, &opened, last).await?;
+            if read_upto > self.store.meta_u64(&read_upto_key(gid)).await? {
+                self.store
+                    .set_meta_u64(&read_upto_key(gid), read_upto)
+                    .await?;
+            }
             for (o, fresh) in opened.into_iter().zip(stored) {
                 if !fresh {
                     let err = Error::from(duokey_crypto::Error::ReplayedMsgId);

@@ -31,6 +31,14 @@ CREATE TABLE IF NOT EXISTS r1 (
     secret      BLOB NOT NULL,          -- sealed
     PRIMARY KEY (group_id, rn1_version)
 );
+-- SPEC §4.7: RN1 versions whose R1 this terminal erased after the grace
+-- window; a rotation item for one of them is refused (never taken again).
+CREATE TABLE IF NOT EXISTS r1_erased (
+    group_id    BLOB NOT NULL,
+    rn1_version INTEGER NOT NULL,
+    erased_ms   INTEGER NOT NULL,
+    PRIMARY KEY (group_id, rn1_version)
+);
 CREATE TABLE IF NOT EXISTS rn1_sent (
     group_id    BLOB NOT NULL,
     rn1_version INTEGER NOT NULL,
@@ -84,6 +92,14 @@ CREATE TABLE IF NOT EXISTS contacts (
     fingerprint  BLOB NOT NULL,
     verified     INTEGER NOT NULL DEFAULT 0,
     changed_key  BLOB
+);
+-- D29: contacts' delivery keys, each checked against the identity key it
+-- was signed with; public values, reused for a day (DELIVERY_KEY_TTL_MS).
+CREATE TABLE IF NOT EXISTS delivery_keys (
+    user_id      TEXT PRIMARY KEY,
+    identity_key BLOB NOT NULL,
+    delivery_key BLOB NOT NULL,
+    checked_ms   INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,

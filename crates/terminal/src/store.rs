@@ -12,6 +12,17 @@ pub struct Store {
     pub(crate) pool: SqlitePool,
 }
 
+/// A contact's delivery key as this terminal checked it (D29).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedDeliveryKey {
+    /// The identity key the record's signature was checked with.
+    pub identity_key: [u8; 32],
+    /// The delivery (HPKE) public key.
+    pub delivery_key: [u8; 32],
+    /// When it was fetched and checked (Unix milliseconds).
+    pub checked_ms: u64,
+}
+
 /// A stored grant (RN2 still sealed).
 #[derive(Debug, Clone)]
 pub struct StoredGrant {
@@ -76,6 +87,8 @@ impl Store {
             .filename(path)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            // Erased keys are overwritten, not left in free pages (SPEC §7 P5).
+            .pragma("secure_delete", "ON")
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
@@ -341,6 +354,61 @@ impl Store {
         Ok(())
     }
 
+    /// The R1s held of RN1 versions a later grant superseded: (rn1_version,
+    /// when the first grant of a later version was issued, its grace in
+    /// seconds).
+    pub async fn superseded_r1s(&self, gid: &[u8; 16]) -> Result<Vec<(u32, u64, u64)>> {
+        let rows = sqlx::query(
+            "SELECT r.rn1_version, g.issued_at_ms, g.grace_secs FROM r1 r JOIN grants g \
+             ON g.group_id = r.group_id AND g.rn2_version = \
+             (SELECT MIN(rn2_version) FROM grants WHERE group_id = r.group_id AND rn1_version > r.rn1_version) \
+             WHERE r.group_id = ?",
+        )
+        .bind(gid.as_slice())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let v =
+                    u32::try_from(r.get::<i64, _>(0)).map_err(|_| Error::Corrupt("rn1_version"))?;
+                Ok((v, u(r.get(1))?, u(r.get(2))?))
+            })
+            .collect()
+    }
+
+    /// Erases the R1 of an RN1 version for good and remembers that it did
+    /// (SPEC §4.7): one transaction, then the write-ahead log is emptied so
+    /// that no copy stays on disk.
+    pub async fn erase_r1(&self, gid: &[u8; 16], rn1_version: u32, now_ms: u64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO r1_erased (group_id, rn1_version, erased_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(gid.as_slice())
+        .bind(i64::from(rn1_version))
+        .bind(i(now_ms)?)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM r1 WHERE group_id = ? AND rn1_version = ?")
+            .bind(gid.as_slice())
+            .bind(i64::from(rn1_version))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await?;
+        Ok(())
+    }
+
+    /// Whether this terminal erased the R1 of an RN1 version.
+    pub async fn r1_erased(&self, gid: &[u8; 16], rn1_version: u32) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM r1_erased WHERE group_id = ? AND rn1_version = ?")
+            .bind(gid.as_slice())
+            .bind(i64::from(rn1_version))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Appends a verified membership change (SPEC §4.7).
     pub async fn put_change(&self, gid: &[u8; 16], seq: u64, change: &[u8]) -> Result<()> {
         sqlx::query(
@@ -351,6 +419,58 @@ impl Store {
         .bind(change)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// A contact's delivery key checked earlier (D29): the identity key it
+    /// was checked with, the key, and when.
+    pub async fn delivery_key(&self, user: &str) -> Result<Option<CheckedDeliveryKey>> {
+        let row = sqlx::query(
+            "SELECT identity_key, delivery_key, checked_ms FROM delivery_keys WHERE user_id = ?",
+        )
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let fixed =
+            |v: Vec<u8>| <[u8; 32]>::try_from(v).map_err(|_| Error::Corrupt("delivery_keys"));
+        Ok(Some(CheckedDeliveryKey {
+            identity_key: fixed(r.get(0))?,
+            delivery_key: fixed(r.get(1))?,
+            checked_ms: u64::try_from(r.get::<i64, _>(2)).unwrap_or(0),
+        }))
+    }
+
+    /// Records a contact's delivery key, checked now against `identity_key`.
+    pub async fn put_delivery_key(&self, user: &str, key: &CheckedDeliveryKey) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO delivery_keys (user_id, identity_key, delivery_key, checked_ms) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (user_id) DO UPDATE SET identity_key = excluded.identity_key, \
+             delivery_key = excluded.delivery_key, checked_ms = excluded.checked_ms",
+        )
+        .bind(user)
+        .bind(key.identity_key.as_slice())
+        .bind(key.delivery_key.as_slice())
+        .bind(i(key.checked_ms)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records verified membership changes `(seq, bytes)`, all or none.
+    pub async fn put_changes(&self, gid: &[u8; 16], changes: &[(u64, &[u8])]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (seq, change) in changes {
+            sqlx::query(
+                "INSERT INTO membership (group_id, seq, change) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(gid.as_slice())
+            .bind(i(*seq)?)
+            .bind(*change)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -588,4 +708,31 @@ fn grant_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredGrant> {
         grace_secs: u(r.get(8))?,
         retention_secs: u(r.get(9))?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_delivery_key_is_recorded_and_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("p.db")).await.unwrap();
+        assert_eq!(store.delivery_key("bob").await.unwrap(), None);
+        let first = CheckedDeliveryKey {
+            identity_key: [1; 32],
+            delivery_key: [2; 32],
+            checked_ms: 5,
+        };
+        store.put_delivery_key("bob", &first).await.unwrap();
+        assert_eq!(store.delivery_key("bob").await.unwrap(), Some(first));
+        let second = CheckedDeliveryKey {
+            identity_key: [3; 32],
+            delivery_key: [4; 32],
+            checked_ms: 6,
+        };
+        store.put_delivery_key("bob", &second).await.unwrap();
+        assert_eq!(store.delivery_key("bob").await.unwrap(), Some(second));
+        assert_eq!(store.delivery_key("carol").await.unwrap(), None);
+    }
 }

@@ -394,6 +394,13 @@ impl Terminal {
         // durable write each (`SendItems`); a member whose key cannot be
         // sealed to yet is retried at the next sync.
         let mut ready: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        let to_send: Vec<UserId> = g
+            .members
+            .iter()
+            .filter(|(u, _)| u != self.me.as_str() && !sent.contains(u))
+            .filter_map(|(u, _)| UserId::new(u.clone()).ok())
+            .collect();
+        self.prefetch_delivery_keys(&to_send).await?;
         for (user, _) in &g.members {
             if user == self.me.as_str() || sent.contains(user) {
                 continue;
@@ -911,6 +918,12 @@ impl Terminal {
                 p.rn1_version
             )));
         }
+        if self.store.r1_erased(&gid, p.rn1_version).await? {
+            return Err(Error::refused(format!(
+                "an RN1 for version {}, whose R1 this terminal erased after its grace window",
+                p.rn1_version
+            )));
+        }
         Ok(())
     }
 
@@ -938,8 +951,8 @@ impl Terminal {
         .fetch_one(&self.store.pool)
         .await?;
         let (name, rights): (String, i64) = (row.get(0), row.get(1));
-        let chain = self.verify_chain_to(&gid, seq, &head).await?;
-        let Some((add, state)) = chain.last() else {
+        let (chain, state) = self.verify_chain_to(&gid, seq, &head).await?;
+        let Some(add) = chain.last() else {
             return Err(Error::refused("the inviter's anchor names no change"));
         };
         let c = add.change();
@@ -956,10 +969,8 @@ impl Terminal {
             ));
         }
         let known = self.membership(&gid).await?.map_or(0, |s| s.seq);
-        for (change, state) in chain {
-            if state.seq > known {
-                self.adopt(&gid, &change, state).await?;
-            }
+        if state.seq > known {
+            self.adopt_all(&gid, &chain, state).await?;
         }
         // Changes made since the add (the GMS may have applied more before
         // this item arrived) are verified as any other.
@@ -1023,6 +1034,25 @@ impl Terminal {
                 .await?;
             if erased > 0 {
                 self.advance_r1_to_oldest(&g.group_id).await?;
+            }
+            self.erase_superseded_r1s(&g.group_id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// SPEC §4.7: erases the R1 of every RN1 version superseded for longer
+    /// than its grace window — once this terminal has read the group's log
+    /// past the window's end in the CS's own time, the time the receiving
+    /// rules judge envelopes by (SPEC §4.5), so that nothing it may still
+    /// accept needs it. A quiet group keeps it until retention erases it.
+    async fn erase_superseded_r1s(&mut self, gid: &[u8; 16], now: u64) -> Result<()> {
+        let read = self
+            .store
+            .meta_u64(&crate::messages::read_upto_key(gid))
+            .await?;
+        for (v, at, grace) in self.store.superseded_r1s(gid).await? {
+            if read > at.saturating_add(grace.saturating_mul(1000)) {
+                self.store.erase_r1(gid, v, now).await?;
             }
         }
         Ok(())

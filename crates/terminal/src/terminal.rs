@@ -14,6 +14,7 @@ use duokey_proto::group_management_client::GroupManagementClient;
 use duokey_proto::{EnrollRequest, PublishDeliveryKeyRequest};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
@@ -79,7 +80,7 @@ pub struct Terminal {
     pub(crate) cs: CommunicationClient<Channel>,
     pub(crate) keys: HashMap<UserId, PublicIdentity>,
     /// Verified membership state per group (SPEC §4.7), cached from the store.
-    pub(crate) states: HashMap<[u8; 16], duokey_crypto::membership::State>,
+    pub(crate) states: HashMap<[u8; 16], Arc<duokey_crypto::membership::State>>,
     /// Where warnings go: stderr (`None`) or kept for an interactive UI.
     pub(crate) warnings: std::sync::Mutex<Option<Vec<String>>>,
 }

@@ -15,7 +15,7 @@ pub mod state;
 
 pub use change::{Action, Change, FLAG_ROTATES_RN1, Hash, RekeyBody, SignedChange};
 pub use policy::Policy;
-pub use state::{Member, Rn1Rotation, State, apply, create_body, create_change};
+pub use state::{Member, Rn1Rotation, State, apply, create_body, create_change, extend};
 
 /// The rule of SPEC §4.7 a change breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

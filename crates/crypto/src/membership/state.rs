@@ -98,6 +98,19 @@ fn require(ok: bool, rule: Rule) -> Result<()> {
     if ok { Ok(()) } else { Err(rule.into()) }
 }
 
+/// What a checked change does to the state.
+enum Effect {
+    Add(UserId, Member),
+    /// A member goes (remove, leave) and/or RN1 rotates (`rotate_rn1`).
+    End {
+        subject: Option<UserId>,
+        rotator: Option<Rn1Rotation>,
+    },
+    Policy(Policy),
+    Delete,
+    Rekey(UserId, PublicIdentity),
+}
+
 impl State {
     /// The state a valid `create` starts (the change must be the first).
     pub fn create(change: &SignedChange) -> Result<State> {
@@ -136,6 +149,16 @@ impl State {
     /// The state after `change`, if it extends this state validly; this
     /// state is left as it was either way.
     pub fn apply(&self, change: &SignedChange) -> Result<State> {
+        let mut next = self.clone();
+        next.advance(change)?;
+        Ok(next)
+    }
+
+    /// Applies `change` in place, if it extends this state validly: the
+    /// same rules as [`State::apply`] without copying the member list, so
+    /// that verifying a chain of N changes costs O(N log N), not O(N²). On
+    /// an error the state is unchanged: every check runs before any effect.
+    pub fn advance(&mut self, change: &SignedChange) -> Result<()> {
         let c = change.change();
         require(!self.deleted, Rule::Deleted)?;
         require(c.action != Action::Create, Rule::CreateOnce)?;
@@ -145,17 +168,17 @@ impl State {
         require(c.created_at_ms >= self.last_created_at_ms, Rule::CreatedAt)?;
         let actor = self.members.get(&c.actor).ok_or(Rule::ActorNotMember)?;
         change.verify(&actor.key)?;
-
-        let mut next = self.clone();
-        next.apply_action(change, actor)?;
-        next.seq = c.seq;
-        next.head = change.hash();
-        next.last_created_at_ms = c.created_at_ms;
-        Ok(next)
+        let effect = self.effect(change, actor)?;
+        self.commit(effect);
+        self.seq = c.seq;
+        self.head = change.hash();
+        self.last_created_at_ms = c.created_at_ms;
+        Ok(())
     }
 
-    /// The action's own rule and effect (SPEC §4.7 table).
-    fn apply_action(&mut self, change: &SignedChange, actor: &Member) -> Result<()> {
+    /// The action's own rule (SPEC §4.7 table), checked without changing
+    /// anything; its effect is applied by [`State::commit`].
+    fn effect(&self, change: &SignedChange, actor: &Member) -> Result<Effect> {
         let c = change.change();
         let plain = c.rights == Rights::NONE && c.body.is_empty();
         match c.action {
@@ -170,46 +193,44 @@ impl State {
                 )?;
                 require(c.subject != self.owner, Rule::OwnerCannotBeRemoved)?;
                 require(plain, Rule::Fields)?;
-                self.end_membership(change, c.actor.clone())
+                self.end_membership(change, &c.actor)
             }
             Action::Leave => {
                 require(c.subject == c.actor, Rule::ActorMustBeSubject)?;
                 require(c.actor != self.owner, Rule::OwnerCannotLeave)?;
                 require(plain, Rule::Fields)?;
-                self.end_membership(change, self.owner.clone())
+                self.end_membership(change, &self.owner)
             }
             Action::RotateRn1 => {
                 require(c.subject == c.actor, Rule::ActorMustBeSubject)?;
                 require(plain && c.flags == FLAG_ROTATES_RN1, Rule::Fields)?;
-                self.rotate_rn1(c.actor.clone(), c.seq)
+                Ok(Effect::End {
+                    subject: None,
+                    rotator: Some(self.next_rotation(&c.actor, c.seq)?),
+                })
             }
             Action::Policy => {
                 require(c.actor == self.owner, Rule::OnlyOwner)?;
                 require(c.subject == c.actor, Rule::ActorMustBeSubject)?;
                 require(c.rights == Rights::NONE && c.flags == 0, Rule::Fields)?;
-                self.policy = Policy::decode(&c.body)?;
-                Ok(())
+                Ok(Effect::Policy(Policy::decode(&c.body)?))
             }
             Action::Delete => {
                 require(c.actor == self.owner, Rule::OnlyOwner)?;
                 require(c.subject == c.actor, Rule::ActorMustBeSubject)?;
                 require(plain && c.flags == 0, Rule::Fields)?;
-                self.deleted = true;
-                Ok(())
+                Ok(Effect::Delete)
             }
             Action::Rekey => {
                 require(c.subject == c.actor, Rule::ActorMustBeSubject)?;
                 require(c.rights == Rights::NONE && c.flags == 0, Rule::Fields)?;
                 let rekey = RekeyBody::open(&c.body, &c.group_id, &c.actor)?;
-                if let Some(m) = self.members.get_mut(&c.actor) {
-                    m.key = rekey.new_key;
-                }
-                Ok(())
+                Ok(Effect::Rekey(c.actor.clone(), rekey.new_key))
             }
         }
     }
 
-    fn add(&mut self, change: &SignedChange, actor: &Member) -> Result<()> {
+    fn add(&self, change: &SignedChange, actor: &Member) -> Result<Effect> {
         let c = change.change();
         require(actor.rights.contains(Rights::INVITE), Rule::LacksInvite)?;
         require(!self.members.contains_key(&c.subject), Rule::AlreadyMember)?;
@@ -220,39 +241,65 @@ impl State {
         let key = PublicIdentity::from_bytes(&key)?;
         let count = u32::try_from(self.members.len()).unwrap_or(u32::MAX);
         require(count < self.policy.max_members, Rule::GroupFull)?;
-        self.members.insert(
+        Ok(Effect::Add(
             c.subject.clone(),
             Member {
                 rights: c.rights,
                 key,
             },
-        );
-        Ok(())
+        ))
     }
 
     /// Removal and leave: the subject goes; RN1 rotates (by `rotator`)
     /// exactly when the policy says so.
-    fn end_membership(&mut self, change: &SignedChange, rotator: UserId) -> Result<()> {
+    fn end_membership(&self, change: &SignedChange, rotator: &UserId) -> Result<Effect> {
         let c = change.change();
         require(
             change.rotates_rn1() == self.policy.rotate_rn1_on_remove,
             Rule::Rn1Flag,
         )?;
-        self.members.remove(&c.subject);
-        if change.rotates_rn1() {
-            self.rotate_rn1(rotator, c.seq)?;
-        }
-        Ok(())
+        let rotator = match change.rotates_rn1() {
+            true => Some(self.next_rotation(rotator, c.seq)?),
+            false => None,
+        };
+        Ok(Effect::End {
+            subject: Some(c.subject.clone()),
+            rotator,
+        })
     }
 
-    fn rotate_rn1(&mut self, rotator: UserId, seq: u64) -> Result<()> {
-        self.rn1_version = self.rn1_version.checked_add(1).ok_or(Rule::Fields)?;
-        self.rn1_rotations.push(Rn1Rotation {
-            rn1_version: self.rn1_version,
-            rotator,
+    /// The RN1 rotation a change at `seq` by `rotator` starts.
+    fn next_rotation(&self, rotator: &UserId, seq: u64) -> Result<Rn1Rotation> {
+        Ok(Rn1Rotation {
+            rn1_version: self.rn1_version.checked_add(1).ok_or(Rule::Fields)?,
+            rotator: rotator.clone(),
             seq,
-        });
-        Ok(())
+        })
+    }
+
+    /// Applies a checked effect; cannot fail.
+    fn commit(&mut self, effect: Effect) {
+        match effect {
+            Effect::Add(user, member) => {
+                self.members.insert(user, member);
+            }
+            Effect::End { subject, rotator } => {
+                if let Some(subject) = subject {
+                    self.members.remove(&subject);
+                }
+                if let Some(rotation) = rotator {
+                    self.rn1_version = rotation.rn1_version;
+                    self.rn1_rotations.push(rotation);
+                }
+            }
+            Effect::Policy(policy) => self.policy = policy,
+            Effect::Delete => self.deleted = true,
+            Effect::Rekey(user, key) => {
+                if let Some(m) = self.members.get_mut(&user) {
+                    m.key = key;
+                }
+            }
+        }
     }
 
     /// The rotator the verified history names for `rn1_version`.
@@ -350,6 +397,16 @@ pub fn create_change(
         body: create_body(name, owner_key, policy)?,
         created_at_ms: now_ms,
     })
+}
+
+/// Advances `state` by `change` in place (see [`State::advance`]), or
+/// starts it from a `create`.
+pub fn extend(state: &mut Option<State>, change: &SignedChange) -> Result<()> {
+    match state {
+        None => *state = Some(State::create(change)?),
+        Some(s) => s.advance(change)?,
+    }
+    Ok(())
 }
 
 /// Applies `change` to `state`, or starts the state from a `create`.
