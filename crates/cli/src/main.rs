@@ -619,6 +619,11 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
                 println!(
                     "Compare this code with the other members (out of band); a different code at the same change means the group server shows you different histories."
                 );
+                if c.histories_differ {
+                    println!(
+                        "WARNING: another member's terminal has already named a different change than yours: the group server is showing members different histories. Sending in this group is stopped; tell the group server's operator."
+                    );
+                }
             }
         }
         GroupCommand::Delete { group } => {

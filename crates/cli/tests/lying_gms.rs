@@ -660,6 +660,85 @@ async fn an_rn1_replayed_after_its_r1_was_erased_is_refused() {
     );
 }
 
+/// Whether `t` told its user that members are shown different histories.
+async fn told_fork(t: &Terminal, gid: &[u8; 16]) -> bool {
+    t.history(gid).await.unwrap().iter().any(
+        |l| matches!(l, Line::Notice(n) if n.notice.contains("different membership histories")),
+    )
+}
+
+#[tokio::test]
+async fn two_members_shown_different_histories_are_each_warned_and_stop_sending() {
+    // The GMS operator forks the group's history: from a copy of its
+    // database it serves bob (an admin) alone, while alice, carol and dave
+    // stay on the real one. alice removes dave on the real history, bob
+    // removes carol on the fork: two validly signed changes at the same seq.
+    // Each rotation sends anchors naming the remover's head to the members
+    // of the remover's history; alice gets bob's and bob gets alice's, each
+    // differing from its own change at that seq: each keeps the evidence,
+    // is told, and stops sending (guards: the anchor check, also when the
+    // anchor arrives before the terminal's chain reaches it).
+    let net = InProcess::start().await;
+    let (fork_cfg, lies) = net.lying_gms().await;
+    let mut alice = net.user("alice").await;
+    let mut bob = net.user_via("bob", &fork_cfg).await;
+    let mut carol = net.user("carol").await;
+    let mut dave = net.user("dave").await;
+    let gid = new_group(&mut alice, GroupPolicy::default()).await;
+    alice
+        .invite(&gid, bob.user(), Rights::INVITE.union(Rights::REMOVE))
+        .await
+        .unwrap();
+    bob.sync().await.unwrap();
+    bob.accept(&hex::encode(gid)).await.unwrap();
+    alice.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    join(&mut alice, &mut carol, &gid).await;
+    join(&mut alice, &mut dave, &gid).await;
+    for t in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        t.sync().await.unwrap();
+    }
+    let honest_code = alice.membership_code(&gid).await.unwrap();
+    assert_eq!(
+        bob.membership_code(&gid).await.unwrap().head,
+        honest_code.head
+    );
+
+    lies.fork_to(net.forked_gms().await);
+    // bob's anchor reaches alice before her chain has a change at its seq:
+    // nothing to compare yet; it is checked when her own change comes.
+    bob.remove(&gid, carol.user()).await.unwrap();
+    alice.sync().await.unwrap();
+    assert!(!told_fork(&alice, &gid).await);
+    alice.remove(&gid, dave.user()).await.unwrap();
+    for t in [&mut alice, &mut bob, &mut carol] {
+        t.sync().await.unwrap();
+        t.sync().await.unwrap();
+    }
+    let (a, b) = (
+        alice.membership_code(&gid).await.unwrap(),
+        bob.membership_code(&gid).await.unwrap(),
+    );
+    assert_eq!(a.seq, b.seq);
+    assert_ne!(a.code, b.code, "the codes people compare differ");
+    assert!(a.histories_differ && b.histories_differ);
+    assert!(!honest_code.histories_differ);
+    // (carol, removed in bob's history, gets nothing from him to compare.)
+    for t in [&alice, &bob] {
+        assert!(told_fork(t, &gid).await, "{} was not warned", t.user());
+    }
+    for t in [&mut alice, &mut bob] {
+        let refused = t.send(&gid, "in a forked group").await.unwrap_err();
+        assert_eq!(
+            refused.kind(),
+            duokey_terminal::ErrorKind::Refused,
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("stopped"), "{refused}");
+    }
+    assert_eq!(net.rn1_items_to("mallory").await, 0);
+}
+
 #[tokio::test]
 async fn a_change_withheld_beyond_rn1_wait_is_reported_to_the_user() {
     // The GMS never lets carol verify the removal; the rotator's new RN1

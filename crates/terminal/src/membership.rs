@@ -47,6 +47,9 @@ pub struct MembershipCode {
     pub head: String,
     /// The code members compare.
     pub code: String,
+    /// Whether a member's signed anchor named another change than this
+    /// terminal's at the same seq (evidence kept; sending is stopped).
+    pub histories_differ: bool,
 }
 
 /// Meta key: the membership seq the newest accepted grant of a group named.
@@ -106,7 +109,7 @@ impl Terminal {
             .collect();
         self.store.put_changes(gid, &rows).await?;
         self.states.insert(*gid, Arc::new(state));
-        Ok(())
+        self.recheck_anchors(gid).await
     }
 
     /// A page of the group's stored changes after `after_seq`, from the GMS.
@@ -173,6 +176,7 @@ impl Terminal {
                 .await?;
         }
         self.states.insert(*gid, state.clone());
+        self.recheck_anchors(gid).await?;
         if let Some((seq, head)) = upto
             && (state.seq != seq || state.head != head)
         {
@@ -332,6 +336,7 @@ impl Terminal {
             seq: state.seq,
             head: hex::encode(state.head),
             code: state.verification_code(),
+            histories_differ: self.store.forked(gid).await?,
         })
     }
 

@@ -142,6 +142,16 @@ impl serde::Serialize for Line {
     }
 }
 
+/// Sending in a group whose server showed members different histories
+/// (SPEC §4.7 "Equivocation").
+fn forked(name: &str) -> Error {
+    Error::refused(format!(
+        "sending in {name} is stopped: the group server showed members different membership \
+         histories. Compare `duokey group verify {name}` codes with the other members out of band \
+         and tell the group server's operator; nothing was sent"
+    ))
+}
+
 /// Meta key: the latest CS time (`stored_at_ms`) of the envelopes of a
 /// group this terminal has read; superseded R1s are erased against it.
 pub(crate) fn read_upto_key(gid: &[u8; 16]) -> String {
@@ -188,6 +198,9 @@ impl Terminal {
                 g.name, g.state
             )));
         }
+        if self.store.forked(gid).await? {
+            return Err(forked(&g.name));
+        }
         if self.store.r1(gid, g.rn1_version).await?.is_none() || self.held_by_refusal(gid).await? {
             sqlx::query("INSERT INTO outbox (group_id, body, queued_ms) VALUES (?, ?, ?)")
                 .bind(gid.as_slice())
@@ -205,6 +218,9 @@ impl Terminal {
             self.store.group(gid).await?.ok_or_else(|| {
                 Error::not_found("unknown group; `duokey group list` shows yours")
             })?;
+        if self.store.forked(gid).await? {
+            return Err(forked(&g.name));
+        }
         let epoch = Epoch::new(g.rn1_version, g.rn2_version);
         let gk = self.group_key(gid, epoch).await?.ok_or_else(|| {
             Error::user("the group key is not complete yet; try again after a sync")

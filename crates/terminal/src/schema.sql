@@ -135,6 +135,18 @@ CREATE TABLE IF NOT EXISTS anchors_in (
     at_rn2_version INTEGER NOT NULL,
     PRIMARY KEY (group_id, sender)
 );
+-- SPEC §4.7 "Equivocation": a member's signed anchor naming another head
+-- than this terminal's at the same seq. Evidence, kept; the group stops
+-- sending while one exists.
+CREATE TABLE IF NOT EXISTS forks (
+    group_id   BLOB NOT NULL,
+    sender     TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    their_head BLOB NOT NULL,
+    my_head    BLOB NOT NULL,
+    seen_ms    INTEGER NOT NULL,
+    PRIMARY KEY (group_id, sender, seq)
+);
 -- Items that cannot be processed yet (an RN1 rotation whose change or grant
 -- has not reached this terminal): retried at every sync until `rn1_wait`.
 CREATE TABLE IF NOT EXISTS items_pending (

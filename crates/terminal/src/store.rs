@@ -554,6 +554,66 @@ impl Store {
         Ok(())
     }
 
+    /// Every member's latest anchor for a group: (sender, seq, head).
+    pub async fn anchors_in(&self, gid: &[u8; 16]) -> Result<Vec<(String, u64, [u8; 32])>> {
+        let rows = sqlx::query("SELECT sender, seq, head FROM anchors_in WHERE group_id = ?")
+            .bind(gid.as_slice())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let head: Vec<u8> = r.get(2);
+                let head = head.try_into().map_err(|_| Error::Corrupt("anchor head"))?;
+                Ok((r.get(0), u(r.get(1))?, head))
+            })
+            .collect()
+    }
+
+    /// The verified change at `seq` of a group, if this terminal holds it.
+    pub async fn change_at(&self, gid: &[u8; 16], seq: u64) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT change FROM membership WHERE group_id = ? AND seq = ?")
+            .bind(gid.as_slice())
+            .bind(i(seq)?)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Keeps the evidence of a fork (SPEC §4.7 "Equivocation"); whether it
+    /// is new.
+    pub async fn put_fork(
+        &self,
+        gid: &[u8; 16],
+        sender: &str,
+        seq: u64,
+        their_head: &[u8; 32],
+        my_head: &[u8; 32],
+        now_ms: u64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO forks (group_id, sender, seq, their_head, my_head, seen_ms) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(gid.as_slice())
+        .bind(sender)
+        .bind(i(seq)?)
+        .bind(their_head.as_slice())
+        .bind(my_head.as_slice())
+        .bind(i(now_ms)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Whether a fork of the group's history was seen.
+    pub async fn forked(&self, gid: &[u8; 16]) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM forks WHERE group_id = ? LIMIT 1")
+            .bind(gid.as_slice())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// The latest anchor from `sender` for a group: (seq, head, at_rn2_version).
     pub async fn anchor_in(
         &self,

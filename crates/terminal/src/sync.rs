@@ -991,17 +991,48 @@ impl Terminal {
         self.store
             .put_anchor_in(gid, sender.as_str(), seq, head, at_rn2_version)
             .await?;
-        let mine = self.membership(gid).await?.map_or(0, |s| s.seq);
-        if mine >= seq
-            && let Some(at) = self.membership_at(gid, seq).await?
-            && &at.head != head
+        self.check_anchor(gid, sender.as_str(), seq, head).await
+    }
+
+    /// SPEC §4.7 "Equivocation": an anchor naming another head than the
+    /// change this terminal verified at that seq is kept as evidence, the
+    /// user is told once, and the group stops sending. An anchor ahead of
+    /// this terminal is checked when the chain reaches it
+    /// ([`Terminal::recheck_anchors`]).
+    async fn check_anchor(
+        &mut self,
+        gid: &[u8; 16],
+        sender: &str,
+        seq: u64,
+        head: &[u8; 32],
+    ) -> Result<()> {
+        let Some(bytes) = self.store.change_at(gid, seq).await? else {
+            return Ok(());
+        };
+        let mine = membership::SignedChange::parse(&bytes)?.hash();
+        if &mine == head
+            || !self
+                .store
+                .put_fork(gid, sender, seq, head, &mine, crate::now_ms())
+                .await?
         {
-            let text = format!(
-                "⚠ the group server is showing members different membership histories: {sender}'s change {seq} \
-                 is not the one this terminal verified. Compare `duokey group verify` codes out of band"
-            );
-            self.store.notice(gid, &text, crate::now_ms()).await?;
-            self.warn(text);
+            return Ok(());
+        }
+        let text = format!(
+            "⚠ the group server is showing members different membership histories: {sender}'s change {seq} \
+             is not the one this terminal verified. Sending in this group is stopped; compare \
+             `duokey group verify` codes out of band"
+        );
+        self.store.notice(gid, &text, crate::now_ms()).await?;
+        self.warn(text);
+        Ok(())
+    }
+
+    /// Checks every member's latest anchor against the chain as it stands
+    /// now (after it moved forward).
+    pub(crate) async fn recheck_anchors(&mut self, gid: &[u8; 16]) -> Result<()> {
+        for (sender, seq, head) in self.store.anchors_in(gid).await? {
+            self.check_anchor(gid, &sender, seq, &head).await?;
         }
         Ok(())
     }
@@ -1103,6 +1134,7 @@ impl Terminal {
             if g.state != "active"
                 || self.store.r1(&gid, g.rn1_version).await?.is_none()
                 || self.held_by_refusal(&gid).await?
+                || self.store.forked(&gid).await?
             {
                 continue;
             }

@@ -15,12 +15,14 @@ use tonic::{Request, Response, Status};
 /// How the GMS lies about a grant (answers of every call and `Watch` pushes).
 pub type GrantLie = Box<dyn Fn(&mut Grant) + Send + Sync>;
 
-/// The current lie (`None` answers honestly), and whether `GetChanges`
-/// answers UNAVAILABLE (a transient outage, not a lie).
+/// The current lie (`None` answers honestly), whether `GetChanges`
+/// answers UNAVAILABLE (a transient outage, not a lie), and the GMS that
+/// answers instead of the real one once the operator forked its history.
 #[derive(Clone, Default)]
 pub struct Lies(
     Arc<Mutex<Option<GrantLie>>>,
     Arc<std::sync::atomic::AtomicBool>,
+    Arc<Mutex<Option<Gms>>>,
 );
 
 impl Lies {
@@ -39,6 +41,13 @@ impl Lies {
         self.1.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// From now on every call is answered by `fork` (a GMS over a copy of
+    /// the real one's database): the clients behind this wrapper see a
+    /// history that parts from everyone else's (SPEC §4.7 "Equivocation").
+    pub fn fork_to(&self, fork: Gms) {
+        *self.2.lock().unwrap() = Some(fork);
+    }
+
     fn apply(&self, g: &mut Grant) {
         if let Some(lie) = self.0.lock().unwrap().as_ref() {
             lie(g);
@@ -53,6 +62,16 @@ struct LyingGms {
 }
 
 impl LyingGms {
+    /// The GMS that answers: the fork once there is one.
+    fn gms(&self) -> Gms {
+        self.lies
+            .2
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| self.inner.clone())
+    }
+
     fn grant(&self, r: Result<Response<Grant>, Status>) -> Result<Response<Grant>, Status> {
         let mut g = r?.into_inner();
         self.lies.apply(&mut g);
@@ -66,43 +85,43 @@ impl GroupManagement for LyingGms {
         &self,
         r: Request<CreateGroupRequest>,
     ) -> Result<Response<Grant>, Status> {
-        self.grant(self.inner.create_group(r).await)
+        self.grant(self.gms().create_group(r).await)
     }
     async fn report_member(
         &self,
         r: Request<ReportMemberRequest>,
     ) -> Result<Response<Grant>, Status> {
-        self.grant(self.inner.report_member(r).await)
+        self.grant(self.gms().report_member(r).await)
     }
     async fn leave(&self, r: Request<LeaveRequest>) -> Result<Response<LeaveResponse>, Status> {
-        self.inner.leave(r).await
+        self.gms().leave(r).await
     }
     async fn rotate(&self, r: Request<RotateRequest>) -> Result<Response<Grant>, Status> {
-        self.grant(self.inner.rotate(r).await)
+        self.grant(self.gms().rotate(r).await)
     }
     async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        self.inner.delete(r).await
+        self.gms().delete(r).await
     }
     async fn get_grants(
         &self,
         r: Request<GetGrantsRequest>,
     ) -> Result<Response<GetGrantsResponse>, Status> {
-        let mut resp = self.inner.get_grants(r).await?.into_inner();
+        let mut resp = self.gms().get_grants(r).await?.into_inner();
         resp.grants.iter_mut().for_each(|g| self.lies.apply(g));
         Ok(Response::new(resp))
     }
     async fn get_grant(&self, r: Request<GetGrantRequest>) -> Result<Response<Grant>, Status> {
-        self.grant(self.inner.get_grant(r).await)
+        self.grant(self.gms().get_grant(r).await)
     }
     async fn list_groups(
         &self,
         r: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
-        self.inner.list_groups(r).await
+        self.gms().list_groups(r).await
     }
     type WatchStream = WatchStream;
     async fn watch(&self, r: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
-        let stream = self.inner.watch(r).await?.into_inner();
+        let stream = self.gms().watch(r).await?.into_inner();
         let lies = self.lies.clone();
         let lying = stream.map(move |event| {
             let mut event = event?;
@@ -120,7 +139,7 @@ impl GroupManagement for LyingGms {
         if self.lies.1.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Status::unavailable("the group server is restarting"));
         }
-        self.inner.get_changes(r).await
+        self.gms().get_changes(r).await
     }
 }
 

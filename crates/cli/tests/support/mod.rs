@@ -302,6 +302,25 @@ impl InProcess {
         (cfg, lies)
     }
 
+    /// A second GMS over a copy of the real one's database as it is now: an
+    /// operator who forks the group's history to show some members another
+    /// one (SPEC §4.7 "Equivocation"; see `lying::Lies::fork_to`).
+    pub async fn forked_gms(&self) -> duokey_gms::Gms {
+        let srv = self.dir.path().join("srv");
+        let copy = srv.join("gms-fork.db");
+        let live = sqlx::SqlitePool::connect(&format!("sqlite://{}", srv.join("gms.db").display()))
+            .await
+            .unwrap();
+        sqlx::query("VACUUM INTO ?")
+            .bind(copy.display().to_string())
+            .execute(&live)
+            .await
+            .unwrap();
+        live.close().await;
+        let db = duokey_storage::Db::open_sqlite(&copy).await.unwrap();
+        duokey_gms::Gms::new(db, duokey_gms::GmsConfig::default())
+    }
+
     /// How many `rn1` items the CS holds for `user` (who never syncs in the
     /// attack tests): what reached the attacker.
     pub async fn rn1_items_to(&self, user: &str) -> i64 {
