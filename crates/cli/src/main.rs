@@ -176,6 +176,38 @@ enum GroupCommand {
         /// Group.
         group: String,
     },
+    /// Show the group's policy; with options, change it (the owner only).
+    /// Every member's terminal checks the owner's signature and follows the
+    /// new policy from the next key version on.
+    Policy {
+        /// Group.
+        group: String,
+        /// Period of the key rotation, e.g. 1h, 30m (at least 60s).
+        #[arg(long, value_parser = parse_duration)]
+        rotate_every: Option<u64>,
+        /// How long the previous key stays accepted after a rotation, e.g. 5m.
+        #[arg(long, value_parser = parse_duration)]
+        grace: Option<u64>,
+        /// How long history and keys are kept, e.g. 30d (at least the rotation period).
+        #[arg(long, value_parser = parse_duration)]
+        retention: Option<u64>,
+        /// How long members wait for a new member key before they are told, e.g. 2m.
+        #[arg(long, value_parser = parse_duration)]
+        rn1_wait: Option<u64>,
+        /// Whether removals and leaves also replace the members' shared key
+        /// (on: a removed member colluding with the GMS operator cannot read).
+        #[arg(long, value_parser = parse_on_off, value_name = "on|off")]
+        rotate_rn1_on_remove: Option<bool>,
+    },
+}
+
+/// `on` or `off`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, not {s:?}")),
+    }
 }
 
 /// Exit codes and JSON, shown by `duokey --help` (docs/PROTOCOL.md §9).
@@ -624,6 +656,51 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
                         "WARNING: another member's terminal has already named a different change than yours: the group server is showing members different histories. Sending in this group is stopped; tell the group server's operator."
                     );
                 }
+            }
+        }
+        GroupCommand::Policy {
+            group,
+            rotate_every,
+            grace,
+            retention,
+            rn1_wait,
+            rotate_rn1_on_remove,
+        } => {
+            let gid = t.resolve_group(&group).await?;
+            let change = duokey_terminal::PolicyChange {
+                rotate_every_secs: rotate_every,
+                grace_secs: grace,
+                retention_secs: retention,
+                rn1_wait_secs: rn1_wait,
+                rotate_rn1_on_remove,
+            };
+            let changes = rotate_every.is_some()
+                || grace.is_some()
+                || retention.is_some()
+                || rn1_wait.is_some()
+                || rotate_rn1_on_remove.is_some();
+            let p = if changes {
+                t.change_policy(&gid, change).await?
+            } else {
+                t.policy(&gid).await?
+            };
+            if json {
+                print_json(&p);
+            } else {
+                if changes {
+                    println!(
+                        "Policy changed (signed by you; members follow it from the new key version)."
+                    );
+                }
+                println!("rotate every:          {} s", p.rotate_every_secs);
+                println!("grace:                 {} s", p.grace_secs);
+                println!("retention:             {} s", p.retention_secs);
+                println!("rn1 wait:              {} s", p.rn1_wait_secs);
+                println!("max members:           {}", p.max_members);
+                println!(
+                    "rotate RN1 on removal: {}",
+                    if p.rotate_rn1_on_remove { "on" } else { "off" }
+                );
             }
         }
         GroupCommand::Delete { group } => {

@@ -345,3 +345,57 @@ fn init_takes_the_token_from_stdin_or_the_environment_not_only_the_command_line(
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
 }
+
+#[test]
+fn the_owner_changes_the_policy_and_every_member_follows_the_signed_one() {
+    let srv = Server::start();
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob, &carol]);
+    let policy = |u: &support::User| -> serde_json::Value {
+        serde_json::from_str(&u.ok(&["--json", "group", "policy", "proj"])).unwrap()
+    };
+    let before = policy(&bob);
+    assert_eq!(before["rotate_rn1_on_remove"], true);
+    assert_eq!(before["grace_secs"], 300);
+
+    let err = bob.fails(&["group", "policy", "proj", "--grace", "10m"]);
+    assert!(err.contains("only the group's owner"), "{err}");
+    let err = alice.fails(&["group", "policy", "proj", "--grace", "5m"]);
+    assert!(err.contains("nothing to change"), "{err}");
+    let err = alice.fails(&["group", "policy", "proj", "--rotate-every", "10s"]);
+    assert!(err.contains("at least 60 s"), "{err}");
+
+    let changed: serde_json::Value = serde_json::from_str(&alice.ok(&[
+        "--json",
+        "group",
+        "policy",
+        "proj",
+        "--grace",
+        "10m",
+        "--rotate-rn1-on-remove",
+        "off",
+    ]))
+    .unwrap();
+    assert_eq!(changed["grace_secs"], 600);
+    assert_eq!(changed["rotate_rn1_on_remove"], false);
+    bob.ok(&["sync"]);
+    assert_eq!(policy(&bob), changed, "bob follows the signed policy");
+
+    // The removal alice signs now carries no RN1 flag, and every member
+    // accepts it: RN1 stays at its version.
+    let epoch = |u: &support::User| -> (u64, u64) {
+        let groups: Vec<serde_json::Value> =
+            serde_json::from_str(&u.ok(&["--json", "group", "list"])).unwrap();
+        let g = &groups[0];
+        (
+            g["rn1_version"].as_u64().unwrap(),
+            g["rn2_version"].as_u64().unwrap(),
+        )
+    };
+    let (rn1, rn2) = epoch(&bob);
+    alice.ok(&["group", "remove", "proj", "carol"]);
+    bob.ok(&["sync"]);
+    assert_eq!(epoch(&bob), (rn1, rn2 + 1));
+    alice.ok(&["send", "proj", "after the change"]);
+    assert_eq!(bob.texts("proj").last().unwrap(), "after the change");
+}

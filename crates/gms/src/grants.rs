@@ -40,6 +40,9 @@ pub(crate) struct Next {
     /// The signed change that causes this version, the state after it and
     /// its actor's certificate chain (SPEC §4.7).
     pub(crate) membership: Option<(SignedChange, State, Vec<Vec<u8>>)>,
+    /// The group's new policy (a signed `policy` change), within this
+    /// server's limits.
+    pub(crate) policy: Option<Policy>,
 }
 
 impl Next {
@@ -52,15 +55,18 @@ impl Next {
             upsert: None,
             departure: None,
             membership: None,
+            policy: None,
         }
     }
 
-    /// What a signed add, remove, leave or `rotate_rn1` does to the group
-    /// `cur` (SPEC §4.7): checked with the shared rules first.
+    /// What a signed add, remove, leave, `rotate_rn1` or `policy` change
+    /// does to the group `cur` (SPEC §4.7): checked with the shared rules
+    /// first; a new policy within this server's limits (`min_rotate_secs`).
     pub(crate) fn from_change(
         cur: &Current,
         change: SignedChange,
         chain: Vec<Vec<u8>>,
+        min_rotate_secs: u64,
     ) -> Result<Next, Status> {
         let state = cur.membership.apply(&change).map_err(refusal)?;
         let c = change.change();
@@ -85,6 +91,11 @@ impl Next {
                 next
             }
             Action::RotateRn1 => Next::new(GrantCause::Forced, &actor),
+            Action::Policy => {
+                let mut next = Next::new(GrantCause::PolicyChanged, &actor);
+                next.policy = Some(crate::policy::from_signed(&state.policy, min_rotate_secs)?);
+                next
+            }
             other => {
                 return Err(Status::invalid_argument(format!(
                     "a {} change does not belong in this call",
@@ -250,7 +261,9 @@ impl Gms {
             members.retain(|x| &x.user_id != user);
         }
         let rn2 = Rn2::random().map_err(|_| Status::internal("random generator failed"))?;
-        let grant = build_grant(&group, &cur.policy, &members, &rn2, now, &next, membership);
+        let policy = next.policy.as_ref().unwrap_or(&cur.policy);
+        let policy_pb = next.policy.as_ref().map(|p| p.encode_to_vec());
+        let grant = build_grant(&group, policy, &members, &rn2, now, &next, membership);
         let grant_pb = grant.encode_to_vec();
         let departure = next.departure.as_ref().map(|(user, cause, by)| Departure {
             user_id: user.clone(),
@@ -265,7 +278,7 @@ impl Gms {
             rn1_version: group.rn1_version,
             grant_pb: &grant_pb,
             issued_at_ms: now,
-            next_rotation_ms: next_rotation(now, &cur.policy),
+            next_rotation_ms: next_rotation(now, policy),
             upsert: next.upsert.clone(),
             departure: departure.clone(),
             report_id: next.report_id.as_deref(),
@@ -274,6 +287,7 @@ impl Gms {
                 change: c.as_bytes(),
                 actor_chain: chain,
             }),
+            policy: policy_pb.as_deref(),
         };
         if !self.inner.db.apply_change(&change).await.map_err(storage)? {
             return Err(Status::aborted("the group changed concurrently; retry"));
@@ -341,5 +355,6 @@ fn cause_name(c: GrantCause) -> &'static str {
         GrantCause::MemberLeft => "left",
         GrantCause::Periodic => "periodic",
         GrantCause::Forced => "forced",
+        GrantCause::PolicyChanged => "policy",
     }
 }

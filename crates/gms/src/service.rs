@@ -201,7 +201,8 @@ impl GroupManagement for Gms {
             .change(&gid, |cur| {
                 // The rules (rights, a full group, the RN1 flag) are the
                 // signed chain's: `Next::from_change` applies them.
-                let mut next = Next::from_change(cur, change, chain)?;
+                let mut next =
+                    Next::from_change(cur, change, chain, self.inner.config.min_rotate_every_secs)?;
                 next.report_id = report.clone();
                 Ok(next)
             })
@@ -218,7 +219,9 @@ impl GroupManagement for Gms {
             return Err(Status::invalid_argument("Leave carries a leave change"));
         }
         let grant = self
-            .change(&gid, |cur| Next::from_change(cur, change, chain))
+            .change(&gid, |cur| {
+                Next::from_change(cur, change, chain, self.inner.config.min_rotate_every_secs)
+            })
             .await?;
         Ok(Response::new(LeaveResponse {
             rn2_version: grant.rn2_version,
@@ -237,9 +240,9 @@ impl GroupManagement for Gms {
             None
         } else {
             let change = parse_change(&r.change, &gid, &me)?;
-            if change.change().action != Action::RotateRn1 {
+            if !matches!(change.change().action, Action::RotateRn1 | Action::Policy) {
                 return Err(Status::invalid_argument(
-                    "Rotate carries a rotate_rn1 change, or none",
+                    "Rotate carries a rotate_rn1 or policy change, or none",
                 ));
             }
             Some(change)
@@ -247,8 +250,14 @@ impl GroupManagement for Gms {
         let grant = self
             .change(&gid, |cur| {
                 let mut next = match change {
-                    // SPEC §4.4: any member may rotate RN1 (a signed change).
-                    Some(change) => Next::from_change(cur, change, chain)?,
+                    // SPEC §4.4: any member may rotate RN1 (a signed change);
+                    // the owner may change the policy (SPEC §4.7 rules).
+                    Some(change) => Next::from_change(
+                        cur,
+                        change,
+                        chain,
+                        self.inner.config.min_rotate_every_secs,
+                    )?,
                     // A forced RN2 rotation needs the remove right.
                     None => {
                         cur.require(&me, Rights::REMOVE, "remove")?;

@@ -387,3 +387,46 @@ async fn a_grant_version_beyond_storage_range_is_out_of_range() {
         .await;
     assert!(ok.is_ok(), "the GMS keeps serving");
 }
+
+#[tokio::test]
+async fn only_the_owner_changes_the_policy_and_the_gms_then_follows_it() {
+    // SPEC §4.7: a `policy` change is the owner's; the GMS stores the signed
+    // policy and its scheduler uses it (the next periodic rotation is due
+    // after the new period, not the old one).
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let g = alice.create_group("proj").await;
+    let g = alice.add(&g, "bob", 0x03).await.unwrap();
+    let gid = g.group_id.clone();
+    let four_hours = duokey_crypto::membership::Policy {
+        rotate_every_secs: 4 * 3600,
+        grace_secs: 600,
+        ..Default::default()
+    };
+    let rotate = |change: Vec<u8>| RotateRequest {
+        group_id: gid.clone(),
+        report_id: duokey_crypto::ItemId::random().unwrap().0.to_vec(),
+        change,
+    };
+    let by_bob = bob
+        .sign(&gid, Action::Policy, "bob", 0, four_hours.encode())
+        .await;
+    let err = bob.gms.rotate(rotate(by_bob)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    let by_alice = alice
+        .sign(&gid, Action::Policy, "alice", 0, four_hours.encode())
+        .await;
+    let grant = alice.gms.rotate(rotate(by_alice)).await.unwrap().into_inner();
+    assert_eq!(grant.cause, GrantCause::PolicyChanged as i32);
+    assert_eq!(grant.rn1_version, g.rn1_version);
+    let policy = grant.policy.unwrap();
+    assert_eq!((policy.rotate_every_secs, policy.grace_secs), (4 * 3600, 600));
+
+    let gms = net.node.gms.as_ref().unwrap();
+    let in_two_hours = support::now_ms() as i64 + 2 * 3600 * 1000;
+    assert_eq!(gms.rotate_due(in_two_hours).await, 0, "the old 1 h period");
+    let in_five_hours = support::now_ms() as i64 + 5 * 3600 * 1000;
+    assert_eq!(gms.rotate_due(in_five_hours).await, 1);
+}

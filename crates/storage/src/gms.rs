@@ -136,6 +136,8 @@ pub struct Change<'a> {
     pub report_id: Option<&'a [u8]>,
     /// The signed membership change that caused it, if any.
     pub membership: Option<MembershipRow<'a>>,
+    /// The group's new encoded policy, when the change sets one.
+    pub policy: Option<&'a [u8]>,
 }
 
 fn group_row(r: &AnyRow) -> Result<GroupRow> {
@@ -337,6 +339,13 @@ impl Db {
         }
         if let Some(m) = &c.membership {
             insert_membership(&mut tx, c.group_id, m).await?;
+        }
+        if let Some(p) = c.policy {
+            sqlx::query("UPDATE gms_groups SET policy = $1 WHERE group_id = $2")
+                .bind(p.to_vec())
+                .bind(c.group_id.to_vec())
+                .execute(&mut *tx)
+                .await?;
         }
         insert_grant(
             &mut tx,

@@ -53,6 +53,121 @@ impl Default for GroupPolicy {
     }
 }
 
+/// A change of a group's policy (`duokey group policy`): `None` keeps the
+/// field as the members signed it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PolicyChange {
+    /// Period of the RN2 rotation in seconds.
+    pub rotate_every_secs: Option<u64>,
+    /// Grace window for the previous epoch in seconds.
+    pub grace_secs: Option<u64>,
+    /// How long history and keys are kept, in seconds.
+    pub retention_secs: Option<u64>,
+    /// How long members wait for a rotator's new RN1, in seconds.
+    pub rn1_wait_secs: Option<u64>,
+    /// Rotate RN1 on every removal and leave.
+    pub rotate_rn1_on_remove: Option<bool>,
+}
+
+/// A group's policy as its members signed it (SPEC §4.7), as `duokey group
+/// policy` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyView {
+    /// 32 hex digits.
+    pub group_id: String,
+    /// Period of the RN2 rotation in seconds.
+    pub rotate_every_secs: u64,
+    /// Grace window for the previous epoch in seconds.
+    pub grace_secs: u64,
+    /// How long history and keys are kept, in seconds.
+    pub retention_secs: u64,
+    /// How long members wait for a rotator's new RN1, in seconds.
+    pub rn1_wait_secs: u64,
+    /// Largest number of members.
+    pub max_members: u32,
+    /// Removals and leaves rotate RN1.
+    pub rotate_rn1_on_remove: bool,
+    /// The membership change that set it last is at or before this seq.
+    pub seq: u64,
+}
+
+impl PolicyChange {
+    /// `p` with the fields this change names replaced.
+    fn applied_to(&self, p: &membership::Policy) -> membership::Policy {
+        membership::Policy {
+            rotate_every_secs: self.rotate_every_secs.unwrap_or(p.rotate_every_secs),
+            grace_secs: self.grace_secs.unwrap_or(p.grace_secs),
+            retention_secs: self.retention_secs.unwrap_or(p.retention_secs),
+            rn1_wait_secs: self.rn1_wait_secs.unwrap_or(p.rn1_wait_secs),
+            rotate_rn1_on_remove: self.rotate_rn1_on_remove.unwrap_or(p.rotate_rn1_on_remove),
+            max_members: p.max_members,
+        }
+    }
+}
+
+impl Terminal {
+    /// `duokey group policy GROUP`: the policy of the verified history.
+    pub async fn policy(&mut self, gid: &[u8; 16]) -> Result<PolicyView> {
+        let state = self.membership(gid).await?.ok_or_else(|| {
+            Error::refused(
+                "this terminal has not verified the group's membership yet; run `duokey sync`",
+            )
+        })?;
+        let p = &state.policy;
+        Ok(PolicyView {
+            group_id: hex::encode(gid),
+            rotate_every_secs: p.rotate_every_secs,
+            grace_secs: p.grace_secs,
+            retention_secs: p.retention_secs,
+            rn1_wait_secs: p.rn1_wait_secs,
+            max_members: p.max_members,
+            rotate_rn1_on_remove: p.rotate_rn1_on_remove,
+            seq: state.seq,
+        })
+    }
+
+    /// `duokey group policy GROUP --…`: the owner signs a `policy` change
+    /// (SPEC §4.7) with the fields `change` names; a new key version follows
+    /// and every member's terminal uses the signed policy from then on.
+    pub async fn change_policy(
+        &mut self,
+        gid: &[u8; 16],
+        change: PolicyChange,
+    ) -> Result<PolicyView> {
+        let state = self.membership(gid).await?.ok_or_else(|| {
+            Error::refused(
+                "this terminal has not verified the group's membership yet; run `duokey sync`",
+            )
+        })?;
+        if state.owner != self.me {
+            return Err(Error::refused(format!(
+                "only the group's owner ({}) can change its policy",
+                state.owner
+            )));
+        }
+        let policy = change.applied_to(&state.policy);
+        if policy.check().is_err() {
+            return Err(Error::user(
+                "that policy is out of range: the rotation period must be at least 60 s, the retention \
+                 at least the rotation period, and the RN1 wait at least 1 s",
+            ));
+        }
+        if policy == state.policy {
+            return Err(Error::user(
+                "nothing to change: name at least one setting that differs (see `duokey group policy --help`)",
+            ));
+        }
+        drop(state);
+        let (grant, _) = self
+            .submit(gid, Intent::Policy(policy), &ItemId::random()?)
+            .await?;
+        if let Some(g) = grant {
+            self.apply_grant(g).await?;
+        }
+        self.policy(gid).await
+    }
+}
+
 fn rights_name(bits: u8) -> String {
     Rights::from_bits(bits)
         .map(|r| r.to_string())

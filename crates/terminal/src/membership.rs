@@ -34,6 +34,8 @@ pub(crate) enum Intent {
     RotateRn1,
     /// Delete the group.
     Delete,
+    /// Replace the group's policy (the owner only).
+    Policy(membership::Policy),
 }
 
 /// The verified head of a group's membership, as `duokey group verify` shows it.
@@ -373,6 +375,7 @@ impl Terminal {
             Intent::Leave => (Action::Leave, me.clone(), Rights::NONE, Vec::new()),
             Intent::RotateRn1 => (Action::RotateRn1, me.clone(), Rights::NONE, Vec::new()),
             Intent::Delete => (Action::Delete, me.clone(), Rights::NONE, Vec::new()),
+            Intent::Policy(p) => (Action::Policy, me.clone(), Rights::NONE, p.encode()),
         };
         let signed = state
             .next_change(action, &me, &subject, rights, body, crate::now_ms())
@@ -410,7 +413,7 @@ impl Terminal {
                     })
                     .await
                     .map(|r| Some(r.into_inner())),
-                Intent::RotateRn1 => self
+                Intent::RotateRn1 | Intent::Policy(_) => self
                     .gms
                     .rotate(RotateRequest {
                         group_id,

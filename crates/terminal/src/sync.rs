@@ -31,6 +31,7 @@ fn cause_notice(g: &Grant) -> Option<String> {
             "key rotated (epoch {}/{})",
             g.rn1_version, g.rn2_version
         )),
+        GrantCause::PolicyChanged => Some(format!("{s} changed the group's policy")),
         GrantCause::Unspecified => None,
     }
 }
