@@ -418,11 +418,19 @@ async fn only_the_owner_changes_the_policy_and_the_gms_then_follows_it() {
     let by_alice = alice
         .sign(&gid, Action::Policy, "alice", 0, four_hours.encode())
         .await;
-    let grant = alice.gms.rotate(rotate(by_alice)).await.unwrap().into_inner();
+    let grant = alice
+        .gms
+        .rotate(rotate(by_alice))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(grant.cause, GrantCause::PolicyChanged as i32);
     assert_eq!(grant.rn1_version, g.rn1_version);
     let policy = grant.policy.unwrap();
-    assert_eq!((policy.rotate_every_secs, policy.grace_secs), (4 * 3600, 600));
+    assert_eq!(
+        (policy.rotate_every_secs, policy.grace_secs),
+        (4 * 3600, 600)
+    );
 
     let gms = net.node.gms.as_ref().unwrap();
     let in_two_hours = support::now_ms() as i64 + 2 * 3600 * 1000;

@@ -106,6 +106,7 @@ async fn group_changes_are_serialised_by_version() {
             departure: None,
             report_id: Some(&report),
             membership: Some(row(2, b"add bob")),
+            policy: None,
         };
         assert!(db.apply_change(&add).await.unwrap());
         assert!(
@@ -134,10 +135,16 @@ async fn group_changes_are_serialised_by_version() {
             }),
             report_id: None,
             membership: Some(row(3, b"remove bob")),
+            policy: Some(b"policy 2"),
             ..add
         };
         assert!(db.apply_change(&remove).await.unwrap());
         assert_eq!(db.members(&gid).await.unwrap().len(), 1);
+        assert_eq!(
+            db.group(&gid).await.unwrap().unwrap().policy,
+            b"policy 2",
+            "{name}: a change that sets the policy stores it"
+        );
         assert_eq!(
             db.departure(&gid, "bob")
                 .await
