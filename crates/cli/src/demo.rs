@@ -73,6 +73,73 @@ impl Demo {
         Ok(rows.into_iter().map(|e| e.envelope).collect())
     }
 
+    /// Every R1 of `gid` that `t`'s user can get hold of now: what its
+    /// terminal holds, plus every `rn1` item for it that the CS keeps, opened
+    /// with its delivery key (an attacker's program drops nothing).
+    async fn r1s_reaching(&self, t: &Terminal, gid: &[u8; 16]) -> Result<Vec<(u32, R1)>> {
+        let mut out = t.held_r1s(gid).await?;
+        let sealed = t.store().meta_req("delivery").await?;
+        let secret = DeliverySecret::from_bytes(&*t.vault().open32("delivery", &sealed)?)?;
+        let db = Db::open_sqlite(&self.dir.path().join("server/cs.db"))
+            .await
+            .map_err(|e| Error::User(e.to_string()))?;
+        let inbox = db
+            .inbox_after(t.user().as_str(), 0, 10_000)
+            .await
+            .map_err(|e| Error::User(e.to_string()))?;
+        db.close().await;
+        for e in inbox {
+            let Ok(item) = SignedItem::parse(&e.item) else {
+                continue;
+            };
+            let ItemBody::Rn1(p) = &item.item.body else {
+                continue;
+            };
+            let ctx = Rn1Context {
+                group_id: &p.group_id,
+                sender: &item.item.sender,
+                recipient: &item.item.recipient,
+                ref_id: &p.ref_id,
+            };
+            if p.group_id.0 == *gid
+                && let Ok(r1) = duokey_crypto::rn1_delivery::open_rn1(
+                    &secret,
+                    &ctx,
+                    p.rn1_version,
+                    p.at_rn2_version,
+                    &p.enc,
+                    &p.ct,
+                )
+            {
+                out.push((p.rn1_version, r1));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether any file of the servers (databases, write-ahead logs) holds
+    /// one of `secrets`: what the operators have on disk.
+    fn servers_hold_any(&self, secrets: &[[u8; 32]]) -> Result<bool> {
+        let mut dirs = vec![self.dir.path().join("server")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let bytes = std::fs::read(&path)?;
+                if secrets
+                    .iter()
+                    .any(|s| bytes.windows(s.len()).any(|w| w == s))
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Every grant (with its RN2) the GMS ever issued: the GMS operator's view.
     async fn gms_grants(&self) -> Result<Vec<Grant>> {
         let db = Db::open_sqlite(&self.dir.path().join("server/gms.db"))
@@ -125,15 +192,35 @@ fn candidate_keys(
     keys
 }
 
-/// Tries every key on every envelope; returns how many envelopes opened.
-fn opened_with(envelopes: &[Vec<u8>], keys: &[GroupKey]) -> usize {
-    envelopes
-        .iter()
-        .filter(|e| {
-            EnvelopeRef::parse(e, &Limits::default())
-                .is_ok_and(|env| keys.iter().any(|k| env.decrypt(k).is_ok()))
-        })
-        .count()
+/// Tries every key on every envelope; how many envelopes opened, or `None`
+/// if one does not even parse (a broken harness proves nothing).
+fn opened_with(envelopes: &[Vec<u8>], keys: &[GroupKey]) -> Option<usize> {
+    let mut opened = 0;
+    for e in envelopes {
+        let env = EnvelopeRef::parse(e, &Limits::default()).ok()?;
+        if keys.iter().any(|k| env.decrypt(k).is_ok()) {
+            opened += 1;
+        }
+    }
+    Some(opened)
+}
+
+/// The R1 of `held` for `rn1_version`, moved to `rn2_version`: comparable
+/// between terminals that stored it at different versions.
+fn r1_at(held: &[(u32, R1)], rn1_version: u32, rn2_version: u64) -> Option<[u8; 32]> {
+    held.iter()
+        .find(|(v, _)| *v == rn1_version)
+        .and_then(|(_, r1)| r1.ratchet_to(rn2_version).ok())
+        .map(|r1| *r1.expose_secret())
+}
+
+/// The group's current RN2 version on `t`.
+async fn rn2_version(t: &Terminal, gid: &[u8; 16]) -> Result<u64> {
+    Ok(t.list_groups()
+        .await?
+        .into_iter()
+        .find(|g| g.group_id == hex::encode(gid))
+        .map_or(0, |g| g.rn2_version))
 }
 
 async fn read_texts(t: &mut Terminal, gid: &[u8; 16]) -> Result<Vec<String>> {
@@ -215,9 +302,15 @@ async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Resu
         .into_iter()
         .map(|m| m.user)
         .collect();
+    let v = rn2_version(&alice, &gid).await?;
+    let alices = r1_at(&alice.held_r1s(&gid).await?, 1, v);
+    let mut same = alices.is_some();
+    for t in [&bob, &carol, &dave] {
+        same &= r1_at(&t.held_r1s(&gid).await?, 1, v) == alices;
+    }
     demo.check(
-        members == ["alice", "bob", "carol", "dave"],
-        "bob, carol and dave joined through RN1 sent terminal to terminal",
+        members == ["alice", "bob", "carol", "dave"] && same,
+        "bob, carol and dave joined through RN1 sent terminal to terminal: each holds alice's R1",
     )?;
 
     say("Everyone chats");
@@ -252,15 +345,22 @@ async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Resu
         "no message text appears in the CS's stored envelopes",
     )?;
     let grants = demo.gms_grants().await?;
-    let guessed = [(1u32, R1::from_bytes([0; 32], 1))];
-    let keys = candidate_keys(&gid, "project", &guessed, &grants);
+    let alices_r1s = alice.held_r1s(&gid).await?;
+    let with_r1 = candidate_keys(&gid, "project", &alices_r1s, &grants);
+    let mut r1_values: Vec<[u8; 32]> = Vec::new();
+    for g in &grants {
+        if let Some(r1) = r1_at(&alices_r1s, g.rn1_version, g.rn2_version) {
+            r1_values.push(r1);
+        }
+    }
     demo.check(
-        opened_with(&envelopes, &keys) == 0,
-        "CS + GMS operators together, with every RN2 ever issued but no RN1, open none of the envelopes",
+        opened_with(&envelopes, &with_r1) == Some(envelopes.len())
+            && !r1_values.is_empty()
+            && !demo.servers_hold_any(&r1_values)?,
+        "every envelope opens with RN2 (which the GMS operator holds) and RN1, and no file of the servers holds RN1: CS + GMS operators together open none",
     )?;
 
     say("alice removes dave: RN2 and RN1 are both replaced");
-    let dave_old_r1s = dave.held_r1s(&gid).await?;
     alice.remove(&gid, dave.user()).await?;
     for t in [&mut bob, &mut carol] {
         t.sync().await?;
@@ -273,23 +373,31 @@ async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Resu
         texts.last().map(String::as_str) == Some("after dave left: the launch is on friday"),
         "bob reads alice's message under the new key",
     )?;
+    // dave's keys as he could have them after the removal: what his
+    // terminal kept, and every rn1 item for him the CS holds.
+    let daves_r1s = demo.r1s_reaching(&dave, &gid).await?;
     dave.sync().await?;
-    let refused = dave
-        .sync_messages(&gid)
-        .await
-        .map(|m| m.is_empty())
-        .unwrap_or(true);
+    // His terminal would no longer ask; an attacker's would: it is made to.
+    dave.store().set_group_state(&gid, "active").await?;
+    let asked = dave.sync_messages(&gid).await;
+    dave.store().set_group_state(&gid, "removed").await?;
     demo.check(
-        refused,
-        "dave's terminal gets nothing new: the CS refuses him",
+        matches!(&asked, Err(Error::Server { code, .. }) if *code == tonic::Code::PermissionDenied),
+        "dave's terminal, made to ask the CS for the group's messages, is refused: he is no longer a member",
     )?;
     let envelopes = demo.cs_envelopes(&gid).await?;
     let last = envelopes.last().cloned().into_iter().collect::<Vec<_>>();
     let grants = demo.gms_grants().await?;
-    let keys = candidate_keys(&gid, "project", &dave_old_r1s, &grants);
+    let bobs = candidate_keys(
+        &gid,
+        "project",
+        &demo.r1s_reaching(&bob, &gid).await?,
+        &grants,
+    );
+    let daves = candidate_keys(&gid, "project", &daves_r1s, &grants);
     demo.check(
-        opened_with(&last, &keys) == 0,
-        "dave with all his old keys, even given every RN2 by the GMS operator, cannot open the new message",
+        opened_with(&last, &bobs) == Some(1) && opened_with(&last, &daves) == Some(0),
+        "the new message opens with bob's keys; dave with every key he can get after his removal, even given every RN2 by the GMS operator, cannot open it",
     )?;
 
     say("erin joins later");
@@ -300,16 +408,19 @@ async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Resu
         texts == ["welcome erin"],
         "erin reads what is sent after she joined, and nothing before",
     )?;
-    let earlier = &envelopes[..envelopes.len()];
-    let keys = candidate_keys(
+    let earlier = &envelopes[..];
+    let grants = demo.gms_grants().await?;
+    let erins = candidate_keys(
         &gid,
         "project",
-        &erin.held_r1s(&gid).await?,
-        &demo.gms_grants().await?,
+        &demo.r1s_reaching(&erin, &gid).await?,
+        &grants,
     );
+    let alices = candidate_keys(&gid, "project", &alice.held_r1s(&gid).await?, &grants);
     demo.check(
-        opened_with(earlier, &keys) == 0,
-        "erin, even given every old RN2 by a dishonest GMS, cannot open the history (the RN1 ratchet stops her)",
+        opened_with(earlier, &alices) == Some(earlier.len())
+            && opened_with(earlier, &erins) == Some(0),
+        "the history before erin joined opens with alice's keys; erin, even given every old RN2 by a dishonest GMS, opens none of it (the RN1 ratchet stops her)",
     )?;
 
     say("The GMS rotates RN2 periodically");

@@ -4,8 +4,9 @@
 
 mod support;
 
+use duokey_crypto::rn1_delivery::open_rn1;
 use duokey_crypto::*;
-use duokey_terminal::{GroupPolicy, Terminal};
+use duokey_terminal::{GroupPolicy, Line, Terminal};
 use prost::Message as _;
 use std::path::Path;
 use support::{InProcess, Server, group_with, join};
@@ -72,6 +73,14 @@ fn no_server_file_holds_a_marker_or_a_terminal_secret() {
         files.iter().any(|f| f.ends_with("cs.db")),
         "the scan covers the CS database"
     );
+    // The servers' log is scanned too, and it holds what they logged of
+    // these very changes (the control that the scan sees the log).
+    let log = std::fs::read_to_string(srv.log()).unwrap();
+    assert!(log.contains("new RN2 version"), "{log}");
+    assert!(
+        files.contains(&srv.log()),
+        "the scan covers the servers' log"
+    );
     for f in files {
         let bytes = std::fs::read(&f).unwrap();
         for m in markers {
@@ -107,15 +116,18 @@ fn keys_from(gid: &[u8; 16], r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) 
     keys
 }
 
-/// P3 with `rotate_rn1_on_remove` on: a removed member with all its old key
-/// material and every RN2 of the GMS cannot open a later message. With it
-/// off, the same collusion DOES open it — the honest limit of the plain
-/// two-route scheme (docs/SECURITY.md).
+/// P3 with `rotate_rn1_on_remove` on: a removed member with every R1 it can
+/// get hold of after its removal (what its terminal kept, and every `rn1`
+/// item for it at the CS opened with its delivery key) and every RN2 of the
+/// GMS cannot open a later message; bob, who stayed, can with the same
+/// harness (the control). With rotation off, the same collusion DOES open
+/// it — the honest limit of the plain two-route scheme (docs/SECURITY.md).
 #[tokio::test]
 async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation() {
     for rotate in [true, false] {
         let net = InProcess::start().await;
         let mut alice = net.user("alice").await;
+        let mut bob = net.user("bob").await;
         let mut dave = net.user("dave").await;
         let policy = GroupPolicy {
             rotate_rn1_on_remove: rotate,
@@ -123,10 +135,12 @@ async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation()
         };
         let g = alice.create_group("proj", policy).await.unwrap();
         let gid = alice.resolve_group(&g.group_id).await.unwrap();
+        join(&mut alice, &mut bob, &gid).await;
         join(&mut alice, &mut dave, &gid).await;
-        let daves_keys = dave.held_r1s(&gid).await.unwrap();
         alice.remove(&gid, dave.user()).await.unwrap();
         alice.send(&gid, "after dave").await.unwrap();
+        let daves_keys = net.r1s_reaching(&dave, &gid).await;
+        let bobs_keys = net.r1s_reaching(&bob, &gid).await;
 
         let cs = net.db("cs").await;
         let envelopes = cs.fetch_log(&gid, 0, 1000).await.unwrap();
@@ -139,9 +153,17 @@ async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation()
             .iter()
             .map(|b| duokey_proto::Grant::decode(b.as_slice()).unwrap())
             .collect();
-        let keys = keys_from(&gid, &daves_keys, &grants);
         let env = EnvelopeRef::parse(last, &Limits::default()).unwrap();
-        let opened = keys.iter().any(|k| env.decrypt(k).is_ok());
+        let opens = |r1s| {
+            keys_from(&gid, r1s, &grants)
+                .iter()
+                .any(|k| env.decrypt(k).is_ok())
+        };
+        assert!(
+            opens(&bobs_keys),
+            "control: a remaining member's keys open it"
+        );
+        let opened = opens(&daves_keys);
         if rotate {
             assert!(
                 !opened,
@@ -181,8 +203,39 @@ async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
     alice.send(&gid, "current epoch").await.unwrap();
     bob.sync().await.unwrap();
     bob.sync_messages(&gid).await.unwrap();
+    // What a thief reads off the disk: every file of bob's profile. Before
+    // the erasure it holds the sealed R1 and RN2 of the old epochs (the
+    // control that the scan sees them).
+    let mut old_secrets = vec![bob.store().r1(&gid, 1).await.unwrap().unwrap().1];
+    // bob joined at version 2; versions 2 and 3 are the ones erased.
+    for v in 2..=3 {
+        old_secrets.push(
+            bob.store()
+                .grant(&gid, v)
+                .await
+                .unwrap()
+                .unwrap()
+                .rn2_sealed,
+        );
+    }
+    let on_disk = |secrets: &[Vec<u8>]| {
+        files_under(&net.dir.path().join("bob"))
+            .iter()
+            .map(|f| std::fs::read(f).unwrap())
+            .filter(|bytes| secrets.iter().any(|s| contains(bytes, s)))
+            .count()
+    };
+    assert!(
+        on_disk(&old_secrets) > 0,
+        "control: the scan sees stored keys"
+    );
     let later = duokey_terminal::now_ms() + 120_000;
     bob.erase_expired_at(later).await.unwrap();
+    assert_eq!(
+        on_disk(&old_secrets),
+        0,
+        "an erased R1 or RN2 is still in the profile's files (free pages or WAL)"
+    );
 
     let stolen = bob.held_r1s(&gid).await.unwrap();
     assert!(
@@ -279,6 +332,38 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
         bob.invitations().await.unwrap().is_empty(),
         "the replayed invitation is ignored"
     );
+    // An item whose effect is not idempotent: bob's decline, processed by
+    // alice once, then replayed; each processing would add a notice (guards:
+    // the `seen`/`first_sight` check in `process_item`).
+    let decline = cs
+        .inbox_after("alice", 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.item)
+        .find(|bytes| {
+            matches!(
+                duokey_crypto::SignedItem::parse(bytes).map(|s| s.item.body.kind()),
+                Ok(duokey_crypto::ItemKind::Decline)
+            )
+        })
+        .expect("bob's decline in alice's inbox");
+    async fn declined(t: &Terminal, gid: &[u8; 16]) -> usize {
+        t.history(gid)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|l| matches!(l, Line::Notice(n) if n.notice.contains("declined")))
+            .count()
+    }
+    alice.sync().await.unwrap();
+    assert_eq!(declined(&alice, &other_id).await, 1);
+    alice.process_item(&decline).await.unwrap();
+    assert_eq!(
+        declined(&alice, &other_id).await,
+        1,
+        "the replayed decline was applied again"
+    );
     net.node.shutdown().await;
 }
 
@@ -315,10 +400,37 @@ async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
     net.node.shutdown().await;
 }
 
+/// How many `rn1` items addressed to `user` that the CS holds open with
+/// `secret`: what reached the holder of that delivery key.
+async fn rn1_opened_by(net: &InProcess, user: &str, secret: &DeliverySecret) -> usize {
+    let cs = net.db("cs").await;
+    let items = cs.inbox_after(user, 0, 1000).await.unwrap();
+    cs.close().await;
+    items
+        .iter()
+        .filter_map(|e| SignedItem::parse(&e.item).ok())
+        .filter(|s| {
+            let ItemBody::Rn1(p) = &s.item.body else {
+                return false;
+            };
+            let ctx = Rn1Context {
+                group_id: &p.group_id,
+                sender: &s.item.sender,
+                recipient: &s.item.recipient,
+                ref_id: &p.ref_id,
+            };
+            open_rn1(secret, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct).is_ok()
+        })
+        .count()
+}
+
 /// P8: a certificate for a known user id with another key — as a rogue CA
-/// operator would mint — is refused for RN1 delivery until the user confirms.
+/// operator would mint — gets no RN1: not while alice's terminal refuses the
+/// changed key, and not after alice confirms it by mistake either, because
+/// the group's history records bob's real key (guards: the pin check in
+/// `contacts::delivery_key`, and the recorded-key check in `sync::rn1_duty`).
 #[tokio::test]
-async fn a_forged_identity_gets_no_rn1_until_confirmed() {
+async fn a_forged_identity_gets_no_rn1_even_once_confirmed() {
     use duokey_proto::communication_client::CommunicationClient;
     let net = InProcess::start().await;
     let mut alice = net.user("alice").await;
@@ -330,8 +442,17 @@ async fn a_forged_identity_gets_no_rn1_until_confirmed() {
     let gid = alice.resolve_group(&g.group_id).await.unwrap();
     join(&mut alice, &mut bob, &gid).await;
 
-    // The rogue CA operator mints "bob" with its own key and connects as him,
-    // so the CS directory now shows the forged certificate.
+    // Control: a rotation reaches the real bob, and this harness opens it
+    // with his delivery key (bob does not sync, so the item stays).
+    alice.rotate(&gid, true).await.unwrap();
+    let sealed = bob.store().meta_req("delivery").await.unwrap();
+    let bob_secret =
+        DeliverySecret::from_bytes(&bob.vault().open32("delivery", &sealed).unwrap()).unwrap();
+    assert_eq!(rn1_opened_by(&net, "bob", &bob_secret).await, 1);
+
+    // The rogue CA operator mints "bob" with its own key, connects as him
+    // (the CS directory now shows the forged certificate) and publishes a
+    // delivery key of its own, signed with the forged key.
     let ca = duokey_pki::Ca::load(&net.dir.path().join("srv/ca")).unwrap();
     let id = UserId::new("bob").unwrap();
     let forged_key = IdentityKey::generate();
@@ -348,25 +469,38 @@ async fn a_forged_identity_gets_no_rn1_until_confirmed() {
     .unwrap();
     let mut forged =
         CommunicationClient::new(duokey_pki::grpc::channel(&net.cfg.cs_url, tls).unwrap());
+    let forged_secret = DeliverySecret::generate();
+    let record = DeliveryKeyRecord {
+        user: id.clone(),
+        key: forged_secret.public(),
+        created_at_ms: duokey_terminal::now_ms(),
+    }
+    .sign(&forged_key)
+    .unwrap();
     forged
-        .get_user(duokey_proto::GetUserRequest {
-            user_id: "bob".into(),
-        })
+        .publish_delivery_key(duokey_proto::PublishDeliveryKeyRequest { record })
         .await
         .unwrap();
 
-    // alice rotates RN1: the new RN1 must not go to the forged identity.
     alice.rotate(&gid, true).await.unwrap();
     let v = alice.verify(&id, false).await.unwrap();
     assert!(v.key_changed, "the change is shown loudly");
-    bob.sync().await.unwrap();
+    assert_eq!(rn1_opened_by(&net, "bob", &forged_secret).await, 0);
+
+    // alice confirms the forged key by mistake; the group's history still
+    // records bob's real key, so the next RN1 does not go to the forger.
+    alice.verify(&id, true).await.unwrap();
+    alice.keep_warnings();
+    alice.rotate(&gid, true).await.unwrap();
+    assert_eq!(
+        rn1_opened_by(&net, "bob", &forged_secret).await,
+        0,
+        "RN1 reached the forged key"
+    );
+    let warnings = alice.take_warnings();
     assert!(
-        bob.held_r1s(&gid)
-            .await
-            .unwrap()
-            .iter()
-            .all(|(v, _)| *v == 1),
-        "no RN1 was sent to the forged key"
+        warnings.iter().any(|w| w.contains("history records")),
+        "{warnings:?}"
     );
     net.node.shutdown().await;
 }

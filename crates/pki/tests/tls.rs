@@ -384,18 +384,23 @@ async fn real_tls12_client_is_refused() {
 #[tokio::test]
 async fn plaintext_client_is_refused() {
     let s = setup();
-    let srv = spawn_server(server_cfg(
+    let mut srv = spawn_server(server_cfg(
         &s,
         ClientAuth::Required,
         Arc::new(RevocationList::empty()),
     ))
     .await;
-    let answer = raw_exchange(srv.addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    // The echo server's own request in plaintext: a server that spoke
+    // plaintext would answer "pong"; this one must refuse the handshake
+    // (its recorded reason) and answer nothing or a TLS alert record.
+    let answer = raw_exchange(srv.addr, b"ping!").await;
     assert!(!answer.windows(5).any(|w| w == b"pong "), "{answer:02x?}");
     assert!(
         answer.is_empty() || answer.first() == Some(&0x15),
         "{answer:02x?}"
     );
+    let reason = srv.next_refusal().await;
+    assert!(!reason.is_empty(), "the server recorded no refusal");
 }
 
 fn time_now() -> i64 {

@@ -199,7 +199,6 @@ async fn get_grant_for_a_version_before_joining_is_refused() {
 
 #[tokio::test]
 async fn watch_pushes_grants_and_the_removal_to_the_removed_member() {
-    use tokio_stream::StreamExt;
     let net = TestNet::start().await;
     let mut alice = net.enroll("alice").await;
     let mut bob = net.enroll("bob").await;
@@ -207,10 +206,14 @@ async fn watch_pushes_grants_and_the_removal_to_the_removed_member() {
     let mut bob_watch = bob.gms.watch(WatchRequest {}).await.unwrap().into_inner();
     let mut alice_watch = alice.gms.watch(WatchRequest {}).await.unwrap().into_inner();
     let g2 = alice.add(&g, "bob", 0).await.unwrap();
-    let first = bob_watch.next().await.unwrap().unwrap();
+    let first = support::next_within(&mut bob_watch, "bob's join grant")
+        .await
+        .unwrap();
     assert!(matches!(first.event, Some(watch_event::Event::Grant(ref x)) if x.rn2_version == 2));
     alice.remove(&g2, "bob").await.unwrap();
-    let removal = bob_watch.next().await.unwrap().unwrap();
+    let removal = support::next_within(&mut bob_watch, "bob's removal")
+        .await
+        .unwrap();
     match removal.event {
         Some(watch_event::Event::Removal(r)) => {
             assert_eq!(
@@ -220,8 +223,12 @@ async fn watch_pushes_grants_and_the_removal_to_the_removed_member() {
         }
         other => panic!("expected a removal, got {other:?}"),
     }
-    let a1 = alice_watch.next().await.unwrap().unwrap();
-    let a2 = alice_watch.next().await.unwrap().unwrap();
+    let a1 = support::next_within(&mut alice_watch, "alice's first grant")
+        .await
+        .unwrap();
+    let a2 = support::next_within(&mut alice_watch, "alice's second grant")
+        .await
+        .unwrap();
     let versions: Vec<u64> = [a1, a2]
         .into_iter()
         .filter_map(|e| match e.event {
@@ -299,7 +306,7 @@ async fn leave_and_delete() {
 #[tokio::test]
 async fn gms_calls_are_rate_limited_per_certificate() {
     let net = TestNet::start_with(|c| {
-        c.limits.rate_per_sec = 10;
+        c.limits.rate_per_sec = 1;
         c.limits.rate_burst = 5;
     })
     .await;
@@ -324,6 +331,9 @@ async fn gms_calls_are_rate_limited_per_certificate() {
 async fn enrolment_flood_from_one_address_leaves_other_addresses_served() {
     let net = TestNet::start().await;
     let flooder: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    // Issued before the flood, so that the enrolment right after it comes
+    // within the limiter's refill however slow this machine is.
+    let token = net.token("carol").await;
     let mut accounts = AccountsClient::new(net.anonymous_from(&net.gms_url(), Some(flooder)));
     let mut limited = false;
     for i in 0..200 {
@@ -345,7 +355,6 @@ async fn enrolment_flood_from_one_address_leaves_other_addresses_served() {
     }
     assert!(limited, "a token-guessing flood is rate limited");
 
-    let token = net.token("carol").await;
     let err = net
         .enroll_with("carol", &token, Some(flooder))
         .await

@@ -4,9 +4,14 @@
 mod support;
 
 use duokey_crypto::{IdentityKey, UserId};
+use duokey_pki::rustls_pki_types::ServerName;
+use duokey_pki::tokio_rustls::TlsConnector;
 use duokey_pki::{Ca, RevocationList, Validity, make_csr, peer_identity};
 use duokey_proto::*;
+use std::time::Duration;
 use support::TestNet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tonic::Code;
 
 async fn list_groups(user: &mut support::TestUser) -> Result<ListGroupsResponse, tonic::Status> {
@@ -37,25 +42,6 @@ async fn enrolled_terminal_is_served_on_both_ports() {
         Some(alice.id.clone()),
         "the directory recorded the handshake's certificate"
     );
-}
-
-#[tokio::test]
-async fn no_client_certificate_is_refused() {
-    let net = TestNet::start().await;
-    let mut cs = communication_client::CommunicationClient::new(net.anonymous(&net.cs_url()));
-    assert!(
-        cs.get_user(GetUserRequest {
-            user_id: "alice".into()
-        })
-        .await
-        .is_err(),
-        "CS port requires a certificate"
-    );
-    // The GMS port serves the AS, so TLS lets the client in, but no GMS call.
-    let mut gms =
-        group_management_client::GroupManagementClient::new(net.anonymous(&net.gms_url()));
-    let err = gms.list_groups(ListGroupsRequest {}).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated);
 }
 
 #[tokio::test]
@@ -214,26 +200,110 @@ async fn enrolment_token_works_once_and_only_for_its_user() {
     assert_eq!(guess.code(), Code::PermissionDenied);
 }
 
+/// The HTTP/2 connection preface and an empty SETTINGS frame: how a
+/// plaintext HTTP/2 (gRPC) client opens a connection.
+const H2_OPENING: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// What a server at `addr` answers a plaintext HTTP/2 client, until it
+/// closes or 5 s pass.
+async fn plaintext_answer(addr: std::net::SocketAddr) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(H2_OPENING).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    answer
+}
+
+/// Whether `answer` starts with an HTTP/2 SETTINGS frame: a server that
+/// speaks plaintext HTTP/2.
+fn is_http2(answer: &[u8]) -> bool {
+    answer.len() >= 9 && answer[3] == 0x04 && answer[5..9] == [0, 0, 0, 0]
+}
+
+/// A plaintext gRPC server (the health service), for the control.
+async fn plaintext_grpc_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
 #[tokio::test]
-async fn plaintext_grpc_is_refused_on_every_port() {
+async fn plaintext_http2_gets_no_http2_answer_on_any_port() {
+    // Control: the probe tells a plaintext gRPC server when it meets one.
+    let control = plaintext_answer(plaintext_grpc_server().await).await;
+    assert!(
+        is_http2(&control),
+        "the probe cannot see plaintext: {control:02x?}"
+    );
+    // The real ports answer with silence or a TLS alert record (0x15), never
+    // HTTP/2: the refusal is at the transport, before any gRPC status.
     let net = TestNet::start().await;
     for addr in [net.node.gms_addr.unwrap(), net.node.cs_addr.unwrap()] {
-        let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy();
-        let mut gms = group_management_client::GroupManagementClient::new(plain.clone());
+        let answer = plaintext_answer(addr).await;
+        assert!(!is_http2(&answer), "{addr} speaks plaintext HTTP/2");
         assert!(
-            gms.list_groups(ListGroupsRequest {}).await.is_err(),
-            "plaintext refused on {addr}"
-        );
-        let mut cs = communication_client::CommunicationClient::new(plain);
-        assert!(
-            cs.get_user(GetUserRequest {
-                user_id: "alice".into()
-            })
-            .await
-            .is_err(),
-            "plaintext refused on {addr}"
+            answer.first().is_none_or(|b| *b == 0x15),
+            "{addr}: neither silence nor a TLS alert: {answer:02x?}"
         );
     }
+}
+
+/// Opens TLS 1.3 to `addr` as `client` (no certificate when `None`), sends
+/// the HTTP/2 opening and returns the first bytes the server answers, or the
+/// error that ended the connection.
+async fn tls_answer(
+    net: &TestNet,
+    addr: std::net::SocketAddr,
+    client: Option<&support::TestUser>,
+) -> std::io::Result<Vec<u8>> {
+    let key = client.map(|u| {
+        (
+            u.chain.clone(),
+            duokey_pki::identity_private_key_der(&u.key),
+        )
+    });
+    let tls = duokey_pki::client_config(&net.ca.cert_der(), key).unwrap();
+    let tcp = TcpStream::connect(addr).await?;
+    let mut s = TlsConnector::from(tls)
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await?;
+    s.write_all(H2_OPENING).await?;
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::other("no answer within 5 s"))??;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+#[tokio::test]
+async fn the_cs_port_refuses_a_client_without_certificate_in_the_handshake() {
+    // SPEC §2: the CS requires a client certificate at the TLS layer
+    // (`ClientAuth::Required`); with an optional one the connection would
+    // open and only the application would refuse. The GMS port serves the
+    // AS too, so it lets the client in (the control: the probe sees HTTP/2
+    // there) and then refuses every GMS call.
+    let net = TestNet::start().await;
+    let alice = net.enroll("alice").await;
+    let refused = tls_answer(&net, net.node.cs_addr.unwrap(), None).await;
+    let err = refused.expect_err("the CS answered a client without a certificate");
+    assert!(err.to_string().contains("CertificateRequired"), "{err}");
+    let with_cert = tls_answer(&net, net.node.cs_addr.unwrap(), Some(&alice))
+        .await
+        .unwrap();
+    assert!(is_http2(&with_cert), "control: {with_cert:02x?}");
+    let gms_port = tls_answer(&net, net.node.gms_addr.unwrap(), None)
+        .await
+        .unwrap();
+    assert!(is_http2(&gms_port), "control: {gms_port:02x?}");
+    let mut gms =
+        group_management_client::GroupManagementClient::new(net.anonymous(&net.gms_url()));
+    let err = gms.list_groups(ListGroupsRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
 }

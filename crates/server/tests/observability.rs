@@ -74,7 +74,12 @@ async fn health_reflection_metrics_and_graceful_sigterm() {
         .await
         .unwrap()
         .into_inner();
-    let services = match answers.next().await.unwrap().unwrap().message_response {
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(20), answers.next())
+        .await
+        .expect("no reflection answer within 20 s")
+        .expect("the reflection stream ended")
+        .unwrap();
+    let services = match answer.message_response {
         Some(MessageResponse::ListServicesResponse(l)) => {
             l.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
         }

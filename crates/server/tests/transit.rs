@@ -118,10 +118,14 @@ async fn connections_beyond_max_connections_wait_for_a_free_slot() {
         }
     };
     let first = connect().await.unwrap();
+    let started = std::time::Instant::now();
     let _second = connect().await.unwrap();
+    let handshake = started.elapsed();
     let third = tokio::spawn(connect());
     // Both slots are taken: the third handshake is not served meanwhile.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Nothing announces "not served", so the test waits twenty handshakes
+    // as this machine measured them (at least a second) before looking.
+    tokio::time::sleep((handshake * 20).max(std::time::Duration::from_secs(1))).await;
     assert!(
         !third.is_finished(),
         "a third connection is held back while two are open"

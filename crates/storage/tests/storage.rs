@@ -16,15 +16,22 @@ async fn databases() -> Vec<(String, Db, Option<tempfile::TempDir>)> {
     dbs
 }
 
-/// A unique 16-byte id per test run, so runs on a shared PostgreSQL never collide.
+/// A unique 16-byte id per call, so runs on a shared PostgreSQL never
+/// collide: the time in nanoseconds (8 bytes), the process id (4) and a
+/// counter within the process (4).
 fn fresh_id() -> Vec<u8> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_nanos();
+        .as_nanos() as u64;
     let mut id = nanos.to_be_bytes().to_vec();
     id.extend_from_slice(&std::process::id().to_be_bytes());
-    id.truncate(16);
+    id.extend_from_slice(
+        &NEXT
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_be_bytes(),
+    );
     id
 }
 

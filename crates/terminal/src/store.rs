@@ -395,6 +395,13 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.checkpoint().await
+    }
+
+    /// Moves the write-ahead log into the database and empties it, so that
+    /// erased values (overwritten there: `secure_delete`) leave no copy in
+    /// the log (SPEC §7 P5).
+    pub async fn checkpoint(&self) -> Result<()> {
         self.pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await?;
         Ok(())
     }

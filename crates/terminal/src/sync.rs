@@ -402,11 +402,26 @@ impl Terminal {
             .filter_map(|(u, _)| UserId::new(u.clone()).ok())
             .collect();
         self.prefetch_delivery_keys(&to_send).await?;
+        let state = self.membership(gid).await?;
         for (user, _) in &g.members {
             if user == self.me.as_str() || sent.contains(user) {
                 continue;
             }
             let to = UserId::new(user.clone())?;
+            // SPEC §4.7: RN1 goes only to the key the group's history
+            // records for the member. A pin changed since (`verify
+            // --confirm` of a new certificate) does not speak for the group:
+            // the member must be removed and added again (or sign a `rekey`).
+            let recorded = state.as_ref().and_then(|s| s.key_of(&to)).copied();
+            if let Some(recorded) = recorded
+                && self.contact_key(&to).await? != recorded
+            {
+                self.warn(format!(
+                    "the new group key was not sent to {user}: the key this terminal now trusts for {user} \
+                     is not the one the group's history records; remove and invite {user} again"
+                ));
+                continue;
+            }
             let anchor = ItemBody::Anchor {
                 group_id: GroupId(*gid),
                 membership_seq: seq,
@@ -1066,6 +1081,7 @@ impl Terminal {
                 .await?;
             if erased > 0 {
                 self.advance_r1_to_oldest(&g.group_id).await?;
+                self.store.checkpoint().await?;
             }
             self.erase_superseded_r1s(&g.group_id, now).await?;
         }

@@ -72,14 +72,30 @@ impl Server {
         self._stdout = stdout;
     }
 
+    /// The servers' log (their standard error, every start appended), kept
+    /// beside their data so that the P2 scan covers it.
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("srv/server.log")
+    }
+
     fn spawn(dir: &Path, gms: &str, cs: &str) -> (Child, BufReader<std::process::ChildStdout>) {
+        std::fs::create_dir_all(dir.join("srv")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("srv/server.log"))
+            .unwrap();
         let mut child = Command::new(bin("duokey-server"))
             .arg("dev")
             .arg("--dir")
             .arg(dir.join("srv"))
             .args(["--gms-addr", gms, "--cs-addr", cs])
+            .env(
+                "RUST_LOG",
+                "info,duokey_server=debug,duokey_gms=debug,duokey_cs=debug,duokey_accounts=debug",
+            )
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -300,6 +316,53 @@ impl InProcess {
         let mut cfg = self.cfg.clone();
         cfg.gms_url = format!("https://{addr}");
         (cfg, lies)
+    }
+
+    /// Every R1 of `gid` that `t`'s user can get hold of now: what its
+    /// terminal holds, plus every `rn1` item for it the CS keeps, opened with
+    /// its delivery key (an attacker's program would not drop one). Taken
+    /// after a removal, this sees a new RN1 wrongly sent to the removed
+    /// member, which keys captured before it would not.
+    pub async fn r1s_reaching(
+        &self,
+        t: &duokey_terminal::Terminal,
+        gid: &[u8; 16],
+    ) -> Vec<(u32, duokey_crypto::R1)> {
+        use duokey_crypto::{DeliverySecret, ItemBody, Rn1Context, SignedItem};
+        let mut out = t.held_r1s(gid).await.unwrap();
+        let sealed = t.store().meta_req("delivery").await.unwrap();
+        let secret =
+            DeliverySecret::from_bytes(&t.vault().open32("delivery", &sealed).unwrap()).unwrap();
+        let cs = self.db("cs").await;
+        let inbox = cs.inbox_after(t.user().as_str(), 0, 10_000).await.unwrap();
+        cs.close().await;
+        for e in inbox {
+            let Ok(s) = SignedItem::parse(&e.item) else {
+                continue;
+            };
+            let ItemBody::Rn1(p) = &s.item.body else {
+                continue;
+            };
+            let ctx = Rn1Context {
+                group_id: &p.group_id,
+                sender: &s.item.sender,
+                recipient: &s.item.recipient,
+                ref_id: &p.ref_id,
+            };
+            if p.group_id.0 == *gid
+                && let Ok(r1) = duokey_crypto::rn1_delivery::open_rn1(
+                    &secret,
+                    &ctx,
+                    p.rn1_version,
+                    p.at_rn2_version,
+                    &p.enc,
+                    &p.ct,
+                )
+            {
+                out.push((p.rn1_version, r1));
+            }
+        }
+        out
     }
 
     /// A second GMS over a copy of the real one's database as it is now: an

@@ -408,3 +408,16 @@ impl TestUser {
             .map(|r| r.into_inner().envelopes)
     }
 }
+
+/// The next message of `stream`, bounded: a bug fails the test with what was
+/// awaited instead of hanging it.
+pub async fn next_within<S>(stream: &mut S, what: &str) -> S::Item
+where
+    S: tokio_stream::Stream + Unpin,
+{
+    use tokio_stream::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within 20 s"))
+        .unwrap_or_else(|| panic!("the stream ended before {what}"))
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Mutation check of the security guards (issue 13): for each guard listed
+# below, removes it from the source (one literal replacement), runs the test
+# that docs/SECURITY.md says guards it, and expects that test to FAIL. Each
+# file is restored after its mutant, whatever happens (also on Ctrl-C).
+#
+#   scripts/mutants.sh            # every mutant (about a minute each on 2 cores)
+#   scripts/mutants.sh anchor     # only the mutants whose name contains "anchor"
+#
+# Prints one line per mutant: "caught", "MISSED" (the test passed without
+# its guard) or "GONE" (the guarded text is no longer in the file exactly
+# once: update the table). Exits 1 unless every mutant was caught.
+# Needs python3 (for the literal replacement) and the services .ci/run uses.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export DUOKEY_TEST_POSTGRES_URL="${DUOKEY_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export DUOKEY_TEST_NATS_URL="${DUOKEY_TEST_NATS_URL:-nats://127.0.0.1:4222}"
+only="${1:-}"
+failed=0
+backup=""
+restore() { [ -n "$backup" ] && cp "$backup" "$target" && rm -f "$backup"; backup=""; }
+trap 'restore; exit 130' INT TERM
+
+# mutant NAME FILE GUARD REPLACEMENT TEST-ARGS...
+mutant() {
+    local name="$1" file="$2" guard="$3" replacement="$4"
+    shift 4
+    [[ -n "$only" && "$name" != *"$only"* ]] && return
+    target="$file"
+    backup="$(mktemp)"
+    cp "$file" "$backup"
+    if ! python3 - "$file" "$guard" "$replacement" <<'PY'
+import sys
+path, guard, replacement = sys.argv[1:4]
+text = open(path).read()
+if text.count(guard) != 1:
+    sys.exit(1)
+open(path, "w").write(text.replace(guard, replacement))
+PY
+    then
+        printf '%-22s GONE   (%s: the guarded text is not there exactly once)\n' "$name" "$file"
+        failed=1
+        restore
+        return
+    fi
+    if cargo test --locked -q "$@" >/dev/null 2>&1; then
+        printf '%-22s MISSED (cargo test %s passed without the guard)\n' "$name" "$*"
+        failed=1
+    else
+        printf '%-22s caught (%s)\n' "$name" "${*: -1}"
+    fi
+    restore
+}
+
+T=crates/terminal/src
+mutant erased-mark $T/sync.rs \
+    'if self.store.r1_erased(&gid, p.rn1_version).await? {' 'if false {' \
+    -p duokey-cli --test lying_gms an_rn1_replayed_after_its_r1_was_erased_is_refused
+mutant anchor-compare $T/sync.rs \
+    '        if &mine == head' '        if true' \
+    -p duokey-cli --test lying_gms two_members_shown_different_histories
+mutant anchor-recheck $T/sync.rs \
+    'self.store.anchors_in(gid).await? {' 'self.store.anchors_in(gid).await?.into_iter().filter(|_| false) {' \
+    -p duokey-cli --test lying_gms two_members_shown_different_histories
+mutant fork-stops-sending $T/messages.rs \
+    '            return Err(forked(&g.name));
+        }
+        if self.store.r1' '        }
+        if self.store.r1' \
+    -p duokey-cli --test lying_gms two_members_shown_different_histories
+mutant recorded-key $T/sync.rs \
+    '                && self.contact_key(&to).await? != recorded' '                && false' \
+    -p duokey-cli --test properties a_forged_identity_gets_no_rn1
+mutant member-list $T/membership.rs \
+    '            if theirs != verified {' '            if false {' \
+    -p duokey-cli --test lying_gms a_member_the_gms_injects
+mutant item-replay $T/sync.rs \
+    '        if self.store.seen(&id).await? {' '        if false {' \
+    -p duokey-cli --test properties replayed_envelope_and_inbox_item_are_refused
+mutant wal-checkpoint $T/sync.rs \
+    '                self.store.checkpoint().await?;' '' \
+    -p duokey-cli --test properties stolen_terminal_state_does_not_open
+mutant change-signature crates/crypto/src/membership/state.rs \
+    '        change.verify(&actor.key)?;' '' \
+    -p duokey-cli --test lying_gms a_change_signed_with_a_key_the_history_never_recorded
+mutant cs-member-fetch crates/cs/src/lib.rs \
+    '        let n = limit(r.limit)?;
+        self.state.require_member(&gid, user.as_str())?;' '        let n = limit(r.limit)?;
+        let _ = &user;' \
+    -p duokey-server --test gms_rules non_member_and_removed_member_cannot_post_or_fetch
+mutant cs-member-fetch-demo crates/cs/src/lib.rs \
+    '        let n = limit(r.limit)?;
+        self.state.require_member(&gid, user.as_str())?;' '        let n = limit(r.limit)?;
+        let _ = &user;' \
+    -p duokey-cli --test flows demo
+mutant cs-client-cert crates/server/src/node.rs \
+    'tls.server(ClientAuth::Required)?' 'tls.server(ClientAuth::Optional)?' \
+    -p duokey-server --test mtls the_cs_port_refuses_a_client_without_certificate
+exit "$failed"
