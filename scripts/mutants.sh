@@ -63,10 +63,7 @@ mutant anchor-recheck $T/sync.rs \
     'self.store.anchors_in(gid).await? {' 'self.store.anchors_in(gid).await?.into_iter().filter(|_| false) {' \
     -p duokey-cli --test lying_gms two_members_shown_different_histories
 mutant fork-stops-sending $T/messages.rs \
-    '            return Err(forked(&g.name));
-        }
-        if self.store.r1' '        }
-        if self.store.r1' \
+    '            return Err(forked(name));' '' \
     -p duokey-cli --test lying_gms two_members_shown_different_histories
 mutant recorded-key $T/sync.rs \
     '                && self.contact_key(&to).await? != recorded' '                && false' \
@@ -79,6 +76,21 @@ mutant item-replay $T/sync.rs \
     -p duokey-cli --test properties replayed_envelope_and_inbox_item_are_refused
 mutant wal-checkpoint $T/sync.rs \
     '                self.store.checkpoint().await?;' '' \
+    -p duokey-cli --test properties stolen_terminal_state_does_not_open
+mutant grant-rn1-version $T/membership.rs \
+    '        if g.rn1_version != at.rn1_version {' '        if false {' \
+    -p duokey-cli --test lying_gms a_rotator_the_gms_names_sends_no_r1
+mutant grant-rollback $T/membership.rs \
+    'if g.rn2_version > current && g.membership_seq < granted {' 'if false {' \
+    -p duokey-cli --test lying_gms a_new_version_that_rolls_membership_back
+mutant verified-rotator $T/sync.rs \
+    '        if state.rotator(p.rn1_version) != Some(&item.sender) {' '        if false {' \
+    -p duokey-cli --test lying_gms an_rn1_from_a_member_who_is_not_the_rotator
+mutant rotation-version $T/sync.rs \
+    '        if first != Some(p.at_rn2_version) {' '        if false {' \
+    -p duokey-cli --test lying_gms the_verified_rotator_cannot_name_another_version
+mutant retention-erasure $T/sync.rs \
+    '            if erased > 0 {' '            if false {' \
     -p duokey-cli --test properties stolen_terminal_state_does_not_open
 mutant change-signature crates/crypto/src/membership/state.rs \
     '        change.verify(&actor.key)?;' '' \

@@ -331,6 +331,44 @@ async fn an_rn1_item_from_anyone_but_the_verified_rotator_is_dropped_and_never_r
     );
 }
 
+#[tokio::test]
+async fn an_rn1_from_a_member_who_is_not_the_rotator_is_refused_while_the_rotators_is_taken() {
+    // bob (an attacker's program with his key) becomes the verified rotator
+    // of RN1 version 2 and waits; mallory, also a member run by an attacker,
+    // sends carol an RN1 for version 2 first, at the right grant, while
+    // carol holds no R1 of that version (guards: only the rotator the
+    // verified history names; "never replace" cannot help here). bob's own
+    // RN1 is then taken (the control).
+    let net = InProcess::start().await;
+    let mut alice = net.user("alice").await;
+    let mut carol = net.user("carol").await;
+    let mut bob = net.raw_user("bob").await;
+    let mut mallory = net.raw_user("mallory").await;
+    let gid = new_group(&mut alice, GroupPolicy::default()).await;
+    join(&mut alice, &mut carol, &gid).await;
+    for raw in [&mut bob, &mut mallory] {
+        alice.invite(&gid, &raw.id, Rights::NONE).await.unwrap();
+        raw.accept_invitation(&gid).await;
+        alice.sync().await.unwrap();
+    }
+    carol.sync().await.unwrap();
+    let grant = bob.rotate_rn1(&gid).await;
+    carol.sync().await.unwrap();
+    assert_eq!(epoch(&carol, &gid).await, (2, grant.rn2_version));
+
+    mallory
+        .send_rotation("carol", &gid, 2, grant.rn2_version)
+        .await;
+    carol.sync().await.unwrap();
+    assert!(
+        !r1_bytes(&carol, &gid).await.iter().any(|(v, _)| *v == 2),
+        "carol took an RN1 from a member who is not the verified rotator"
+    );
+    let valid = bob.send_rotation("carol", &gid, 2, grant.rn2_version).await;
+    carol.sync().await.unwrap();
+    assert!(r1_bytes(&carol, &gid).await.contains(&(2, valid)));
+}
+
 /// Every R1 `t` holds: (version, bytes).
 async fn r1_bytes(t: &Terminal, gid: &[u8; 16]) -> Vec<(u32, [u8; 32])> {
     let mut out: Vec<(u32, [u8; 32])> = t

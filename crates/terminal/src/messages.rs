@@ -198,9 +198,7 @@ impl Terminal {
                 g.name, g.state
             )));
         }
-        if self.store.forked(gid).await? {
-            return Err(forked(&g.name));
-        }
+        self.check_not_forked(gid, &g.name).await?;
         if self.store.r1(gid, g.rn1_version).await?.is_none() || self.held_by_refusal(gid).await? {
             sqlx::query("INSERT INTO outbox (group_id, body, queued_ms) VALUES (?, ?, ?)")
                 .bind(gid.as_slice())
@@ -213,14 +211,22 @@ impl Terminal {
         self.post_now(gid, text).await.map(SendOutcome::Posted)
     }
 
+    /// SPEC §4.7 "Equivocation": nothing is sent in a group whose server
+    /// showed members different histories (checked before queuing and again
+    /// before posting).
+    async fn check_not_forked(&self, gid: &[u8; 16], name: &str) -> Result<()> {
+        if self.store.forked(gid).await? {
+            return Err(forked(name));
+        }
+        Ok(())
+    }
+
     pub(crate) async fn post_now(&mut self, gid: &[u8; 16], text: &str) -> Result<u64> {
         let g =
             self.store.group(gid).await?.ok_or_else(|| {
                 Error::not_found("unknown group; `duokey group list` shows yours")
             })?;
-        if self.store.forked(gid).await? {
-            return Err(forked(&g.name));
-        }
+        self.check_not_forked(gid, &g.name).await?;
         let epoch = Epoch::new(g.rn1_version, g.rn2_version);
         let gk = self.group_key(gid, epoch).await?.ok_or_else(|| {
             Error::user("the group key is not complete yet; try again after a sync")
