@@ -475,8 +475,10 @@ async fn after_a_refused_grant_sends_queue_once_the_grace_window_ends() {
     let mut alice = net.user_via("alice", &cfg).await;
     let mut bob = net.user_via("bob", &cfg).await;
     let _mallory = net.user("mallory").await;
+    // A generous window, and the machine's own latency checked apart from
+    // it: a slow machine fails with a message that says so, not at random.
     let policy = GroupPolicy {
-        grace_secs: 1,
+        grace_secs: 3,
         ..GroupPolicy::default()
     };
     let gid = new_group(&mut alice, policy).await;
@@ -487,9 +489,16 @@ async fn after_a_refused_grant_sends_queue_once_the_grace_window_ends() {
             rights: 0,
         });
     });
+    let window_opened = std::time::Instant::now();
     rotate_now(&net).await;
+    let issued_by = std::time::Instant::now();
     alice.sync().await.unwrap();
     assert!(refused_a_grant(&alice, &gid).await);
+    let took = window_opened.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "this machine took {took:?} to refuse one grant: too slow for the 3 s window this test needs"
+    );
     // Within the grace window alice still sends in the last verified epoch…
     let sent = alice.send(&gid, "within grace").await.unwrap();
     assert!(
@@ -498,7 +507,7 @@ async fn after_a_refused_grant_sends_queue_once_the_grace_window_ends() {
     );
     // …after it, nothing newer is sent until a valid grant comes (the
     // window itself is what passes here, so the test waits it out).
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep_until((issued_by + std::time::Duration::from_millis(3100)).into()).await;
     let held = alice.send(&gid, "after grace").await.unwrap();
     assert_eq!(held, duokey_terminal::SendOutcome::Queued);
     lies.clear();
@@ -639,7 +648,7 @@ async fn an_rn1_replayed_after_its_r1_was_erased_is_refused() {
     let mut carol = net.user("carol").await;
     let mut bob = net.raw_user("bob").await;
     let policy = GroupPolicy {
-        grace_secs: 2,
+        grace_secs: 3,
         ..GroupPolicy::default()
     };
     let gid = new_group(&mut alice, policy).await;
@@ -651,7 +660,9 @@ async fn an_rn1_replayed_after_its_r1_was_erased_is_refused() {
     let v2 = bob.rotate_rn1(&gid).await;
     carol.sync().await.unwrap();
     bob.send_rotation("carol", &gid, 2, v2.rn2_version).await;
+    let window_opened = std::time::Instant::now();
     let v3 = bob.rotate_rn1(&gid).await;
+    let issued_by = std::time::Instant::now();
     assert_eq!(v3.rn1_version, 3);
     carol.sync().await.unwrap();
     let third = bob.send_rotation("carol", &gid, 3, v3.rn2_version).await;
@@ -659,14 +670,20 @@ async fn an_rn1_replayed_after_its_r1_was_erased_is_refused() {
     let versions = |held: &[(u32, [u8; 32])]| held.iter().map(|(v, _)| *v).collect::<Vec<_>>();
     assert_eq!(versions(&r1_bytes(&carol, &gid).await), [1, 2, 3]);
 
-    // Within the window R1 version 2 is kept, even after a full read.
+    // Within the window R1 version 2 is kept, even after a full read (the
+    // machine's latency checked apart from the 3 s window).
     carol.send(&gid, "within the window").await.unwrap();
     carol.sync_messages(&gid).await.unwrap();
     carol.sync().await.unwrap();
+    let took = window_opened.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "this machine took {took:?} for the steps inside the 3 s window"
+    );
     assert!(versions(&r1_bytes(&carol, &gid).await).contains(&2));
     // The window itself is what passes here, so the test waits it out; a
     // post the CS stores after it, once read, lets carol erase version 2.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep_until((issued_by + std::time::Duration::from_millis(3100)).into()).await;
     carol.send(&gid, "after the window").await.unwrap();
     carol.sync_messages(&gid).await.unwrap();
     carol.sync().await.unwrap();

@@ -35,6 +35,9 @@ pub struct Remote {
     pub gms_url: String,
     pub cs_url: String,
     pub ca: Ca,
+    /// Where the AS keeps its tokens (SQLite in the data directory unless
+    /// the test chose another database).
+    pub as_db_url: String,
 }
 
 pub fn now_ms() -> u64 {
@@ -66,7 +69,34 @@ impl TestNet {
             node.gms_addr.unwrap().to_string(),
             node.cs_addr.unwrap().to_string(),
         );
-        let remote = Remote::new(dir.path(), &gms, &cs);
+        let mut remote = Remote::new(dir.path(), &gms, &cs);
+        if let Some(url) = &cfg.database.as_url {
+            remote.as_db_url = cfg.db_url(url);
+        }
+        TestNet {
+            dir,
+            cfg,
+            node,
+            remote,
+        }
+    }
+
+    /// Stops the servers and starts them again on the same configuration
+    /// and databases (on new ports; `reconnect_user` follows them).
+    #[allow(dead_code)]
+    pub async fn restart(self) -> TestNet {
+        let TestNet {
+            dir,
+            cfg,
+            node,
+            mut remote,
+        } = self;
+        node.shutdown().await;
+        let node = Node::start(&cfg).await.unwrap();
+        remote.reconnect(
+            &node.gms_addr.unwrap().to_string(),
+            &node.cs_addr.unwrap().to_string(),
+        );
         TestNet {
             dir,
             cfg,
@@ -90,6 +120,7 @@ impl Remote {
             gms_url: format!("https://{gms}"),
             cs_url: format!("https://{cs}"),
             ca: Ca::load(&dir.join("ca")).unwrap(),
+            as_db_url: format!("sqlite://{}", dir.join("as.db").display()),
         }
     }
 
@@ -108,7 +139,7 @@ impl Remote {
 
     /// A one-time token, from the AS database of the data directory.
     pub async fn token(&self, user: &str) -> String {
-        let db = Db::open_sqlite(&self.dir.join("as.db")).await.unwrap();
+        let db = Db::open(&self.as_db_url).await.unwrap();
         let token = duokey_accounts::issue_token(&db, &UserId::new(user).unwrap())
             .await
             .unwrap();
