@@ -37,6 +37,9 @@ struct Args {
     /// Group sizes of the rekey scenario (default 10,100,1000,10000; quick 10,100).
     #[arg(long, value_delimiter = ',')]
     rekey_sizes: Vec<usize>,
+    /// Runs of each rekey measurement; the tables show the median and the range.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Scenarios to run: crypto, rekey, relay, rotation, memory, catchup (default: all).
     scenarios: Vec<String>,
 }
@@ -84,7 +87,7 @@ async fn run(name: &str, args: &Args) -> BenchResult<Vec<Row>> {
     let quick = args.quick;
     match name {
         "crypto" => Ok(crypto::run(quick)),
-        "rekey" => rekey::run(quick, &args.rekey_sizes).await,
+        "rekey" => rekey::run(quick, &args.rekey_sizes, args.repeat).await,
         "relay" => relay::run(quick).await,
         "rotation" => capacity::rotation(quick).await,
         "memory" => capacity::memory(quick).await,

@@ -22,8 +22,10 @@
 //! `PrivateMessage`s, and every merge persists the group state to the
 //! provider's in-memory (JSON-encoded) storage, which is part of the timings.
 //! Setup (group creation, joins, optional steady-state updates) is not timed.
-
-use std::time::Instant;
+//!
+//! Times are the CPU time of the thread that runs them (`/proc/thread-self/
+//! schedstat`, nanoseconds): the same clock as Duokey's side, which is the
+//! CPU time of its processes, so the two are compared like for like.
 
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{
@@ -258,6 +260,11 @@ fn measure_removal(
             receive(member_mut(members, i)?, &wire).map_err(|e| format!("receiver {i}: {e}"))?;
     }
     check_agreement(members, receivers)?;
+    if commit_ms <= 0.0 {
+        return Err(
+            "no thread CPU clock (/proc/thread-self/schedstat) to time OpenMLS with".into(),
+        );
+    }
     let measured = receivers.len();
     let process_ms_mean = if measured == 0 {
         0.0
@@ -286,7 +293,7 @@ fn remove_commit(
     let leaf = group
         .member_leaf_index(removed)
         .ok_or("removed member not found in committer's group")?;
-    let start = Instant::now();
+    let start = ThreadCpu::now();
     let (commit, _welcome, _info) = group
         .remove_members(&committer.provider, &committer.signer, &[leaf])
         .map_err(|e| format!("remove commit: {e:?}"))?;
@@ -303,7 +310,7 @@ fn remove_commit(
 /// Returns the elapsed ms.
 fn receive(member: &mut Member, wire: &[u8]) -> Result<f64, String> {
     let group = state(&mut member.group)?;
-    let start = Instant::now();
+    let start = ThreadCpu::now();
     let message =
         MlsMessageIn::tls_deserialize_exact(wire).map_err(|e| format!("parse commit: {e:?}"))?;
     let protocol = message
@@ -370,7 +377,22 @@ fn state(group: &mut Option<MlsGroup>) -> Result<&mut MlsGroup, String> {
         .ok_or_else(|| "member has no group state".to_string())
 }
 
-/// Milliseconds since `start`.
-fn elapsed_ms(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64() * 1e3
+/// A reading of this thread's CPU time.
+struct ThreadCpu(u64);
+
+impl ThreadCpu {
+    /// Nanoseconds this thread has run so far (0 where the kernel does not
+    /// say, which makes every measurement fail loudly as 0 ms below).
+    fn now() -> ThreadCpu {
+        let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        ThreadCpu(ns)
+    }
+}
+
+/// CPU milliseconds this thread spent since `start`.
+fn elapsed_ms(start: ThreadCpu) -> f64 {
+    ThreadCpu::now().0.saturating_sub(start.0) as f64 / 1e6
 }

@@ -28,8 +28,9 @@ use tonic::transport::Channel;
 /// Concurrent connection set-ups.
 const CONNECT_WINDOW: usize = 256;
 
-/// Runs the scenario for every group size.
-pub async fn run(quick: bool, chosen: &[usize]) -> BenchResult<Vec<Row>> {
+/// Runs the scenario for every group size, each measurement `repeat` times
+/// (the median of each figure, with the range of the main ones).
+pub async fn run(quick: bool, chosen: &[usize], repeat: usize) -> BenchResult<Vec<Row>> {
     let sizes: &[usize] = match (chosen, quick) {
         ([_, ..], _) => chosen,
         ([], true) => &[10, 100],
@@ -37,39 +38,50 @@ pub async fn run(quick: bool, chosen: &[usize]) -> BenchResult<Vec<Row>> {
     };
     let mut rows = Vec::new();
     for &n in sizes {
-        let d = duokey(n, Mode::Rn2Only).await?;
-        let secure = duokey(n, Mode::Rn1 { cached_keys: true }).await?;
-        let cold = duokey(n, Mode::Rn1 { cached_keys: false }).await?;
+        let d = measure(n, Mode::Rn2Only, repeat).await?;
+        let secure = measure(n, Mode::Rn1 { cached_keys: true }, repeat).await?;
+        let cold = measure(n, Mode::Rn1 { cached_keys: false }, repeat).await?;
         rows.extend(duokey_rows(&format!("N={n} rn1=on"), &secure));
         rows.extend(duokey_rows(&format!("N={n} rn1=on keys=fetched"), &cold));
-        let p = format!("N={n}");
-        rows.push(Row::new(
-            "rekey",
-            &p,
-            "rekey_all_members_ms",
-            d.wall_ms,
-            "ms",
-        ));
-        rows.push(Row::new("rekey", &p, "gms_cpu_ms", d.gms_cpu_ms, "ms"));
-        rows.push(Row::new(
-            "rekey",
-            &p,
-            "members_cpu_ms",
-            d.members_cpu_ms,
-            "ms",
-        ));
-        rows.push(Row::new(
-            "rekey",
-            &p,
-            "total_cpu_ms",
-            d.gms_cpu_ms + d.members_cpu_ms,
-            "ms",
-        ));
-        rows.push(Row::new("rekey", &p, "setup_s", d.setup_s, "s"));
-        rows.extend(floor_rows(n, &secure)?);
-        rows.extend(mls_rows(n, quick, &d, &secure).await?);
+        rows.extend(duokey_rows(&format!("N={n}"), &d));
+        rows.extend(floor_rows(n, &secure.median)?);
+        rows.extend(mls_rows(n, quick, repeat, &d.median, &secure.median).await?);
     }
     Ok(rows)
+}
+
+/// Several runs of one Duokey measurement.
+struct Repeated {
+    /// The median of each figure.
+    median: Measured,
+    runs: Vec<Measured>,
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// `repeat` removals from fresh groups of `n` members in `mode`.
+async fn measure(n: usize, mode: Mode, repeat: usize) -> BenchResult<Repeated> {
+    let mut runs = Vec::new();
+    for _ in 0..repeat.max(1) {
+        runs.push(duokey(n, mode).await?);
+    }
+    let of = |f: fn(&Measured) -> f64| median(runs.iter().map(f).collect());
+    let median = Measured {
+        wall_ms: of(|m| m.wall_ms),
+        gms_cpu_ms: of(|m| m.gms_cpu_ms),
+        members_cpu_ms: of(|m| m.members_cpu_ms),
+        setup_s: of(|m| m.setup_s),
+    };
+    Ok(Repeated { median, runs })
 }
 
 /// What one member costs in cryptography alone when RN1 rotates, measured
@@ -176,20 +188,37 @@ fn floor_rows(n: usize, secure: &Measured) -> BenchResult<Vec<Row>> {
     ])
 }
 
-/// The rows of one Duokey measurement under `p`.
-fn duokey_rows(p: &str, d: &Measured) -> Vec<Row> {
+/// The rows of one Duokey measurement under `p`: medians, and the range of
+/// the wall time and the total CPU over the runs.
+fn duokey_rows(p: &str, r: &Repeated) -> Vec<Row> {
+    let d = &r.median;
+    let total = |m: &Measured| m.gms_cpu_ms + m.members_cpu_ms;
+    let range = |f: &dyn Fn(&Measured) -> f64| {
+        let v: Vec<f64> = r.runs.iter().map(f).collect();
+        (
+            v.iter().copied().fold(f64::INFINITY, f64::min),
+            v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        )
+    };
+    let (wall_min, wall_max) = range(&|m| m.wall_ms);
+    let (cpu_min, cpu_max) = range(&total);
+    let p = format!("{p} runs={}", r.runs.len());
     vec![
-        Row::new("rekey", p, "rekey_all_members_ms", d.wall_ms, "ms"),
-        Row::new("rekey", p, "gms_cpu_ms", d.gms_cpu_ms, "ms"),
-        Row::new("rekey", p, "members_cpu_ms", d.members_cpu_ms, "ms"),
+        Row::new("rekey", &p, "rekey_all_members_ms", d.wall_ms, "ms"),
+        Row::new("rekey", &p, "rekey_all_members_ms_min", wall_min, "ms"),
+        Row::new("rekey", &p, "rekey_all_members_ms_max", wall_max, "ms"),
+        Row::new("rekey", &p, "gms_cpu_ms", d.gms_cpu_ms, "ms"),
+        Row::new("rekey", &p, "members_cpu_ms", d.members_cpu_ms, "ms"),
         Row::new(
             "rekey",
-            p,
+            &p,
             "total_cpu_ms",
-            d.gms_cpu_ms + d.members_cpu_ms,
+            median(r.runs.iter().map(total).collect()),
             "ms",
         ),
-        Row::new("rekey", p, "setup_s", d.setup_s, "s"),
+        Row::new("rekey", &p, "total_cpu_ms_min", cpu_min, "ms"),
+        Row::new("rekey", &p, "total_cpu_ms_max", cpu_max, "ms"),
+        Row::new("rekey", &p, "setup_s", d.setup_s, "s"),
     ]
 }
 
@@ -206,11 +235,29 @@ fn mls_plan(n: usize, quick: bool) -> (Option<usize>, bool) {
 }
 
 /// OpenMLS removing a member of a group of the same size, and the ratios.
-async fn mls_rows(n: usize, quick: bool, d: &Measured, secure: &Measured) -> BenchResult<Vec<Row>> {
+async fn mls_rows(
+    n: usize,
+    quick: bool,
+    repeat: usize,
+    d: &Measured,
+    secure: &Measured,
+) -> BenchResult<Vec<Row>> {
     let (sample, steady) = mls_plan(n, quick);
-    let m = tokio::task::spawn_blocking(move || crate::mls::rekey(n, sample, steady))
-        .await
-        .map_err(|e| e.to_string())??;
+    let mut runs = Vec::new();
+    for _ in 0..repeat.max(1) {
+        runs.push(
+            tokio::task::spawn_blocking(move || crate::mls::rekey(n, sample, steady))
+                .await
+                .map_err(|e| e.to_string())??,
+        );
+    }
+    // The run whose total is the median (the lower middle for an even count).
+    runs.sort_by(|a, b| a.total_ms.total_cmp(&b.total_ms));
+    let (mls_min, mls_max) = (
+        runs.first().map_or(f64::NAN, |m| m.total_ms),
+        runs.last().map_or(f64::NAN, |m| m.total_ms),
+    );
+    let m = runs.swap_remove((runs.len() - 1) / 2);
     let p = format!(
         "N={} tree={} receivers={}{}",
         m.n,
@@ -231,6 +278,8 @@ async fn mls_rows(n: usize, quick: bool, d: &Measured, secure: &Measured) -> Ben
             m.total_ms,
             "ms",
         ),
+        Row::new("rekey", &p, "openmls_total_ms_min", mls_min, "ms"),
+        Row::new("rekey", &p, "openmls_total_ms_max", mls_max, "ms"),
         Row::new("rekey", &p, "openmls_commit_ms", m.commit_ms, "ms"),
         Row::new(
             "rekey",
