@@ -472,3 +472,42 @@ async fn a_post_flood_from_one_certificate_does_not_stop_another_user() {
         "another user's post succeeds during the flood: {bob_post:?}"
     );
 }
+
+#[tokio::test]
+async fn a_run_of_large_posts_is_fetched_in_pages_that_fit_an_answer() {
+    // Issue 14: twenty-five 200 KiB posts (5 MB) in a row; one page of
+    // 1,000 would exceed the 4 MiB an answer may carry and stop every sync
+    // of the group for good. The CS answers in pages under 3 MiB instead.
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let g = alice.create_group("proj").await;
+    let g = alice.add(&g, "bob", 0).await.unwrap();
+    net.cs_caught_up().await;
+    let big = "x".repeat(200 * 1024);
+    for _ in 0..25 {
+        alice.post(&g.group_id, &big).await.unwrap();
+    }
+    let (mut after, mut pages, mut seen) = (0, 0, 0);
+    loop {
+        let page = bob
+            .cs
+            .fetch(FetchRequest {
+                group_id: g.group_id.clone(),
+                after_seq: after,
+                limit: 1000,
+            })
+            .await
+            .expect("a page that fits an answer")
+            .into_inner();
+        pages += 1;
+        seen += page.envelopes.len();
+        after = page.envelopes.last().map_or(after, |e| e.log_seq);
+        if !page.more {
+            break;
+        }
+        assert!(pages < 10, "paging does not end");
+    }
+    assert_eq!(seen, 25, "nothing lost across pages");
+    assert!(pages >= 2, "the run was split into pages");
+}

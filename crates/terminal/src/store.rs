@@ -657,13 +657,23 @@ impl Store {
     }
 
     /// Records that `user` was sent the RN1 of a rotation.
-    pub async fn mark_rn1_sent(&self, gid: &[u8; 16], rn1_version: u32, user: &str) -> Result<()> {
-        sqlx::query("INSERT INTO rn1_sent (group_id, rn1_version, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(gid.as_slice())
-            .bind(i64::from(rn1_version))
-            .bind(user)
-            .execute(&self.pool)
-            .await?;
+    pub async fn mark_rn1_sent<'a>(
+        &self,
+        gid: &[u8; 16],
+        rn1_version: u32,
+        users: impl IntoIterator<Item = &'a str>,
+    ) -> Result<()> {
+        // One transaction (one sync to disk) for a whole batch of members.
+        let mut tx = self.pool.begin().await?;
+        for user in users {
+            sqlx::query("INSERT INTO rn1_sent (group_id, rn1_version, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+                .bind(gid.as_slice())
+                .bind(i64::from(rn1_version))
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

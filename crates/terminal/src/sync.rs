@@ -16,6 +16,36 @@ use sqlx::Row;
 /// Most items one `SendItems` call carries (the CS's limit).
 const ITEMS_PER_BATCH: usize = 1000;
 
+/// Bytes of items per `SendItems` call: well under the CS's request limit
+/// (its largest envelope plus 1 KiB, 257 KiB by default), whatever the
+/// length of the user ids inside the items.
+const SEND_ITEMS_BYTES: usize = 192 * 1024;
+
+/// Splits members' items (all of a member's items together) into batches of
+/// at most `max_items` items and `max_bytes` bytes; a member whose items
+/// alone exceed a limit gets a batch of its own.
+fn batches(
+    ready: &[(String, Vec<Vec<u8>>)],
+    max_items: usize,
+    max_bytes: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut items, mut bytes) = (0, 0, 0);
+    for (i, (_, its)) in ready.iter().enumerate() {
+        let (n, b) = (its.len(), its.iter().map(Vec::len).sum::<usize>());
+        if i > start && (items + n > max_items || bytes + b > max_bytes) {
+            out.push(start..i);
+            (start, items, bytes) = (i, 0, 0);
+        }
+        items += n;
+        bytes += b;
+    }
+    if start < ready.len() {
+        out.push(start..ready.len());
+    }
+    out
+}
+
 pub(crate) fn gid16(b: &[u8]) -> Result<[u8; 16]> {
     b.try_into().map_err(|_| Error::Corrupt("group id"))
 }
@@ -442,7 +472,8 @@ impl Terminal {
             };
             ready.push((user.clone(), items));
         }
-        for batch in ready.chunks(ITEMS_PER_BATCH / 2) {
+        for range in batches(&ready, ITEMS_PER_BATCH, SEND_ITEMS_BYTES) {
+            let batch = &ready[range];
             let items: Vec<Vec<u8>> = batch.iter().flat_map(|(_, i)| i.clone()).collect();
             match self
                 .cs
@@ -451,9 +482,8 @@ impl Terminal {
                 .map_err(Error::server("sending the new group key"))
             {
                 Ok(_) => {
-                    for (user, _) in batch {
-                        self.store.mark_rn1_sent(gid, g.rn1_version, user).await?;
-                    }
+                    let users = batch.iter().map(|(u, _)| u.as_str());
+                    self.store.mark_rn1_sent(gid, g.rn1_version, users).await?;
                 }
                 Err(e) => self.warn(format!(
                     "could not send the new group key to {} member(s) yet: {e}",
@@ -1184,5 +1214,43 @@ impl Terminal {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(items: &[usize]) -> (String, Vec<Vec<u8>>) {
+        ("m".into(), items.iter().map(|n| vec![0; *n]).collect())
+    }
+
+    #[test]
+    fn items_are_sent_in_batches_bounded_by_count_and_bytes_keeping_a_member_whole() {
+        // 1,000 members with two 300-byte items each (long user ids): by
+        // count alone one batch would be 1,000 items of 300 KB, above the
+        // CS's request limit.
+        let ready: Vec<_> = (0..1000).map(|_| member(&[300, 300])).collect();
+        let got = batches(&ready, ITEMS_PER_BATCH, SEND_ITEMS_BYTES);
+        assert_eq!(got.first(), Some(&(0..327)), "{got:?}");
+        assert_eq!(got.iter().map(|r| r.len()).sum::<usize>(), 1000);
+        for r in &got {
+            let bytes: usize = ready[r.clone()]
+                .iter()
+                .flat_map(|(_, i)| i)
+                .map(Vec::len)
+                .sum();
+            assert!(bytes <= SEND_ITEMS_BYTES && r.len() * 2 <= ITEMS_PER_BATCH);
+        }
+        // Small items: the count decides.
+        let small: Vec<_> = (0..1200).map(|_| member(&[10, 10])).collect();
+        assert_eq!(
+            batches(&small, 1000, SEND_ITEMS_BYTES),
+            [0..500, 500..1000, 1000..1200]
+        );
+        // One member bigger than a batch is sent alone; nothing is dropped.
+        let big = [member(&[10]), member(&[500_000]), member(&[10])];
+        assert_eq!(batches(&big, 1000, SEND_ITEMS_BYTES), [0..1, 1..2, 2..3]);
+        assert!(batches(&[], 1000, SEND_ITEMS_BYTES).is_empty());
     }
 }
