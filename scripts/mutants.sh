@@ -114,4 +114,7 @@ mutant cs-page-bytes crates/cs/src/lib.rs \
 mutant send-items-bytes $T/sync.rs \
     'const SEND_ITEMS_BYTES: usize = 192 * 1024;' 'const SEND_ITEMS_BYTES: usize = usize::MAX / 4;' \
     -p duokey-terminal --lib items_are_sent_in_batches
+mutant same-envelope-twice $T/messages.rs \
+    '                if same.is_some() {' '                if false {' \
+    -p duokey-cli --test properties two_processes_on_one_profile
 exit "$failed"

@@ -367,6 +367,60 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
     net.node.shutdown().await;
 }
 
+/// Issue 14 point 12: two processes on one profile (`duokey chat` beside
+/// `read --follow`) see each message once and never raise a false replay
+/// alarm, while a replay at another log position is still refused (above).
+#[tokio::test]
+async fn two_processes_on_one_profile_see_each_message_once_without_false_alarms() {
+    let net = InProcess::start().await;
+    let mut alice = net.user("alice").await;
+    let mut bob = net.user("bob").await;
+    let g = alice
+        .create_group("proj", GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    join(&mut alice, &mut bob, &gid).await;
+    let mut second = Terminal::open(&net.dir.path().join("bob"), || {
+        unreachable!("no passphrase")
+    })
+    .await
+    .unwrap();
+    alice.send(&gid, "hello").await.unwrap();
+    // Both processes get the same envelope, one by fetching, one live.
+    assert_eq!(bob.sync_messages(&gid).await.unwrap().len(), 1);
+    let cs = net.db("cs").await;
+    let logged = cs.fetch_log(&gid, 0, 10).await.unwrap().pop().unwrap();
+    let logged = duokey_proto::LoggedEnvelope {
+        group_id: gid.to_vec(),
+        log_seq: logged.log_seq,
+        envelope: logged.envelope,
+        stored_at_ms: logged.stored_at_ms,
+    };
+    let live = second
+        .receive(&gid, &logged, &mut Default::default())
+        .await
+        .unwrap();
+    assert!(live.is_none(), "already shown by the other process");
+    second.sync_messages(&gid).await.unwrap();
+    let history = bob.history(&gid).await.unwrap();
+    let texts: Vec<&str> = history
+        .iter()
+        .filter_map(|l| match l {
+            Line::Message(m) => Some(m.text.as_str()),
+            Line::Notice(_) => None,
+        })
+        .collect();
+    assert_eq!(texts, ["hello"]);
+    assert!(
+        !history
+            .iter()
+            .any(|l| matches!(l, Line::Notice(n) if n.notice.contains("unreadable"))),
+        "a false alarm: {history:?}"
+    );
+    net.node.shutdown().await;
+}
+
 /// P6: an older grant replayed (RN2 rollback by a dishonest GMS) does not move
 /// the group back; the next message still uses the newest epoch.
 #[tokio::test]

@@ -152,6 +152,18 @@ fn forked(name: &str) -> Error {
     ))
 }
 
+/// What storing an opened envelope found (V8 without false alarms when two
+/// processes share a profile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// Stored now.
+    New,
+    /// This very envelope (log position and id) was stored already.
+    AlreadyHeld,
+    /// Its id was stored at another log position: a replay.
+    Replay,
+}
+
 /// Meta key: the latest CS time (`stored_at_ms`) of the envelopes of a
 /// group this terminal has read; superseded R1s are erased against it.
 pub(crate) fn read_upto_key(gid: &[u8; 16]) -> String {
@@ -313,12 +325,14 @@ impl Terminal {
                     .set_meta_u64(&read_upto_key(gid), read_upto)
                     .await?;
             }
-            for (o, fresh) in opened.into_iter().zip(stored) {
-                if !fresh {
-                    let err = Error::from(duokey_crypto::Error::ReplayedMsgId);
-                    self.mark_unreadable(gid, &o.logged, &err).await?;
-                } else if let Some(m) = o.message(gid) {
-                    out.push(m);
+            for (o, stored) in opened.into_iter().zip(stored) {
+                match stored {
+                    Stored::Replay => {
+                        let err = Error::from(duokey_crypto::Error::ReplayedMsgId);
+                        self.mark_unreadable(gid, &o.logged, &err).await?;
+                    }
+                    Stored::AlreadyHeld => {}
+                    Stored::New => out.extend(o.message(gid)),
                 }
             }
             if before_joining > 0 {
@@ -355,14 +369,16 @@ impl Terminal {
     ) -> Result<Option<Message>> {
         let o = self.open_envelope(gid, e, cache).await?;
         let cursor = self.store.group(gid).await?.map_or(0, |g| g.log_cursor);
-        if self
+        match self
             .store_opened(gid, std::slice::from_ref(&o), cursor)
             .await?
-            != [true]
+            .as_slice()
         {
-            return Err(duokey_crypto::Error::ReplayedMsgId.into());
+            [Stored::New] => Ok(o.message(gid)),
+            // Another process on this profile stored it first: one message.
+            [Stored::AlreadyHeld] => Ok(None),
+            _ => Err(duokey_crypto::Error::ReplayedMsgId.into()),
         }
-        Ok(o.message(gid))
     }
 
     /// Checks and opens one envelope (SPEC §3.3, §4.5) without storing it.
@@ -436,7 +452,7 @@ impl Terminal {
         gid: &[u8; 16],
         opened: &[Opened],
         cursor: u64,
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Vec<Stored>> {
         let mut tx = self.store.pool.begin().await?;
         let mut fresh = Vec::with_capacity(opened.len());
         for o in opened {
@@ -458,7 +474,27 @@ impl Terminal {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            fresh.push(stored == 1);
+            // Not stored: the same envelope (same log position, same id),
+            // stored by another process on this profile or an earlier run,
+            // or a replay of its id at another position (V8).
+            let outcome = if stored == 1 {
+                Stored::New
+            } else {
+                let same = sqlx::query(
+                    "SELECT 1 FROM messages WHERE group_id = ? AND log_seq = ? AND msg_id = ?",
+                )
+                .bind(gid.as_slice())
+                .bind(o.logged.log_seq as i64)
+                .bind(h.msg_id.as_bytes().as_slice())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if same.is_some() {
+                    Stored::AlreadyHeld
+                } else {
+                    Stored::Replay
+                }
+            };
+            fresh.push(outcome);
         }
         sqlx::query("UPDATE groups SET log_cursor = ? WHERE group_id = ? AND log_cursor < ?")
             .bind(cursor as i64)
