@@ -117,4 +117,7 @@ mutant send-items-bytes $T/sync.rs \
 mutant same-envelope-twice $T/messages.rs \
     '                if same.is_some() {' '                if false {' \
     -p duokey-cli --test properties two_processes_on_one_profile
+mutant one-server-per-dir crates/server/src/dev.rs \
+    '    if let Err(e) = file.try_lock() {' '    if let Err(e) = Ok::<(), std::fs::TryLockError>(()) {' \
+    -p duokey-server --test observability a_second_server_on_the_same_directory
 exit "$failed"

@@ -86,6 +86,39 @@ pub fn prepare(dir: &Path, gms_addr: &str, cs_addr: &str) -> Result<ServerConfig
     ServerConfig::load(&path)
 }
 
+/// Takes the data directory `dir` for this process alone (issue 14): a
+/// second `duokey-server` on the same directory would open the same
+/// databases and overwrite `client.toml` with its own ports. The lock is
+/// held as long as the returned file is open (the whole run); the file
+/// names the process that holds it.
+pub fn lock_dir(dir: &Path) -> Result<std::fs::File, Error> {
+    create_dir_private(dir)?;
+    let path = dir.join("duokey-server.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    if let Err(e) = file.try_lock() {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(Error::Config(match e {
+            std::fs::TryLockError::WouldBlock => format!(
+                "another duokey-server ({}) is already using {}; stop it first, or give another --dir",
+                holder.trim(),
+                dir.display()
+            ),
+            std::fs::TryLockError::Error(e) => {
+                format!("cannot lock {}: {e}", path.display())
+            }
+        }));
+    }
+    use std::io::Write;
+    file.set_len(0)?;
+    write!(file, "pid {}", std::process::id())?;
+    Ok(file)
+}
+
 /// Writes `DIR/client.toml` for terminals, with the addresses actually bound.
 pub fn write_client_file(dir: &Path, gms: SocketAddr, cs: SocketAddr) -> Result<PathBuf, Error> {
     let ca_cert = std::fs::read_to_string(dir.join("ca/ca.pem"))?;
@@ -97,9 +130,12 @@ pub fn write_client_file(dir: &Path, gms: SocketAddr, cs: SocketAddr) -> Result<
     };
     let text = toml::to_string_pretty(&file).map_err(|e| Error::Config(e.to_string()))?;
     let path = dir.join("client.toml");
+    // Whole or not at all: a terminal never reads a half-written file.
+    let partial = dir.join("client.toml.partial");
     std::fs::write(
-        &path,
+        &partial,
         format!("# Written by duokey-server dev: how terminals reach this server.\n{text}"),
     )?;
+    std::fs::rename(&partial, &path)?;
     Ok(path)
 }

@@ -152,6 +152,11 @@ async fn serve(cfg: &ServerConfig, dev_dir: Option<&Path>) -> Result<(), Error> 
         let _ = writeln!(std::io::stdout(), "{line}");
     };
     let show = |a: Option<std::net::SocketAddr>| a.map_or("-".to_owned(), |a| a.to_string());
+    // client.toml exists before the first line says the server is up.
+    let client = match (dev_dir, node.gms_addr, node.cs_addr) {
+        (Some(dir), Some(gms), Some(cs)) => Some(dev::write_client_file(dir, gms, cs)?),
+        _ => None,
+    };
     // Scripts and tests read the bound addresses from this first line.
     out(format!(
         "Duokey server: GMS+AS on {}, CS on {}, data in {}",
@@ -159,8 +164,7 @@ async fn serve(cfg: &ServerConfig, dev_dir: Option<&Path>) -> Result<(), Error> 
         show(node.cs_addr),
         cfg.data_dir.display()
     ));
-    if let (Some(dir), Some(gms), Some(cs)) = (dev_dir, node.gms_addr, node.cs_addr) {
-        let client = dev::write_client_file(dir, gms, cs)?;
+    if let (Some(dir), Some(client)) = (dev_dir, client) {
         let d = dir.display();
         out(format!("Terminals use {}", client.display()));
         out(String::new());
@@ -189,10 +193,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
             cs_addr,
             gms_addr,
         } => {
+            let _only_one = dev::lock_dir(&dir)?;
             let cfg = dev::prepare(&dir, &gms_addr, &cs_addr)?;
             serve(&cfg, Some(&dir)).await
         }
-        Command::Run { config } => serve(&ServerConfig::load(&config)?, None).await,
+        Command::Run { config } => {
+            let cfg = ServerConfig::load(&config)?;
+            let _only_one = dev::lock_dir(&cfg.data_dir)?;
+            serve(&cfg, None).await
+        }
         Command::Enroll { dir, config, user } => {
             let user = UserId::new(user).map_err(|e| Error::Config(e.to_string()))?;
             let cfg = match (dir, config) {

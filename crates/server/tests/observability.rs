@@ -121,3 +121,45 @@ async fn health_reflection_metrics_and_graceful_sigterm() {
         "JSON logs: {logs}"
     );
 }
+
+#[test]
+fn a_second_server_on_the_same_directory_is_refused_and_changes_nothing() {
+    // Issue 14: the second `duokey-server dev` on a directory in use names
+    // the running one and leaves its databases and client.toml alone.
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_duokey-server"))
+            .args([
+                "dev",
+                "--gms-addr",
+                "127.0.0.1:0",
+                "--cs-addr",
+                "127.0.0.1:0",
+                "--dir",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let mut line = String::new();
+    BufReader::new(first.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("Duokey server"), "{line}");
+    let client = dir.path().join("client.toml");
+    let before = std::fs::read_to_string(&client).unwrap();
+
+    let second = start().wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "the second server ran: {err}");
+    assert!(
+        err.contains("another duokey-server") && err.contains(&format!("pid {}", first.id())),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&client).unwrap(), before);
+    let _ = first.kill();
+    let _ = first.wait();
+}
