@@ -8,8 +8,9 @@
 #   scripts/mutants.sh anchor     # only the mutants whose name contains "anchor"
 #
 # Prints one line per mutant: "caught", "MISSED" (the test passed without
-# its guard) or "GONE" (the guarded text is no longer in the file exactly
-# once: update the table). Exits 1 unless every mutant was caught.
+# its guard), "HUNG" (it did not end: a test must fail, not hang) or "GONE"
+# (the guarded text is no longer in the file exactly once: update the
+# table). Exits 1 unless every mutant was caught.
 # Needs python3 (for the literal replacement) and the services .ci/run uses.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,12 +44,13 @@ PY
         restore
         return
     fi
-    if cargo test --locked -q "$@" >/dev/null 2>&1; then
-        printf '%-22s MISSED (cargo test %s passed without the guard)\n' "$name" "$*"
-        failed=1
-    else
-        printf '%-22s caught (%s)\n' "$name" "${*: -1}"
-    fi
+    # Bounded: a test that hangs without its guard is reported, not waited on.
+    timeout 900 cargo test --locked -q "$@" >/dev/null 2>&1
+    case $? in
+        0) printf '%-22s MISSED (cargo test %s passed without the guard)\n' "$name" "$*"; failed=1 ;;
+        124) printf '%-22s HUNG   (cargo test %s did not end within 15 min)\n' "$name" "$*"; failed=1 ;;
+        *) printf '%-22s caught (%s)\n' "$name" "${*: -1}" ;;
+    esac
     restore
 }
 

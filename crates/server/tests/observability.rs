@@ -152,7 +152,18 @@ fn a_second_server_on_the_same_directory_is_refused_and_changes_nothing() {
     let client = dir.path().join("client.toml");
     let before = std::fs::read_to_string(&client).unwrap();
 
-    let second = start().wait_with_output().unwrap();
+    // Bounded: a second server that does start must fail the test, not hang it.
+    let mut second = start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = first.kill();
+            panic!("the second server is still running after 20 s: it was not refused");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = second.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success(), "the second server ran: {err}");
     assert!(
