@@ -122,4 +122,7 @@ mutant same-envelope-twice $T/messages.rs \
 mutant one-server-per-dir crates/server/src/dev.rs \
     '    if let Err(e) = file.try_lock() {' '    if let Err(e) = Ok::<(), std::fs::TryLockError>(()) {' \
     -p duokey-server --test observability a_second_server_on_the_same_directory
+mutant queue-when-unreachable $T/messages.rs \
+    '            Err(e) if e.kind() == crate::ErrorKind::Network => {' '            Err(e) if false => {' \
+    -p duokey-cli --test flows a_message_sent_while_the_server_is_down
 exit "$failed"

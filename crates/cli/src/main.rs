@@ -7,7 +7,7 @@ mod display;
 
 use clap::{Parser, Subcommand};
 use duokey_crypto::{Rights, UserId};
-use duokey_terminal::{ClientConfig, Error, ErrorKind, Line, SendOutcome, Terminal};
+use duokey_terminal::{ClientConfig, Error, ErrorKind, Line, SendOutcome, Terminal, Waiting};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -337,7 +337,14 @@ fn time(ms: u64) -> String {
 
 async fn open(cli: &Cli) -> duokey_terminal::Result<Terminal> {
     let mut t = Terminal::open(&home(cli), || passphrase(false)).await?;
-    t.sync().await?;
+    match t.sync().await {
+        Ok(()) => {}
+        // `send` keeps what it cannot post yet (issue 14): unreachable
+        // servers do not stop it; it says the message is queued.
+        Err(e) if e.kind() == ErrorKind::Network && matches!(cli.command, Command::Send { .. }) => {
+        }
+        Err(e) => return Err(e),
+    }
     Ok(t)
 }
 
@@ -480,12 +487,19 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
                     print_json(&serde_json::json!({"group_id": group_id, "posted": seq}))
                 }
                 SendOutcome::Posted(_) => {}
-                SendOutcome::Queued if json => {
-                    print_json(&serde_json::json!({"group_id": group_id, "queued": true}))
-                }
-                SendOutcome::Queued => {
+                SendOutcome::Queued(why) if json => print_json(&serde_json::json!({
+                    "group_id": group_id,
+                    "queued": true,
+                    "waiting": match why { Waiting::Key => "key", Waiting::Server => "server" },
+                })),
+                SendOutcome::Queued(Waiting::Key) => {
                     eprintln!(
                         "Queued: the group's new key has not arrived yet; it is sent at your next command after it does."
+                    )
+                }
+                SendOutcome::Queued(Waiting::Server) => {
+                    eprintln!(
+                        "Queued, not sent yet: the server is unreachable; it is sent at your next command once the server is back."
                     )
                 }
             }

@@ -401,3 +401,24 @@ fn the_owner_changes_the_policy_and_every_member_follows_the_signed_one() {
     alice.ok(&["send", "proj", "after the change"]);
     assert_eq!(bob.texts("proj").last().unwrap(), "after the change");
 }
+
+#[test]
+fn a_message_sent_while_the_server_is_down_is_queued_and_delivered_once_it_is_back() {
+    // Issue 14: a send the CS does not acknowledge for a transient reason is
+    // kept (sealed, in the outbox), said to be queued, and sent by the next
+    // command once the server is back; nothing is lost, nothing doubled.
+    let mut srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob]);
+    srv.stop();
+    let out: serde_json::Value =
+        serde_json::from_str(&alice.ok(&["--json", "send", "proj", "while down"])).unwrap();
+    assert_eq!(out["queued"], true, "{out}");
+    assert_eq!(out["waiting"], "server", "{out}");
+    let status: serde_json::Value = {
+        srv.restart();
+        serde_json::from_str(&alice.ok(&["--json", "status"])).unwrap()
+    };
+    assert_eq!(status["queued"], 0, "the queued message went out: {status}");
+    assert_eq!(bob.texts("proj"), ["while down"]);
+}

@@ -509,7 +509,10 @@ async fn after_a_refused_grant_sends_queue_once_the_grace_window_ends() {
     // window itself is what passes here, so the test waits it out).
     tokio::time::sleep_until((issued_by + std::time::Duration::from_millis(3100)).into()).await;
     let held = alice.send(&gid, "after grace").await.unwrap();
-    assert_eq!(held, duokey_terminal::SendOutcome::Queued);
+    assert_eq!(
+        held,
+        duokey_terminal::SendOutcome::Queued(duokey_terminal::Waiting::Key)
+    );
     lies.clear();
     alice.sync().await.unwrap();
     bob.sync().await.unwrap();

@@ -27,7 +27,7 @@ pub use flows::{GroupPolicy, PolicyChange, PolicyView};
 pub use live::{Live, LiveEvent, LiveUpdate};
 pub use membership::MembershipCode;
 pub use messages::{Line, Message, Notice, OpenCache, UNREADABLE};
-pub use terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal};
+pub use terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal, Waiting};
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::store::StoredGrant;
-use crate::terminal::{SendOutcome, Terminal};
+use crate::terminal::{SendOutcome, Terminal, Waiting};
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::*;
 use duokey_proto::{FetchRequest, LoggedEnvelope, PostRequest};
@@ -212,15 +212,31 @@ impl Terminal {
         }
         self.check_not_forked(gid, &g.name).await?;
         if self.store.r1(gid, g.rn1_version).await?.is_none() || self.held_by_refusal(gid).await? {
-            sqlx::query("INSERT INTO outbox (group_id, body, queued_ms) VALUES (?, ?, ?)")
-                .bind(gid.as_slice())
-                .bind(self.vault.seal("outbox", text.as_bytes())?)
-                .bind(crate::now_ms() as i64)
-                .execute(&self.store.pool)
-                .await?;
-            return Ok(SendOutcome::Queued);
+            self.queue(gid, text).await?;
+            return Ok(SendOutcome::Queued(Waiting::Key));
         }
-        self.post_now(gid, text).await.map(SendOutcome::Posted)
+        match self.post_now(gid, text).await {
+            Ok(seq) => Ok(SendOutcome::Posted(seq)),
+            // Not acknowledged for a transient reason: kept, sent later.
+            // (If the CS stored it and only its answer was lost, the
+            // message arrives twice: at least once, never lost.)
+            Err(e) if e.kind() == crate::ErrorKind::Network => {
+                self.queue(gid, text).await?;
+                Ok(SendOutcome::Queued(Waiting::Server))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Keeps `text` (sealed) in the outbox for a later sync.
+    async fn queue(&self, gid: &[u8; 16], text: &str) -> Result<()> {
+        sqlx::query("INSERT INTO outbox (group_id, body, queued_ms) VALUES (?, ?, ?)")
+            .bind(gid.as_slice())
+            .bind(self.vault.seal("outbox", text.as_bytes())?)
+            .bind(crate::now_ms() as i64)
+            .execute(&self.store.pool)
+            .await?;
+        Ok(())
     }
 
     /// SPEC §4.7 "Equivocation": nothing is sent in a group whose server

@@ -62,8 +62,19 @@ pub struct Invitation {
 pub enum SendOutcome {
     /// Posted and durable at the CS, at this log position.
     Posted(u64),
-    /// Kept until the group's new RN1 arrives (SPEC §4.3 step 4).
-    Queued,
+    /// Kept in the outbox (sealed) and sent by a later sync, or on
+    /// reconnect, once what it waits for is there; never lost.
+    Queued(Waiting),
+}
+
+/// What a queued message waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// The group's new RN1 (SPEC §4.3 step 4), or a valid grant after a
+    /// refused one.
+    Key,
+    /// The CS: it could not be reached (a transient fault, issue 14).
+    Server,
 }
 
 /// An open profile, connected to the servers.

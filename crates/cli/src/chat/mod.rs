@@ -13,7 +13,9 @@ pub mod ui;
 use app::{Action, App, Connection, GroupView, InviteView, MemberView, Tone};
 use command::Command;
 use duokey_crypto::{Rights, UserId};
-use duokey_terminal::{Error, GroupPolicy, Live, LiveEvent, Result, SendOutcome, Terminal};
+use duokey_terminal::{
+    Error, GroupPolicy, Live, LiveEvent, Result, SendOutcome, Terminal, Waiting,
+};
 use ratatui::crossterm::event::{self, DisableBracketedPaste, EnableBracketedPaste, Event};
 use ratatui::crossterm::execute;
 use std::time::Duration;
@@ -277,9 +279,13 @@ async fn send(t: &mut Terminal, app: &mut App, text: &str) {
                 app.say(Tone::Error, e.to_string());
             }
         }
-        Ok((_, SendOutcome::Queued)) => app.say(
+        Ok((_, SendOutcome::Queued(Waiting::Key))) => app.say(
             Tone::Info,
             "queued: the group's new key has not arrived yet; sent as soon as it does",
+        ),
+        Ok((_, SendOutcome::Queued(Waiting::Server))) => app.say(
+            Tone::Error,
+            "not sent yet: the server is unreachable; queued and sent as soon as it is back",
         ),
         Err(e) => app.say(Tone::Error, e.to_string()),
     }
