@@ -77,9 +77,6 @@ impl Demo {
     /// terminal holds, plus every `rn1` item for it that the CS keeps, opened
     /// with its delivery key (an attacker's program drops nothing).
     async fn r1s_reaching(&self, t: &Terminal, gid: &[u8; 16]) -> Result<Vec<(u32, R1)>> {
-        let mut out = t.held_r1s(gid).await?;
-        let sealed = t.store().meta_req("delivery").await?;
-        let secret = DeliverySecret::from_bytes(&*t.vault().open32("delivery", &sealed)?)?;
         let db = Db::open_sqlite(&self.dir.path().join("server/cs.db"))
             .await
             .map_err(|e| Error::User(e.to_string()))?;
@@ -88,32 +85,9 @@ impl Demo {
             .await
             .map_err(|e| Error::User(e.to_string()))?;
         db.close().await;
-        for e in inbox {
-            let Ok(item) = SignedItem::parse(&e.item) else {
-                continue;
-            };
-            let ItemBody::Rn1(p) = &item.item.body else {
-                continue;
-            };
-            let ctx = Rn1Context {
-                group_id: &p.group_id,
-                sender: &item.item.sender,
-                recipient: &item.item.recipient,
-                ref_id: &p.ref_id,
-            };
-            if p.group_id.0 == *gid
-                && let Ok(r1) = duokey_crypto::rn1_delivery::open_rn1(
-                    &secret,
-                    &ctx,
-                    p.rn1_version,
-                    p.at_rn2_version,
-                    &p.enc,
-                    &p.ct,
-                )
-            {
-                out.push((p.rn1_version, r1));
-            }
-        }
+        let items: Vec<Vec<u8>> = inbox.into_iter().map(|e| e.item).collect();
+        let mut out = t.held_r1s(gid).await?;
+        out.extend(t.r1s_in(gid, &items));
         Ok(out)
     }
 

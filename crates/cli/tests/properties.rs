@@ -116,6 +116,20 @@ fn keys_from(gid: &[u8; 16], r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) 
     keys
 }
 
+/// alice and bob, both members of group "proj" (default policy) that
+/// alice created; the group's id.
+async fn alice_and_bob_in_proj(net: &InProcess) -> (Terminal, Terminal, [u8; 16]) {
+    let mut alice = net.user("alice").await;
+    let mut bob = net.user("bob").await;
+    let g = alice
+        .create_group("proj", GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    join(&mut alice, &mut bob, &gid).await;
+    (alice, bob, gid)
+}
+
 /// P3 with `rotate_rn1_on_remove` on: a removed member with every R1 it can
 /// get hold of after its removal (what its terminal kept, and every `rn1`
 /// item for it at the CS opened with its delivery key) and every RN2 of the
@@ -275,14 +289,7 @@ async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
 #[tokio::test]
 async fn replayed_envelope_and_inbox_item_are_refused() {
     let net = InProcess::start().await;
-    let mut alice = net.user("alice").await;
-    let mut bob = net.user("bob").await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
-    join(&mut alice, &mut bob, &gid).await;
+    let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
     alice.send(&gid, "only once").await.unwrap();
     assert_eq!(bob.sync_messages(&gid).await.unwrap().len(), 1);
 
@@ -373,14 +380,7 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
 #[tokio::test]
 async fn two_processes_on_one_profile_see_each_message_once_without_false_alarms() {
     let net = InProcess::start().await;
-    let mut alice = net.user("alice").await;
-    let mut bob = net.user("bob").await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
-    join(&mut alice, &mut bob, &gid).await;
+    let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
     let mut second = Terminal::open(&net.dir.path().join("bob"), || {
         unreachable!("no passphrase")
     })
@@ -487,14 +487,7 @@ async fn rn1_opened_by(net: &InProcess, user: &str, secret: &DeliverySecret) -> 
 async fn a_forged_identity_gets_no_rn1_even_once_confirmed() {
     use duokey_proto::communication_client::CommunicationClient;
     let net = InProcess::start().await;
-    let mut alice = net.user("alice").await;
-    let mut bob = net.user("bob").await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
-    join(&mut alice, &mut bob, &gid).await;
+    let (mut alice, bob, gid) = alice_and_bob_in_proj(&net).await;
 
     // Control: a rotation reaches the real bob, and this harness opens it
     // with his delivery key (bob does not sync, so the item stays).

@@ -1215,6 +1215,41 @@ impl Terminal {
         }
         Ok(out)
     }
+
+    /// Every R1 of `gid` this terminal's user could take from `items` (inbox
+    /// items as the CS keeps them, whether processed or not): each `rn1`
+    /// item addressed to it opened with its delivery key, with no check of
+    /// sender or version — what an attacker's program holding this profile
+    /// would get (used by the demo and the security tests, with
+    /// [`Terminal::held_r1s`], to attack for real).
+    pub fn r1s_in(&self, gid: &[u8; 16], items: &[Vec<u8>]) -> Vec<(u32, R1)> {
+        items
+            .iter()
+            .filter_map(|bytes| SignedItem::parse(bytes).ok())
+            .filter_map(|s| {
+                let ItemBody::Rn1(p) = &s.item.body else {
+                    return None;
+                };
+                let ctx = Rn1Context {
+                    group_id: &p.group_id,
+                    sender: &s.item.sender,
+                    recipient: &s.item.recipient,
+                    ref_id: &p.ref_id,
+                };
+                let r1 = open_rn1(
+                    &self.delivery,
+                    &ctx,
+                    p.rn1_version,
+                    p.at_rn2_version,
+                    &p.enc,
+                    &p.ct,
+                );
+                (p.group_id.0 == *gid)
+                    .then_some(r1.ok().map(|r1| (p.rn1_version, r1)))
+                    .flatten()
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

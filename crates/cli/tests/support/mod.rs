@@ -328,40 +328,12 @@ impl InProcess {
         t: &duokey_terminal::Terminal,
         gid: &[u8; 16],
     ) -> Vec<(u32, duokey_crypto::R1)> {
-        use duokey_crypto::{DeliverySecret, ItemBody, Rn1Context, SignedItem};
-        let mut out = t.held_r1s(gid).await.unwrap();
-        let sealed = t.store().meta_req("delivery").await.unwrap();
-        let secret =
-            DeliverySecret::from_bytes(&t.vault().open32("delivery", &sealed).unwrap()).unwrap();
         let cs = self.db("cs").await;
         let inbox = cs.inbox_after(t.user().as_str(), 0, 10_000).await.unwrap();
         cs.close().await;
-        for e in inbox {
-            let Ok(s) = SignedItem::parse(&e.item) else {
-                continue;
-            };
-            let ItemBody::Rn1(p) = &s.item.body else {
-                continue;
-            };
-            let ctx = Rn1Context {
-                group_id: &p.group_id,
-                sender: &s.item.sender,
-                recipient: &s.item.recipient,
-                ref_id: &p.ref_id,
-            };
-            if p.group_id.0 == *gid
-                && let Ok(r1) = duokey_crypto::rn1_delivery::open_rn1(
-                    &secret,
-                    &ctx,
-                    p.rn1_version,
-                    p.at_rn2_version,
-                    &p.enc,
-                    &p.ct,
-                )
-            {
-                out.push((p.rn1_version, r1));
-            }
-        }
+        let items: Vec<Vec<u8>> = inbox.into_iter().map(|e| e.item).collect();
+        let mut out = t.held_r1s(gid).await.unwrap();
+        out.extend(t.r1s_in(gid, &items));
         out
     }
 
