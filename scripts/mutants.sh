@@ -125,4 +125,13 @@ mutant one-server-per-dir crates/server/src/dev.rs \
 mutant queue-when-unreachable $T/messages.rs \
     '            Err(e) if e.kind() == crate::ErrorKind::Network => {' '            Err(e) if false => {' \
     -p duokey-cli --test flows a_message_sent_while_the_server_is_down
+mutant grant-outage-kept $T/sync.rs \
+    '        tonic::Code::NotFound | tonic::Code::PermissionDenied | tonic::Code::OutOfRange' '        _' \
+    -p duokey-cli --test lying_gms messages_whose_key_the_gms_cannot_serve_yet
+mutant follow-reconnects $T/messages.rs \
+    '                Err(e) if e.kind() == crate::ErrorKind::Network => e,' '                Err(e) if false => e,' \
+    -p duokey-cli --test flows read_follow_streams_messages_and_notices
+mutant offline-answers crates/cli/src/main.rs \
+    '        Err(e) if e.kind() == ErrorKind::Network && works_offline(&cli.command) => {' '        Err(e) if false => {' \
+    -p duokey-cli --test flows offline_the_profile_answers
 exit "$failed"

@@ -17,6 +17,7 @@ mod crypto;
 mod mls;
 mod nats;
 mod net;
+mod profile;
 mod rekey;
 mod relay;
 
@@ -40,6 +41,11 @@ struct Args {
     /// Runs of each rekey measurement; the tables show the median and the range.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Rekey members keep their state in memory instead of each writing a
+    /// terminal profile (SQLite) as a real terminal does: shows what
+    /// persistence costs. Groups above 2,000 members always do.
+    #[arg(long)]
+    members_in_memory: bool,
     /// Scenarios to run: crypto, rekey, relay, rotation, memory, catchup (default: all).
     scenarios: Vec<String>,
 }
@@ -87,7 +93,15 @@ async fn run(name: &str, args: &Args) -> BenchResult<Vec<Row>> {
     let quick = args.quick;
     match name {
         "crypto" => Ok(crypto::run(quick)),
-        "rekey" => rekey::run(quick, &args.rekey_sizes, args.repeat).await,
+        "rekey" => {
+            rekey::run(
+                quick,
+                &args.rekey_sizes,
+                args.repeat,
+                args.members_in_memory,
+            )
+            .await
+        }
         "relay" => relay::run(quick).await,
         "rotation" => capacity::rotation(quick).await,
         "memory" => capacity::memory(quick).await,

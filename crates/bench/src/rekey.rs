@@ -1,13 +1,17 @@
-//! Scenario `rekey` (issue 7 point 2): a member is removed from a group of
-//! N members who are all online over real TLS; measured from the remover's
-//! `ReportMember` until every remaining member holds the new group key (its
-//! grant arrived on its `Watch` stream and it derived GK), with the GMS's
-//! CPU time (its own process) and the members' CPU time. The group's policy
-//! re-keys with RN2 alone (`no_rotate_rn1_on_remove`), the cost the issue
-//! compares with MLS: a grant and one ratchet step plus one HKDF per member.
-//! Beside it, OpenMLS removes a member of a group of the same size.
+//! Scenario `rekey` (issue 7 point 2, issue 13 point 11): a member is
+//! removed from a group of N members who are all online over real TLS;
+//! measured from the remover's `ReportMember` until every remaining member
+//! holds the new group key — it verified the signed change and the grant
+//! against its own membership state, with RN1 rotation (the secure default)
+//! it opened RN1' from the verified rotator, and it wrote what its terminal
+//! writes to its own SQLite profile ([`crate::profile`]) — with the
+//! server's CPU time (its own process) and the members' CPU time. Measured
+//! in three modes (RN1 rotation with delivery keys cached or fetched, RN2
+//! only), and, for the comparison with OpenMLS (whose provider keeps state
+//! in memory), with members that keep theirs in memory too.
 
 use crate::net::{Member, ServerProc, cpu_ms, perf_ctl, random16};
+use crate::profile::Profile;
 use crate::{BenchResult, Row};
 use duokey_crypto::membership::{self, Action, SignedChange, State};
 use duokey_crypto::rn1_delivery::{open_rn1, seal_rn1};
@@ -28,24 +32,64 @@ use tonic::transport::Channel;
 /// Concurrent connection set-ups.
 const CONNECT_WINDOW: usize = 256;
 
+/// The largest group whose members each keep a profile on disk: every
+/// profile holds three files open beside the member's two connections, in
+/// one process whose limit is 20,000 descriptors here. Above it members keep
+/// their state in memory, and the rows say `members=memory`.
+const PROFILES_MAX: usize = 2_000;
+
 /// Runs the scenario for every group size, each measurement `repeat` times
 /// (the median of each figure, with the range of the main ones).
-pub async fn run(quick: bool, chosen: &[usize], repeat: usize) -> BenchResult<Vec<Row>> {
+pub async fn run(
+    quick: bool,
+    chosen: &[usize],
+    repeat: usize,
+    in_memory: bool,
+) -> BenchResult<Vec<Row>> {
     let sizes: &[usize] = match (chosen, quick) {
         ([_, ..], _) => chosen,
         ([], true) => &[10, 100],
         ([], false) => &[10, 100, 1_000, 10_000],
     };
     let mut rows = Vec::new();
+    const SECURE: Mode = Mode::Rn1 { cached_keys: true };
     for &n in sizes {
-        let d = measure(n, Mode::Rn2Only, repeat).await?;
-        let secure = measure(n, Mode::Rn1 { cached_keys: true }, repeat).await?;
-        let cold = measure(n, Mode::Rn1 { cached_keys: false }, repeat).await?;
-        rows.extend(duokey_rows(&format!("N={n} rn1=on"), &secure));
-        rows.extend(duokey_rows(&format!("N={n} rn1=on keys=fetched"), &cold));
-        rows.extend(duokey_rows(&format!("N={n}"), &d));
+        let persist = !in_memory && n <= PROFILES_MAX;
+        let m = if persist { "sqlite" } else { "memory" };
+        let d = measure(n, Mode::Rn2Only, repeat, persist).await?;
+        let secure = measure(n, SECURE, repeat, persist).await?;
+        let cold = measure(n, Mode::Rn1 { cached_keys: false }, repeat, persist).await?;
+        rows.extend(duokey_rows(&format!("N={n} rn1=on members={m}"), &secure));
+        rows.extend(duokey_rows(
+            &format!("N={n} rn1=on keys=fetched members={m}"),
+            &cold,
+        ));
+        rows.extend(duokey_rows(&format!("N={n} members={m}"), &d));
         rows.extend(floor_rows(n, &secure.median)?);
-        rows.extend(mls_rows(n, quick, repeat, &d.median, &secure.median).await?);
+        // OpenMLS's provider keeps its state in memory: the ratios compare
+        // it with members that do too, and the persisted figures beside.
+        let like = match persist {
+            true => {
+                let d = measure(n, Mode::Rn2Only, repeat, false).await?;
+                let secure = measure(n, SECURE, repeat, false).await?;
+                rows.extend(duokey_rows(
+                    &format!("N={n} rn1=on members=memory"),
+                    &secure,
+                ));
+                rows.extend(duokey_rows(&format!("N={n} members=memory"), &d));
+                Some((d.median, secure.median))
+            }
+            false => None,
+        };
+        let (d_mem, secure_mem) = like
+            .as_ref()
+            .map_or((&d.median, &secure.median), |(a, b)| (a, b));
+        let duokey = Compared {
+            rn2_only: d_mem,
+            secure: secure_mem,
+            secure_persisted: persist.then_some(&secure.median),
+        };
+        rows.extend(mls_rows(n, quick, repeat, &duokey).await?);
     }
     Ok(rows)
 }
@@ -69,10 +113,10 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// `repeat` removals from fresh groups of `n` members in `mode`.
-async fn measure(n: usize, mode: Mode, repeat: usize) -> BenchResult<Repeated> {
+async fn measure(n: usize, mode: Mode, repeat: usize, persist: bool) -> BenchResult<Repeated> {
     let mut runs = Vec::new();
     for _ in 0..repeat.max(1) {
-        runs.push(duokey(n, mode).await?);
+        runs.push(duokey(n, mode, persist).await?);
     }
     let of = |f: fn(&Measured) -> f64| median(runs.iter().map(f).collect());
     let median = Measured {
@@ -234,13 +278,22 @@ fn mls_plan(n: usize, quick: bool) -> (Option<usize>, bool) {
     }
 }
 
+/// The Duokey figures OpenMLS is compared with.
+struct Compared<'a> {
+    /// RN2 only, members in memory (as OpenMLS's provider).
+    rn2_only: &'a Measured,
+    /// The secure default, members in memory.
+    secure: &'a Measured,
+    /// The secure default, members writing their profiles, when measured.
+    secure_persisted: Option<&'a Measured>,
+}
+
 /// OpenMLS removing a member of a group of the same size, and the ratios.
 async fn mls_rows(
     n: usize,
     quick: bool,
     repeat: usize,
-    d: &Measured,
-    secure: &Measured,
+    duokey: &Compared<'_>,
 ) -> BenchResult<Vec<Row>> {
     let (sample, steady) = mls_plan(n, quick);
     let mut runs = Vec::new();
@@ -269,8 +322,9 @@ async fn mls_rows(
             ""
         }
     );
-    let duokey_cpu = d.gms_cpu_ms + d.members_cpu_ms;
-    Ok(vec![
+    let cpu = |m: &Measured| m.gms_cpu_ms + m.members_cpu_ms;
+    let d = duokey.rn2_only;
+    let mut rows = vec![
         Row::new(
             "rekey",
             &p,
@@ -299,7 +353,7 @@ async fn mls_rows(
             "rekey",
             &p,
             "openmls_over_duokey_total_cpu",
-            m.total_ms / duokey_cpu,
+            m.total_ms / cpu(d),
             "ratio",
         ),
         Row::new(
@@ -313,10 +367,20 @@ async fn mls_rows(
             "rekey",
             &p,
             "openmls_over_duokey_rn1_on_total_cpu",
-            m.total_ms / (secure.gms_cpu_ms + secure.members_cpu_ms),
+            m.total_ms / cpu(duokey.secure),
             "ratio",
         ),
-    ])
+    ];
+    if let Some(p_) = duokey.secure_persisted {
+        rows.push(Row::new(
+            "rekey",
+            &p,
+            "openmls_over_duokey_rn1_on_persisted_total_cpu",
+            m.total_ms / cpu(p_),
+            "ratio",
+        ));
+    }
+    Ok(rows)
 }
 
 /// What one Duokey removal cost.
@@ -367,10 +431,12 @@ enum Mode {
 /// the signed change against its own copy of the membership state, checks
 /// the grant against it, and checks the signatures of both items from the
 /// verified rotator; it holds the new key once it has the grant (Watch) and
-/// its RN1' (Subscribe).
-async fn duokey(n: usize, mode: Mode) -> BenchResult<Measured> {
+/// its RN1' (Subscribe), and with `persist` once it wrote them to its
+/// profile as its terminal does.
+async fn duokey(n: usize, mode: Mode, persist: bool) -> BenchResult<Measured> {
     let rotate_rn1 = mode != Mode::Rn2Only;
     let setup = Instant::now();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let srv = ServerProc::start(|_| {})?;
     let mut owner = srv.member("m00000")?;
     let members: Vec<Member> = (1..n)
@@ -411,9 +477,14 @@ async fn duokey(n: usize, mode: Mode) -> BenchResult<Measured> {
         key: owner.key.public(),
         state: Arc::new(group.state.clone()),
     };
+    let profiles = match persist {
+        true => create_profiles(watchers, &group, version, dir.path()).await?,
+        false => Vec::new(),
+    };
     watch_all(
         watchers,
         secrets.as_deref(),
+        profiles,
         &rotator,
         version + 1,
         &ctx,
@@ -458,6 +529,43 @@ async fn duokey(n: usize, mode: Mode) -> BenchResult<Measured> {
     };
     drop(states);
     Ok(measured)
+}
+
+/// Every member's profile, holding the group at `version` as its terminal
+/// would (set-up, not measured).
+async fn create_profiles(
+    members: &[Member],
+    group: &OwnedGroup,
+    version: u64,
+    dir: &std::path::Path,
+) -> BenchResult<Vec<Option<Profile>>> {
+    let list: Arc<Vec<(String, u8)>> = Arc::new(
+        group
+            .state
+            .members
+            .iter()
+            .map(|(u, m)| (u.as_str().to_owned(), m.rights.bits()))
+            .collect(),
+    );
+    let gid = group.id.0;
+    let mut profiles = Vec::with_capacity(members.len());
+    for chunk in members.chunks(CONNECT_WINDOW) {
+        let mut opening = JoinSet::new();
+        for (i, m) in chunk.iter().enumerate() {
+            let (name, dir, list) = (m.id.as_str().to_owned(), dir.to_owned(), list.clone());
+            opening.spawn(async move {
+                let p = Profile::create(&dir, &name, gid, version, &list).await;
+                (i, p)
+            });
+        }
+        let mut got: Vec<Option<Profile>> = (0..chunk.len()).map(|_| None).collect();
+        while let Some(r) = opening.join_next().await {
+            let (i, p) = r.map_err(|e| e.to_string())?;
+            got[i] = Some(p?);
+        }
+        profiles.extend(got);
+    }
+    Ok(profiles)
 }
 
 /// Brings `members` into the group. Adding them one `ReportMember` at a
@@ -761,6 +869,10 @@ async fn send_rn1_to_all(
     Ok(())
 }
 
+/// What a member's task leaves behind: its state and profile, freed after
+/// the measurement (as a terminal keeps them).
+type Kept = (State, Option<Profile>);
+
 /// What every member verifies the removal against: the rotator the
 /// verified history names (the remover), its key, and the membership state
 /// before the removal (each member holds its own copy, as its terminal does).
@@ -778,10 +890,11 @@ struct Verifier {
 async fn watch_all(
     members: &[Member],
     secrets: Option<&[Arc<DeliverySecret>]>,
+    mut profiles: Vec<Option<Profile>>,
     verifier: &Verifier,
     target: u64,
     ctx: &KeyContext,
-    tx: mpsc::UnboundedSender<(BenchResult<Instant>, Option<State>)>,
+    tx: mpsc::UnboundedSender<(BenchResult<Instant>, Option<Kept>)>,
 ) -> BenchResult<()> {
     let window = Arc::new(Semaphore::new(CONNECT_WINDOW));
     let mut opening = JoinSet::new();
@@ -789,6 +902,7 @@ async fn watch_all(
         let (mut gms, mut cs) = (m.gms.clone(), m.cs.clone());
         let (window, ctx, tx) = (window.clone(), ctx.clone(), tx.clone());
         let secret = secrets.and_then(|s| s.get(i)).cloned();
+        let profile = profiles.get_mut(i).and_then(Option::take);
         let me = m.id.clone();
         let (rotator, rotator_key) = (verifier.id.clone(), verifier.key);
         let mut state = (*verifier.state).clone();
@@ -816,11 +930,12 @@ async fn watch_all(
                     rotator_key: &rotator_key,
                     secret: secret.as_deref(),
                     state: &mut state,
+                    profile: profile.as_ref(),
                 };
                 let got = member
                     .rekey(&mut grants, items.as_mut(), target, &ctx)
                     .await;
-                let _ = tx.send((got, Some(state)));
+                let _ = tx.send((got, Some((state, profile))));
             });
             Ok::<(), String>(())
         });
@@ -840,6 +955,8 @@ struct MemberSide<'a> {
     secret: Option<&'a DeliverySecret>,
     /// Its verified membership state.
     state: &'a mut State,
+    /// Its profile, written as its terminal writes it (`None`: in memory).
+    profile: Option<&'a Profile>,
 }
 
 impl MemberSide<'_> {
@@ -876,7 +993,10 @@ impl MemberSide<'_> {
             tokio::select! {
                 event = grants.message(), if grant.is_none() => match event {
                     Ok(Some(WatchEvent { event: Some(watch_event::Event::Grant(g)) })) if g.rn2_version >= target => {
-                        self.verify_grant(&g)?;
+                        let changes = self.verify_grant(&g)?;
+                        if let Some(p) = self.profile {
+                            p.grant(&g, &changes).await?;
+                        }
                         grant = Some(g);
                     }
                     Ok(Some(_)) => {}
@@ -885,9 +1005,20 @@ impl MemberSide<'_> {
                 },
                 delivery = next_item(&mut items) => {
                     let Some(bytes) = delivery? else { continue };
-                    match self.open_item(&bytes)? {
-                        Opened::Rn1(got) => r1 = Some(got),
-                        Opened::Anchor(seq, head) => anchor = Some((seq, head)),
+                    let (id, opened) = self.open_item(&bytes)?;
+                    match opened {
+                        Opened::Rn1(version, got) => {
+                            if let Some(p) = self.profile {
+                                p.rn1(&id, version, &got).await?;
+                            }
+                            r1 = Some(got);
+                        }
+                        Opened::Anchor(seq, head, at) => {
+                            if let Some(p) = self.profile {
+                                p.anchor(&id, self.rotator.as_str(), (seq, head), at).await?;
+                            }
+                            anchor = Some((seq, head));
+                        }
                     }
                 },
             }
@@ -897,10 +1028,12 @@ impl MemberSide<'_> {
     /// SPEC §4.7 "Grants": the grant's changes extend the member's own
     /// state (signature by the actor's recorded key, every rule), and the
     /// grant names the resulting head and RN1 version.
-    fn verify_grant(&mut self, g: &Grant) -> BenchResult<()> {
+    fn verify_grant(&mut self, g: &Grant) -> BenchResult<Vec<SignedChange>> {
+        let mut changes = Vec::with_capacity(g.changes.len());
         for bytes in &g.changes {
             let change = SignedChange::parse(bytes).map_err(|e| e.to_string())?;
             self.state.advance(&change).map_err(|e| e.to_string())?;
+            changes.push(change);
         }
         if g.membership_head != self.state.head || g.membership_seq != self.state.seq {
             return Err("the grant names another membership head".to_owned());
@@ -908,12 +1041,12 @@ impl MemberSide<'_> {
         if g.rn1_version != self.state.rn1_version {
             return Err("the grant names another RN1 version".to_owned());
         }
-        Ok(())
+        Ok(changes)
     }
 
     /// An item from the rotator: signature checked with its recorded key;
-    /// an `rn1` item opened, an anchor read.
-    fn open_item(&self, bytes: &[u8]) -> BenchResult<Opened> {
+    /// an `rn1` item opened, an anchor read. With the item's id.
+    fn open_item(&self, bytes: &[u8]) -> BenchResult<([u8; 16], Opened)> {
         let signed = SignedItem::parse(bytes).map_err(|e| e.to_string())?;
         if &signed.item.sender != self.rotator {
             return Err("an item from another sender than the rotator".to_owned());
@@ -921,7 +1054,8 @@ impl MemberSide<'_> {
         let item = signed
             .open(self.me, self.rotator_key)
             .map_err(|e| e.to_string())?;
-        match (&item.body, self.secret) {
+        let id = *item.item_id.as_bytes();
+        let opened = match (&item.body, self.secret) {
             (ItemBody::Rn1(p), Some(secret)) => {
                 let ctx = Rn1Context {
                     group_id: &p.group_id,
@@ -929,27 +1063,31 @@ impl MemberSide<'_> {
                     recipient: self.me,
                     ref_id: &p.ref_id,
                 };
-                open_rn1(secret, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct)
-                    .map(Opened::Rn1)
-                    .map_err(|e| e.to_string())
+                let r1 = open_rn1(secret, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct)
+                    .map_err(|e| e.to_string())?;
+                Opened::Rn1(p.rn1_version, r1)
             }
             (
                 ItemBody::Anchor {
                     membership_seq,
                     head,
+                    at_rn2_version,
                     ..
                 },
                 _,
-            ) => Ok(Opened::Anchor(*membership_seq, *head)),
-            _ => Err("an unexpected item".to_owned()),
-        }
+            ) => Opened::Anchor(*membership_seq, *head, *at_rn2_version),
+            _ => return Err("an unexpected item".to_owned()),
+        };
+        Ok((id, opened))
     }
 }
 
 /// What an item from the rotator gave.
 enum Opened {
-    Rn1(R1),
-    Anchor(u64, [u8; 32]),
+    /// RN1 version, R1.
+    Rn1(u32, R1),
+    /// Membership seq, head, at RN2 version.
+    Anchor(u64, [u8; 32], u64),
 }
 
 /// The next inbox item's bytes from a `Subscribe` stream, if there is one.

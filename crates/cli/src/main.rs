@@ -335,17 +335,52 @@ fn time(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
 }
 
-async fn open(cli: &Cli) -> duokey_terminal::Result<Terminal> {
+/// Whether a command can answer from the profile alone when the servers
+/// cannot be reached (issue 14): reading what this terminal holds, and
+/// `send`, which queues.
+fn works_offline(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Send { .. }
+            | Command::Status
+            | Command::Invites
+            | Command::Read { .. }
+            | Command::Group {
+                command: GroupCommand::List | GroupCommand::Members { .. }
+            }
+    )
+}
+
+/// Says on standard error that the answer comes from the profile (with
+/// `--json`, as one JSON object: `{"warning":"offline","message":…}`).
+fn offline_note(e: &Error, json: bool) {
+    let text = format!(
+        "offline: {e}. Showing what this terminal holds; nothing is lost, run the command again once the server is reachable."
+    );
+    match json {
+        true => eprintln!(
+            "{}",
+            serde_json::json!({"warning": "offline", "message": text})
+        ),
+        false => eprintln!("{text}"),
+    }
+}
+
+/// Opens the profile and syncs (SPEC §8). Returns whether the servers could
+/// not be reached by a command that works offline (it then answers from
+/// the profile; `send` says its message is queued).
+async fn open(cli: &Cli) -> duokey_terminal::Result<(Terminal, bool)> {
     let mut t = Terminal::open(&home(cli), || passphrase(false)).await?;
     match t.sync().await {
-        Ok(()) => {}
-        // `send` keeps what it cannot post yet (issue 14): unreachable
-        // servers do not stop it; it says the message is queued.
-        Err(e) if e.kind() == ErrorKind::Network && matches!(cli.command, Command::Send { .. }) => {
+        Ok(()) => Ok((t, false)),
+        Err(e) if e.kind() == ErrorKind::Network && works_offline(&cli.command) => {
+            if !matches!(cli.command, Command::Send { .. }) {
+                offline_note(&e, cli.json);
+            }
+            Ok((t, true))
         }
-        Err(e) => return Err(e),
+        Err(e) => Err(e),
     }
-    Ok(t)
 }
 
 async fn run(cli: Cli) -> duokey_terminal::Result<()> {
@@ -398,7 +433,7 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         }
         _ => {}
     }
-    let mut t = open(&cli).await?;
+    let (mut t, offline) = open(&cli).await?;
     let json = cli.json;
     match cli.command {
         Command::Init { .. } | Command::Demo | Command::Chat { .. } => {}
@@ -420,9 +455,12 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         Command::Status => {
             let groups = t.list_groups().await?;
             if json {
-                print_json(
-                    &serde_json::json!({"user": t.user().as_str(), "groups": groups, "queued": t.queued().await?}),
-                );
+                print_json(&serde_json::json!({
+                    "user": t.user().as_str(),
+                    "groups": groups,
+                    "queued": t.queued().await?,
+                    "offline": offline,
+                }));
             } else {
                 println!("{} ({} queued message(s))", t.user(), t.queued().await?);
                 for g in groups {
@@ -506,7 +544,12 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         }
         Command::Read { group, follow } => {
             let gid = t.resolve_group(&group).await?;
-            t.sync_messages(&gid).await?;
+            if !offline {
+                match t.sync_messages(&gid).await {
+                    Err(e) if e.kind() == ErrorKind::Network => offline_note(&e, json),
+                    r => r.map(drop)?,
+                }
+            }
             for line in t.history(&gid).await? {
                 print_line(json, &line);
             }

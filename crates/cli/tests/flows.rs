@@ -198,7 +198,7 @@ fn demo_passes_every_check_in_json() {
 fn read_follow_streams_messages_and_notices() {
     use std::io::{BufRead, BufReader};
     use std::time::Duration;
-    let srv = Server::start();
+    let mut srv = Server::start();
     let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| srv.user(u));
     group_with(&alice, "proj", &[&bob, &carol]);
     bob.ok(&["sync"]);
@@ -208,23 +208,29 @@ fn read_follow_streams_messages_and_notices() {
         .args(["--json", "read", "proj", "--follow"])
         .env("DUOKEY_PASSPHRASE", &bob.passphrase)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = follow.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
+    let lines_of = |out: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
             }
-        }
-    });
+        });
+        rx
+    };
+    let rx = lines_of(Box::new(follow.stdout.take().unwrap()));
+    let errors = lines_of(Box::new(follow.stderr.take().unwrap()));
+    let seen = std::cell::RefCell::new(Vec::new());
     // Waits (bounded) for a line satisfying `want`; fails on timeout.
     let wait_for = |want: &dyn Fn(&str) -> bool| loop {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("follow printed the expected line in time");
+        seen.borrow_mut().push(line.clone());
         if want(&line) {
             return line;
         }
@@ -238,8 +244,96 @@ fn read_follow_streams_messages_and_notices() {
     assert_eq!(v["kind"].as_str(), Some("message"), "{line}");
     alice.ok(&["group", "remove", "proj", "carol"]);
     wait_for(&|l| l.contains("carol was removed"));
+
+    // Issue 14: the server restarts under it; it says so, reconnects, and
+    // shows what was posted while it was away, once.
+    srv.stop();
+    let note = errors
+        .recv_timeout(Duration::from_secs(30))
+        .expect("follow said it lost the server");
+    assert!(
+        note.contains("offline:") && note.contains("reconnecting"),
+        "{note}"
+    );
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "follow exited when the server went away"
+    );
+    srv.restart();
+    alice.ok(&["send", "proj", "after the restart"]);
+    wait_for(&|l| l.contains("after the restart"));
+    alice.ok(&["send", "proj", "and live again"]);
+    wait_for(&|l| l.contains("and live again"));
+    let seen = seen.borrow();
+    for text in ["live message", "after the restart"] {
+        let n = seen.iter().filter(|l| l.contains(text)).count();
+        assert_eq!(n, 1, "{text:?} shown {n} times: {seen:?}");
+    }
+    drop(seen);
     follow.kill().unwrap();
     follow.wait().unwrap();
+}
+
+#[test]
+fn offline_the_profile_answers_and_says_so() {
+    let mut srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob]);
+    alice.ok(&["send", "proj", "before the outage"]);
+    bob.ok(&["read", "proj"]);
+    srv.stop();
+
+    // Reading what the terminal holds works, and says it is offline.
+    for args in [
+        &["status"][..],
+        &["group", "list"],
+        &["group", "members", "proj"],
+        &["read", "proj"],
+        &["invites"],
+    ] {
+        let out = bob.run(args);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{args:?} failed offline: {stderr}");
+        assert!(
+            stderr.contains("offline:"),
+            "{args:?} did not say it is offline: {stderr}"
+        );
+        if args[0] == "read" {
+            assert!(stdout.contains("before the outage"), "{stdout}");
+        }
+        if args[0] == "status" || args.get(1) == Some(&"list") {
+            assert!(stdout.contains("proj"), "{stdout}");
+        }
+        if args.get(1) == Some(&"members") {
+            assert!(
+                stdout.contains("alice") && stdout.contains("bob"),
+                "{stdout}"
+            );
+        }
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&bob.run(&["--json", "status"]).stdout).unwrap();
+    assert_eq!(v["offline"], true, "{v}");
+    // What needs the servers still fails, with the network's exit code.
+    let out = bob.run(&["group", "rotate", "proj"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Sending queues.
+    let out = bob.run(&["send", "proj", "written offline"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Queued"));
+    srv.restart();
+    let v: serde_json::Value =
+        serde_json::from_slice(&bob.run(&["--json", "status"]).stdout).unwrap();
+    assert_eq!(v["offline"], false, "{v}");
+    assert!(alice.texts("proj").contains(&"written offline".to_owned()));
 }
 
 #[test]

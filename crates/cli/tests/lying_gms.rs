@@ -553,6 +553,47 @@ async fn an_invitation_r1_that_arrives_while_the_gms_is_down_is_not_lost() {
 }
 
 #[tokio::test]
+async fn messages_whose_key_the_gms_cannot_serve_yet_are_kept_not_skipped() {
+    // Nothing lost (issue 14 point 1): bob was away while the group
+    // re-keyed twice. When he catches up the GMS cannot serve those grants
+    // for a while (restarting, rate-limited): his sync fails as the
+    // network's, no message is written off as "sent before you joined",
+    // and once the GMS answers he reads them all.
+    let net = InProcess::start().await;
+    let (cfg, lies) = net.lying_gms().await;
+    let mut alice = net.user("alice").await;
+    let mut bob = net.user_via("bob", &cfg).await;
+    let gid = new_group(&mut alice, GroupPolicy::default()).await;
+    join(&mut alice, &mut bob, &gid).await;
+    alice.send(&gid, "before").await.unwrap();
+    bob.sync_messages(&gid).await.unwrap();
+    for text in ["in epoch one", "in epoch two"] {
+        rotate_now(&net).await;
+        alice.sync().await.unwrap();
+        alice.send(&gid, text).await.unwrap();
+    }
+    lies.grants_unavailable(true);
+    let err = bob.sync_messages(&gid).await.unwrap_err();
+    assert_eq!(err.kind(), duokey_terminal::ErrorKind::Network, "{err}");
+    let err = bob.sync().await.unwrap_err();
+    assert_eq!(err.kind(), duokey_terminal::ErrorKind::Network, "{err}");
+    assert_eq!(texts(&bob, &gid).await, ["before"]);
+    let written_off = bob
+        .history(&gid)
+        .await
+        .unwrap()
+        .iter()
+        .any(|l| matches!(l, Line::Notice(n) if n.notice.contains("before you joined")));
+    assert!(!written_off, "messages were written off during an outage");
+    lies.grants_unavailable(false);
+    bob.sync_messages(&gid).await.unwrap();
+    assert_eq!(
+        texts(&bob, &gid).await,
+        ["before", "in epoch one", "in epoch two"]
+    );
+}
+
+#[tokio::test]
 async fn a_new_rn1_that_arrives_before_its_change_waits_for_it() {
     // The GMS keeps carol from the removal's grant for a while (her grants
     // are refused meanwhile); alice, the verified rotator, has already sent

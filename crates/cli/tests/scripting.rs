@@ -158,8 +158,11 @@ fn every_command_prints_json_and_every_error_has_a_code() {
 
     // network: the servers are gone; nothing is lost, the code says retry
     srv.stop();
-    let (code, kind, msg) = json_error(&alice.run(&["--json", "status"]));
+    let (code, kind, msg) = json_error(&alice.run(&["--json", "sync"]));
     assert_eq!((code, kind.as_str()), (5, "network"), "{msg}");
+    // Reading the profile works offline and says so (issue 14).
+    let v = json(&alice, &["status"]);
+    assert_eq!(v["offline"], true, "{v}");
 }
 
 #[test]

@@ -124,6 +124,19 @@ impl Error {
         move |s| Error::from_status(what, &s)
     }
 
+    /// A live stream that failed or ended: whatever its status, the
+    /// connection is gone and the caller reconnects (a network error).
+    pub(crate) fn stream_lost(e: Error) -> Error {
+        match e {
+            Error::Server { what, status, .. } => Error::Server {
+                what,
+                code: tonic::Code::Unavailable,
+                status,
+            },
+            other => other,
+        }
+    }
+
     /// A server's answer to `what`.
     pub(crate) fn from_status(what: impl Into<String>, s: &tonic::Status) -> Error {
         Error::Server {

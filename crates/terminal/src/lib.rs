@@ -24,7 +24,7 @@ pub mod vault;
 pub use config::ClientConfig;
 pub use error::{Error, ErrorKind, Result};
 pub use flows::{GroupPolicy, PolicyChange, PolicyView};
-pub use live::{Live, LiveEvent, LiveUpdate};
+pub use live::{Backoff, Live, LiveEvent, LiveUpdate};
 pub use membership::MembershipCode;
 pub use messages::{Line, Message, Notice, OpenCache, UNREADABLE};
 pub use terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal, Waiting};

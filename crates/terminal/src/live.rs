@@ -6,8 +6,41 @@ use crate::messages::Message;
 use crate::sync::gid16;
 use crate::terminal::Terminal;
 use duokey_proto::{Delivery, SubscribeRequest, WatchEvent, WatchRequest, delivery, watch_event};
+use std::time::Duration;
 use tokio_stream::StreamExt;
 use tonic::Streaming;
+
+/// Pauses between reconnection attempts (`duokey chat`, `read --follow`):
+/// 1 s, doubling up to 30 s; back to 1 s once connected.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    /// The first pause.
+    pub const MIN: Duration = Duration::from_secs(1);
+    /// The longest pause.
+    pub const MAX: Duration = Duration::from_secs(30);
+
+    /// The pause before the next attempt (each call doubles the following one).
+    pub fn next_pause(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        pause
+    }
+
+    /// Connected again: the next pause is the shortest.
+    pub fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff { next: Self::MIN }
+    }
+}
 
 /// The two open server streams of a terminal.
 pub struct Live {

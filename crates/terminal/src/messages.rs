@@ -2,6 +2,7 @@
 //! the grace window, stale notices, and the history.
 
 use crate::error::{Error, Result};
+use crate::live::Backoff;
 use crate::store::StoredGrant;
 use crate::terminal::{SendOutcome, Terminal, Waiting};
 use duokey_crypto::envelope::{self, Header, Limits};
@@ -638,9 +639,11 @@ impl Terminal {
 }
 
 impl Terminal {
-    /// Streams a group's new messages and notices to `on_line` until the
-    /// server streams end (the caller stops it, e.g. on Ctrl-C). Inbox items
-    /// and grants arriving meanwhile are processed as in a sync.
+    /// `read --follow` (SPEC §8): prints new messages and notices of one
+    /// group as they arrive, until the caller stops it. When the servers go
+    /// away it says so, reconnects with back-off ([`Backoff`]) and fetches
+    /// what was posted meanwhile (nothing lost, nothing twice); it ends only
+    /// on a definitive refusal or a local failure.
     pub async fn follow(&mut self, gid: &[u8; 16], mut on_line: impl FnMut(Line)) -> Result<()> {
         let mut last_notice = self
             .store
@@ -649,21 +652,50 @@ impl Terminal {
             .last()
             .map(|n| n.0)
             .unwrap_or(0);
+        let mut backoff = Backoff::default();
+        loop {
+            let e = match self
+                .follow_connected(gid, &mut last_notice, &mut on_line, &mut backoff)
+                .await
+            {
+                Err(e) if e.kind() == crate::ErrorKind::Network => e,
+                Err(e) => return Err(e),
+                Ok(never) => match never {},
+            };
+            let pause = backoff.next_pause();
+            self.warn(format!(
+                "offline: {e}; reconnecting in {} s (messages posted meanwhile are fetched then)",
+                pause.as_secs()
+            ));
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// One connection of [`Terminal::follow`]: returns only with an error
+    /// (a lost stream counts as the network's).
+    async fn follow_connected(
+        &mut self,
+        gid: &[u8; 16],
+        last_notice: &mut i64,
+        on_line: &mut impl FnMut(Line),
+        backoff: &mut Backoff,
+    ) -> Result<std::convert::Infallible> {
         // Opening the streams syncs: catch up with what arrived meanwhile.
         let mut live = self.live().await?;
+        backoff.reset();
         loop {
             for m in self.sync_messages(gid).await? {
                 on_line(Line::Message(m));
             }
-            for (id, text, at) in self.store.notices(gid, last_notice).await? {
-                last_notice = id;
+            for (id, text, at) in self.store.notices(gid, *last_notice).await? {
+                *last_notice = id;
                 on_line(Line::Notice(Notice {
                     group_id: hex::encode(gid),
                     notice: text,
                     at_ms: at,
                 }));
             }
-            let event = live.next().await?;
+            let event = live.next().await.map_err(Error::stream_lost)?;
             let update = self.on_live(event).await?;
             if update.group.as_ref() == Some(gid) {
                 update

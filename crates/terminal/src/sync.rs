@@ -66,6 +66,16 @@ fn cause_notice(g: &Grant) -> Option<String> {
     }
 }
 
+/// Whether the GMS's refusal of a grant is its definitive answer (this
+/// terminal has no right to that version: before it joined, after it left,
+/// or beyond what exists), not a transient failure to retry.
+fn definitive(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::NotFound | tonic::Code::PermissionDenied | tonic::Code::OutOfRange
+    )
+}
+
 impl Terminal {
     /// One full sync (SPEC §8: every command first syncs): grants, inbox,
     /// pending RN1 duties, the outbox, then key erasure.
@@ -148,9 +158,9 @@ impl Terminal {
             retention_secs: policy.retention_secs,
         };
         let is_new = self.store.put_grant(&gid, &stored).await?;
-        if is_new {
-            // A verified grant ends a refusal's hold on sending.
-            let since = format!("refused_since:{}", hex::encode(gid));
+        // A verified grant ends a refusal's hold on sending.
+        let since = format!("refused_since:{}", hex::encode(gid));
+        if is_new && self.store.meta_u64(&since).await? != 0 {
             self.store.set_meta(&since, b"").await?;
         }
         self.store
@@ -296,16 +306,22 @@ impl Terminal {
         }
         let from = cur.rn2_version + 1;
         for v in from..upto.min(from + 1000) {
-            if self.store.grant(gid, v).await?.is_none()
-                && let Ok(resp) = self
-                    .gms
-                    .get_grant(GetGrantRequest {
-                        group_id: gid.to_vec(),
-                        rn2_version: v,
-                    })
-                    .await
-            {
-                Box::pin(self.apply_grant(resp.into_inner())).await?;
+            if self.store.grant(gid, v).await?.is_some() {
+                continue;
+            }
+            let answer = self
+                .gms
+                .get_grant(GetGrantRequest {
+                    group_id: gid.to_vec(),
+                    rn2_version: v,
+                })
+                .await;
+            match answer {
+                Ok(resp) => Box::pin(self.apply_grant(resp.into_inner())).await?,
+                // A definitive answer: this terminal has no right to it.
+                Err(s) if definitive(&s) => {}
+                // Anything else is retried at the next sync (issue 14).
+                Err(s) => return Err(Error::from_status("fetching a missed group key", &s)),
             }
         }
         Ok(())
@@ -342,14 +358,7 @@ impl Terminal {
                     ))),
                 }
             }
-            Err(s)
-                if matches!(
-                    s.code(),
-                    tonic::Code::NotFound | tonic::Code::PermissionDenied | tonic::Code::OutOfRange
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(s) if definitive(&s) => Ok(None),
             Err(s) => Err(Error::from_status("fetching a group key", &s)),
         }
     }

@@ -14,7 +14,7 @@ use app::{Action, App, Connection, GroupView, InviteView, MemberView, Tone};
 use command::Command;
 use duokey_crypto::{Rights, UserId};
 use duokey_terminal::{
-    Error, GroupPolicy, Live, LiveEvent, Result, SendOutcome, Terminal, Waiting,
+    Backoff, Error, GroupPolicy, Live, LiveEvent, Result, SendOutcome, Terminal, Waiting,
 };
 use ratatui::crossterm::event::{self, DisableBracketedPaste, EnableBracketedPaste, Event};
 use ratatui::crossterm::execute;
@@ -22,10 +22,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// First pause before reconnecting; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
-/// Longest pause between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Longest wait for the streams to open and the first sync.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -105,7 +101,7 @@ async fn event_loop(
 ) -> Result<()> {
     let mut keys = key_events();
     let mut live: Option<Live> = None;
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::default();
     let mut retry_at = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -147,9 +143,10 @@ async fn event_loop(
                 },
                 Err(e) => {
                     live = None;
-                    backoff = MIN_BACKOFF;
-                    retry_at = Instant::now() + backoff;
-                    app.connection = Connection::Offline { reason: e.to_string(), retry_secs: backoff.as_secs() };
+                    backoff.reset();
+                    let pause = backoff.next_pause();
+                    retry_at = Instant::now() + pause;
+                    app.connection = Connection::Offline { reason: e.to_string(), retry_secs: pause.as_secs() };
                 }
             },
             () = tokio::time::sleep_until(retry_at), if live.is_none() => {
@@ -157,7 +154,7 @@ async fn event_loop(
                 match attempt {
                     Ok(Ok(l)) => {
                         live = Some(l);
-                        backoff = MIN_BACKOFF;
+                        backoff.reset();
                         app.connection = Connection::Online;
                         // Messages posted while the streams were down reach
                         // no stream: fetch them now, not at the next event.
@@ -170,9 +167,9 @@ async fn event_loop(
                             Ok(Err(e)) => e.to_string(),
                             _ => "the servers did not answer in time".into(),
                         };
-                        retry_at = Instant::now() + backoff;
-                        app.connection = Connection::Offline { reason, retry_secs: backoff.as_secs() };
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        let pause = backoff.next_pause();
+                        retry_at = Instant::now() + pause;
+                        app.connection = Connection::Offline { reason, retry_secs: pause.as_secs() };
                     }
                 }
             }

@@ -16,13 +16,15 @@ use tonic::{Request, Response, Status};
 pub type GrantLie = Box<dyn Fn(&mut Grant) + Send + Sync>;
 
 /// The current lie (`None` answers honestly), whether `GetChanges`
-/// answers UNAVAILABLE (a transient outage, not a lie), and the GMS that
-/// answers instead of the real one once the operator forked its history.
+/// answers UNAVAILABLE (a transient outage, not a lie), the GMS that
+/// answers instead of the real one once the operator forked its history,
+/// and whether `GetGrant`/`GetGrants` answer UNAVAILABLE.
 #[derive(Clone, Default)]
 pub struct Lies(
     Arc<Mutex<Option<GrantLie>>>,
     Arc<std::sync::atomic::AtomicBool>,
     Arc<Mutex<Option<Gms>>>,
+    Arc<std::sync::atomic::AtomicBool>,
 );
 
 impl Lies {
@@ -39,6 +41,19 @@ impl Lies {
     /// `GetChanges` answers UNAVAILABLE while `down`.
     pub fn changes_unavailable(&self, down: bool) {
         self.1.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `GetGrant` and `GetGrants` answer UNAVAILABLE while `down` (a GMS
+    /// restarting or rate-limiting: transient, not a refusal).
+    pub fn grants_unavailable(&self, down: bool) {
+        self.3.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn grants_down(&self) -> Result<(), Status> {
+        match self.3.load(std::sync::atomic::Ordering::SeqCst) {
+            true => Err(Status::unavailable("the group server is restarting")),
+            false => Ok(()),
+        }
     }
 
     /// From now on every call is answered by `fork` (a GMS over a copy of
@@ -106,11 +121,13 @@ impl GroupManagement for LyingGms {
         &self,
         r: Request<GetGrantsRequest>,
     ) -> Result<Response<GetGrantsResponse>, Status> {
+        self.lies.grants_down()?;
         let mut resp = self.gms().get_grants(r).await?.into_inner();
         resp.grants.iter_mut().for_each(|g| self.lies.apply(g));
         Ok(Response::new(resp))
     }
     async fn get_grant(&self, r: Request<GetGrantRequest>) -> Result<Response<Grant>, Status> {
+        self.lies.grants_down()?;
         self.grant(self.gms().get_grant(r).await)
     }
     async fn list_groups(
