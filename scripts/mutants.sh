@@ -134,4 +134,13 @@ mutant follow-reconnects $T/messages.rs \
 mutant offline-answers crates/cli/src/main.rs \
     '        Err(e) if e.kind() == ErrorKind::Network && works_offline(&cli.command) => {' '        Err(e) if false => {' \
     -p duokey-cli --test flows offline_the_profile_answers
+mutant gms-delete-grants crates/storage/src/gms.rs \
+    '        sqlx::query("DELETE FROM gms_grants WHERE group_id = $1")' '        sqlx::query("SELECT $1")' \
+    -p duokey-cli --test properties a_deleted_groups_rn2s_are_in_no_server_file
+mutant gms-checkpoint crates/gms/src/service.rs \
+    '        self.inner.db.checkpoint().await.map_err(storage)?;' '' \
+    -p duokey-cli --test properties a_deleted_groups_rn2s_are_in_no_server_file
+mutant server-secure-delete crates/storage/src/lib.rs \
+    'PRAGMA secure_delete = ON;' 'PRAGMA secure_delete = OFF;' \
+    -p duokey-cli --test properties a_deleted_groups_rn2s_are_in_no_server_file
 exit "$failed"

@@ -100,6 +100,44 @@ fn no_server_file_holds_a_marker_or_a_terminal_secret() {
     }
 }
 
+/// P5 at the GMS (issue 14 point 8): deleting a group erases its RN2s from
+/// every server file — the GMS's database and its WAL — not only from the
+/// table (`secure_delete` and a WAL checkpoint). Control: before the
+/// deletion the same scan finds them.
+#[tokio::test]
+async fn a_deleted_groups_rn2s_are_in_no_server_file() {
+    let net = InProcess::start().await;
+    let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
+    alice.rotate(&gid, false).await.unwrap();
+    bob.sync().await.unwrap();
+    let db = net.db("gms").await;
+    let rn2s: Vec<Vec<u8>> = db
+        .all_grants()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| duokey_proto::Grant::decode(b.as_slice()).unwrap())
+        .filter(|g| g.group_id == gid.as_slice())
+        .map(|g| g.rn2)
+        .collect();
+    db.close().await;
+    assert!(rn2s.len() >= 3, "the group had several RN2 versions");
+    let srv = net.dir.path().join("srv");
+    let found = |rn2: &[u8]| {
+        files_under(&srv)
+            .iter()
+            .any(|f| contains(&std::fs::read(f).unwrap(), rn2))
+    };
+    assert!(rn2s.iter().all(|r| found(r)), "control: the scan sees them");
+    alice.delete(&gid).await.unwrap();
+    for rn2 in &rn2s {
+        assert!(
+            !found(rn2),
+            "an RN2 of the deleted group is still in a server file"
+        );
+    }
+}
+
 /// Every group key formed from R1 values and every grant the GMS issued.
 fn keys_from(gid: &[u8; 16], r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) -> Vec<GroupKey> {
     let name = GroupName::new("proj").unwrap();

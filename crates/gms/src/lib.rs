@@ -202,6 +202,9 @@ impl Gms {
                 .purge_grants(&g.group_id, now_ms.saturating_sub(keep_ms), g.rn2_version)
                 .await?;
         }
+        if total > 0 {
+            self.inner.db.checkpoint().await?;
+        }
         Ok(total)
     }
 }

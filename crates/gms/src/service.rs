@@ -426,6 +426,7 @@ impl Gms {
             .delete_group(gid, v, cause, by, &row)
             .await
             .map_err(storage)?;
+        self.inner.db.checkpoint().await.map_err(storage)?;
         self.remember(gid, &state);
         for user in members {
             let d = duokey_storage::gms::Departure {

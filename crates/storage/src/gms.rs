@@ -388,7 +388,8 @@ impl Db {
         Ok(())
     }
 
-    /// Marks a group destroyed: every member departs with `cause`.
+    /// Marks a group destroyed: every member departs with `cause`, and
+    /// every grant (RN2) of the group is erased.
     pub async fn delete_group(
         &self,
         group_id: &[u8],
@@ -401,6 +402,11 @@ impl Db {
         let mut tx = self.w().begin().await?;
         insert_membership(&mut tx, group_id, membership).await?;
         sqlx::query("UPDATE gms_groups SET deleted = 1 WHERE group_id = $1")
+            .bind(group_id.to_vec())
+            .execute(&mut *tx)
+            .await?;
+        // A deleted group's RN2s serve nobody any more (SPEC §7 P5).
+        sqlx::query("DELETE FROM gms_grants WHERE group_id = $1")
             .bind(group_id.to_vec())
             .execute(&mut *tx)
             .await?;

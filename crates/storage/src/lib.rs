@@ -49,6 +49,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Db {
     write: AnyPool,
     read: AnyPool,
+    sqlite: bool,
 }
 
 impl Db {
@@ -66,7 +67,11 @@ impl Db {
             let write = sqlite_pool(&url, 1).await?;
             migrate::run(&write, migrate::Backend::Sqlite).await?;
             let read = sqlite_pool(&url, 4).await?;
-            Db { write, read }
+            Db {
+                write,
+                read,
+                sqlite: true,
+            }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = AnyPoolOptions::new()
                 .max_connections(16)
@@ -76,6 +81,7 @@ impl Db {
             Db {
                 write: pool.clone(),
                 read: pool,
+                sqlite: false,
             }
         } else {
             return Err(Error::UnsupportedUrl(url.to_owned()));
@@ -96,6 +102,20 @@ impl Db {
     /// The pool that reads.
     pub(crate) fn r(&self) -> &AnyPool {
         &self.read
+    }
+
+    /// After erasing secrets (SPEC §7 P5): moves the WAL's pages into the
+    /// database file and empties the WAL, so that the erased rows — already
+    /// overwritten in their pages by `secure_delete` — survive in no file.
+    /// PostgreSQL: nothing to do here (its files are the operator's to
+    /// protect; see docs/SECURITY.md).
+    pub async fn checkpoint(&self) -> Result<()> {
+        if self.sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(self.w())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Closes both pools, waiting for running queries.
@@ -132,7 +152,8 @@ async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool> {
             Box::pin(async move {
                 conn.execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                     PRAGMA secure_delete = ON;",
                 )
                 .await?;
                 Ok(())
