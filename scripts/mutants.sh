@@ -98,14 +98,13 @@ mutant change-signature crates/crypto/src/membership/state.rs \
     '        change.verify(&actor.key)?;' '' \
     -p duokey-cli --test lying_gms a_change_signed_with_a_key_the_history_never_recorded
 mutant cs-member-fetch crates/cs/src/lib.rs \
-    '        let n = limit(r.limit)?;
-        self.state.require_member(&gid, user.as_str())?;' '        let n = limit(r.limit)?;
-        let _ = &user;' \
-    -p duokey-server --test gms_rules non_member_and_removed_member_cannot_post_or_fetch
-mutant cs-member-fetch-demo crates/cs/src/lib.rs \
-    '        let n = limit(r.limit)?;
-        self.state.require_member(&gid, user.as_str())?;' '        let n = limit(r.limit)?;
-        let _ = &user;' \
+    '        let upto = self.state.readable_upto(&gid, user.as_str())?;' '        let upto: Option<u64> = { let _ = &user; None };' \
+    -p duokey-server --test gms_rules non_members_are_refused_and_a_removed_member_reads_only
+mutant cs-departed-upto crates/cs/src/state.rs \
+    '            Some((_, _, Some(upto))) => Ok(Some(upto)),' '            Some((_, _, Some(_))) => Ok(None),' \
+    -p duokey-server --test gms_rules non_members_are_refused_and_a_removed_member_reads_only
+mutant cs-member-fetch-demo crates/cs/src/state.rs \
+    '            Some((_, _, Some(upto))) => Ok(Some(upto)),' '            Some((_, _, Some(_))) => Ok(None),' \
     -p duokey-cli --test flows demo
 mutant cs-client-cert crates/server/src/node.rs \
     'tls.server(ClientAuth::Required)?' 'tls.server(ClientAuth::Optional)?' \
@@ -143,4 +142,7 @@ mutant gms-checkpoint crates/gms/src/service.rs \
 mutant server-secure-delete crates/storage/src/lib.rs \
     'PRAGMA secure_delete = ON;' 'PRAGMA secure_delete = OFF;' \
     -p duokey-cli --test properties a_deleted_groups_rn2s_are_in_no_server_file
+mutant last-fetch $T/sync.rs \
+    '            self.last_fetch(&gid).await?;' '' \
+    -p duokey-cli --test flows history_is_kept_after_removal_leave_and_deletion
 exit "$failed"

@@ -125,6 +125,47 @@ fn leave_and_delete() {
 }
 
 #[test]
+fn history_is_kept_after_removal_leave_and_deletion() {
+    // Issue 14: what a member could read stays readable on its terminal —
+    // its own messages and those it had not fetched yet — and nothing
+    // posted after it departed reaches it.
+    let srv = Server::start();
+    let [alice, bob, carol, erin] = ["alice", "bob", "carol", "erin"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob, &carol, &erin]);
+    erin.ok(&["send", "proj", "erin's own words"]);
+    alice.ok(&["send", "proj", "unread by erin"]);
+    alice.ok(&["group", "remove", "proj", "erin"]);
+    alice.ok(&["send", "proj", "after erin left"]);
+    assert_eq!(erin.texts("proj"), ["erin's own words", "unread by erin"]);
+    let read = erin.ok(&["read", "proj"]);
+    assert!(read.contains("you were removed by alice"), "{read}");
+
+    // Leaving: bob never read the last message before he left.
+    carol.ok(&["send", "proj", "before bob leaves"]);
+    bob.ok(&["group", "leave", "proj"]);
+    alice.ok(&["send", "proj", "after bob left"]);
+    let bobs = bob.texts("proj");
+    assert_eq!(
+        bobs.last().map(String::as_str),
+        Some("before bob leaves"),
+        "{bobs:?}"
+    );
+    assert!(!bobs.iter().any(|t| t == "after bob left"));
+
+    // Deletion: carol holds the current epoch and had not read the last words.
+    carol.ok(&["sync"]);
+    alice.ok(&["send", "proj", "last words"]);
+    alice.ok(&["group", "delete", "proj"]);
+    let carols = carol.texts("proj");
+    assert_eq!(
+        carols.last().map(String::as_str),
+        Some("last words"),
+        "{carols:?}"
+    );
+    assert!(alice.texts("proj").contains(&"last words".to_owned()));
+}
+
+#[test]
 fn wrong_passphrase_is_refused_without_damaging_the_profile() {
     let srv = Server::start();
     let alice = srv.user("alice");

@@ -464,11 +464,16 @@ impl Communication for Cs {
         let r = req.get_ref();
         let gid = group_id(&r.group_id)?;
         let n = limit(r.limit)?;
-        self.state.require_member(&gid, user.as_str())?;
+        let upto = self.state.readable_upto(&gid, user.as_str())?;
         let rows = self
             .state
             .db
-            .fetch_log(&gid, position(r.after_seq)?, n + 1)
+            .fetch_log_upto(
+                &gid,
+                position(r.after_seq)?,
+                upto.unwrap_or(u64::MAX),
+                n + 1,
+            )
             .await
             .map_err(internal)?;
         let (rows, more) = page(rows, n as usize, |e| e.envelope.len());
@@ -515,7 +520,9 @@ impl MembershipSync for Cs {
             .await
             .map_err(internal)?;
         if stored == r.rn2_version {
+            let departed = self.state.db.cs_departed(&gid).await.map_err(internal)?;
             let view = state::GroupView {
+                departed: departed.into_iter().collect(),
                 rn2_version: stored,
                 deleted: r.deleted,
                 retention_secs: r.retention_secs,

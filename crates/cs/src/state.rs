@@ -20,6 +20,8 @@ pub(crate) struct GroupView {
     pub(crate) deleted: bool,
     pub(crate) retention_secs: u64,
     pub(crate) members: HashSet<String>,
+    /// Departed members and the last log position each may still read.
+    pub(crate) departed: HashMap<String, u64>,
 }
 
 pub(crate) struct CsState {
@@ -53,6 +55,9 @@ impl CsState {
         }
         for (gid, user) in db.cs_all_members().await? {
             groups.entry(gid).or_default().members.insert(user);
+        }
+        for (gid, user, upto) in db.cs_all_departed().await? {
+            groups.entry(gid).or_default().departed.insert(user, upto);
         }
         let per_sec = NonZeroU32::new(config.rate_per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN);
@@ -91,6 +96,32 @@ impl CsState {
         match self.with_group(gid, |g| (g.deleted, g.members.contains(user))) {
             Some((false, true)) => Ok(()),
             Some((true, _)) => Err(Status::failed_precondition("the group was deleted")),
+            _ => {
+                metrics::counter!("duokey_refusals_total", "reason" => "not_a_member").increment(1);
+                Err(Status::permission_denied(
+                    "you are not a member of this group",
+                ))
+            }
+        }
+    }
+
+    /// Who may read a group's log, and how far: `Ok(None)` for a current
+    /// member of a live group (all of it), `Ok(Some(upto))` for a departed
+    /// member (up to the last position it was a member for, also after a
+    /// deletion: what was said while it was a member stays its own),
+    /// `PERMISSION_DENIED` for anyone else.
+    pub(crate) fn readable_upto(&self, gid: &[u8], user: &str) -> Result<Option<u64>, Status> {
+        let view = self.with_group(gid, |g| {
+            (
+                g.deleted,
+                g.members.contains(user),
+                g.departed.get(user).copied(),
+            )
+        });
+        match view {
+            Some((false, true, _)) => Ok(None),
+            Some((_, _, Some(upto))) => Ok(Some(upto)),
+            Some((true, _, None)) => Err(Status::failed_precondition("the group was deleted")),
             _ => {
                 metrics::counter!("duokey_refusals_total", "reason" => "not_a_member").increment(1);
                 Err(Status::permission_denied(

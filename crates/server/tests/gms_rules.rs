@@ -38,7 +38,7 @@ async fn member_without_invite_right_cannot_add_and_nobody_grants_rights_they_la
 }
 
 #[tokio::test]
-async fn non_member_and_removed_member_cannot_post_or_fetch() {
+async fn non_members_are_refused_and_a_removed_member_reads_only_up_to_its_removal() {
     let net = TestNet::start().await;
     let mut alice = net.enroll("alice").await;
     let mut bob = net.enroll("bob").await;
@@ -67,11 +67,17 @@ async fn non_member_and_removed_member_cannot_post_or_fetch() {
         bob.post(&gid, "still here?").await.unwrap_err().code(),
         Code::PermissionDenied
     );
+    // Departed: bob still reads what was posted while he was a member
+    // (issue 14, history kept), and nothing posted after.
+    assert_eq!(bob.fetch(&gid, 0).await.unwrap().len(), 2);
+    assert_eq!(alice.post(&gid, "after bob left").await.unwrap(), 3);
+    assert_eq!(bob.fetch(&gid, 0).await.unwrap().len(), 2);
+    assert!(bob.fetch(&gid, 2).await.unwrap().is_empty());
+    assert_eq!(alice.fetch(&gid, 0).await.unwrap().len(), 3);
     assert_eq!(
-        bob.fetch(&gid, 0).await.unwrap_err().code(),
+        mallory.fetch(&gid, 0).await.unwrap_err().code(),
         Code::PermissionDenied
     );
-    assert_eq!(alice.fetch(&gid, 0).await.unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -265,6 +265,7 @@ impl Db {
         .bind(to_i64(retention_secs)?)
         .execute(&mut *tx)
         .await?;
+        record_departures(&mut tx, group_id, members, deleted).await?;
         sqlx::query("DELETE FROM cs_members WHERE group_id = $1")
             .bind(group_id.to_vec())
             .execute(&mut *tx)
@@ -298,6 +299,36 @@ impl Db {
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("group_id")?, r.try_get("user_id")?)))
+            .collect()
+    }
+
+    /// Every (group, departed member, last position it may read), for
+    /// loading the CS's in-memory view.
+    pub async fn cs_all_departed(&self) -> Result<Vec<(Vec<u8>, String, u64)>> {
+        let rows = sqlx::query("SELECT group_id, user_id, upto_seq FROM cs_departed")
+            .fetch_all(self.w())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let upto = to_u64(r.try_get("upto_seq")?, "upto_seq")?;
+                Ok((r.try_get("group_id")?, r.try_get("user_id")?, upto))
+            })
+            .collect()
+    }
+
+    /// A group's departed members and the last position each may read.
+    pub async fn cs_departed(&self, group_id: &[u8]) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query("SELECT user_id, upto_seq FROM cs_departed WHERE group_id = $1")
+            .bind(group_id.to_vec())
+            .fetch_all(self.w())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("user_id")?,
+                    to_u64(r.try_get("upto_seq")?, "upto_seq")?,
+                ))
+            })
             .collect()
     }
 
@@ -348,12 +379,26 @@ impl Db {
         after: u64,
         limit: u32,
     ) -> Result<Vec<StoredEnvelope>> {
+        self.fetch_log_upto(group_id, after, i64::MAX.unsigned_abs(), limit)
+            .await
+    }
+
+    /// Like [`Db::fetch_log`], never past position `upto` (a departed
+    /// member's last).
+    pub async fn fetch_log_upto(
+        &self,
+        group_id: &[u8],
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEnvelope>> {
         let rows = sqlx::query(
             "SELECT log_seq, envelope, stored_at_ms FROM cs_log WHERE group_id = $1 AND log_seq > $2 \
-             ORDER BY log_seq LIMIT $3",
+             AND log_seq <= $3 ORDER BY log_seq LIMIT $4",
         )
         .bind(group_id.to_vec())
         .bind(to_i64(after)?)
+        .bind(to_i64(upto.min(i64::MAX.unsigned_abs()))?)
         .bind(i64::from(limit))
         .fetch_all(self.r())
         .await?;
@@ -379,6 +424,50 @@ impl Db {
                 .rows_affected(),
         )
     }
+}
+
+/// Records, in `set_members`'s transaction, who departs (every current
+/// member not in `members`, or all when the group is deleted) with the
+/// group's last log position; a member back in the list is no longer
+/// departed.
+async fn record_departures(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    group_id: &[u8],
+    members: &[String],
+    deleted: bool,
+) -> Result<()> {
+    let upto: i64 =
+        sqlx::query("SELECT COALESCE(MAX(log_seq), 0) AS s FROM cs_log WHERE group_id = $1")
+            .bind(group_id.to_vec())
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("s")?;
+    let current = sqlx::query("SELECT user_id FROM cs_members WHERE group_id = $1")
+        .bind(group_id.to_vec())
+        .fetch_all(&mut **tx)
+        .await?;
+    for row in &current {
+        let user: String = row.try_get("user_id")?;
+        if deleted || !members.contains(&user) {
+            sqlx::query(
+                "INSERT INTO cs_departed (group_id, user_id, upto_seq) VALUES ($1, $2, $3) \
+                 ON CONFLICT (group_id, user_id) DO UPDATE SET upto_seq = excluded.upto_seq",
+            )
+            .bind(group_id.to_vec())
+            .bind(user)
+            .bind(upto)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    for m in members.iter().filter(|_| !deleted) {
+        sqlx::query("DELETE FROM cs_departed WHERE group_id = $1 AND user_id = $2")
+            .bind(group_id.to_vec())
+            .bind(m.clone())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

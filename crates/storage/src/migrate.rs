@@ -7,6 +7,7 @@ use sqlx::{AnyPool, Executor, Row};
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_membership.sql")),
+    (3, include_str!("../migrations/sqlite/0003_departed.sql")),
 ];
 /// (version, PostgreSQL script): the same tables with PostgreSQL's type names.
 const POSTGRES: &[(i64, &str)] = &[
@@ -15,6 +16,7 @@ const POSTGRES: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/postgres/0002_membership.sql"),
     ),
+    (3, include_str!("../migrations/postgres/0003_departed.sql")),
 ];
 /// Advisory lock key that serialises migrations of concurrent PostgreSQL clients.
 const PG_LOCK: i64 = 0x6475_6f6b_6579;

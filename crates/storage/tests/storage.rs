@@ -239,6 +239,25 @@ async fn cs_membership_inbox_and_log() {
             .map(|e| e.log_seq)
             .collect();
         assert_eq!(got, [2, 3]);
+        // bob departs at position 3, reads up to it, and is back when re-added.
+        db.set_members(&gid, 3, &members[..1], false, 60).await.unwrap();
+        assert_eq!(
+            db.cs_departed(&gid).await.unwrap(),
+            [("bob".to_owned(), 3)],
+            "{name}"
+        );
+        let upto: Vec<u64> = db
+            .fetch_log_upto(&gid, 0, 2, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_seq)
+            .collect();
+        assert_eq!(upto, [1, 2], "{name}");
+        db.set_members(&gid, 4, &members, false, 60).await.unwrap();
+        assert!(db.cs_departed(&gid).await.unwrap().is_empty(), "{name}");
+        db.set_members(&gid, 5, &members, true, 60).await.unwrap();
+        assert_eq!(db.cs_departed(&gid).await.unwrap().len(), 2, "{name}: deletion");
         assert_eq!(db.purge_log(&gid, 250).await.unwrap(), 2);
         db.upsert_user(&me, &[vec![1, 2], vec![3]], 1)
             .await

@@ -476,6 +476,8 @@ impl Terminal {
     /// `duokey group leave GROUP`.
     pub async fn leave(&mut self, gid: &[u8; 16]) -> Result<()> {
         self.active(gid).await?;
+        // Keep what was said up to now (issue 14): fetched while a member.
+        self.last_fetch(gid).await?;
         self.submit(gid, Intent::Leave, &ItemId::random()?).await?;
         self.store
             .end_membership(gid, "left", "you left the group", crate::now_ms())
@@ -522,6 +524,7 @@ impl Terminal {
                 g.name
             )));
         }
+        self.last_fetch(gid).await?;
         self.submit(gid, Intent::Delete, &ItemId::random()?).await?;
         self.store
             .end_membership(gid, "deleted", "you deleted the group", crate::now_ms())

@@ -291,12 +291,66 @@ impl Terminal {
     /// Fetches and opens every new envelope of a group. Returns the messages
     /// accepted now; failures are dropped and reported on stderr (SPEC §3.3).
     pub async fn sync_messages(&mut self, gid: &[u8; 16]) -> Result<Vec<Message>> {
+        self.fetch_messages(gid, false).await
+    }
+
+    /// The log positions of `gid` the CS serves this terminal's certificate
+    /// after `after_seq`, whatever the profile says about the group — what
+    /// an attacker's program holding it would get (the demo and the
+    /// security tests use it to attack for real).
+    pub async fn served_positions(
+        &mut self,
+        gid: &[u8; 16],
+        mut after_seq: u64,
+    ) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        loop {
+            let resp = self
+                .cs
+                .fetch(FetchRequest {
+                    group_id: gid.to_vec(),
+                    after_seq,
+                    limit: 1000,
+                })
+                .await
+                .map_err(Error::server("fetching"))?
+                .into_inner();
+            out.extend(resp.envelopes.iter().map(|e| e.log_seq));
+            match (resp.more, out.last()) {
+                (true, Some(&last)) => after_seq = last,
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Before this terminal's membership ends (removed, left, deleted):
+    /// fetches what was posted while it was a member — the CS serves a
+    /// departed member up to its departure — and opens it with the keys
+    /// still held, so that history stays (issue 14). A transient failure is
+    /// returned: the caller erases nothing and retries.
+    pub(crate) async fn last_fetch(&mut self, gid: &[u8; 16]) -> Result<()> {
+        match self.fetch_messages(gid, true).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == crate::ErrorKind::Network => Err(e),
+            Err(e) => {
+                self.warn(format!(
+                    "the group's last messages could not be fetched before leaving it: {e}"
+                ));
+                Ok(())
+            }
+        }
+    }
+
+    /// [`Terminal::sync_messages`]; with `departing`, also for a group this
+    /// terminal is leaving, where envelopes of epochs it was never granted
+    /// (sent after its departure) are passed over silently.
+    async fn fetch_messages(&mut self, gid: &[u8; 16], departing: bool) -> Result<Vec<Message>> {
         let mut out = Vec::new();
         loop {
             let Some(g) = self.store.group(gid).await? else {
                 return Ok(out);
             };
-            if g.state != "active" {
+            if g.state != "active" && !departing {
                 return Ok(out);
             }
             let resp = self
@@ -320,7 +374,7 @@ impl Terminal {
                     Ok(o) => opened.push(o),
                     // The GMS gives no grant of an epoch before we joined: by design.
                     Err(Error::Crypto(duokey_crypto::Error::UnknownEpoch { .. })) => {
-                        before_joining += 1
+                        before_joining += usize::from(!departing)
                     }
                     // Its key has not arrived yet: stop before it, so the
                     // next sync opens it (nothing lost).

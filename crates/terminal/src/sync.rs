@@ -376,6 +376,8 @@ impl Terminal {
             .await?
             .is_some_and(|g| g.state == "active")
         {
+            // What was said while this terminal was a member stays its own.
+            self.last_fetch(&gid).await?;
             self.store
                 .end_membership(&gid, state, &text, crate::now_ms())
                 .await?;
