@@ -240,7 +240,9 @@ async fn cs_membership_inbox_and_log() {
             .collect();
         assert_eq!(got, [2, 3]);
         // bob departs at position 3, reads up to it, and is back when re-added.
-        db.set_members(&gid, 3, &members[..1], false, 60).await.unwrap();
+        db.set_members(&gid, 3, &members[..1], false, 60)
+            .await
+            .unwrap();
         assert_eq!(
             db.cs_departed(&gid).await.unwrap(),
             [("bob".to_owned(), 3)],
@@ -257,7 +259,11 @@ async fn cs_membership_inbox_and_log() {
         db.set_members(&gid, 4, &members, false, 60).await.unwrap();
         assert!(db.cs_departed(&gid).await.unwrap().is_empty(), "{name}");
         db.set_members(&gid, 5, &members, true, 60).await.unwrap();
-        assert_eq!(db.cs_departed(&gid).await.unwrap().len(), 2, "{name}: deletion");
+        assert_eq!(
+            db.cs_departed(&gid).await.unwrap().len(),
+            2,
+            "{name}: deletion"
+        );
         assert_eq!(db.purge_log(&gid, 250).await.unwrap(), 2);
         db.upsert_user(&me, &[vec![1, 2], vec![3]], 1)
             .await
