@@ -145,4 +145,10 @@ mutant server-secure-delete crates/storage/src/lib.rs \
 mutant last-fetch $T/sync.rs \
     '            self.last_fetch(&gid).await?;' '' \
     -p duokey-cli --test flows history_is_kept_after_removal_leave_and_deletion
+mutant revoked-connection crates/pki/src/grpc.rs \
+    '                        let kill = serial.map(|s| watch_revocation(s, revoked, peer));' '                        let kill: Option<oneshot::Receiver<()>> = serial.and(None);' \
+    -p duokey-server --test mtls a_revoked_terminal_loses_its_open_streams
+mutant revocation-file-missing crates/pki/src/revocation.rs \
+    '            return Err(Error::MissingRevocationList(path.to_path_buf()));' '            return Ok(HashSet::new());' \
+    -p duokey-pki --lib a_missing_file_is_an_error
 exit "$failed"

@@ -107,6 +107,13 @@ pub enum Error {
         detail: String,
     },
 
+    /// The revocation list file is missing: a server never takes that for
+    /// "nothing is revoked" (issue 14: it would fail open).
+    #[error(
+        "revocation list {0} does not exist; create it (an empty file means nothing is revoked) or fix tls.revocation_list"
+    )]
+    MissingRevocationList(PathBuf),
+
     /// A serial number is empty or too long (RFC 5280: at most 20 octets).
     #[error("invalid certificate serial number: {0}")]
     InvalidSerial(&'static str),

@@ -12,11 +12,12 @@
 //!   with a Duokey client configuration.
 
 use crate::tls::ALPN_H2;
-use crate::{PeerIdentity, Role, peer_identity};
+use crate::{PeerIdentity, RevocationList, Role, peer_identity};
 use duokey_crypto::{PublicIdentity, UserId};
 use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::ServerName;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -25,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -44,12 +45,17 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Pause after a failed `accept` (e.g. out of file descriptors) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often an open connection's certificate is checked against the
+/// revocation list (which servers reload every 10 s).
+pub const REVOCATION_CHECK: Duration = Duration::from_secs(1);
 
 /// One accepted TLS connection (SPEC §2); holds its connection slot until it is
 /// closed.
 #[derive(Debug)]
 pub struct TlsConnection {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
+    /// Fires when the client's certificate is revoked.
+    kill: Option<oneshot::Receiver<()>>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -60,6 +66,25 @@ impl Drop for TlsConnection {
 }
 
 impl TlsConnection {
+    /// Ends the connection with an error once `kill` fires (its certificate
+    /// was revoked): hyper's next read or write fails and every call and
+    /// stream on it ends.
+    fn killed(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let kill = self.kill.as_mut()?;
+        match Pin::new(kill).poll(cx) {
+            Poll::Ready(Ok(())) => Some(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the client's certificate was revoked",
+            )),
+            // The watcher is gone (the list has no file to watch): nothing to do.
+            Poll::Ready(Err(_)) => {
+                self.kill = None;
+                None
+            }
+            Poll::Pending => None,
+        }
+    }
+
     /// The verified certificate chain of the client, if it sent one (SPEC §2).
     pub fn peer_certificates(&self) -> Option<&[rustls_pki_types::CertificateDer<'static>]> {
         self.inner.get_ref().1.peer_certificates()
@@ -72,6 +97,9 @@ impl AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(e) = self.killed(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -82,6 +110,9 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.killed(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -130,6 +161,7 @@ pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     max_connections: usize,
+    revoked: Arc<RevocationList>,
 ) -> impl Stream<Item = Result<TlsConnection, io::Error>> + Send + 'static {
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(
@@ -159,12 +191,25 @@ pub fn tls_incoming(
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let revoked = revoked.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(inner)) => {
                         metrics::counter!("duokey_connections_total").increment(1);
                         metrics::gauge!("duokey_open_connections").increment(1.0);
-                        let conn = TlsConnection { inner, _slot: slot };
+                        let serial = inner
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(|leaf| crate::peer_identity(leaf).ok())
+                            .map(|p| p.serial);
+                        let kill = serial.map(|s| watch_revocation(s, revoked, peer));
+                        let conn = TlsConnection {
+                            inner,
+                            kill,
+                            _slot: slot,
+                        };
                         let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => {
@@ -180,6 +225,36 @@ pub fn tls_incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Watches a connection's client certificate `serial` (SPEC §2: a revoked
+/// certificate MUST be refused — also on a connection opened before the
+/// revocation): checks the shared list every [`REVOCATION_CHECK`] and fires
+/// the returned receiver once the serial is on it. Stops when the
+/// connection is gone.
+fn watch_revocation(
+    serial: Vec<u8>,
+    revoked: Arc<RevocationList>,
+    peer: SocketAddr,
+) -> oneshot::Receiver<()> {
+    let (fire, kill) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut fire = fire;
+        loop {
+            tokio::select! {
+                () = fire.closed() => return,
+                () = tokio::time::sleep(REVOCATION_CHECK) => {}
+            }
+            if revoked.is_revoked(&serial) {
+                metrics::counter!("duokey_refusals_total", "reason" => "revoked_connection")
+                    .increment(1);
+                tracing::info!(%peer, serial = %hex::encode(&serial), "connection closed: its certificate was revoked");
+                let _ = fire.send(());
+                return;
+            }
+        }
+    });
+    kill
 }
 
 /// A lazily connecting tonic channel to `url` (`https://host:port`) over

@@ -2,8 +2,10 @@
 //! refused).
 //!
 //! The list is a text file with one serial number per line in hex (lowercase
-//! written, either case read), `#` starting a comment; a missing file is an empty
-//! list. Servers share one [`RevocationList`] (in an `Arc`) with their TLS
+//! written, either case read), `#` starting a comment; an empty file is an
+//! empty list, a missing file an error — at start and at every reload, when
+//! the previous list stays in force (a deleted file must not unrevoke
+//! anything). Servers share one [`RevocationList`] (in an `Arc`) with their TLS
 //! client verifier, which consults it on **every** handshake, so
 //! [`RevocationList::reload`] (e.g. on SIGHUP or after `duokey-server` revokes a
 //! certificate) takes effect for new connections without a restart.
@@ -31,7 +33,7 @@ impl RevocationList {
         Self::default()
     }
 
-    /// Reads the list from `path`; a missing file is an empty list (SPEC §2).
+    /// Reads the list from `path`; a missing file is an error (SPEC §2).
     /// [`RevocationList::reload`] reads the same file again.
     pub fn load(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
@@ -132,7 +134,9 @@ fn normalize(serial: &[u8]) -> &[u8] {
 fn read_file(path: &Path) -> Result<HashSet<Vec<u8>>> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::MissingRevocationList(path.to_path_buf()));
+        }
         Err(e) => return Err(Error::io("read", path, e)),
     };
     let mut set = HashSet::new();
@@ -172,12 +176,24 @@ mod tests {
     }
 
     #[test]
-    fn missing_file_is_empty() -> Result<()> {
+    fn a_missing_file_is_an_error_and_never_unrevokes() -> Result<()> {
         let dir = tmp();
-        let list = RevocationList::load(dir.path().join("revoked.txt"))?;
-        assert!(list.is_empty());
-        assert_eq!(list.reload()?, 0);
-        assert!(!list.is_revoked(&[1, 2, 3]));
+        let path = dir.path().join("revoked.txt");
+        assert!(matches!(
+            RevocationList::load(&path),
+            Err(Error::MissingRevocationList(_))
+        ));
+        fs::write(&path, "").map_err(|e| Error::io("write", &path, e))?;
+        let list = RevocationList::load(&path)?;
+        assert!(list.is_empty(), "an empty file is an empty list");
+        RevocationList::revoke_in_file(&path, &[0x42])?;
+        assert_eq!(list.reload()?, 1);
+        fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+        assert!(matches!(
+            list.reload(),
+            Err(Error::MissingRevocationList(_))
+        ));
+        assert!(list.is_revoked(&[0x42]), "the previous list stays in force");
         Ok(())
     }
 

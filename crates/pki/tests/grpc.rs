@@ -76,9 +76,12 @@ async fn tonic_round_trip_with_client_certificates() {
     let serving = tokio::spawn(
         Server::builder()
             .add_service(InterceptedService::new(health, only_alice))
-            .serve_with_incoming_shutdown(tls_incoming(listener, config, 16), async {
-                let _ = stopped.await;
-            }),
+            .serve_with_incoming_shutdown(
+                tls_incoming(listener, config, 16, Arc::new(RevocationList::empty())),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
     );
 
     let ca_der = ca.cert_der();

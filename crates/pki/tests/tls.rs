@@ -173,6 +173,7 @@ async fn revoked_certificate_is_refused_after_reload_without_restart() {
     let s = setup();
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("revoked.txt");
+    std::fs::write(&path, "").expect("an empty list");
     let revoked = Arc::new(RevocationList::load(&path).expect("load"));
     let mut srv = spawn_server(server_cfg(&s, ClientAuth::Required, revoked.clone())).await;
 

@@ -81,6 +81,15 @@ pub fn prepare(dir: &Path, gms_addr: &str, cs_addr: &str) -> Result<ServerConfig
         },
         limits: LimitsConfig::default(),
     };
+    // An empty revocation list: the file must exist (a missing one is an
+    // error, never "nothing revoked"); an existing one is kept.
+    let revoked = dir.join("revoked.txt");
+    if !revoked.exists() {
+        std::fs::write(
+            &revoked,
+            "# Revoked certificate serials, one hex serial per line (duokey-server revoke).\n",
+        )?;
+    }
     let path = dir.join("server.toml");
     cfg.save(&path)?;
     ServerConfig::load(&path)

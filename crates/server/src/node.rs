@@ -172,6 +172,7 @@ impl Node {
                 listener,
                 tls.server(ClientAuth::Required)?,
                 cfg.max_connections,
+                tls.revoked.clone(),
             );
             let mut stop_cs = stopped.clone();
             tasks.spawn(async move {
@@ -267,7 +268,12 @@ impl Node {
                 ClientAuth::Required
             };
             let router = router.add_optional_service(router_gms);
-            let incoming = tls_incoming(listener, tls.server(auth)?, cfg.max_connections);
+            let incoming = tls_incoming(
+                listener,
+                tls.server(auth)?,
+                cfg.max_connections,
+                tls.revoked.clone(),
+            );
             let mut stop_gms = stopped.clone();
             tasks.spawn(async move {
                 let done = async move {

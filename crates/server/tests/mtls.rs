@@ -109,6 +109,65 @@ async fn revoked_certificate_is_refused_after_reload_without_restart() {
     );
 }
 
+/// Issue 14: a terminal revoked while connected loses its open `Subscribe`
+/// and `Watch` streams and every call on its connection within the reload
+/// interval, not only new handshakes. Control: another user's stream on the
+/// same server keeps receiving.
+#[tokio::test]
+async fn a_revoked_terminal_loses_its_open_streams_and_connection() {
+    use tokio_stream::StreamExt;
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let serial = peer_identity(&get_user(&mut alice).await.unwrap().cert_chain_der[0])
+        .unwrap()
+        .serial;
+    let g = alice.create_group("proj").await;
+    alice.add(&g, "bob", 0).await.unwrap();
+    net.cs_caught_up().await;
+    let mut deliveries = alice
+        .cs
+        .subscribe(SubscribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut grants = alice.gms.watch(WatchRequest {}).await.unwrap().into_inner();
+    let mut bobs = bob
+        .cs
+        .subscribe(SubscribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    let list = net.cfg.path(net.cfg.tls.revocation_list.as_ref().unwrap());
+    RevocationList::revoke_in_file(&list, &serial).unwrap();
+    net.node.revocations.reload().unwrap();
+    let bound = duokey_pki::grpc::REVOCATION_CHECK * 10;
+    let ended =
+        |what: &str,
+         item: Result<Option<Result<(), tonic::Status>>, tokio::time::error::Elapsed>| {
+            let item = item.unwrap_or_else(|_| panic!("{what} stayed open after the revocation"));
+            assert!(
+                matches!(item, None | Some(Err(_))),
+                "{what} delivered instead of ending"
+            );
+        };
+    let next = tokio::time::timeout(bound, deliveries.next()).await;
+    ended("Subscribe", next.map(|o| o.map(|r| r.map(drop))));
+    let next = tokio::time::timeout(bound, grants.next()).await;
+    ended("Watch", next.map(|o| o.map(|r| r.map(drop))));
+    assert!(
+        get_user(&mut alice).await.is_err(),
+        "calls on the old connection"
+    );
+    // Control: bob, connected all along, is still served live.
+    assert_eq!(bob.post(&g.group_id, "still here").await.unwrap(), 1);
+    let got = support::next_within(&mut bobs, "bob's delivery")
+        .await
+        .unwrap();
+    assert!(matches!(got.event, Some(delivery::Event::Envelope(_))));
+}
+
 #[tokio::test]
 async fn only_the_gms_certificate_may_set_members() {
     let net = TestNet::start().await;

@@ -176,7 +176,12 @@ pub async fn serve(gms: Gms, srv: &Path, lies: Lies) -> SocketAddr {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let incoming = duokey_pki::grpc::tls_incoming(listener, tls, 100);
+    let incoming = duokey_pki::grpc::tls_incoming(
+        listener,
+        tls,
+        100,
+        Arc::new(duokey_pki::RevocationList::empty()),
+    );
     let service = GroupManagementServer::new(LyingGms { inner: gms, lies });
     tokio::spawn(
         tonic::transport::Server::builder()
