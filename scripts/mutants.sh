@@ -151,4 +151,13 @@ mutant revoked-connection crates/pki/src/grpc.rs \
 mutant revocation-file-missing crates/pki/src/revocation.rs \
     '            return Err(Error::MissingRevocationList(path.to_path_buf()));' '            return Ok(HashSet::new());' \
     -p duokey-pki --lib a_missing_file_is_an_error
+mutant revoked-sender $T/sync.rs \
+    '        self.check_not_revoked(&sender).await?;' '' \
+    -p duokey-cli --test properties a_revoked_member_gets_no_new_rn1
+mutant revoked-recipient $T/sync.rs \
+    '        self.check_not_revoked(to).await?;' '' \
+    -p duokey-cli --test properties a_revoked_member_gets_no_new_rn1
+mutant revocations-synced $T/sync.rs \
+    '        self.sync_revocations().await?;' '' \
+    -p duokey-cli --test properties a_revoked_member_gets_no_new_rn1
 exit "$failed"

@@ -138,6 +138,62 @@ async fn a_deleted_groups_rn2s_are_in_no_server_file() {
     }
 }
 
+/// Issue 14 point 4, terminals: once the organisation revokes carol's
+/// certificate, alice's terminal (which learns the list from the CS at its
+/// sync) seals no new RN1 to carol and drops the items carol had sent
+/// before. Controls: bob gets the new RN1, and bob, who synced before the
+/// revocation, holds carol's invitation.
+#[tokio::test]
+async fn a_revoked_member_gets_no_new_rn1_and_its_items_are_refused() {
+    let net = InProcess::start().await;
+    let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
+    let mut carol = net.user("carol").await;
+    join(&mut alice, &mut carol, &gid).await;
+    alice.sync().await.unwrap();
+    let g = carol
+        .create_group("carols", GroupPolicy::default())
+        .await
+        .unwrap();
+    let carols = carol.resolve_group(&g.group_id).await.unwrap();
+    for u in [alice.user().clone(), bob.user().clone()] {
+        carol.invite(&carols, &u, Rights::NONE).await.unwrap();
+    }
+    bob.sync().await.unwrap();
+    assert_eq!(bob.invitations().await.unwrap().len(), 1, "control");
+
+    let db = net.db("cs").await;
+    let chain = db.user("carol").await.unwrap().unwrap().0;
+    db.close().await;
+    let serial = duokey_pki::peer_identity(&chain[0]).unwrap().serial;
+    net.node.revocations.insert(&serial);
+    let (to_carol, to_bob) = (
+        net.rn1_items_to("carol").await,
+        net.rn1_items_to("bob").await,
+    );
+    alice.keep_warnings();
+    alice.sync().await.unwrap();
+    alice.rotate(&gid, true).await.unwrap();
+    assert_eq!(
+        net.rn1_items_to("carol").await,
+        to_carol,
+        "RN1 sealed to a revoked member"
+    );
+    assert_eq!(
+        net.rn1_items_to("bob").await,
+        to_bob + 1,
+        "control: bob gets it"
+    );
+    assert!(
+        alice.invitations().await.unwrap().is_empty(),
+        "an item from a revoked sender was taken"
+    );
+    let warnings = alice.take_warnings().join("\n");
+    assert!(
+        warnings.contains("carol's certificate was revoked"),
+        "{warnings}"
+    );
+}
+
 /// Every group key formed from R1 values and every grant the GMS issued.
 fn keys_from(gid: &[u8; 16], r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) -> Vec<GroupKey> {
     let name = GroupName::new("proj").unwrap();

@@ -68,6 +68,8 @@ pub struct CsConfig {
     pub rate_burst: u32,
     /// Deliveries queued per subscriber before it is disconnected.
     pub subscriber_queue: usize,
+    /// The servers' revocation list, served to terminals (`GetRevocations`).
+    pub revocations: Arc<duokey_pki::RevocationList>,
 }
 
 impl Default for CsConfig {
@@ -77,6 +79,7 @@ impl Default for CsConfig {
             rate_per_sec: 200,
             rate_burst: 400,
             subscriber_queue: 1024,
+            revocations: Arc::new(duokey_pki::RevocationList::empty()),
         }
     }
 }
@@ -330,6 +333,16 @@ impl Communication for Cs {
             .await
             .map_err(internal)?;
         Ok(Response::new(PublishDeliveryKeyResponse {}))
+    }
+
+    async fn get_revocations(
+        &self,
+        req: Request<GetRevocationsRequest>,
+    ) -> Result<Response<GetRevocationsResponse>, Status> {
+        self.terminal(&req).await?;
+        Ok(Response::new(GetRevocationsResponse {
+            serials: self.state.config.revocations.serials(),
+        }))
     }
 
     async fn get_user(

@@ -68,6 +68,13 @@ impl RevocationList {
         self.write().insert(normalize(serial).to_vec());
     }
 
+    /// Every revoked serial (without leading zero bytes), sorted (SPEC §2).
+    pub fn serials(&self) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = self.read().iter().cloned().collect();
+        out.sort();
+        out
+    }
+
     /// Number of revoked serials (SPEC §2).
     pub fn len(&self) -> usize {
         self.read().len()

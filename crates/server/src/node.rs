@@ -147,6 +147,7 @@ impl Node {
             cs_cfg.rate_per_sec = limits.rate_per_sec;
             cs_cfg.rate_burst = limits.rate_burst;
             cs_cfg.subscriber_queue = limits.subscriber_queue;
+            cs_cfg.revocations = tls.revoked.clone();
             let server = Cs::start(db, cs_cfg).await?;
             let listener = bind(&cfg.cs_addr).await?;
             cs_addr = Some(listener.local_addr()?);

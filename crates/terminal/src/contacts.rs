@@ -10,8 +10,8 @@ use duokey_crypto::{DeliveryKeyRecord, DeliveryPublic, PublicIdentity, UserId};
 use duokey_pki::rustls::pki_types::UnixTime;
 use duokey_pki::rustls_pki_types::CertificateDer;
 use duokey_pki::{ClientAuth, RevocationList, peer_identity};
-use duokey_proto::GetUserRequest;
 use duokey_proto::communication_client::CommunicationClient;
+use duokey_proto::{GetRevocationsRequest, GetUserRequest};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use std::sync::Arc;
@@ -24,6 +24,15 @@ pub const DELIVERY_KEY_TTL_MS: u64 = 24 * 3_600 * 1_000;
 
 /// Directory look-ups in flight at once when prefetching delivery keys.
 const PREFETCH_WINDOW: usize = 16;
+/// Meta key of the organisation's revoked serials (hex, one per line).
+const REVOKED_META: &str = "revoked_serials";
+
+/// An in-memory revocation list of `serials`.
+fn list_of(serials: &[Vec<u8>]) -> RevocationList {
+    let list = RevocationList::empty();
+    serials.iter().for_each(|s| list.insert(s));
+    list
+}
 
 /// What `duokey verify` shows.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -80,7 +89,63 @@ impl Terminal {
     /// Fetches a user's certificate from the directory and checks it against
     /// the CA: (identity key, certificate fingerprint, delivery-key record).
     async fn fetch_identity(&self, user: &UserId) -> Result<Identity> {
-        fetch_identity(self.cs.clone(), self.ca.clone(), user.clone()).await
+        let id = fetch_identity(self.cs.clone(), self.ca.clone(), user.clone()).await?;
+        self.store.put_contact_serial(user.as_str(), &id.3).await?;
+        Ok(id)
+    }
+
+    /// Fetches the organisation's revocation list from the CS and keeps it
+    /// in the profile (issue 14). A CS from before `GetRevocations` has none
+    /// to give: the last list stays.
+    pub(crate) async fn sync_revocations(&mut self) -> Result<()> {
+        let resp = match self.cs.get_revocations(GetRevocationsRequest {}).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unimplemented => return Ok(()),
+            Err(s) => return Err(Error::from_status("fetching the revocation list", &s)),
+        };
+        let text: String = resp
+            .serials
+            .iter()
+            .map(|s| format!("{}\n", hex::encode(s)))
+            .collect();
+        self.store.set_meta(REVOKED_META, text.as_bytes()).await?;
+        self.revoked = Some(Arc::new(list_of(&resp.serials)));
+        Ok(())
+    }
+
+    /// The revocation list last fetched (loaded from the profile once).
+    async fn revocations(&mut self) -> Result<Arc<RevocationList>> {
+        if let Some(list) = &self.revoked {
+            return Ok(list.clone());
+        }
+        let text = self.store.meta(REVOKED_META).await?.unwrap_or_default();
+        let serials: Vec<Vec<u8>> = String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| hex::decode(l.trim()).ok())
+            .collect();
+        let list = Arc::new(list_of(&serials));
+        self.revoked = Some(list.clone());
+        Ok(list)
+    }
+
+    /// Refuses `user` if the organisation revoked its certificate (SPEC §2,
+    /// §4.7; issue 14): nothing is sealed to it, no item from it accepted.
+    pub(crate) async fn check_not_revoked(&mut self, user: &UserId) -> Result<()> {
+        if user == &self.me {
+            return Ok(());
+        }
+        let serial = match self.store.contact_serial(user.as_str()).await? {
+            Some(serial) => serial,
+            None => self.fetch_identity(user).await?.3,
+        };
+        if self.revocations().await?.is_revoked(&serial) {
+            return Err(Error::refused(format!(
+                "{user}'s certificate was revoked by your organisation: nothing is sent to {user} \
+                 and nothing from them is accepted. Remove {user} from your groups \
+                 (`duokey group remove GROUP {user}`)"
+            )));
+        }
+        Ok(())
     }
 
     /// A contact's pinned identity key (pinning it on first use). A key that
@@ -99,7 +164,7 @@ impl Terminal {
         let key = match row {
             Some(r) => PublicIdentity::from_slice(&r.get::<Vec<u8>, _>(0))?,
             None => {
-                let (key, fp, _) = self.fetch_identity(user).await?;
+                let (key, fp, _, _) = self.fetch_identity(user).await?;
                 sqlx::query("INSERT INTO contacts (user_id, identity_key, fingerprint) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
                     .bind(user.as_str())
                     .bind(key.to_bytes().as_slice())
@@ -143,7 +208,7 @@ impl Terminal {
         &mut self,
         user: &UserId,
         pinned: &PublicIdentity,
-        (current, _, record): Identity,
+        (current, _, record, _): Identity,
     ) -> Result<DeliveryPublic> {
         if &current != pinned {
             return Err(self.key_changed(user, &current).await?);
@@ -192,6 +257,9 @@ impl Terminal {
         }
         while let Some(done) = fetching.join_next().await {
             if let Ok((Ok(identity), user, pinned)) = done {
+                self.store
+                    .put_contact_serial(user.as_str(), &identity.3)
+                    .await?;
                 let _ = self.check_delivery_key(&user, &pinned, identity).await;
             }
         }
@@ -228,7 +296,7 @@ impl Terminal {
     /// `duokey verify USER [--confirm]` (SPEC §2).
     pub async fn verify(&mut self, user: &UserId, confirm: bool) -> Result<Verification> {
         let pinned = self.contact_key(user).await?;
-        let (current, fp, _) = self.fetch_identity(user).await?;
+        let (current, fp, _, _) = self.fetch_identity(user).await?;
         let changed = current != pinned;
         if confirm {
             sqlx::query("UPDATE contacts SET identity_key = ?, fingerprint = ?, verified = 1, changed_key = NULL WHERE user_id = ?")
@@ -267,7 +335,9 @@ fn reusable(k: &CheckedDeliveryKey, pinned: &PublicIdentity, now_ms: u64) -> boo
 
 /// What the directory says of a user, checked against the CA: (identity
 /// key, certificate fingerprint, delivery-key record, not yet checked).
-type Identity = (PublicIdentity, [u8; 32], Vec<u8>);
+/// What the directory says of a user, checked: identity key, certificate
+/// fingerprint, delivery-key record, certificate serial.
+type Identity = (PublicIdentity, [u8; 32], Vec<u8>, Vec<u8>);
 
 /// Fetches a user's certificate from the directory and checks it against
 /// the CA (the directory is not trusted).
@@ -319,6 +389,7 @@ async fn fetch_identity(
         PublicIdentity::from_bytes(&key)?,
         peer.fingerprint_sha256,
         resp.delivery_key_record,
+        peer.serial,
     ))
 }
 

@@ -731,6 +731,28 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Records the serial of `user`'s certificate as last fetched.
+    pub async fn put_contact_serial(&self, user: &str, serial: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO contact_serials (user_id, serial) VALUES (?, ?) \
+             ON CONFLICT (user_id) DO UPDATE SET serial = excluded.serial",
+        )
+        .bind(user)
+        .bind(serial)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The serial of `user`'s certificate as last fetched, if known.
+    pub async fn contact_serial(&self, user: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT serial FROM contact_serials WHERE user_id = ?")
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<Vec<u8>, _>(0)))
+    }
+
     /// Adds a notice (joined, removed, left, key rotated, deleted).
     pub async fn notice(&self, gid: &[u8; 16], text: &str, at_ms: u64) -> Result<()> {
         sqlx::query("INSERT INTO notices (group_id, text, at_ms) VALUES (?, ?, ?)")

@@ -80,6 +80,7 @@ impl Terminal {
     /// One full sync (SPEC §8: every command first syncs): grants, inbox,
     /// pending RN1 duties, the outbox, then key erasure.
     pub async fn sync(&mut self) -> Result<()> {
+        self.sync_revocations().await?;
         self.sync_grants().await?;
         self.sync_items().await?;
         self.retry_pending_items().await?;
@@ -529,6 +530,8 @@ impl Terminal {
         r1: &R1,
         invite: Option<(ItemId, DeliveryPublic)>,
     ) -> Result<(ItemId, ItemBody)> {
+        // Issue 14: no RN1 to a certificate the organisation revoked.
+        self.check_not_revoked(to).await?;
         let item_id = ItemId::random()?;
         let (ref_id, key) = match invite {
             Some((id, k)) => (id, k),
@@ -632,6 +635,8 @@ impl Terminal {
         let signed = SignedItem::parse(bytes)?;
         let sender = signed.item.sender.clone();
         let key = self.contact_key(&sender).await?;
+        // Issue 14: nothing from a certificate the organisation revoked.
+        self.check_not_revoked(&sender).await?;
         let item = signed.open(&self.me, &key)?;
         let id = *item.item_id.as_bytes();
         if self.store.seen(&id).await? {

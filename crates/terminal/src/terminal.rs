@@ -94,6 +94,9 @@ pub struct Terminal {
     pub(crate) states: HashMap<[u8; 16], Arc<duokey_crypto::membership::State>>,
     /// Where warnings go: stderr (`None`) or kept for an interactive UI.
     pub(crate) warnings: std::sync::Mutex<Option<Vec<String>>>,
+    /// The organisation's revoked serials, loaded from the profile on first
+    /// use and refreshed at every sync (issue 14).
+    pub(crate) revoked: Option<Arc<duokey_pki::RevocationList>>,
 }
 
 impl std::fmt::Debug for Terminal {
@@ -275,6 +278,7 @@ impl Terminal {
             keys: HashMap::new(),
             states: HashMap::new(),
             warnings: std::sync::Mutex::new(None),
+            revoked: None,
         })
     }
 
