@@ -45,7 +45,9 @@ PY
         return
     fi
     # Bounded: a test that hangs without its guard is reported, not waited on.
-    timeout 900 cargo test --locked -q "$@" >/dev/null 2>&1
+    # The binaries first: CLI tests run duokey-server from other packages.
+    timeout 900 bash -c 'cargo build --locked -q --workspace --bins && cargo test --locked -q "$@"' \
+        mutant "$@" >/dev/null 2>&1
     case $? in
         0) printf '%-22s MISSED (cargo test %s passed without the guard)\n' "$name" "$*"; failed=1 ;;
         124) printf '%-22s HUNG   (cargo test %s did not end within 15 min)\n' "$name" "$*"; failed=1 ;;
@@ -160,4 +162,22 @@ mutant revoked-recipient $T/sync.rs \
 mutant revocations-synced $T/sync.rs \
     '        self.sync_revocations().await?;' '' \
     -p duokey-cli --test properties a_revoked_member_gets_no_new_rn1
+mutant token-replace crates/accounts/src/lib.rs \
+    '    if let (false, Some(serial)) = (replace, valid.first()) {' '    if let (false, Some(serial)) = (true, valid.first()) {' \
+    -p duokey-server --test mtls a_second_plain_token_cannot_replace
+mutant enrol-replace crates/accounts/src/lib.rs \
+    '        if !valid.is_empty() && !replace {' '        if false {' \
+    -p duokey-server --test mtls a_second_plain_token_cannot_replace
+mutant replaced-revoked crates/accounts/src/lib.rs \
+    '            self.revoke_replaced(&user, &valid);' '' \
+    -p duokey-server --test mtls a_second_plain_token_cannot_replace
+mutant changed-not-verified $T/contacts.rs \
+    '            verified: verified != 0 && (confirm || !changed),' '            verified: verified != 0,' \
+    -p duokey-cli --test flows re_enrolment_is_explicit
+mutant new-key-item-kept $T/sync.rs \
+    '        self.store.put_pending(&id, bytes, crate::now_ms()).await
+    }' '        let _ = (id, bytes);
+        Ok(())
+    }' \
+    -p duokey-cli --test flows re_enrolment_is_explicit
 exit "$failed"

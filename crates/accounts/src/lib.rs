@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use duokey_crypto::UserId;
-use duokey_pki::Ca;
+use duokey_pki::{Ca, RevocationList};
 use duokey_proto::accounts_server::{Accounts, AccountsServer};
 use duokey_proto::{EnrollRequest, EnrollResponse};
 use duokey_storage::Db;
@@ -34,6 +34,29 @@ pub enum Error {
     /// The random generator failed.
     #[error("operating system random generator failed")]
     Random,
+    /// The user holds a valid certificate and the token would silently
+    /// replace it (issue 14).
+    #[error(
+        "{user} already holds a valid certificate (serial {serial}). If their device was lost or replaced, \
+         run `duokey-server enroll {user} --replace`: the old certificate is revoked, and {user}'s contacts \
+         are shown the new key to confirm"
+    )]
+    AlreadyEnrolled {
+        /// The user.
+        user: String,
+        /// The serial of the valid certificate (hex).
+        serial: String,
+    },
+}
+
+/// A new enrolment token, and the certificates it replaces (to revoke).
+#[derive(Debug)]
+pub struct IssuedToken {
+    /// The one-time token, shown once.
+    pub token: Zeroizing<String>,
+    /// Serials of the user's valid certificates that `--replace` replaces:
+    /// the caller revokes them.
+    pub replaced: Vec<Vec<u8>>,
 }
 
 /// Unix time in milliseconds.
@@ -48,17 +71,60 @@ fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.trim().as_bytes()).to_vec()
 }
 
-/// Creates a one-time enrolment token for `user`, valid [`TOKEN_TTL_MS`].
-/// Only its hash is stored; the token itself is returned once.
+/// Creates a one-time enrolment token for `user`, valid [`TOKEN_TTL_MS`],
+/// for a user who holds no certificate the AS issued (see
+/// [`issue_token_with`]).
 pub async fn issue_token(db: &Db, user: &UserId) -> Result<Zeroizing<String>, Error> {
+    Ok(issue_token_with(db, user, false, &RevocationList::empty())
+        .await?
+        .token)
+}
+
+/// The serials of `user`'s valid certificates: issued by this AS, not
+/// expired, not on `revoked`.
+async fn valid_certs(db: &Db, user: &str, revoked: &RevocationList) -> Result<Vec<Vec<u8>>, Error> {
+    let mut serials = db.unexpired_certs(user, now_ms()).await?;
+    serials.retain(|s| !revoked.is_revoked(s));
+    Ok(serials)
+}
+
+/// Creates a one-time enrolment token for `user`, valid [`TOKEN_TTL_MS`];
+/// only its hash is stored. Re-enrolment is explicit (issue 14): if the user
+/// holds a valid certificate, the token is refused unless `replace`, and
+/// then the certificates it replaces are returned for the caller to revoke.
+pub async fn issue_token_with(
+    db: &Db,
+    user: &UserId,
+    replace: bool,
+    revoked: &RevocationList,
+) -> Result<IssuedToken, Error> {
+    let valid = valid_certs(db, user.as_str(), revoked).await?;
+    if let (false, Some(serial)) = (replace, valid.first()) {
+        return Err(Error::AlreadyEnrolled {
+            user: user.to_string(),
+            serial: hex::encode(serial),
+        });
+    }
     let mut raw = Zeroizing::new([0u8; 20]);
     rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, raw.as_mut_slice())
         .map_err(|_| Error::Random)?;
     let token = Zeroizing::new(format!("dk1-{}", hex::encode(raw.as_slice())));
     let now = now_ms();
-    db.insert_token(&token_hash(&token), user.as_str(), now, now + TOKEN_TTL_MS)
-        .await?;
-    Ok(token)
+    db.insert_token(
+        &token_hash(&token),
+        user.as_str(),
+        now,
+        now + TOKEN_TTL_MS,
+        replace,
+    )
+    .await?;
+    if replace {
+        tracing::warn!(user = %user, replaced = valid.len(), "replacement enrolment token issued");
+    }
+    Ok(IssuedToken {
+        token,
+        replaced: valid,
+    })
 }
 
 /// The AS service.
@@ -66,6 +132,7 @@ pub async fn issue_token(db: &Db, user: &UserId) -> Result<Zeroizing<String>, Er
 pub struct AccountServer {
     db: Db,
     ca: Arc<Ca>,
+    revoked: Arc<RevocationList>,
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
@@ -78,12 +145,15 @@ impl std::fmt::Debug for AccountServer {
 impl AccountServer {
     /// An AS signing with `ca`; enrolment attempts are limited per client
     /// address (5 per second, bursts of 20) against token guessing floods.
-    pub fn new(db: Db, ca: Arc<Ca>) -> AccountServer {
+    /// `revoked` is the servers' revocation list: a replacement enrolment
+    /// revokes the certificates it replaces in its file.
+    pub fn new(db: Db, ca: Arc<Ca>, revoked: Arc<RevocationList>) -> AccountServer {
         let quota = Quota::per_second(NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN));
         AccountServer {
             db,
             ca,
+            revoked,
             limiter: Arc::new(RateLimiter::keyed(quota)),
         }
     }
@@ -99,6 +169,22 @@ fn denied() -> Status {
     Status::permission_denied(
         "enrolment token is unknown, used or expired; ask your administrator for a new one",
     )
+}
+
+impl AccountServer {
+    /// Revokes the certificates a replacement enrolment replaced (issue 14),
+    /// in the list file when there is one; logged.
+    fn revoke_replaced(&self, user: &UserId, serials: &[Vec<u8>]) {
+        for serial in serials {
+            if let Some(path) = self.revoked.path()
+                && let Err(e) = RevocationList::revoke_in_file(path, serial)
+            {
+                tracing::error!(error = %e, "cannot write the revocation list");
+            }
+            self.revoked.insert(serial);
+            tracing::warn!(user = %user, serial = %hex::encode(serial), "certificate replaced and revoked");
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -120,7 +206,7 @@ impl Accounts for AccountServer {
             tracing::error!(error = %e, "storage failure");
             Status::unavailable("storage unavailable, retry")
         };
-        let user = self
+        let (user, replace) = self
             .db
             .token_user(&hash, now)
             .await
@@ -128,6 +214,17 @@ impl Accounts for AccountServer {
             .ok_or_else(denied)?;
         let user = UserId::new(user)
             .map_err(|_| Status::internal("stored token names an invalid user id"))?;
+        // Issue 14: a certificate issued since the token was is not replaced
+        // silently either.
+        let valid = valid_certs(&self.db, user.as_str(), &self.revoked)
+            .await
+            .map_err(|e| Status::unavailable(format!("storage unavailable, retry: {e}")))?;
+        if !valid.is_empty() && !replace {
+            return Err(Status::failed_precondition(format!(
+                "{user} already holds a valid certificate; ask your administrator for a replacement \
+                 token (`duokey-server enroll {user} --replace`)"
+            )));
+        }
         let cert = self
             .ca
             .sign_csr(&r.csr_der, &user, TERMINAL_CERT_DAYS)
@@ -143,6 +240,20 @@ impl Accounts for AccountServer {
             != Some(user.as_str())
         {
             return Err(denied());
+        }
+        let issued = duokey_pki::peer_identity(&cert)
+            .map_err(|_| Status::internal("cannot read the certificate just issued"))?;
+        self.db
+            .record_cert(
+                &issued.serial,
+                user.as_str(),
+                now,
+                issued.not_after_unix.saturating_mul(1000),
+            )
+            .await
+            .map_err(storage)?;
+        if replace {
+            self.revoke_replaced(&user, &valid);
         }
         tracing::info!(user = %user, "terminal enrolled");
         metrics::counter!("duokey_as_enrolments_total").increment(1);

@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{Server, group_with};
+use support::{Server, group_with, path_str};
 
 #[test]
 fn create_invite_chat_remove_and_late_join() {
@@ -163,6 +163,81 @@ fn history_is_kept_after_removal_leave_and_deletion() {
         "{carols:?}"
     );
     assert!(alice.texts("proj").contains(&"last words".to_owned()));
+}
+
+#[test]
+fn re_enrolment_is_explicit_and_contacts_confirm_the_new_key() {
+    let srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob]);
+    alice.ok(&["verify", "bob", "--confirm"]);
+    let enroll = |args: &[&str]| {
+        std::process::Command::new(support::bin("duokey-server"))
+            .args(["enroll", "--dir"])
+            .arg(srv.dir.path().join("srv"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // A second token for bob is refused unless the admin says --replace.
+    let out = enroll(&["bob"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--replace"), "{err}");
+    let out = enroll(&["bob", "--replace"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("Revoked bob's replaced certificate"),
+        "{err}"
+    );
+    let token = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    let new_bob = support::User {
+        home: srv.dir.path().join("bob-new-laptop"),
+        passphrase: "bob's new passphrase".into(),
+    };
+    let client = srv.client_toml();
+    new_bob.ok(&[
+        "init",
+        "--user",
+        "bob",
+        "--token",
+        &token,
+        "--config",
+        path_str(&client),
+    ]);
+
+    // The old device is cut off once the servers reload the list (10 s).
+    let cut_off = (0..40).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        bob.run(&["sync"]).status.code() == Some(5)
+    });
+    assert!(cut_off, "the replaced certificate still works after 20 s");
+
+    // alice sees the new key as a change to confirm; bob's item waits for it.
+    new_bob.ok(&["group", "create", "laptop"]);
+    new_bob.ok(&["group", "invite", "laptop", "alice"]);
+    let out = alice.run(&["invites"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("identity key of bob has CHANGED"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no pending invitations"));
+    let v: serde_json::Value =
+        serde_json::from_str(&alice.ok(&["--json", "verify", "bob"])).unwrap();
+    assert_eq!(
+        (v["key_changed"].as_bool(), v["verified"].as_bool()),
+        (Some(true), Some(false)),
+        "{v}"
+    );
+    let text = alice.ok(&["verify", "bob"]);
+    assert!(
+        text.contains("CHANGED") && !text.contains("Verified."),
+        "{text}"
+    );
+    alice.ok(&["verify", "bob", "--confirm"]);
+    let invites = alice.ok(&["invites"]);
+    assert!(invites.contains("bob invites you to laptop"), "{invites}");
 }
 
 #[test]

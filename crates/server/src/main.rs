@@ -52,6 +52,11 @@ enum Command {
         config: Option<PathBuf>,
         /// The user id to enrol (SPEC §2: a-z 0-9 . _ @ -).
         user: String,
+        /// The user already holds a valid certificate and gets a new one (a
+        /// lost or replaced device): the old certificate is revoked now, and
+        /// the user's contacts are asked to confirm the new key.
+        #[arg(long)]
+        replace: bool,
     },
     /// Run the roles of a configuration file (production).
     Run {
@@ -202,7 +207,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let _only_one = dev::lock_dir(&cfg.data_dir)?;
             serve(&cfg, None).await
         }
-        Command::Enroll { dir, config, user } => {
+        Command::Enroll {
+            dir,
+            config,
+            user,
+            replace,
+        } => {
             let user = UserId::new(user).map_err(|e| Error::Config(e.to_string()))?;
             let cfg = match (dir, config) {
                 (_, Some(c)) => ServerConfig::load(&c)?,
@@ -224,10 +234,28 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 .as_deref()
                 .ok_or_else(|| Error::Config("no [database] as".into()))?;
             let db = duokey_storage::Db::open(&cfg.db_url(url)).await?;
-            let token = duokey_accounts::issue_token(&db, &user).await?;
+            let list = cfg.tls.revocation_list.as_ref().map(|p| cfg.path(p));
+            let revoked = match &list {
+                Some(p) => duokey_pki::RevocationList::load(p)?,
+                None => duokey_pki::RevocationList::empty(),
+            };
+            let issued = duokey_accounts::issue_token_with(&db, &user, replace, &revoked).await?;
+            for serial in &issued.replaced {
+                match &list {
+                    Some(p) => duokey_pki::RevocationList::revoke_in_file(p, serial)?,
+                    None => eprintln!(
+                        "warning: no tls.revocation_list in the configuration; revoke {} by hand",
+                        hex::encode(serial)
+                    ),
+                }
+                eprintln!(
+                    "Revoked {user}'s replaced certificate {} (servers refuse it within 10 s).",
+                    hex::encode(serial)
+                );
+            }
             println!(
                 "One-time enrolment token for {user} (valid 24 h): {}",
-                token.as_str()
+                issued.token.as_str()
             );
             Ok(())
         }

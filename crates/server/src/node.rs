@@ -263,7 +263,9 @@ impl Node {
                 health
                     .set_service_status("duokey.v1.Accounts", tonic_health::ServingStatus::Serving)
                     .await;
-                router = router.add_service(AccountServer::new(db, Arc::new(ca)).service());
+                router = router.add_service(
+                    AccountServer::new(db, Arc::new(ca), tls.revoked.clone()).service(),
+                );
                 ClientAuth::Optional
             } else {
                 ClientAuth::Required

@@ -168,6 +168,47 @@ async fn a_revoked_terminal_loses_its_open_streams_and_connection() {
     assert!(matches!(got.event, Some(delivery::Event::Envelope(_))));
 }
 
+/// Issue 14: re-enrolment is explicit at the AS too. Two plain tokens for
+/// dave issued before he enrolled: the first enrols him, the second is
+/// refused (it would replace his valid certificate silently); a
+/// replacement token works and revokes the old certificate.
+#[tokio::test]
+async fn a_second_plain_token_cannot_replace_a_valid_certificate() {
+    let net = TestNet::start().await;
+    let (first, second) = (net.token("dave").await, net.token("dave").await);
+    let mut dave = net.enroll_with("dave", &first, None).await.unwrap();
+    let refused = net.enroll_with("dave", &second, None).await.err().unwrap();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused}");
+    assert!(refused.message().contains("--replace"), "{refused}");
+    let db = duokey_storage::Db::open(&net.as_db_url).await.unwrap();
+    let dave_id = UserId::new("dave").unwrap();
+    let err = duokey_accounts::issue_token(&db, &dave_id)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--replace"), "{err}");
+    let old = peer_identity(&get_user(&mut dave).await.unwrap().cert_chain_der[0])
+        .unwrap()
+        .serial;
+    let list = net.cfg.path(net.cfg.tls.revocation_list.as_ref().unwrap());
+    let revoked = RevocationList::load(&list).unwrap();
+    let issued = duokey_accounts::issue_token_with(&db, &dave_id, true, &revoked)
+        .await
+        .unwrap();
+    db.close().await;
+    assert_eq!(issued.replaced, [old.clone()]);
+    // The replacement enrolment revokes whatever it replaces, also here
+    // where the admin tool did not write the list first.
+    net.enroll_with("dave", &issued.token, None).await.unwrap();
+    assert!(
+        net.node.revocations.is_revoked(&old),
+        "the replaced certificate is revoked"
+    );
+    assert!(
+        RevocationList::load(&list).unwrap().is_revoked(&old),
+        "in the list file"
+    );
+}
+
 #[tokio::test]
 async fn only_the_gms_certificate_may_set_members() {
     let net = TestNet::start().await;

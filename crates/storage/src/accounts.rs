@@ -1,39 +1,82 @@
-//! AS tables: one-time enrolment tokens, stored hashed (SPEC §2).
+//! AS tables: one-time enrolment tokens, stored hashed (SPEC §2), and the
+//! certificates issued with them (re-enrolment is explicit, issue 14).
 
 use crate::{Db, Result};
 use sqlx::Row;
 
 impl Db {
-    /// Stores a token's hash for `user`, valid until `expires_at_ms`.
+    /// Stores a token's hash for `user`, valid until `expires_at_ms`; with
+    /// `replace` it may replace a certificate the user still holds.
     pub async fn insert_token(
         &self,
         hash: &[u8],
         user: &str,
         now_ms: i64,
         expires_at_ms: i64,
+        replace: bool,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO enrol_tokens (token_hash, user_id, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO enrol_tokens (token_hash, user_id, created_at_ms, expires_at_ms, replace_cert) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(hash.to_vec())
         .bind(user.to_owned())
         .bind(now_ms)
         .bind(expires_at_ms)
+        .bind(i64::from(replace))
         .execute(self.w())
         .await?;
         Ok(())
     }
 
-    /// The user of an unused, unexpired token, without using it.
-    pub async fn token_user(&self, hash: &[u8], now_ms: i64) -> Result<Option<String>> {
+    /// The user of an unused, unexpired token and whether it may replace
+    /// a certificate, without using it.
+    pub async fn token_user(&self, hash: &[u8], now_ms: i64) -> Result<Option<(String, bool)>> {
         let row = sqlx::query(
-            "SELECT user_id FROM enrol_tokens WHERE token_hash = $1 AND used_at_ms IS NULL AND expires_at_ms > $2",
+            "SELECT user_id, replace_cert FROM enrol_tokens WHERE token_hash = $1 AND used_at_ms IS NULL AND expires_at_ms > $2",
         )
         .bind(hash.to_vec())
         .bind(now_ms)
         .fetch_optional(self.r())
         .await?;
-        Ok(row.map(|r| r.try_get::<String, _>("user_id")).transpose()?)
+        row.map(|r| {
+            let replace: i64 = r.try_get("replace_cert")?;
+            Ok((r.try_get::<String, _>("user_id")?, replace != 0))
+        })
+        .transpose()
+    }
+
+    /// Records a certificate the AS issued to `user`.
+    pub async fn record_cert(
+        &self,
+        serial: &[u8],
+        user: &str,
+        issued_at_ms: i64,
+        not_after_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO as_certs (serial, user_id, issued_at_ms, not_after_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (serial) DO NOTHING",
+        )
+        .bind(serial.to_vec())
+        .bind(user.to_owned())
+        .bind(issued_at_ms)
+        .bind(not_after_ms)
+        .execute(self.w())
+        .await?;
+        Ok(())
+    }
+
+    /// The serials of `user`'s certificates that have not expired at
+    /// `now_ms` (whether they are revoked is the caller's to check).
+    pub async fn unexpired_certs(&self, user: &str, now_ms: i64) -> Result<Vec<Vec<u8>>> {
+        let rows = sqlx::query(
+            "SELECT serial FROM as_certs WHERE user_id = $1 AND not_after_ms > $2 ORDER BY issued_at_ms",
+        )
+        .bind(user.to_owned())
+        .bind(now_ms)
+        .fetch_all(self.w())
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("serial")?)).collect()
     }
 
     /// Marks an unused, unexpired token as used and returns its user id;

@@ -8,6 +8,7 @@ const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_membership.sql")),
     (3, include_str!("../migrations/sqlite/0003_departed.sql")),
+    (4, include_str!("../migrations/sqlite/0004_certs.sql")),
 ];
 /// (version, PostgreSQL script): the same tables with PostgreSQL's type names.
 const POSTGRES: &[(i64, &str)] = &[
@@ -17,6 +18,7 @@ const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0002_membership.sql"),
     ),
     (3, include_str!("../migrations/postgres/0003_departed.sql")),
+    (4, include_str!("../migrations/postgres/0004_certs.sql")),
 ];
 /// Advisory lock key that serialises migrations of concurrent PostgreSQL clients.
 const PG_LOCK: i64 = 0x6475_6f6b_6579;

@@ -42,8 +42,30 @@ async fn enrolment_token_works_once_and_not_after_expiry() {
             fresh_id(),
             fresh_id().into_iter().rev().collect::<Vec<u8>>(),
         );
-        db.insert_token(&hash, "alice", 1_000, 2_000).await.unwrap();
-        db.insert_token(&old, "bob", 1_000, 1_500).await.unwrap();
+        db.insert_token(&hash, "alice", 1_000, 2_000, false)
+            .await
+            .unwrap();
+        db.insert_token(&old, "bob", 1_000, 1_500, true)
+            .await
+            .unwrap();
+        assert_eq!(
+            db.token_user(&old, 1_200).await.unwrap(),
+            Some(("bob".to_owned(), true)),
+            "{name}: a replacement token"
+        );
+        let serial = fresh_id();
+        db.record_cert(&serial, "carol", 1_000, 5_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            db.unexpired_certs("carol", 4_999).await.unwrap(),
+            [serial.clone()],
+            "{name}"
+        );
+        assert!(
+            db.unexpired_certs("carol", 5_000).await.unwrap().is_empty(),
+            "{name}: expired"
+        );
         assert_eq!(
             db.use_token(&hash, 1_600).await.unwrap().as_deref(),
             Some("alice"),

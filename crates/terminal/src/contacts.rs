@@ -88,9 +88,11 @@ fn safety_number(a: (&str, &[u8]), b: (&str, &[u8])) -> String {
 impl Terminal {
     /// Fetches a user's certificate from the directory and checks it against
     /// the CA: (identity key, certificate fingerprint, delivery-key record).
-    async fn fetch_identity(&self, user: &UserId) -> Result<Identity> {
+    pub(crate) async fn fetch_identity(&self, user: &UserId) -> Result<Identity> {
         let id = fetch_identity(self.cs.clone(), self.ca.clone(), user.clone()).await?;
-        self.store.put_contact_serial(user.as_str(), &id.3).await?;
+        self.store
+            .put_contact_serial(user.as_str(), &id.0.to_bytes(), &id.3)
+            .await?;
         Ok(id)
     }
 
@@ -128,17 +130,33 @@ impl Terminal {
         Ok(list)
     }
 
-    /// Refuses `user` if the organisation revoked its certificate (SPEC §2,
-    /// §4.7; issue 14): nothing is sealed to it, no item from it accepted.
+    /// Refuses `user` if the organisation revoked the certificate of the key
+    /// this terminal trusts for it (SPEC §2, §4.7; issue 14): nothing is
+    /// sealed to it, no item signed with it accepted.
     pub(crate) async fn check_not_revoked(&mut self, user: &UserId) -> Result<()> {
         if user == &self.me {
             return Ok(());
         }
-        let serial = match self.store.contact_serial(user.as_str()).await? {
+        let key = self.contact_key(user).await?.to_bytes();
+        let serial = match self.store.contact_serial(user.as_str(), &key).await? {
             Some(serial) => serial,
-            None => self.fetch_identity(user).await?.3,
+            None => {
+                let (current, _, _, serial) = self.fetch_identity(user).await?;
+                if current.to_bytes() != key {
+                    return Err(Error::refused(format!(
+                        "the directory no longer certifies the key this terminal trusts for {user} \
+                         (they were enrolled again): compare safety numbers with `duokey verify {user}`"
+                    )));
+                }
+                serial
+            }
         };
-        if self.revocations().await?.is_revoked(&serial) {
+        self.check_serial(user, &serial).await
+    }
+
+    /// Refuses a certificate `serial` of `user` that the organisation revoked.
+    pub(crate) async fn check_serial(&mut self, user: &UserId, serial: &[u8]) -> Result<()> {
+        if self.revocations().await?.is_revoked(serial) {
             return Err(Error::refused(format!(
                 "{user}'s certificate was revoked by your organisation: nothing is sent to {user} \
                  and nothing from them is accepted. Remove {user} from your groups \
@@ -258,7 +276,7 @@ impl Terminal {
         while let Some(done) = fetching.join_next().await {
             if let Ok((Ok(identity), user, pinned)) = done {
                 self.store
-                    .put_contact_serial(user.as_str(), &identity.3)
+                    .put_contact_serial(user.as_str(), &identity.0.to_bytes(), &identity.3)
                     .await?;
                 let _ = self.check_delivery_key(&user, &pinned, identity).await;
             }
@@ -266,7 +284,11 @@ impl Terminal {
         Ok(())
     }
 
-    async fn key_changed(&mut self, user: &UserId, new: &PublicIdentity) -> Result<Error> {
+    pub(crate) async fn key_changed(
+        &mut self,
+        user: &UserId,
+        new: &PublicIdentity,
+    ) -> Result<Error> {
         sqlx::query("UPDATE contacts SET changed_key = ? WHERE user_id = ?")
             .bind(new.to_bytes().as_slice())
             .bind(user.as_str())
@@ -320,7 +342,8 @@ impl Terminal {
                 (self.me.as_str(), &mine),
                 (user.as_str(), &current.to_bytes()),
             ),
-            verified: verified != 0,
+            // A changed key is never "verified" until the user confirms it.
+            verified: verified != 0 && (confirm || !changed),
             key_changed: changed && !confirm,
         })
     }
@@ -333,11 +356,9 @@ fn reusable(k: &CheckedDeliveryKey, pinned: &PublicIdentity, now_ms: u64) -> boo
     k.identity_key == pinned.to_bytes() && now_ms.saturating_sub(k.checked_ms) < DELIVERY_KEY_TTL_MS
 }
 
-/// What the directory says of a user, checked against the CA: (identity
-/// key, certificate fingerprint, delivery-key record, not yet checked).
 /// What the directory says of a user, checked: identity key, certificate
 /// fingerprint, delivery-key record, certificate serial.
-type Identity = (PublicIdentity, [u8; 32], Vec<u8>, Vec<u8>);
+pub(crate) type Identity = (PublicIdentity, [u8; 32], Vec<u8>, Vec<u8>);
 
 /// Fetches a user's certificate from the directory and checks it against
 /// the CA (the directory is not trusted).

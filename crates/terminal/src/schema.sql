@@ -86,12 +86,14 @@ CREATE TABLE IF NOT EXISTS invites_out (
     join_version INTEGER NOT NULL DEFAULT 0,
     invite_pub  BLOB                    -- the invitee's key for this invitation
 );
--- Issue 14: the serial of each contact's certificate as last fetched, to
--- check it against the organisation's revocation list (meta
+-- Issue 14: the serial of the certificate that certified each contact's
+-- identity key, to check against the organisation's revocation list (meta
 -- `revoked_serials`, refreshed at every sync).
 CREATE TABLE IF NOT EXISTS contact_serials (
-    user_id TEXT PRIMARY KEY,
-    serial  BLOB NOT NULL
+    user_id      TEXT NOT NULL,
+    identity_key BLOB NOT NULL,
+    serial       BLOB NOT NULL,
+    PRIMARY KEY (user_id, identity_key)
 );
 CREATE TABLE IF NOT EXISTS contacts (
     user_id      TEXT PRIMARY KEY,

@@ -731,25 +731,29 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Records the serial of `user`'s certificate as last fetched.
-    pub async fn put_contact_serial(&self, user: &str, serial: &[u8]) -> Result<()> {
+    /// Records the serial of the certificate that certified `user`'s `key`.
+    pub async fn put_contact_serial(&self, user: &str, key: &[u8], serial: &[u8]) -> Result<()> {
         sqlx::query(
-            "INSERT INTO contact_serials (user_id, serial) VALUES (?, ?) \
-             ON CONFLICT (user_id) DO UPDATE SET serial = excluded.serial",
+            "INSERT INTO contact_serials (user_id, identity_key, serial) VALUES (?, ?, ?) \
+             ON CONFLICT (user_id, identity_key) DO UPDATE SET serial = excluded.serial",
         )
         .bind(user)
+        .bind(key)
         .bind(serial)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// The serial of `user`'s certificate as last fetched, if known.
-    pub async fn contact_serial(&self, user: &str) -> Result<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT serial FROM contact_serials WHERE user_id = ?")
-            .bind(user)
-            .fetch_optional(&self.pool)
-            .await?;
+    /// The serial of the certificate that certified `user`'s `key`, if known.
+    pub async fn contact_serial(&self, user: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query(
+            "SELECT serial FROM contact_serials WHERE user_id = ? AND identity_key = ?",
+        )
+        .bind(user)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| r.get::<Vec<u8>, _>(0)))
     }
 

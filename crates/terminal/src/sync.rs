@@ -1,6 +1,7 @@
 //! The sync engine (SPEC §4.5): grants from the GMS, items from the inbox,
 //! RN1 rotations, removals, the outbox and key erasure.
 
+use crate::contacts::Trust;
 use crate::error::{Error, Result};
 use crate::membership::Intent;
 use crate::store::StoredGrant;
@@ -635,9 +636,12 @@ impl Terminal {
         let signed = SignedItem::parse(bytes)?;
         let sender = signed.item.sender.clone();
         let key = self.contact_key(&sender).await?;
-        // Issue 14: nothing from a certificate the organisation revoked.
+        let item = match signed.open(&self.me, &key) {
+            Ok(item) => item,
+            Err(e) => return self.item_under_new_key(bytes, e).await,
+        };
+        // Issue 14: nothing signed with a key whose certificate was revoked.
         self.check_not_revoked(&sender).await?;
-        let item = signed.open(&self.me, &key)?;
         let id = *item.item_id.as_bytes();
         if self.store.seen(&id).await? {
             return Ok(());
@@ -656,6 +660,28 @@ impl Terminal {
         result
     }
 
+    /// An item whose signature fails under its sender's pinned key. If the
+    /// directory now holds another key for the sender and the item verifies
+    /// with it, the sender was enrolled again (or someone poses as them):
+    /// the user is told once to compare safety numbers, and the item is kept
+    /// until they confirm the new key (issue 14), then taken. Otherwise it
+    /// is refused.
+    async fn item_under_new_key(&mut self, bytes: &[u8], err: duokey_crypto::Error) -> Result<()> {
+        let signed = SignedItem::parse(bytes)?;
+        let (sender, id) = (signed.item.sender.clone(), *signed.item.item_id.as_bytes());
+        let (current, _, _, serial) = self.fetch_identity(&sender).await?;
+        if current == self.contact_key(&sender).await? || signed.open(&self.me, &current).is_err() {
+            return Err(err.into());
+        }
+        self.check_serial(&sender, &serial).await?;
+        let told = self.trust(sender.as_str()).await? == Trust::KeyChanged;
+        let warning = self.key_changed(&sender, &current).await?;
+        if !told {
+            self.warn(warning.to_string());
+        }
+        self.store.put_pending(&id, bytes, crate::now_ms()).await
+    }
+
     /// Retries the items kept because what they depend on had not arrived;
     /// after `rn1_wait` without it, the user is told and the item dropped
     /// (SPEC §4.7: a change the GMS does not produce within `rn1_wait`).
@@ -669,6 +695,8 @@ impl Terminal {
             match self.process_item(&bytes).await {
                 Err(e) if e.kind() == crate::ErrorKind::Network => return Err(e),
                 Ok(()) if self.store.seen(&id).await? => self.store.drop_pending(&id).await?,
+                // Kept until the user confirms the sender's new key.
+                Ok(()) if self.trust(signed.item.sender.as_str()).await? == Trust::KeyChanged => {}
                 Ok(()) => {
                     let wait_ms = self
                         .membership(&gid)
