@@ -195,7 +195,7 @@ async fn a_second_plain_token_cannot_replace_a_valid_certificate() {
         .await
         .unwrap();
     db.close().await;
-    assert_eq!(issued.replaced, [old.clone()]);
+    assert_eq!(issued.replaced, std::slice::from_ref(&old));
     // The replacement enrolment revokes whatever it replaces, also here
     // where the admin tool did not write the list first.
     net.enroll_with("dave", &issued.token, None).await.unwrap();
