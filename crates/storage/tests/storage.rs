@@ -59,7 +59,7 @@ async fn enrolment_token_works_once_and_not_after_expiry() {
             .unwrap();
         assert_eq!(
             db.unexpired_certs("carol", 4_999).await.unwrap(),
-            [serial.clone()],
+            std::slice::from_ref(&serial),
             "{name}"
         );
         assert!(
