@@ -180,4 +180,10 @@ mutant new-key-item-kept $T/sync.rs \
         Ok(())
     }' \
     -p duokey-cli --test flows re_enrolment_is_explicit
+mutant renew-same-key crates/accounts/src/lib.rs \
+    '        if !same_key {' '        if false {' \
+    -p duokey-server --test mtls a_terminal_renews_its_certificate
+mutant renew-when-due $T/sync.rs \
+    '        self.renew_if_due().await?;' '' \
+    -p duokey-cli --test properties a_certificate_two_thirds_through
 exit "$failed"

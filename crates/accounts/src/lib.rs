@@ -10,7 +10,7 @@
 use duokey_crypto::UserId;
 use duokey_pki::{Ca, RevocationList};
 use duokey_proto::accounts_server::{Accounts, AccountsServer};
-use duokey_proto::{EnrollRequest, EnrollResponse};
+use duokey_proto::{EnrollRequest, EnrollResponse, RenewRequest};
 use duokey_storage::Db;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
@@ -187,18 +187,78 @@ impl AccountServer {
     }
 }
 
-#[tonic::async_trait]
-impl Accounts for AccountServer {
-    async fn enroll(
-        &self,
-        req: Request<EnrollRequest>,
-    ) -> Result<Response<EnrollResponse>, Status> {
+impl AccountServer {
+    /// `RESOURCE_EXHAUSTED` when the client's address is over its rate.
+    fn rate_limit<T>(&self, req: &Request<T>) -> Result<(), Status> {
         if let Some(ip) = req.remote_addr().map(|a| a.ip()) {
             self.limiter.check_key(&ip).map_err(|_| {
                 metrics::counter!("duokey_refusals_total", "reason" => "rate_limited").increment(1);
                 Status::resource_exhausted("too many enrolment attempts; wait and retry")
             })?;
         }
+        Ok(())
+    }
+
+    /// Signs `csr_der` for `user`.
+    async fn issue(&self, csr_der: &[u8], user: &UserId) -> Result<Vec<u8>, Status> {
+        let cert = self
+            .ca
+            .sign_csr(csr_der, user, TERMINAL_CERT_DAYS)
+            .map_err(|e| Status::invalid_argument(format!("certificate request refused: {e}")))?;
+        Ok(cert.to_vec())
+    }
+
+    /// Records a certificate just issued (its serial and expiry).
+    async fn record(&self, cert: &[u8], user: &UserId) -> Result<(), Status> {
+        let issued = duokey_pki::peer_identity(cert)
+            .map_err(|_| Status::internal("cannot read the certificate just issued"))?;
+        self.db
+            .record_cert(
+                &issued.serial,
+                user.as_str(),
+                now_ms(),
+                issued.not_after_unix.saturating_mul(1000),
+            )
+            .await
+            .map_err(|e| Status::unavailable(format!("storage unavailable, retry: {e}")))
+    }
+
+    fn answer(&self, cert: Vec<u8>, user: &UserId) -> Response<EnrollResponse> {
+        Response::new(EnrollResponse {
+            cert_chain_der: vec![cert],
+            ca_cert_der: self.ca.cert_der().to_vec(),
+            user_id: user.to_string(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Accounts for AccountServer {
+    async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<EnrollResponse>, Status> {
+        self.rate_limit(&req)?;
+        let caller = duokey_pki::grpc::Caller::of(&req)?;
+        let (user, key) = caller.terminal()?;
+        let cert = self.issue(&req.get_ref().csr_der, &user).await?;
+        let same_key = duokey_pki::peer_identity(&cert)
+            .ok()
+            .and_then(|p| p.ed25519_public)
+            .is_some_and(|k| k == key.to_bytes());
+        if !same_key {
+            return Err(Status::invalid_argument(
+                "a renewal keeps the identity key: the request must carry the key of the current certificate",
+            ));
+        }
+        self.record(&cert, &user).await?;
+        tracing::info!(user = %user, "terminal certificate renewed");
+        metrics::counter!("duokey_as_renewals_total").increment(1);
+        Ok(self.answer(cert, &user))
+    }
+
+    async fn enroll(
+        &self,
+        req: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        self.rate_limit(&req)?;
         let r = req.into_inner();
         let hash = token_hash(&r.token);
         let now = now_ms();
@@ -225,10 +285,7 @@ impl Accounts for AccountServer {
                  token (`duokey-server enroll {user} --replace`)"
             )));
         }
-        let cert = self
-            .ca
-            .sign_csr(&r.csr_der, &user, TERMINAL_CERT_DAYS)
-            .map_err(|e| Status::invalid_argument(format!("certificate request refused: {e}")))?;
+        let cert = self.issue(&r.csr_der, &user).await?;
         // Use the token only now, atomically: a failed request leaves it usable,
         // and two concurrent requests cannot both get a certificate.
         if self
@@ -241,26 +298,12 @@ impl Accounts for AccountServer {
         {
             return Err(denied());
         }
-        let issued = duokey_pki::peer_identity(&cert)
-            .map_err(|_| Status::internal("cannot read the certificate just issued"))?;
-        self.db
-            .record_cert(
-                &issued.serial,
-                user.as_str(),
-                now,
-                issued.not_after_unix.saturating_mul(1000),
-            )
-            .await
-            .map_err(storage)?;
+        self.record(&cert, &user).await?;
         if replace {
             self.revoke_replaced(&user, &valid);
         }
         tracing::info!(user = %user, "terminal enrolled");
         metrics::counter!("duokey_as_enrolments_total").increment(1);
-        Ok(Response::new(EnrollResponse {
-            cert_chain_der: vec![cert.to_vec()],
-            ca_cert_der: self.ca.cert_der().to_vec(),
-            user_id: user.to_string(),
-        }))
+        Ok(self.answer(cert, &user))
     }
 }

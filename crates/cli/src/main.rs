@@ -95,6 +95,10 @@ enum Command {
     },
     /// Your groups with their epochs.
     Status,
+    /// Renew this terminal's certificate now. It also renews by itself at a
+    /// sync once two thirds of its lifetime (365 days) have passed. The
+    /// identity key stays, so contacts see no change.
+    Renew,
     /// Interactive terminal UI: groups, messages, members, invitations
     /// (F1 inside shows the keys and commands). No --json: use `read
     /// --follow --json` in programs.
@@ -476,6 +480,20 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
             }
         }
         Command::Group { command } => group(&mut t, command, json).await?,
+        Command::Renew => {
+            let (serial, _, until) = t.renew().await?;
+            let now = i64::try_from(duokey_terminal::now_ms() / 1000).unwrap_or(0);
+            if json {
+                print_json(
+                    &serde_json::json!({"renewed": true, "serial": serial, "not_after": until}),
+                );
+            } else {
+                println!(
+                    "Certificate renewed (serial {serial}): valid for {} more days. Your identity key is unchanged.",
+                    (until - now) / 86_400
+                );
+            }
+        }
         Command::Invites => {
             let inv = t.invitations().await?;
             if json {

@@ -166,6 +166,33 @@ fn history_is_kept_after_removal_leave_and_deletion() {
 }
 
 #[test]
+fn renewal_keeps_the_key_so_contacts_see_no_change() {
+    let srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob]);
+    let before: serde_json::Value =
+        serde_json::from_str(&alice.ok(&["--json", "verify", "bob", "--confirm"])).unwrap();
+    let renewed: serde_json::Value = serde_json::from_str(&bob.ok(&["--json", "renew"])).unwrap();
+    assert_eq!(renewed["renewed"], true, "{renewed}");
+    let again: serde_json::Value = serde_json::from_str(&bob.ok(&["--json", "renew"])).unwrap();
+    assert_ne!(
+        renewed["serial"], again["serial"],
+        "a new certificate each time"
+    );
+    bob.ok(&["send", "proj", "from the renewed certificate"]);
+    assert!(
+        alice
+            .texts("proj")
+            .contains(&"from the renewed certificate".to_owned())
+    );
+    let after: serde_json::Value =
+        serde_json::from_str(&alice.ok(&["--json", "verify", "bob"])).unwrap();
+    assert_eq!(after["key_changed"], false, "{after}");
+    assert_eq!(after["verified"], true, "{after}");
+    assert_eq!(after["safety_number"], before["safety_number"]);
+}
+
+#[test]
 fn re_enrolment_is_explicit_and_contacts_confirm_the_new_key() {
     let srv = Server::start();
     let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));

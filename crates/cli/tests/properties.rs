@@ -194,6 +194,62 @@ async fn a_revoked_member_gets_no_new_rn1_and_its_items_are_refused() {
     );
 }
 
+/// Issue 14: a terminal whose certificate is two thirds through its
+/// lifetime renews it at its next sync, for the same key; one that is not
+/// (the control, just enrolled) keeps it.
+#[tokio::test]
+async fn a_certificate_two_thirds_through_its_life_is_renewed_at_the_next_sync() {
+    let net = InProcess::start().await;
+    let mut dave = net.user("dave").await;
+    let (serial, _, _) = dave.certificate().await.unwrap();
+    dave.sync().await.unwrap();
+    assert_eq!(
+        dave.certificate().await.unwrap().0,
+        serial,
+        "renewed too early"
+    );
+    // Age dave's certificate: the same key, valid from 300 days ago.
+    let ca = duokey_pki::Ca::load(&net.dir.path().join("srv/ca")).unwrap();
+    let chain = dave.store().meta("cert_chain").await.unwrap().unwrap();
+    let leaf = &chain[4..];
+    let key = duokey_pki::peer_identity(leaf)
+        .unwrap()
+        .ed25519_public
+        .unwrap();
+    let now = i64::try_from(duokey_terminal::now_ms() / 1000).unwrap();
+    // dave's identity key, from his profile (no passphrase here).
+    let store = dave.store();
+    let plain: [u8; 32] = store
+        .meta("plain_key")
+        .await
+        .unwrap()
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let vault = duokey_terminal::vault::Vault::from_plain_key(plain);
+    let sealed = store.meta("identity").await.unwrap().unwrap();
+    let csr_key = IdentityKey::from_seed(*vault.open32("identity", &sealed).unwrap());
+    assert_eq!(csr_key.public().to_bytes(), key);
+    let aged = ca
+        .sign_csr_with_validity(
+            &duokey_pki::make_csr(&csr_key, dave.user()).unwrap(),
+            dave.user(),
+            duokey_pki::Validity::from_unix(now - 300 * 86_400, now + 65 * 86_400).unwrap(),
+        )
+        .unwrap();
+    let mut framed = u32::try_from(aged.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(&aged);
+    dave.store().set_meta("cert_chain", &framed).await.unwrap();
+    assert!(dave.certificate().await.unwrap().2 < now + 66 * 86_400);
+    dave.sync().await.unwrap();
+    let (renewed, from, until) = dave.certificate().await.unwrap();
+    assert_ne!(renewed, serial);
+    assert!(
+        until > now + 300 * 86_400 && from <= now + 60,
+        "a full new lifetime"
+    );
+}
+
 /// Every group key formed from R1 values and every grant the GMS issued.
 fn keys_from(gid: &[u8; 16], r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) -> Vec<GroupKey> {
     let name = GroupName::new("proj").unwrap();

@@ -126,6 +126,8 @@ fn every_command_prints_json_and_every_error_has_a_code() {
     assert_eq!(v["groups"][0]["rn2_version"], 2);
     let v = json(&alice, &["group", "rotate", "proj"]);
     assert_eq!(v["rn2_version"], 3);
+    let v = json(&alice, &["renew"]);
+    assert_eq!(v["renewed"], true, "{v}");
 
     // errors: usage, not found, refused (each with its exit code)
     let (code, kind, msg) =

@@ -28,6 +28,8 @@ pub struct PeerIdentity {
     pub serial: Vec<u8>,
     /// End of validity, Unix seconds.
     pub not_after_unix: i64,
+    /// Start of validity, Unix seconds.
+    pub not_before_unix: i64,
     /// SHA-256 of the certificate's DER, as shown by `duokey verify` (SPEC §2).
     pub fingerprint_sha256: [u8; 32],
     /// The subject common name, if any (a host name for servers).
@@ -138,6 +140,7 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<PeerIdentity> {
         ed25519_public,
         serial: cert.raw_serial().to_vec(),
         not_after_unix: cert.validity().not_after.timestamp(),
+        not_before_unix: cert.validity().not_before.timestamp(),
         fingerprint_sha256: Sha256::digest(cert_der).into(),
         common_name,
     })

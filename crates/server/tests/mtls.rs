@@ -209,6 +209,88 @@ async fn a_second_plain_token_cannot_replace_a_valid_certificate() {
     );
 }
 
+/// An AS client presenting `chain` for `key`.
+fn accounts_as(
+    net: &TestNet,
+    key: &IdentityKey,
+    chain: Vec<duokey_pki::rustls_pki_types::CertificateDer<'static>>,
+) -> accounts_client::AccountsClient<tonic::transport::Channel> {
+    let tls = duokey_pki::client_config_for(
+        &net.ca.cert_der(),
+        Some((chain, duokey_pki::identity_private_key_der(key))),
+        duokey_pki::Role::As,
+    )
+    .unwrap();
+    accounts_client::AccountsClient::new(duokey_pki::grpc::channel(&net.gms_url(), tls).unwrap())
+}
+
+/// Issue 14: a terminal renews its certificate with the current one, for
+/// the same key (new serial, a full new lifetime); another key, no
+/// certificate, or an expired one cannot renew.
+#[tokio::test]
+async fn a_terminal_renews_its_certificate_for_the_same_key_and_only_so() {
+    let net = TestNet::start().await;
+    let alice = net.enroll("alice").await;
+    let id = alice.id.clone();
+    let old = peer_identity(&alice.chain[0]).unwrap();
+    let mut accounts = accounts_as(&net, &alice.key, alice.chain.clone());
+    let renewed = accounts
+        .renew(RenewRequest {
+            csr_der: make_csr(&alice.key, &id).unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let new = peer_identity(&renewed.cert_chain_der[0]).unwrap();
+    assert_eq!(new.ed25519_public, old.ed25519_public, "same identity key");
+    assert_eq!(new.user_id, old.user_id);
+    assert_ne!(new.serial, old.serial);
+    assert!(new.not_after_unix >= old.not_after_unix);
+    // The renewed certificate is served.
+    let mut again = net.user_with_chain(
+        id.clone(),
+        alice.key.clone(),
+        vec![renewed.cert_chain_der[0].clone().into()],
+    );
+    assert!(get_user(&mut again).await.is_ok());
+
+    let other = IdentityKey::generate();
+    let err = accounts
+        .renew(RenewRequest {
+            csr_der: make_csr(&other, &id).unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    let mut anonymous = accounts_client::AccountsClient::new(net.anonymous(&net.gms_url()));
+    let err = anonymous
+        .renew(RenewRequest {
+            csr_der: make_csr(&alice.key, &id).unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    let now = (support::now_ms() / 1000) as i64;
+    let expired = net
+        .ca
+        .sign_csr_with_validity(
+            &make_csr(&alice.key, &id).unwrap(),
+            &id,
+            Validity::from_unix(now - 7200, now - 3600).unwrap(),
+        )
+        .unwrap();
+    let mut stale = accounts_as(&net, &alice.key, vec![expired]);
+    assert!(
+        stale
+            .renew(RenewRequest {
+                csr_der: make_csr(&alice.key, &id).unwrap(),
+            })
+            .await
+            .is_err(),
+        "an expired certificate renewed"
+    );
+}
+
 #[tokio::test]
 async fn only_the_gms_certificate_may_set_members() {
     let net = TestNet::start().await;

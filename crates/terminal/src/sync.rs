@@ -81,6 +81,7 @@ impl Terminal {
     /// One full sync (SPEC §8: every command first syncs): grants, inbox,
     /// pending RN1 duties, the outbox, then key erasure.
     pub async fn sync(&mut self) -> Result<()> {
+        self.renew_if_due().await?;
         self.sync_revocations().await?;
         self.sync_grants().await?;
         self.sync_items().await?;
