@@ -171,20 +171,6 @@ pub fn renewal_due(not_before: i64, not_after: i64, now: i64) -> bool {
     now >= not_before.saturating_add(lifetime / 3 * 2)
 }
 
-#[cfg(test)]
-mod renewal_tests {
-    use super::renewal_due;
-
-    #[test]
-    fn a_certificate_is_renewed_from_two_thirds_of_its_lifetime() {
-        let (from, until) = (1_000, 1_000 + 365 * 86_400);
-        assert!(!renewal_due(from, until, from));
-        assert!(!renewal_due(from, until, from + 243 * 86_400));
-        assert!(renewal_due(from, until, from + 244 * 86_400));
-        assert!(renewal_due(from, until, until + 1), "expired: still try");
-    }
-}
-
 impl Terminal {
     /// This terminal's certificate: (serial hex, valid from, valid until;
     /// Unix seconds).
@@ -448,5 +434,19 @@ impl Terminal {
     /// The vault (tests use it to read sealed values as the terminal does).
     pub fn vault(&self) -> &Vault {
         &self.vault
+    }
+}
+
+#[cfg(test)]
+mod renewal_tests {
+    use super::renewal_due;
+
+    #[test]
+    fn a_certificate_is_renewed_from_two_thirds_of_its_lifetime() {
+        let (from, until) = (1_000, 1_000 + 365 * 86_400);
+        assert!(!renewal_due(from, until, from));
+        assert!(!renewal_due(from, until, from + 243 * 86_400));
+        assert!(renewal_due(from, until, from + 244 * 86_400));
+        assert!(renewal_due(from, until, until + 1), "expired: still try");
     }
 }
