@@ -186,4 +186,19 @@ mutant renew-same-key crates/accounts/src/lib.rs \
 mutant renew-when-due $T/sync.rs \
     '        self.renew_if_due().await?;' '' \
     -p duokey-cli --test properties a_certificate_two_thirds_through
+mutant inbox-enrolled crates/cs/src/lib.rs \
+    '        if let Some(u) = users.iter().find(|u| !known.iter().any(|k| k == *u)) {' '        if let Some(u) = users.iter().find(|_| false) {' \
+    -p duokey-server --test cs_behaviour inboxes_are_bounded
+mutant inbox-full crates/cs/src/lib.rs \
+    '            if held + n > cfg.inbox_max_items || held_bytes + bytes > cfg.inbox_max_bytes {' '            if false {' \
+    -p duokey-server --test cs_behaviour inboxes_are_bounded
+mutant inbox-expiry crates/cs/src/lib.rs \
+    '            .purge_inbox(now_ms.saturating_sub(keep_ms))' '            .purge_inbox(0)' \
+    -p duokey-server --test cs_behaviour inboxes_are_bounded
+mutant groups-per-user crates/gms/src/service.rs \
+    '        if u64::try_from(n).unwrap_or(u64::MAX) >= max {' '        if false {' \
+    -p duokey-server --test gms_rules groups_per_user_and_retention
+mutant retention-max crates/gms/src/policy.rs \
+    '    if p.retention_secs > limits.max_retention_secs {' '    if false {' \
+    -p duokey-server --test gms_rules groups_per_user_and_retention
 exit "$failed"

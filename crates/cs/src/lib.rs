@@ -70,6 +70,12 @@ pub struct CsConfig {
     pub subscriber_queue: usize,
     /// The servers' revocation list, served to terminals (`GetRevocations`).
     pub revocations: Arc<duokey_pki::RevocationList>,
+    /// Most items one inbox holds (issue 14).
+    pub inbox_max_items: u64,
+    /// Most bytes one inbox holds (issue 14).
+    pub inbox_max_bytes: u64,
+    /// Inbox items older than this are erased (issue 14).
+    pub inbox_retention_secs: u64,
 }
 
 impl Default for CsConfig {
@@ -80,6 +86,9 @@ impl Default for CsConfig {
             rate_burst: 400,
             subscriber_queue: 1024,
             revocations: Arc::new(duokey_pki::RevocationList::empty()),
+            inbox_max_items: 10_000,
+            inbox_max_bytes: 64 * 1024 * 1024,
+            inbox_retention_secs: 30 * 86_400,
         }
     }
 }
@@ -197,6 +206,13 @@ impl Cs {
                 .purge_log(&gid, now_ms.saturating_sub(keep_ms))
                 .await?;
         }
+        let keep_ms = i64::try_from(self.state.config.inbox_retention_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        total += self
+            .state
+            .db
+            .purge_inbox(now_ms.saturating_sub(keep_ms))
+            .await?;
         Ok(total)
     }
 
@@ -272,6 +288,40 @@ impl Cs {
         Ok(CheckedItem { signed, bytes })
     }
 
+    /// Issue 14: items go only to users in the directory, and no inbox
+    /// holds more than [`CsConfig::inbox_max_items`] items or
+    /// [`CsConfig::inbox_max_bytes`] bytes (`RESOURCE_EXHAUSTED`: the sender
+    /// retries once the recipient's terminal has synced).
+    async fn check_inboxes(&self, rows: &[NewItem<'_>]) -> Result<(), Status> {
+        let mut adding: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for r in rows {
+            let e = adding.entry(r.recipient).or_default();
+            *e = (e.0 + 1, e.1 + r.item.len() as u64);
+        }
+        let users: Vec<&str> = adding.keys().copied().collect();
+        let known = self.state.db.known_users(&users).await.map_err(internal)?;
+        if let Some(u) = users.iter().find(|u| !known.iter().any(|k| k == *u)) {
+            return Err(Status::not_found(format!(
+                "{u} is not an enrolled user (no terminal of theirs has connected yet)"
+            )));
+        }
+        let usage = self.state.db.inbox_usage(&users).await.map_err(internal)?;
+        let cfg = &self.state.config;
+        for (user, (n, bytes)) in adding {
+            let (held, held_bytes) = usage
+                .iter()
+                .find(|(u, ..)| u == user)
+                .map_or((0, 0), |(_, n, b)| (*n, *b));
+            if held + n > cfg.inbox_max_items || held_bytes + bytes > cfg.inbox_max_bytes {
+                metrics::counter!("duokey_refusals_total", "reason" => "inbox_full").increment(1);
+                return Err(Status::resource_exhausted(format!(
+                    "{user}'s inbox is full ({held} items); it empties as their terminal syncs: retry later"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Stores checked items in one durable write, then delivers the new ones
     /// to their recipients' live streams. Returns their cursors.
     async fn store_items(
@@ -289,6 +339,7 @@ impl Cs {
                 item: c.bytes,
             })
             .collect();
+        self.check_inboxes(&rows).await?;
         let stored = self
             .state
             .db

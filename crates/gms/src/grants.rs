@@ -61,12 +61,12 @@ impl Next {
 
     /// What a signed add, remove, leave, `rotate_rn1` or `policy` change
     /// does to the group `cur` (SPEC §4.7): checked with the shared rules
-    /// first; a new policy within this server's limits (`min_rotate_secs`).
+    /// first; a new policy within this server's limits (`limits`).
     pub(crate) fn from_change(
         cur: &Current,
         change: SignedChange,
         chain: Vec<Vec<u8>>,
-        min_rotate_secs: u64,
+        limits: crate::policy::PolicyLimits,
     ) -> Result<Next, Status> {
         let state = cur.membership.apply(&change).map_err(refusal)?;
         let c = change.change();
@@ -93,7 +93,7 @@ impl Next {
             Action::RotateRn1 => Next::new(GrantCause::Forced, &actor),
             Action::Policy => {
                 let mut next = Next::new(GrantCause::PolicyChanged, &actor);
-                next.policy = Some(crate::policy::from_signed(&state.policy, min_rotate_secs)?);
+                next.policy = Some(crate::policy::from_signed(&state.policy, limits)?);
                 next
             }
             other => {

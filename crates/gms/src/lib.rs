@@ -37,6 +37,20 @@ pub struct GmsConfig {
     pub rate_per_sec: u32,
     /// Request burst per client certificate.
     pub rate_burst: u32,
+    /// Longest retention a group may choose (issue 14).
+    pub max_retention_secs: u64,
+    /// Most groups one user may be a member of (issue 14).
+    pub max_groups_per_user: u64,
+}
+
+impl GmsConfig {
+    /// The limits a group's policy must keep.
+    pub fn policy_limits(&self) -> policy::PolicyLimits {
+        policy::PolicyLimits {
+            min_rotate_secs: self.min_rotate_every_secs,
+            max_retention_secs: self.max_retention_secs,
+        }
+    }
 }
 
 impl Default for GmsConfig {
@@ -45,6 +59,8 @@ impl Default for GmsConfig {
             min_rotate_every_secs: 60,
             rate_per_sec: 200,
             rate_burst: 400,
+            max_retention_secs: policy::DEFAULT_MAX_RETENTION_SECS,
+            max_groups_per_user: 1000,
         }
     }
 }

@@ -14,9 +14,30 @@ pub const DEFAULT_MAX_MEMBERS: u32 = 10_000;
 /// Default wait for a rotated RN1: 2 min.
 pub const DEFAULT_RN1_WAIT_SECS: u64 = 120;
 
-/// Fills zero fields with defaults and checks the rest. `min_rotate_secs` is
-/// 60 in production (SPEC §4.4); tests may lower it.
-pub fn normalise(p: Option<Policy>, min_rotate_secs: u64) -> Result<Policy, Status> {
+/// This server's limits on what a group's policy may ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyLimits {
+    /// Shortest `rotate_every` (SPEC §4.4: 60 s; tests may lower it).
+    pub min_rotate_secs: u64,
+    /// Longest retention (issue 14: a quota the operator sets).
+    pub max_retention_secs: u64,
+}
+
+impl Default for PolicyLimits {
+    fn default() -> Self {
+        Self {
+            min_rotate_secs: 60,
+            max_retention_secs: DEFAULT_MAX_RETENTION_SECS,
+        }
+    }
+}
+
+/// Default longest retention a group may choose: 365 days.
+pub const DEFAULT_MAX_RETENTION_SECS: u64 = 365 * 24 * 3600;
+
+/// Fills zero fields with defaults and checks the rest against `limits`.
+pub fn normalise(p: Option<Policy>, limits: PolicyLimits) -> Result<Policy, Status> {
+    let min_rotate_secs = limits.min_rotate_secs;
     let mut p = p.unwrap_or_default();
     let or = |v: u64, d: u64| if v == 0 { d } else { v };
     p.rotate_every_secs = or(p.rotate_every_secs, DEFAULT_ROTATE_EVERY_SECS);
@@ -34,6 +55,12 @@ pub fn normalise(p: Option<Policy>, min_rotate_secs: u64) -> Result<Policy, Stat
     if p.max_members > DEFAULT_MAX_MEMBERS {
         return Err(Status::invalid_argument(format!(
             "max_members is at most {DEFAULT_MAX_MEMBERS}"
+        )));
+    }
+    if p.retention_secs > limits.max_retention_secs {
+        return Err(Status::invalid_argument(format!(
+            "retention is longer than this server allows ({} days at most)",
+            limits.max_retention_secs / 86_400
         )));
     }
     for (name, v) in [
@@ -55,9 +82,9 @@ pub fn normalise(p: Option<Policy>, min_rotate_secs: u64) -> Result<Policy, Stat
 /// within what it accepts.
 pub fn from_signed(
     p: &duokey_crypto::membership::Policy,
-    min_rotate_secs: u64,
+    limits: PolicyLimits,
 ) -> Result<Policy, Status> {
-    normalise(Some(Policy::from(p)), min_rotate_secs)
+    normalise(Some(Policy::from(p)), limits)
         // Every signed field is explicit: a signed grace of 0 stays 0.
         .map(|mut out| {
             out.grace_secs = p.grace_secs;
@@ -76,7 +103,7 @@ mod tests {
 
     #[test]
     fn zero_fields_take_the_spec_defaults() {
-        let p = normalise(None, 60).unwrap();
+        let p = normalise(None, PolicyLimits::default()).unwrap();
         assert_eq!(
             (p.rotate_every_secs, p.grace_secs, p.retention_secs),
             (3600, 300, 30 * 24 * 3600)
@@ -91,11 +118,17 @@ mod tests {
             rotate_every_secs: 30,
             ..Default::default()
         };
-        assert!(normalise(Some(short), 60).is_err());
+        assert!(normalise(Some(short), PolicyLimits::default()).is_err());
         let big = Policy {
             max_members: 20_000,
             ..Default::default()
         };
-        assert!(normalise(Some(big), 60).is_err());
+        assert!(normalise(Some(big), PolicyLimits::default()).is_err());
+        let long = Policy {
+            retention_secs: DEFAULT_MAX_RETENTION_SECS + 1,
+            ..Policy::default()
+        };
+        let err = normalise(Some(long), PolicyLimits::default()).unwrap_err();
+        assert!(err.message().contains("365 days"), "{err}");
     }
 }

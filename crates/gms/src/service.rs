@@ -108,6 +108,20 @@ impl Gms {
             .ok_or_else(|| Status::not_found("no such group"))?;
         self.grant_for(gid, g.rn2_version, user).await
     }
+
+    /// `FAILED_PRECONDITION` when `user` is a member of as many groups as
+    /// this server allows (issue 14: nobody can be added to a million
+    /// groups); a definitive answer, not a transient one.
+    async fn check_group_quota(&self, user: &str) -> Result<(), Status> {
+        let max = self.inner.config.max_groups_per_user;
+        let n = self.inner.db.groups_of(user).await.map_err(storage)?.len();
+        if u64::try_from(n).unwrap_or(u64::MAX) >= max {
+            return Err(Status::failed_precondition(format!(
+                "{user} is a member of {n} groups, the most this server allows; leave or delete some first"
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -117,6 +131,7 @@ impl GroupManagement for Gms {
         req: Request<CreateGroupRequest>,
     ) -> Result<Response<Grant>, Status> {
         let (user, key, chain) = self.caller_of(&req)?;
+        self.check_group_quota(user.as_str()).await?;
         let bytes = req.into_inner().change;
         let gid = SignedChange::parse(&bytes)
             .map(|c| c.change().group_id.0.to_vec())
@@ -130,7 +145,7 @@ impl GroupManagement for Gms {
         }
         GroupName::new_chosen(state.name.as_str())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let policy = policy::from_signed(&state.policy, self.inner.config.min_rotate_every_secs)?;
+        let policy = policy::from_signed(&state.policy, self.inner.config.policy_limits())?;
         let now = now_ms();
         let group = GroupRow {
             group_id: gid.clone(),
@@ -197,12 +212,16 @@ impl GroupManagement for Gms {
                 "ReportMember carries an add or a remove change",
             ));
         }
+        if change.change().action == Action::Add {
+            self.check_group_quota(change.change().subject.as_str())
+                .await?;
+        }
         let grant = self
             .change(&gid, |cur| {
                 // The rules (rights, a full group, the RN1 flag) are the
                 // signed chain's: `Next::from_change` applies them.
                 let mut next =
-                    Next::from_change(cur, change, chain, self.inner.config.min_rotate_every_secs)?;
+                    Next::from_change(cur, change, chain, self.inner.config.policy_limits())?;
                 next.report_id = report.clone();
                 Ok(next)
             })
@@ -220,7 +239,7 @@ impl GroupManagement for Gms {
         }
         let grant = self
             .change(&gid, |cur| {
-                Next::from_change(cur, change, chain, self.inner.config.min_rotate_every_secs)
+                Next::from_change(cur, change, chain, self.inner.config.policy_limits())
             })
             .await?;
         Ok(Response::new(LeaveResponse {
@@ -252,12 +271,9 @@ impl GroupManagement for Gms {
                 let mut next = match change {
                     // SPEC §4.4: any member may rotate RN1 (a signed change);
                     // the owner may change the policy (SPEC §4.7 rules).
-                    Some(change) => Next::from_change(
-                        cur,
-                        change,
-                        chain,
-                        self.inner.config.min_rotate_every_secs,
-                    )?,
+                    Some(change) => {
+                        Next::from_change(cur, change, chain, self.inner.config.policy_limits())?
+                    }
                     // A forced RN2 rotation needs the remove right.
                     None => {
                         cur.require(&me, Rights::REMOVE, "remove")?;

@@ -27,6 +27,11 @@
 //! rate_burst = 400
 //! subscriber_queue = 1024             # deliveries queued per subscriber
 //! min_rotate_every_secs = 60
+//! max_retention_secs = 31536000       # longest retention a group may choose (365 days)
+//! max_groups_per_user = 1000
+//! inbox_max_items = 10000             # per recipient; more is RESOURCE_EXHAUSTED until they sync
+//! inbox_max_bytes = 67108864
+//! inbox_retention_secs = 2592000      # unread inbox items are erased after 30 days
 //! ```
 
 use crate::Error;
@@ -115,17 +120,33 @@ pub struct LimitsConfig {
     pub subscriber_queue: usize,
     /// Shortest rotation period a group may choose.
     pub min_rotate_every_secs: u64,
+    /// Longest retention a group may choose.
+    pub max_retention_secs: u64,
+    /// Most groups one user may be a member of.
+    pub max_groups_per_user: u64,
+    /// Most items one inbox holds.
+    pub inbox_max_items: u64,
+    /// Most bytes one inbox holds.
+    pub inbox_max_bytes: u64,
+    /// Inbox items older than this are erased.
+    pub inbox_retention_secs: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         let cs = duokey_cs::CsConfig::default();
+        let gms = duokey_gms::GmsConfig::default();
         Self {
             max_body_bytes: cs.limits.max_body,
             rate_per_sec: cs.rate_per_sec,
             rate_burst: cs.rate_burst,
             subscriber_queue: cs.subscriber_queue,
-            min_rotate_every_secs: duokey_gms::GmsConfig::default().min_rotate_every_secs,
+            min_rotate_every_secs: gms.min_rotate_every_secs,
+            max_retention_secs: gms.max_retention_secs,
+            max_groups_per_user: gms.max_groups_per_user,
+            inbox_max_items: cs.inbox_max_items,
+            inbox_max_bytes: cs.inbox_max_bytes,
+            inbox_retention_secs: cs.inbox_retention_secs,
         }
     }
 }

@@ -148,6 +148,9 @@ impl Node {
             cs_cfg.rate_burst = limits.rate_burst;
             cs_cfg.subscriber_queue = limits.subscriber_queue;
             cs_cfg.revocations = tls.revoked.clone();
+            cs_cfg.inbox_max_items = limits.inbox_max_items;
+            cs_cfg.inbox_max_bytes = limits.inbox_max_bytes;
+            cs_cfg.inbox_retention_secs = limits.inbox_retention_secs;
             let server = Cs::start(db, cs_cfg).await?;
             let listener = bind(&cfg.cs_addr).await?;
             cs_addr = Some(listener.local_addr()?);
@@ -215,6 +218,8 @@ impl Node {
                         min_rotate_every_secs: limits.min_rotate_every_secs,
                         rate_per_sec: limits.rate_per_sec,
                         rate_burst: limits.rate_burst,
+                        max_retention_secs: limits.max_retention_secs,
+                        max_groups_per_user: limits.max_groups_per_user,
                     },
                 );
                 health

@@ -25,6 +25,67 @@ fn removal_item(from: &support::TestUser, to: &str, gid: &[u8]) -> Vec<u8> {
     .unwrap()
 }
 
+/// Issue 14 quotas: items only to users in the directory; an inbox holds at
+/// most its limit (the sender retries once the recipient synced); unread
+/// items expire. Control: a second recipient is served while bob's is full.
+#[tokio::test]
+async fn inboxes_are_bounded_and_only_for_enrolled_users() {
+    let net = TestNet::start_with(|c| c.limits.inbox_max_items = 3).await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let mut carol = net.enroll("carol").await;
+    for u in [&mut bob, &mut carol] {
+        u.cs.items(ItemsRequest {
+            after_cursor: 0,
+            limit: 0,
+        })
+        .await
+        .unwrap();
+    }
+    let send = |a: &mut support::TestUser, to: &str| {
+        let item = removal_item(a, to, &[1; 16]);
+        let mut cs = a.cs.clone();
+        async move { cs.send_item(SendItemRequest { item }).await }
+    };
+    let err = send(&mut alice, "nobody").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let mut last = 0;
+    for _ in 0..3 {
+        last = send(&mut alice, "bob").await.unwrap().into_inner().cursor;
+    }
+    let err = send(&mut alice, "bob").await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("inbox is full"), "{err}");
+    send(&mut alice, "carol").await.unwrap();
+    bob.cs
+        .ack_items(AckItemsRequest { up_to_cursor: last })
+        .await
+        .unwrap();
+    send(&mut alice, "bob").await.unwrap();
+    // Unread items expire after the inbox retention (30 days).
+    let month = i64::try_from(support::now_ms()).unwrap() + 31 * 86_400 * 1000;
+    net.node
+        .cs
+        .as_ref()
+        .unwrap()
+        .purge_expired(month)
+        .await
+        .unwrap();
+    let left = carol
+        .cs
+        .items(ItemsRequest {
+            after_cursor: 0,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        left.items.is_empty(),
+        "an unread item outlived the inbox retention"
+    );
+}
+
 #[tokio::test]
 async fn inbox_items_are_stored_once_delivered_live_and_acknowledged() {
     let net = TestNet::start().await;

@@ -80,6 +80,45 @@ async fn non_members_are_refused_and_a_removed_member_reads_only_up_to_its_remov
     );
 }
 
+/// Issue 14 quotas: nobody is a member of more groups than the server
+/// allows (by creating them, or by being added), and no group keeps its
+/// history longer than the server allows.
+#[tokio::test]
+async fn groups_per_user_and_retention_are_bounded_by_the_server() {
+    let net = TestNet::start_with(|c| c.limits.max_groups_per_user = 2).await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    bob.create_group("b1").await;
+    bob.create_group("b2").await;
+    let err = bob
+        .gms
+        .create_group(CreateGroupRequest {
+            change: bob.create_change("b3"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    // Nor can anyone add bob to a third.
+    let g = alice.create_group("a1").await;
+    let err = alice.add(&g, "bob", 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(
+        err.message().contains("bob is a member of 2 groups"),
+        "{err}"
+    );
+    let net = TestNet::start_with(|c| c.limits.max_retention_secs = 3600).await;
+    let mut carol = net.enroll("carol").await;
+    let err = carol
+        .gms
+        .create_group(CreateGroupRequest {
+            change: carol.create_change("long"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("retention"), "{err}");
+}
+
 #[tokio::test]
 async fn a_post_naming_another_sender_is_refused() {
     let net = TestNet::start().await;

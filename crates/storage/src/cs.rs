@@ -133,6 +133,64 @@ impl Db {
         .transpose()
     }
 
+    /// Of `users`, those in the directory (enrolled terminals that connected).
+    pub async fn known_users(&self, users: &[&str]) -> Result<Vec<String>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT user_id FROM cs_users WHERE user_id IN ({})",
+            placeholders(users.len())
+        );
+        // Only numbered placeholders are formatted in: no input reaches the text.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for u in users {
+            q = q.bind(u.to_string());
+        }
+        let rows = q.fetch_all(self.r()).await?;
+        rows.iter().map(|r| Ok(r.try_get("user_id")?)).collect()
+    }
+
+    /// What the inboxes of `users` hold: (user, items, bytes), for those
+    /// holding any.
+    pub async fn inbox_usage(&self, users: &[&str]) -> Result<Vec<(String, u64, u64)>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT recipient, COUNT(*) AS n, COALESCE(SUM(LENGTH(item)), 0) AS b FROM cs_inbox \
+             WHERE recipient IN ({}) GROUP BY recipient",
+            placeholders(users.len())
+        );
+        // Only numbered placeholders are formatted in: no input reaches the text.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for u in users {
+            q = q.bind(u.to_string());
+        }
+        let rows = q.fetch_all(self.r()).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("recipient")?,
+                    to_u64(r.try_get("n")?, "count")?,
+                    to_u64(r.try_get("b")?, "bytes")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Erases inbox items received before `before_ms` (issue 14: an inbox
+    /// nobody reads does not grow for ever). Returns how many.
+    pub async fn purge_inbox(&self, before_ms: i64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM cs_inbox WHERE received_at_ms < $1")
+                .bind(before_ms)
+                .execute(self.w())
+                .await?
+                .rows_affected(),
+        )
+    }
+
     /// Puts items into inboxes in one transaction (one durable write): each
     /// as [`Db::inbox_insert`] would. Returns `(cursor, newly_inserted)` per item.
     pub async fn inbox_insert_many(
@@ -468,6 +526,14 @@ async fn record_departures(
             .await?;
     }
     Ok(())
+}
+
+/// `$1, $2, … $n` (SQL placeholders both backends read).
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -54,16 +54,16 @@ async fn enrolment_token_works_once_and_not_after_expiry() {
             "{name}: a replacement token"
         );
         let serial = fresh_id();
-        db.record_cert(&serial, "carol", 1_000, 5_000)
-            .await
-            .unwrap();
+        // Unique per run: the PostgreSQL database outlives test runs.
+        let carol = format!("u{}", hex(&serial));
+        db.record_cert(&serial, &carol, 1_000, 5_000).await.unwrap();
         assert_eq!(
-            db.unexpired_certs("carol", 4_999).await.unwrap(),
+            db.unexpired_certs(&carol, 4_999).await.unwrap(),
             std::slice::from_ref(&serial),
             "{name}"
         );
         assert!(
-            db.unexpired_certs("carol", 5_000).await.unwrap().is_empty(),
+            db.unexpired_certs(&carol, 5_000).await.unwrap().is_empty(),
             "{name}: expired"
         );
         assert_eq!(

@@ -190,7 +190,15 @@ impl Remote {
             .iter()
             .map(|c| c.clone().into())
             .collect();
-        Ok(self.user_with_chain(id, key, chain))
+        let mut user = self.user_with_chain(id, key, chain);
+        // As a terminal's `init` does (it publishes its delivery key): the
+        // CS's directory knows the user from then on, so items reach it.
+        user.cs
+            .get_user(GetUserRequest {
+                user_id: user.id.to_string(),
+            })
+            .await?;
+        Ok(user)
     }
 
     pub fn user_with_chain(
