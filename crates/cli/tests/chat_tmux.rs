@@ -188,6 +188,9 @@ fn chat_shows_offline_and_reconnects_when_the_servers_return() {
 
     srv.stop();
     tmux.wait_for("the offline state", |s| s.contains("○ offline, retry in"));
+    // A message typed while offline is queued, said so, and sent on return.
+    tmux.type_line("typed while offline");
+    tmux.wait_for("the queued note", |s| s.contains("not sent yet"));
     // Once the back-off is 4 s, a message posted right after the restart is
     // normally stored before the chat's streams reopen: no stream carries
     // it, and the chat must fetch it when it reconnects.
@@ -198,6 +201,14 @@ fn chat_shows_offline_and_reconnects_when_the_servers_return() {
     tmux.wait_for("the message sent while the chat was away", |s| {
         s.contains("alice: sent while the chat was away")
     });
+    tmux.wait_for("the queued message sent", |s| {
+        s.contains("queued messages were sent") && !s.contains("not sent yet")
+    });
+    assert!(
+        alice
+            .texts("proj")
+            .contains(&"typed while offline".to_owned())
+    );
 
     alice.ok(&["send", "proj", "after the restart"]);
     tmux.wait_for("the message sent after the restart", |s| {

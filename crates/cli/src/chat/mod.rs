@@ -22,6 +22,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// How the status line starts while a message waits for the server.
+const NOT_SENT: &str = "not sent yet";
 /// Longest wait for the streams to open and the first sync.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -159,6 +161,12 @@ async fn event_loop(
                         // Messages posted while the streams were down reach
                         // no stream: fetch them now, not at the next event.
                         catch_up_messages(t).await;
+                        // Opening the streams synced, which sent the outbox:
+                        // a "not sent yet" note is no longer true.
+                        let waiting = app.status.as_ref().is_some_and(|(_, s)| s.starts_with(NOT_SENT));
+                        if waiting && matches!(t.queued().await, Ok(0)) {
+                            app.say(Tone::Info, "back online: the queued messages were sent");
+                        }
                         let _ = refresh(t, app).await;
                         refresh_members(t, app).await;
                     }
@@ -282,7 +290,7 @@ async fn send(t: &mut Terminal, app: &mut App, text: &str) {
         ),
         Ok((_, SendOutcome::Queued(Waiting::Server))) => app.say(
             Tone::Error,
-            "not sent yet: the server is unreachable; queued and sent as soon as it is back",
+            format!("{NOT_SENT}: the server is unreachable; queued and sent as soon as it is back"),
         ),
         Err(e) => app.say(Tone::Error, e.to_string()),
     }
