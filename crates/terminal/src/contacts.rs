@@ -103,7 +103,8 @@ impl Terminal {
         let resp = match self.cs.get_revocations(GetRevocationsRequest {}).await {
             Ok(r) => r.into_inner(),
             Err(s) if s.code() == tonic::Code::Unimplemented => return Ok(()),
-            Err(s) => return Err(Error::from_status("fetching the revocation list", &s)),
+            // The first call of a sync: say what a user recognises.
+            Err(s) => return Err(Error::from_status("reaching the communication server", &s)),
         };
         let text: String = resp
             .serials
