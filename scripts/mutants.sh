@@ -201,4 +201,10 @@ mutant groups-per-user crates/gms/src/service.rs \
 mutant retention-max crates/gms/src/policy.rs \
     '    if p.retention_secs > limits.max_retention_secs {' '    if false {' \
     -p duokey-server --test gms_rules groups_per_user_and_retention
+mutant history-erased $T/sync.rs \
+    '        self.erase_old_history(now).await?;' '' \
+    -p duokey-cli --test properties decrypted_history_is_erased
+mutant history-kept $T/sync.rs \
+    '        if self.store.meta("keep_history").await?.is_some() {' '        if false {' \
+    -p duokey-cli --test properties decrypted_history_is_erased
 exit "$failed"

@@ -49,6 +49,11 @@ enum Command {
         /// can read your messages).
         #[arg(long)]
         no_passphrase: bool,
+        /// Keep decrypted messages on this terminal for ever. By default
+        /// they are erased once older than their group's retention (30 days
+        /// unless the group chose otherwise), like the keys that opened them.
+        #[arg(long)]
+        keep_history: bool,
     },
     /// Groups: create, list, members, invite, remove, leave, rotate, delete.
     Group {
@@ -395,6 +400,7 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
             token,
             config,
             no_passphrase,
+            keep_history,
         } => {
             let user = user_arg(user.clone())?;
             let cfg = ClientConfig::load(config)?;
@@ -418,6 +424,7 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
                 p.as_ref().map(|p| p.as_bytes()),
             )
             .await?;
+            t.set_keep_history(*keep_history).await?;
             if cli.json {
                 print_json(&serde_json::json!({"user": t.user().as_str(), "home": t.home()}));
             } else {

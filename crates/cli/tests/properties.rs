@@ -250,6 +250,55 @@ async fn a_certificate_two_thirds_through_its_life_is_renewed_at_the_next_sync()
     );
 }
 
+/// Issue 14 point 8: decrypted messages last as long as their group's
+/// retention on a terminal (the default), also for a group it has left;
+/// a terminal set to keep history keeps them (the control, same time).
+#[tokio::test]
+async fn decrypted_history_is_erased_after_the_retention_unless_kept() {
+    let net = InProcess::start().await;
+    let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
+    alice.send(&gid, "a month-old secret").await.unwrap();
+    bob.sync_messages(&gid).await.unwrap();
+    alice.set_keep_history(true).await.unwrap();
+    alice.sync_messages(&gid).await.unwrap();
+    let texts = |lines: Vec<Line>| -> Vec<String> {
+        lines
+            .into_iter()
+            .filter_map(|l| match l {
+                Line::Message(m) => Some(m.text),
+                Line::Notice(_) => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        texts(bob.history(&gid).await.unwrap()),
+        ["a month-old secret"]
+    );
+    // bob leaves: the history stays (D32), then ages out like the keys.
+    bob.leave(&gid).await.unwrap();
+    let now = duokey_terminal::now_ms();
+    bob.erase_expired_at(now + 29 * 86_400 * 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(bob.history(&gid).await.unwrap()).len(),
+        1,
+        "erased too early"
+    );
+    let month = now + 31 * 86_400 * 1000;
+    bob.erase_expired_at(month).await.unwrap();
+    alice.erase_expired_at(month).await.unwrap();
+    assert!(
+        texts(bob.history(&gid).await.unwrap()).is_empty(),
+        "kept past the retention"
+    );
+    assert_eq!(
+        texts(alice.history(&gid).await.unwrap()),
+        ["a month-old secret"],
+        "control"
+    );
+}
+
 /// Every group key formed from R1 values and every grant the GMS issued.
 fn keys_from(gid: &[u8; 16], r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) -> Vec<GroupKey> {
     let name = GroupName::new("proj").unwrap();

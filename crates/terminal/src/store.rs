@@ -122,6 +122,15 @@ impl Store {
         Ok(())
     }
 
+    /// Removes a metadata value.
+    pub async fn delete_meta(&self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM meta WHERE key = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// A numeric metadata value (0 if absent).
     pub async fn meta_u64(&self, key: &str) -> Result<u64> {
         Ok(self
@@ -729,6 +738,22 @@ impl Store {
         .await?
         .rows_affected();
         Ok(n == 1)
+    }
+
+    /// Erases the text of a group's messages sent before `before_ms` (issue
+    /// 14: decrypted history lasts as long as the group's retention). Each
+    /// row stays as a tombstone (content type 0, empty body) so that a
+    /// replay of its envelope is still recognised (V8). Returns how many.
+    pub async fn erase_messages_before(&self, gid: &[u8; 16], before_ms: u64) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE messages SET body = x'', content_type = 0 \
+             WHERE group_id = ? AND sent_at_ms < ? AND content_type <> 0",
+        )
+        .bind(gid.as_slice())
+        .bind(i(before_ms)?)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     /// Records the serial of the certificate that certified `user`'s `key`.

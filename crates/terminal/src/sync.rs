@@ -1137,6 +1137,7 @@ impl Terminal {
 
     /// [`Terminal::erase_expired`] as if the time were `now` (tests, tools).
     pub async fn erase_expired_at(&mut self, now: u64) -> Result<()> {
+        self.erase_old_history(now).await?;
         for g in self
             .store
             .groups()
@@ -1161,6 +1162,46 @@ impl Terminal {
             self.erase_superseded_r1s(&g.group_id, now).await?;
         }
         Ok(())
+    }
+
+    /// Issue 14: erases the decrypted messages older than their group's
+    /// retention (the last one this terminal verified, kept for groups it
+    /// has left), unless the user chose to keep history
+    /// ([`Terminal::set_keep_history`]).
+    async fn erase_old_history(&mut self, now: u64) -> Result<()> {
+        if self.store.meta("keep_history").await?.is_some() {
+            return Ok(());
+        }
+        let mut erased = 0;
+        for g in self.store.groups().await? {
+            let key = format!("retention:{}", hex::encode(g.group_id));
+            if let Some(cur) = self.store.grant(&g.group_id, g.rn2_version).await?
+                && self.store.meta_u64(&key).await? != cur.retention_secs
+            {
+                self.store.set_meta_u64(&key, cur.retention_secs).await?;
+            }
+            let retention = self.store.meta_u64(&key).await?;
+            if retention > 0 {
+                let cutoff = now.saturating_sub(retention.saturating_mul(1000));
+                erased += self
+                    .store
+                    .erase_messages_before(&g.group_id, cutoff)
+                    .await?;
+            }
+        }
+        if erased > 0 {
+            self.store.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    /// `duokey init --keep-history`: this terminal keeps decrypted messages
+    /// past their group's retention (issue 14; the default erases them).
+    pub async fn set_keep_history(&self, keep: bool) -> Result<()> {
+        match keep {
+            true => self.store.set_meta("keep_history", b"1").await,
+            false => self.store.delete_meta("keep_history").await,
+        }
     }
 
     /// SPEC §4.7: erases the R1 of every RN1 version superseded for longer
