@@ -207,4 +207,7 @@ mutant history-erased $T/sync.rs \
 mutant history-kept $T/sync.rs \
     '        if self.store.meta("keep_history").await?.is_some() {' '        if false {' \
     -p duokey-cli --test properties decrypted_history_is_erased
+mutant streams-per-user crates/cs/src/hub.rs \
+    '        if list.len() >= self.per_user {' '        if false {' \
+    -p duokey-server --test cs_behaviour live_streams_per_user_are_bounded
 exit "$failed"

@@ -24,14 +24,17 @@ pub(crate) struct Hub {
     subs: Mutex<HashMap<String, Vec<Sub>>>,
     next_id: AtomicU64,
     queue: usize,
+    /// Open subscriptions one user may hold (issue 14).
+    per_user: usize,
 }
 
 impl Hub {
-    pub(crate) fn new(queue: usize) -> Arc<Hub> {
+    pub(crate) fn new(queue: usize, per_user: usize) -> Arc<Hub> {
         Arc::new(Hub {
             subs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             queue: queue.max(1),
+            per_user: per_user.max(1),
         })
     }
 
@@ -40,23 +43,34 @@ impl Hub {
     }
 
     /// A new subscription of `user`; it ends when the stream is dropped.
-    pub(crate) fn subscribe(self: &Arc<Self>, user: &str) -> Subscription {
+    pub(crate) fn subscribe(self: &Arc<Self>, user: &str) -> Result<Subscription, Status> {
         let (tx, rx) = mpsc::channel(self.queue);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kick: Kick = Arc::default();
-        self.lock().entry(user.to_owned()).or_default().push(Sub {
+        let mut subs = self.lock();
+        let list = subs.entry(user.to_owned()).or_default();
+        if list.len() >= self.per_user {
+            metrics::counter!("duokey_refusals_total", "reason" => "too_many_streams").increment(1);
+            return Err(Status::resource_exhausted(format!(
+                "{user} already has {} open live streams, the most this server allows; \
+                 close another `duokey chat` or `read --follow` first",
+                list.len()
+            )));
+        }
+        list.push(Sub {
             id,
             tx,
             kick: kick.clone(),
         });
+        drop(subs);
         metrics::gauge!("duokey_cs_subscribers").increment(1.0);
-        Subscription {
+        Ok(Subscription {
             rx,
             kick,
             hub: self.clone(),
             user: user.to_owned(),
             id,
-        }
+        })
     }
 
     /// Queues `delivery` for every subscription of `user`; disconnects those
@@ -141,9 +155,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_disconnects_only_that_subscriber_with_a_status() {
-        let hub = Hub::new(2);
-        let mut slow = hub.subscribe("slow");
-        let mut fast = hub.subscribe("fast");
+        let hub = Hub::new(2, 8);
+        let mut slow = hub.subscribe("slow").unwrap();
+        let mut fast = hub.subscribe("fast").unwrap();
         for _ in 0..3 {
             hub.send_to("slow", &Delivery::default());
             assert_eq!(hub.send_to("fast", &Delivery::default()), 1);

@@ -76,6 +76,8 @@ pub struct CsConfig {
     pub inbox_max_bytes: u64,
     /// Inbox items older than this are erased (issue 14).
     pub inbox_retention_secs: u64,
+    /// Open `Subscribe` streams one user may hold (issue 14).
+    pub streams_per_user: usize,
 }
 
 impl Default for CsConfig {
@@ -89,6 +91,7 @@ impl Default for CsConfig {
             inbox_max_items: 10_000,
             inbox_max_bytes: 64 * 1024 * 1024,
             inbox_retention_secs: 30 * 86_400,
+            streams_per_user: 8,
         }
     }
 }
@@ -560,7 +563,7 @@ impl Communication for Cs {
         req: Request<SubscribeRequest>,
     ) -> Result<Response<Subscription>, Status> {
         let (user, _) = self.terminal(&req).await?;
-        Ok(Response::new(self.state.hub.subscribe(user.as_str())))
+        Ok(Response::new(self.state.hub.subscribe(user.as_str())?))
     }
 }
 

@@ -63,7 +63,7 @@ impl CsState {
         let burst = NonZeroU32::new(config.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN);
         Ok(CsState {
             db,
-            hub: Hub::new(config.subscriber_queue),
+            hub: Hub::new(config.subscriber_queue, config.streams_per_user),
             limiter: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
             config,
             groups: RwLock::new(groups),

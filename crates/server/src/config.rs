@@ -32,6 +32,7 @@
 //! inbox_max_items = 10000             # per recipient; more is RESOURCE_EXHAUSTED until they sync
 //! inbox_max_bytes = 67108864
 //! inbox_retention_secs = 2592000      # unread inbox items are erased after 30 days
+//! streams_per_user = 8                # open Subscribe streams per user (chat, read --follow…)
 //! ```
 
 use crate::Error;
@@ -130,6 +131,8 @@ pub struct LimitsConfig {
     pub inbox_max_bytes: u64,
     /// Inbox items older than this are erased.
     pub inbox_retention_secs: u64,
+    /// Open `Subscribe` streams one user may hold.
+    pub streams_per_user: usize,
 }
 
 impl Default for LimitsConfig {
@@ -147,6 +150,7 @@ impl Default for LimitsConfig {
             inbox_max_items: cs.inbox_max_items,
             inbox_max_bytes: cs.inbox_max_bytes,
             inbox_retention_secs: cs.inbox_retention_secs,
+            streams_per_user: cs.streams_per_user,
         }
     }
 }

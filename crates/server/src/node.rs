@@ -19,6 +19,8 @@ use tonic::transport::Server;
 
 /// How often the revocation list file is re-read.
 const REVOCATION_RELOAD: Duration = Duration::from_secs(10);
+/// HTTP/2 streams one connection may hold open at once (issue 14).
+const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 /// How long a shutdown waits for running calls.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often expired grants and envelopes are purged.
@@ -151,6 +153,7 @@ impl Node {
             cs_cfg.inbox_max_items = limits.inbox_max_items;
             cs_cfg.inbox_max_bytes = limits.inbox_max_bytes;
             cs_cfg.inbox_retention_secs = limits.inbox_retention_secs;
+            cs_cfg.streams_per_user = limits.streams_per_user;
             let server = Cs::start(db, cs_cfg).await?;
             let listener = bind(&cfg.cs_addr).await?;
             cs_addr = Some(listener.local_addr()?);
@@ -168,6 +171,7 @@ impl Node {
                 )
                 .await;
             let router = Server::builder()
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
                 .add_service(health_svc)
                 .add_service(reflection()?)
                 .add_service(server.communication())
@@ -207,6 +211,7 @@ impl Node {
             gms_addr = Some(listener.local_addr()?);
             let (health, health_svc) = tonic_health::server::health_reporter();
             let mut router = Server::builder()
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
                 .add_service(health_svc)
                 .add_service(reflection()?);
             let mut router_gms = None;

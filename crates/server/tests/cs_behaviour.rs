@@ -25,6 +25,33 @@ fn removal_item(from: &support::TestUser, to: &str, gid: &[u8]) -> Vec<u8> {
     .unwrap()
 }
 
+/// Issue 14 point 3: a user holds at most `streams_per_user` live streams;
+/// one more is refused, and other users are still served.
+#[tokio::test]
+async fn live_streams_per_user_are_bounded() {
+    let net = TestNet::start_with(|c| c.limits.streams_per_user = 2).await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        open.push(
+            alice
+                .cs
+                .subscribe(SubscribeRequest {})
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let err = alice.cs.subscribe(SubscribeRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("open live streams"), "{err}");
+    assert!(
+        bob.cs.subscribe(SubscribeRequest {}).await.is_ok(),
+        "another user is served"
+    );
+}
+
 /// The first page of `u`'s inbox.
 async fn inbox(u: &mut support::TestUser) -> Vec<InboxItem> {
     u.cs.items(ItemsRequest {
