@@ -11,7 +11,7 @@ use duokey_crypto::membership::{self, Action, SignedChange, State};
 use duokey_crypto::*;
 use duokey_proto::{GrantCause, Member};
 use duokey_terminal::{GroupPolicy, Line, Terminal};
-use support::{InProcess, join};
+use support::{InProcess, join, texts};
 
 /// (rn1_version, rn2_version) of the group on `t`.
 async fn epoch(t: &Terminal, gid: &[u8; 16]) -> (u32, u64) {
@@ -38,19 +38,6 @@ async fn refused_a_grant(t: &Terminal, gid: &[u8; 16]) -> bool {
 async fn new_group(t: &mut Terminal, policy: GroupPolicy) -> [u8; 16] {
     let g = t.create_group("proj", policy).await.unwrap();
     t.resolve_group(&g.group_id).await.unwrap()
-}
-
-/// The message texts `t` shows for the group.
-async fn texts(t: &Terminal, gid: &[u8; 16]) -> Vec<String> {
-    t.history(gid)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|l| match l {
-            Line::Message(m) => Some(m.text),
-            Line::Notice(_) => None,
-        })
-        .collect()
 }
 
 /// Forces a periodic RN2 rotation of every group now.

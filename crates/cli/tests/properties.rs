@@ -9,7 +9,7 @@ use duokey_crypto::*;
 use duokey_terminal::{GroupPolicy, Line, Terminal};
 use prost::Message as _;
 use std::path::Path;
-use support::{InProcess, Server, group_with, join};
+use support::{InProcess, Server, group_with, join, texts};
 
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -261,42 +261,22 @@ async fn decrypted_history_is_erased_after_the_retention_unless_kept() {
     bob.sync_messages(&gid).await.unwrap();
     alice.set_keep_history(true).await.unwrap();
     alice.sync_messages(&gid).await.unwrap();
-    let texts = |lines: Vec<Line>| -> Vec<String> {
-        lines
-            .into_iter()
-            .filter_map(|l| match l {
-                Line::Message(m) => Some(m.text),
-                Line::Notice(_) => None,
-            })
-            .collect()
-    };
-    assert_eq!(
-        texts(bob.history(&gid).await.unwrap()),
-        ["a month-old secret"]
-    );
+    assert_eq!(texts(&bob, &gid).await, ["a month-old secret"]);
     // bob leaves: the history stays (D32), then ages out like the keys.
     bob.leave(&gid).await.unwrap();
     let now = duokey_terminal::now_ms();
     bob.erase_expired_at(now + 29 * 86_400 * 1000)
         .await
         .unwrap();
-    assert_eq!(
-        texts(bob.history(&gid).await.unwrap()).len(),
-        1,
-        "erased too early"
-    );
+    assert_eq!(texts(&bob, &gid).await.len(), 1, "erased too early");
     let month = now + 31 * 86_400 * 1000;
     bob.erase_expired_at(month).await.unwrap();
     alice.erase_expired_at(month).await.unwrap();
     assert!(
-        texts(bob.history(&gid).await.unwrap()).is_empty(),
+        texts(&bob, &gid).await.is_empty(),
         "kept past the retention"
     );
-    assert_eq!(
-        texts(alice.history(&gid).await.unwrap()),
-        ["a month-old secret"],
-        "control"
-    );
+    assert_eq!(texts(&alice, &gid).await, ["a month-old secret"], "control");
 }
 
 /// Every group key formed from R1 values and every grant the GMS issued.

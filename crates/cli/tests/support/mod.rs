@@ -593,3 +593,16 @@ pub async fn join(
     owner.sync().await.unwrap();
     other.sync().await.unwrap();
 }
+
+/// The message texts `t` shows for the group.
+pub async fn texts(t: &duokey_terminal::Terminal, gid: &[u8; 16]) -> Vec<String> {
+    t.history(gid)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|l| match l {
+            duokey_terminal::Line::Message(m) => Some(m.text),
+            duokey_terminal::Line::Notice(_) => None,
+        })
+        .collect()
+}
