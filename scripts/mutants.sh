@@ -210,4 +210,13 @@ mutant history-kept $T/sync.rs \
 mutant streams-per-user crates/cs/src/hub.rs \
     '        if list.len() >= self.per_user {' '        if false {' \
     -p duokey-server --test cs_behaviour live_streams_per_user_are_bounded
+mutant rn1-fallback $T/sync.rs \
+    '        self.replace_missing_rn1().await?;' '' \
+    -p duokey-cli --test properties missing_rotator_is_replaced
+mutant rn1-fallback-rank crates/crypto/src/membership/state.rs \
+    '.min(RN1_FALLBACK_STEPS - 1) + 1;' '.min(0) + 1;' \
+    -p duokey-crypto --lib one_member_acts_first
+mutant rn1-fallback-newcomer crates/crypto/src/membership/state.rs \
+    ' && before.members.contains_key(*u))' ')' \
+    -p duokey-crypto --lib never_the_rotator_nor_a_newcomer
 exit "$failed"

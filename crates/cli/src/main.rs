@@ -556,9 +556,11 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
                     "waiting": match why { Waiting::Key => "key", Waiting::Server => "server" },
                 })),
                 SendOutcome::Queued(Waiting::Key) => {
-                    eprintln!(
-                        "Queued: the group's new key has not arrived yet; it is sent at your next command after it does."
-                    )
+                    let why =
+                        t.key_wait(&gid).await.ok().flatten().unwrap_or_else(|| {
+                            "the group's new key has not arrived yet".to_owned()
+                        });
+                    eprintln!("Queued: {why}; it is sent at your next command after it arrives.")
                 }
                 SendOutcome::Queued(Waiting::Server) => {
                     eprintln!(

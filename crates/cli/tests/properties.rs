@@ -809,3 +809,66 @@ async fn live_grants_without_member_lists_are_rebuilt_exactly() {
     .await;
     assert_eq!(seen, whole(alice.members(&gid).await.unwrap()));
 }
+
+/// Issue 14 point 6 (SPEC §4.3 step 4, `rn1_wait`): carol leaves, so alice
+/// (the owner) must send the group's new RN1 — and alice's terminal is gone.
+/// bob's and dave's messages wait, saying for whom; after `rn1_wait` exactly
+/// one of them (the first in the history's order) makes a new RN1, the other
+/// follows it, and every queued message is read — by alice too when she is
+/// back, never by carol.
+#[tokio::test]
+async fn a_missing_rotator_is_replaced_after_rn1_wait_by_one_member() {
+    let net = InProcess::start().await;
+    let mut alice = net.user("alice").await;
+    let policy = GroupPolicy {
+        rn1_wait_secs: 1,
+        ..GroupPolicy::default()
+    };
+    let g = alice.create_group("proj", policy).await.unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let mut others = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let mut t = net.user(name).await;
+        join(&mut alice, &mut t, &gid).await;
+        others.push(t);
+    }
+    let [mut bob, mut carol, mut dave] = <[Terminal; 3]>::try_from(others).ok().unwrap();
+    bob.sync().await.unwrap();
+    carol.leave(&gid).await.unwrap();
+    let left_at = std::time::Instant::now();
+    // alice is offline from here on: her RN1 for version 2 never comes.
+    for (t, text) in [(&mut bob, "from bob"), (&mut dave, "from dave")] {
+        t.sync().await.unwrap();
+        let sent = t.send(&gid, text).await.unwrap();
+        assert_eq!(
+            sent,
+            duokey_terminal::SendOutcome::Queued(duokey_terminal::Waiting::Key)
+        );
+        let why = t.key_wait(&gid).await.unwrap().unwrap();
+        assert!(why.contains("from alice"), "{why}");
+    }
+    // The wait itself is what passes here (issue 15 puts a clock here).
+    tokio::time::sleep_until((left_at + std::time::Duration::from_millis(1100)).into()).await;
+    for _ in 0..2 {
+        bob.sync().await.unwrap();
+        dave.sync().await.unwrap();
+    }
+    let chain = net.db("gms").await.changes(&gid, 0, 100).await.unwrap();
+    let rotations = chain
+        .iter()
+        .filter_map(|c| membership::SignedChange::parse(&c.change).ok())
+        .filter(|c| c.change().action == membership::Action::RotateRn1)
+        .count();
+    assert_eq!(rotations, 1, "one member replaced the key, not both");
+    for t in [&mut bob, &mut dave] {
+        t.sync_messages(&gid).await.unwrap();
+        assert_eq!(texts(t, &gid).await, ["from bob", "from dave"]);
+        assert_eq!(t.key_wait(&gid).await.unwrap(), None);
+    }
+    alice.sync().await.unwrap();
+    alice.sync_messages(&gid).await.unwrap();
+    assert_eq!(texts(&alice, &gid).await, ["from bob", "from dave"]);
+    carol.sync().await.unwrap();
+    let _ = carol.sync_messages(&gid).await;
+    assert!(texts(&carol, &gid).await.is_empty(), "carol left before");
+}

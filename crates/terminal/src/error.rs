@@ -67,6 +67,10 @@ pub enum Error {
     /// The random generator failed.
     #[error("operating system random generator failed")]
     Random,
+    /// Another member already made the change this terminal was about to
+    /// make on the group's behalf (the `rn1_wait` fallback).
+    #[error("another member already replaced the missing group key")]
+    Superseded,
     /// A bug in the terminal.
     #[error("internal error: {0}")]
     Internal(&'static str),

@@ -16,6 +16,7 @@ pub mod keylog;
 pub mod live;
 mod membership;
 mod messages;
+mod rn1;
 pub mod store;
 mod sync;
 mod terminal;

@@ -32,6 +32,9 @@ pub(crate) enum Intent {
     Leave,
     /// Rotate RN1 by hand.
     RotateRn1,
+    /// Rotate RN1 because version `0` never arrived (SPEC §4.3 step 4,
+    /// `rn1_wait`): refused if the group has moved past that version.
+    ReplaceMissingRn1(u32),
     /// Delete the group.
     Delete,
     /// Replace the group's policy (the owner only).
@@ -374,6 +377,12 @@ impl Terminal {
             }
             Intent::Leave => (Action::Leave, me.clone(), Rights::NONE, Vec::new()),
             Intent::RotateRn1 => (Action::RotateRn1, me.clone(), Rights::NONE, Vec::new()),
+            Intent::ReplaceMissingRn1(v) => {
+                if state.rn1_version != *v {
+                    return Err(Error::Superseded);
+                }
+                (Action::RotateRn1, me.clone(), Rights::NONE, Vec::new())
+            }
             Intent::Delete => (Action::Delete, me.clone(), Rights::NONE, Vec::new()),
             Intent::Policy(p) => (Action::Policy, me.clone(), Rights::NONE, p.encode()),
         };
@@ -413,7 +422,7 @@ impl Terminal {
                     })
                     .await
                     .map(|r| Some(r.into_inner())),
-                Intent::RotateRn1 | Intent::Policy(_) => self
+                Intent::RotateRn1 | Intent::ReplaceMissingRn1(_) | Intent::Policy(_) => self
                     .gms
                     .rotate(RotateRequest {
                         group_id,

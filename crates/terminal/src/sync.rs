@@ -86,6 +86,7 @@ impl Terminal {
         self.sync_grants().await?;
         self.sync_items().await?;
         self.retry_pending_items().await?;
+        self.replace_missing_rn1().await?;
         self.finish_invitations().await?;
         self.flush_outbox().await?;
         self.erase_expired().await

@@ -284,10 +284,14 @@ async fn send(t: &mut Terminal, app: &mut App, text: &str) {
                 app.say(Tone::Error, e.to_string());
             }
         }
-        Ok((_, SendOutcome::Queued(Waiting::Key))) => app.say(
-            Tone::Info,
-            "queued: the group's new key has not arrived yet; sent as soon as it does",
-        ),
+        Ok((gid, SendOutcome::Queued(Waiting::Key))) => {
+            let why = t.key_wait(&gid).await.ok().flatten();
+            let why = why.unwrap_or_else(|| "the group's new key has not arrived yet".to_owned());
+            app.say(
+                Tone::Info,
+                format!("queued: {why}; sent as soon as it arrives"),
+            )
+        }
         Ok((_, SendOutcome::Queued(Waiting::Server))) => app.say(
             Tone::Error,
             format!("{NOT_SENT}: the server is unreachable; queued and sent as soon as it is back"),

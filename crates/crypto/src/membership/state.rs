@@ -31,6 +31,9 @@ pub struct Rn1Rotation {
     pub rotator: UserId,
     /// The seq of the change that created the version.
     pub seq: u64,
+    /// That change's signed `created_at_ms`: when the wait for the new RN1
+    /// began (SPEC §4.3 step 4, `rn1_wait`).
+    pub created_at_ms: u64,
 }
 
 /// The state after a chain of valid changes.
@@ -98,6 +101,10 @@ fn require(ok: bool, rule: Rule) -> Result<()> {
     if ok { Ok(()) } else { Err(rule.into()) }
 }
 
+/// After how many `rn1_wait`s every qualifying member rotates RN1 itself
+/// (see [`State::rn1_fallback_at`]).
+pub const RN1_FALLBACK_STEPS: u64 = 4;
+
 /// What a checked change does to the state.
 enum Effect {
     Add(UserId, Member),
@@ -138,6 +145,7 @@ impl State {
                 rn1_version: 1,
                 rotator: c.actor.clone(),
                 seq: 1,
+                created_at_ms: c.created_at_ms,
             }],
             deleted: false,
             seq: 1,
@@ -206,7 +214,7 @@ impl State {
                 require(plain && c.flags == FLAG_ROTATES_RN1, Rule::Fields)?;
                 Ok(Effect::End {
                     subject: None,
-                    rotator: Some(self.next_rotation(&c.actor, c.seq)?),
+                    rotator: Some(self.next_rotation(&c.actor, c)?),
                 })
             }
             Action::Policy => {
@@ -259,7 +267,7 @@ impl State {
             Rule::Rn1Flag,
         )?;
         let rotator = match change.rotates_rn1() {
-            true => Some(self.next_rotation(rotator, c.seq)?),
+            true => Some(self.next_rotation(rotator, c)?),
             false => None,
         };
         Ok(Effect::End {
@@ -268,12 +276,13 @@ impl State {
         })
     }
 
-    /// The RN1 rotation a change at `seq` by `rotator` starts.
-    fn next_rotation(&self, rotator: &UserId, seq: u64) -> Result<Rn1Rotation> {
+    /// The RN1 rotation `change` starts, made by `rotator`.
+    fn next_rotation(&self, rotator: &UserId, change: &Change) -> Result<Rn1Rotation> {
         Ok(Rn1Rotation {
             rn1_version: self.rn1_version.checked_add(1).ok_or(Rule::Fields)?,
             rotator: rotator.clone(),
-            seq,
+            seq: change.seq,
+            created_at_ms: change.created_at_ms,
         })
     }
 
@@ -333,6 +342,54 @@ impl State {
             })
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    /// SPEC §4.3 step 4, `rn1_wait` fallback: when `me` should rotate RN1
+    /// itself (a signed `rotate_rn1`) because the current version's rotator
+    /// has not delivered it. `None` if `me` is the rotator, or was not a
+    /// member before the rotation (`before`, the state one change earlier:
+    /// a newcomer waits for its inviter's hand-over, not for the rotator).
+    ///
+    /// Not every member at once: the members who qualify are ordered by
+    /// `SHA-256("duokey/v1 rn1 fallback" || group_id || u32 rn1_version ||
+    /// user_id)`; the first acts `rn1_wait` after the rotation's
+    /// `created_at_ms`, the next one `rn1_wait` later, and so on up to
+    /// [`RN1_FALLBACK_STEPS`] waits, where everyone left acts (the GMS takes
+    /// one `rotate_rn1` at a given seq, so the others' fail and they follow
+    /// the new rotator).
+    pub fn rn1_fallback_at(&self, me: &UserId, before: &State) -> Option<u64> {
+        let rotation = self.rn1_rotations.last()?;
+        if rotation.rn1_version != self.rn1_version || &rotation.rotator == me {
+            return None;
+        }
+        let rank_key = |u: &UserId| -> [u8; 32] {
+            use sha2::{Digest, Sha256};
+            Sha256::new()
+                .chain_update(b"duokey/v1 rn1 fallback")
+                .chain_update(self.group_id.as_bytes())
+                .chain_update(rotation.rn1_version.to_be_bytes())
+                .chain_update(u.as_str().as_bytes())
+                .finalize()
+                .into()
+        };
+        let mut order: Vec<([u8; 32], &UserId)> = self
+            .members
+            .keys()
+            .filter(|u| **u != rotation.rotator && before.members.contains_key(*u))
+            .map(|u| (rank_key(u), u))
+            .collect();
+        order.sort();
+        let rank = order.iter().position(|(_, u)| *u == me)?;
+        let steps = u64::try_from(rank)
+            .unwrap_or(u64::MAX)
+            .min(RN1_FALLBACK_STEPS - 1)
+            + 1;
+        let wait_ms = self.policy.rn1_wait_secs.saturating_mul(1000);
+        Some(
+            rotation
+                .created_at_ms
+                .saturating_add(wait_ms.saturating_mul(steps)),
+        )
     }
 
     /// The key the history recorded for `user`, if a member.
@@ -414,5 +471,118 @@ pub fn apply(state: Option<&State>, change: &SignedChange) -> Result<State> {
     match state {
         None => State::create(change),
         Some(s) => s.apply(change),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::IdentityKey;
+
+    struct Group {
+        state: State,
+        keys: BTreeMap<String, IdentityKey>,
+    }
+
+    fn user(name: &str) -> UserId {
+        UserId::new(name).unwrap()
+    }
+
+    impl Group {
+        fn new(owner: &str, rn1_wait_secs: u64) -> Group {
+            let key = IdentityKey::generate();
+            let policy = Policy {
+                rn1_wait_secs,
+                ..Policy::default()
+            };
+            let name = GroupName::new("g").unwrap();
+            let c = create_change(
+                GroupId([7; 16]),
+                &user(owner),
+                &key.public(),
+                &name,
+                &policy,
+                1_000,
+            )
+            .unwrap();
+            let state = State::create(&c.sign(&key).unwrap()).unwrap();
+            Group {
+                state,
+                keys: BTreeMap::from([(owner.to_owned(), key)]),
+            }
+        }
+
+        fn change(&mut self, action: Action, actor: &str, subject: &str, at: u64) {
+            let (rights, body) = match action {
+                Action::Add => {
+                    let key = IdentityKey::generate();
+                    let body = key.public().to_bytes().to_vec();
+                    self.keys.insert(subject.to_owned(), key);
+                    (Rights::NONE, body)
+                }
+                _ => (Rights::NONE, Vec::new()),
+            };
+            let c = self
+                .state
+                .next_change(action, &user(actor), &user(subject), rights, body, at);
+            self.state
+                .advance(&c.sign(&self.keys[actor]).unwrap())
+                .unwrap();
+        }
+    }
+
+    /// alice owns; bob, carol, dave and erin were members; erin leaves at
+    /// t = 10 s, so alice must rotate RN1 (wait 60 s).
+    fn after_leave() -> (State, State) {
+        let mut g = Group::new("alice", 60);
+        for u in ["bob", "carol", "dave", "erin"] {
+            g.change(Action::Add, "alice", u, 2_000);
+        }
+        let before = g.state.clone();
+        g.change(Action::Leave, "erin", "erin", 10_000);
+        (g.state, before)
+    }
+
+    #[test]
+    fn one_member_acts_first_then_the_others_in_turn() {
+        let (state, before) = after_leave();
+        let mut times: Vec<u64> = ["bob", "carol", "dave"]
+            .iter()
+            .map(|u| state.rn1_fallback_at(&user(u), &before).unwrap())
+            .collect();
+        times.sort();
+        assert_eq!(times, vec![70_000, 130_000, 190_000]);
+    }
+
+    #[test]
+    fn never_the_rotator_nor_a_newcomer_nor_the_departed() {
+        let (mut state, before) = after_leave();
+        assert_eq!(state.rn1_fallback_at(&user("alice"), &before), None);
+        assert_eq!(state.rn1_fallback_at(&user("erin"), &before), None);
+        // frank joined after the rotation: he waits for his hand-over.
+        let frank = Member {
+            rights: Rights::NONE,
+            key: IdentityKey::generate().public(),
+        };
+        state.members.insert(user("frank"), frank);
+        assert_eq!(state.rn1_fallback_at(&user("frank"), &before), None);
+    }
+
+    #[test]
+    fn everyone_acts_after_the_last_step() {
+        let mut g = Group::new("alice", 1);
+        let names: Vec<String> = (0..10).map(|i| format!("u{i}")).collect();
+        for u in &names {
+            g.change(Action::Add, "alice", u, 2_000);
+        }
+        let before = g.state.clone();
+        g.change(Action::RotateRn1, "u0", "u0", 5_000);
+        let latest = names[1..]
+            .iter()
+            .map(|u| g.state.rn1_fallback_at(&user(u), &before).unwrap())
+            .max()
+            .unwrap();
+        assert_eq!(latest, 5_000 + RN1_FALLBACK_STEPS * 1_000);
+        assert_eq!(g.state.rn1_fallback_at(&user("u0"), &before), None);
     }
 }
