@@ -219,4 +219,10 @@ mutant rn1-fallback-rank crates/crypto/src/membership/state.rs \
 mutant rn1-fallback-newcomer crates/crypto/src/membership/state.rs \
     ' && before.members.contains_key(*u))' ')' \
     -p duokey-crypto --lib never_the_rotator_nor_a_newcomer
+mutant invite-resume $T/sync.rs \
+    '        if !added {' '        if true {' \
+    -p duokey-cli --test flows hand_over_killed_midway
+mutant invite-finish $T/sync.rs \
+    '        self.finish_invitations().await?;' '' \
+    -p duokey-cli --test flows hand_over_killed_midway
 exit "$failed"

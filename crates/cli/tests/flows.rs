@@ -659,3 +659,42 @@ fn a_message_sent_while_the_server_is_down_is_queued_and_delivered_once_it_is_ba
     assert_eq!(status["queued"], 0, "the queued message went out: {status}");
     assert_eq!(bob.texts("proj"), ["while down"]);
 }
+
+/// Issue 14 point 9 (crash injection): the inviter's process killed in the
+/// middle of an invitation's hand-over — once right after the GMS applied
+/// the add (before the terminal recorded it), once after recording it but
+/// before the anchor and the R1 were sent. The next command resumes: each
+/// invitee joins once, gets the key and reads what follows; the history
+/// holds one add per invitee.
+#[test]
+fn an_invitation_hand_over_killed_midway_resumes_at_the_next_command() {
+    let srv = Server::start();
+    let alice = srv.user("alice");
+    let bob = srv.user("bob");
+    let carol = srv.user("carol");
+    let gid = group_with(&alice, "proj", &[]);
+    alice.ok(&["send", &gid, "before anyone"]);
+    for (point, invitee, name) in [
+        ("invite-reported", &bob, "bob"),
+        ("invite-recorded", &carol, "carol"),
+    ] {
+        alice.ok(&["group", "invite", &gid, name]);
+        invitee.ok(&["accept", &gid]);
+        alice.killed_at(point, &["sync"]);
+        alice.ok(&["sync"]);
+        invitee.ok(&["sync"]);
+    }
+    alice.ok(&["send", &gid, "after both"]);
+    for u in [&alice, &bob, &carol] {
+        let members = u.ok(&["--json", "group", "members", &gid]);
+        let names: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&members)
+            .unwrap()
+            .iter()
+            .map(|m| m["user"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["alice", "bob", "carol"], "{members}");
+    }
+    assert_eq!(bob.texts(&gid), ["after both"]);
+    assert_eq!(carol.texts(&gid), ["after both"]);
+    assert_eq!(alice.texts(&gid), ["before anyone", "after both"]);
+}

@@ -30,6 +30,19 @@ pub use membership::MembershipCode;
 pub use messages::{Line, Message, Notice, OpenCache, UNREADABLE};
 pub use terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal, Waiting};
 
+/// Crash injection for tests (issue 14 point 9): in debug builds, when the
+/// environment variable `DUOKEY_FAILPOINT` names this point, the process
+/// aborts here, as a power cut or `kill -9` would. Release builds hold no
+/// failpoint.
+pub(crate) fn failpoint(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("DUOKEY_FAILPOINT").is_ok_and(|v| v == name) {
+        std::process::abort();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

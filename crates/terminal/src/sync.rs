@@ -10,7 +10,7 @@ use duokey_crypto::rn1_delivery::{open_rn1, seal_rn1};
 use duokey_crypto::*;
 use duokey_proto::{
     AckItemsRequest, GetGrantRequest, GetGrantsRequest, Grant, GrantCause, ItemsRequest, Member,
-    Removal, RemovalCause, SendItemRequest, SendItemsRequest,
+    Removal, RemovalCause, ReportMemberRequest, SendItemRequest, SendItemsRequest,
 };
 use sqlx::Row;
 
@@ -836,16 +836,25 @@ impl Terminal {
         // between the two steps, so an interrupted hand-over resumes at the
         // next sync instead of stranding the new member.
         // The add names the key that signed the ack (SPEC §4.7).
-        let intent = Intent::Add {
-            subject: invitee.clone(),
-            rights: Rights::from_bits(u8::try_from(rights).unwrap_or(0xff))?,
-            key: self.contact_key(invitee).await?,
+        let key = self.contact_key(invitee).await?;
+        let (grant, seq, head) = match self
+            .reported_before(&gid.0, invitee, &key, invite_id)
+            .await?
+        {
+            Some(reported) => reported,
+            None => {
+                let intent = Intent::Add {
+                    subject: invitee.clone(),
+                    rights: Rights::from_bits(u8::try_from(rights).unwrap_or(0xff))?,
+                    key,
+                };
+                let (grant, change) = self.submit(&gid.0, intent, invite_id).await?;
+                let grant = grant.ok_or(Error::Internal("add without a grant"))?;
+                (grant, change.change().seq, change.hash())
+            }
         };
-        let (grant, change) = self.submit(&gid.0, intent, invite_id).await?;
-        let grant = grant.ok_or(Error::Internal("add without a grant"))?;
-        self.store
-            .put_anchor_out(&invite_id.0, change.change().seq, &change.hash())
-            .await?;
+        crate::failpoint("invite-reported");
+        self.store.put_anchor_out(&invite_id.0, seq, &head).await?;
         sqlx::query(
             "UPDATE invites_out SET state = 'reported', rn1_version = ?, join_version = ?, invite_pub = ? WHERE invite_id = ?",
         )
@@ -856,7 +865,52 @@ impl Terminal {
         .execute(&self.store.pool)
         .await?;
         self.apply_grant(grant).await?;
+        crate::failpoint("invite-recorded");
         self.finish_invitations().await
+    }
+
+    /// An invitation the GMS already applied although this terminal did not
+    /// record it (the process stopped between the GMS's answer and the
+    /// record): the verified history holds the invitee's add with the key
+    /// that signed the ack, so the add is not signed again (it would be
+    /// refused as "already a member" and the invitee stranded). The GMS
+    /// answers a known `report_id` with the grant it produced (§5.3); the
+    /// add's seq and hash come from this terminal's verified chain.
+    async fn reported_before(
+        &mut self,
+        gid: &[u8; 16],
+        invitee: &UserId,
+        key: &PublicIdentity,
+        invite_id: &ItemId,
+    ) -> Result<Option<(Grant, u64, [u8; 32])>> {
+        let added = self
+            .membership(gid)
+            .await?
+            .is_some_and(|s| s.key_of(invitee) == Some(key));
+        if !added {
+            return Ok(None);
+        }
+        let grant = self
+            .gms
+            .report_member(ReportMemberRequest {
+                group_id: gid.to_vec(),
+                report_id: invite_id.0.to_vec(),
+                change: Vec::new(),
+            })
+            .await
+            .map_err(Error::server("resuming an invitation"))?
+            .into_inner();
+        let seq = grant.membership_seq;
+        let at = self.membership_at(gid, seq).await?;
+        let before = self.membership_at(gid, seq.saturating_sub(1)).await?;
+        let is_the_add = at.as_ref().is_some_and(|s| s.key_of(invitee) == Some(key))
+            && before.is_some_and(|s| !s.members.contains_key(invitee));
+        match (at, is_the_add) {
+            (Some(at), true) => Ok(Some((grant, seq, at.head))),
+            _ => Err(Error::refused(format!(
+                "the group server's answer for {invitee}'s invitation does not name the add in the verified history"
+            ))),
+        }
     }
 
     /// Sends R1 to every invitee that was added but has not received it yet.

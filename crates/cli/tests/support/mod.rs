@@ -202,6 +202,27 @@ impl User {
         child.wait_with_output().unwrap()
     }
 
+    /// Runs a command that the crash-injection point `point` kills (a
+    /// debug build aborts there, as `kill -9` would; issue 14 point 9).
+    pub fn killed_at(&self, point: &str, args: &[&str]) {
+        use std::os::unix::process::ExitStatusExt;
+        let out = Command::new(bin("duokey"))
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .env("DUOKEY_PASSPHRASE", &self.passphrase)
+            .env("DUOKEY_FAILPOINT", point)
+            .env_remove("DUOKEY_KEYLOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(6),
+            "duokey {args:?} should have been killed at {point}: {out:?}"
+        );
+    }
+
     /// Runs a command that must succeed; returns its standard output.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
