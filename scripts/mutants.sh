@@ -225,4 +225,10 @@ mutant invite-resume $T/sync.rs \
 mutant invite-finish $T/sync.rs \
     '        self.finish_invitations().await?;' '' \
     -p duokey-cli --test flows hand_over_killed_midway
+mutant stream-bytes crates/cs/src/hub.rs \
+    '.saturating_add(size) <= self.bounds.bytes;' '.saturating_add(size) <= usize::MAX;' \
+    -p duokey-server --test cs_behaviour never_reads_is_cut_at_its_byte_bound
+mutant watch-per-user crates/gms/src/watch.rs \
+    '            if open >= self.per_user {' '            if false {' \
+    -p duokey-server --test cs_behaviour live_streams_per_user_are_bounded
 exit "$failed"

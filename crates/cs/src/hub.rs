@@ -1,11 +1,14 @@
-//! Live subscriptions (SPEC §5.3 `Subscribe`): one bounded queue per
-//! subscriber. A subscriber whose queue is full is disconnected with a clear
-//! status, so it never slows the others down.
+//! Live subscriptions (SPEC §5.3 `Subscribe`): one queue per subscriber,
+//! bounded in deliveries and in bytes. A subscriber whose queue is full is
+//! disconnected with a clear status (it re-fetches with `Fetch` and `Items`),
+//! so it never slows the others down nor holds more than its bound. A
+//! delivery is shared (`Arc`) by every queue it is in, not copied per
+//! subscriber; each stream copies it only to encode it.
 
 use duokey_proto::Delivery;
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
@@ -13,28 +16,45 @@ use tonic::Status;
 
 type Kick = Arc<Mutex<Option<Status>>>;
 
+/// A delivery shared by every queue it is in, with its encoded size.
+pub(crate) type Shared = (Arc<Delivery>, usize);
+
 struct Sub {
     id: u64,
-    tx: mpsc::Sender<Delivery>,
+    tx: mpsc::Sender<Shared>,
     kick: Kick,
+    /// Bytes queued and not yet taken by the stream.
+    queued: Arc<AtomicUsize>,
+}
+
+/// How one subscriber's queue is bounded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    /// Deliveries queued at most.
+    pub(crate) deliveries: usize,
+    /// Encoded bytes queued at most (issue 14).
+    pub(crate) bytes: usize,
+    /// Open subscriptions one user may hold (issue 14).
+    pub(crate) per_user: usize,
 }
 
 /// Every live subscriber, by user id.
 pub(crate) struct Hub {
     subs: Mutex<HashMap<String, Vec<Sub>>>,
     next_id: AtomicU64,
-    queue: usize,
-    /// Open subscriptions one user may hold (issue 14).
-    per_user: usize,
+    bounds: Bounds,
 }
 
 impl Hub {
-    pub(crate) fn new(queue: usize, per_user: usize) -> Arc<Hub> {
+    pub(crate) fn new(bounds: Bounds) -> Arc<Hub> {
         Arc::new(Hub {
             subs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            queue: queue.max(1),
-            per_user: per_user.max(1),
+            bounds: Bounds {
+                deliveries: bounds.deliveries.max(1),
+                bytes: bounds.bytes.max(1),
+                per_user: bounds.per_user.max(1),
+            },
         })
     }
 
@@ -44,12 +64,13 @@ impl Hub {
 
     /// A new subscription of `user`; it ends when the stream is dropped.
     pub(crate) fn subscribe(self: &Arc<Self>, user: &str) -> Result<Subscription, Status> {
-        let (tx, rx) = mpsc::channel(self.queue);
+        let (tx, rx) = mpsc::channel(self.bounds.deliveries);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kick: Kick = Arc::default();
+        let queued: Arc<AtomicUsize> = Arc::default();
         let mut subs = self.lock();
         let list = subs.entry(user.to_owned()).or_default();
-        if list.len() >= self.per_user {
+        if list.len() >= self.bounds.per_user {
             metrics::counter!("duokey_refusals_total", "reason" => "too_many_streams").increment(1);
             return Err(Status::resource_exhausted(format!(
                 "{user} already has {} open live streams, the most this server allows; \
@@ -61,12 +82,14 @@ impl Hub {
             id,
             tx,
             kick: kick.clone(),
+            queued: queued.clone(),
         });
         drop(subs);
         metrics::gauge!("duokey_cs_subscribers").increment(1.0);
         Ok(Subscription {
             rx,
             kick,
+            queued,
             hub: self.clone(),
             user: user.to_owned(),
             id,
@@ -74,27 +97,34 @@ impl Hub {
     }
 
     /// Queues `delivery` for every subscription of `user`; disconnects those
-    /// whose queue is full. Returns how many subscriptions got it.
-    pub(crate) fn send_to(&self, user: &str, delivery: &Delivery) -> usize {
+    /// whose queue is full (in deliveries or bytes). Returns how many
+    /// subscriptions got it.
+    pub(crate) fn send_to(&self, user: &str, delivery: &Shared) -> usize {
         let mut subs = self.lock();
         let Some(list) = subs.get_mut(user) else {
             return 0;
         };
         let mut sent = 0;
-        list.retain(|s| match s.tx.try_send(delivery.clone()) {
-            Ok(()) => {
-                sent += 1;
-                true
+        list.retain(|s| {
+            let size = delivery.1;
+            let fits = s.queued.load(Ordering::Acquire).saturating_add(size) <= self.bounds.bytes;
+            let queued = match fits {
+                true => s.tx.try_send(delivery.clone()),
+                false => Err(mpsc::error::TrySendError::Full(delivery.clone())),
+            };
+            match queued {
+                Ok(()) => {
+                    s.queued.fetch_add(size, Ordering::AcqRel);
+                    metrics::gauge!("duokey_cs_queued_bytes").increment(size as f64);
+                    sent += 1;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    kick_slow(user, &s.kick);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                *s.kick.lock().unwrap_or_else(PoisonError::into_inner) = Some(Status::resource_exhausted(
-                    "subscriber too slow: its queue is full; reconnect and catch up with Fetch and Items",
-                ));
-                metrics::counter!("duokey_refusals_total", "reason" => "slow_subscriber").increment(1);
-                tracing::warn!(user, "disconnected a slow subscriber");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         });
         if list.is_empty() {
             subs.remove(user);
@@ -114,10 +144,20 @@ impl Hub {
     }
 }
 
+/// Ends a subscriber's stream with the reason, once its queue is dropped.
+fn kick_slow(user: &str, kick: &Kick) {
+    *kick.lock().unwrap_or_else(PoisonError::into_inner) = Some(Status::resource_exhausted(
+        "subscriber too slow: its queue is full; reconnect and catch up with Fetch and Items",
+    ));
+    metrics::counter!("duokey_refusals_total", "reason" => "slow_subscriber").increment(1);
+    tracing::warn!(user, "disconnected a slow subscriber");
+}
+
 /// The response stream of one `Subscribe` call.
 pub struct Subscription {
-    rx: mpsc::Receiver<Delivery>,
+    rx: mpsc::Receiver<Shared>,
     kick: Kick,
+    queued: Arc<AtomicUsize>,
     hub: Arc<Hub>,
     user: String,
     id: u64,
@@ -128,7 +168,11 @@ impl tokio_stream::Stream for Subscription {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(d)) => Poll::Ready(Some(Ok(d))),
+            Poll::Ready(Some((d, size))) => {
+                self.queued.fetch_sub(size, Ordering::AcqRel);
+                metrics::gauge!("duokey_cs_queued_bytes").decrement(size as f64);
+                Poll::Ready(Some(Ok(Arc::unwrap_or_clone(d))))
+            }
             Poll::Ready(None) => {
                 let kicked = self
                     .kick
@@ -145,6 +189,8 @@ impl tokio_stream::Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.hub.unsubscribe(&self.user, self.id);
+        let left = self.queued.swap(0, Ordering::AcqRel);
+        metrics::gauge!("duokey_cs_queued_bytes").decrement(left as f64);
     }
 }
 
@@ -153,14 +199,26 @@ mod tests {
     use super::*;
     use tokio_stream::StreamExt;
 
+    fn hub(deliveries: usize, bytes: usize) -> Arc<Hub> {
+        Hub::new(Bounds {
+            deliveries,
+            bytes,
+            per_user: 8,
+        })
+    }
+
+    fn delivery(size: usize) -> Shared {
+        (Arc::new(Delivery::default()), size)
+    }
+
     #[tokio::test]
     async fn a_full_queue_disconnects_only_that_subscriber_with_a_status() {
-        let hub = Hub::new(2, 8);
+        let hub = hub(2, 1 << 20);
         let mut slow = hub.subscribe("slow").unwrap();
         let mut fast = hub.subscribe("fast").unwrap();
         for _ in 0..3 {
-            hub.send_to("slow", &Delivery::default());
-            assert_eq!(hub.send_to("fast", &Delivery::default()), 1);
+            hub.send_to("slow", &delivery(1));
+            assert_eq!(hub.send_to("fast", &delivery(1)), 1);
             assert!(fast.next().await.unwrap().is_ok());
         }
         assert!(slow.next().await.unwrap().is_ok());
@@ -168,8 +226,41 @@ mod tests {
         let end = slow.next().await.unwrap().unwrap_err();
         assert_eq!(end.code(), tonic::Code::ResourceExhausted);
         assert!(slow.next().await.is_none());
-        assert_eq!(hub.send_to("slow", &Delivery::default()), 0);
+        assert_eq!(hub.send_to("slow", &delivery(1)), 0);
         drop(fast);
         assert!(hub.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_queue_is_bounded_in_bytes_and_one_delivery_is_shared() {
+        let hub = hub(1000, 100);
+        let mut a = hub.subscribe("a").unwrap();
+        let b = hub.subscribe("b").unwrap();
+        let d = delivery(40);
+        assert_eq!(hub.send_to("a", &d) + hub.send_to("b", &d), 2);
+        assert_eq!(
+            Arc::strong_count(&d.0),
+            3,
+            "queued by reference, not copied"
+        );
+        assert_eq!(hub.send_to("a", &delivery(60)), 1, "100 bytes fit exactly");
+        // Taking one frees its bytes.
+        assert!(a.next().await.unwrap().is_ok());
+        assert_eq!(a.queued.load(Ordering::Acquire), 60);
+        assert_eq!(hub.send_to("a", &delivery(40)), 1);
+        assert_eq!(hub.send_to("a", &delivery(1)), 0, "101 bytes do not");
+        let mut rest = 0;
+        while let Some(r) = a.next().await {
+            match r {
+                Ok(_) => rest += 1,
+                Err(e) => {
+                    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+                    break;
+                }
+            }
+        }
+        assert_eq!(rest, 2);
+        drop(b);
+        drop(d);
     }
 }

@@ -68,6 +68,8 @@ pub struct CsConfig {
     pub rate_burst: u32,
     /// Deliveries queued per subscriber before it is disconnected.
     pub subscriber_queue: usize,
+    /// Encoded bytes queued per subscriber before it is disconnected.
+    pub subscriber_queue_bytes: usize,
     /// The servers' revocation list, served to terminals (`GetRevocations`).
     pub revocations: Arc<duokey_pki::RevocationList>,
     /// Most items one inbox holds (issue 14).
@@ -87,6 +89,7 @@ impl Default for CsConfig {
             rate_per_sec: 200,
             rate_burst: 400,
             subscriber_queue: 1024,
+            subscriber_queue_bytes: 8 << 20,
             revocations: Arc::new(duokey_pki::RevocationList::empty()),
             inbox_max_items: 10_000,
             inbox_max_bytes: 64 * 1024 * 1024,
@@ -356,12 +359,14 @@ impl Cs {
                     item: c.bytes.to_vec(),
                     received_at_ms: now_ms().max(0) as u64,
                 };
-                self.state.hub.send_to(
-                    c.signed.item.recipient.as_str(),
-                    &Delivery {
-                        event: Some(delivery::Event::Item(item)),
-                    },
-                );
+                let d = Delivery {
+                    event: Some(delivery::Event::Item(item)),
+                };
+                let size = prost::Message::encoded_len(&d);
+                let shared = (Arc::new(d), size);
+                self.state
+                    .hub
+                    .send_to(c.signed.item.recipient.as_str(), &shared);
             }
         }
         Ok(stored.into_iter().map(|(cursor, _)| cursor).collect())

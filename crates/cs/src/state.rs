@@ -63,7 +63,11 @@ impl CsState {
         let burst = NonZeroU32::new(config.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN);
         Ok(CsState {
             db,
-            hub: Hub::new(config.subscriber_queue, config.streams_per_user),
+            hub: Hub::new(crate::hub::Bounds {
+                deliveries: config.subscriber_queue,
+                bytes: config.subscriber_queue_bytes,
+                per_user: config.streams_per_user,
+            }),
             limiter: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
             config,
             groups: RwLock::new(groups),
@@ -132,16 +136,18 @@ impl CsState {
     }
 
     /// Queues a delivery for every live subscription it concerns.
-    pub(crate) fn fan_out(&self, d: &Delivery) {
+    pub(crate) fn fan_out(&self, d: Delivery) {
         let targets: Vec<String> = match &d.event {
             Some(delivery::Event::Envelope(e)) => self
                 .with_group(&e.group_id, |g| g.members.iter().cloned().collect())
                 .unwrap_or_default(),
             Some(delivery::Event::Item(_)) | None => return,
         };
+        let size = prost::Message::encoded_len(&d);
+        let shared = (Arc::new(d), size);
         let mut sent = 0;
         for user in targets {
-            sent += self.hub.send_to(&user, d);
+            sent += self.hub.send_to(&user, &shared);
         }
         metrics::counter!("duokey_cs_deliveries_total").increment(sent as u64);
     }

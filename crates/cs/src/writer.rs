@@ -67,7 +67,7 @@ async fn commit_batch(state: &CsState, next_seq: &mut HashMap<Vec<u8>, u64>, job
             envelope,
             stored_at_ms: at.max(0) as u64,
         };
-        state.fan_out(&Delivery {
+        state.fan_out(Delivery {
             event: Some(delivery::Event::Envelope(logged)),
         });
     }

@@ -41,6 +41,8 @@ pub struct GmsConfig {
     pub max_retention_secs: u64,
     /// Most groups one user may be a member of (issue 14).
     pub max_groups_per_user: u64,
+    /// Open `Watch` streams one user may hold (issue 14).
+    pub streams_per_user: usize,
 }
 
 impl GmsConfig {
@@ -61,6 +63,7 @@ impl Default for GmsConfig {
             rate_burst: 400,
             max_retention_secs: policy::DEFAULT_MAX_RETENTION_SECS,
             max_groups_per_user: 1000,
+            streams_per_user: 8,
         }
     }
 }
@@ -104,6 +107,7 @@ impl Gms {
             .unwrap_or(std::num::NonZeroU32::MIN);
         let limiter =
             governor::RateLimiter::keyed(governor::Quota::per_second(per_sec).allow_burst(burst));
+        let watchers = watch::Watchers::new(config.streams_per_user);
         Gms {
             inner: Arc::new(Inner {
                 db,
@@ -111,7 +115,7 @@ impl Gms {
                 config,
                 locks: Mutex::new(HashMap::new()),
                 membership: Default::default(),
-                watchers: watch::Watchers::default(),
+                watchers,
                 cs_changed: Notify::new(),
                 schedule_changed: Notify::new(),
                 cs_pending: tokio::sync::watch::Sender::new((0, usize::MAX)),

@@ -412,7 +412,7 @@ impl GroupManagement for Gms {
 
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let me = self.user_of(&req)?;
-        Ok(Response::new(self.inner.watchers.subscribe(&me)))
+        Ok(Response::new(self.inner.watchers.subscribe(&me)?))
     }
 }
 

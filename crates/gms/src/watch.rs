@@ -21,19 +21,37 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + S
 /// member's channel until each stream takes its copy to encode: a grant
 /// names every member, so copying it per member on the way in would cost
 /// O(N²) allocations per re-key of an N-member group.
-#[derive(Default)]
 pub(crate) struct Watchers {
     users: Mutex<HashMap<String, broadcast::Sender<Arc<WatchEvent>>>>,
+    /// Open streams one user may hold (issue 14).
+    per_user: usize,
 }
 
 impl Watchers {
-    pub(crate) fn subscribe(&self, user: &str) -> WatchStream {
+    pub(crate) fn new(per_user: usize) -> Watchers {
+        Watchers {
+            users: Mutex::default(),
+            per_user: per_user.max(1),
+        }
+    }
+
+    /// A new `Watch` stream of `user`, unless it holds `per_user` already.
+    pub(crate) fn subscribe(&self, user: &str) -> Result<WatchStream, Status> {
         let rx = {
             let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-            users
+            let tx = users
                 .entry(user.to_owned())
-                .or_insert_with(|| broadcast::channel(BUFFER).0)
-                .subscribe()
+                .or_insert_with(|| broadcast::channel(BUFFER).0);
+            let open = tx.receiver_count();
+            if open >= self.per_user {
+                metrics::counter!("duokey_refusals_total", "reason" => "too_many_streams")
+                    .increment(1);
+                return Err(Status::resource_exhausted(format!(
+                    "{user} already has {open} open watch streams, the most this server allows; \
+                     close another `duokey chat` or `read --follow` first"
+                )));
+            }
+            tx.subscribe()
         };
         let stream = BroadcastStream::new(rx).map(|r| {
             r.map(Arc::unwrap_or_clone)
@@ -45,11 +63,11 @@ impl Watchers {
         });
         // End the stream after a lag error: the terminal resyncs and re-watches.
         let mut failed = false;
-        Box::pin(stream.take_while(move |r| {
+        Ok(Box::pin(stream.take_while(move |r| {
             let go = !failed;
             failed |= r.is_err();
             go
-        }))
+        })))
     }
 
     pub(crate) fn push(&self, user: &str, event: Arc<WatchEvent>) {

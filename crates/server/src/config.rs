@@ -25,14 +25,15 @@
 //! max_body_bytes = 262144
 //! rate_per_sec = 200                  # per client certificate
 //! rate_burst = 400
-//! subscriber_queue = 1024             # deliveries queued per subscriber
+//! subscriber_queue = 1024             # deliveries queued per live stream
+//! subscriber_queue_bytes = 8388608    # bytes queued per live stream (8 MiB); a fuller one is cut
 //! min_rotate_every_secs = 60
 //! max_retention_secs = 31536000       # longest retention a group may choose (365 days)
 //! max_groups_per_user = 1000
 //! inbox_max_items = 10000             # per recipient; more is RESOURCE_EXHAUSTED until they sync
 //! inbox_max_bytes = 67108864
 //! inbox_retention_secs = 2592000      # unread inbox items are erased after 30 days
-//! streams_per_user = 8                # open Subscribe streams per user (chat, read --follow…)
+//! streams_per_user = 8                # open live streams per user and role (Subscribe, Watch)
 //! ```
 
 use crate::Error;
@@ -119,6 +120,8 @@ pub struct LimitsConfig {
     pub rate_burst: u32,
     /// Deliveries queued per subscriber before it is disconnected.
     pub subscriber_queue: usize,
+    /// Encoded bytes queued per subscriber before it is disconnected.
+    pub subscriber_queue_bytes: usize,
     /// Shortest rotation period a group may choose.
     pub min_rotate_every_secs: u64,
     /// Longest retention a group may choose.
@@ -131,7 +134,8 @@ pub struct LimitsConfig {
     pub inbox_max_bytes: u64,
     /// Inbox items older than this are erased.
     pub inbox_retention_secs: u64,
-    /// Open `Subscribe` streams one user may hold.
+    /// Open live streams one user may hold, per role (`Subscribe` at the
+    /// CS, `Watch` at the GMS).
     pub streams_per_user: usize,
 }
 
@@ -144,6 +148,7 @@ impl Default for LimitsConfig {
             rate_per_sec: cs.rate_per_sec,
             rate_burst: cs.rate_burst,
             subscriber_queue: cs.subscriber_queue,
+            subscriber_queue_bytes: cs.subscriber_queue_bytes,
             min_rotate_every_secs: gms.min_rotate_every_secs,
             max_retention_secs: gms.max_retention_secs,
             max_groups_per_user: gms.max_groups_per_user,

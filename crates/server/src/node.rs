@@ -149,6 +149,7 @@ impl Node {
             cs_cfg.rate_per_sec = limits.rate_per_sec;
             cs_cfg.rate_burst = limits.rate_burst;
             cs_cfg.subscriber_queue = limits.subscriber_queue;
+            cs_cfg.subscriber_queue_bytes = limits.subscriber_queue_bytes;
             cs_cfg.revocations = tls.revoked.clone();
             cs_cfg.inbox_max_items = limits.inbox_max_items;
             cs_cfg.inbox_max_bytes = limits.inbox_max_bytes;
@@ -225,6 +226,7 @@ impl Node {
                         rate_burst: limits.rate_burst,
                         max_retention_secs: limits.max_retention_secs,
                         max_groups_per_user: limits.max_groups_per_user,
+                        streams_per_user: limits.streams_per_user,
                     },
                 );
                 health

@@ -50,6 +50,84 @@ async fn live_streams_per_user_are_bounded() {
         bob.cs.subscribe(SubscribeRequest {}).await.is_ok(),
         "another user is served"
     );
+    // The GMS's Watch likewise.
+    let mut watching = Vec::new();
+    for _ in 0..2 {
+        watching.push(alice.gms.watch(WatchRequest {}).await.unwrap().into_inner());
+    }
+    let err = alice.gms.watch(WatchRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("open watch streams"), "{err}");
+    assert!(
+        bob.gms.watch(WatchRequest {}).await.is_ok(),
+        "another user is served"
+    );
+    drop(watching.pop());
+    assert!(
+        alice.gms.watch(WatchRequest {}).await.is_ok(),
+        "a closed stream frees its place"
+    );
+}
+
+/// Issue 14 point 3: a subscriber that never reads holds at most its byte
+/// bound — far below the delivery count bound here — and is cut with a
+/// status; another member keeps receiving every post in order.
+#[tokio::test]
+async fn a_subscriber_that_never_reads_is_cut_at_its_byte_bound() {
+    let net = TestNet::start_with(|c| {
+        c.limits.subscriber_queue = 100_000;
+        c.limits.subscriber_queue_bytes = 256 * 1024;
+    })
+    .await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let mut carol = net.enroll("carol").await;
+    let g = alice.create_group("proj").await;
+    let g = alice.add(&g, "bob", 0).await.unwrap();
+    let g = alice.add(&g, "carol", 0).await.unwrap();
+    net.cs_caught_up().await;
+    let mut hostile = bob
+        .cs
+        .subscribe(SubscribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut fast = carol
+        .cs
+        .subscribe(SubscribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // 80 posts of 64 KiB: 5 MiB, beyond what HTTP/2 windows and the 256 KiB
+    // queue hold, yet 0.08 % of the count bound.
+    let text = "z".repeat(64 * 1024);
+    for i in 0..80 {
+        alice.post(&g.group_id, &text).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), fast.next())
+            .await
+            .expect("carol is not delayed")
+        {
+            Some(Ok(Delivery {
+                event: Some(delivery::Event::Envelope(e)),
+            })) => assert_eq!(e.log_seq, i + 1),
+            other => panic!("carol got {other:?}"),
+        }
+    }
+    let mut got = 0;
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(msg) = hostile.next().await {
+            match msg {
+                Ok(_) => got += 1,
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    })
+    .await
+    .expect("bob's stream was cut, not left to grow");
+    let end = end.expect("bob's stream ends with a status");
+    assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
+    assert!(got < 80, "bob was cut before getting everything ({got})");
 }
 
 /// The first page of `u`'s inbox.
