@@ -231,4 +231,7 @@ mutant stream-bytes crates/cs/src/hub.rs \
 mutant watch-per-user crates/gms/src/watch.rs \
     '            if open >= self.per_user {' '            if false {' \
     -p duokey-server --test cs_behaviour live_streams_per_user_are_bounded
+mutant server-cert-reload crates/server/src/node.rs \
+    '        self.identity.replace(chain, private)?;' '        let _ = (chain, private);' \
+    -p duokey-server --test mtls renewed_server_certificate
 exit "$failed"

@@ -42,8 +42,8 @@ pub use keys::identity_private_key_der;
 pub use revocation::RevocationList;
 pub use role::Role;
 pub use tls::{
-    ALPN_H2, ClientAuth, client_config, client_config_for, client_verifier, crypto_provider,
-    server_config,
+    ALPN_H2, ClientAuth, LiveIdentity, client_config, client_config_for, client_config_live,
+    client_verifier, crypto_provider, server_config, server_config_live,
 };
 
 /// The rustls version this crate builds its configurations with (TLS, SPEC §2).

@@ -11,17 +11,21 @@ use crate::error::Result;
 use crate::identity::peer_identity;
 use crate::revocation::RevocationList;
 use crate::role::Role;
+use rustls::client::ResolvesClientCert;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
+};
+use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
     RootCertStore, ServerConfig, SignatureScheme,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// The ALPN protocol of Duokey's gRPC connections (SPEC §5: gRPC over HTTP/2).
 pub const ALPN_H2: &[u8] = b"h2";
@@ -70,6 +74,85 @@ pub fn client_verifier(
     }))
 }
 
+/// A certificate chain and its key that can be replaced while the process
+/// runs (issue 14): a server's certificate renewed with `duokey-server ca
+/// issue-server` takes effect at the next handshake, without a restart.
+/// It is both the certificate a server presents and the client certificate
+/// of its calls to other servers. Open connections keep the certificate
+/// they were made with.
+#[derive(Debug)]
+pub struct LiveIdentity {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl LiveIdentity {
+    /// `chain` (leaf first) and its `key`; refused if they do not match.
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Arc<LiveIdentity>> {
+        Ok(Arc::new(LiveIdentity {
+            current: RwLock::new(certified(chain, key)?),
+        }))
+    }
+
+    /// Presents `chain` and `key` from the next handshake on; on an error
+    /// (an empty chain, a key of another certificate) the current pair stays.
+    pub fn replace(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<()> {
+        let next = certified(chain, key)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
+        Ok(())
+    }
+
+    /// The certificate presented now (the leaf).
+    pub fn leaf(&self) -> CertificateDer<'static> {
+        self.current().cert[0].clone()
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<CertifiedKey>> {
+    if chain.is_empty() {
+        return Err(crate::Error::InvalidCertificate(
+            "an empty certificate chain".into(),
+        ));
+    }
+    let key = CertifiedKey::from_der(chain, key, &crypto_provider())?;
+    // `from_der` lets a key whose match it cannot check through; these keys
+    // (Ed25519, ECDSA) can always be checked, so insist.
+    key.keys_match()?;
+    Ok(Arc::new(key))
+}
+
+impl ResolvesServerCert for LiveIdentity {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl ResolvesClientCert for LiveIdentity {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// The TLS configuration of a Duokey server port (SPEC §2, §5): TLS 1.3 only,
 /// `chain`/`key` as the server's identity, client certificates of `ca` per
 /// `client_auth`, certificates in `revoked` refused, ALPN `h2`, no session
@@ -81,11 +164,22 @@ pub fn server_config(
     client_auth: ClientAuth,
     revoked: Arc<RevocationList>,
 ) -> Result<Arc<ServerConfig>> {
+    server_config_live(ca, LiveIdentity::new(chain, key)?, client_auth, revoked)
+}
+
+/// [`server_config`] presenting `identity`, which can be replaced while the
+/// server runs (issue 14).
+pub fn server_config_live(
+    ca: &CertificateDer<'_>,
+    identity: Arc<LiveIdentity>,
+    client_auth: ClientAuth,
+    revoked: Arc<RevocationList>,
+) -> Result<Arc<ServerConfig>> {
     let verifier = client_verifier(ca, client_auth, revoked)?;
     let mut config = ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(identity);
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
@@ -100,7 +194,11 @@ pub fn client_config(
     ca: &CertificateDer<'_>,
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<Arc<ClientConfig>> {
-    build_client_config(ca, client, None)
+    let identity = match client {
+        Some((chain, key)) => Some(LiveIdentity::new(chain, key)?),
+        None => None,
+    };
+    build_client_config(ca, identity, None)
 }
 
 /// [`client_config`] for calling a server of `role` (SPEC §1, §2; D9): the
@@ -112,12 +210,26 @@ pub fn client_config_for(
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     role: Role,
 ) -> Result<Arc<ClientConfig>> {
-    build_client_config(ca, client, Some(role))
+    let identity = match client {
+        Some((chain, key)) => Some(LiveIdentity::new(chain, key)?),
+        None => None,
+    };
+    build_client_config(ca, identity, Some(role))
+}
+
+/// [`client_config_for`] with `identity` as the client certificate, which
+/// can be replaced while the process runs (a server calling another, issue 14).
+pub fn client_config_live(
+    ca: &CertificateDer<'_>,
+    identity: Arc<LiveIdentity>,
+    role: Role,
+) -> Result<Arc<ClientConfig>> {
+    build_client_config(ca, Some(identity), Some(role))
 }
 
 fn build_client_config(
     ca: &CertificateDer<'_>,
-    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    client: Option<Arc<LiveIdentity>>,
     role: Option<Role>,
 ) -> Result<Arc<ClientConfig>> {
     let provider = crypto_provider();
@@ -128,7 +240,7 @@ fn build_client_config(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(DuokeyServerVerifier { inner, role }));
     let mut config = match client {
-        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        Some(identity) => builder.with_client_cert_resolver(identity),
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![ALPN_H2.to_vec()];

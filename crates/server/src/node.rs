@@ -17,8 +17,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::transport::Server;
 
-/// How often the revocation list file is re-read.
-const REVOCATION_RELOAD: Duration = Duration::from_secs(10);
+/// How often the revocation list and the server's certificate files are re-read.
+const TLS_RELOAD: Duration = Duration::from_secs(10);
 /// HTTP/2 streams one connection may hold open at once (issue 14).
 const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 /// How long a shutdown waits for running calls.
@@ -43,6 +43,8 @@ pub struct RunningNode {
     pub cs: Option<Cs>,
     /// The revocation list the ports consult (reloaded from its file every 10 s).
     pub revocations: Arc<RevocationList>,
+    /// The certificate the ports present (reloaded from its files every 10 s).
+    pub certificate: Arc<ServerCertificate>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -62,10 +64,11 @@ impl RunningNode {
     }
 }
 
+/// The node's TLS material: the CA, its own certificate (replaceable while
+/// it runs, issue 14) and the revocation list.
 struct Tls {
     ca: duokey_pki::rustls_pki_types::CertificateDer<'static>,
-    chain: Vec<duokey_pki::rustls_pki_types::CertificateDer<'static>>,
-    key_pem: String,
+    certificate: Arc<ServerCertificate>,
     revoked: Arc<RevocationList>,
 }
 
@@ -75,22 +78,17 @@ impl Tls {
             Some(p) => RevocationList::load(cfg.path(p))?,
             None => RevocationList::empty(),
         };
-        let key_pem = std::fs::read_to_string(cfg.path(&cfg.tls.key))
-            .map_err(|e| Error::Config(format!("cannot read the server key: {e}")))?;
         Ok(Tls {
             ca: duokey_pki::pem::load_cert(&cfg.path(&cfg.tls.ca_cert))?,
-            chain: duokey_pki::pem::load_certs(&cfg.path(&cfg.tls.cert))?,
-            key_pem,
+            certificate: ServerCertificate::load(cfg.path(&cfg.tls.cert), cfg.path(&cfg.tls.key))?,
             revoked: Arc::new(revoked),
         })
     }
 
     fn server(&self, auth: ClientAuth) -> Result<Arc<duokey_pki::rustls::ServerConfig>, Error> {
-        let key = duokey_pki::pem::key_from_pem(&self.key_pem)?;
-        Ok(duokey_pki::server_config(
+        Ok(duokey_pki::server_config_live(
             &self.ca,
-            self.chain.clone(),
-            key,
+            self.certificate.identity.clone(),
             auth,
             self.revoked.clone(),
         )?)
@@ -98,12 +96,79 @@ impl Tls {
 
     /// The GMS's client to the CS (SPEC §5.4): the peer must carry the CS role.
     fn cs_client(&self) -> Result<Arc<duokey_pki::rustls::ClientConfig>, Error> {
-        let key = duokey_pki::pem::key_from_pem(&self.key_pem)?;
-        Ok(duokey_pki::client_config_for(
+        Ok(duokey_pki::client_config_live(
             &self.ca,
-            Some((self.chain.clone(), key)),
+            self.certificate.identity.clone(),
             duokey_pki::Role::Cs,
         )?)
+    }
+}
+
+/// What a server's certificate and key files hold: the certificate file's
+/// bytes, its chain and the key.
+type CertFiles = (
+    Vec<u8>,
+    Vec<duokey_pki::rustls_pki_types::CertificateDer<'static>>,
+    duokey_pki::rustls_pki_types::PrivateKeyDer<'static>,
+);
+
+/// The node's own certificate and key files, re-read while it runs (issue
+/// 14): a certificate renewed with `duokey-server ca issue-server` into the
+/// same files is presented from the next handshake on, without a restart.
+#[derive(Debug)]
+pub struct ServerCertificate {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    identity: Arc<duokey_pki::LiveIdentity>,
+    /// The certificate file's bytes in use (public).
+    in_use: std::sync::Mutex<Vec<u8>>,
+}
+
+impl ServerCertificate {
+    fn load(cert: std::path::PathBuf, key: std::path::PathBuf) -> Result<Arc<Self>, Error> {
+        let (bytes, chain, private) = Self::read(&cert, &key)?;
+        Ok(Arc::new(ServerCertificate {
+            identity: duokey_pki::LiveIdentity::new(chain, private)?,
+            cert,
+            key,
+            in_use: std::sync::Mutex::new(bytes),
+        }))
+    }
+
+    /// The certificate file's bytes, its chain and the key.
+    fn read(cert: &std::path::Path, key: &std::path::Path) -> Result<CertFiles, Error> {
+        let bytes = std::fs::read(cert).map_err(|e| {
+            Error::Config(format!(
+                "cannot read the server certificate {}: {e}",
+                cert.display()
+            ))
+        })?;
+        let chain = duokey_pki::pem::load_certs(cert)?;
+        let private = duokey_pki::pem::load_key(key)?;
+        Ok((bytes, chain, private))
+    }
+
+    /// Re-reads the files; `Ok(true)` when a new certificate is in use. A
+    /// certificate whose key file does not match yet (the files are being
+    /// replaced one after the other) is an error, and the current pair
+    /// stays in use until the next reload.
+    pub fn reload(&self) -> Result<bool, Error> {
+        let (bytes, chain, private) = Self::read(&self.cert, &self.key)?;
+        let mut in_use = self
+            .in_use
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *in_use == bytes {
+            return Ok(false);
+        }
+        self.identity.replace(chain, private)?;
+        *in_use = bytes;
+        Ok(true)
+    }
+
+    /// The certificate presented now (DER).
+    pub fn leaf(&self) -> Vec<u8> {
+        self.identity.leaf().to_vec()
     }
 }
 
@@ -300,12 +365,23 @@ impl Node {
             });
         }
 
-        let revoked = tls.revoked.clone();
+        let (revoked, certificate) = (tls.revoked.clone(), tls.certificate.clone());
         tasks.spawn(until_stopped(stopped.clone(), async move {
             loop {
-                tokio::time::sleep(REVOCATION_RELOAD).await;
+                tokio::time::sleep(TLS_RELOAD).await;
                 if let Err(e) = revoked.reload() {
                     tracing::warn!(error = %e, "cannot reload the revocation list");
+                }
+                match certificate.reload() {
+                    Ok(true) => tracing::info!(
+                        file = %certificate.cert.display(),
+                        "server certificate reloaded; new connections get it"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "cannot reload the server certificate; the current one stays in use"
+                    ),
                 }
             }
         }));
@@ -316,6 +392,7 @@ impl Node {
             gms,
             cs,
             revocations: tls.revoked.clone(),
+            certificate: tls.certificate.clone(),
             stop,
             tasks,
         })

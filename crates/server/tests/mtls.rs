@@ -489,3 +489,75 @@ async fn the_cs_port_refuses_a_client_without_certificate_in_the_handshake() {
     let err = gms.list_groups(ListGroupsRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 }
+
+/// The certificate a port presents to `user` in a fresh handshake.
+async fn presented(net: &TestNet, addr: std::net::SocketAddr, user: &support::TestUser) -> Vec<u8> {
+    let key = (
+        user.chain.clone(),
+        duokey_pki::identity_private_key_der(&user.key),
+    );
+    let tls = duokey_pki::client_config(&net.ca.cert_der(), Some(key)).unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let s = TlsConnector::from(tls)
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    s.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// Issue 14 point 5: a server certificate renewed into its files is
+/// presented from the next handshake on, on both ports, without a restart;
+/// the open connection goes on and new terminals connect. A half-replaced
+/// pair (the new certificate with the old key) is refused and the current
+/// pair stays in use.
+#[tokio::test]
+async fn a_renewed_server_certificate_is_used_without_a_restart() {
+    let net = TestNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    assert!(list_groups(&mut alice).await.is_ok());
+    let (cs, gms) = (net.node.cs_addr.unwrap(), net.node.gms_addr.unwrap());
+    let old = presented(&net, cs, &alice).await;
+    assert_eq!(old, net.node.certificate.leaf());
+    assert!(!net.node.certificate.reload().unwrap(), "unchanged files");
+
+    let ca = Ca::load(&net.dir.path().join("ca")).unwrap();
+    let hosts = ["localhost", "127.0.0.1"].map(String::from);
+    let roles = [
+        duokey_pki::Role::As,
+        duokey_pki::Role::Gms,
+        duokey_pki::Role::Cs,
+    ];
+    let fresh = ca.issue_server(&hosts, &roles, 30).unwrap();
+    let staged = tempfile::tempdir().unwrap();
+    fresh.save(staged.path(), "server").unwrap();
+    let new = fresh.chain()[0].to_vec();
+    assert_ne!(new, old);
+
+    std::fs::copy(
+        staged.path().join("server.pem"),
+        net.dir.path().join("server.pem"),
+    )
+    .unwrap();
+    let err = net.node.certificate.reload().unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("key"), "{err}");
+    assert_eq!(
+        presented(&net, cs, &alice).await,
+        old,
+        "the old pair stays in use"
+    );
+
+    std::fs::copy(
+        staged.path().join("server.key"),
+        net.dir.path().join("server.key"),
+    )
+    .unwrap();
+    assert!(net.node.certificate.reload().unwrap());
+    assert_eq!(presented(&net, cs, &alice).await, new);
+    assert_eq!(presented(&net, gms, &alice).await, new);
+    assert!(
+        list_groups(&mut alice).await.is_ok(),
+        "the open connection goes on"
+    );
+    let mut bob = net.enroll("bob").await;
+    assert!(get_user(&mut bob).await.is_ok(), "a new terminal connects");
+}
