@@ -234,4 +234,16 @@ mutant watch-per-user crates/gms/src/watch.rs \
 mutant server-cert-reload crates/server/src/node.rs \
     '        self.identity.replace(chain, private)?;' '        let _ = (chain, private);' \
     -p duokey-server --test mtls renewed_server_certificate
+mutant delivery-rotate $T/delivery.rs \
+    '        if now.saturating_sub(created) >= DELIVERY_KEY_ROTATE_MS {' '        if false {' \
+    -p duokey-cli --test properties delivery_keys_rotate
+mutant delivery-erase $T/delivery.rs \
+    '.erase_retired_delivery(keep_from)' '.erase_retired_delivery(0)' \
+    -p duokey-cli --test properties delivery_keys_rotate
+mutant delivery-kept $T/delivery.rs \
+    '.chain(&self.retired)' '.chain(self.retired.iter().take(0))' \
+    -p duokey-cli --test properties delivery_keys_rotate
+mutant delivery-max-age $T/contacts.rs \
+    '    (age > DELIVERY_KEY_MAX_AGE_MS).then_some' '    false.then_some' \
+    -p duokey-terminal --lib delivery_keys_older_than
 exit "$failed"

@@ -872,3 +872,89 @@ async fn a_missing_rotator_is_replaced_after_rn1_wait_by_one_member() {
     let _ = carol.sync_messages(&gid).await;
     assert!(texts(&carol, &gid).await.is_empty(), "carol left before");
 }
+
+/// Every item the CS holds for `user` now (an archiving CS keeps them all).
+async fn inbox_of(net: &InProcess, user: &str) -> Vec<Vec<u8>> {
+    let cs = net.db("cs").await;
+    let items = cs.inbox_after(user, 0, 10_000).await.unwrap();
+    cs.close().await;
+    items.into_iter().map(|e| e.item).collect()
+}
+
+/// The delivery key `user` has in the CS directory.
+async fn published_key(net: &InProcess, user: &str) -> Vec<u8> {
+    let cs = net.db("cs").await;
+    let (_, record) = cs.user(user).await.unwrap().unwrap();
+    cs.close().await;
+    record.unwrap()
+}
+
+/// Issue 14 point 8 (P5): bob's terminal replaces its delivery key every
+/// week; the replaced secret still opens what contacts sealed to it before
+/// they saw the new key (alice reuses a checked key for a day), and a week
+/// later it is erased — from the profile's files too. Then a thief with
+/// bob's whole profile and every `rn1` item the CS ever held for him opens
+/// none of the RN1s sealed to the erased key (control: before the erasure
+/// the same thief opens both).
+#[tokio::test]
+async fn delivery_keys_rotate_and_a_replaced_secret_is_erased() {
+    let net = InProcess::start().await;
+    let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
+    let mut archive = Vec::new();
+    alice.rotate(&gid, true).await.unwrap();
+    archive.extend(inbox_of(&net, "bob").await);
+    bob.sync().await.unwrap();
+    let first = published_key(&net, "bob").await;
+
+    let t0 = duokey_terminal::now_ms();
+    let week = 7 * 86_400_000;
+    bob.erase_expired_at(t0 + week + 60_000).await.unwrap();
+    assert_ne!(
+        published_key(&net, "bob").await,
+        first,
+        "a new key is published"
+    );
+    // alice still seals to the key she checked today; bob opens it.
+    alice.rotate(&gid, true).await.unwrap();
+    archive.extend(inbox_of(&net, "bob").await);
+    alice
+        .send(&gid, "sealed to the replaced key")
+        .await
+        .unwrap();
+    bob.sync().await.unwrap();
+    bob.sync_messages(&gid).await.unwrap();
+    assert_eq!(texts(&bob, &gid).await, ["sealed to the replaced key"]);
+
+    let retired = bob.store().retired_delivery().await.unwrap();
+    assert_eq!(retired.len(), 1);
+    let on_disk = |secrets: &[Vec<u8>]| {
+        files_under(&net.dir.path().join("bob"))
+            .iter()
+            .map(|f| std::fs::read(f).unwrap())
+            .filter(|bytes| secrets.iter().any(|s| contains(bytes, s)))
+            .count()
+    };
+    assert!(
+        on_disk(&retired) > 0,
+        "control: the scan sees the kept secret"
+    );
+    let versions = |r1s: Vec<(u32, R1)>| {
+        let mut v: Vec<u32> = r1s.into_iter().map(|(v, _)| v).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    assert_eq!(versions(bob.r1s_in(&gid, &archive)), [2, 3], "control");
+
+    bob.erase_expired_at(t0 + 2 * week + 120_000).await.unwrap();
+    assert!(bob.store().retired_delivery().await.unwrap().len() <= 1);
+    assert_eq!(
+        on_disk(&retired),
+        0,
+        "the replaced secret is still in the profile's files (free pages or WAL)"
+    );
+    assert!(
+        bob.r1s_in(&gid, &archive).is_empty(),
+        "a thief with the profile now opens RN1s sealed to an erased key"
+    );
+}

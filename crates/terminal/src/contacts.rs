@@ -21,6 +21,9 @@ use tonic::transport::Channel;
 /// again (D29): a day. A terminal that replaces its delivery key must keep
 /// the old secret at least this long.
 pub const DELIVERY_KEY_TTL_MS: u64 = 24 * 3_600 * 1_000;
+/// The oldest delivery key record anything is sealed to (30 days; a
+/// terminal that syncs replaces its key every 7, issue 14 point 8).
+pub const DELIVERY_KEY_MAX_AGE_MS: u64 = 30 * 86_400_000;
 
 /// Directory look-ups in flight at once when prefetching delivery keys.
 const PREFETCH_WINDOW: usize = 16;
@@ -243,6 +246,15 @@ impl Terminal {
                 "the delivery key record is not {user}'s"
             )));
         }
+        // Issue 14: terminals replace their key weekly, so an old record
+        // is either a terminal long offline or a directory serving a key
+        // that may have been stolen since; nothing is sealed to it.
+        if let Some(days) = too_old(rec.created_at_ms, crate::now_ms()) {
+            return Err(Error::refused(format!(
+                "{user}'s delivery key is {days} days old (their terminal has not been online since); \
+                 the group key is sent once it publishes a fresh one"
+            )));
+        }
         let checked = CheckedDeliveryKey {
             identity_key: pinned.to_bytes(),
             delivery_key: rec.key.0,
@@ -357,6 +369,14 @@ fn reusable(k: &CheckedDeliveryKey, pinned: &PublicIdentity, now_ms: u64) -> boo
     k.identity_key == pinned.to_bytes() && now_ms.saturating_sub(k.checked_ms) < DELIVERY_KEY_TTL_MS
 }
 
+/// The age in days of a delivery key record made at `created_at_ms`, if it
+/// is older than [`DELIVERY_KEY_MAX_AGE_MS`] at `now_ms` (a record from the
+/// future counts as new).
+fn too_old(created_at_ms: u64, now_ms: u64) -> Option<u64> {
+    let age = now_ms.saturating_sub(created_at_ms);
+    (age > DELIVERY_KEY_MAX_AGE_MS).then_some(age / 86_400_000)
+}
+
 /// What the directory says of a user, checked: identity key, certificate
 /// fingerprint, delivery-key record, certificate serial.
 pub(crate) type Identity = (PublicIdentity, [u8; 32], Vec<u8>, Vec<u8>);
@@ -419,6 +439,16 @@ async fn fetch_identity(
 mod tests {
     use super::*;
     use duokey_crypto::IdentityKey;
+
+    #[test]
+    fn delivery_keys_older_than_thirty_days_are_not_sealed_to() {
+        let day = 86_400_000;
+        let now = 100 * day;
+        assert_eq!(too_old(now - 30 * day, now), None, "30 days is still fine");
+        assert_eq!(too_old(now - 30 * day - 1, now), Some(30));
+        assert_eq!(too_old(now - 45 * day, now), Some(45));
+        assert_eq!(too_old(now + day, now), None, "from the future");
+    }
 
     #[test]
     fn safety_number_is_symmetric_and_key_dependent() {

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod contacts;
+mod delivery;
 mod error;
 mod flows;
 pub mod keylog;

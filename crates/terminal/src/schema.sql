@@ -110,6 +110,13 @@ CREATE TABLE IF NOT EXISTS delivery_keys (
     delivery_key BLOB NOT NULL,
     checked_ms   INTEGER NOT NULL
 );
+-- Issue 14 point 8: this terminal's previous delivery secrets (sealed),
+-- kept DELIVERY_KEY_KEEP_MS after they were replaced, then erased.
+CREATE TABLE IF NOT EXISTS delivery_retired (
+    public     BLOB PRIMARY KEY,
+    secret     BLOB NOT NULL,
+    retired_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
     group_id  BLOB NOT NULL,

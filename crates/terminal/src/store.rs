@@ -6,6 +6,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Executor, Row, SqlitePool};
 use std::path::Path;
 
+/// Meta key of when the current delivery key was made (Unix ms, u64).
+pub const DELIVERY_CREATED: &str = "delivery_created_ms";
+
 /// The profile database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -405,6 +408,66 @@ impl Store {
             .await?;
         tx.commit().await?;
         self.checkpoint().await
+    }
+
+    /// Replaces this terminal's delivery secret (issue 14 point 8), in one
+    /// transaction: the current one (`old_public`, `old_sealed`) is kept as
+    /// retired from `now_ms`, `new_sealed` becomes the current one, made at
+    /// `now_ms` and not yet published.
+    pub async fn retire_delivery(
+        &self,
+        old_public: &[u8; 32],
+        old_sealed: &[u8],
+        new_sealed: &[u8],
+        now_ms: u64,
+    ) -> Result<()> {
+        let now = i64::try_from(now_ms).map_err(|_| Error::Corrupt("time"))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO delivery_retired (public, secret, retired_ms) VALUES (?, ?, ?)",
+        )
+        .bind(old_public.as_slice())
+        .bind(old_sealed)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for (key, value) in [
+            ("delivery", new_sealed.to_vec()),
+            (DELIVERY_CREATED, now_ms.to_be_bytes().to_vec()),
+        ] {
+            sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)")
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM meta WHERE key = 'dk_published'")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The retired delivery secrets (sealed), newest first.
+    pub async fn retired_delivery(&self) -> Result<Vec<Vec<u8>>> {
+        let rows = sqlx::query("SELECT secret FROM delivery_retired ORDER BY retired_ms DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Erases the delivery secrets retired before `before_ms` (overwritten,
+    /// and out of the write-ahead log); returns how many.
+    pub async fn erase_retired_delivery(&self, before_ms: u64) -> Result<u64> {
+        let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
+        let done = sqlx::query("DELETE FROM delivery_retired WHERE retired_ms < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() > 0 {
+            self.checkpoint().await?;
+        }
+        Ok(done.rows_affected())
     }
 
     /// Moves the write-ahead log into the database and empties it, so that

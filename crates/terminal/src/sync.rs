@@ -999,15 +999,44 @@ impl Terminal {
         } else {
             self.check_rotation(item, p).await?;
         }
+        let me = self.me.clone();
         let ctx = Rn1Context {
             group_id: &p.group_id,
             sender: &item.sender,
-            recipient: &self.me,
+            recipient: &me,
             ref_id: &p.ref_id,
         };
-        let key = secret.as_ref().unwrap_or(&self.delivery);
         let gid = p.group_id.0;
-        let r1 = open_rn1(key, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct)?;
+        let r1 = match &secret {
+            Some(key) => open_rn1(key, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct)?,
+            // The current delivery key, or one replaced recently (issue 14);
+            // read again if none opens it (another process on this profile
+            // may have replaced the key).
+            None => {
+                let open = |t: &Terminal| {
+                    t.delivery_secrets().find_map(|k| {
+                        open_rn1(k, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct).ok()
+                    })
+                };
+                match open(self) {
+                    Some(r1) => r1,
+                    None => {
+                        self.reload_delivery_secrets().await?;
+                        match open(self) {
+                            Some(r1) => r1,
+                            None => open_rn1(
+                                &self.delivery,
+                                &ctx,
+                                p.rn1_version,
+                                p.at_rn2_version,
+                                &p.enc,
+                                &p.ct,
+                            )?,
+                        }
+                    }
+                }
+            }
+        };
         // SPEC §4.7: an R1 is never replaced.
         if self.store.r1(&gid, p.rn1_version).await?.is_none() {
             self.put_r1(&gid, p.rn1_version, &r1).await?;
@@ -1192,6 +1221,7 @@ impl Terminal {
 
     /// [`Terminal::erase_expired`] as if the time were `now` (tests, tools).
     pub async fn erase_expired_at(&mut self, now: u64) -> Result<()> {
+        self.rotate_delivery_key(now).await?;
         self.erase_old_history(now).await?;
         for g in self
             .store
@@ -1377,16 +1407,11 @@ impl Terminal {
                     recipient: &s.item.recipient,
                     ref_id: &p.ref_id,
                 };
-                let r1 = open_rn1(
-                    &self.delivery,
-                    &ctx,
-                    p.rn1_version,
-                    p.at_rn2_version,
-                    &p.enc,
-                    &p.ct,
-                );
+                let r1 = self.delivery_secrets().find_map(|k| {
+                    open_rn1(k, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct).ok()
+                });
                 (p.group_id.0 == *gid)
-                    .then_some(r1.ok().map(|r1| (p.rn1_version, r1)))
+                    .then_some(r1.map(|r1| (p.rn1_version, r1)))
                     .flatten()
             })
             .collect()

@@ -5,13 +5,13 @@ use crate::error::{Error, Result};
 use crate::keylog::KeyLog;
 use crate::store::Store;
 use crate::vault::{Vault, random};
-use duokey_crypto::{DeliveryKeyRecord, DeliverySecret, IdentityKey, PublicIdentity, UserId};
+use duokey_crypto::{DeliverySecret, IdentityKey, PublicIdentity, UserId};
 use duokey_pki::grpc::channel;
 use duokey_pki::rustls_pki_types::CertificateDer;
 use duokey_proto::accounts_client::AccountsClient;
 use duokey_proto::communication_client::CommunicationClient;
 use duokey_proto::group_management_client::GroupManagementClient;
-use duokey_proto::{EnrollRequest, PublishDeliveryKeyRequest, RenewRequest};
+use duokey_proto::{EnrollRequest, RenewRequest};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -85,6 +85,9 @@ pub struct Terminal {
     pub(crate) me: UserId,
     pub(crate) identity: IdentityKey,
     pub(crate) delivery: DeliverySecret,
+    /// Previous delivery secrets, newest first, kept for items sealed to
+    /// them before contacts saw the new one (issue 14 point 8).
+    pub(crate) retired: Vec<DeliverySecret>,
     pub(crate) ca: CertificateDer<'static>,
     pub(crate) keylog: KeyLog,
     pub(crate) gms: GroupManagementClient<Channel>,
@@ -313,6 +316,9 @@ impl Terminal {
                 &vault.seal("delivery", delivery.to_bytes().as_slice())?,
             )
             .await?;
+        store
+            .set_meta_u64(crate::store::DELIVERY_CREATED, crate::now_ms())
+            .await?;
         let mut t = Terminal::connect(home, store, vault).await?;
         t.publish_delivery_key().await?;
         Ok(t)
@@ -354,6 +360,7 @@ impl Terminal {
         let delivery = DeliverySecret::from_bytes(
             &*vault.open32("delivery", &store.meta_req("delivery").await?)?,
         )?;
+        let retired = crate::delivery::open_retired(&vault, &store.retired_delivery().await?)?;
         let chain = decode_chain(&store.meta_req("cert_chain").await?)?;
         let ca = duokey_pki::pem::first_cert_from_pem(&cfg.ca_cert)?;
         let (gms, cs) = clients(&cfg, &ca, chain, &identity)?;
@@ -364,6 +371,7 @@ impl Terminal {
             me,
             identity,
             delivery,
+            retired,
             ca,
             keylog: KeyLog::from_env(),
             gms,
@@ -373,20 +381,6 @@ impl Terminal {
             warnings: std::sync::Mutex::new(None),
             revoked: None,
         })
-    }
-
-    async fn publish_delivery_key(&mut self) -> Result<()> {
-        let record = DeliveryKeyRecord {
-            user: self.me.clone(),
-            key: self.delivery.public(),
-            created_at_ms: crate::now_ms(),
-        };
-        let bytes = record.sign(&self.identity)?;
-        self.cs
-            .publish_delivery_key(PublishDeliveryKeyRequest { record: bytes })
-            .await
-            .map_err(Error::server("publishing the delivery key"))?;
-        self.store.set_meta("dk_published", b"1").await
     }
 
     /// Keeps warnings (dropped items, deliveries to retry) for
