@@ -200,7 +200,7 @@ enum GroupCommand {
         /// How long history and keys are kept, e.g. 30d (at least the rotation period).
         #[arg(long, value_parser = parse_duration)]
         retention: Option<u64>,
-        /// How long members wait for a new member key before they are told, e.g. 2m.
+        /// How long members wait for a new member key before one of them makes another (the next member one wait later), e.g. 2m.
         #[arg(long, value_parser = parse_duration)]
         rn1_wait: Option<u64>,
         /// Whether removals and leaves also replace the members' shared key

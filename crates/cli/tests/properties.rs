@@ -24,6 +24,15 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// How many files under `dir` hold any of `secrets` byte for byte.
+fn files_holding(dir: &Path, secrets: &[Vec<u8>]) -> usize {
+    files_under(dir)
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .filter(|bytes| secrets.iter().any(|s| contains(bytes, s)))
+        .count()
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -411,13 +420,7 @@ async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
                 .rn2_sealed,
         );
     }
-    let on_disk = |secrets: &[Vec<u8>]| {
-        files_under(&net.dir.path().join("bob"))
-            .iter()
-            .map(|f| std::fs::read(f).unwrap())
-            .filter(|bytes| secrets.iter().any(|s| contains(bytes, s)))
-            .count()
-    };
+    let on_disk = |secrets: &[Vec<u8>]| files_holding(&net.dir.path().join("bob"), secrets);
     assert!(
         on_disk(&old_secrets) > 0,
         "control: the scan sees stored keys"
@@ -927,13 +930,7 @@ async fn delivery_keys_rotate_and_a_replaced_secret_is_erased() {
 
     let retired = bob.store().retired_delivery().await.unwrap();
     assert_eq!(retired.len(), 1);
-    let on_disk = |secrets: &[Vec<u8>]| {
-        files_under(&net.dir.path().join("bob"))
-            .iter()
-            .map(|f| std::fs::read(f).unwrap())
-            .filter(|bytes| secrets.iter().any(|s| contains(bytes, s)))
-            .count()
-    };
+    let on_disk = |secrets: &[Vec<u8>]| files_holding(&net.dir.path().join("bob"), secrets);
     assert!(
         on_disk(&retired) > 0,
         "control: the scan sees the kept secret"

@@ -10,6 +10,7 @@ use std::time::Duration;
 use support::TestNet;
 use tokio_stream::StreamExt;
 use tonic::Code;
+use tonic::Streaming;
 
 fn removal_item(from: &support::TestUser, to: &str, gid: &[u8]) -> Vec<u8> {
     Item {
@@ -69,6 +70,59 @@ async fn live_streams_per_user_are_bounded() {
     );
 }
 
+/// alice, bob and carol in one group; bob's and carol's live streams open.
+/// Returns alice, the group id, bob's stream and carol's.
+async fn proj_with_two_subscribers(
+    net: &TestNet,
+) -> (
+    support::TestUser,
+    Vec<u8>,
+    Streaming<Delivery>,
+    Streaming<Delivery>,
+) {
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let mut carol = net.enroll("carol").await;
+    let g = alice.create_group("proj").await;
+    let g = alice.add(&g, "bob", 0).await.unwrap();
+    let g = alice.add(&g, "carol", 0).await.unwrap();
+    net.cs_caught_up().await;
+    let mut open = Vec::new();
+    for u in [&mut bob, &mut carol] {
+        open.push(
+            u.cs.subscribe(SubscribeRequest {})
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let carol_stream = open.pop().unwrap();
+    (alice, g.group_id, open.pop().unwrap(), carol_stream)
+}
+
+/// alice posts `n` times `text`; carol's stream must deliver each one, in
+/// order, as it is posted.
+async fn posts_reach_carol_at_once(
+    alice: &mut support::TestUser,
+    gid: &[u8],
+    carol: &mut Streaming<Delivery>,
+    n: u64,
+    text: &str,
+) {
+    for i in 0..n {
+        alice.post(gid, text).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), carol.next())
+            .await
+            .expect("carol is not delayed")
+        {
+            Some(Ok(Delivery {
+                event: Some(delivery::Event::Envelope(e)),
+            })) => assert_eq!(e.log_seq, i + 1),
+            other => panic!("carol got {other:?}"),
+        }
+    }
+}
+
 /// Issue 14 point 3: a subscriber that never reads holds at most its byte
 /// bound — far below the delivery count bound here — and is cut with a
 /// status; another member keeps receiving every post in order.
@@ -79,40 +133,10 @@ async fn a_subscriber_that_never_reads_is_cut_at_its_byte_bound() {
         c.limits.subscriber_queue_bytes = 256 * 1024;
     })
     .await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
-    let mut carol = net.enroll("carol").await;
-    let g = alice.create_group("proj").await;
-    let g = alice.add(&g, "bob", 0).await.unwrap();
-    let g = alice.add(&g, "carol", 0).await.unwrap();
-    net.cs_caught_up().await;
-    let mut hostile = bob
-        .cs
-        .subscribe(SubscribeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let mut fast = carol
-        .cs
-        .subscribe(SubscribeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let (mut alice, gid, mut hostile, mut fast) = proj_with_two_subscribers(&net).await;
     // 80 posts of 64 KiB: 5 MiB, beyond what HTTP/2 windows and the 256 KiB
     // queue hold, yet 0.08 % of the count bound.
-    let text = "z".repeat(64 * 1024);
-    for i in 0..80 {
-        alice.post(&g.group_id, &text).await.unwrap();
-        match tokio::time::timeout(Duration::from_secs(10), fast.next())
-            .await
-            .expect("carol is not delayed")
-        {
-            Some(Ok(Delivery {
-                event: Some(delivery::Event::Envelope(e)),
-            })) => assert_eq!(e.log_seq, i + 1),
-            other => panic!("carol got {other:?}"),
-        }
-    }
+    posts_reach_carol_at_once(&mut alice, &gid, &mut fast, 80, &"z".repeat(64 * 1024)).await;
     let mut got = 0;
     let end = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(msg) = hostile.next().await {
@@ -482,40 +506,9 @@ async fn rate_limit_triggers_and_recovers() {
 #[tokio::test]
 async fn a_slow_subscriber_is_disconnected_and_does_not_delay_others() {
     let net = TestNet::start_with(|c| c.limits.subscriber_queue = 4).await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
-    let mut carol = net.enroll("carol").await;
-    let g = alice.create_group("proj").await;
-    let g = alice.add(&g, "bob", 0).await.unwrap();
-    let g = alice.add(&g, "carol", 0).await.unwrap();
-    net.cs_caught_up().await;
-    let mut slow = bob
-        .cs
-        .subscribe(SubscribeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let mut fast = carol
-        .cs
-        .subscribe(SubscribeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let n = 300;
-    let text = "y".repeat(16 * 1024); // fills bob's HTTP/2 window quickly
-    for i in 0..n {
-        alice.post(&g.group_id, &text).await.unwrap();
-        // carol reads as messages arrive: she must get every one, in order.
-        match tokio::time::timeout(Duration::from_secs(10), fast.next())
-            .await
-            .expect("carol is not delayed")
-        {
-            Some(Ok(Delivery {
-                event: Some(delivery::Event::Envelope(e)),
-            })) => assert_eq!(e.log_seq, i + 1),
-            other => panic!("carol got {other:?}"),
-        }
-    }
+    let (mut alice, gid, mut slow, mut fast) = proj_with_two_subscribers(&net).await;
+    // 16 KiB posts fill bob's HTTP/2 window quickly.
+    posts_reach_carol_at_once(&mut alice, &gid, &mut fast, 300, &"y".repeat(16 * 1024)).await;
     let mut end = None;
     let ended = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(msg) = slow.next().await {

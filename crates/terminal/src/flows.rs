@@ -19,8 +19,8 @@ pub struct GroupPolicy {
     pub rotate_rn1_on_remove: bool,
     /// How long RN2 history and ciphertext are kept, in seconds (default 30 days).
     pub retention_secs: u64,
-    /// How long members wait for a rotator's new RN1 before they are told,
-    /// in seconds (default 2 min).
+    /// How long members wait for a rotator's new RN1 before one of them
+    /// makes another (SPEC §4.3 step 4, D37), in seconds (default 2 min).
     pub rn1_wait_secs: u64,
 }
 

@@ -42,10 +42,15 @@ impl Default for Backoff {
     }
 }
 
+/// How often a live terminal does the duties that depend only on time
+/// (see [`LiveEvent::Timer`]).
+pub const TIMED_DUTIES: Duration = Duration::from_secs(30);
+
 /// The two open server streams of a terminal.
 pub struct Live {
     deliveries: Streaming<Delivery>,
     watch: Streaming<WatchEvent>,
+    timer: tokio::time::Interval,
 }
 
 impl std::fmt::Debug for Live {
@@ -61,6 +66,11 @@ pub enum LiveEvent {
     Delivery(Delivery),
     /// From the GMS: a grant or a removal.
     Watch(Box<WatchEvent>),
+    /// Every [`TIMED_DUTIES`]: what a sync does when time passes with no
+    /// event (items waiting for `rn1_wait`, the `rn1_wait` fallback, key
+    /// erasure and the delivery key's rotation), so that a terminal left
+    /// open does them without a command.
+    Timer,
 }
 
 /// What one event changed.
@@ -91,6 +101,7 @@ impl Live {
                 Some(Err(s)) => Err(lost("group updates", Some(s))),
                 None => Err(lost("group updates", None)),
             },
+            _ = self.timer.tick() => Ok(LiveEvent::Timer),
         }
     }
 }
@@ -112,7 +123,14 @@ impl Terminal {
             .map_err(Error::server("watching"))?
             .into_inner();
         self.sync().await?;
-        Ok(Live { deliveries, watch })
+        let start = tokio::time::Instant::now() + TIMED_DUTIES;
+        let mut timer = tokio::time::interval_at(start, TIMED_DUTIES);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(Live {
+            deliveries,
+            watch,
+            timer,
+        })
     }
 
     /// Processes one event as a sync would.
@@ -145,6 +163,12 @@ impl Terminal {
                 }
                 None => None,
             },
+            LiveEvent::Timer => {
+                self.retry_pending_items().await?;
+                self.replace_missing_rn1().await?;
+                self.erase_expired().await?;
+                None
+            }
         };
         self.flush_outbox().await?;
         Ok(LiveUpdate { group, messages })
