@@ -246,4 +246,7 @@ mutant delivery-kept $T/delivery.rs \
 mutant delivery-max-age $T/contacts.rs \
     '    (age > DELIVERY_KEY_MAX_AGE_MS).then_some' '    false.then_some' \
     -p duokey-terminal --lib delivery_keys_older_than
+mutant live-timer $T/live.rs \
+    '                self.replace_missing_rn1().await?;' '' \
+    -p duokey-cli --test properties live_terminal_replaces
 exit "$failed"

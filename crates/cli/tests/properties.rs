@@ -955,3 +955,41 @@ async fn delivery_keys_rotate_and_a_replaced_secret_is_erased() {
         "a thief with the profile now opens RN1s sealed to an erased key"
     );
 }
+
+/// The `rn1_wait` fallback needs no command: a terminal left open (`duokey
+/// chat`, `read --follow`) takes its turn from its live streams' timer.
+#[tokio::test]
+async fn a_live_terminal_replaces_a_missing_rn1_without_a_command() {
+    let net = InProcess::start().await;
+    let mut alice = net.user("alice").await;
+    let policy = GroupPolicy {
+        rn1_wait_secs: 1,
+        ..GroupPolicy::default()
+    };
+    let g = alice.create_group("proj", policy).await.unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let mut bob = net.user("bob").await;
+    let mut carol = net.user("carol").await;
+    join(&mut alice, &mut bob, &gid).await;
+    join(&mut alice, &mut carol, &gid).await;
+    bob.sync().await.unwrap();
+    bob.set_timed_duties(std::time::Duration::from_millis(200));
+    let mut live = bob.live().await.unwrap();
+    carol.leave(&gid).await.unwrap();
+    // alice, the rotator, is gone; bob only processes live events.
+    let replaced = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            let event = live.next().await.unwrap();
+            bob.on_live(event).await.unwrap();
+            let groups = bob.list_groups().await.unwrap();
+            if bob.key_wait(&gid).await.unwrap().is_none() && groups[0].rn1_version == 3 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        replaced.is_ok(),
+        "bob's open terminal did not replace the missing key"
+    );
+}

@@ -43,7 +43,7 @@ impl Default for Backoff {
 }
 
 /// How often a live terminal does the duties that depend only on time
-/// (see [`LiveEvent::Timer`]).
+/// (see [`LiveEvent::Timer`]), unless [`Terminal::set_timed_duties`] says.
 pub const TIMED_DUTIES: Duration = Duration::from_secs(30);
 
 /// The two open server streams of a terminal.
@@ -123,14 +123,20 @@ impl Terminal {
             .map_err(Error::server("watching"))?
             .into_inner();
         self.sync().await?;
-        let start = tokio::time::Instant::now() + TIMED_DUTIES;
-        let mut timer = tokio::time::interval_at(start, TIMED_DUTIES);
+        let every = self.timed_duties.max(Duration::from_millis(10));
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Live {
             deliveries,
             watch,
             timer,
         })
+    }
+
+    /// How often the live streams opened from now on yield
+    /// [`LiveEvent::Timer`] (default [`TIMED_DUTIES`]; at least 10 ms).
+    pub fn set_timed_duties(&mut self, every: Duration) {
+        self.timed_duties = every;
     }
 
     /// Processes one event as a sync would.

@@ -100,6 +100,8 @@ pub struct Terminal {
     /// The organisation's revoked serials, loaded from the profile on first
     /// use and refreshed at every sync (issue 14).
     pub(crate) revoked: Option<Arc<duokey_pki::RevocationList>>,
+    /// How often live streams yield [`crate::LiveEvent::Timer`].
+    pub(crate) timed_duties: std::time::Duration,
 }
 
 impl std::fmt::Debug for Terminal {
@@ -380,6 +382,7 @@ impl Terminal {
             states: HashMap::new(),
             warnings: std::sync::Mutex::new(None),
             revoked: None,
+            timed_duties: crate::live::TIMED_DUTIES,
         })
     }
 
