@@ -13,7 +13,6 @@ use duokey_pki::{ClientAuth, RevocationList, peer_identity};
 use duokey_proto::communication_client::CommunicationClient;
 use duokey_proto::{GetRevocationsRequest, GetUserRequest};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use std::sync::Arc;
 use tonic::transport::Channel;
 
@@ -179,19 +178,12 @@ impl Terminal {
         if let Some(k) = self.keys.get(user) {
             return Ok(*k);
         }
-        let row = sqlx::query("SELECT identity_key FROM contacts WHERE user_id = ?")
-            .bind(user.as_str())
-            .fetch_optional(&self.store.pool)
-            .await?;
-        let key = match row {
-            Some(r) => PublicIdentity::from_slice(&r.get::<Vec<u8>, _>(0))?,
+        let key = match self.store.pinned_key(user.as_str()).await? {
+            Some(k) => PublicIdentity::from_slice(&k)?,
             None => {
                 let (key, fp, _, _) = self.fetch_identity(user).await?;
-                sqlx::query("INSERT INTO contacts (user_id, identity_key, fingerprint) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-                    .bind(user.as_str())
-                    .bind(key.to_bytes().as_slice())
-                    .bind(fp.as_slice())
-                    .execute(&self.store.pool)
+                self.store
+                    .pin_contact(user.as_str(), &key.to_bytes(), &fp)
                     .await?;
                 key
             }
@@ -302,10 +294,8 @@ impl Terminal {
         user: &UserId,
         new: &PublicIdentity,
     ) -> Result<Error> {
-        sqlx::query("UPDATE contacts SET changed_key = ? WHERE user_id = ?")
-            .bind(new.to_bytes().as_slice())
-            .bind(user.as_str())
-            .execute(&self.store.pool)
+        self.store
+            .mark_key_changed(user.as_str(), &new.to_bytes())
             .await?;
         Ok(Error::refused(format!(
             "WARNING: the identity key of {user} has CHANGED since you first saw it. This can mean a new device, \
@@ -316,14 +306,10 @@ impl Terminal {
 
     /// What this terminal knows of `user`'s key, without asking any server.
     pub async fn trust(&self, user: &str) -> Result<Trust> {
-        let row = sqlx::query("SELECT verified, changed_key FROM contacts WHERE user_id = ?")
-            .bind(user)
-            .fetch_optional(&self.store.pool)
-            .await?;
-        Ok(match row {
+        Ok(match self.store.contact_state(user).await? {
             None => Trust::Unknown,
-            Some(r) if r.get::<Option<Vec<u8>>, _>(1).is_some() => Trust::KeyChanged,
-            Some(r) if r.get::<i64, _>(0) != 0 => Trust::Verified,
+            Some(c) if c.key_changed => Trust::KeyChanged,
+            Some(c) if c.verified => Trust::Verified,
             Some(_) => Trust::Unverified,
         })
     }
@@ -334,19 +320,16 @@ impl Terminal {
         let (current, fp, _, _) = self.fetch_identity(user).await?;
         let changed = current != pinned;
         if confirm {
-            sqlx::query("UPDATE contacts SET identity_key = ?, fingerprint = ?, verified = 1, changed_key = NULL WHERE user_id = ?")
-                .bind(current.to_bytes().as_slice())
-                .bind(fp.as_slice())
-                .bind(user.as_str())
-                .execute(&self.store.pool)
+            self.store
+                .confirm_contact(user.as_str(), &current.to_bytes(), &fp)
                 .await?;
             self.keys.insert(user.clone(), current);
         }
-        let verified: i64 = sqlx::query("SELECT verified FROM contacts WHERE user_id = ?")
-            .bind(user.as_str())
-            .fetch_one(&self.store.pool)
+        let verified = self
+            .store
+            .contact_state(user.as_str())
             .await?
-            .get(0);
+            .is_some_and(|c| c.verified);
         let mine = self.identity.public().to_bytes();
         Ok(Verification {
             user: user.to_string(),
@@ -356,7 +339,7 @@ impl Terminal {
                 (user.as_str(), &current.to_bytes()),
             ),
             // A changed key is never "verified" until the user confirms it.
-            verified: verified != 0 && (confirm || !changed),
+            verified: verified && (confirm || !changed),
             key_changed: changed && !confirm,
         })
     }

@@ -57,7 +57,7 @@ pub enum Error {
     Pki(#[from] duokey_pki::Error),
     /// The profile database.
     #[error("profile database: {0}")]
-    Store(#[from] sqlx::Error),
+    Store(#[from] crate::store::DbError),
     /// A stored value does not decode.
     #[error("corrupt profile: {0}")]
     Corrupt(&'static str),

@@ -6,7 +6,6 @@ use crate::terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal};
 use duokey_crypto::membership;
 use duokey_crypto::*;
 use duokey_proto::{CreateGroupRequest, RotateRequest};
-use sqlx::Row;
 
 /// Policy chosen at creation (SPEC §4.3–4.5); zero means the server default.
 #[derive(Debug, Clone, Copy)]
@@ -348,12 +347,8 @@ impl Terminal {
             group_name: GroupName::new(g.name.clone())?,
             rights,
         };
-        sqlx::query("INSERT INTO invites_out (invite_id, group_id, invitee, rights, state) VALUES (?, ?, ?, ?, 'sent')")
-            .bind(invite_id.as_bytes().as_slice())
-            .bind(gid.as_slice())
-            .bind(user.as_str())
-            .bind(i64::from(rights.bits()))
-            .execute(&self.store.pool)
+        self.store
+            .put_invite_out(&invite_id.0, gid, user.as_str(), rights.bits())
             .await?;
         self.send_item(invite_id, user, body).await?;
         Ok(invite_id)
@@ -361,17 +356,17 @@ impl Terminal {
 
     /// `duokey invites`: invitations waiting for an answer.
     pub async fn invitations(&self) -> Result<Vec<Invitation>> {
-        let rows = sqlx::query("SELECT invite_id, group_id, group_name, from_user, rights FROM invites_in WHERE state = 'pending'")
-            .fetch_all(&self.store.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Invitation {
-                invite_id: hex::encode(r.get::<Vec<u8>, _>(0)),
-                group_id: hex::encode(r.get::<Vec<u8>, _>(1)),
-                group_name: r.get(2),
-                from: r.get(3),
-                rights: rights_name(r.get::<i64, _>(4) as u8),
+        Ok(self
+            .store
+            .pending_invites()
+            .await?
+            .into_iter()
+            .map(|i| Invitation {
+                invite_id: hex::encode(i.invite_id),
+                group_id: hex::encode(i.group_id),
+                group_name: i.group_name,
+                from: i.from,
+                rights: rights_name(i.rights),
             })
             .collect())
     }
@@ -407,11 +402,8 @@ impl Terminal {
     pub async fn accept(&mut self, spec: &str) -> Result<String> {
         let (invite_id, gid, from) = self.find_invitation(spec).await?;
         let secret = DeliverySecret::generate();
-        sqlx::query("UPDATE invites_in SET state = 'accepted', secret = ? WHERE invite_id = ?")
-            .bind(self.vault.seal("invite", secret.to_bytes().as_slice())?)
-            .bind(invite_id.as_bytes().as_slice())
-            .execute(&self.store.pool)
-            .await?;
+        let sealed = self.vault.seal("invite", secret.to_bytes().as_slice())?;
+        self.store.accept_invite_in(&invite_id.0, &sealed).await?;
         let body = ItemBody::Ack {
             invite_id,
             group_id: gid,
@@ -424,10 +416,7 @@ impl Terminal {
     /// `duokey decline INVITE_ID|GROUP`.
     pub async fn decline(&mut self, spec: &str) -> Result<()> {
         let (invite_id, gid, from) = self.find_invitation(spec).await?;
-        sqlx::query("UPDATE invites_in SET state = 'declined' WHERE invite_id = ?")
-            .bind(invite_id.as_bytes().as_slice())
-            .execute(&self.store.pool)
-            .await?;
+        self.store.decline_invite_in(&invite_id.0).await?;
         self.send_item(
             ItemId::random()?,
             &from,
@@ -531,12 +520,8 @@ impl Terminal {
             .await
     }
 
-    /// Names of the groups with messages waiting in the outbox.
+    /// How many messages wait in the outbox.
     pub async fn queued(&self) -> Result<u64> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM outbox")
-            .fetch_one(&self.store.pool)
-            .await?
-            .get(0);
-        Ok(n as u64)
+        self.store.queued_count().await
     }
 }

@@ -6,6 +6,29 @@
 //! grants, RN1 delivery and rotation, RN2 versions, stale notices) and every
 //! flow of SPEC §4. RN1 never leaves the members' terminals except
 //! HPKE-sealed to another member.
+//!
+//! ## Where things are
+//!
+//! ```text
+//! Terminal (terminal.rs)   the façade: open/init a profile, connect, renew
+//!  ├─ flows.rs             the user's commands: create, invite, accept, remove, leave…
+//!  ├─ sync.rs              a sync (PROTOCOL §5.1): grants, inbox items, RN1 duties, outbox
+//!  ├─ membership.rs        the member-signed history (SPEC §4.7): verify, sign, submit
+//!  ├─ rn1.rs               the rn1_wait fallback (SPEC §4.3 step 4, D37)
+//!  ├─ delivery.rs          this terminal's delivery key: publish, rotate, erase (D38)
+//!  ├─ messages.rs          envelopes: send, open, receiver checks (SPEC §3.3), history
+//!  ├─ contacts.rs          pins, safety numbers, revocation of contacts (PROTOCOL §7)
+//!  ├─ live.rs              Subscribe/Watch streams and the timer (PROTOCOL §5.1)
+//!  └─ store/               the profile database — the only module that speaks SQL
+//!       mod.rs             meta, groups, grants, R1s, anchors, items seen/pending
+//!       contacts.rs        pinned keys and their confirmation
+//!       invites.rs         both sides of SPEC §4.2, states stored by name
+//!       history.rs         decrypted messages and the log cursor
+//!       outbox.rs          messages written, not yet acknowledged
+//! vault.rs                 sealing under the passphrase key (Argon2id)
+//! keylog.rs                the opt-in DUOKEY_KEYLOG debug file (SPEC §8)
+//! config.rs                client.toml
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod config;

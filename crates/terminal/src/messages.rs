@@ -4,11 +4,11 @@
 use crate::error::{Error, Result};
 use crate::live::Backoff;
 use crate::store::StoredGrant;
+use crate::store::{NewMessage, Stored};
 use crate::terminal::{SendOutcome, Terminal, Waiting};
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::*;
 use duokey_proto::{FetchRequest, LoggedEnvelope, PostRequest};
-use sqlx::Row;
 use std::collections::HashMap;
 
 /// A decrypted message (SPEC §8 `read --json` shape).
@@ -153,18 +153,6 @@ fn forked(name: &str) -> Error {
     ))
 }
 
-/// What storing an opened envelope found (V8 without false alarms when two
-/// processes share a profile).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stored {
-    /// Stored now.
-    New,
-    /// This very envelope (log position and id) was stored already.
-    AlreadyHeld,
-    /// Its id was stored at another log position: a replay.
-    Replay,
-}
-
 /// Meta key: the latest CS time (`stored_at_ms`) of the envelopes of a
 /// group this terminal has read; superseded R1s are erased against it.
 pub(crate) fn read_upto_key(gid: &[u8; 16]) -> String {
@@ -231,13 +219,8 @@ impl Terminal {
 
     /// Keeps `text` (sealed) in the outbox for a later sync.
     async fn queue(&self, gid: &[u8; 16], text: &str) -> Result<()> {
-        sqlx::query("INSERT INTO outbox (group_id, body, queued_ms) VALUES (?, ?, ?)")
-            .bind(gid.as_slice())
-            .bind(self.vault.seal("outbox", text.as_bytes())?)
-            .bind(crate::now_ms() as i64)
-            .execute(&self.store.pool)
-            .await?;
-        Ok(())
+        let sealed = self.vault.seal("outbox", text.as_bytes())?;
+        self.store.queue(gid, &sealed, crate::now_ms()).await
     }
 
     /// SPEC §4.7 "Equivocation": nothing is sent in a group whose server
@@ -524,57 +507,21 @@ impl Terminal {
         opened: &[Opened],
         cursor: u64,
     ) -> Result<Vec<Stored>> {
-        let mut tx = self.store.pool.begin().await?;
-        let mut fresh = Vec::with_capacity(opened.len());
-        for o in opened {
-            let h = &o.header;
-            let stored = sqlx::query(
-                "INSERT INTO messages (group_id, log_seq, sender, body, content_type, sent_at_ms, rn1_version, rn2_version, seq, msg_id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            )
-            .bind(gid.as_slice())
-            .bind(o.logged.log_seq as i64)
-            .bind(h.sender.as_str())
-            .bind(&o.sealed_body)
-            .bind(o.content_type as i64)
-            .bind(h.sent_at_ms as i64)
-            .bind(i64::from(h.epoch.rn1_version))
-            .bind(h.epoch.rn2_version as i64)
-            .bind(h.seq as i64)
-            .bind(h.msg_id.as_bytes().as_slice())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            // Not stored: the same envelope (same log position, same id),
-            // stored by another process on this profile or an earlier run,
-            // or a replay of its id at another position (V8).
-            let outcome = if stored == 1 {
-                Stored::New
-            } else {
-                let same = sqlx::query(
-                    "SELECT 1 FROM messages WHERE group_id = ? AND log_seq = ? AND msg_id = ?",
-                )
-                .bind(gid.as_slice())
-                .bind(o.logged.log_seq as i64)
-                .bind(h.msg_id.as_bytes().as_slice())
-                .fetch_optional(&mut *tx)
-                .await?;
-                if same.is_some() {
-                    Stored::AlreadyHeld
-                } else {
-                    Stored::Replay
-                }
-            };
-            fresh.push(outcome);
-        }
-        sqlx::query("UPDATE groups SET log_cursor = ? WHERE group_id = ? AND log_cursor < ?")
-            .bind(cursor as i64)
-            .bind(gid.as_slice())
-            .bind(cursor as i64)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(fresh)
+        let rows: Vec<NewMessage<'_>> = opened
+            .iter()
+            .map(|o| NewMessage {
+                log_seq: o.logged.log_seq,
+                sender: o.header.sender.as_str(),
+                sealed_body: &o.sealed_body,
+                content_type: o.content_type as u8,
+                sent_at_ms: o.header.sent_at_ms,
+                rn1_version: o.header.epoch.rn1_version,
+                rn2_version: o.header.epoch.rn2_version,
+                seq: o.header.seq,
+                msg_id: o.header.msg_id.as_bytes(),
+            })
+            .collect();
+        self.store.put_messages(gid, &rows, cursor).await
     }
 
     /// V4/V5 by SPEC §4.5: the sender is a member of the envelope's epoch; an
@@ -634,13 +581,10 @@ impl Terminal {
     }
 
     async fn tell_stale(&mut self, gid: &[u8; 16], sender: &UserId, current: u64) {
-        let first = sqlx::query("INSERT INTO stale_sent (group_id, user_id, rn2_version) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(gid.as_slice())
-            .bind(sender.as_str())
-            .bind(current as i64)
-            .execute(&self.store.pool)
+        let first = self
+            .store
+            .first_stale_notice(gid, sender.as_str(), current)
             .await
-            .map(|r| r.rows_affected() == 1)
             .unwrap_or(false);
         if first && sender != &self.me {
             let body = ItemBody::Stale {
@@ -655,25 +599,18 @@ impl Terminal {
 
     /// The stored history of a group: messages and notices, oldest first.
     pub async fn history(&self, gid: &[u8; 16]) -> Result<Vec<Line>> {
-        let rows = sqlx::query(
-            "SELECT sender, body, sent_at_ms, rn1_version, rn2_version, seq, msg_id, log_seq FROM messages \
-             WHERE group_id = ? AND content_type = 1 ORDER BY log_seq",
-        )
-        .bind(gid.as_slice())
-        .fetch_all(&self.store.pool)
-        .await?;
         let mut lines: Vec<(u64, Line)> = Vec::new();
-        for r in rows {
-            let body = self.vault.open("msg", &r.get::<Vec<u8>, _>(1))?;
+        for r in self.store.messages(gid).await? {
+            let body = self.vault.open("msg", &r.sealed_body)?;
             let m = Message {
                 group_id: hex::encode(gid),
-                sender: r.get(0),
+                sender: r.sender,
                 text: String::from_utf8(body.to_vec()).map_err(|_| Error::Corrupt("message"))?,
-                sent_at_ms: r.get::<i64, _>(2) as u64,
-                rn1_version: r.get::<i64, _>(3) as u32,
-                rn2_version: r.get::<i64, _>(4) as u64,
-                seq: r.get::<i64, _>(5) as u64,
-                msg_id: hex::encode(r.get::<Vec<u8>, _>(6)),
+                sent_at_ms: r.sent_at_ms,
+                rn1_version: r.rn1_version,
+                rn2_version: r.rn2_version,
+                seq: r.seq,
+                msg_id: hex::encode(r.msg_id),
             };
             lines.push((m.sent_at_ms, Line::Message(m)));
         }

@@ -12,7 +12,6 @@ use duokey_proto::{
     AckItemsRequest, GetGrantRequest, GetGrantsRequest, Grant, GrantCause, ItemsRequest, Member,
     Removal, RemovalCause, ReportMemberRequest, SendItemRequest, SendItemsRequest,
 };
-use sqlx::Row;
 
 /// Most items one `SendItems` call carries (the CS's limit).
 const ITEMS_PER_BATCH: usize = 1000;
@@ -735,17 +734,14 @@ impl Terminal {
                 group_name,
                 rights,
             } => {
-                sqlx::query(
-                    "INSERT INTO invites_in (invite_id, group_id, group_name, from_user, rights, state) \
-                     VALUES (?, ?, ?, ?, ?, 'pending') ON CONFLICT DO NOTHING",
-                )
-                .bind(item.item_id.as_bytes().as_slice())
-                .bind(group_id.as_bytes().as_slice())
-                .bind(group_name.as_str())
-                .bind(sender.as_str())
-                .bind(i64::from(rights.bits()))
-                .execute(&self.store.pool)
-                .await?;
+                let invite = crate::store::PendingInvite {
+                    invite_id: item.item_id.0.to_vec(),
+                    group_id: group_id.0.to_vec(),
+                    group_name: group_name.as_str().to_owned(),
+                    from: sender.to_string(),
+                    rights: rights.bits(),
+                };
+                self.store.put_invite_in(&invite).await?;
             }
             ItemBody::Ack {
                 invite_id,
@@ -759,13 +755,9 @@ impl Terminal {
                 invite_id,
                 group_id,
             } => {
-                sqlx::query(
-                    "UPDATE invites_out SET state = 'declined' WHERE invite_id = ? AND invitee = ?",
-                )
-                .bind(invite_id.as_bytes().as_slice())
-                .bind(sender.as_str())
-                .execute(&self.store.pool)
-                .await?;
+                self.store
+                    .invite_out_declined(&invite_id.0, sender.as_str())
+                    .await?;
                 self.store
                     .notice(
                         &group_id.0,
@@ -812,21 +804,16 @@ impl Terminal {
         gid: &GroupId,
         invite_pub: DeliveryPublic,
     ) -> Result<()> {
-        let row = sqlx::query(
-            "SELECT group_id, rights, state FROM invites_out WHERE invite_id = ? AND invitee = ?",
-        )
-        .bind(invite_id.as_bytes().as_slice())
-        .bind(invitee.as_str())
-        .fetch_optional(&self.store.pool)
-        .await?
-        .ok_or_else(|| {
-            Error::refused(format!(
-                "{invitee} acknowledged an invitation we did not send"
-            ))
-        })?;
-        let (stored_gid, rights, state): (Vec<u8>, i64, String) =
-            (row.get(0), row.get(1), row.get(2));
-        if stored_gid != gid.0 || state != "sent" {
+        let sent = self
+            .store
+            .invite_out(&invite_id.0, invitee.as_str())
+            .await?
+            .ok_or_else(|| {
+                Error::refused(format!(
+                    "{invitee} acknowledged an invitation we did not send"
+                ))
+            })?;
+        if sent.group_id != gid.0 || sent.state != crate::store::InviteOutState::Sent {
             return Ok(());
         }
         // Report first, then hand over R1 at exactly the version that adds the
@@ -845,7 +832,7 @@ impl Terminal {
             None => {
                 let intent = Intent::Add {
                     subject: invitee.clone(),
-                    rights: Rights::from_bits(u8::try_from(rights).unwrap_or(0xff))?,
+                    rights: Rights::from_bits(sent.rights)?,
                     key,
                 };
                 let (grant, change) = self.submit(&gid.0, intent, invite_id).await?;
@@ -855,15 +842,14 @@ impl Terminal {
         };
         crate::failpoint("invite-reported");
         self.store.put_anchor_out(&invite_id.0, seq, &head).await?;
-        sqlx::query(
-            "UPDATE invites_out SET state = 'reported', rn1_version = ?, join_version = ?, invite_pub = ? WHERE invite_id = ?",
-        )
-        .bind(i64::from(grant.rn1_version))
-        .bind(grant.rn2_version as i64)
-        .bind(invite_pub.0.as_slice())
-        .bind(invite_id.as_bytes().as_slice())
-        .execute(&self.store.pool)
-        .await?;
+        self.store
+            .invite_out_reported(
+                &invite_id.0,
+                grant.rn1_version,
+                grant.rn2_version,
+                &invite_pub.0,
+            )
+            .await?;
         self.apply_grant(grant).await?;
         crate::failpoint("invite-recorded");
         self.finish_invitations().await
@@ -915,20 +901,16 @@ impl Terminal {
 
     /// Sends R1 to every invitee that was added but has not received it yet.
     pub(crate) async fn finish_invitations(&mut self) -> Result<()> {
-        let rows = sqlx::query(
-            "SELECT invite_id, group_id, invitee, rn1_version, join_version, invite_pub FROM invites_out WHERE state = 'reported'",
-        )
-        .fetch_all(&self.store.pool)
-        .await?;
-        for r in rows {
-            let invite_id = ItemId::from_slice(&r.get::<Vec<u8>, _>(0))?;
-            let gid = gid16(&r.get::<Vec<u8>, _>(1))?;
-            let invitee = UserId::new(r.get::<String, _>(2))?;
-            let rn1_version =
-                u32::try_from(r.get::<i64, _>(3)).map_err(|_| Error::Corrupt("rn1_version"))?;
-            let w = r.get::<i64, _>(4) as u64;
-            let key: Vec<u8> = r.get(5);
-            let key = DeliveryPublic(key.try_into().map_err(|_| Error::Corrupt("invite key"))?);
+        for h in self.store.hand_overs().await? {
+            let invite_id = ItemId::from_slice(&h.invite_id)?;
+            let gid = gid16(&h.group_id)?;
+            let invitee = UserId::new(h.invitee)?;
+            let (rn1_version, w) = (h.rn1_version, h.join_version);
+            let key = DeliveryPublic(
+                h.invite_pub
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("invite key"))?,
+            );
             // SPEC §4.2 step 5: only while the invitee is still a member of
             // the verified state, and with the anchor naming the add.
             let still_member = self
@@ -937,10 +919,7 @@ impl Terminal {
                 .is_some_and(|s| s.members.contains_key(&invitee));
             let anchor = self.store.anchor_out(&invite_id.0).await?;
             let (Some((seq, head)), true) = (anchor, still_member) else {
-                sqlx::query("UPDATE invites_out SET state = 'done' WHERE invite_id = ?")
-                    .bind(invite_id.as_bytes().as_slice())
-                    .execute(&self.store.pool)
-                    .await?;
+                self.store.invite_out_done(&invite_id.0).await?;
                 continue;
             };
             let Some(r1) = self.r1_at(&gid, rn1_version, w).await? else {
@@ -968,10 +947,7 @@ impl Terminal {
                 ));
                 continue;
             }
-            sqlx::query("UPDATE invites_out SET state = 'done' WHERE invite_id = ?")
-                .bind(invite_id.as_bytes().as_slice())
-                .execute(&self.store.pool)
-                .await?;
+            self.store.invite_out_done(&invite_id.0).await?;
         }
         Ok(())
     }
@@ -979,18 +955,14 @@ impl Terminal {
     /// An `rn1` item: from an inviter (sealed to our invitation key) or from a
     /// rotator (sealed to our delivery key).
     async fn on_rn1(&mut self, item: &Item, p: &Rn1Payload) -> Result<()> {
-        let row = sqlx::query("SELECT secret FROM invites_in WHERE invite_id = ? AND from_user = ? AND state = 'accepted'")
-            .bind(p.ref_id.as_bytes().as_slice())
-            .bind(item.sender.as_str())
-            .fetch_optional(&self.store.pool)
+        let row = self
+            .store
+            .accepted_invite_secret(&p.ref_id.0, item.sender.as_str())
             .await?;
         let secret = match row {
-            Some(r) => {
-                let sealed: Vec<u8> = r.get(0);
-                Some(DeliverySecret::from_bytes(
-                    &*self.vault.open32("invite", &sealed)?,
-                )?)
-            }
+            Some(sealed) => Some(DeliverySecret::from_bytes(
+                &*self.vault.open32("invite", &sealed)?,
+            )?),
             None if p.ref_id == item.item_id => None,
             None => return Err(Error::refused("an rn1 item matches no accepted invitation")),
         };
@@ -1042,12 +1014,7 @@ impl Terminal {
             self.put_r1(&gid, p.rn1_version, &r1).await?;
         }
         if secret.is_some() {
-            sqlx::query(
-                "UPDATE invites_in SET state = 'joined', secret = NULL WHERE invite_id = ?",
-            )
-            .bind(p.ref_id.as_bytes().as_slice())
-            .execute(&self.store.pool)
-            .await?;
+            self.store.joined_invite_in(&p.ref_id.0).await?;
         }
         Ok(())
     }
@@ -1118,14 +1085,10 @@ impl Terminal {
                 "the inviter's anchor and RN1 name different versions",
             ));
         }
-        let row = sqlx::query(
-            "SELECT group_name, rights FROM invites_in WHERE invite_id = ? AND from_user = ?",
-        )
-        .bind(p.ref_id.as_bytes().as_slice())
-        .bind(item.sender.as_str())
-        .fetch_one(&self.store.pool)
-        .await?;
-        let (name, rights): (String, i64) = (row.get(0), row.get(1));
+        let (name, rights) = self
+            .store
+            .invite_in_offer(&p.ref_id.0, item.sender.as_str())
+            .await?;
         let (chain, state) = self.verify_chain_to(&gid, seq, &head).await?;
         let Some(add) = chain.last() else {
             return Err(Error::refused("the inviter's anchor names no change"));
@@ -1135,7 +1098,7 @@ impl Terminal {
             && c.actor == item.sender
             && c.subject == self.me
             && state.key_of(&self.me) == Some(&self.identity.public())
-            && i64::from(c.rights.bits()) == rights
+            && c.rights.bits() == rights
             && state.name.as_str() == name
             && state.rn1_version == p.rn1_version;
         if !ok {
@@ -1315,21 +1278,11 @@ impl Terminal {
         let Some(og) = self.store.grant(gid, oldest).await? else {
             return Ok(());
         };
-        let rows = sqlx::query("SELECT rn1_version, rn2_version FROM r1 WHERE group_id = ?")
-            .bind(gid.as_slice())
-            .fetch_all(&self.store.pool)
-            .await?;
-        for r in rows {
-            let (v1, at): (i64, i64) = (r.get(0), r.get(1));
-            let v1 = u32::try_from(v1).map_err(|_| Error::Corrupt("rn1_version"))?;
+        for (v1, at) in self.store.r1_versions(gid).await? {
             if v1 < og.rn1_version {
-                sqlx::query("DELETE FROM r1 WHERE group_id = ? AND rn1_version = ?")
-                    .bind(gid.as_slice())
-                    .bind(i64::from(v1))
-                    .execute(&self.store.pool)
-                    .await?;
+                self.store.drop_r1(gid, v1).await?;
             } else if v1 == og.rn1_version
-                && (at as u64) < oldest
+                && at < oldest
                 && let Some(r1) = self.r1_at(gid, v1, oldest).await?
             {
                 self.put_r1(gid, v1, &r1).await?;
@@ -1340,12 +1293,8 @@ impl Terminal {
 
     /// Sends queued messages whose group key is now complete.
     pub async fn flush_outbox(&mut self) -> Result<()> {
-        let rows = sqlx::query("SELECT id, group_id, body FROM outbox ORDER BY id")
-            .fetch_all(&self.store.pool)
-            .await?;
-        for r in rows {
-            let (id, gid, sealed): (i64, Vec<u8>, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
-            let gid = gid16(&gid)?;
+        for q in self.store.queued().await? {
+            let gid = gid16(&q.group_id)?;
             let Some(g) = self.store.group(&gid).await? else {
                 continue;
             };
@@ -1356,13 +1305,10 @@ impl Terminal {
             {
                 continue;
             }
-            let text = String::from_utf8(self.vault.open("outbox", &sealed)?.to_vec())
+            let text = String::from_utf8(self.vault.open("outbox", &q.sealed)?.to_vec())
                 .map_err(|_| Error::Corrupt("outbox"))?;
             self.post_now(&gid, &text).await?;
-            sqlx::query("DELETE FROM outbox WHERE id = ?")
-                .bind(id)
-                .execute(&self.store.pool)
-                .await?;
+            self.store.sent(q.id).await?;
         }
         Ok(())
     }
@@ -1373,13 +1319,8 @@ impl Terminal {
     /// its RN1 key material, as a thief of the device would find it (used by
     /// the demo and the security tests to attack for real).
     pub async fn held_r1s(&self, gid: &[u8; 16]) -> Result<Vec<(u32, R1)>> {
-        let rows = sqlx::query("SELECT rn1_version FROM r1 WHERE group_id = ?")
-            .bind(gid.as_slice())
-            .fetch_all(&self.store.pool)
-            .await?;
         let mut out = Vec::new();
-        for r in rows {
-            let v = u32::try_from(r.get::<i64, _>(0)).map_err(|_| Error::Corrupt("rn1_version"))?;
+        for (v, _) in self.store.r1_versions(gid).await? {
             if let Some((at, sealed)) = self.store.r1(gid, v).await? {
                 out.push((v, R1::from_bytes(*self.vault.open32("r1", &sealed)?, at)));
             }

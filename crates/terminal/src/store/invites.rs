@@ -1,0 +1,293 @@
+//! Invitations, both sides of SPEC §4.2: those received (`invites_in`) and
+//! those sent (`invites_out`), with their states stored by name.
+
+use super::Store;
+use crate::error::{Error, Result};
+use sqlx::Row;
+
+/// Where an invitation this terminal sent stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteOutState {
+    /// Sent; no answer yet.
+    Sent,
+    /// Accepted and reported to the GMS; the key is still to hand over.
+    Reported,
+    /// The invitee declined.
+    Declined,
+    /// Handed over (or no longer needed).
+    Done,
+}
+
+impl InviteOutState {
+    /// The name stored in the profile.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InviteOutState::Sent => "sent",
+            InviteOutState::Reported => "reported",
+            InviteOutState::Declined => "declined",
+            InviteOutState::Done => "done",
+        }
+    }
+
+    fn parse(s: &str) -> Result<InviteOutState> {
+        Ok(match s {
+            "sent" => InviteOutState::Sent,
+            "reported" => InviteOutState::Reported,
+            "declined" => InviteOutState::Declined,
+            "done" => InviteOutState::Done,
+            _ => return Err(Error::Corrupt("invitation state")),
+        })
+    }
+}
+
+/// A received invitation still waiting for an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingInvite {
+    /// The invitation's item id.
+    pub invite_id: Vec<u8>,
+    /// The group.
+    pub group_id: Vec<u8>,
+    /// The group's name as the inviter sent it.
+    pub group_name: String,
+    /// The inviter.
+    pub from: String,
+    /// The rights offered.
+    pub rights: u8,
+}
+
+/// A sent invitation as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentInvite {
+    /// The group.
+    pub group_id: Vec<u8>,
+    /// The rights offered.
+    pub rights: u8,
+    /// Where it stands.
+    pub state: InviteOutState,
+}
+
+/// A reported invitation whose key is still to hand over (SPEC §4.2 step 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandOver {
+    /// The invitation's item id.
+    pub invite_id: Vec<u8>,
+    /// The group.
+    pub group_id: Vec<u8>,
+    /// The invitee.
+    pub invitee: String,
+    /// The RN1 version of the join.
+    pub rn1_version: u32,
+    /// The RN2 version that added the invitee.
+    pub join_version: u64,
+    /// The invitation's X25519 key (from the `ack`).
+    pub invite_pub: Vec<u8>,
+}
+
+fn rights_of(v: i64) -> Result<u8> {
+    u8::try_from(v).map_err(|_| Error::Corrupt("rights"))
+}
+
+impl Store {
+    /// Records an invitation sent to `invitee`.
+    pub async fn put_invite_out(
+        &self,
+        invite_id: &[u8; 16],
+        gid: &[u8; 16],
+        invitee: &str,
+        rights: u8,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO invites_out (invite_id, group_id, invitee, rights, state) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(invite_id.as_slice())
+        .bind(gid.as_slice())
+        .bind(invitee)
+        .bind(i64::from(rights))
+        .bind(InviteOutState::Sent.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The invitation `invite_id` sent to `invitee`, if there is one.
+    pub async fn invite_out(
+        &self,
+        invite_id: &[u8; 16],
+        invitee: &str,
+    ) -> Result<Option<SentInvite>> {
+        let row = sqlx::query(
+            "SELECT group_id, rights, state FROM invites_out WHERE invite_id = ? AND invitee = ?",
+        )
+        .bind(invite_id.as_slice())
+        .bind(invitee)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SentInvite {
+                group_id: r.get(0),
+                rights: rights_of(r.get(1))?,
+                state: InviteOutState::parse(&r.get::<String, _>(2))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// `invitee` declined the invitation `invite_id`.
+    pub async fn invite_out_declined(&self, invite_id: &[u8; 16], invitee: &str) -> Result<()> {
+        sqlx::query("UPDATE invites_out SET state = ? WHERE invite_id = ? AND invitee = ?")
+            .bind(InviteOutState::Declined.as_str())
+            .bind(invite_id.as_slice())
+            .bind(invitee)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The GMS added the invitee at `join_version`: the key is to hand over.
+    pub async fn invite_out_reported(
+        &self,
+        invite_id: &[u8; 16],
+        rn1_version: u32,
+        join_version: u64,
+        invite_pub: &[u8; 32],
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE invites_out SET state = ?, rn1_version = ?, join_version = ?, invite_pub = ? WHERE invite_id = ?",
+        )
+        .bind(InviteOutState::Reported.as_str())
+        .bind(i64::from(rn1_version))
+        .bind(i64::try_from(join_version).map_err(|_| Error::Corrupt("version"))?)
+        .bind(invite_pub.as_slice())
+        .bind(invite_id.as_slice())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The reported invitations whose key is still to hand over.
+    pub async fn hand_overs(&self) -> Result<Vec<HandOver>> {
+        let rows = sqlx::query(
+            "SELECT invite_id, group_id, invitee, rn1_version, join_version, invite_pub FROM invites_out WHERE state = ?",
+        )
+        .bind(InviteOutState::Reported.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HandOver {
+                    invite_id: r.get(0),
+                    group_id: r.get(1),
+                    invitee: r.get(2),
+                    rn1_version: u32::try_from(r.get::<i64, _>(3))
+                        .map_err(|_| Error::Corrupt("rn1_version"))?,
+                    join_version: u64::try_from(r.get::<i64, _>(4))
+                        .map_err(|_| Error::Corrupt("join_version"))?,
+                    invite_pub: r.get(5),
+                })
+            })
+            .collect()
+    }
+
+    /// The invitation `invite_id` needs nothing more.
+    pub async fn invite_out_done(&self, invite_id: &[u8; 16]) -> Result<()> {
+        sqlx::query("UPDATE invites_out SET state = ? WHERE invite_id = ?")
+            .bind(InviteOutState::Done.as_str())
+            .bind(invite_id.as_slice())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records an invitation received (once: a repeat changes nothing).
+    pub async fn put_invite_in(&self, invite: &PendingInvite) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO invites_in (invite_id, group_id, group_name, from_user, rights, state) \
+             VALUES (?, ?, ?, ?, ?, 'pending') ON CONFLICT DO NOTHING",
+        )
+        .bind(&invite.invite_id)
+        .bind(&invite.group_id)
+        .bind(&invite.group_name)
+        .bind(&invite.from)
+        .bind(i64::from(invite.rights))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The received invitations waiting for an answer.
+    pub async fn pending_invites(&self) -> Result<Vec<PendingInvite>> {
+        let rows = sqlx::query(
+            "SELECT invite_id, group_id, group_name, from_user, rights FROM invites_in WHERE state = 'pending'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingInvite {
+                    invite_id: r.get(0),
+                    group_id: r.get(1),
+                    group_name: r.get(2),
+                    from: r.get(3),
+                    rights: rights_of(r.get(4))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The user accepted `invite_id`; `sealed_secret` is the invitation key.
+    pub async fn accept_invite_in(&self, invite_id: &[u8; 16], sealed_secret: &[u8]) -> Result<()> {
+        sqlx::query("UPDATE invites_in SET state = 'accepted', secret = ? WHERE invite_id = ?")
+            .bind(sealed_secret)
+            .bind(invite_id.as_slice())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The user declined `invite_id`.
+    pub async fn decline_invite_in(&self, invite_id: &[u8; 16]) -> Result<()> {
+        sqlx::query("UPDATE invites_in SET state = 'declined' WHERE invite_id = ?")
+            .bind(invite_id.as_slice())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The sealed invitation key of an accepted invitation from `from`.
+    pub async fn accepted_invite_secret(
+        &self,
+        invite_id: &[u8; 16],
+        from: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query(
+            "SELECT secret FROM invites_in WHERE invite_id = ? AND from_user = ? AND state = 'accepted'",
+        )
+        .bind(invite_id.as_slice())
+        .bind(from)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// The group name and rights of the invitation `invite_id` from `from`.
+    pub async fn invite_in_offer(&self, invite_id: &[u8; 16], from: &str) -> Result<(String, u8)> {
+        let row = sqlx::query(
+            "SELECT group_name, rights FROM invites_in WHERE invite_id = ? AND from_user = ?",
+        )
+        .bind(invite_id.as_slice())
+        .bind(from)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(Error::Corrupt("invitation"))?;
+        Ok((row.get(0), rights_of(row.get(1))?))
+    }
+
+    /// Joined through `invite_id`: its key is erased.
+    pub async fn joined_invite_in(&self, invite_id: &[u8; 16]) -> Result<()> {
+        sqlx::query("UPDATE invites_in SET state = 'joined', secret = NULL WHERE invite_id = ?")
+            .bind(invite_id.as_slice())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
