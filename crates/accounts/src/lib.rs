@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-/// How long a token stays valid: 24 h (issue 3).
+/// How long a token stays valid: 24 h.
 pub const TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
 /// Validity of terminal certificates.
 pub const TERMINAL_CERT_DAYS: u32 = 365;
@@ -35,7 +35,7 @@ pub enum Error {
     #[error("operating system random generator failed")]
     Random,
     /// The user holds a valid certificate and the token would silently
-    /// replace it (issue 14).
+    /// replace it.
     #[error(
         "{user} already holds a valid certificate (serial {serial}). If their device was lost or replaced, \
          run `duokey-server enroll {user} --replace`: the old certificate is revoked, and {user}'s contacts \
@@ -89,7 +89,7 @@ async fn valid_certs(db: &Db, user: &str, revoked: &RevocationList) -> Result<Ve
 }
 
 /// Creates a one-time enrolment token for `user`, valid [`TOKEN_TTL_MS`];
-/// only its hash is stored. Re-enrolment is explicit (issue 14): if the user
+/// only its hash is stored. Re-enrolment is explicit: if the user
 /// holds a valid certificate, the token is refused unless `replace`, and
 /// then the certificates it replaces are returned for the caller to revoke.
 pub async fn issue_token_with(
@@ -172,7 +172,7 @@ fn denied() -> Status {
 }
 
 impl AccountServer {
-    /// Revokes the certificates a replacement enrolment replaced (issue 14),
+    /// Revokes the certificates a replacement enrolment replaced,
     /// in the list file when there is one; logged.
     fn revoke_replaced(&self, user: &UserId, serials: &[Vec<u8>]) {
         for serial in serials {

@@ -1,4 +1,4 @@
-//! Scenarios `rotation` and `memory` (issue 7 point 4): how many forced
+//! Scenarios `rotation` and `memory`: how many forced
 //! rotations per second the GMS issues and pushes to online members, and
 //! how much server memory an idle connection costs.
 

@@ -1,4 +1,4 @@
-//! Scenario `catchup` (issue 7 point 5): a real terminal (the `duokey`
+//! Scenario `catchup`: a real terminal (the `duokey`
 //! library with its profile) stays offline while the group goes through 10
 //! epochs and 10,000 messages; measured: its sync until every message is
 //! verified, decrypted and stored in its profile.

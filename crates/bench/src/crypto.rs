@@ -1,4 +1,4 @@
-//! Scenario `crypto` (issue 7 point 1): seal+sign and verify+open of 100 B
+//! Scenario `crypto`: seal+sign and verify+open of 100 B
 //! and 64 KiB bodies, beside the bare Ed25519 sign/verify and AES-256-GCM of
 //! the same sizes measured in the same run (the physical limits).
 

@@ -1,4 +1,4 @@
-//! `duokey-bench` (issue 7): starts real Duokey servers on 127.0.0.1 and
+//! `duokey-bench`: starts real Duokey servers on 127.0.0.1 and
 //! measures what docs/PERFORMANCE.md reports, beside the anchors measured in
 //! the same run: the bare primitives, OpenMLS and NATS.
 //!

@@ -1,4 +1,4 @@
-//! A benchmark member's terminal profile (issue 13 point 11): the
+//! A benchmark member's terminal profile: the
 //! terminal's own SQLite store (`duokey_terminal::store`, WAL,
 //! `synchronous=FULL`, `secure_delete`), its secrets sealed with a profile
 //! key, written at a re-key as `Terminal` writes it — so the members' cost

@@ -1,4 +1,4 @@
-//! Scenario `rekey` (issue 7 point 2, issue 13 point 11): a member is
+//! Scenario `rekey`: a member is
 //! removed from a group of N members who are all online over real TLS;
 //! measured from the remover's `ReportMember` until every remaining member
 //! holds the new group key — it verified the signed change and the grant

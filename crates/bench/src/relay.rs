@@ -1,4 +1,4 @@
-//! Scenario `relay` (issue 7 point 3): G groups × M members, every member on
+//! Scenario `relay`: G groups × M members, every member on
 //! its own TLS connection with a `Subscribe` stream, 1 KiB envelopes posted
 //! to the CS (durable in SQLite before the answer). Measured: deliveries per
 //! second in a closed loop (at most [`WINDOW`] posts in flight, a post being

@@ -1,4 +1,4 @@
-//! `duokey demo` (issue 4): AS+GMS+CS in-process on loopback, five users, and
+//! `duokey demo`: AS+GMS+CS in-process on loopback, five users, and
 //! every security claim proved by a real attempt with what each party holds.
 //! Exits 0 only if every property held.
 

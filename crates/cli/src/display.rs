@@ -1,4 +1,4 @@
-//! Showing text that came from the network (issue 11): message texts, group
+//! Showing text that came from the network: message texts, group
 //! names chosen by any inviter, notices. Anyone who can send to a group could
 //! otherwise rewrite the reader's terminal with escape sequences, hide text
 //! with direction marks, or forge a line that looks like another sender's.

@@ -345,7 +345,7 @@ fn time(ms: u64) -> String {
 }
 
 /// Whether a command can answer from the profile alone when the servers
-/// cannot be reached (issue 14): reading what this terminal holds, and
+/// cannot be reached: reading what this terminal holds, and
 /// `send`, which queues.
 fn works_offline(c: &Command) -> bool {
     matches!(

@@ -25,7 +25,7 @@ impl UserId {
 
     /// Validates a name a person chooses for a new group: besides the length
     /// rule, no character that [`is_unsafe_to_show`] flags, so that no name
-    /// can rewrite a terminal or reorder the text around it (issue 11). Names
+    /// can rewrite a terminal or reorder the text around it. Names
     /// received from others are not refused for this; they are neutralised
     /// where they are shown.
     pub fn new_chosen(s: impl Into<String>) -> Result<Self> {
@@ -124,7 +124,7 @@ impl GroupName {
 
     /// Validates a name a person chooses for a new group: besides the length
     /// rule, no character that [`is_unsafe_to_show`] flags, so that no name
-    /// can rewrite a terminal or reorder the text around it (issue 11). Names
+    /// can rewrite a terminal or reorder the text around it. Names
     /// received from others are not refused for this; they are neutralised
     /// where they are shown.
     pub fn new_chosen(s: impl Into<String>) -> Result<Self> {

@@ -32,9 +32,9 @@ struct Sub {
 pub(crate) struct Bounds {
     /// Deliveries queued at most.
     pub(crate) deliveries: usize,
-    /// Encoded bytes queued at most (issue 14).
+    /// Encoded bytes queued at most.
     pub(crate) bytes: usize,
-    /// Open subscriptions one user may hold (issue 14).
+    /// Open subscriptions one user may hold.
     pub(crate) per_user: usize,
 }
 

@@ -72,13 +72,13 @@ pub struct CsConfig {
     pub subscriber_queue_bytes: usize,
     /// The servers' revocation list, served to terminals (`GetRevocations`).
     pub revocations: Arc<duokey_pki::RevocationList>,
-    /// Most items one inbox holds (issue 14).
+    /// Most items one inbox holds.
     pub inbox_max_items: u64,
-    /// Most bytes one inbox holds (issue 14).
+    /// Most bytes one inbox holds.
     pub inbox_max_bytes: u64,
-    /// Inbox items older than this are erased (issue 14).
+    /// Inbox items older than this are erased.
     pub inbox_retention_secs: u64,
-    /// Open `Subscribe` streams one user may hold (issue 14).
+    /// Open `Subscribe` streams one user may hold.
     pub streams_per_user: usize,
 }
 

@@ -37,11 +37,11 @@ pub struct GmsConfig {
     pub rate_per_sec: u32,
     /// Request burst per client certificate.
     pub rate_burst: u32,
-    /// Longest retention a group may choose (issue 14).
+    /// Longest retention a group may choose.
     pub max_retention_secs: u64,
-    /// Most groups one user may be a member of (issue 14).
+    /// Most groups one user may be a member of.
     pub max_groups_per_user: u64,
-    /// Open `Watch` streams one user may hold (issue 14).
+    /// Open `Watch` streams one user may hold.
     pub streams_per_user: usize,
 }
 
@@ -92,7 +92,7 @@ pub(crate) struct Inner {
     pub(crate) cs_changed: Notify,
     /// Woken when a group is created (the scheduler recomputes its next wake-up).
     pub(crate) schedule_changed: Notify,
-    /// Per-certificate request limits (issue 3: abuse).
+    /// Per-certificate request limits (abuse).
     pub(crate) limiter: governor::DefaultKeyedRateLimiter<String>,
     /// (rounds finished, groups still pending after the last round) of the CS sync.
     pub(crate) cs_pending: tokio::sync::watch::Sender<(u64, usize)>,

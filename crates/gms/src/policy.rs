@@ -19,7 +19,7 @@ pub const DEFAULT_RN1_WAIT_SECS: u64 = 120;
 pub struct PolicyLimits {
     /// Shortest `rotate_every` (SPEC §4.4: 60 s; tests may lower it).
     pub min_rotate_secs: u64,
-    /// Longest retention (issue 14: a quota the operator sets).
+    /// Longest retention (a quota the operator sets).
     pub max_retention_secs: u64,
 }
 

@@ -110,7 +110,7 @@ impl Gms {
     }
 
     /// `FAILED_PRECONDITION` when `user` is a member of as many groups as
-    /// this server allows (issue 14: nobody can be added to a million
+    /// this server allows (nobody can be added to a million
     /// groups); a definitive answer, not a transient one.
     async fn check_group_quota(&self, user: &str) -> Result<(), Status> {
         let max = self.inner.config.max_groups_per_user;

@@ -23,7 +23,7 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + S
 /// O(N²) allocations per re-key of an N-member group.
 pub(crate) struct Watchers {
     users: Mutex<HashMap<String, broadcast::Sender<Arc<WatchEvent>>>>,
-    /// Open streams one user may hold (issue 14).
+    /// Open streams one user may hold.
     per_user: usize,
 }
 

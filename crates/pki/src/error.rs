@@ -108,7 +108,7 @@ pub enum Error {
     },
 
     /// The revocation list file is missing: a server never takes that for
-    /// "nothing is revoked" (issue 14: it would fail open).
+    /// "nothing is revoked" (it would fail open).
     #[error(
         "revocation list {0} does not exist; create it (an empty file means nothing is revoked) or fix tls.revocation_list"
     )]

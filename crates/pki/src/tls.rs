@@ -75,7 +75,7 @@ pub fn client_verifier(
 }
 
 /// A certificate chain and its key that can be replaced while the process
-/// runs (issue 14): a server's certificate renewed with `duokey-server ca
+/// runs: a server's certificate renewed with `duokey-server ca
 /// issue-server` takes effect at the next handshake, without a restart.
 /// It is both the certificate a server presents and the client certificate
 /// of its calls to other servers. Open connections keep the certificate
@@ -168,7 +168,7 @@ pub fn server_config(
 }
 
 /// [`server_config`] presenting `identity`, which can be replaced while the
-/// server runs (issue 14).
+/// server runs.
 pub fn server_config_live(
     ca: &CertificateDer<'_>,
     identity: Arc<LiveIdentity>,
@@ -218,7 +218,7 @@ pub fn client_config_for(
 }
 
 /// [`client_config_for`] with `identity` as the client certificate, which
-/// can be replaced while the process runs (a server calling another, issue 14).
+/// can be replaced while the process runs (a server calling another).
 pub fn client_config_live(
     ca: &CertificateDer<'_>,
     identity: Arc<LiveIdentity>,

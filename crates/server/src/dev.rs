@@ -95,7 +95,7 @@ pub fn prepare(dir: &Path, gms_addr: &str, cs_addr: &str) -> Result<ServerConfig
     ServerConfig::load(&path)
 }
 
-/// Takes the data directory `dir` for this process alone (issue 14): a
+/// Takes the data directory `dir` for this process alone: a
 /// second `duokey-server` on the same directory would open the same
 /// databases and overwrite `client.toml` with its own ports. The lock is
 /// held as long as the returned file is open (the whole run); the file

@@ -19,7 +19,7 @@ use tonic::transport::Server;
 
 /// How often the revocation list and the server's certificate files are re-read.
 const TLS_RELOAD: Duration = Duration::from_secs(10);
-/// HTTP/2 streams one connection may hold open at once (issue 14).
+/// HTTP/2 streams one connection may hold open at once.
 const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 /// How long a shutdown waits for running calls.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -65,7 +65,7 @@ impl RunningNode {
 }
 
 /// The node's TLS material: the CA, its own certificate (replaceable while
-/// it runs, issue 14) and the revocation list.
+/// it runs) and the revocation list.
 struct Tls {
     ca: duokey_pki::rustls_pki_types::CertificateDer<'static>,
     certificate: Arc<ServerCertificate>,
@@ -112,8 +112,8 @@ type CertFiles = (
     duokey_pki::rustls_pki_types::PrivateKeyDer<'static>,
 );
 
-/// The node's own certificate and key files, re-read while it runs (issue
-/// 14): a certificate renewed with `duokey-server ca issue-server` into the
+/// The node's own certificate and key files, re-read while it runs (D34):
+/// a certificate renewed with `duokey-server ca issue-server` into the
 /// same files is presented from the next handshake on, without a restart.
 #[derive(Debug)]
 pub struct ServerCertificate {

@@ -1,5 +1,5 @@
 //! AS tables: one-time enrolment tokens, stored hashed (SPEC §2), and the
-//! certificates issued with them (re-enrolment is explicit, issue 14).
+//! certificates issued with them (re-enrolment is explicit).
 
 use crate::{Db, Result};
 use sqlx::Row;

@@ -179,7 +179,7 @@ impl Db {
             .collect()
     }
 
-    /// Erases inbox items received before `before_ms` (issue 14: an inbox
+    /// Erases inbox items received before `before_ms` (an inbox
     /// nobody reads does not grow for ever). Returns how many.
     pub async fn purge_inbox(&self, before_ms: i64) -> Result<u64> {
         Ok(

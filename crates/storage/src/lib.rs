@@ -1,7 +1,7 @@
 //! # duokey-storage — server storage (SPEC §6)
 //!
-//! One schema for the three server roles (AS, GMS, CS), on SQLite files now
-//! and PostgreSQL by the same code later: every query goes through sqlx's
+//! One schema for the three server roles (AS, GMS, CS), on SQLite files or
+//! PostgreSQL by the same code: every query goes through sqlx's
 //! `Any` driver with `$n` placeholders, which both databases accept. The
 //! database is chosen by its URL (`sqlite://…` or `postgres://…`).
 //!

@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 /// the old secret at least this long.
 pub const DELIVERY_KEY_TTL_MS: u64 = 24 * 3_600 * 1_000;
 /// The oldest delivery key record anything is sealed to (30 days; a
-/// terminal that syncs replaces its key every 7, issue 14 point 8).
+/// terminal that syncs replaces its key every 7).
 pub const DELIVERY_KEY_MAX_AGE_MS: u64 = 30 * 86_400_000;
 
 /// Directory look-ups in flight at once when prefetching delivery keys.
@@ -99,7 +99,7 @@ impl Terminal {
     }
 
     /// Fetches the organisation's revocation list from the CS and keeps it
-    /// in the profile (issue 14). A CS from before `GetRevocations` has none
+    /// in the profile. A CS from before `GetRevocations` has none
     /// to give: the last list stays.
     pub(crate) async fn sync_revocations(&mut self) -> Result<()> {
         let resp = match self.cs.get_revocations(GetRevocationsRequest {}).await {
@@ -134,7 +134,7 @@ impl Terminal {
     }
 
     /// Refuses `user` if the organisation revoked the certificate of the key
-    /// this terminal trusts for it (SPEC §2, §4.7; issue 14): nothing is
+    /// this terminal trusts for it (SPEC §2, §4.7): nothing is
     /// sealed to it, no item signed with it accepted.
     pub(crate) async fn check_not_revoked(&mut self, user: &UserId) -> Result<()> {
         if user == &self.me {

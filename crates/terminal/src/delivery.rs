@@ -1,5 +1,4 @@
-//! This terminal's own delivery key (SPEC §2, §4.3 step 4; issue 14 point
-//! 8): the X25519 key rotation `rn1` items are sealed to. It is replaced
+//! This terminal's own delivery key (SPEC §2, §4.3 step 4; D38): the X25519 key rotation `rn1` items are sealed to. It is replaced
 //! every [`DELIVERY_KEY_ROTATE_MS`]; the previous secret is kept
 //! [`DELIVERY_KEY_KEEP_MS`] for items contacts sealed to it before they saw
 //! the new one (they reuse a checked key for a day, D29), then erased. So a

@@ -465,7 +465,7 @@ impl Terminal {
     /// `duokey group leave GROUP`.
     pub async fn leave(&mut self, gid: &[u8; 16]) -> Result<()> {
         self.active(gid).await?;
-        // Keep what was said up to now (issue 14): fetched while a member.
+        // Keep what was said up to now: fetched while a member.
         self.last_fetch(gid).await?;
         self.submit(gid, Intent::Leave, &ItemId::random()?).await?;
         self.store

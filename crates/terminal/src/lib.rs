@@ -54,7 +54,7 @@ pub use membership::MembershipCode;
 pub use messages::{Line, Message, Notice, OpenCache, UNREADABLE};
 pub use terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal, Waiting};
 
-/// Crash injection for tests (issue 14 point 9): in debug builds, when the
+/// Crash injection for tests: in debug builds, when the
 /// environment variable `DUOKEY_FAILPOINT` names this point, the process
 /// aborts here, as a power cut or `kill -9` would. Release builds hold no
 /// failpoint.

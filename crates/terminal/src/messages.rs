@@ -272,7 +272,9 @@ impl Terminal {
     }
 
     /// Fetches and opens every new envelope of a group. Returns the messages
-    /// accepted now; failures are dropped and reported on stderr (SPEC §3.3).
+    /// accepted now; an envelope that fails a check is dropped, kept as an
+    /// `⚠ unreadable` notice in the history and reported as a warning
+    /// (SPEC §3.3).
     pub async fn sync_messages(&mut self, gid: &[u8; 16]) -> Result<Vec<Message>> {
         self.fetch_messages(gid, false).await
     }
@@ -309,7 +311,7 @@ impl Terminal {
     /// Before this terminal's membership ends (removed, left, deleted):
     /// fetches what was posted while it was a member — the CS serves a
     /// departed member up to its departure — and opens it with the keys
-    /// still held, so that history stays (issue 14). A transient failure is
+    /// still held, so that history stays. A transient failure is
     /// returned: the caller erases nothing and retries.
     pub(crate) async fn last_fetch(&mut self, gid: &[u8; 16]) -> Result<()> {
         match self.fetch_messages(gid, true).await {
@@ -414,7 +416,7 @@ impl Terminal {
 
     /// Checks and stores one envelope: SPEC §3.3 in order, with the epoch and
     /// membership rules of §4.5 deciding V4 and V5. A `msg_id` already stored
-    /// is refused as a replay (V8).
+    /// is refused as a replay (V7).
     pub async fn receive(
         &mut self,
         gid: &[u8; 16],

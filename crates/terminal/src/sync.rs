@@ -323,7 +323,7 @@ impl Terminal {
                 Ok(resp) => Box::pin(self.apply_grant(resp.into_inner())).await?,
                 // A definitive answer: this terminal has no right to it.
                 Err(s) if definitive(&s) => {}
-                // Anything else is retried at the next sync (issue 14).
+                // Anything else is retried at the next sync.
                 Err(s) => return Err(Error::from_status("fetching a missed group key", &s)),
             }
         }
@@ -665,7 +665,7 @@ impl Terminal {
     /// directory now holds another key for the sender and the item verifies
     /// with it, the sender was enrolled again (or someone poses as them):
     /// the user is told once to compare safety numbers, and the item is kept
-    /// until they confirm the new key (issue 14), then taken. Otherwise it
+    /// until they confirm the new key, then taken. Otherwise it
     /// is refused.
     async fn item_under_new_key(&mut self, bytes: &[u8], err: duokey_crypto::Error) -> Result<()> {
         let signed = SignedItem::parse(bytes)?;
@@ -981,7 +981,7 @@ impl Terminal {
         let gid = p.group_id.0;
         let r1 = match &secret {
             Some(key) => open_rn1(key, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct)?,
-            // The current delivery key, or one replaced recently (issue 14);
+            // The current delivery key, or one replaced recently;
             // read again if none opens it (another process on this profile
             // may have replaced the key).
             None => {
@@ -1244,7 +1244,7 @@ impl Terminal {
     }
 
     /// `duokey init --keep-history`: this terminal keeps decrypted messages
-    /// past their group's retention (issue 14; the default erases them).
+    /// past their group's retention (D36; the default erases them).
     pub async fn set_keep_history(&self, keep: bool) -> Result<()> {
         match keep {
             true => self.store.set_meta("keep_history", b"1").await,

@@ -73,7 +73,7 @@ pub enum Waiting {
     /// The group's new RN1 (SPEC §4.3 step 4), or a valid grant after a
     /// refused one.
     Key,
-    /// The CS: it could not be reached (a transient fault, issue 14).
+    /// The CS: it could not be reached (a transient fault).
     Server,
 }
 
@@ -86,7 +86,7 @@ pub struct Terminal {
     pub(crate) identity: IdentityKey,
     pub(crate) delivery: DeliverySecret,
     /// Previous delivery secrets, newest first, kept for items sealed to
-    /// them before contacts saw the new one (issue 14 point 8).
+    /// them before contacts saw the new one.
     pub(crate) retired: Vec<DeliverySecret>,
     pub(crate) ca: CertificateDer<'static>,
     pub(crate) keylog: KeyLog,
@@ -98,7 +98,7 @@ pub struct Terminal {
     /// Where warnings go: stderr (`None`) or kept for an interactive UI.
     pub(crate) warnings: std::sync::Mutex<Option<Vec<String>>>,
     /// The organisation's revoked serials, loaded from the profile on first
-    /// use and refreshed at every sync (issue 14).
+    /// use and refreshed at every sync.
     pub(crate) revoked: Option<Arc<duokey_pki::RevocationList>>,
     /// How often live streams yield [`crate::LiveEvent::Timer`].
     pub(crate) timed_duties: std::time::Duration,
@@ -170,7 +170,7 @@ fn clients(
 
 /// Whether a certificate valid from `not_before` to `not_after` (Unix
 /// seconds) is due for renewal at `now`: once two thirds of its lifetime
-/// have passed (issue 14).
+/// have passed.
 pub fn renewal_due(not_before: i64, not_after: i64, now: i64) -> bool {
     let lifetime = not_after.saturating_sub(not_before).max(0);
     now >= not_before.saturating_add(lifetime / 3 * 2)
@@ -186,7 +186,7 @@ impl Terminal {
         Ok((p.serial_hex(), p.not_before_unix, p.not_after_unix))
     }
 
-    /// `duokey renew` (issue 14): a new certificate for the same identity
+    /// `duokey renew`: a new certificate for the same identity
     /// key from the AS, asked with the current one (so contacts' pins and
     /// safety numbers stay), then used for every connection. Returns it as
     /// [`Terminal::certificate`] does.
@@ -423,7 +423,7 @@ impl Terminal {
         &self.home
     }
 
-    /// The profile store (read-only use by tools and tests).
+    /// The profile store, for tools and tests.
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -1,4 +1,4 @@
-//! The state of `duokey chat` and what keys do to it (issue 6). No I/O
+//! The state of `duokey chat` and what keys do to it. No I/O
 //! here: the loop in `mod.rs` carries out the [`Action`]s and feeds the
 //! results back, and `ui.rs` draws the state.
 

@@ -1,4 +1,4 @@
-//! Slash commands of `duokey chat` (issue 6), parsed without side effects.
+//! Slash commands of `duokey chat`, parsed without side effects.
 
 /// A command typed in the input line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! `duokey chat [GROUP]`: the interactive terminal UI (issue 6).
+//! `duokey chat [GROUP]`: the interactive terminal UI.
 //!
 //! One task owns the [`Terminal`]; it draws, then waits for whichever comes
 //! first: a key (read on a thread of its own), an event of the live

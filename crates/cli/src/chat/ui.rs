@@ -1,4 +1,4 @@
-//! Drawing `duokey chat` (issue 6): group list with unread counts,
+//! Drawing `duokey chat`: group list with unread counts,
 //! invitations, the message pane with notices and unreadable-message
 //! markers, members with their verification state, the input line and a
 //! status line with the connection state. Works in 80×24; no colour when

@@ -47,7 +47,7 @@ pub struct StoredMessage {
     pub msg_id: Vec<u8>,
 }
 
-/// What storing a message found (V8 without false alarms when two
+/// What storing a message found (V7 without false alarms when two
 /// processes share a profile).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -98,7 +98,7 @@ impl Store {
             .rows_affected();
             // Not stored: the same envelope (same log position, same id),
             // stored by another process on this profile or an earlier run,
-            // or a replay of its id at another position (V8).
+            // or a replay of its id at another position (V7).
             let outcome = if stored == 1 {
                 Stored::New
             } else {

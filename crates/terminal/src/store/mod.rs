@@ -430,7 +430,7 @@ impl Store {
         self.checkpoint().await
     }
 
-    /// Replaces this terminal's delivery secret (issue 14 point 8), in one
+    /// Replaces this terminal's delivery secret, in one
     /// transaction: the current one (`old_public`, `old_sealed`) is kept as
     /// retired from `now_ms`, `new_sealed` becomes the current one, made at
     /// `now_ms` and not yet published.
@@ -851,10 +851,10 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Erases the text of a group's messages sent before `before_ms` (issue
-    /// 14: decrypted history lasts as long as the group's retention). Each
-    /// row stays as a tombstone (content type 0, empty body) so that a
-    /// replay of its envelope is still recognised (V8). Returns how many.
+    /// Erases the text of a group's messages sent before `before_ms` (D36:
+    /// decrypted history lasts as long as the group's retention). Each row
+    /// stays as a tombstone (content type 0, empty body) so that a replay
+    /// of its envelope is still recognised (V7). Returns how many.
     pub async fn erase_messages_before(&self, gid: &[u8; 16], before_ms: u64) -> Result<u64> {
         Ok(sqlx::query(
             "UPDATE messages SET body = x'', content_type = 0 \
