@@ -59,13 +59,7 @@ pub struct IssuedToken {
     pub replaced: Vec<Vec<u8>>,
 }
 
-/// Unix time in milliseconds.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+use duokey_pki::clock::now_ms_i64 as now_ms;
 
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.trim().as_bytes()).to_vec()
@@ -82,7 +76,11 @@ pub async fn issue_token(db: &Db, user: &UserId) -> Result<Zeroizing<String>, Er
 
 /// The serials of `user`'s valid certificates: issued by this AS, not
 /// expired, not on `revoked`.
-async fn valid_certs(db: &Db, user: &str, revoked: &RevocationList) -> Result<Vec<Vec<u8>>, Error> {
+async fn valid_certs(
+    db: &Db,
+    user: &str,
+    revoked: &RevocationList,
+) -> duokey_storage::Result<Vec<Vec<u8>>> {
     let mut serials = db.unexpired_certs(user, now_ms()).await?;
     serials.retain(|s| !revoked.is_revoked(s));
     Ok(serials)
@@ -220,7 +218,7 @@ impl AccountServer {
                 issued.not_after_unix.saturating_mul(1000),
             )
             .await
-            .map_err(|e| Status::unavailable(format!("storage unavailable, retry: {e}")))
+            .map_err(Status::from)
     }
 
     fn answer(&self, cert: Vec<u8>, user: &UserId) -> Response<EnrollResponse> {
@@ -262,23 +260,19 @@ impl Accounts for AccountServer {
         let r = req.into_inner();
         let hash = token_hash(&r.token);
         let now = now_ms();
-        let storage = |e: duokey_storage::Error| {
-            tracing::error!(error = %e, "storage failure");
-            Status::unavailable("storage unavailable, retry")
-        };
         let (user, replace) = self
             .db
             .token_user(&hash, now)
             .await
-            .map_err(storage)?
+            .map_err(Status::from)?
             .ok_or_else(denied)?;
         let user = UserId::new(user)
             .map_err(|_| Status::internal("stored token names an invalid user id"))?;
-        // Issue 14: a certificate issued since the token was is not replaced
+        // D33: a certificate issued since the token was is not replaced
         // silently either.
         let valid = valid_certs(&self.db, user.as_str(), &self.revoked)
             .await
-            .map_err(|e| Status::unavailable(format!("storage unavailable, retry: {e}")))?;
+            .map_err(Status::from)?;
         if !valid.is_empty() && !replace {
             return Err(Status::failed_precondition(format!(
                 "{user} already holds a valid certificate; ask your administrator for a replacement \
@@ -292,7 +286,7 @@ impl Accounts for AccountServer {
             .db
             .use_token(&hash, now)
             .await
-            .map_err(storage)?
+            .map_err(Status::from)?
             .as_deref()
             != Some(user.as_str())
         {

@@ -1,4 +1,4 @@
-//! Issue 2 micro-benchmark: seal+sign and verify+open of 100 B and 64 KiB
+//! Micro-benchmark: seal+sign and verify+open of 100 B and 64 KiB
 //! bodies beside the bare Ed25519 sign/verify and AES-256-GCM of the same
 //! sizes (the physical limits), and the RN1 ratchet step.
 //!

@@ -118,21 +118,7 @@ impl std::fmt::Debug for Cs {
     }
 }
 
-/// Unix time in milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn internal(e: duokey_storage::Error) -> Status {
-    if let duokey_storage::Error::OutOfRange = e {
-        return Status::out_of_range(e.to_string());
-    }
-    tracing::error!(error = %e, "storage failure");
-    Status::unavailable("storage unavailable, retry")
-}
+pub(crate) use duokey_pki::clock::now_ms_i64 as now_ms;
 
 fn limit(requested: u32) -> Result<u32, Status> {
     match requested {
@@ -237,7 +223,7 @@ impl Cs {
                 .db
                 .upsert_user(user, &c.chain, now_ms())
                 .await
-                .map_err(internal)?;
+                .map_err(Status::from)?;
             self.state
                 .recorded
                 .lock()
@@ -294,7 +280,7 @@ impl Cs {
         Ok(CheckedItem { signed, bytes })
     }
 
-    /// Issue 14: items go only to users in the directory, and no inbox
+    /// D35: items go only to users in the directory, and no inbox
     /// holds more than [`CsConfig::inbox_max_items`] items or
     /// [`CsConfig::inbox_max_bytes`] bytes (`RESOURCE_EXHAUSTED`: the sender
     /// retries once the recipient's terminal has synced).
@@ -305,13 +291,23 @@ impl Cs {
             *e = (e.0 + 1, e.1 + r.item.len() as u64);
         }
         let users: Vec<&str> = adding.keys().copied().collect();
-        let known = self.state.db.known_users(&users).await.map_err(internal)?;
+        let known = self
+            .state
+            .db
+            .known_users(&users)
+            .await
+            .map_err(Status::from)?;
         if let Some(u) = users.iter().find(|u| !known.iter().any(|k| k == *u)) {
             return Err(Status::not_found(format!(
                 "{u} is not an enrolled user (no terminal of theirs has connected yet)"
             )));
         }
-        let usage = self.state.db.inbox_usage(&users).await.map_err(internal)?;
+        let usage = self
+            .state
+            .db
+            .inbox_usage(&users)
+            .await
+            .map_err(Status::from)?;
         let cfg = &self.state.config;
         for (user, (n, bytes)) in adding {
             let (held, held_bytes) = usage
@@ -351,7 +347,7 @@ impl Cs {
             .db
             .inbox_insert_many(&rows, now_ms())
             .await
-            .map_err(internal)?;
+            .map_err(Status::from)?;
         for (c, (cursor, new)) in items.iter().zip(&stored) {
             if *new {
                 let item = InboxItem {
@@ -390,7 +386,7 @@ impl Communication for Cs {
             .db
             .set_delivery_key(user.as_str(), record)
             .await
-            .map_err(internal)?;
+            .map_err(Status::from)?;
         Ok(Response::new(PublishDeliveryKeyResponse {}))
     }
 
@@ -416,7 +412,7 @@ impl Communication for Cs {
             .db
             .user(wanted.as_str())
             .await
-            .map_err(internal)?
+            .map_err(Status::from)?
             .ok_or_else(|| {
                 Status::not_found(format!("{wanted} has never connected to this server"))
             })?;
@@ -465,7 +461,7 @@ impl Communication for Cs {
             .db
             .inbox_after(user.as_str(), position(req.get_ref().after_cursor)?, n + 1)
             .await
-            .map_err(internal)?;
+            .map_err(Status::from)?;
         let (rows, more) = page(rows, n as usize, |r| r.item.len());
         let items = rows
             .into_iter()
@@ -488,7 +484,7 @@ impl Communication for Cs {
             .db
             .inbox_ack(user.as_str(), position(req.get_ref().up_to_cursor)?)
             .await
-            .map_err(internal)?;
+            .map_err(Status::from)?;
         Ok(Response::new(AckItemsResponse { deleted }))
     }
 
@@ -547,7 +543,7 @@ impl Communication for Cs {
                 n + 1,
             )
             .await
-            .map_err(internal)?;
+            .map_err(Status::from)?;
         let (rows, more) = page(rows, n as usize, |e| e.envelope.len());
         let envelopes = rows
             .into_iter()
@@ -590,9 +586,14 @@ impl MembershipSync for Cs {
             .db
             .set_members(&gid, r.rn2_version, &r.members, r.deleted, r.retention_secs)
             .await
-            .map_err(internal)?;
+            .map_err(Status::from)?;
         if stored == r.rn2_version {
-            let departed = self.state.db.cs_departed(&gid).await.map_err(internal)?;
+            let departed = self
+                .state
+                .db
+                .cs_departed(&gid)
+                .await
+                .map_err(Status::from)?;
             let view = state::GroupView {
                 departed: departed.into_iter().collect(),
                 rn2_version: stored,

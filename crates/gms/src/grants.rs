@@ -12,14 +12,6 @@ use duokey_storage::gms::{Change, Departure, GroupRow, MemberRow, MembershipRow}
 use prost::Message;
 use tonic::Status;
 
-pub(crate) fn storage(e: duokey_storage::Error) -> Status {
-    if let duokey_storage::Error::OutOfRange = e {
-        return Status::out_of_range(e.to_string());
-    }
-    tracing::error!(error = %e, "storage failure");
-    Status::unavailable("storage unavailable, retry")
-}
-
 pub(crate) fn decode_policy(bytes: &[u8]) -> Policy {
     Policy::decode(bytes).unwrap_or_default()
 }
@@ -214,12 +206,12 @@ impl Gms {
         let group = db
             .group(gid)
             .await
-            .map_err(storage)?
+            .map_err(Status::from)?
             .ok_or_else(|| Status::not_found("no such group"))?;
         if group.deleted {
             return Err(Status::failed_precondition("the group was deleted"));
         }
-        let members = db.members(gid).await.map_err(storage)?;
+        let members = db.members(gid).await.map_err(Status::from)?;
         Ok(Current {
             policy: decode_policy(&group.policy),
             membership: self.membership(gid).await?,
@@ -289,7 +281,13 @@ impl Gms {
             }),
             policy: policy_pb.as_deref(),
         };
-        if !self.inner.db.apply_change(&change).await.map_err(storage)? {
+        if !self
+            .inner
+            .db
+            .apply_change(&change)
+            .await
+            .map_err(Status::from)?
+        {
             return Err(Status::aborted("the group changed concurrently; retry"));
         }
         self.remember(gid, membership);

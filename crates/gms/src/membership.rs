@@ -5,7 +5,6 @@
 //! (`GetChanges`). The GMS orders changes; it cannot make one.
 
 use crate::Gms;
-use crate::grants::storage;
 use duokey_crypto::membership::{Rule, SignedChange, State};
 use std::sync::PoisonError;
 use tonic::Status;
@@ -57,7 +56,12 @@ impl Gms {
     /// ends where the cache does, else extended or rebuilt from the stored
     /// changes. Call under the group's lock.
     pub(crate) async fn membership(&self, gid: &[u8]) -> Result<State, Status> {
-        let stored = self.inner.db.membership_seq(gid).await.map_err(storage)?;
+        let stored = self
+            .inner
+            .db
+            .membership_seq(gid)
+            .await
+            .map_err(Status::from)?;
         let cached = self.cache().get(gid).cloned();
         let mut state = match cached {
             Some(s) if s.seq == stored => return Ok(s),
@@ -73,7 +77,7 @@ impl Gms {
                 .db
                 .changes(gid, after, 500)
                 .await
-                .map_err(storage)?;
+                .map_err(Status::from)?;
             if page.is_empty() {
                 break;
             }

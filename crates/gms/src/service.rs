@@ -1,6 +1,6 @@
 //! The `GroupManagement` gRPC service (SPEC §5.2).
 
-use crate::grants::{self, Next, build_grant, decode_grant, next_rotation, storage};
+use crate::grants::{self, Next, build_grant, decode_grant, next_rotation};
 use crate::membership::{parse_change, refusal};
 use crate::policy;
 use crate::watch::WatchStream;
@@ -62,7 +62,7 @@ impl Gms {
         user: &str,
     ) -> Result<Option<Grant>, Status> {
         let Some(rid) = report else { return Ok(None) };
-        let Some((stored_gid, v)) = self.inner.db.report(rid).await.map_err(storage)? else {
+        let Some((stored_gid, v)) = self.inner.db.report(rid).await.map_err(Status::from)? else {
             return Ok(None);
         };
         if stored_gid != gid {
@@ -81,7 +81,7 @@ impl Gms {
             .db
             .grant(gid, v)
             .await
-            .map_err(storage)?
+            .map_err(Status::from)?
             .ok_or_else(|| {
                 Status::not_found(format!(
                     "no grant of version {v} is kept (outside retention or unknown)"
@@ -104,7 +104,7 @@ impl Gms {
             .db
             .group(gid)
             .await
-            .map_err(storage)?
+            .map_err(Status::from)?
             .ok_or_else(|| Status::not_found("no such group"))?;
         self.grant_for(gid, g.rn2_version, user).await
     }
@@ -114,7 +114,13 @@ impl Gms {
     /// groups); a definitive answer, not a transient one.
     async fn check_group_quota(&self, user: &str) -> Result<(), Status> {
         let max = self.inner.config.max_groups_per_user;
-        let n = self.inner.db.groups_of(user).await.map_err(storage)?.len();
+        let n = self
+            .inner
+            .db
+            .groups_of(user)
+            .await
+            .map_err(Status::from)?
+            .len();
         if u64::try_from(n).unwrap_or(u64::MAX) >= max {
             return Err(Status::failed_precondition(format!(
                 "{user} is a member of {n} groups, the most this server allows; leave or delete some first"
@@ -184,7 +190,7 @@ impl GroupManagement for Gms {
             .db
             .create_group(&group, &owner, &grant.encode_to_vec(), now, &row)
             .await
-            .map_err(storage)?
+            .map_err(Status::from)?
         {
             return Err(Status::already_exists("a group with this id exists"));
         }
@@ -314,7 +320,7 @@ impl GroupManagement for Gms {
             .db
             .groups_of(&me)
             .await
-            .map_err(storage)?
+            .map_err(Status::from)?
             .contains(&gid)
         {
             return Err(Status::permission_denied(
@@ -327,7 +333,7 @@ impl GroupManagement for Gms {
             .db
             .changes(&gid, r.after_seq, limit + 1)
             .await
-            .map_err(storage)?;
+            .map_err(Status::from)?;
         let more = changes.len() > limit as usize;
         changes.truncate(limit as usize);
         Ok(Response::new(GetChangesResponse {
@@ -358,7 +364,7 @@ impl GroupManagement for Gms {
                 "at most 10,000 groups per request",
             ));
         }
-        let mine = self.inner.db.groups_of(&me).await.map_err(storage)?;
+        let mine = self.inner.db.groups_of(&me).await.map_err(Status::from)?;
         let wanted = if asked.is_empty() {
             mine.clone()
         } else {
@@ -368,7 +374,13 @@ impl GroupManagement for Gms {
         for gid in wanted {
             if mine.contains(&gid) {
                 out.grants.push(self.current_grant(&gid, &me).await?);
-            } else if let Some(d) = self.inner.db.departure(&gid, &me).await.map_err(storage)? {
+            } else if let Some(d) = self
+                .inner
+                .db
+                .departure(&gid, &me)
+                .await
+                .map_err(Status::from)?
+            {
                 out.removals.push(Removal {
                     group_id: gid,
                     rn2_version: d.rn2_version,
@@ -394,7 +406,7 @@ impl GroupManagement for Gms {
     ) -> Result<Response<ListGroupsResponse>, Status> {
         let me = self.user_of(&req)?;
         let mut groups = Vec::new();
-        for gid in self.inner.db.groups_of(&me).await.map_err(storage)? {
+        for gid in self.inner.db.groups_of(&me).await.map_err(Status::from)? {
             let cur = self.current(&gid).await?;
             groups.push(GroupSummary {
                 group_id: gid,
@@ -441,8 +453,8 @@ impl Gms {
             .db
             .delete_group(gid, v, cause, by, &row)
             .await
-            .map_err(storage)?;
-        self.inner.db.checkpoint().await.map_err(storage)?;
+            .map_err(Status::from)?;
+        self.inner.db.checkpoint().await.map_err(Status::from)?;
         self.remember(gid, &state);
         for user in members {
             let d = duokey_storage::gms::Departure {

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod clock;
 mod csr;
 mod error;
 mod files;

@@ -41,6 +41,20 @@ pub enum Error {
     UnsupportedUrl(String),
 }
 
+/// How a server answers a storage failure (one rule for every role): a
+/// number out of range is the request's fault (`OUT_OF_RANGE`); anything
+/// else is logged here and answered `UNAVAILABLE` ("retry"), without the
+/// database's own words, which are for the operator's log only.
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> tonic::Status {
+        if let Error::OutOfRange = e {
+            return tonic::Status::out_of_range(e.to_string());
+        }
+        tracing::error!(error = %e, "storage failure");
+        tonic::Status::unavailable("storage unavailable, retry")
+    }
+}
+
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -238,7 +238,7 @@ impl Terminal {
                 "the delivery key record is not {user}'s"
             )));
         }
-        // Issue 14: terminals replace their key weekly, so an old record
+        // D38: terminals replace their key weekly, so an old record
         // is either a terminal long offline or a directory serving a key
         // that may have been stolen since; nothing is sealed to it.
         if let Some(days) = too_old(rec.created_at_ms, crate::now_ms()) {

@@ -67,10 +67,5 @@ pub(crate) fn failpoint(name: &str) {
     let _ = name;
 }
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+/// Unix time in milliseconds (the clock every role reads).
+pub use duokey_pki::clock::now_ms;

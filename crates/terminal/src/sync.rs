@@ -532,7 +532,7 @@ impl Terminal {
         r1: &R1,
         invite: Option<(ItemId, DeliveryPublic)>,
     ) -> Result<(ItemId, ItemBody)> {
-        // Issue 14: no RN1 to a certificate the organisation revoked.
+        // PROTOCOL §2.4: no RN1 to a certificate the organisation revoked.
         self.check_not_revoked(to).await?;
         let item_id = ItemId::random()?;
         let (ref_id, key) = match invite {
@@ -641,7 +641,7 @@ impl Terminal {
             Ok(item) => item,
             Err(e) => return self.item_under_new_key(bytes, e).await,
         };
-        // Issue 14: nothing signed with a key whose certificate was revoked.
+        // PROTOCOL §2.4: nothing signed with a key whose certificate was revoked.
         self.check_not_revoked(&sender).await?;
         let id = *item.item_id.as_bytes();
         if self.store.seen(&id).await? {
@@ -1212,7 +1212,7 @@ impl Terminal {
         Ok(())
     }
 
-    /// Issue 14: erases the decrypted messages older than their group's
+    /// D36: erases the decrypted messages older than their group's
     /// retention (the last one this terminal verified, kept for groups it
     /// has left), unless the user chose to keep history
     /// ([`Terminal::set_keep_history`]).

@@ -40,12 +40,7 @@ pub struct Remote {
     pub as_db_url: String,
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+pub use duokey_pki::clock::now_ms;
 
 impl std::ops::Deref for TestNet {
     type Target = Remote;
