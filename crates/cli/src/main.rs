@@ -7,7 +7,9 @@ mod display;
 
 use clap::{Parser, Subcommand};
 use duokey_crypto::{Rights, UserId};
-use duokey_terminal::{ClientConfig, Error, ErrorKind, Line, SendOutcome, Terminal, Waiting};
+use duokey_terminal::{
+    ClientConfig, Error, ErrorKind, GroupState, Line, SendOutcome, Terminal, Waiting,
+};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -451,7 +453,7 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         Command::Sync => {
             let mut synced = Vec::new();
             for g in t.list_groups().await? {
-                if g.state == "active" {
+                if g.state == GroupState::Active {
                     let gid = t.resolve_group(&g.group_id).await?;
                     t.sync_messages(&gid).await?;
                     synced.push(g.group_id);

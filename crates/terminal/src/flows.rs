@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::membership::Intent;
+use crate::store::GroupState;
 use crate::terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal};
 use duokey_crypto::membership;
 use duokey_crypto::*;
@@ -237,7 +238,7 @@ impl Terminal {
         Ok(GroupInfo {
             group_id: gid.to_hex(),
             name: name.to_string(),
-            state: "active".into(),
+            state: GroupState::Active,
             rn1_version: 1,
             rn2_version: 1,
         })
@@ -284,7 +285,7 @@ impl Terminal {
             self.store.group(gid).await?.ok_or_else(|| {
                 Error::not_found("unknown group; `duokey group list` shows yours")
             })?;
-        if g.state != "active" {
+        if g.state != GroupState::Active {
             return Err(Error::refused(format!(
                 "you are no longer a member of {} ({})",
                 g.name, g.state
@@ -469,7 +470,7 @@ impl Terminal {
         self.last_fetch(gid).await?;
         self.submit(gid, Intent::Leave, &ItemId::random()?).await?;
         self.store
-            .end_membership(gid, "left", "you left the group", crate::now_ms())
+            .end_membership(gid, GroupState::Left, "you left the group", crate::now_ms())
             .await
     }
 
@@ -516,7 +517,12 @@ impl Terminal {
         self.last_fetch(gid).await?;
         self.submit(gid, Intent::Delete, &ItemId::random()?).await?;
         self.store
-            .end_membership(gid, "deleted", "you deleted the group", crate::now_ms())
+            .end_membership(
+                gid,
+                GroupState::Deleted,
+                "you deleted the group",
+                crate::now_ms(),
+            )
             .await
     }
 

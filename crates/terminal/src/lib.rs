@@ -52,6 +52,7 @@ pub use flows::{GroupPolicy, PolicyChange, PolicyView};
 pub use live::{Backoff, Live, LiveEvent, LiveUpdate};
 pub use membership::MembershipCode;
 pub use messages::{Line, Message, Notice, OpenCache, UNREADABLE};
+pub use store::GroupState;
 pub use terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal, Waiting};
 
 /// Crash injection for tests: in debug builds, when the

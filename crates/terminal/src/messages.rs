@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::live::Backoff;
+use crate::store::GroupState;
 use crate::store::StoredGrant;
 use crate::store::{NewMessage, Stored};
 use crate::terminal::{SendOutcome, Terminal, Waiting};
@@ -193,7 +194,7 @@ impl Terminal {
             self.store.group(gid).await?.ok_or_else(|| {
                 Error::not_found("unknown group; `duokey group list` shows yours")
             })?;
-        if g.state != "active" {
+        if g.state != GroupState::Active {
             return Err(Error::refused(format!(
                 "you are no longer a member of {} ({})",
                 g.name, g.state
@@ -335,7 +336,7 @@ impl Terminal {
             let Some(g) = self.store.group(gid).await? else {
                 return Ok(out);
             };
-            if g.state != "active" && !departing {
+            if g.state != GroupState::Active && !departing {
                 return Ok(out);
             }
             let resp = self

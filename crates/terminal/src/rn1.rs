@@ -4,6 +4,7 @@
 //! module applies it and tells the user why messages wait.
 
 use crate::membership::Intent;
+use crate::store::GroupState;
 use crate::{Error, ErrorKind, Result, Terminal};
 use duokey_crypto::ItemId;
 use duokey_crypto::ids::UserId;
@@ -46,7 +47,7 @@ impl Terminal {
     /// stops the sync (retried later); a refusal is reported and skipped.
     pub(crate) async fn replace_missing_rn1(&mut self) -> Result<()> {
         for g in self.store.groups().await? {
-            if g.state != "active" || self.store.forked(&g.group_id).await? {
+            if g.state != GroupState::Active || self.store.forked(&g.group_id).await? {
                 continue;
             }
             let Some(missing) = self.missing_rn1(&g.group_id).await? else {

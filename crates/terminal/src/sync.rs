@@ -4,6 +4,7 @@
 use crate::contacts::Trust;
 use crate::error::{Error, Result};
 use crate::membership::Intent;
+use crate::store::GroupState;
 use crate::store::StoredGrant;
 use crate::terminal::Terminal;
 use duokey_crypto::rn1_delivery::{open_rn1, seal_rn1};
@@ -108,7 +109,7 @@ impl Terminal {
             .groups()
             .await?
             .into_iter()
-            .filter(|g| g.state == "active" && !current.contains(&g.group_id.to_vec()))
+            .filter(|g| g.state == GroupState::Active && !current.contains(&g.group_id.to_vec()))
             .map(|g| g.group_id.to_vec())
             .collect();
         if !lost.is_empty() {
@@ -304,7 +305,7 @@ impl Terminal {
         let Some(cur) = self.store.group(gid).await? else {
             return Ok(());
         };
-        if cur.state != "active" || cur.rn2_version == 0 {
+        if cur.state != GroupState::Active || cur.rn2_version == 0 {
             return Ok(());
         }
         let from = cur.rn2_version + 1;
@@ -369,15 +370,18 @@ impl Terminal {
     async fn apply_removal(&mut self, r: &Removal) -> Result<()> {
         let gid = gid16(&r.group_id)?;
         let (state, text) = match RemovalCause::try_from(r.cause).unwrap_or(RemovalCause::Removed) {
-            RemovalCause::Left => ("left", "you left the group".to_owned()),
-            RemovalCause::Deleted => ("deleted", format!("the group was deleted by {}", r.by)),
-            _ => ("removed", format!("you were removed by {}", r.by)),
+            RemovalCause::Left => (GroupState::Left, "you left the group".to_owned()),
+            RemovalCause::Deleted => (
+                GroupState::Deleted,
+                format!("the group was deleted by {}", r.by),
+            ),
+            _ => (GroupState::Removed, format!("you were removed by {}", r.by)),
         };
         if self
             .store
             .group(&gid)
             .await?
-            .is_some_and(|g| g.state == "active")
+            .is_some_and(|g| g.state == GroupState::Active)
         {
             // What was said while this terminal was a member stays its own.
             self.last_fetch(&gid).await?;
@@ -1191,7 +1195,7 @@ impl Terminal {
             .groups()
             .await?
             .into_iter()
-            .filter(|g| g.state == "active")
+            .filter(|g| g.state == GroupState::Active)
         {
             let Some(cur) = self.store.grant(&g.group_id, g.rn2_version).await? else {
                 continue;
@@ -1298,7 +1302,7 @@ impl Terminal {
             let Some(g) = self.store.group(&gid).await? else {
                 continue;
             };
-            if g.state != "active"
+            if g.state != GroupState::Active
                 || self.store.r1(&gid, g.rn1_version).await?.is_none()
                 || self.held_by_refusal(&gid).await?
                 || self.store.forked(&gid).await?

@@ -25,8 +25,8 @@ pub struct GroupInfo {
     pub group_id: String,
     /// Name.
     pub name: String,
-    /// active | removed | left | deleted.
-    pub state: String,
+    /// Where this terminal stands in it.
+    pub state: crate::store::GroupState,
     /// Current RN1 version.
     pub rn1_version: u32,
     /// Current RN2 version.

@@ -3,8 +3,8 @@
 //! results back, and `ui.rs` draws the state.
 
 use super::command::{self, Command};
-use duokey_terminal::Line;
 use duokey_terminal::contacts::Trust;
+use duokey_terminal::{GroupState, Line};
 use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 /// Narrowest screen that shows the member panel unless `/members` asks.
@@ -19,8 +19,8 @@ pub struct GroupView {
     pub id: [u8; 16],
     /// Its name.
     pub name: String,
-    /// active | removed | left | deleted.
-    pub state: String,
+    /// Where this terminal stands in it.
+    pub state: GroupState,
     /// Current epoch (RN1 version, RN2 version).
     pub epoch: (u32, u64),
     /// Lines arrived while another group was shown.
@@ -471,7 +471,7 @@ mod tests {
         GroupView {
             id: [n; 16],
             name: name.into(),
-            state: "active".into(),
+            state: GroupState::Active,
             epoch: (1, 1),
             unread: 0,
             lines: Vec::new(),

@@ -14,7 +14,8 @@ use app::{Action, App, Connection, GroupView, InviteView, MemberView, Tone};
 use command::Command;
 use duokey_crypto::{Rights, UserId};
 use duokey_terminal::{
-    Backoff, Error, GroupPolicy, Live, LiveEvent, Result, SendOutcome, Terminal, Waiting,
+    Backoff, Error, GroupPolicy, GroupState, Live, LiveEvent, Result, SendOutcome, Terminal,
+    Waiting,
 };
 use ratatui::crossterm::event::{self, DisableBracketedPaste, EnableBracketedPaste, Event};
 use ratatui::crossterm::execute;
@@ -68,7 +69,7 @@ async fn catch_up_messages(t: &mut Terminal) {
     let Ok(groups) = t.list_groups().await else {
         return;
     };
-    for g in groups.into_iter().filter(|g| g.state == "active") {
+    for g in groups.into_iter().filter(|g| g.state == GroupState::Active) {
         if let Ok(gid) = t.resolve_group(&g.group_id).await {
             let _ = t.sync_messages(&gid).await;
         }
@@ -243,7 +244,7 @@ async fn refresh_list(t: &Terminal, app: &mut App) -> Result<()> {
 
 /// The member panel of the shown group, with each contact's trust.
 async fn refresh_members(t: &Terminal, app: &mut App) {
-    let Some(g) = app.current().filter(|g| g.state == "active") else {
+    let Some(g) = app.current().filter(|g| g.state == GroupState::Active) else {
         app.members.clear();
         return;
     };

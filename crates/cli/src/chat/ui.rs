@@ -6,6 +6,7 @@
 
 use super::app::{App, Connection, Focus, Tone};
 use super::command::HELP;
+use duokey_terminal::GroupState;
 use duokey_terminal::Line as HistoryLine;
 use duokey_terminal::contacts::Trust;
 use ratatui::Frame;
@@ -96,10 +97,10 @@ fn draw_sidebar(f: &mut Frame, app: &App, area: Rect) {
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            let badge = match (g.unread, g.state.as_str()) {
-                (_, "active") if g.unread > 0 => format!(" {}", g.unread.min(999)),
-                (_, "active") => String::new(),
-                (_, state) => format!(" ({state})"),
+            let badge = match g.state {
+                GroupState::Active if g.unread > 0 => format!(" {}", g.unread.min(999)),
+                GroupState::Active => String::new(),
+                state => format!(" ({state})"),
             };
             let name = fit(&g.name, inner.saturating_sub(badge.len()));
             let pad = inner.saturating_sub(text_width(&name) + badge.len());
@@ -194,7 +195,7 @@ fn draw_messages(f: &mut Frame, app: &App, area: Rect) {
         ),
         Span::raw(format!("· epoch {}/{} ", g.epoch.0, g.epoch.1)),
     ];
-    if g.state == "active" {
+    if g.state == GroupState::Active {
         title.push(Span::styled("· end-to-end ", fg(app, Color::Green)));
     } else {
         title.push(Span::styled(format!("· {} ", g.state), fg(app, Color::Red)));
@@ -377,7 +378,7 @@ fn draw_members(f: &mut Frame, app: &App, area: Rect) {
 
 fn draw_input(f: &mut Frame, app: &App, area: Rect) {
     let title = match app.current() {
-        Some(g) if g.state == "active" => {
+        Some(g) if g.state == GroupState::Active => {
             format!(" Message {} ", crate::display::inline(&g.name))
         }
         Some(_) => " This group is closed ".to_owned(),
@@ -542,7 +543,7 @@ mod tests {
         GroupView {
             id: [n; 16],
             name: name.into(),
-            state: "active".into(),
+            state: GroupState::Active,
             epoch: (2, 5),
             unread,
             lines,
@@ -581,7 +582,7 @@ mod tests {
             ),
             group("ops", 2, 3, vec![]),
             GroupView {
-                state: "removed".into(),
+                state: GroupState::Removed,
                 ..group(
                     "old-team",
                     3,
@@ -590,7 +591,7 @@ mod tests {
                 )
             },
             GroupView {
-                state: "deleted".into(),
+                state: GroupState::Deleted,
                 ..group(
                     "launch",
                     4,

@@ -20,6 +20,48 @@ pub use history::{NewMessage, Stored, StoredMessage};
 pub use invites::{HandOver, InviteOutState, PendingInvite, SentInvite};
 pub use outbox::Queued;
 
+/// Where this terminal stands in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupState {
+    /// A member.
+    Active,
+    /// Removed by a member with the remove right.
+    Removed,
+    /// Left on its own.
+    Left,
+    /// The owner deleted the group.
+    Deleted,
+}
+
+impl GroupState {
+    /// The name stored in the profile and shown to the user.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupState::Active => "active",
+            GroupState::Removed => "removed",
+            GroupState::Left => "left",
+            GroupState::Deleted => "deleted",
+        }
+    }
+
+    fn parse(s: &str) -> Result<GroupState> {
+        Ok(match s {
+            "active" => GroupState::Active,
+            "removed" => GroupState::Removed,
+            "left" => GroupState::Left,
+            "deleted" => GroupState::Deleted,
+            _ => return Err(Error::Corrupt("group state")),
+        })
+    }
+}
+
+impl std::fmt::Display for GroupState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Meta key of when the current delivery key was made (Unix ms, u64).
 pub const DELIVERY_CREATED: &str = "delivery_created_ms";
 
@@ -72,8 +114,8 @@ pub struct GroupRow {
     pub group_id: [u8; 16],
     /// Name.
     pub name: String,
-    /// active | removed | left | deleted.
-    pub state: String,
+    /// Where this terminal stands in it.
+    pub state: GroupState,
     /// Current RN2 version.
     pub rn2_version: u64,
     /// Current RN1 version.
@@ -204,9 +246,9 @@ impl Store {
     }
 
     /// Marks a group removed, left or deleted.
-    pub async fn set_group_state(&self, gid: &[u8; 16], state: &str) -> Result<()> {
+    pub async fn set_group_state(&self, gid: &[u8; 16], state: GroupState) -> Result<()> {
         sqlx::query("UPDATE groups SET state = ? WHERE group_id = ?")
-            .bind(state)
+            .bind(state.as_str())
             .bind(gid.as_slice())
             .execute(&self.pool)
             .await?;
@@ -330,7 +372,7 @@ impl Store {
     pub async fn end_membership(
         &self,
         gid: &[u8; 16],
-        state: &str,
+        state: GroupState,
         notice: &str,
         at_ms: u64,
     ) -> Result<()> {
@@ -924,7 +966,7 @@ fn group_row(r: &sqlx::sqlite::SqliteRow) -> Result<GroupRow> {
     Ok(GroupRow {
         group_id: id.try_into().map_err(|_| Error::Corrupt("group id"))?,
         name: r.get(1),
-        state: r.get(2),
+        state: GroupState::parse(&r.get::<String, _>(2))?,
         rn2_version: u(r.get(3))?,
         rn1_version: u32::try_from(r.get::<i64, _>(4))
             .map_err(|_| Error::Corrupt("rn1_version"))?,
