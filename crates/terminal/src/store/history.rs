@@ -1,7 +1,7 @@
 //! The decrypted history (SPEC §3.3, PROTOCOL §5.11): messages stored
 //! sealed, each with its log position and id, and the group's log cursor.
 
-use super::Store;
+use super::{Store, i as int, u as uint};
 use crate::error::{Error, Result};
 use sqlx::Row;
 
@@ -57,14 +57,6 @@ pub enum Stored {
     AlreadyHeld,
     /// Its id was stored at another log position: a replay.
     Replay,
-}
-
-fn int(v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| Error::Corrupt("a number beyond the store's range"))
-}
-
-fn uint(v: i64) -> Result<u64> {
-    u64::try_from(v).map_err(|_| Error::Corrupt("a negative stored number"))
 }
 
 impl Store {

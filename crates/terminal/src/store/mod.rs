@@ -124,11 +124,22 @@ pub struct GroupRow {
     pub log_cursor: u64,
 }
 
-fn u(v: i64) -> Result<u64> {
+/// A query for one group's grants (read by `grant_row`), with `$cond`.
+macro_rules! select_grant {
+    ($cond:literal) => {
+        concat!(
+            "SELECT rn2_version, rn1_version, rn2, members, issued_at_ms, rn1_rotator, cause, subject, \
+             grace_secs, retention_secs FROM grants WHERE group_id = ? AND ",
+            $cond
+        )
+    };
+}
+
+pub(crate) fn u(v: i64) -> Result<u64> {
     u64::try_from(v).map_err(|_| Error::Corrupt("negative integer"))
 }
 
-fn i(v: u64) -> Result<i64> {
+pub(crate) fn i(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| Error::Corrupt("integer too large"))
 }
 
@@ -311,14 +322,11 @@ impl Store {
 
     /// A stored grant.
     pub async fn grant(&self, gid: &[u8; 16], rn2_version: u64) -> Result<Option<StoredGrant>> {
-        let row = sqlx::query(
-            "SELECT rn2_version, rn1_version, rn2, members, issued_at_ms, rn1_rotator, cause, subject, grace_secs, retention_secs \
-             FROM grants WHERE group_id = ? AND rn2_version = ?",
-        )
-        .bind(gid.as_slice())
-        .bind(i(rn2_version)?)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(select_grant!("rn2_version = ?"))
+            .bind(gid.as_slice())
+            .bind(i(rn2_version)?)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(grant_row).transpose()
     }
 
@@ -328,10 +336,9 @@ impl Store {
         gid: &[u8; 16],
         rn2_version: u64,
     ) -> Result<Option<StoredGrant>> {
-        let row = sqlx::query(
-            "SELECT rn2_version, rn1_version, rn2, members, issued_at_ms, rn1_rotator, cause, subject, grace_secs, retention_secs \
-             FROM grants WHERE group_id = ? AND rn2_version > ? ORDER BY rn2_version LIMIT 1",
-        )
+        let row = sqlx::query(select_grant!(
+            "rn2_version > ? ORDER BY rn2_version LIMIT 1"
+        ))
         .bind(gid.as_slice())
         .bind(i(rn2_version)?)
         .fetch_optional(&self.pool)
