@@ -160,6 +160,17 @@ impl Default for LimitsConfig {
     }
 }
 
+/// A server role by its short name (`as`, `gms`, `cs`), as the
+/// configuration file and `ca issue-server --roles` name them (SPEC §1).
+pub fn server_role(name: &str) -> Result<Role, Error> {
+    match name.parse::<Role>() {
+        Ok(r) if r.is_server() => Ok(r),
+        _ => Err(Error::Config(format!(
+            "unknown server role {name:?} (use as, gms, cs)"
+        ))),
+    }
+}
+
 impl ServerConfig {
     /// Reads a file; relative paths are resolved against its directory.
     pub fn load(path: &Path) -> Result<ServerConfig, Error> {
@@ -190,17 +201,7 @@ impl ServerConfig {
 
     /// The roles, parsed.
     pub fn roles(&self) -> Result<Vec<Role>, Error> {
-        self.roles
-            .iter()
-            .map(|r| match r.as_str() {
-                "as" => Ok(Role::As),
-                "gms" => Ok(Role::Gms),
-                "cs" => Ok(Role::Cs),
-                other => Err(Error::Config(format!(
-                    "unknown role {other:?} (use as, gms, cs)"
-                ))),
-            })
-            .collect()
+        self.roles.iter().map(|r| server_role(r)).collect()
     }
 
     /// A path from the file, relative to `data_dir`.
@@ -215,6 +216,22 @@ impl ServerConfig {
                 format!("sqlite://{}", self.data_dir.join(p).display())
             }
             _ => url.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_roles_parse_by_short_name_and_never_as_terminal() {
+        assert_eq!(server_role("gms").unwrap(), Role::Gms);
+        assert_eq!(server_role("cs").unwrap(), Role::Cs);
+        assert_eq!(server_role("as").unwrap(), Role::As);
+        for bad in ["terminal", "GMS", "", "ca"] {
+            let err = server_role(bad).unwrap_err().to_string();
+            assert!(err.contains("use as, gms, cs"), "{bad}: {err}");
         }
     }
 }

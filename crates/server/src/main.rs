@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use duokey_crypto::UserId;
-use duokey_pki::{Ca, Role};
+use duokey_pki::Ca;
 use duokey_server::config::ServerConfig;
 use duokey_server::{Error, Node, dev};
 use std::path::{Path, PathBuf};
@@ -288,12 +288,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let roles = roles
                 .iter()
-                .map(|r| match r.as_str() {
-                    "as" => Ok(Role::As),
-                    "gms" => Ok(Role::Gms),
-                    "cs" => Ok(Role::Cs),
-                    other => Err(Error::Config(format!("unknown role {other:?}"))),
-                })
+                .map(|r| duokey_server::config::server_role(r))
                 .collect::<Result<Vec<_>, _>>()?;
             let ca = Ca::load(&ca_dir)?;
             std::fs::create_dir_all(&out)?;
