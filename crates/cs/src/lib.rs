@@ -141,13 +141,7 @@ fn position(v: u64) -> Result<u64, Status> {
     }
 }
 
-fn group_id(bytes: &[u8]) -> Result<Vec<u8>, Status> {
-    if bytes.len() == 16 {
-        Ok(bytes.to_vec())
-    } else {
-        Err(Status::invalid_argument("group_id must be 16 bytes"))
-    }
-}
+use duokey_proto::group_id_arg as group_id;
 
 fn bad_input(what: &str, e: duokey_crypto::Error) -> Status {
     metrics::counter!("duokey_refusals_total", "reason" => "bad_input").increment(1);

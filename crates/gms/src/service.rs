@@ -14,13 +14,7 @@ use duokey_storage::gms::{GroupRow, MemberRow, MembershipRow};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-fn group_id(bytes: &[u8]) -> Result<Vec<u8>, Status> {
-    if bytes.len() == 16 {
-        Ok(bytes.to_vec())
-    } else {
-        Err(Status::invalid_argument("group_id must be 16 bytes"))
-    }
-}
+use duokey_proto::group_id_arg as group_id;
 
 fn report_id(bytes: &[u8]) -> Result<Option<Vec<u8>>, Status> {
     match bytes.len() {

@@ -30,9 +30,27 @@ impl From<&duokey_crypto::membership::Policy> for Policy {
     }
 }
 
+/// A request's `group_id` field (SPEC §5: raw 16 bytes), for the servers:
+/// any other length is `INVALID_ARGUMENT`.
+pub fn group_id_arg(bytes: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    match bytes.len() {
+        16 => Ok(bytes.to_vec()),
+        _ => Err(tonic::Status::invalid_argument("group_id must be 16 bytes")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_id_argument_is_sixteen_bytes() {
+        assert_eq!(group_id_arg(&[7; 16]).unwrap(), vec![7; 16]);
+        for bad in [&[][..], &[1; 15][..], &[1; 17][..]] {
+            let err = group_id_arg(bad).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        }
+    }
     use prost::Message;
 
     #[test]
