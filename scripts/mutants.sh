@@ -111,7 +111,7 @@ mutant cs-member-fetch-demo crates/cs/src/state.rs \
 mutant cs-client-cert crates/server/src/node.rs \
     'tls.server(ClientAuth::Required)?' 'tls.server(ClientAuth::Optional)?' \
     -p duokey-server --test mtls the_cs_port_refuses_a_client_without_certificate
-mutant cs-page-bytes crates/cs/src/lib.rs \
+mutant cs-page-bytes crates/proto/src/lib.rs \
     'pub const PAGE_BYTES: usize = 3 * 1024 * 1024;' 'pub const PAGE_BYTES: usize = usize::MAX / 4;' \
     -p duokey-server --test cs_behaviour a_run_of_large_posts_is_fetched_in_pages
 mutant send-items-bytes $T/sync.rs \

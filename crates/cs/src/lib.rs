@@ -34,28 +34,7 @@ use tonic::{Request, Response, Status};
 pub const MAX_LIMIT: u32 = 1000;
 /// `limit` used when a request gives 0.
 pub const DEFAULT_LIMIT: u32 = 100;
-/// Bytes of envelopes or items in one `Fetch` or `Items` answer, framing
-/// aside: well under the 4 MiB an answer may carry, so that no run of large
-/// posts or items can make a page impossible to send (and a terminal's sync
-/// stuck for good); the answer says `more` and the client asks again.
-pub const PAGE_BYTES: usize = 3 * 1024 * 1024;
-
-/// The rows of `rows` that fit in a page of `n` rows and [`PAGE_BYTES`]
-/// (always at least one: a single row is at most the largest envelope or
-/// item), and whether more rows remain after them.
-fn page<T>(mut rows: Vec<T>, n: usize, size: impl Fn(&T) -> usize) -> (Vec<T>, bool) {
-    let (mut keep, mut bytes) = (0, 0);
-    for row in &rows {
-        let b = size(row) + 64;
-        if keep == n || (keep > 0 && bytes + b > PAGE_BYTES) {
-            break;
-        }
-        (keep, bytes) = (keep + 1, bytes + b);
-    }
-    let more = rows.len() > keep;
-    rows.truncate(keep);
-    (rows, more)
-}
+pub use duokey_proto::{PAGE_BYTES, page};
 
 /// CS settings; `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -611,27 +590,5 @@ impl MembershipSync for Cs {
         Ok(Response::new(SetMembersResponse {
             stored_rn2_version: stored,
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_page_is_bounded_by_rows_and_bytes_and_never_empty() {
-        let rows = |n: usize, size: usize| vec![vec![0u8; size]; n];
-        // 1,000 rows asked: the count decides for small rows.
-        let (got, more) = page(rows(1001, 100), 1000, Vec::len);
-        assert_eq!((got.len(), more), (1000, true));
-        let (got, more) = page(rows(5, 100), 1000, Vec::len);
-        assert_eq!((got.len(), more), (5, false));
-        // Large rows: the bytes decide, and the answer says there is more.
-        let (got, more) = page(rows(40, 256 * 1024), 1000, Vec::len);
-        assert_eq!((got.len(), more), (11, true));
-        assert!(got.iter().map(Vec::len).sum::<usize>() <= PAGE_BYTES);
-        // A single row above the budget still goes alone.
-        let (got, more) = page(rows(2, PAGE_BYTES + 1), 1000, Vec::len);
-        assert_eq!((got.len(), more), (1, true));
     }
 }

@@ -322,14 +322,15 @@ impl GroupManagement for Gms {
             ));
         }
         let limit = if r.limit == 0 { 500 } else { r.limit.min(500) };
-        let mut changes = self
+        let changes = self
             .inner
             .db
             .changes(&gid, r.after_seq, limit + 1)
             .await
             .map_err(Status::from)?;
-        let more = changes.len() > limit as usize;
-        changes.truncate(limit as usize);
+        let (changes, more) = duokey_proto::page(changes, limit as usize, |c| {
+            c.change.len() + c.actor_chain.iter().map(Vec::len).sum::<usize>()
+        });
         Ok(Response::new(GetChangesResponse {
             changes: changes
                 .into_iter()

@@ -30,6 +30,30 @@ impl From<&duokey_crypto::membership::Policy> for Policy {
     }
 }
 
+/// Bytes of rows (envelopes, items, changes) in one paged answer, framing
+/// aside: well under the 4 MiB an answer may carry, so that no run of large
+/// rows can make a page impossible to send (and a terminal's sync stuck for
+/// good); the answer says `more` and the client asks again.
+pub const PAGE_BYTES: usize = 3 * 1024 * 1024;
+
+/// One page of a paged answer (`Fetch`, `Items`, `GetChanges`): the first
+/// rows of `rows` that fit in `n` rows and [`PAGE_BYTES`] (always at least
+/// one: a single row is at most the largest envelope or item), and whether
+/// more remain. Callers fetch `n + 1` rows so that `more` is known.
+pub fn page<T>(mut rows: Vec<T>, n: usize, size: impl Fn(&T) -> usize) -> (Vec<T>, bool) {
+    let (mut keep, mut bytes) = (0, 0);
+    for row in &rows {
+        let b = size(row) + 64;
+        if keep == n || (keep > 0 && bytes + b > PAGE_BYTES) {
+            break;
+        }
+        (keep, bytes) = (keep + 1, bytes + b);
+    }
+    let more = rows.len() > keep;
+    rows.truncate(keep);
+    (rows, more)
+}
+
 /// A request's `group_id` field (SPEC §5: raw 16 bytes), for the servers:
 /// any other length is `INVALID_ARGUMENT`.
 pub fn group_id_arg(bytes: &[u8]) -> Result<Vec<u8>, tonic::Status> {
@@ -42,6 +66,23 @@ pub fn group_id_arg(bytes: &[u8]) -> Result<Vec<u8>, tonic::Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_is_bounded_by_rows_and_bytes_and_never_empty() {
+        let rows = |n: usize, size: usize| vec![vec![0u8; size]; n];
+        // 1,000 rows asked: the count decides for small rows.
+        let (got, more) = page(rows(1001, 100), 1000, Vec::len);
+        assert_eq!((got.len(), more), (1000, true));
+        let (got, more) = page(rows(5, 100), 1000, Vec::len);
+        assert_eq!((got.len(), more), (5, false));
+        // Large rows: the bytes decide, and the answer says there is more.
+        let (got, more) = page(rows(40, 256 * 1024), 1000, Vec::len);
+        assert_eq!((got.len(), more), (11, true));
+        assert!(got.iter().map(Vec::len).sum::<usize>() <= PAGE_BYTES);
+        // A single row above the budget still goes alone.
+        let (got, more) = page(rows(2, PAGE_BYTES + 1), 1000, Vec::len);
+        assert_eq!((got.len(), more), (1, true));
+    }
 
     #[test]
     fn a_group_id_argument_is_sixteen_bytes() {
