@@ -322,12 +322,8 @@ impl Store {
 
     /// A stored grant.
     pub async fn grant(&self, gid: &[u8; 16], rn2_version: u64) -> Result<Option<StoredGrant>> {
-        let row = sqlx::query(select_grant!("rn2_version = ?"))
-            .bind(gid.as_slice())
-            .bind(i(rn2_version)?)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(grant_row).transpose()
+        self.one_grant(select_grant!("rn2_version = ?"), gid, rn2_version)
+            .await
     }
 
     /// The first stored grant after `rn2_version` (the one that superseded it).
@@ -336,13 +332,22 @@ impl Store {
         gid: &[u8; 16],
         rn2_version: u64,
     ) -> Result<Option<StoredGrant>> {
-        let row = sqlx::query(select_grant!(
-            "rn2_version > ? ORDER BY rn2_version LIMIT 1"
-        ))
-        .bind(gid.as_slice())
-        .bind(i(rn2_version)?)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = select_grant!("rn2_version > ? ORDER BY rn2_version LIMIT 1");
+        self.one_grant(sql, gid, rn2_version).await
+    }
+
+    /// The grant `sql` (from `select_grant!`) finds for `gid` and a version.
+    async fn one_grant(
+        &self,
+        sql: &'static str,
+        gid: &[u8; 16],
+        rn2_version: u64,
+    ) -> Result<Option<StoredGrant>> {
+        let row = sqlx::query(sql)
+            .bind(gid.as_slice())
+            .bind(i(rn2_version)?)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(grant_row).transpose()
     }
 
