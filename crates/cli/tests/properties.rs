@@ -813,14 +813,8 @@ async fn live_grants_without_member_lists_are_rebuilt_exactly() {
     assert_eq!(seen, whole(alice.members(&gid).await.unwrap()));
 }
 
-/// Issue 14 point 6 (SPEC §4.3 step 4, `rn1_wait`): carol leaves, so alice
-/// (the owner) must send the group's new RN1 — and alice's terminal is gone.
-/// bob's and dave's messages wait, saying for whom; after `rn1_wait` exactly
-/// one of them (the first in the history's order) makes a new RN1, the other
-/// follows it, and every queued message is read — by alice too when she is
-/// back, never by carol.
-#[tokio::test]
-async fn a_missing_rotator_is_replaced_after_rn1_wait_by_one_member() {
+/// alice's group "proj" with `rn1_wait` = 1 s, and `names` joined in turn.
+async fn proj_waiting_one_second(names: &[&str]) -> (InProcess, Terminal, [u8; 16], Vec<Terminal>) {
     let net = InProcess::start().await;
     let mut alice = net.user("alice").await;
     let policy = GroupPolicy {
@@ -830,11 +824,23 @@ async fn a_missing_rotator_is_replaced_after_rn1_wait_by_one_member() {
     let g = alice.create_group("proj", policy).await.unwrap();
     let gid = alice.resolve_group(&g.group_id).await.unwrap();
     let mut others = Vec::new();
-    for name in ["bob", "carol", "dave"] {
+    for name in names {
         let mut t = net.user(name).await;
         join(&mut alice, &mut t, &gid).await;
         others.push(t);
     }
+    (net, alice, gid, others)
+}
+
+/// Issue 14 point 6 (SPEC §4.3 step 4, `rn1_wait`): carol leaves, so alice
+/// (the owner) must send the group's new RN1 — and alice's terminal is gone.
+/// bob's and dave's messages wait, saying for whom; after `rn1_wait` exactly
+/// one of them (the first in the history's order) makes a new RN1, the other
+/// follows it, and every queued message is read — by alice too when she is
+/// back, never by carol.
+#[tokio::test]
+async fn a_missing_rotator_is_replaced_after_rn1_wait_by_one_member() {
+    let (net, mut alice, gid, others) = proj_waiting_one_second(&["bob", "carol", "dave"]).await;
     let [mut bob, mut carol, mut dave] = <[Terminal; 3]>::try_from(others).ok().unwrap();
     bob.sync().await.unwrap();
     carol.leave(&gid).await.unwrap();
@@ -966,18 +972,8 @@ async fn delivery_keys_rotate_and_a_replaced_secret_is_erased() {
 /// chat`, `read --follow`) takes its turn from its live streams' timer.
 #[tokio::test]
 async fn a_live_terminal_replaces_a_missing_rn1_without_a_command() {
-    let net = InProcess::start().await;
-    let mut alice = net.user("alice").await;
-    let policy = GroupPolicy {
-        rn1_wait_secs: 1,
-        ..GroupPolicy::default()
-    };
-    let g = alice.create_group("proj", policy).await.unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
-    let mut bob = net.user("bob").await;
-    let mut carol = net.user("carol").await;
-    join(&mut alice, &mut bob, &gid).await;
-    join(&mut alice, &mut carol, &gid).await;
+    let (_net, _alice, gid, others) = proj_waiting_one_second(&["bob", "carol"]).await;
+    let [mut bob, mut carol] = <[Terminal; 2]>::try_from(others).ok().unwrap();
     bob.sync().await.unwrap();
     bob.set_timed_duties(std::time::Duration::from_millis(200));
     let mut live = bob.live().await.unwrap();
