@@ -57,28 +57,28 @@ PY
 }
 
 T=crates/terminal/src
-mutant erased-mark $T/sync.rs \
+mutant erased-mark $T/rn1.rs \
     'if self.store.r1_erased(&gid, p.rn1_version).await? {' 'if false {' \
     -p duokey-cli --test lying_gms an_rn1_replayed_after_its_r1_was_erased_is_refused
-mutant anchor-compare $T/sync.rs \
+mutant anchor-compare $T/invite.rs \
     '        if &mine == head' '        if true' \
     -p duokey-cli --test lying_gms two_members_shown_different_histories
-mutant anchor-recheck $T/sync.rs \
+mutant anchor-recheck $T/invite.rs \
     'self.store.anchors_in(gid).await? {' 'self.store.anchors_in(gid).await?.into_iter().filter(|_| false) {' \
     -p duokey-cli --test lying_gms two_members_shown_different_histories
-mutant fork-stops-sending $T/messages.rs \
+mutant fork-stops-sending $T/outbox.rs \
     '            return Err(forked(name));' '' \
     -p duokey-cli --test lying_gms two_members_shown_different_histories
-mutant recorded-key $T/sync.rs \
+mutant recorded-key $T/rn1.rs \
     '                && self.contact_key(&to).await? != recorded' '                && false' \
     -p duokey-cli --test properties a_forged_identity_gets_no_rn1
 mutant member-list $T/membership.rs \
     '            if theirs != verified {' '            if false {' \
     -p duokey-cli --test lying_gms a_member_the_gms_injects
-mutant item-replay $T/sync.rs \
+mutant item-replay $T/inbox.rs \
     '        if self.store.seen(&id).await? {' '        if false {' \
     -p duokey-cli --test properties replayed_envelope_and_inbox_item_are_refused
-mutant wal-checkpoint $T/sync.rs \
+mutant wal-checkpoint $T/erasure.rs \
     '                self.store.checkpoint().await?;' '' \
     -p duokey-cli --test properties stolen_terminal_state_does_not_open
 mutant grant-rn1-version $T/membership.rs \
@@ -87,13 +87,13 @@ mutant grant-rn1-version $T/membership.rs \
 mutant grant-rollback $T/membership.rs \
     'if g.rn2_version > current && g.membership_seq < granted {' 'if false {' \
     -p duokey-cli --test lying_gms a_new_version_that_rolls_membership_back
-mutant verified-rotator $T/sync.rs \
+mutant verified-rotator $T/rn1.rs \
     '        if state.rotator(p.rn1_version) != Some(&item.sender) {' '        if false {' \
     -p duokey-cli --test lying_gms an_rn1_from_a_member_who_is_not_the_rotator
-mutant rotation-version $T/sync.rs \
+mutant rotation-version $T/rn1.rs \
     '        if first != Some(p.at_rn2_version) {' '        if false {' \
     -p duokey-cli --test lying_gms the_verified_rotator_cannot_name_another_version
-mutant retention-erasure $T/sync.rs \
+mutant retention-erasure $T/erasure.rs \
     '            if erased > 0 {' '            if false {' \
     -p duokey-cli --test properties stolen_terminal_state_does_not_open
 mutant change-signature crates/crypto/src/membership/state.rs \
@@ -114,22 +114,33 @@ mutant cs-client-cert crates/server/src/node.rs \
 mutant cs-page-bytes crates/proto/src/lib.rs \
     'pub const PAGE_BYTES: usize = 3 * 1024 * 1024;' 'pub const PAGE_BYTES: usize = usize::MAX / 4;' \
     -p duokey-server --test cs_behaviour a_run_of_large_posts_is_fetched_in_pages
-mutant send-items-bytes $T/sync.rs \
+mutant send-items-bytes $T/inbox.rs \
     'const SEND_ITEMS_BYTES: usize = 192 * 1024;' 'const SEND_ITEMS_BYTES: usize = usize::MAX / 4;' \
     -p duokey-terminal --lib items_are_sent_in_batches
-mutant same-envelope-twice $T/messages.rs \
-    '                if same.is_some() {' '                if false {' \
+mutant replay-before-decrypt $T/receive.rs \
+    'Seen::Fresh => self.store.envelope_seen(gid, e.log_seq, h).await?,' 'Seen::Fresh => Seen::Fresh,' \
+    -p duokey-cli --test properties a_reused_sequence_number
+mutant page-replay $T/receive.rs \
+    '            (Some(_), _) => Seen::ReplayedId,' '            (Some(_), _) => Seen::Fresh,' \
+    -p duokey-terminal --lib a_replay_inside_one_page
+mutant epoch-grace $T/receive.rs \
+    '        } else if stored_at_ms > next.issued_at_ms + next.grace_secs.saturating_mul(1000) {' '        } else if false {' \
+    -p duokey-terminal --lib the_epoch_rule_follows
+mutant same-envelope-twice $T/store/history.rs \
+    '(true, true) => return Ok(Seen::ThisEnvelope),' '(true, true) => Seen::ReplayedId,' \
     -p duokey-cli --test properties two_processes_on_one_profile
 mutant one-server-per-dir crates/server/src/dev.rs \
     '    if let Err(e) = file.try_lock() {' '    if let Err(e) = Ok::<(), std::fs::TryLockError>(()) {' \
     -p duokey-server --test observability a_second_server_on_the_same_directory
-mutant queue-when-unreachable $T/messages.rs \
-    '            Err(e) if e.kind() == crate::ErrorKind::Network => {' '            Err(e) if false => {' \
+mutant queue-when-unreachable $T/outbox.rs \
+    '            Err(e) if e.kind() == crate::ErrorKind::Network => {
+                self.queue(gid, text)' '            Err(e) if false => {
+                self.queue(gid, text)' \
     -p duokey-cli --test flows a_message_sent_while_the_server_is_down
-mutant grant-outage-kept $T/sync.rs \
+mutant grant-outage-kept $T/grant.rs \
     '        tonic::Code::NotFound | tonic::Code::PermissionDenied | tonic::Code::OutOfRange' '        _' \
     -p duokey-cli --test lying_gms messages_whose_key_the_gms_cannot_serve_yet
-mutant follow-reconnects $T/messages.rs \
+mutant follow-reconnects $T/history.rs \
     '                Err(e) if e.kind() == crate::ErrorKind::Network => e,' '                Err(e) if false => e,' \
     -p duokey-cli --test flows read_follow_streams_messages_and_notices
 mutant offline-answers crates/cli/src/main.rs \
@@ -139,12 +150,12 @@ mutant gms-delete-grants crates/storage/src/gms.rs \
     '        sqlx::query("DELETE FROM gms_grants WHERE group_id = $1")' '        sqlx::query("SELECT $1")' \
     -p duokey-cli --test properties a_deleted_groups_rn2s_are_in_no_server_file
 mutant gms-checkpoint crates/gms/src/service.rs \
-    '        self.inner.db.checkpoint().await.map_err(storage)?;' '' \
+    '        self.inner.db.checkpoint().await.map_err(Status::from)?;' '' \
     -p duokey-cli --test properties a_deleted_groups_rn2s_are_in_no_server_file
 mutant server-secure-delete crates/storage/src/lib.rs \
     'PRAGMA secure_delete = ON;' 'PRAGMA secure_delete = OFF;' \
     -p duokey-cli --test properties a_deleted_groups_rn2s_are_in_no_server_file
-mutant last-fetch $T/sync.rs \
+mutant last-fetch $T/grant.rs \
     '            self.last_fetch(&gid).await?;' '' \
     -p duokey-cli --test flows history_is_kept_after_removal_leave_and_deletion
 mutant revoked-connection crates/pki/src/grpc.rs \
@@ -153,13 +164,13 @@ mutant revoked-connection crates/pki/src/grpc.rs \
 mutant revocation-file-missing crates/pki/src/revocation.rs \
     '            return Err(Error::MissingRevocationList(path.to_path_buf()));' '            return Ok(HashSet::new());' \
     -p duokey-pki --lib a_missing_file_is_an_error
-mutant revoked-sender $T/sync.rs \
+mutant revoked-sender $T/inbox.rs \
     '        self.check_not_revoked(&sender).await?;' '' \
     -p duokey-cli --test properties a_revoked_member_gets_no_new_rn1
-mutant revoked-recipient $T/sync.rs \
+mutant revoked-recipient $T/rn1.rs \
     '        self.check_not_revoked(to).await?;' '' \
     -p duokey-cli --test properties a_revoked_member_gets_no_new_rn1
-mutant revocations-synced $T/sync.rs \
+mutant revocations-synced $T/terminal.rs \
     '        self.sync_revocations().await?;' '' \
     -p duokey-cli --test properties a_revoked_member_gets_no_new_rn1
 mutant token-replace crates/accounts/src/lib.rs \
@@ -172,9 +183,9 @@ mutant replaced-revoked crates/accounts/src/lib.rs \
     '            self.revoke_replaced(&user, &valid);' '' \
     -p duokey-server --test mtls a_second_plain_token_cannot_replace
 mutant changed-not-verified $T/contacts.rs \
-    '            verified: verified != 0 && (confirm || !changed),' '            verified: verified != 0,' \
+    '            verified: verified && (confirm || !changed),' '            verified,' \
     -p duokey-cli --test flows re_enrolment_is_explicit
-mutant new-key-item-kept $T/sync.rs \
+mutant new-key-item-kept $T/inbox.rs \
     '        self.store.put_pending(&id, bytes, crate::now_ms()).await
     }' '        let _ = (id, bytes);
         Ok(())
@@ -183,7 +194,7 @@ mutant new-key-item-kept $T/sync.rs \
 mutant renew-same-key crates/accounts/src/lib.rs \
     '        if !same_key {' '        if false {' \
     -p duokey-server --test mtls a_terminal_renews_its_certificate
-mutant renew-when-due $T/sync.rs \
+mutant renew-when-due $T/terminal.rs \
     '        self.renew_if_due().await?;' '' \
     -p duokey-cli --test properties a_certificate_two_thirds_through
 mutant inbox-enrolled crates/cs/src/lib.rs \
@@ -201,28 +212,29 @@ mutant groups-per-user crates/gms/src/service.rs \
 mutant retention-max crates/gms/src/policy.rs \
     '    if p.retention_secs > limits.max_retention_secs {' '    if false {' \
     -p duokey-server --test gms_rules groups_per_user_and_retention
-mutant history-erased $T/sync.rs \
+mutant history-erased $T/erasure.rs \
     '        self.erase_old_history(now).await?;' '' \
     -p duokey-cli --test properties decrypted_history_is_erased
-mutant history-kept $T/sync.rs \
+mutant history-kept $T/erasure.rs \
     '        if self.store.meta("keep_history").await?.is_some() {' '        if false {' \
     -p duokey-cli --test properties decrypted_history_is_erased
 mutant streams-per-user crates/cs/src/hub.rs \
-    '        if list.len() >= self.per_user {' '        if false {' \
+    '        if list.len() >= self.bounds.per_user {' '        if false {' \
     -p duokey-server --test cs_behaviour live_streams_per_user_are_bounded
-mutant rn1-fallback $T/sync.rs \
-    '        self.replace_missing_rn1().await?;' '' \
+mutant rn1-fallback $T/terminal.rs \
+    '        self.replace_missing_rn1().await?;
+        self.finish_invitations()' '        self.finish_invitations()' \
     -p duokey-cli --test properties missing_rotator_is_replaced
 mutant rn1-fallback-rank crates/crypto/src/membership/state.rs \
-    '.min(RN1_FALLBACK_STEPS - 1) + 1;' '.min(0) + 1;' \
+    '            .min(RN1_FALLBACK_STEPS - 1)' '            .min(0)' \
     -p duokey-crypto --lib one_member_acts_first
 mutant rn1-fallback-newcomer crates/crypto/src/membership/state.rs \
     ' && before.members.contains_key(*u))' ')' \
     -p duokey-crypto --lib never_the_rotator_nor_a_newcomer
-mutant invite-resume $T/sync.rs \
+mutant invite-resume $T/invite.rs \
     '        if !added {' '        if true {' \
     -p duokey-cli --test flows hand_over_killed_midway
-mutant invite-finish $T/sync.rs \
+mutant invite-finish $T/terminal.rs \
     '        self.finish_invitations().await?;' '' \
     -p duokey-cli --test flows hand_over_killed_midway
 mutant stream-bytes crates/cs/src/hub.rs \

@@ -603,6 +603,42 @@ async fn two_processes_on_one_profile_see_each_message_once_without_false_alarms
     net.node.shutdown().await;
 }
 
+/// V8 (SPEC §3.3): a second message under a (sender, epoch, seq) already
+/// received — here from alice's profile restored from a backup, whose
+/// counter went back — is refused before decryption and marked unreadable;
+/// the first stays.
+#[tokio::test]
+async fn a_reused_sequence_number_is_refused_before_decryption() {
+    let net = InProcess::start().await;
+    let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
+    // A backup of alice's profile, taken before she sends.
+    let backup = net.dir.path().join("alice-backup");
+    std::fs::create_dir(&backup).unwrap();
+    let db = format!("sqlite://{}", net.dir.path().join("alice/profile.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::query("VACUUM INTO ?")
+        .bind(backup.join("profile.db").display().to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    alice.send(&gid, "first").await.unwrap();
+    assert_eq!(bob.sync_messages(&gid).await.unwrap().len(), 1);
+    let mut restored = Terminal::open(&backup, || unreachable!("no passphrase"))
+        .await
+        .unwrap();
+    restored.send(&gid, "again").await.unwrap();
+    assert!(bob.sync_messages(&gid).await.unwrap().is_empty());
+    let history = bob.history(&gid).await.unwrap();
+    assert!(
+        history.iter().any(|l| matches!(l, Line::Notice(n)
+            if n.notice.contains("unreadable") && n.notice.contains("sequence number 0"))),
+        "{history:?}"
+    );
+    assert_eq!(texts(&bob, &gid).await, ["first"]);
+    net.node.shutdown().await;
+}
+
 /// P6: an older grant replayed (RN2 rollback by a dishonest GMS) does not move
 /// the group back; the next message still uses the newest epoch.
 #[tokio::test]

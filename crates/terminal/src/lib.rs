@@ -10,13 +10,19 @@
 //! ## Where things are
 //!
 //! ```text
-//! Terminal (terminal.rs)   the façade: open/init a profile, connect, renew
-//!  ├─ flows.rs             the user's commands: create, invite, accept, remove, leave…
-//!  ├─ sync.rs              a sync (PROTOCOL §5.1): grants, inbox items, RN1 duties, outbox
-//!  ├─ membership.rs        the member-signed history (SPEC §4.7): verify, sign, submit
-//!  ├─ rn1.rs               the rn1_wait fallback (SPEC §4.3 step 4, D37)
+//! Terminal (terminal.rs)   the façade: open/init a profile, connect, sync
+//!  ├─ certificate.rs       this terminal's certificate: chain, renewal (SPEC §2)
+//!  ├─ group.rs             groups: create, policy, members, rights, remove, leave, delete (§4.1–4.6)
+//!  ├─ invite.rs            both sides of an invitation (§4.2): invite, ack, hand-over, anchor
+//!  ├─ membership.rs        the member-signed history (§4.7): verify, sign, submit
+//!  ├─ grant.rs             grants from the GMS: fetch, check, apply, refuse and hold (§4.3–4.6)
+//!  ├─ rn1.rs               RN1: R1s held, rotation duty, receiving, rn1_wait fallback (§4.3, D37)
+//!  ├─ inbox.rs             signed items out and in, batched, each processed once (§4)
+//!  ├─ outbox.rs            sending: posted now or queued sealed until it can be (§3.3, §4.5)
+//!  ├─ receive.rs           receiving: every receiver check in the spec's order (§3.3, §4.5)
+//!  ├─ history.rs           messages and notices as shown, `read --follow` (§8)
+//!  ├─ erasure.rs           erasing superseded keys and old history (§7, D36)
 //!  ├─ delivery.rs          this terminal's delivery key: publish, rotate, erase (D38)
-//!  ├─ messages.rs          envelopes: send, open, receiver checks (SPEC §3.3), history
 //!  ├─ contacts.rs          pins, safety numbers, revocation of contacts (PROTOCOL §7)
 //!  ├─ live.rs              Subscribe/Watch streams and the timer (PROTOCOL §5.1)
 //!  └─ store/               the profile database — the only module that speaks SQL
@@ -31,29 +37,38 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod certificate;
 pub mod config;
 pub mod contacts;
 mod delivery;
+mod erasure;
 mod error;
-mod flows;
+mod grant;
+mod group;
+mod history;
+mod inbox;
+mod invite;
 pub mod keylog;
 pub mod live;
 mod membership;
-mod messages;
+mod outbox;
+mod receive;
 mod rn1;
 pub mod store;
-mod sync;
 mod terminal;
 pub mod vault;
 
 pub use config::ClientConfig;
 pub use error::{Error, ErrorKind, Result};
-pub use flows::{GroupPolicy, PolicyChange, PolicyView};
+pub use group::{GroupInfo, GroupPolicy, MemberInfo, PolicyChange, PolicyView};
+pub use history::{Line, Message, Notice, UNREADABLE};
+pub use invite::Invitation;
 pub use live::{Backoff, Live, LiveEvent, LiveUpdate};
 pub use membership::MembershipCode;
-pub use messages::{Line, Message, Notice, OpenCache, UNREADABLE};
+pub use outbox::{SendOutcome, Waiting};
+pub use receive::OpenCache;
 pub use store::GroupState;
-pub use terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal, Waiting};
+pub use terminal::Terminal;
 
 /// Crash injection for tests: in debug builds, when the
 /// environment variable `DUOKEY_FAILPOINT` names this point, the process

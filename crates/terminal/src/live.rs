@@ -2,8 +2,8 @@
 //! stream, processed as they arrive, for `read --follow` and `duokey chat`.
 
 use crate::error::{Error, Result};
-use crate::messages::Message;
-use crate::sync::gid16;
+use crate::group::gid16;
+use crate::history::Message;
 use crate::terminal::Terminal;
 use duokey_proto::{Delivery, SubscribeRequest, WatchEvent, WatchRequest, delivery, watch_event};
 use std::time::Duration;

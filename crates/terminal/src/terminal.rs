@@ -1,5 +1,6 @@
 //! Opening a profile, enrolment, and the terminal's connections.
 
+use crate::certificate::{decode_chain, encode_chain};
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::keylog::KeyLog;
@@ -8,74 +9,15 @@ use crate::vault::{Vault, random};
 use duokey_crypto::{DeliverySecret, IdentityKey, PublicIdentity, UserId};
 use duokey_pki::grpc::channel;
 use duokey_pki::rustls_pki_types::CertificateDer;
+use duokey_proto::EnrollRequest;
 use duokey_proto::accounts_client::AccountsClient;
 use duokey_proto::communication_client::CommunicationClient;
 use duokey_proto::group_management_client::GroupManagementClient;
-use duokey_proto::{EnrollRequest, RenewRequest};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
-
-/// A group as listed to the user.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct GroupInfo {
-    /// 32 hex digits.
-    pub group_id: String,
-    /// Name.
-    pub name: String,
-    /// Where this terminal stands in it.
-    pub state: crate::store::GroupState,
-    /// Current RN1 version.
-    pub rn1_version: u32,
-    /// Current RN2 version.
-    pub rn2_version: u64,
-}
-
-/// A member and its rights.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct MemberInfo {
-    /// User id.
-    pub user: String,
-    /// Rights, e.g. "owner,invite,remove" or "member".
-    pub rights: String,
-}
-
-/// A pending invitation.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Invitation {
-    /// 32 hex digits.
-    pub invite_id: String,
-    /// 32 hex digits.
-    pub group_id: String,
-    /// Group name.
-    pub group_name: String,
-    /// Inviter.
-    pub from: String,
-    /// Rights offered.
-    pub rights: String,
-}
-
-/// What happened to a message given to [`Terminal::send`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SendOutcome {
-    /// Posted and durable at the CS, at this log position.
-    Posted(u64),
-    /// Kept in the outbox (sealed) and sent by a later sync, or on
-    /// reconnect, once what it waits for is there; never lost.
-    Queued(Waiting),
-}
-
-/// What a queued message waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waiting {
-    /// The group's new RN1 (SPEC §4.3 step 4), or a valid grant after a
-    /// refused one.
-    Key,
-    /// The CS: it could not be reached (a transient fault).
-    Server,
-}
 
 /// An open profile, connected to the servers.
 pub struct Terminal {
@@ -114,38 +56,10 @@ fn profile_path(home: &Path) -> PathBuf {
     home.join("profile.db")
 }
 
-fn encode_chain(chain: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for c in chain {
-        out.extend_from_slice(&(c.len() as u32).to_be_bytes());
-        out.extend_from_slice(c);
-    }
-    out
-}
-
-fn decode_chain(mut b: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let (len, rest) = b
-            .split_at_checked(4)
-            .ok_or(Error::Corrupt("certificate chain"))?;
-        let n = u32::from_be_bytes(
-            len.try_into()
-                .map_err(|_| Error::Corrupt("certificate chain"))?,
-        ) as usize;
-        let (c, rest) = rest
-            .split_at_checked(n)
-            .ok_or(Error::Corrupt("certificate chain"))?;
-        out.push(CertificateDer::from(c.to_vec()));
-        b = rest;
-    }
-    Ok(out)
-}
-
 /// The GMS and CS clients of a terminal with certificate `chain`. Each
 /// server must carry its own role (D9): a CS certificate cannot pose as the
 /// GMS.
-fn clients(
+pub(crate) fn clients(
     cfg: &ClientConfig,
     ca: &CertificateDer<'static>,
     chain: Vec<CertificateDer<'static>>,
@@ -168,89 +82,7 @@ fn clients(
     Ok((gms, cs))
 }
 
-/// Whether a certificate valid from `not_before` to `not_after` (Unix
-/// seconds) is due for renewal at `now`: once two thirds of its lifetime
-/// have passed.
-pub fn renewal_due(not_before: i64, not_after: i64, now: i64) -> bool {
-    let lifetime = not_after.saturating_sub(not_before).max(0);
-    now >= not_before.saturating_add(lifetime / 3 * 2)
-}
-
 impl Terminal {
-    /// This terminal's certificate: (serial hex, valid from, valid until;
-    /// Unix seconds).
-    pub async fn certificate(&self) -> Result<(String, i64, i64)> {
-        let chain = decode_chain(&self.store.meta_req("cert_chain").await?)?;
-        let leaf = chain.first().ok_or(Error::Corrupt("cert_chain"))?;
-        let p = duokey_pki::peer_identity(leaf)?;
-        Ok((p.serial_hex(), p.not_before_unix, p.not_after_unix))
-    }
-
-    /// `duokey renew`: a new certificate for the same identity
-    /// key from the AS, asked with the current one (so contacts' pins and
-    /// safety numbers stay), then used for every connection. Returns it as
-    /// [`Terminal::certificate`] does.
-    pub async fn renew(&mut self) -> Result<(String, i64, i64)> {
-        let cfg = ClientConfig::parse(
-            std::str::from_utf8(&self.store.meta_req("client_config").await?)
-                .map_err(|_| Error::Corrupt("config"))?,
-        )?;
-        let chain = decode_chain(&self.store.meta_req("cert_chain").await?)?;
-        let key = duokey_pki::identity_private_key_der(&self.identity);
-        let tls =
-            duokey_pki::client_config_for(&self.ca, Some((chain, key)), duokey_pki::Role::As)?;
-        let mut accounts = AccountsClient::new(
-            channel(&cfg.as_url, tls).map_err(Error::server("connecting to the AS"))?,
-        );
-        let resp = accounts
-            .renew(RenewRequest {
-                csr_der: duokey_pki::make_csr(&self.identity, &self.me)?,
-            })
-            .await
-            .map_err(Error::server("renewing the certificate"))?
-            .into_inner();
-        let leaf = resp
-            .cert_chain_der
-            .first()
-            .ok_or(Error::Internal("the AS sent no certificate"))?;
-        let p = duokey_pki::peer_identity(leaf)?;
-        if p.user_id.as_ref() != Some(&self.me)
-            || p.ed25519_public != Some(self.identity.public().to_bytes())
-        {
-            return Err(Error::refused(
-                "the AS answered with a certificate for another user or key; nothing was changed",
-            ));
-        }
-        self.store
-            .set_meta("cert_chain", &encode_chain(&resp.cert_chain_der))
-            .await?;
-        let chain = decode_chain(&encode_chain(&resp.cert_chain_der))?;
-        (self.gms, self.cs) = clients(&cfg, &self.ca, chain, &self.identity)?;
-        tracing::info!(serial = %p.serial_hex(), "certificate renewed");
-        self.certificate().await
-    }
-
-    /// Renews the certificate once it is due ([`renewal_due`]), at a sync.
-    /// A failure is retried at the next sync; with less than a week left the
-    /// user is told.
-    pub(crate) async fn renew_if_due(&mut self) -> Result<()> {
-        let (_, from, until) = self.certificate().await?;
-        let now = i64::try_from(crate::now_ms() / 1000).unwrap_or(i64::MAX);
-        if !renewal_due(from, until, now) {
-            return Ok(());
-        }
-        if let Err(e) = self.renew().await
-            && until - now < 7 * 86_400
-        {
-            self.warn(format!(
-                "your certificate expires in {} day(s) and could not be renewed ({e}); run `duokey renew` \
-                 once the server is reachable, or ask your administrator for a new enrolment",
-                (until - now) / 86_400
-            ));
-        }
-        Ok(())
-    }
-
     /// Enrols a new profile in `home` (SPEC §2, §8 `duokey init`): a new
     /// Ed25519 identity key, a certificate from the AS for `token`, a new
     /// delivery key; secrets sealed under `passphrase` (or a stored random
@@ -434,16 +266,18 @@ impl Terminal {
     }
 }
 
-#[cfg(test)]
-mod renewal_tests {
-    use super::renewal_due;
-
-    #[test]
-    fn a_certificate_is_renewed_from_two_thirds_of_its_lifetime() {
-        let (from, until) = (1_000, 1_000 + 365 * 86_400);
-        assert!(!renewal_due(from, until, from));
-        assert!(!renewal_due(from, until, from + 243 * 86_400));
-        assert!(renewal_due(from, until, from + 244 * 86_400));
-        assert!(renewal_due(from, until, until + 1), "expired: still try");
+impl Terminal {
+    /// One full sync (SPEC §8: every command first syncs): grants, inbox,
+    /// pending RN1 duties, the outbox, then key erasure.
+    pub async fn sync(&mut self) -> Result<()> {
+        self.renew_if_due().await?;
+        self.sync_revocations().await?;
+        self.sync_grants().await?;
+        self.sync_items().await?;
+        self.retry_pending_items().await?;
+        self.replace_missing_rn1().await?;
+        self.finish_invitations().await?;
+        self.flush_outbox().await?;
+        self.erase_expired().await
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{Store, i as int, u as uint};
 use crate::error::{Error, Result};
+use duokey_crypto::envelope::Header;
 use sqlx::Row;
 
 /// A message to store, its body already sealed.
@@ -59,7 +60,49 @@ pub enum Stored {
     Replay,
 }
 
+/// What the profile already holds of an envelope about to be decrypted
+/// (SPEC §3.3 V7/V8, checked before decryption).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Neither its id nor its (sender, epoch, seq).
+    Fresh,
+    /// This very envelope: same log position, same id.
+    ThisEnvelope,
+    /// Its id, at another log position: a replay (V7).
+    ReplayedId,
+    /// Another message with its (sender, epoch, seq): a replay (V8).
+    ReplayedSeq,
+}
+
 impl Store {
+    /// V7/V8 against the stored history of `gid`, for the envelope at
+    /// `log_seq` with header `h`.
+    pub async fn envelope_seen(&self, gid: &[u8; 16], log_seq: u64, h: &Header) -> Result<Seen> {
+        let rows = sqlx::query(
+            "SELECT log_seq, msg_id FROM messages WHERE group_id = ? AND (msg_id = ? \
+             OR (sender = ? AND rn1_version = ? AND rn2_version = ? AND seq = ?))",
+        )
+        .bind(gid.as_slice())
+        .bind(h.msg_id.as_bytes().as_slice())
+        .bind(h.sender.as_str())
+        .bind(i64::from(h.epoch.rn1_version))
+        .bind(int(h.epoch.rn2_version)?)
+        .bind(int(h.seq)?)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut seen = Seen::Fresh;
+        for r in rows {
+            let same_id = r.try_get::<Vec<u8>, _>("msg_id")?.as_slice() == h.msg_id.as_bytes();
+            seen = match (same_id, uint(r.try_get("log_seq")?)? == log_seq) {
+                (true, true) => return Ok(Seen::ThisEnvelope),
+                (true, false) => Seen::ReplayedId,
+                (false, _) if seen == Seen::Fresh => Seen::ReplayedSeq,
+                (false, _) => seen,
+            };
+        }
+        Ok(seen)
+    }
+
     /// Stores `messages` of `gid` and moves its log cursor to `cursor`, in
     /// one transaction. Says per message whether it was new.
     pub async fn put_messages(

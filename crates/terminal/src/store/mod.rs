@@ -16,7 +16,7 @@ mod invites;
 mod outbox;
 
 pub use contacts::ContactState;
-pub use history::{NewMessage, Stored, StoredMessage};
+pub use history::{NewMessage, Seen, Stored, StoredMessage};
 pub use invites::{HandOver, InviteOutState, PendingInvite, SentInvite};
 pub use outbox::Queued;
 

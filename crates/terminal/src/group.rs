@@ -1,9 +1,11 @@
-//! The user's commands (SPEC §4, §8), each after a sync.
+//! Groups (SPEC §4.1, §4.4, §4.6, §4.7): creation, policy, the member list,
+//! rights, removal, leaving, rotation on demand and deletion.
 
+use crate::Terminal;
 use crate::error::{Error, Result};
 use crate::membership::Intent;
 use crate::store::GroupState;
-use crate::terminal::{GroupInfo, Invitation, MemberInfo, SendOutcome, Terminal};
+use duokey_crypto::UserId;
 use duokey_crypto::membership;
 use duokey_crypto::*;
 use duokey_proto::{CreateGroupRequest, RotateRequest};
@@ -105,6 +107,40 @@ impl PolicyChange {
     }
 }
 
+pub(crate) fn rights_name(bits: u8) -> String {
+    Rights::from_bits(bits)
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| format!("{bits:#04x}"))
+}
+
+pub(crate) fn gid16(b: &[u8]) -> Result<[u8; 16]> {
+    b.try_into().map_err(|_| Error::Corrupt("group id"))
+}
+
+/// A group as listed to the user.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupInfo {
+    /// 32 hex digits.
+    pub group_id: String,
+    /// Name.
+    pub name: String,
+    /// Where this terminal stands in it.
+    pub state: crate::store::GroupState,
+    /// Current RN1 version.
+    pub rn1_version: u32,
+    /// Current RN2 version.
+    pub rn2_version: u64,
+}
+
+/// A member and its rights.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberInfo {
+    /// User id.
+    pub user: String,
+    /// Rights, e.g. "owner,invite,remove" or "member".
+    pub rights: String,
+}
+
 impl Terminal {
     /// `duokey group policy GROUP`: the policy of the verified history.
     pub async fn policy(&mut self, gid: &[u8; 16]) -> Result<PolicyView> {
@@ -166,15 +202,7 @@ impl Terminal {
         }
         self.policy(gid).await
     }
-}
 
-fn rights_name(bits: u8) -> String {
-    Rights::from_bits(bits)
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| format!("{bits:#04x}"))
-}
-
-impl Terminal {
     /// Resolves `GROUP`: a group id, a unique id prefix, or a unique name.
     pub async fn resolve_group(&self, spec: &str) -> Result<[u8; 16]> {
         let groups = self.store.groups().await?;
@@ -294,7 +322,10 @@ impl Terminal {
         Ok(g)
     }
 
-    async fn my_rights(&self, gid: &[u8; 16]) -> Result<(crate::store::GroupRow, Rights)> {
+    pub(crate) async fn my_rights(
+        &self,
+        gid: &[u8; 16],
+    ) -> Result<(crate::store::GroupRow, Rights)> {
         let g = self.active(gid).await?;
         let grant = self
             .store
@@ -308,130 +339,6 @@ impl Terminal {
             .map(|(_, r)| *r)
             .unwrap_or(0);
         Ok((g, Rights::from_bits(bits).unwrap_or(Rights::NONE)))
-    }
-
-    /// `duokey group invite GROUP USER [--can-invite] [--can-remove]` (SPEC §4.2 step 1).
-    pub async fn invite(
-        &mut self,
-        gid: &[u8; 16],
-        user: &UserId,
-        rights: Rights,
-    ) -> Result<ItemId> {
-        let (g, mine) = self.my_rights(gid).await?;
-        if !mine.contains(Rights::INVITE) {
-            return Err(Error::refused(format!(
-                "you lack the invite right in group {}",
-                g.name
-            )));
-        }
-        if !mine.contains(rights) {
-            return Err(Error::refused(format!(
-                "you can grant only rights you hold ({mine}) in group {}",
-                g.name
-            )));
-        }
-        if self
-            .members(gid)
-            .await?
-            .iter()
-            .any(|m| m.user == user.as_str())
-        {
-            return Err(Error::refused(format!(
-                "{user} is already a member of {}",
-                g.name
-            )));
-        }
-        self.contact_key(user).await?;
-        let invite_id = ItemId::random()?;
-        let body = ItemBody::Invite {
-            group_id: GroupId(*gid),
-            group_name: GroupName::new(g.name.clone())?,
-            rights,
-        };
-        self.store
-            .put_invite_out(&invite_id.0, gid, user.as_str(), rights.bits())
-            .await?;
-        self.send_item(invite_id, user, body).await?;
-        Ok(invite_id)
-    }
-
-    /// `duokey invites`: invitations waiting for an answer.
-    pub async fn invitations(&self) -> Result<Vec<Invitation>> {
-        Ok(self
-            .store
-            .pending_invites()
-            .await?
-            .into_iter()
-            .map(|i| Invitation {
-                invite_id: hex::encode(i.invite_id),
-                group_id: hex::encode(i.group_id),
-                group_name: i.group_name,
-                from: i.from,
-                rights: rights_name(i.rights),
-            })
-            .collect())
-    }
-
-    async fn find_invitation(&self, spec: &str) -> Result<(ItemId, GroupId, UserId)> {
-        let lower = spec.to_lowercase();
-        let hits: Vec<Invitation> = self
-            .invitations()
-            .await?
-            .into_iter()
-            .filter(|i| {
-                i.invite_id.starts_with(&lower)
-                    || i.group_id.starts_with(&lower)
-                    || i.group_name == spec
-            })
-            .collect();
-        match hits.as_slice() {
-            [one] => Ok((
-                one.invite_id.parse()?,
-                one.group_id.parse()?,
-                UserId::new(one.from.clone())?,
-            )),
-            [] => Err(Error::not_found(format!(
-                "no pending invitation matches {spec:?}; `duokey invites` lists them"
-            ))),
-            _ => Err(Error::user(format!(
-                "{spec:?} matches several invitations; use the invite id"
-            ))),
-        }
-    }
-
-    /// `duokey accept INVITE_ID|GROUP` (SPEC §4.2 step 2).
-    pub async fn accept(&mut self, spec: &str) -> Result<String> {
-        let (invite_id, gid, from) = self.find_invitation(spec).await?;
-        let secret = DeliverySecret::generate();
-        let sealed = self.vault.seal("invite", secret.to_bytes().as_slice())?;
-        self.store.accept_invite_in(&invite_id.0, &sealed).await?;
-        let body = ItemBody::Ack {
-            invite_id,
-            group_id: gid,
-            invite_pub: secret.public(),
-        };
-        self.send_item(ItemId::random()?, &from, body).await?;
-        Ok(from.to_string())
-    }
-
-    /// `duokey decline INVITE_ID|GROUP`.
-    pub async fn decline(&mut self, spec: &str) -> Result<()> {
-        let (invite_id, gid, from) = self.find_invitation(spec).await?;
-        self.store.decline_invite_in(&invite_id.0).await?;
-        self.send_item(
-            ItemId::random()?,
-            &from,
-            ItemBody::Decline {
-                invite_id,
-                group_id: gid,
-            },
-        )
-        .await
-    }
-
-    /// `duokey send GROUP TEXT`.
-    pub async fn send(&mut self, gid: &[u8; 16], text: &str) -> Result<SendOutcome> {
-        self.send_text(gid, text).await
     }
 
     /// `duokey group remove GROUP USER` (SPEC §4.3).
@@ -524,10 +431,5 @@ impl Terminal {
                 crate::now_ms(),
             )
             .await
-    }
-
-    /// How many messages wait in the outbox.
-    pub async fn queued(&self) -> Result<u64> {
-        self.store.queued_count().await
     }
 }

@@ -1,0 +1,341 @@
+//! Grants from the GMS (SPEC §4.3–4.6): fetched, checked against the
+//! member-signed membership, applied (new epochs, removals), or refused and
+//! held.
+
+use crate::error::{Error, Result};
+use crate::group::gid16;
+use crate::store::GroupState;
+use crate::store::StoredGrant;
+use crate::terminal::Terminal;
+use duokey_crypto::*;
+use duokey_proto::{
+    GetGrantRequest, GetGrantsRequest, Grant, GrantCause, Member, Removal, RemovalCause,
+};
+
+fn cause_notice(g: &Grant) -> Option<String> {
+    let s = &g.subject;
+    match GrantCause::try_from(g.cause).ok()? {
+        GrantCause::Created => Some(format!("{s} created the group")),
+        GrantCause::MemberAdded => Some(format!("{s} joined")),
+        GrantCause::MemberRemoved => Some(format!("{s} was removed")),
+        GrantCause::MemberLeft => Some(format!("{s} left")),
+        GrantCause::Periodic | GrantCause::Forced => Some(format!(
+            "key rotated (epoch {}/{})",
+            g.rn1_version, g.rn2_version
+        )),
+        GrantCause::PolicyChanged => Some(format!("{s} changed the group's policy")),
+        GrantCause::Unspecified => None,
+    }
+}
+
+/// Whether the GMS's refusal of a grant is its definitive answer (this
+/// terminal has no right to that version: before it joined, after it left,
+/// or beyond what exists), not a transient failure to retry.
+fn definitive(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::NotFound | tonic::Code::PermissionDenied | tonic::Code::OutOfRange
+    )
+}
+
+impl Terminal {
+    /// Fetches the current grants of all groups (SPEC §4.5) and the groups lost.
+    pub async fn sync_grants(&mut self) -> Result<()> {
+        let resp = self
+            .gms
+            .get_grants(GetGrantsRequest { group_ids: vec![] })
+            .await
+            .map_err(Error::server("fetching grants"))?
+            .into_inner();
+        let current: Vec<Vec<u8>> = resp.grants.iter().map(|g| g.group_id.clone()).collect();
+        for g in resp.grants {
+            self.apply_grant(g).await?;
+        }
+        let lost: Vec<Vec<u8>> = self
+            .store
+            .groups()
+            .await?
+            .into_iter()
+            .filter(|g| g.state == GroupState::Active && !current.contains(&g.group_id.to_vec()))
+            .map(|g| g.group_id.to_vec())
+            .collect();
+        if !lost.is_empty() {
+            let resp = self
+                .gms
+                .get_grants(GetGrantsRequest { group_ids: lost })
+                .await
+                .map_err(Error::server("fetching grants"))?
+                .into_inner();
+            for r in resp.removals {
+                self.apply_removal(&r).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a grant from the GMS (a sync, `Watch`, or an answer): stores it,
+    /// moves the group forward — never back: an older grant replayed by a
+    /// dishonest GMS does not roll the group's epoch back (SPEC §7.6) —,
+    /// writes its notice once, and does this terminal's RN1 duty if it is the
+    /// grant's `rn1_rotator`.
+    pub async fn apply_grant(&mut self, g: Grant) -> Result<()> {
+        let gid = gid16(&g.group_id)?;
+        self.fetch_missed_grants(&gid, g.rn2_version).await?;
+        let version = g.rn2_version;
+        // SPEC §4.7: a grant whose membership no member signed is refused and
+        // kept out of use; the group stays at its last verified epoch.
+        let g = match self.verify_grant(&gid, g).await {
+            Ok(g) => g,
+            Err(Error::Refused(reason)) => return self.refuse_grant(&gid, version, &reason).await,
+            Err(e) => return Err(e),
+        };
+        let g = self.whole_grant(&gid, g).await?;
+        let rn2 = Rn2::from_slice(&g.rn2).map_err(|_| Error::Corrupt("grant RN2"))?;
+        let policy = g.policy.unwrap_or_default();
+        let stored = StoredGrant {
+            rn2_version: g.rn2_version,
+            rn1_version: g.rn1_version,
+            rn2_sealed: self.vault.seal("rn2", rn2.expose_secret())?,
+            members: g
+                .members
+                .iter()
+                .map(|m| (m.user_id.clone(), u8::try_from(m.rights).unwrap_or(0)))
+                .collect(),
+            issued_at_ms: g.issued_at_ms,
+            rn1_rotator: g.rn1_rotator.clone(),
+            cause: g.cause,
+            subject: g.subject.clone(),
+            grace_secs: policy.grace_secs,
+            retention_secs: policy.retention_secs,
+        };
+        let is_new = self.store.put_grant(&gid, &stored).await?;
+        // A verified grant ends a refusal's hold on sending.
+        let since = format!("refused_since:{}", hex::encode(gid));
+        if is_new && self.store.meta_u64(&since).await? != 0 {
+            self.store.set_meta(&since, b"").await?;
+        }
+        self.store
+            .upsert_group(&gid, &g.group_name, g.rn2_version, g.rn1_version)
+            .await?;
+        if is_new {
+            self.keylog.rn2(&GroupId(gid), g.rn2_version, &rn2);
+            if let Some(text) = cause_notice(&g) {
+                self.store.notice(&gid, &text, g.issued_at_ms).await?;
+            }
+        }
+        // The rotator is the one the verified history names (SPEC §4.7),
+        // never the GMS's `rn1_rotator` field.
+        if let Some((seq, head)) = self.my_rotation(&gid, &g).await? {
+            self.rn1_duty(&gid, &stored, seq, head).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells the user, once per version, that a grant was refused.
+    async fn refuse_grant(&mut self, gid: &[u8; 16], version: u64, reason: &str) -> Result<()> {
+        let key = format!("refused_grant:{}:{version}", hex::encode(gid));
+        let since = format!("refused_since:{}", hex::encode(gid));
+        if self.store.meta_u64(&since).await? == 0 {
+            self.store.set_meta_u64(&since, crate::now_ms()).await?;
+        }
+        if self.store.meta(&key).await?.is_none() {
+            let text = format!(
+                "⚠ refused group key version {version}: {reason}. This terminal keeps the last \
+                 verified key: it sends with it only within the grace window, then holds your messages \
+                 until the group server sends a valid change"
+            );
+            self.store.notice(gid, &text, crate::now_ms()).await?;
+            self.warn(text);
+            self.store.set_meta(&key, b"1").await?;
+        }
+        Ok(())
+    }
+
+    /// SPEC §4.7: after a refused grant, the last verified epoch is used for
+    /// sending only within its grace window; then sends queue until a valid
+    /// grant arrives.
+    pub(crate) async fn held_by_refusal(&self, gid: &[u8; 16]) -> Result<bool> {
+        let since = format!("refused_since:{}", hex::encode(gid));
+        let at = self.store.meta_u64(&since).await?;
+        if at == 0 {
+            return Ok(false);
+        }
+        let grace_ms = match self.store.group(gid).await? {
+            Some(g) => self
+                .store
+                .grant(gid, g.rn2_version)
+                .await?
+                .map_or(0, |c| c.grace_secs.saturating_mul(1000)),
+            None => 0,
+        };
+        Ok(crate::now_ms() > at.saturating_add(grace_ms))
+    }
+
+    /// (seq, head) of the change that made `g`'s RN1 version, if this
+    /// terminal is its rotator in the verified state and `g` is the grant
+    /// that applied it.
+    async fn my_rotation(&mut self, gid: &[u8; 16], g: &Grant) -> Result<Option<(u64, [u8; 32])>> {
+        let Some(state) = self.membership(gid).await? else {
+            return Ok(None);
+        };
+        let Some(rotation) = state
+            .rn1_rotations
+            .iter()
+            .find(|r| r.rn1_version == g.rn1_version && r.rotator == self.me)
+        else {
+            return Ok(None);
+        };
+        if self.store.first_grant_of_rn1(gid, g.rn1_version).await? != Some(g.rn2_version) {
+            return Ok(None);
+        }
+        let seq = rotation.seq;
+        Ok(self.membership_at(gid, seq).await?.map(|at| (seq, at.head)))
+    }
+
+    /// A grant pushed without its member list (D27) made whole: the previous
+    /// version's list with the grant's change applied, or, if this terminal
+    /// does not hold the previous version (it just joined), fetched whole.
+    async fn whole_grant(&mut self, gid: &[u8; 16], mut g: Grant) -> Result<Grant> {
+        if !g.members_omitted {
+            return Ok(g);
+        }
+        let prev = match g.rn2_version.checked_sub(1) {
+            Some(v) => self.store.grant(gid, v).await?,
+            None => None,
+        };
+        let Some(prev) = prev else {
+            let whole = self
+                .gms
+                .get_grant(GetGrantRequest {
+                    group_id: gid.to_vec(),
+                    rn2_version: g.rn2_version,
+                })
+                .await
+                .map_err(Error::server("fetching a grant"))?
+                .into_inner();
+            if whole.members_omitted {
+                return Err(Error::refused(
+                    "the GMS sent a grant without its member list",
+                ));
+            }
+            return Ok(whole);
+        };
+        let mut members = prev.members;
+        match GrantCause::try_from(g.cause) {
+            Ok(GrantCause::MemberAdded) => {
+                members.retain(|(u, _)| u != &g.subject);
+                members.push((
+                    g.subject.clone(),
+                    u8::try_from(g.subject_rights).unwrap_or(0),
+                ));
+                members.sort();
+            }
+            Ok(GrantCause::MemberRemoved | GrantCause::MemberLeft) => {
+                members.retain(|(u, _)| u != &g.subject)
+            }
+            _ => {}
+        }
+        g.members = members
+            .into_iter()
+            .map(|(user_id, rights)| Member {
+                user_id,
+                rights: rights.into(),
+            })
+            .collect();
+        g.members_omitted = false;
+        Ok(g)
+    }
+
+    /// A terminal that was offline through several versions fetches the ones
+    /// it missed (it was a member at each), for their notices and keys.
+    async fn fetch_missed_grants(&mut self, gid: &[u8; 16], upto: u64) -> Result<()> {
+        let Some(cur) = self.store.group(gid).await? else {
+            return Ok(());
+        };
+        if cur.state != GroupState::Active || cur.rn2_version == 0 {
+            return Ok(());
+        }
+        let from = cur.rn2_version + 1;
+        for v in from..upto.min(from + 1000) {
+            if self.store.grant(gid, v).await?.is_some() {
+                continue;
+            }
+            let answer = self
+                .gms
+                .get_grant(GetGrantRequest {
+                    group_id: gid.to_vec(),
+                    rn2_version: v,
+                })
+                .await;
+            match answer {
+                Ok(resp) => Box::pin(self.apply_grant(resp.into_inner())).await?,
+                // A definitive answer: this terminal has no right to it.
+                Err(s) if definitive(&s) => {}
+                // Anything else is retried at the next sync.
+                Err(s) => return Err(Error::from_status("fetching a missed group key", &s)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches a past grant this terminal is entitled to (SPEC §4.5).
+    /// `Ok(None)` only when the GMS says this terminal has no right to it
+    /// (not a member then, or erased after retention); a GMS that cannot
+    /// answer now is an error, and a grant it answers that this terminal
+    /// refuses is "not yet" (`Error::Pending`): neither may make a message
+    /// count as unreadable for good.
+    pub(crate) async fn fetch_grant(
+        &mut self,
+        gid: &[u8; 16],
+        rn2_version: u64,
+    ) -> Result<Option<StoredGrant>> {
+        if let Some(g) = self.store.grant(gid, rn2_version).await? {
+            return Ok(Some(g));
+        }
+        let answer = self
+            .gms
+            .get_grant(GetGrantRequest {
+                group_id: gid.to_vec(),
+                rn2_version,
+            })
+            .await;
+        match answer {
+            Ok(resp) => {
+                self.apply_grant(resp.into_inner()).await?;
+                match self.store.grant(gid, rn2_version).await? {
+                    Some(g) => Ok(Some(g)),
+                    None => Err(Error::Pending(format!(
+                        "the group key of version {rn2_version} was refused; waiting for a valid one"
+                    ))),
+                }
+            }
+            Err(s) if definitive(&s) => Ok(None),
+            Err(s) => Err(Error::from_status("fetching a group key", &s)),
+        }
+    }
+
+    async fn apply_removal(&mut self, r: &Removal) -> Result<()> {
+        let gid = gid16(&r.group_id)?;
+        let (state, text) = match RemovalCause::try_from(r.cause).unwrap_or(RemovalCause::Removed) {
+            RemovalCause::Left => (GroupState::Left, "you left the group".to_owned()),
+            RemovalCause::Deleted => (
+                GroupState::Deleted,
+                format!("the group was deleted by {}", r.by),
+            ),
+            _ => (GroupState::Removed, format!("you were removed by {}", r.by)),
+        };
+        if self
+            .store
+            .group(&gid)
+            .await?
+            .is_some_and(|g| g.state == GroupState::Active)
+        {
+            // What was said while this terminal was a member stays its own.
+            self.last_fetch(&gid).await?;
+            self.store
+                .end_membership(&gid, state, &text, crate::now_ms())
+                .await?;
+        }
+        Ok(())
+    }
+}

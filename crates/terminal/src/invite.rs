@@ -1,0 +1,414 @@
+//! Invitations, both sides of SPEC §4.2: the inviter's `invite`, the
+//! invitee's `ack`, the inviter's hand-over of RN1 (with the member-signed
+//! addition of §4.7), and the invitee's checks of the membership anchor.
+
+use crate::Terminal;
+use crate::error::{Error, Result};
+use crate::group::{gid16, rights_name};
+use crate::membership::Intent;
+use duokey_crypto::membership;
+use duokey_crypto::*;
+use duokey_crypto::{DeliverySecret, PublicIdentity, UserId};
+use duokey_proto::{Grant, ReportMemberRequest};
+
+/// A pending invitation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Invitation {
+    /// 32 hex digits.
+    pub invite_id: String,
+    /// 32 hex digits.
+    pub group_id: String,
+    /// Group name.
+    pub group_name: String,
+    /// Inviter.
+    pub from: String,
+    /// Rights offered.
+    pub rights: String,
+}
+
+impl Terminal {
+    /// `duokey group invite GROUP USER [--can-invite] [--can-remove]` (SPEC §4.2 step 1).
+    pub async fn invite(
+        &mut self,
+        gid: &[u8; 16],
+        user: &UserId,
+        rights: Rights,
+    ) -> Result<ItemId> {
+        let (g, mine) = self.my_rights(gid).await?;
+        if !mine.contains(Rights::INVITE) {
+            return Err(Error::refused(format!(
+                "you lack the invite right in group {}",
+                g.name
+            )));
+        }
+        if !mine.contains(rights) {
+            return Err(Error::refused(format!(
+                "you can grant only rights you hold ({mine}) in group {}",
+                g.name
+            )));
+        }
+        if self
+            .members(gid)
+            .await?
+            .iter()
+            .any(|m| m.user == user.as_str())
+        {
+            return Err(Error::refused(format!(
+                "{user} is already a member of {}",
+                g.name
+            )));
+        }
+        self.contact_key(user).await?;
+        let invite_id = ItemId::random()?;
+        let body = ItemBody::Invite {
+            group_id: GroupId(*gid),
+            group_name: GroupName::new(g.name.clone())?,
+            rights,
+        };
+        self.store
+            .put_invite_out(&invite_id.0, gid, user.as_str(), rights.bits())
+            .await?;
+        self.send_item(invite_id, user, body).await?;
+        Ok(invite_id)
+    }
+
+    /// `duokey invites`: invitations waiting for an answer.
+    pub async fn invitations(&self) -> Result<Vec<Invitation>> {
+        Ok(self
+            .store
+            .pending_invites()
+            .await?
+            .into_iter()
+            .map(|i| Invitation {
+                invite_id: hex::encode(i.invite_id),
+                group_id: hex::encode(i.group_id),
+                group_name: i.group_name,
+                from: i.from,
+                rights: rights_name(i.rights),
+            })
+            .collect())
+    }
+
+    async fn find_invitation(&self, spec: &str) -> Result<(ItemId, GroupId, UserId)> {
+        let lower = spec.to_lowercase();
+        let hits: Vec<Invitation> = self
+            .invitations()
+            .await?
+            .into_iter()
+            .filter(|i| {
+                i.invite_id.starts_with(&lower)
+                    || i.group_id.starts_with(&lower)
+                    || i.group_name == spec
+            })
+            .collect();
+        match hits.as_slice() {
+            [one] => Ok((
+                one.invite_id.parse()?,
+                one.group_id.parse()?,
+                UserId::new(one.from.clone())?,
+            )),
+            [] => Err(Error::not_found(format!(
+                "no pending invitation matches {spec:?}; `duokey invites` lists them"
+            ))),
+            _ => Err(Error::user(format!(
+                "{spec:?} matches several invitations; use the invite id"
+            ))),
+        }
+    }
+
+    /// `duokey accept INVITE_ID|GROUP` (SPEC §4.2 step 2).
+    pub async fn accept(&mut self, spec: &str) -> Result<String> {
+        let (invite_id, gid, from) = self.find_invitation(spec).await?;
+        let secret = DeliverySecret::generate();
+        let sealed = self.vault.seal("invite", secret.to_bytes().as_slice())?;
+        self.store.accept_invite_in(&invite_id.0, &sealed).await?;
+        let body = ItemBody::Ack {
+            invite_id,
+            group_id: gid,
+            invite_pub: secret.public(),
+        };
+        self.send_item(ItemId::random()?, &from, body).await?;
+        Ok(from.to_string())
+    }
+
+    /// `duokey decline INVITE_ID|GROUP`.
+    pub async fn decline(&mut self, spec: &str) -> Result<()> {
+        let (invite_id, gid, from) = self.find_invitation(spec).await?;
+        self.store.decline_invite_in(&invite_id.0).await?;
+        self.send_item(
+            ItemId::random()?,
+            &from,
+            ItemBody::Decline {
+                invite_id,
+                group_id: gid,
+            },
+        )
+        .await
+    }
+
+    /// SPEC §4.2 steps 3–4 and 6, on the inviter's side.
+    pub(crate) async fn on_ack(
+        &mut self,
+        invitee: &UserId,
+        invite_id: &ItemId,
+        gid: &GroupId,
+        invite_pub: DeliveryPublic,
+    ) -> Result<()> {
+        let sent = self
+            .store
+            .invite_out(&invite_id.0, invitee.as_str())
+            .await?
+            .ok_or_else(|| {
+                Error::refused(format!(
+                    "{invitee} acknowledged an invitation we did not send"
+                ))
+            })?;
+        if sent.group_id != gid.0 || sent.state != crate::store::InviteOutState::Sent {
+            return Ok(());
+        }
+        // Report first, then hand over R1 at exactly the version that adds the
+        // invitee (docs/DESIGN.md D18): the invitee never holds the R1 of an
+        // epoch before it joined, so even a dishonest GMS handing it old RN2s
+        // cannot open earlier messages (SPEC §7.4). The state is recorded
+        // between the two steps, so an interrupted hand-over resumes at the
+        // next sync instead of stranding the new member.
+        // The add names the key that signed the ack (SPEC §4.7).
+        let key = self.contact_key(invitee).await?;
+        let (grant, seq, head) = match self
+            .reported_before(&gid.0, invitee, &key, invite_id)
+            .await?
+        {
+            Some(reported) => reported,
+            None => {
+                let intent = Intent::Add {
+                    subject: invitee.clone(),
+                    rights: Rights::from_bits(sent.rights)?,
+                    key,
+                };
+                let (grant, change) = self.submit(&gid.0, intent, invite_id).await?;
+                let grant = grant.ok_or(Error::Internal("add without a grant"))?;
+                (grant, change.change().seq, change.hash())
+            }
+        };
+        crate::failpoint("invite-reported");
+        self.store.put_anchor_out(&invite_id.0, seq, &head).await?;
+        self.store
+            .invite_out_reported(
+                &invite_id.0,
+                grant.rn1_version,
+                grant.rn2_version,
+                &invite_pub.0,
+            )
+            .await?;
+        self.apply_grant(grant).await?;
+        crate::failpoint("invite-recorded");
+        self.finish_invitations().await
+    }
+
+    /// An invitation the GMS already applied although this terminal did not
+    /// record it (the process stopped between the GMS's answer and the
+    /// record): the verified history holds the invitee's add with the key
+    /// that signed the ack, so the add is not signed again (it would be
+    /// refused as "already a member" and the invitee stranded). The GMS
+    /// answers a known `report_id` with the grant it produced (§5.3); the
+    /// add's seq and hash come from this terminal's verified chain.
+    async fn reported_before(
+        &mut self,
+        gid: &[u8; 16],
+        invitee: &UserId,
+        key: &PublicIdentity,
+        invite_id: &ItemId,
+    ) -> Result<Option<(Grant, u64, [u8; 32])>> {
+        let added = self
+            .membership(gid)
+            .await?
+            .is_some_and(|s| s.key_of(invitee) == Some(key));
+        if !added {
+            return Ok(None);
+        }
+        let grant = self
+            .gms
+            .report_member(ReportMemberRequest {
+                group_id: gid.to_vec(),
+                report_id: invite_id.0.to_vec(),
+                change: Vec::new(),
+            })
+            .await
+            .map_err(Error::server("resuming an invitation"))?
+            .into_inner();
+        let seq = grant.membership_seq;
+        let at = self.membership_at(gid, seq).await?;
+        let before = self.membership_at(gid, seq.saturating_sub(1)).await?;
+        let is_the_add = at.as_ref().is_some_and(|s| s.key_of(invitee) == Some(key))
+            && before.is_some_and(|s| !s.members.contains_key(invitee));
+        match (at, is_the_add) {
+            (Some(at), true) => Ok(Some((grant, seq, at.head))),
+            _ => Err(Error::refused(format!(
+                "the group server's answer for {invitee}'s invitation does not name the add in the verified history"
+            ))),
+        }
+    }
+
+    /// Sends R1 to every invitee that was added but has not received it yet.
+    pub(crate) async fn finish_invitations(&mut self) -> Result<()> {
+        for h in self.store.hand_overs().await? {
+            let invite_id = ItemId::from_slice(&h.invite_id)?;
+            let gid = gid16(&h.group_id)?;
+            let invitee = UserId::new(h.invitee)?;
+            let (rn1_version, w) = (h.rn1_version, h.join_version);
+            let key = DeliveryPublic(
+                h.invite_pub
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("invite key"))?,
+            );
+            // SPEC §4.2 step 5: only while the invitee is still a member of
+            // the verified state, and with the anchor naming the add.
+            let still_member = self
+                .membership(&gid)
+                .await?
+                .is_some_and(|s| s.members.contains_key(&invitee));
+            let anchor = self.store.anchor_out(&invite_id.0).await?;
+            let (Some((seq, head)), true) = (anchor, still_member) else {
+                self.store.invite_out_done(&invite_id.0).await?;
+                continue;
+            };
+            let Some(r1) = self.r1_at(&gid, rn1_version, w).await? else {
+                self.warn(format!(
+                    "{invitee} was added, but the group's new RN1 has not reached this terminal yet"
+                ));
+                continue;
+            };
+            let anchor = ItemBody::Anchor {
+                group_id: GroupId(gid),
+                membership_seq: seq,
+                head,
+                at_rn2_version: w,
+            };
+            let sent = match self.send_item(ItemId::random()?, &invitee, anchor).await {
+                Ok(()) => {
+                    self.send_rn1(&gid, &invitee, rn1_version, &r1, Some((invite_id, key)))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                self.warn(format!(
+                    "could not hand the group key to {invitee} yet (retried at the next sync): {e}"
+                ));
+                continue;
+            }
+            self.store.invite_out_done(&invite_id.0).await?;
+        }
+        Ok(())
+    }
+
+    /// SPEC §4.7 "Who gets R1", invitation: the inviter's anchor names its
+    /// signed `add` of this terminal, with this terminal's key, the rights
+    /// and name of the invitation, at the R1's version; the chain from
+    /// `create` must end at the anchor's head. The chain is then adopted.
+    pub(crate) async fn check_invitation_anchor(
+        &mut self,
+        item: &Item,
+        p: &Rn1Payload,
+    ) -> Result<()> {
+        let gid = p.group_id.0;
+        let (seq, head, at) = self
+            .store
+            .anchor_in(&gid, item.sender.as_str())
+            .await?
+            .ok_or_else(|| Error::refused("an invitation's RN1 without its inviter's anchor"))?;
+        if at != p.at_rn2_version {
+            return Err(Error::refused(
+                "the inviter's anchor and RN1 name different versions",
+            ));
+        }
+        let (name, rights) = self
+            .store
+            .invite_in_offer(&p.ref_id.0, item.sender.as_str())
+            .await?;
+        let (chain, state) = self.verify_chain_to(&gid, seq, &head).await?;
+        let Some(add) = chain.last() else {
+            return Err(Error::refused("the inviter's anchor names no change"));
+        };
+        let c = add.change();
+        let ok = c.action == membership::Action::Add
+            && c.actor == item.sender
+            && c.subject == self.me
+            && state.key_of(&self.me) == Some(&self.identity.public())
+            && c.rights.bits() == rights
+            && state.name.as_str() == name
+            && state.rn1_version == p.rn1_version;
+        if !ok {
+            return Err(Error::refused(
+                "the inviter's anchor does not name its signed add of this terminal as invited",
+            ));
+        }
+        let known = self.membership(&gid).await?.map_or(0, |s| s.seq);
+        if state.seq > known {
+            self.adopt_all(&gid, &chain, state).await?;
+        }
+        // Changes made since the add (the GMS may have applied more before
+        // this item arrived) are verified as any other.
+        self.catch_up_membership(&gid, None, &[]).await?;
+        Ok(())
+    }
+
+    /// An anchor: kept for the invitation it accompanies, and compared with
+    /// this terminal's own history (SPEC §4.7 "Equivocation").
+    pub(crate) async fn on_anchor(
+        &mut self,
+        sender: &UserId,
+        gid: &[u8; 16],
+        seq: u64,
+        head: &[u8; 32],
+        at_rn2_version: u64,
+    ) -> Result<()> {
+        self.store
+            .put_anchor_in(gid, sender.as_str(), seq, head, at_rn2_version)
+            .await?;
+        self.check_anchor(gid, sender.as_str(), seq, head).await
+    }
+
+    /// SPEC §4.7 "Equivocation": an anchor naming another head than the
+    /// change this terminal verified at that seq is kept as evidence, the
+    /// user is told once, and the group stops sending. An anchor ahead of
+    /// this terminal is checked when the chain reaches it
+    /// ([`Terminal::recheck_anchors`]).
+    async fn check_anchor(
+        &mut self,
+        gid: &[u8; 16],
+        sender: &str,
+        seq: u64,
+        head: &[u8; 32],
+    ) -> Result<()> {
+        let Some(bytes) = self.store.change_at(gid, seq).await? else {
+            return Ok(());
+        };
+        let mine = membership::SignedChange::parse(&bytes)?.hash();
+        if &mine == head
+            || !self
+                .store
+                .put_fork(gid, sender, seq, head, &mine, crate::now_ms())
+                .await?
+        {
+            return Ok(());
+        }
+        let text = format!(
+            "⚠ the group server is showing members different membership histories: {sender}'s change {seq} \
+             is not the one this terminal verified. Sending in this group is stopped; compare \
+             `duokey group verify` codes out of band"
+        );
+        self.store.notice(gid, &text, crate::now_ms()).await?;
+        self.warn(text);
+        Ok(())
+    }
+
+    /// Checks every member's latest anchor against the chain as it stands
+    /// now (after it moved forward).
+    pub(crate) async fn recheck_anchors(&mut self, gid: &[u8; 16]) -> Result<()> {
+        for (sender, seq, head) in self.store.anchors_in(gid).await? {
+            self.check_anchor(gid, &sender, seq, &head).await?;
+        }
+        Ok(())
+    }
+}
