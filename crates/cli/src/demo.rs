@@ -4,7 +4,7 @@
 
 use duokey_crypto::*;
 use duokey_proto::Grant;
-use duokey_server::{Node, dev};
+use duokey_server::dev;
 use duokey_storage::Db;
 use duokey_terminal::{ClientConfig, Error, Line, Result, Terminal};
 use prost::Message as _;
@@ -239,18 +239,11 @@ pub async fn run(json: bool) -> Result<()> {
     say(
         "Starting AS + GMS + CS in this process on 127.0.0.1 (TLS 1.3, mutual certificates, SQLite)",
     );
-    let mut scfg = dev::prepare(&server_dir, "127.0.0.1:0", "127.0.0.1:0")
-        .map_err(|e| Error::User(e.to_string()))?;
-    scfg.limits.min_rotate_every_secs = 1;
-    let node = Node::start(&scfg)
+    let local = dev::start_local(&server_dir, |c| c.limits.min_rotate_every_secs = 1)
         .await
         .map_err(|e| Error::User(e.to_string()))?;
-    let (gms_addr, cs_addr) = (
-        node.gms_addr.ok_or(Error::Internal("gms"))?,
-        node.cs_addr.ok_or(Error::Internal("cs"))?,
-    );
-    let client = dev::write_client_file(&server_dir, gms_addr, cs_addr)
-        .map_err(|e| Error::User(e.to_string()))?;
+    let node = local.node;
+    let client = local.client_file;
     let cfg = ClientConfig::load(&client)?;
     let mut demo = Demo {
         dir,

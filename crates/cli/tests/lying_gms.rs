@@ -5,13 +5,11 @@
 //! shows with a control that the same step told honestly is accepted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
-
 use duokey_crypto::membership::{self, Action, SignedChange, State};
 use duokey_crypto::*;
 use duokey_proto::{GrantCause, Member};
 use duokey_terminal::{GroupPolicy, Line, Terminal};
-use support::{InProcess, join, texts};
+use duokey_testkit::{LocalNet, join, texts};
 
 /// (rn1_version, rn2_version) of the group on `t`.
 async fn epoch(t: &Terminal, gid: &[u8; 16]) -> (u32, u64) {
@@ -41,13 +39,13 @@ async fn new_group(t: &mut Terminal, policy: GroupPolicy) -> [u8; 16] {
 }
 
 /// Forces a periodic RN2 rotation of every group now.
-async fn rotate_now(net: &InProcess) {
+async fn rotate_now(net: &LocalNet) {
     let far = i64::try_from(duokey_terminal::now_ms()).unwrap() + 48 * 3600 * 1000;
     net.node.gms.as_ref().unwrap().rotate_due(far).await;
 }
 
 /// The group's chain as the GMS stores it, verified.
-async fn chain(net: &InProcess, gid: &[u8; 16]) -> (Vec<SignedChange>, State) {
+async fn chain(net: &LocalNet, gid: &[u8; 16]) -> (Vec<SignedChange>, State) {
     let db = net.db("gms").await;
     let rows = db.changes(gid, 0, 1000).await.unwrap();
     db.close().await;
@@ -63,11 +61,11 @@ async fn chain(net: &InProcess, gid: &[u8; 16]) -> (Vec<SignedChange>, State) {
 }
 
 /// alice (owner) and bob through the lying GMS; mallory enrolled, never a member.
-async fn setup(net: &InProcess) -> (Terminal, Terminal, support::lying::Lies, [u8; 16]) {
+async fn setup(net: &LocalNet) -> (Terminal, Terminal, duokey_testkit::Lies, [u8; 16]) {
     let (cfg, lies) = net.lying_gms().await;
-    let mut alice = net.user_via("alice", &cfg).await;
-    let mut bob = net.user_via("bob", &cfg).await;
-    let _mallory = net.user("mallory").await;
+    let mut alice = net.enroll_via("alice", &cfg).await;
+    let mut bob = net.enroll_via("bob", &cfg).await;
+    let _mallory = net.enroll("mallory").await;
     let gid = new_group(&mut alice, GroupPolicy::default()).await;
     join(&mut alice, &mut bob, &gid).await;
     (alice, bob, lies, gid)
@@ -75,7 +73,7 @@ async fn setup(net: &InProcess) -> (Terminal, Terminal, support::lying::Lies, [u
 
 /// Syncs both, then checks the lie was refused by both and reached nobody.
 async fn assert_refused_by_all(
-    net: &InProcess,
+    net: &LocalNet,
     terminals: [&mut Terminal; 2],
     gid: &[u8; 16],
     before: (u32, u64),
@@ -99,7 +97,7 @@ async fn assert_refused_by_all(
 
 /// The honest control: the same rotation told truthfully is accepted.
 async fn assert_honest_rotation_accepted(
-    lies: &support::lying::Lies,
+    lies: &duokey_testkit::Lies,
     t: &mut Terminal,
     gid: &[u8; 16],
     before: (u32, u64),
@@ -112,7 +110,7 @@ async fn assert_honest_rotation_accepted(
 
 #[tokio::test]
 async fn a_member_the_gms_injects_is_refused_and_gets_no_r1() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut bob, lies, gid) = setup(&net).await;
     let before = epoch(&alice, &gid).await;
     // The GMS names mallory a member of the next version (guards: the member
@@ -131,7 +129,7 @@ async fn a_member_the_gms_injects_is_refused_and_gets_no_r1() {
 
 #[tokio::test]
 async fn a_rotator_the_gms_names_sends_no_r1() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut bob, lies, gid) = setup(&net).await;
     let before = epoch(&alice, &gid).await;
     // A periodic grant that claims a removal rotated RN1, with alice as its
@@ -157,11 +155,11 @@ async fn a_rotator_the_gms_names_sends_no_r1() {
 
 #[tokio::test]
 async fn a_removal_the_gms_turns_into_one_without_rn1_rotation_is_refused() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (cfg, lies) = net.lying_gms().await;
-    let mut alice = net.user_via("alice", &cfg).await;
-    let mut bob = net.user_via("bob", &cfg).await;
-    let mut carol = net.user_via("carol", &cfg).await;
+    let mut alice = net.enroll_via("alice", &cfg).await;
+    let mut bob = net.enroll_via("bob", &cfg).await;
+    let mut carol = net.enroll_via("carol", &cfg).await;
     let gid = new_group(&mut alice, GroupPolicy::default()).await;
     join(&mut alice, &mut bob, &gid).await;
     join(&mut alice, &mut carol, &gid).await;
@@ -194,14 +192,14 @@ async fn a_removal_the_gms_turns_into_one_without_rn1_rotation_is_refused() {
 
 #[tokio::test]
 async fn a_change_signed_with_a_key_the_history_never_recorded_is_refused() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut bob, lies, gid) = setup(&net).await;
     let before = epoch(&alice, &gid).await;
     // The CA operator mints a key for alice and, with the GMS, signs "alice
     // adds eve" with it; eve's own certified key is in the change, so only
     // the signature stands in the way (guards: a change verifies with the
     // key the group's history recorded for its actor, not any certified key).
-    let eve = net.raw_user("eve").await;
+    let eve = net.attacker("eve").await;
     let (_, state) = chain(&net, &gid).await;
     let minted = IdentityKey::generate();
     let forged = state
@@ -231,7 +229,7 @@ async fn a_change_signed_with_a_key_the_history_never_recorded_is_refused() {
 
 #[tokio::test]
 async fn a_replayed_change_is_refused() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut bob, lies, gid) = setup(&net).await;
     let before = epoch(&alice, &gid).await;
     // The GMS replays alice's signed add of bob as the next change (guards:
@@ -251,9 +249,9 @@ async fn a_replayed_change_is_refused() {
 
 #[tokio::test]
 async fn a_new_version_that_rolls_membership_back_to_an_older_head_is_refused() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut bob, lies, gid) = setup(&net).await;
-    let mut carol = net.user("carol").await;
+    let mut carol = net.enroll("carol").await;
     join(&mut alice, &mut carol, &gid).await;
     alice.remove(&gid, carol.user()).await.unwrap();
     bob.sync().await.unwrap();
@@ -298,14 +296,14 @@ async fn a_new_version_that_rolls_membership_back_to_an_older_head_is_refused() 
 
 #[tokio::test]
 async fn an_rn1_item_from_anyone_but_the_verified_rotator_is_dropped_and_never_replaces_an_r1() {
-    let net = InProcess::start().await;
-    let mut alice = net.user("alice").await;
-    let mut bob = net.user("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
     let gid = new_group(&mut alice, GroupPolicy::default()).await;
     join(&mut alice, &mut bob, &gid).await;
     let (v1, v2) = epoch(&bob, &gid).await;
     let before = r1_bytes(&bob, &gid).await;
-    let mut mallory = net.raw_user("mallory").await;
+    let mut mallory = net.attacker("mallory").await;
     // A new RN1 version from a non-member, and the current one "replaced"
     // (guards: the rotator of the verified history only; never replace).
     mallory.send_rotation("bob", &gid, v1 + 1, v2).await;
@@ -326,11 +324,11 @@ async fn an_rn1_from_a_member_who_is_not_the_rotator_is_refused_while_the_rotato
     // carol holds no R1 of that version (guards: only the rotator the
     // verified history names; "never replace" cannot help here). bob's own
     // RN1 is then taken (the control).
-    let net = InProcess::start().await;
-    let mut alice = net.user("alice").await;
-    let mut carol = net.user("carol").await;
-    let mut bob = net.raw_user("bob").await;
-    let mut mallory = net.raw_user("mallory").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut carol = net.enroll("carol").await;
+    let mut bob = net.attacker("bob").await;
+    let mut mallory = net.attacker("mallory").await;
     let gid = new_group(&mut alice, GroupPolicy::default()).await;
     join(&mut alice, &mut carol, &gid).await;
     for raw in [&mut bob, &mut mallory] {
@@ -371,9 +369,9 @@ async fn r1_bytes(t: &Terminal, gid: &[u8; 16]) -> Vec<(u32, [u8; 32])> {
 
 #[tokio::test]
 async fn a_policy_the_gms_rewrites_does_not_turn_rn1_rotation_off() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut bob, lies, gid) = setup(&net).await;
-    let mut carol = net.user("carol").await;
+    let mut carol = net.enroll("carol").await;
     join(&mut alice, &mut carol, &gid).await;
     // The GMS tells everyone the group opted out of RN1 rotation and keeps
     // keys for ten years (guards: removal flags and grace/retention come
@@ -403,11 +401,11 @@ async fn two_admins_changing_membership_at_once_converge() {
     // SPEC §4.7: both sign on the head they verified; the GMS applies one and
     // answers ABORTED to the other, whose terminal fetches the new change,
     // re-checks its intent and signs again on top of it.
-    let net = InProcess::start().await;
-    let mut alice = net.user("alice").await;
-    let mut bob = net.user("bob").await;
-    let mut carol = net.user("carol").await;
-    let mut dave = net.user("dave").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let mut carol = net.enroll("carol").await;
+    let mut dave = net.enroll("dave").await;
     let gid = new_group(&mut alice, GroupPolicy::default()).await;
     alice
         .invite(&gid, bob.user(), Rights::INVITE)
@@ -457,11 +455,11 @@ async fn two_admins_changing_membership_at_once_converge() {
 
 #[tokio::test]
 async fn after_a_refused_grant_sends_queue_once_the_grace_window_ends() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (cfg, lies) = net.lying_gms().await;
-    let mut alice = net.user_via("alice", &cfg).await;
-    let mut bob = net.user_via("bob", &cfg).await;
-    let _mallory = net.user("mallory").await;
+    let mut alice = net.enroll_via("alice", &cfg).await;
+    let mut bob = net.enroll_via("bob", &cfg).await;
+    let _mallory = net.enroll("mallory").await;
     // A generous window, and the machine's own latency checked apart from
     // it: a slow machine fails with a message that says so, not at random.
     let policy = GroupPolicy {
@@ -514,10 +512,10 @@ async fn an_invitation_r1_that_arrives_while_the_gms_is_down_is_not_lost() {
     // the group's history from the GMS. While the GMS cannot answer, the
     // item stays in the inbox (not acknowledged, not marked seen); the next
     // sync after the outage completes the join.
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (cfg, lies) = net.lying_gms().await;
-    let mut alice = net.user_via("alice", &cfg).await;
-    let mut bob = net.user_via("bob", &cfg).await;
+    let mut alice = net.enroll_via("alice", &cfg).await;
+    let mut bob = net.enroll_via("bob", &cfg).await;
     let gid = new_group(&mut alice, GroupPolicy::default()).await;
     alice.invite(&gid, bob.user(), Rights::NONE).await.unwrap();
     bob.sync().await.unwrap();
@@ -546,10 +544,10 @@ async fn messages_whose_key_the_gms_cannot_serve_yet_are_kept_not_skipped() {
     // for a while (restarting, rate-limited): his sync fails as the
     // network's, no message is written off as "sent before you joined",
     // and once the GMS answers he reads them all.
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (cfg, lies) = net.lying_gms().await;
-    let mut alice = net.user("alice").await;
-    let mut bob = net.user_via("bob", &cfg).await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll_via("bob", &cfg).await;
     let gid = new_group(&mut alice, GroupPolicy::default()).await;
     join(&mut alice, &mut bob, &gid).await;
     alice.send(&gid, "before").await.unwrap();
@@ -587,7 +585,7 @@ async fn a_new_rn1_that_arrives_before_its_change_waits_for_it() {
     // the new RN1. carol keeps the item instead of dropping it (guards:
     // "not yet" is not "never"), and once an honest grant comes she holds
     // the new RN1 and reads what alice sends after the removal.
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut carol, lies, gid) =
         removal_kept_from_carol(&net, GroupPolicy::default()).await;
     alice.send(&gid, "after dave left").await.unwrap();
@@ -635,10 +633,10 @@ async fn the_verified_rotator_cannot_name_another_version_nor_replace_an_r1() {
     // (a signed rotate_rn1), then sends carol an RN1 at an older RN2 version
     // (guards: at the grant that applied the change) and, after a valid one,
     // a second RN1 of the same version (guards: an R1 is never replaced).
-    let net = InProcess::start().await;
-    let mut alice = net.user("alice").await;
-    let mut carol = net.user("carol").await;
-    let mut bob = net.raw_user("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut carol = net.enroll("carol").await;
+    let mut bob = net.attacker("bob").await;
     let gid = new_group(&mut alice, GroupPolicy::default()).await;
     join(&mut alice, &mut carol, &gid).await;
     alice.invite(&gid, &bob.id, Rights::NONE).await.unwrap();
@@ -674,10 +672,10 @@ async fn an_rn1_replayed_after_its_r1_was_erased_is_refused() {
     // the group past it, she erases R1 version 2 (SPEC §4.7), and a second
     // RN1 for version 2 — valid in every other way — is refused (guards: the
     // erased mark; without it carol holds no R1 of version 2 and takes it).
-    let net = InProcess::start().await;
-    let mut alice = net.user("alice").await;
-    let mut carol = net.user("carol").await;
-    let mut bob = net.raw_user("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut carol = net.enroll("carol").await;
+    let mut bob = net.attacker("bob").await;
     let policy = GroupPolicy {
         grace_secs: 3,
         ..GroupPolicy::default()
@@ -764,12 +762,12 @@ async fn two_members_shown_different_histories_are_each_warned_and_stop_sending(
     // differing from its own change at that seq: each keeps the evidence,
     // is told, and stops sending (guards: the anchor check, also when the
     // anchor arrives before the terminal's chain reaches it).
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (fork_cfg, lies) = net.lying_gms().await;
-    let mut alice = net.user("alice").await;
-    let mut bob = net.user_via("bob", &fork_cfg).await;
-    let mut carol = net.user("carol").await;
-    let mut dave = net.user("dave").await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll_via("bob", &fork_cfg).await;
+    let mut carol = net.enroll("carol").await;
+    let mut dave = net.enroll("dave").await;
     let gid = new_group(&mut alice, GroupPolicy::default()).await;
     alice
         .invite(&gid, bob.user(), Rights::INVITE.union(Rights::REMOVE))
@@ -832,7 +830,7 @@ async fn a_change_withheld_beyond_rn1_wait_is_reported_to_the_user() {
     // group server withholds a change (guards: the rn1_wait end of
     // `retry_pending_items`). The wait is what passes here, so the test
     // waits it out (1 s).
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let policy = GroupPolicy {
         rn1_wait_secs: 1,
         ..GroupPolicy::default()
@@ -849,13 +847,13 @@ async fn a_change_withheld_beyond_rn1_wait_is_reported_to_the_user() {
 /// dave, and the GMS makes carol refuse every grant of the removal (she
 /// cannot verify it) until `lies` are cleared.
 async fn removal_kept_from_carol(
-    net: &InProcess,
+    net: &LocalNet,
     policy: GroupPolicy,
-) -> (Terminal, Terminal, support::lying::Lies, [u8; 16]) {
+) -> (Terminal, Terminal, duokey_testkit::Lies, [u8; 16]) {
     let (carol_cfg, lies) = net.lying_gms().await;
-    let mut alice = net.user("alice").await;
-    let mut carol = net.user_via("carol", &carol_cfg).await;
-    let mut dave = net.user("dave").await;
+    let mut alice = net.enroll("alice").await;
+    let mut carol = net.enroll_via("carol", &carol_cfg).await;
+    let mut dave = net.enroll("dave").await;
     let gid = new_group(&mut alice, policy).await;
     join(&mut alice, &mut carol, &gid).await;
     join(&mut alice, &mut dave, &gid).await;

@@ -7,9 +7,10 @@ mod support;
 use duokey_crypto::rn1_delivery::open_rn1;
 use duokey_crypto::*;
 use duokey_terminal::{GroupPolicy, Line, Terminal};
+use duokey_testkit::{LocalNet, join, texts};
 use prost::Message as _;
 use std::path::Path;
-use support::{InProcess, Server, group_with, join, texts};
+use support::{Server, group_with};
 
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -115,7 +116,7 @@ fn no_server_file_holds_a_marker_or_a_terminal_secret() {
 /// deletion the same scan finds them.
 #[tokio::test]
 async fn a_deleted_groups_rn2s_are_in_no_server_file() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
     alice.rotate(&gid, false).await.unwrap();
     bob.sync().await.unwrap();
@@ -154,9 +155,9 @@ async fn a_deleted_groups_rn2s_are_in_no_server_file() {
 /// revocation, holds carol's invitation.
 #[tokio::test]
 async fn a_revoked_member_gets_no_new_rn1_and_its_items_are_refused() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
-    let mut carol = net.user("carol").await;
+    let mut carol = net.enroll("carol").await;
     join(&mut alice, &mut carol, &gid).await;
     alice.sync().await.unwrap();
     let g = carol
@@ -208,8 +209,8 @@ async fn a_revoked_member_gets_no_new_rn1_and_its_items_are_refused() {
 /// (the control, just enrolled) keeps it.
 #[tokio::test]
 async fn a_certificate_two_thirds_through_its_life_is_renewed_at_the_next_sync() {
-    let net = InProcess::start().await;
-    let mut dave = net.user("dave").await;
+    let net = LocalNet::start().await;
+    let mut dave = net.enroll("dave").await;
     let (serial, _, _) = dave.certificate().await.unwrap();
     dave.sync().await.unwrap();
     assert_eq!(
@@ -264,7 +265,7 @@ async fn a_certificate_two_thirds_through_its_life_is_renewed_at_the_next_sync()
 /// a terminal set to keep history keeps them (the control, same time).
 #[tokio::test]
 async fn decrypted_history_is_erased_after_the_retention_unless_kept() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
     alice.send(&gid, "a month-old secret").await.unwrap();
     bob.sync_messages(&gid).await.unwrap();
@@ -306,9 +307,9 @@ fn keys_from(gid: &[u8; 16], r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) 
 
 /// alice and bob, both members of group "proj" (default policy) that
 /// alice created; the group's id.
-async fn alice_and_bob_in_proj(net: &InProcess) -> (Terminal, Terminal, [u8; 16]) {
-    let mut alice = net.user("alice").await;
-    let mut bob = net.user("bob").await;
+async fn alice_and_bob_in_proj(net: &LocalNet) -> (Terminal, Terminal, [u8; 16]) {
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
     let g = alice
         .create_group("proj", GroupPolicy::default())
         .await
@@ -327,10 +328,10 @@ async fn alice_and_bob_in_proj(net: &InProcess) -> (Terminal, Terminal, [u8; 16]
 #[tokio::test]
 async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation() {
     for rotate in [true, false] {
-        let net = InProcess::start().await;
-        let mut alice = net.user("alice").await;
-        let mut bob = net.user("bob").await;
-        let mut dave = net.user("dave").await;
+        let net = LocalNet::start().await;
+        let mut alice = net.enroll("alice").await;
+        let mut bob = net.enroll("bob").await;
+        let mut dave = net.enroll("dave").await;
         let policy = GroupPolicy {
             rotate_rn1_on_remove: rotate,
             ..GroupPolicy::default()
@@ -385,9 +386,9 @@ async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation()
 /// holds) plus every RN2 the GMS ever issued does not open the erased epochs.
 #[tokio::test]
 async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
-    let net = InProcess::start().await;
-    let mut alice = net.user("alice").await;
-    let mut bob = net.user("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
     let policy = GroupPolicy {
         retention_secs: 60,
         rotate_every_secs: 60,
@@ -470,7 +471,7 @@ async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
 /// terminal, also after a restart (the replay state is in the profile, D20).
 #[tokio::test]
 async fn replayed_envelope_and_inbox_item_are_refused() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
     alice.send(&gid, "only once").await.unwrap();
     assert_eq!(bob.sync_messages(&gid).await.unwrap().len(), 1);
@@ -561,7 +562,7 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
 /// alarm, while a replay at another log position is still refused (above).
 #[tokio::test]
 async fn two_processes_on_one_profile_see_each_message_once_without_false_alarms() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
     let mut second = Terminal::open(&net.dir.path().join("bob"), || {
         unreachable!("no passphrase")
@@ -609,12 +610,15 @@ async fn two_processes_on_one_profile_see_each_message_once_without_false_alarms
 /// the first stays.
 #[tokio::test]
 async fn a_reused_sequence_number_is_refused_before_decryption() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
     // A backup of alice's profile, taken before she sends.
     let backup = net.dir.path().join("alice-backup");
     std::fs::create_dir(&backup).unwrap();
-    let db = format!("sqlite://{}", net.dir.path().join("alice/profile.db").display());
+    let db = format!(
+        "sqlite://{}",
+        net.dir.path().join("alice/profile.db").display()
+    );
     let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
     sqlx::query("VACUUM INTO ?")
         .bind(backup.join("profile.db").display().to_string())
@@ -643,8 +647,8 @@ async fn a_reused_sequence_number_is_refused_before_decryption() {
 /// the group back; the next message still uses the newest epoch.
 #[tokio::test]
 async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
-    let net = InProcess::start().await;
-    let mut alice = net.user("alice").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
     let g = alice
         .create_group("proj", GroupPolicy::default())
         .await
@@ -674,7 +678,7 @@ async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
 
 /// How many `rn1` items addressed to `user` that the CS holds open with
 /// `secret`: what reached the holder of that delivery key.
-async fn rn1_opened_by(net: &InProcess, user: &str, secret: &DeliverySecret) -> usize {
+async fn rn1_opened_by(net: &LocalNet, user: &str, secret: &DeliverySecret) -> usize {
     let cs = net.db("cs").await;
     let items = cs.inbox_after(user, 0, 1000).await.unwrap();
     cs.close().await;
@@ -704,7 +708,7 @@ async fn rn1_opened_by(net: &InProcess, user: &str, secret: &DeliverySecret) -> 
 #[tokio::test]
 async fn a_forged_identity_gets_no_rn1_even_once_confirmed() {
     use duokey_proto::communication_client::CommunicationClient;
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, bob, gid) = alice_and_bob_in_proj(&net).await;
 
     // Control: a rotation reaches the real bob, and this harness opens it
@@ -733,7 +737,7 @@ async fn a_forged_identity_gets_no_rn1_even_once_confirmed() {
     )
     .unwrap();
     let mut forged =
-        CommunicationClient::new(duokey_pki::grpc::channel(&net.cfg.cs_url, tls).unwrap());
+        CommunicationClient::new(duokey_pki::grpc::channel(&net.client.cs_url, tls).unwrap());
     let forged_secret = DeliverySecret::generate();
     let record = DeliveryKeyRecord {
         user: id.clone(),
@@ -776,11 +780,11 @@ async fn a_forged_identity_gets_no_rn1_even_once_confirmed() {
 async fn live_grants_without_member_lists_are_rebuilt_exactly() {
     use duokey_proto::watch_event;
     use duokey_terminal::LiveEvent;
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let [mut alice, mut bob, mut carol] = [
-        net.user("alice").await,
-        net.user("bob").await,
-        net.user("carol").await,
+        net.enroll("alice").await,
+        net.enroll("bob").await,
+        net.enroll("carol").await,
     ];
     let g = alice
         .create_group("proj", GroupPolicy::default())
@@ -850,9 +854,9 @@ async fn live_grants_without_member_lists_are_rebuilt_exactly() {
 }
 
 /// alice's group "proj" with `rn1_wait` = 1 s, and `names` joined in turn.
-async fn proj_waiting_one_second(names: &[&str]) -> (InProcess, Terminal, [u8; 16], Vec<Terminal>) {
-    let net = InProcess::start().await;
-    let mut alice = net.user("alice").await;
+async fn proj_waiting_one_second(names: &[&str]) -> (LocalNet, Terminal, [u8; 16], Vec<Terminal>) {
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
     let policy = GroupPolicy {
         rn1_wait_secs: 1,
         ..GroupPolicy::default()
@@ -861,7 +865,7 @@ async fn proj_waiting_one_second(names: &[&str]) -> (InProcess, Terminal, [u8; 1
     let gid = alice.resolve_group(&g.group_id).await.unwrap();
     let mut others = Vec::new();
     for name in names {
-        let mut t = net.user(name).await;
+        let mut t = net.enroll(name).await;
         join(&mut alice, &mut t, &gid).await;
         others.push(t);
     }
@@ -925,7 +929,7 @@ async fn a_missing_rotator_is_replaced_after_rn1_wait_by_one_member() {
 }
 
 /// Every item the CS holds for `user` now (an archiving CS keeps them all).
-async fn inbox_of(net: &InProcess, user: &str) -> Vec<Vec<u8>> {
+async fn inbox_of(net: &LocalNet, user: &str) -> Vec<Vec<u8>> {
     let cs = net.db("cs").await;
     let items = cs.inbox_after(user, 0, 10_000).await.unwrap();
     cs.close().await;
@@ -933,7 +937,7 @@ async fn inbox_of(net: &InProcess, user: &str) -> Vec<Vec<u8>> {
 }
 
 /// The delivery key `user` has in the CS directory.
-async fn published_key(net: &InProcess, user: &str) -> Vec<u8> {
+async fn published_key(net: &LocalNet, user: &str) -> Vec<u8> {
     let cs = net.db("cs").await;
     let (_, record) = cs.user(user).await.unwrap().unwrap();
     cs.close().await;
@@ -949,7 +953,7 @@ async fn published_key(net: &InProcess, user: &str) -> Vec<u8> {
 /// the same thief opens both).
 #[tokio::test]
 async fn delivery_keys_rotate_and_a_replaced_secret_is_erased() {
-    let net = InProcess::start().await;
+    let net = LocalNet::start().await;
     let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
     let mut archive = Vec::new();
     alice.rotate(&gid, true).await.unwrap();

@@ -2,9 +2,7 @@
 //! and recovers; its late message in the closed epoch is not accepted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
-
-use support::InProcess;
+use duokey_testkit::LocalNet;
 
 use duokey_crypto::Rights;
 use duokey_terminal::{GroupPolicy, Line};
@@ -25,9 +23,9 @@ fn texts(lines: &[Line]) -> Vec<String> {
 
 #[tokio::test]
 async fn stale_sender_is_told_and_recovers() {
-    let net = InProcess::start().await;
-    let mut alice = net.user("alice").await;
-    let mut bob = net.user("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
     let policy = GroupPolicy {
         grace_secs: 1,
         ..GroupPolicy::default()

@@ -1,8 +1,8 @@
 //! `duokey-server dev`: a CA, a server certificate and a configuration in one
 //! directory, created on first run and reused afterwards.
 
-use crate::Error;
 use crate::config::{Databases, LimitsConfig, ServerConfig, TlsFiles};
+use crate::{Error, Node, RunningNode};
 use duokey_pki::{Ca, Role};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -147,4 +147,36 @@ pub fn write_client_file(dir: &Path, gms: SocketAddr, cs: SocketAddr) -> Result<
     )?;
     std::fs::rename(&partial, &path)?;
     Ok(path)
+}
+
+/// A development network running in this process (SPEC §6): the
+/// configuration it runs on, the running roles and the `client.toml`
+/// written for terminals.
+pub struct Local {
+    /// The configuration, after the caller's edit.
+    pub config: ServerConfig,
+    /// The running roles.
+    pub node: RunningNode,
+    /// `client.toml` with the addresses actually bound.
+    pub client_file: PathBuf,
+}
+
+/// Prepares `dir` ([`prepare`], every role on 127.0.0.1 with ports chosen by
+/// the system), applies `edit` to the configuration, starts the roles in
+/// this process and writes `client.toml`: what `duokey demo` and the test
+/// kit run on.
+pub async fn start_local(dir: &Path, edit: impl FnOnce(&mut ServerConfig)) -> Result<Local, Error> {
+    let mut config = prepare(dir, "127.0.0.1:0", "127.0.0.1:0")?;
+    edit(&mut config);
+    let node = Node::start(&config).await?;
+    let (Some(gms), Some(cs)) = (node.gms_addr, node.cs_addr) else {
+        node.shutdown().await;
+        return Err(Error::Config("a local network runs every role".into()));
+    };
+    let client_file = write_client_file(dir, gms, cs)?;
+    Ok(Local {
+        config,
+        node,
+        client_file,
+    })
 }

@@ -5,7 +5,7 @@ use crate::config::ServerConfig;
 use duokey_accounts::AccountServer;
 use duokey_cs::{Cs, CsConfig};
 use duokey_gms::{Gms, GmsConfig};
-use duokey_pki::grpc::{channel, tls_incoming};
+use duokey_pki::grpc::{TlsConnection, channel, tls_incoming};
 use duokey_pki::{Ca, ClientAuth, RevocationList, Role};
 use duokey_proto::membership_sync_client::MembershipSyncClient;
 use duokey_storage::Db;
@@ -198,204 +198,283 @@ fn reflection() -> Result<
 }
 
 impl Node {
-    /// Binds every port of `cfg`, opens the databases and starts serving.
+    /// Binds every port of `cfg`, opens the databases and starts serving
+    /// the roles it names: the CS on its port, the GMS and the AS on theirs.
     pub async fn start(cfg: &ServerConfig) -> Result<RunningNode, Error> {
         let roles = cfg.roles()?;
-        let tls = Tls::load(cfg)?;
         let (stop, stopped) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        let limits = &cfg.limits;
-
-        let (mut cs, mut cs_addr) = (None, None);
-        if roles.contains(&Role::Cs) {
-            let db = Db::open(&db_url(cfg, &cfg.database.cs, "cs")?).await?;
-            let mut cs_cfg = CsConfig::default();
-            cs_cfg.limits.max_body = limits.max_body_bytes;
-            cs_cfg.rate_per_sec = limits.rate_per_sec;
-            cs_cfg.rate_burst = limits.rate_burst;
-            cs_cfg.subscriber_queue = limits.subscriber_queue;
-            cs_cfg.subscriber_queue_bytes = limits.subscriber_queue_bytes;
-            cs_cfg.revocations = tls.revoked.clone();
-            cs_cfg.inbox_max_items = limits.inbox_max_items;
-            cs_cfg.inbox_max_bytes = limits.inbox_max_bytes;
-            cs_cfg.inbox_retention_secs = limits.inbox_retention_secs;
-            cs_cfg.streams_per_user = limits.streams_per_user;
-            let server = Cs::start(db, cs_cfg).await?;
-            let listener = bind(&cfg.cs_addr).await?;
-            cs_addr = Some(listener.local_addr()?);
-            let (health, health_svc) = tonic_health::server::health_reporter();
-            health
-                .set_service_status(
-                    "duokey.v1.Communication",
-                    tonic_health::ServingStatus::Serving,
-                )
-                .await;
-            health
-                .set_service_status(
-                    "duokey.v1.MembershipSync",
-                    tonic_health::ServingStatus::Serving,
-                )
-                .await;
-            let router = Server::builder()
-                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-                .add_service(health_svc)
-                .add_service(reflection()?)
-                .add_service(server.communication())
-                .add_service(server.membership_sync());
-            let incoming = tls_incoming(
-                listener,
-                tls.server(ClientAuth::Required)?,
-                cfg.max_connections,
-                tls.revoked.clone(),
-            );
-            let mut stop_cs = stopped.clone();
-            tasks.spawn(async move {
-                let done = async move {
-                    let _ = stop_cs.wait_for(|s| *s).await;
-                };
-                if let Err(e) = router.serve_with_incoming_shutdown(incoming, done).await {
-                    tracing::error!(error = %e, "CS server failed");
-                }
-            });
-            let sweeper = server.clone();
-            tasks.spawn(until_stopped(stopped.clone(), async move {
-                loop {
-                    match sweeper.purge_expired(now_ms()).await {
-                        Ok(n) if n > 0 => tracing::info!(purged = n, "expired envelopes purged"),
-                        Ok(_) => {}
-                        Err(e) => tracing::error!(error = %e, "retention purge failed"),
-                    }
-                    tokio::time::sleep(RETENTION_SWEEP).await;
-                }
-            }));
-            cs = Some(server);
-        }
-
-        let (mut gms, mut gms_addr) = (None, None);
-        if roles.contains(&Role::Gms) || roles.contains(&Role::As) {
-            let listener = bind(&cfg.gms_addr).await?;
-            gms_addr = Some(listener.local_addr()?);
-            let (health, health_svc) = tonic_health::server::health_reporter();
-            let mut router = Server::builder()
-                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-                .add_service(health_svc)
-                .add_service(reflection()?);
-            let mut router_gms = None;
-            if roles.contains(&Role::Gms) {
-                let db = Db::open(&db_url(cfg, &cfg.database.gms, "gms")?).await?;
-                let server = Gms::new(
-                    db,
-                    GmsConfig {
-                        min_rotate_every_secs: limits.min_rotate_every_secs,
-                        rate_per_sec: limits.rate_per_sec,
-                        rate_burst: limits.rate_burst,
-                        max_retention_secs: limits.max_retention_secs,
-                        max_groups_per_user: limits.max_groups_per_user,
-                        streams_per_user: limits.streams_per_user,
-                    },
-                );
-                health
-                    .set_service_status(
-                        "duokey.v1.GroupManagement",
-                        tonic_health::ServingStatus::Serving,
-                    )
-                    .await;
-                let cs_url = cfg
-                    .cs_url
-                    .clone()
-                    .or_else(|| cs_addr.map(|a| format!("https://{a}")))
-                    .ok_or_else(|| {
-                        Error::Config("cs_url is required when the CS runs elsewhere".into())
-                    })?;
-                let client = MembershipSyncClient::new(
-                    channel(&cs_url, tls.cs_client()?)
-                        .map_err(|s| Error::Config(s.message().to_owned()))?,
-                );
-                tasks.spawn(until_stopped(
-                    stopped.clone(),
-                    duokey_gms::cs_sync::run(server.clone(), client),
-                ));
-                tasks.spawn(until_stopped(
-                    stopped.clone(),
-                    server.clone().run_scheduler(),
-                ));
-                let sweeper = server.clone();
-                tasks.spawn(until_stopped(stopped.clone(), async move {
-                    loop {
-                        if let Err(e) = sweeper.purge_expired(now_ms()).await {
-                            tracing::error!(error = %e, "grant retention purge failed");
-                        }
-                        tokio::time::sleep(RETENTION_SWEEP).await;
-                    }
-                }));
-                router_gms = Some(server.service());
-                gms = Some(server);
-            }
-            let auth = if roles.contains(&Role::As) {
-                let key = cfg.tls.ca_key.as_ref().ok_or_else(|| {
-                    Error::Config("tls.ca_key is required for the as role".into())
-                })?;
-                let ca = Ca::load_files(&cfg.path(&cfg.tls.ca_cert), &cfg.path(key))?;
-                let db = Db::open(&db_url(cfg, &cfg.database.as_url, "as")?).await?;
-                health
-                    .set_service_status("duokey.v1.Accounts", tonic_health::ServingStatus::Serving)
-                    .await;
-                router = router.add_service(
-                    AccountServer::new(db, Arc::new(ca), tls.revoked.clone()).service(),
-                );
-                ClientAuth::Optional
-            } else {
-                ClientAuth::Required
-            };
-            let router = router.add_optional_service(router_gms);
-            let incoming = tls_incoming(
-                listener,
-                tls.server(auth)?,
-                cfg.max_connections,
-                tls.revoked.clone(),
-            );
-            let mut stop_gms = stopped.clone();
-            tasks.spawn(async move {
-                let done = async move {
-                    let _ = stop_gms.wait_for(|s| *s).await;
-                };
-                if let Err(e) = router.serve_with_incoming_shutdown(incoming, done).await {
-                    tracing::error!(error = %e, "GMS server failed");
-                }
-            });
-        }
-
-        let (revoked, certificate) = (tls.revoked.clone(), tls.certificate.clone());
-        tasks.spawn(until_stopped(stopped.clone(), async move {
-            loop {
-                tokio::time::sleep(TLS_RELOAD).await;
-                if let Err(e) = revoked.reload() {
-                    tracing::warn!(error = %e, "cannot reload the revocation list");
-                }
-                match certificate.reload() {
-                    Ok(true) => tracing::info!(
-                        file = %certificate.cert.display(),
-                        "server certificate reloaded; new connections get it"
-                    ),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        "cannot reload the server certificate; the current one stays in use"
-                    ),
-                }
-            }
-        }));
-        tracing::info!(?gms_addr, ?cs_addr, "serving");
+        let mut node = Starting {
+            cfg,
+            tls: Tls::load(cfg)?,
+            stopped,
+            tasks: JoinSet::new(),
+        };
+        let (cs, cs_addr) = match roles.contains(&Role::Cs) {
+            true => node.start_cs().await.map(|(cs, a)| (Some(cs), Some(a)))?,
+            false => (None, None),
+        };
+        let (gms, gms_addr) = match roles.contains(&Role::Gms) || roles.contains(&Role::As) {
+            true => node
+                .start_gms_port(&roles, cs_addr)
+                .await
+                .map(|(gms, a)| (gms, Some(a)))?,
+            false => (None, None),
+        };
+        node.reload_tls_files();
+        tracing::info!(gms = ?gms_addr.map(|a| a.to_string()), cs = ?cs_addr.map(|a| a.to_string()), "serving");
         Ok(RunningNode {
             gms_addr,
             cs_addr,
             gms,
             cs,
-            revocations: tls.revoked.clone(),
-            certificate: tls.certificate.clone(),
+            revocations: node.tls.revoked.clone(),
+            certificate: node.tls.certificate.clone(),
             stop,
-            tasks,
+            tasks: node.tasks,
         })
+    }
+}
+
+/// A node while its roles start: its configuration, its TLS material, the
+/// stop signal and its tasks.
+struct Starting<'a> {
+    cfg: &'a ServerConfig,
+    tls: Tls,
+    stopped: watch::Receiver<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Starting<'_> {
+    /// The CS (SPEC §6) on its port, with its retention sweep.
+    async fn start_cs(&mut self) -> Result<(Cs, SocketAddr), Error> {
+        let cfg = self.cfg;
+        let db = Db::open(&db_url(cfg, &cfg.database.cs, "cs")?).await?;
+        let server = Cs::start(db, cs_config(&cfg.limits, &self.tls)).await?;
+        let listener = bind(&cfg.cs_addr).await?;
+        let addr = listener.local_addr()?;
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        for service in ["duokey.v1.Communication", "duokey.v1.MembershipSync"] {
+            health
+                .set_service_status(service, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let router = Server::builder()
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .add_service(health_svc)
+            .add_service(reflection()?)
+            .add_service(server.communication())
+            .add_service(server.membership_sync());
+        let incoming = self.incoming(listener, ClientAuth::Required)?;
+        let done = self.stop_signal();
+        self.spawn_port("CS", router.serve_with_incoming_shutdown(incoming, done));
+        let sweeper = server.clone();
+        self.every(RETENTION_SWEEP, move || {
+            let sweeper = sweeper.clone();
+            async move {
+                match sweeper.purge_expired(now_ms()).await {
+                    Ok(n) if n > 0 => tracing::info!(purged = n, "expired envelopes purged"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "retention purge failed"),
+                }
+            }
+        });
+        Ok((server, addr))
+    }
+
+    /// The port of the GMS and the AS (the AS lets clients without a
+    /// certificate in, to enrol); each role only if `roles` names it.
+    async fn start_gms_port(
+        &mut self,
+        roles: &[Role],
+        cs_addr: Option<SocketAddr>,
+    ) -> Result<(Option<Gms>, SocketAddr), Error> {
+        let listener = bind(&self.cfg.gms_addr).await?;
+        let addr = listener.local_addr()?;
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        let mut router = Server::builder()
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .add_service(health_svc)
+            .add_service(reflection()?);
+        let gms = match roles.contains(&Role::Gms) {
+            true => Some(self.start_gms(cs_addr).await?),
+            false => None,
+        };
+        if gms.is_some() {
+            health
+                .set_service_status(
+                    "duokey.v1.GroupManagement",
+                    tonic_health::ServingStatus::Serving,
+                )
+                .await;
+        }
+        let auth = if roles.contains(&Role::As) {
+            router = router.add_service(self.accounts().await?.service());
+            health
+                .set_service_status("duokey.v1.Accounts", tonic_health::ServingStatus::Serving)
+                .await;
+            ClientAuth::Optional
+        } else {
+            ClientAuth::Required
+        };
+        let router = router.add_optional_service(gms.as_ref().map(Gms::service));
+        let incoming = self.incoming(listener, auth)?;
+        let done = self.stop_signal();
+        self.spawn_port("GMS", router.serve_with_incoming_shutdown(incoming, done));
+        Ok((gms, addr))
+    }
+
+    /// The GMS (SPEC §6) with its duties: telling the CS the membership,
+    /// the rotation schedule and the grant retention sweep.
+    async fn start_gms(&mut self, cs_addr: Option<SocketAddr>) -> Result<Gms, Error> {
+        let cfg = self.cfg;
+        let db = Db::open(&db_url(cfg, &cfg.database.gms, "gms")?).await?;
+        let server = Gms::new(db, gms_config(&cfg.limits));
+        let cs_url = cfg
+            .cs_url
+            .clone()
+            .or_else(|| cs_addr.map(|a| format!("https://{a}")))
+            .ok_or_else(|| Error::Config("cs_url is required when the CS runs elsewhere".into()))?;
+        let client = MembershipSyncClient::new(
+            channel(&cs_url, self.tls.cs_client()?)
+                .map_err(|s| Error::Config(s.message().to_owned()))?,
+        );
+        self.spawn(duokey_gms::cs_sync::run(server.clone(), client));
+        self.spawn(server.clone().run_scheduler());
+        let sweeper = server.clone();
+        self.every(RETENTION_SWEEP, move || {
+            let sweeper = sweeper.clone();
+            async move {
+                if let Err(e) = sweeper.purge_expired(now_ms()).await {
+                    tracing::error!(error = %e, "grant retention purge failed");
+                }
+            }
+        });
+        Ok(server)
+    }
+
+    /// The AS (SPEC §2), which signs with the organisation's CA key.
+    async fn accounts(&self) -> Result<AccountServer, Error> {
+        let cfg = self.cfg;
+        let key = cfg
+            .tls
+            .ca_key
+            .as_ref()
+            .ok_or_else(|| Error::Config("tls.ca_key is required for the as role".into()))?;
+        let ca = Ca::load_files(&cfg.path(&cfg.tls.ca_cert), &cfg.path(key))?;
+        let db = Db::open(&db_url(cfg, &cfg.database.as_url, "as")?).await?;
+        Ok(AccountServer::new(
+            db,
+            Arc::new(ca),
+            self.tls.revoked.clone(),
+        ))
+    }
+
+    /// Re-reads the revocation list and the server certificate every
+    /// [`TLS_RELOAD`] (D34).
+    fn reload_tls_files(&mut self) {
+        let (revoked, certificate) = (self.tls.revoked.clone(), self.tls.certificate.clone());
+        self.every(TLS_RELOAD, move || {
+            if let Err(e) = revoked.reload() {
+                tracing::warn!(error = %e, "cannot reload the revocation list");
+            }
+            match certificate.reload() {
+                Ok(true) => tracing::info!(
+                    file = %certificate.cert.display(),
+                    "server certificate reloaded; new connections get it"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot reload the server certificate; the current one stays in use"
+                ),
+            }
+            std::future::ready(())
+        });
+    }
+
+    /// The TLS connections of a port, with the node's connection limit.
+    fn incoming(
+        &self,
+        listener: TcpListener,
+        auth: ClientAuth,
+    ) -> Result<
+        impl tokio_stream::Stream<Item = std::io::Result<TlsConnection>> + Send + 'static,
+        Error,
+    > {
+        Ok(tls_incoming(
+            listener,
+            self.tls.server(auth)?,
+            self.cfg.max_connections,
+            self.tls.revoked.clone(),
+        ))
+    }
+
+    /// Resolves once the node is told to stop.
+    fn stop_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopped = self.stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Runs a port's server until the stop signal.
+    fn spawn_port(
+        &mut self,
+        port: &'static str,
+        serving: impl std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+    ) {
+        self.tasks.spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!(error = %e, port, "server failed");
+            }
+        });
+    }
+
+    /// Runs `work` until the stop signal.
+    fn spawn(&mut self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(until_stopped(self.stopped.clone(), work));
+    }
+
+    /// Runs `work` now and then every `period`, until the stop signal.
+    fn every<F, W>(&mut self, period: Duration, mut work: F)
+    where
+        F: FnMut() -> W + Send + 'static,
+        W: std::future::Future<Output = ()> + Send,
+    {
+        self.spawn(async move {
+            loop {
+                work().await;
+                tokio::time::sleep(period).await;
+            }
+        });
+    }
+}
+
+/// The CS's settings from the server configuration.
+fn cs_config(limits: &crate::config::LimitsConfig, tls: &Tls) -> CsConfig {
+    let mut c = CsConfig::default();
+    c.limits.max_body = limits.max_body_bytes;
+    c.rate_per_sec = limits.rate_per_sec;
+    c.rate_burst = limits.rate_burst;
+    c.subscriber_queue = limits.subscriber_queue;
+    c.subscriber_queue_bytes = limits.subscriber_queue_bytes;
+    c.revocations = tls.revoked.clone();
+    c.inbox_max_items = limits.inbox_max_items;
+    c.inbox_max_bytes = limits.inbox_max_bytes;
+    c.inbox_retention_secs = limits.inbox_retention_secs;
+    c.streams_per_user = limits.streams_per_user;
+    c
+}
+
+/// The GMS's settings from the server configuration.
+fn gms_config(limits: &crate::config::LimitsConfig) -> GmsConfig {
+    GmsConfig {
+        min_rotate_every_secs: limits.min_rotate_every_secs,
+        rate_per_sec: limits.rate_per_sec,
+        rate_burst: limits.rate_burst,
+        max_retention_secs: limits.max_retention_secs,
+        max_groups_per_user: limits.max_groups_per_user,
+        streams_per_user: limits.streams_per_user,
     }
 }
 

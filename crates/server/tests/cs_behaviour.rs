@@ -2,22 +2,20 @@
 //! durability of the CS, on real servers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
-
 use duokey_crypto::*;
 use duokey_proto::*;
+use duokey_testkit::{LocalNet, RawUser};
 use std::time::Duration;
-use support::TestNet;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::Streaming;
 
-fn removal_item(from: &support::TestUser, to: &str, gid: &[u8]) -> Vec<u8> {
+fn removal_item(from: &RawUser, to: &str, gid: &[u8]) -> Vec<u8> {
     Item {
         item_id: ItemId::random().unwrap(),
         sender: from.id.clone(),
         recipient: UserId::new(to).unwrap(),
-        created_at_ms: support::now_ms(),
+        created_at_ms: duokey_testkit::now_ms(),
         body: ItemBody::Removal {
             group_id: GroupId::from_slice(gid).unwrap(),
         },
@@ -30,9 +28,9 @@ fn removal_item(from: &support::TestUser, to: &str, gid: &[u8]) -> Vec<u8> {
 /// one more is refused, and other users are still served.
 #[tokio::test]
 async fn live_streams_per_user_are_bounded() {
-    let net = TestNet::start_with(|c| c.limits.streams_per_user = 2).await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start_with(|c| c.limits.streams_per_user = 2).await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let mut open = Vec::new();
     for _ in 0..2 {
         open.push(
@@ -73,16 +71,11 @@ async fn live_streams_per_user_are_bounded() {
 /// alice, bob and carol in one group; bob's and carol's live streams open.
 /// Returns alice, the group id, bob's stream and carol's.
 async fn proj_with_two_subscribers(
-    net: &TestNet,
-) -> (
-    support::TestUser,
-    Vec<u8>,
-    Streaming<Delivery>,
-    Streaming<Delivery>,
-) {
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
-    let mut carol = net.enroll("carol").await;
+    net: &LocalNet,
+) -> (RawUser, Vec<u8>, Streaming<Delivery>, Streaming<Delivery>) {
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
+    let mut carol = net.raw("carol").await;
     let g = alice.create_group("proj").await;
     let g = alice.add(&g, "bob", 0).await.unwrap();
     let g = alice.add(&g, "carol", 0).await.unwrap();
@@ -103,7 +96,7 @@ async fn proj_with_two_subscribers(
 /// alice posts `n` times `text`; carol's stream must deliver each one, in
 /// order, as it is posted.
 async fn posts_reach_carol_at_once(
-    alice: &mut support::TestUser,
+    alice: &mut RawUser,
     gid: &[u8],
     carol: &mut Streaming<Delivery>,
     n: u64,
@@ -128,7 +121,7 @@ async fn posts_reach_carol_at_once(
 /// status; another member keeps receiving every post in order.
 #[tokio::test]
 async fn a_subscriber_that_never_reads_is_cut_at_its_byte_bound() {
-    let net = TestNet::start_with(|c| {
+    let net = LocalNet::start_with(|c| {
         c.limits.subscriber_queue = 100_000;
         c.limits.subscriber_queue_bytes = 256 * 1024;
     })
@@ -155,7 +148,7 @@ async fn a_subscriber_that_never_reads_is_cut_at_its_byte_bound() {
 }
 
 /// The first page of `u`'s inbox.
-async fn inbox(u: &mut support::TestUser) -> Vec<InboxItem> {
+async fn inbox(u: &mut RawUser) -> Vec<InboxItem> {
     u.cs.items(ItemsRequest {
         after_cursor: 0,
         limit: 0,
@@ -171,11 +164,11 @@ async fn inbox(u: &mut support::TestUser) -> Vec<InboxItem> {
 /// items expire. Control: a second recipient is served while bob's is full.
 #[tokio::test]
 async fn inboxes_are_bounded_and_only_for_enrolled_users() {
-    let net = TestNet::start_with(|c| c.limits.inbox_max_items = 3).await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
-    let mut carol = net.enroll("carol").await;
-    let send = |a: &mut support::TestUser, to: &str| {
+    let net = LocalNet::start_with(|c| c.limits.inbox_max_items = 3).await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
+    let mut carol = net.raw("carol").await;
+    let send = |a: &mut RawUser, to: &str| {
         let item = removal_item(a, to, &[1; 16]);
         let mut cs = a.cs.clone();
         async move { cs.send_item(SendItemRequest { item }).await }
@@ -196,7 +189,7 @@ async fn inboxes_are_bounded_and_only_for_enrolled_users() {
         .unwrap();
     send(&mut alice, "bob").await.unwrap();
     // Unread items expire after the inbox retention (30 days).
-    let month = i64::try_from(support::now_ms()).unwrap() + 31 * 86_400 * 1000;
+    let month = i64::try_from(duokey_testkit::now_ms()).unwrap() + 31 * 86_400 * 1000;
     net.node
         .cs
         .as_ref()
@@ -212,9 +205,9 @@ async fn inboxes_are_bounded_and_only_for_enrolled_users() {
 
 #[tokio::test]
 async fn inbox_items_are_stored_once_delivered_live_and_acknowledged() {
-    let net = TestNet::start().await;
-    let alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start().await;
+    let alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let mut live = bob
         .cs
         .subscribe(SubscribeRequest {})
@@ -236,7 +229,7 @@ async fn inbox_items_are_stored_once_delivered_live_and_acknowledged() {
             .into_inner()
             .cursor;
     assert_eq!(c1, c2, "the same item id is stored once");
-    match support::next_within(&mut live, "the live item")
+    match duokey_testkit::next_within(&mut live, "the live item")
         .await
         .unwrap()
         .event
@@ -265,9 +258,9 @@ async fn inbox_items_are_stored_once_delivered_live_and_acknowledged() {
 
 #[tokio::test]
 async fn items_signed_or_sent_in_another_name_are_refused() {
-    let net = TestNet::start().await;
-    let alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start().await;
+    let alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let forged = removal_item(&alice, "carol", &[1; 16]);
     let err = bob
         .cs
@@ -303,10 +296,10 @@ async fn a_batch_of_items_is_stored_whole_or_not_at_all() {
     // SendItems (an RN1 rotation's anchors and rn1 items in one durable
     // write): each item is checked as SendItem checks it; one bad item
     // refuses the whole batch, so nothing is half-sent.
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
-    let mut carol = net.enroll("carol").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
+    let mut carol = net.raw("carol").await;
     let good = vec![
         removal_item(&alice, "bob", &[1; 16]),
         removal_item(&alice, "carol", &[1; 16]),
@@ -348,9 +341,9 @@ async fn a_batch_of_items_is_stored_whole_or_not_at_all() {
 
 #[tokio::test]
 async fn delivery_key_must_be_signed_by_its_user() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let secret = DeliverySecret::generate();
     let record = DeliveryKeyRecord {
         user: alice.id.clone(),
@@ -390,8 +383,8 @@ async fn delivery_key_must_be_signed_by_its_user() {
 
 #[tokio::test]
 async fn huge_limits_and_bad_ids_get_invalid_argument() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
     let g = alice.create_group("proj").await;
     net.cs_caught_up().await;
     let err = alice
@@ -451,8 +444,8 @@ async fn huge_limits_and_bad_ids_get_invalid_argument() {
 
 #[tokio::test]
 async fn oversized_envelope_is_refused_and_the_server_keeps_serving() {
-    let net = TestNet::start_with(|c| c.limits.max_body_bytes = 1024).await;
-    let mut alice = net.enroll("alice").await;
+    let net = LocalNet::start_with(|c| c.limits.max_body_bytes = 1024).await;
+    let mut alice = net.raw("alice").await;
     let g = alice.create_group("proj").await;
     net.cs_caught_up().await;
     let big = "x".repeat(4096);
@@ -470,13 +463,13 @@ async fn oversized_envelope_is_refused_and_the_server_keeps_serving() {
 #[tokio::test]
 async fn rate_limit_triggers_and_recovers() {
     // One token a second: the burst is refused however slow this machine.
-    let net = TestNet::start_with(|c| {
+    let net = LocalNet::start_with(|c| {
         c.limits.rate_per_sec = 1;
         c.limits.rate_burst = 5;
     })
     .await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let ask = GetUserRequest {
         user_id: "alice".into(),
     };
@@ -505,7 +498,7 @@ async fn rate_limit_triggers_and_recovers() {
 
 #[tokio::test]
 async fn a_slow_subscriber_is_disconnected_and_does_not_delay_others() {
-    let net = TestNet::start_with(|c| c.limits.subscriber_queue = 4).await;
+    let net = LocalNet::start_with(|c| c.limits.subscriber_queue = 4).await;
     let (mut alice, gid, mut slow, mut fast) = proj_with_two_subscribers(&net).await;
     // 16 KiB posts fill bob's HTTP/2 window quickly.
     posts_reach_carol_at_once(&mut alice, &gid, &mut fast, 300, &"y".repeat(16 * 1024)).await;
@@ -529,8 +522,8 @@ async fn a_slow_subscriber_is_disconnected_and_does_not_delay_others() {
 
 #[tokio::test]
 async fn retention_purges_old_envelopes() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
     let g = alice.create_group("proj").await;
     net.cs_caught_up().await;
     for i in 0..3 {
@@ -538,15 +531,17 @@ async fn retention_purges_old_envelopes() {
     }
     let cs = net.node.cs.as_ref().unwrap();
     assert_eq!(
-        cs.purge_expired(support::now_ms() as i64).await.unwrap(),
+        cs.purge_expired(duokey_testkit::now_ms() as i64)
+            .await
+            .unwrap(),
         0,
         "inside retention"
     );
-    let later = support::now_ms() as i64 + 31 * 24 * 3600 * 1000;
+    let later = duokey_testkit::now_ms() as i64 + 31 * 24 * 3600 * 1000;
     assert_eq!(cs.purge_expired(later).await.unwrap(), 3);
     assert!(alice.fetch(&g.group_id, 0).await.unwrap().is_empty());
     let gms = net.node.gms.as_ref().unwrap();
-    gms.rotate_due(support::now_ms() as i64 + 2 * 3600 * 1000)
+    gms.rotate_due(duokey_testkit::now_ms() as i64 + 2 * 3600 * 1000)
         .await;
     assert_eq!(
         gms.purge_expired(later).await.unwrap(),
@@ -568,13 +563,13 @@ async fn retention_purges_old_envelopes() {
 async fn a_post_flood_from_one_certificate_does_not_stop_another_user() {
     // Ten at once, then one a second: 60 posts are limited however slow
     // this machine is.
-    let net = TestNet::start_with(|c| {
+    let net = LocalNet::start_with(|c| {
         c.limits.rate_per_sec = 1;
         c.limits.rate_burst = 10;
     })
     .await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let g = alice.create_group("proj").await;
     let g = alice.add(&g, "bob", 0).await.unwrap();
     net.cs_caught_up().await;
@@ -612,9 +607,9 @@ async fn a_run_of_large_posts_is_fetched_in_pages_that_fit_an_answer() {
     // Issue 14: twenty-five 200 KiB posts (5 MB) in a row; one page of
     // 1,000 would exceed the 4 MiB an answer may carry and stop every sync
     // of the group for good. The CS answers in pages under 3 MiB instead.
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let g = alice.create_group("proj").await;
     let g = alice.add(&g, "bob", 0).await.unwrap();
     net.cs_caught_up().await;

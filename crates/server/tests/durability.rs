@@ -2,8 +2,6 @@
 //! none of them. Runs the real `duokey-server` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
-
 use duokey_proto::*;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -45,8 +43,8 @@ fn start(dir: &Path) -> Server {
 async fn kill_9_after_acknowledged_posts_loses_none() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
-    let mut net = support::Remote::new(dir.path(), &server.gms, &server.cs);
-    let mut alice = net.enroll("alice").await;
+    let mut net = duokey_testkit::Remote::attach(dir.path(), &server.gms, &server.cs);
+    let mut alice = net.raw("alice").await;
     let g = alice.create_group("proj").await;
     alice.cs_ready(&g.group_id).await;
     let mut acked = Vec::new();

@@ -2,19 +2,17 @@
 //! grants only for versions one was a member at.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
-
 use duokey_crypto::membership::Action;
 use duokey_proto::accounts_client::AccountsClient;
 use duokey_proto::*;
-use support::TestNet;
+use duokey_testkit::LocalNet;
 use tonic::Code;
 
 #[tokio::test]
 async fn member_without_invite_right_cannot_add_and_nobody_grants_rights_they_lack() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let g = alice.create_group("proj").await;
     assert_eq!(g.rn2_version, 1);
     let g = alice.add(&g, "bob", 0x01).await.unwrap(); // bob may invite, not remove
@@ -27,9 +25,9 @@ async fn member_without_invite_right_cannot_add_and_nobody_grants_rights_they_la
     );
     let g = bob.add(&g, "carol", 0x01).await.unwrap();
     assert_eq!(g.rn2_version, 3);
-    let mut carol = net.enroll("carol").await;
+    let mut carol = net.raw("carol").await;
     let g = alice.add(&g, "dave", 0).await.unwrap();
-    let mut dave = net.enroll("dave").await;
+    let mut dave = net.raw("dave").await;
     let err = dave.add(&g, "erin", 0).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("invite"), "{}", err.message());
@@ -39,10 +37,10 @@ async fn member_without_invite_right_cannot_add_and_nobody_grants_rights_they_la
 
 #[tokio::test]
 async fn non_members_are_refused_and_a_removed_member_reads_only_up_to_its_removal() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
-    let mut mallory = net.enroll("mallory").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
+    let mut mallory = net.raw("mallory").await;
     let g = alice.create_group("proj").await;
     let g = alice.add(&g, "bob", 0).await.unwrap();
     net.cs_caught_up().await;
@@ -85,9 +83,9 @@ async fn non_members_are_refused_and_a_removed_member_reads_only_up_to_its_remov
 /// history longer than the server allows.
 #[tokio::test]
 async fn groups_per_user_and_retention_are_bounded_by_the_server() {
-    let net = TestNet::start_with(|c| c.limits.max_groups_per_user = 2).await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start_with(|c| c.limits.max_groups_per_user = 2).await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     bob.create_group("b1").await;
     bob.create_group("b2").await;
     let err = bob
@@ -106,8 +104,8 @@ async fn groups_per_user_and_retention_are_bounded_by_the_server() {
         err.message().contains("bob is a member of 2 groups"),
         "{err}"
     );
-    let net = TestNet::start_with(|c| c.limits.max_retention_secs = 3600).await;
-    let mut carol = net.enroll("carol").await;
+    let net = LocalNet::start_with(|c| c.limits.max_retention_secs = 3600).await;
+    let mut carol = net.raw("carol").await;
     let err = carol
         .gms
         .create_group(CreateGroupRequest {
@@ -121,9 +119,9 @@ async fn groups_per_user_and_retention_are_bounded_by_the_server() {
 
 #[tokio::test]
 async fn a_post_naming_another_sender_is_refused() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let g = alice.create_group("proj").await;
     let g = alice.add(&g, "bob", 0).await.unwrap();
     net.cs_caught_up().await;
@@ -141,8 +139,8 @@ async fn a_post_naming_another_sender_is_refused() {
 
 #[tokio::test]
 async fn twenty_concurrent_rotations_give_versions_2_to_21_without_gap_or_duplicate() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
     let g = alice.create_group("big").await;
     let mut calls = Vec::new();
     for _ in 0..20 {
@@ -173,11 +171,11 @@ async fn two_changes_signed_on_one_head_apply_once_and_the_other_is_aborted() {
     // Two admins at once (SPEC §4.7): both sign on the same head; the GMS
     // applies the first and answers ABORTED to the second, whose signer then
     // fetches the new change and signs again on top of it.
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
     let g = alice.create_group("proj").await;
     let gid = g.group_id.clone();
-    let key = |u: &str| support::test_key(u).public().to_bytes().to_vec();
+    let key = |u: &str| duokey_testkit::test_key(u).public().to_bytes().to_vec();
     let add_bob = alice.sign(&gid, Action::Add, "bob", 0, key("bob")).await;
     let add_carol = alice
         .sign(&gid, Action::Add, "carol", 0, key("carol"))
@@ -193,10 +191,10 @@ async fn two_changes_signed_on_one_head_apply_once_and_the_other_is_aborted() {
 
 #[tokio::test]
 async fn report_member_is_idempotent_by_report_id() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
     let g = alice.create_group("proj").await;
-    let key = support::test_key("bob").public().to_bytes().to_vec();
+    let key = duokey_testkit::test_key("bob").public().to_bytes().to_vec();
     let change = alice.sign(&g.group_id, Action::Add, "bob", 0, key).await;
     let req = ReportMemberRequest {
         group_id: g.group_id.clone(),
@@ -216,9 +214,9 @@ async fn report_member_is_idempotent_by_report_id() {
 
 #[tokio::test]
 async fn get_grant_for_a_version_before_joining_is_refused() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let g = alice.create_group("proj").await;
     let g = alice.add(&g, "bob", 0).await.unwrap();
     let ask = |v| GetGrantRequest {
@@ -244,19 +242,19 @@ async fn get_grant_for_a_version_before_joining_is_refused() {
 
 #[tokio::test]
 async fn watch_pushes_grants_and_the_removal_to_the_removed_member() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let g = alice.create_group("proj").await;
     let mut bob_watch = bob.gms.watch(WatchRequest {}).await.unwrap().into_inner();
     let mut alice_watch = alice.gms.watch(WatchRequest {}).await.unwrap().into_inner();
     let g2 = alice.add(&g, "bob", 0).await.unwrap();
-    let first = support::next_within(&mut bob_watch, "bob's join grant")
+    let first = duokey_testkit::next_within(&mut bob_watch, "bob's join grant")
         .await
         .unwrap();
     assert!(matches!(first.event, Some(watch_event::Event::Grant(ref x)) if x.rn2_version == 2));
     alice.remove(&g2, "bob").await.unwrap();
-    let removal = support::next_within(&mut bob_watch, "bob's removal")
+    let removal = duokey_testkit::next_within(&mut bob_watch, "bob's removal")
         .await
         .unwrap();
     match removal.event {
@@ -268,10 +266,10 @@ async fn watch_pushes_grants_and_the_removal_to_the_removed_member() {
         }
         other => panic!("expected a removal, got {other:?}"),
     }
-    let a1 = support::next_within(&mut alice_watch, "alice's first grant")
+    let a1 = duokey_testkit::next_within(&mut alice_watch, "alice's first grant")
         .await
         .unwrap();
-    let a2 = support::next_within(&mut alice_watch, "alice's second grant")
+    let a2 = duokey_testkit::next_within(&mut alice_watch, "alice's second grant")
         .await
         .unwrap();
     let versions: Vec<u64> = [a1, a2]
@@ -286,11 +284,11 @@ async fn watch_pushes_grants_and_the_removal_to_the_removed_member() {
 
 #[tokio::test]
 async fn periodic_rotation_issues_a_new_version_when_due() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
     let g = alice.create_group("proj").await;
     let gms = net.node.gms.as_ref().unwrap();
-    let in_two_hours = support::now_ms() as i64 + 2 * 3600 * 1000;
+    let in_two_hours = duokey_testkit::now_ms() as i64 + 2 * 3600 * 1000;
     assert!(gms.rotate_due(in_two_hours).await >= 1);
     let now = alice
         .gms
@@ -304,7 +302,7 @@ async fn periodic_rotation_issues_a_new_version_when_due() {
     assert_eq!(now.grants[0].cause, GrantCause::Periodic as i32);
     assert_ne!(now.grants[0].rn2, g.rn2);
     assert_eq!(
-        gms.rotate_due(support::now_ms() as i64).await,
+        gms.rotate_due(duokey_testkit::now_ms() as i64).await,
         0,
         "not due again right away"
     );
@@ -312,9 +310,9 @@ async fn periodic_rotation_issues_a_new_version_when_due() {
 
 #[tokio::test]
 async fn leave_and_delete() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let g = alice.create_group("proj").await;
     let g = alice.add(&g, "bob", 0).await.unwrap();
     let left = bob.leave(&g.group_id).await.unwrap();
@@ -350,13 +348,13 @@ async fn leave_and_delete() {
 
 #[tokio::test]
 async fn gms_calls_are_rate_limited_per_certificate() {
-    let net = TestNet::start_with(|c| {
+    let net = LocalNet::start_with(|c| {
         c.limits.rate_per_sec = 1;
         c.limits.rate_burst = 5;
     })
     .await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let mut limited = false;
     for _ in 0..30 {
         if let Err(e) = alice.gms.list_groups(ListGroupsRequest {}).await {
@@ -374,7 +372,7 @@ async fn gms_calls_are_rate_limited_per_certificate() {
 
 #[tokio::test]
 async fn enrolment_flood_from_one_address_leaves_other_addresses_served() {
-    let net = TestNet::start().await;
+    let net = LocalNet::start().await;
     let flooder: std::net::IpAddr = "127.0.0.2".parse().unwrap();
     // Issued before the flood, so that the enrolment right after it comes
     // within the limiter's refill however slow this machine is.
@@ -401,7 +399,7 @@ async fn enrolment_flood_from_one_address_leaves_other_addresses_served() {
     assert!(limited, "a token-guessing flood is rate limited");
 
     let err = net
-        .enroll_with("carol", &token, Some(flooder))
+        .raw_with("carol", &token, Some(flooder))
         .await
         .err()
         .expect("the flooding address is held back, even with a valid token");
@@ -409,7 +407,7 @@ async fn enrolment_flood_from_one_address_leaves_other_addresses_served() {
 
     let other: std::net::IpAddr = "127.0.0.3".parse().unwrap();
     let mut carol = net
-        .enroll_with("carol", &token, Some(other))
+        .raw_with("carol", &token, Some(other))
         .await
         .expect("another address enrols, and the refused attempt did not use up the token");
     assert!(carol.gms.list_groups(ListGroupsRequest {}).await.is_ok());
@@ -420,8 +418,8 @@ async fn enrolment_flood_from_one_address_leaves_other_addresses_served() {
 /// client to retry a request that can never succeed.
 #[tokio::test]
 async fn a_grant_version_beyond_storage_range_is_out_of_range() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
     let g = alice.create_group("proj").await;
     let err = alice
         .gms
@@ -447,9 +445,9 @@ async fn only_the_owner_changes_the_policy_and_the_gms_then_follows_it() {
     // SPEC §4.7: a `policy` change is the owner's; the GMS stores the signed
     // policy and its scheduler uses it (the next periodic rotation is due
     // after the new period, not the old one).
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let g = alice.create_group("proj").await;
     let g = alice.add(&g, "bob", 0x03).await.unwrap();
     let gid = g.group_id.clone();
@@ -487,8 +485,8 @@ async fn only_the_owner_changes_the_policy_and_the_gms_then_follows_it() {
     );
 
     let gms = net.node.gms.as_ref().unwrap();
-    let in_two_hours = support::now_ms() as i64 + 2 * 3600 * 1000;
+    let in_two_hours = duokey_testkit::now_ms() as i64 + 2 * 3600 * 1000;
     assert_eq!(gms.rotate_due(in_two_hours).await, 0, "the old 1 h period");
-    let in_five_hours = support::now_ms() as i64 + 5 * 3600 * 1000;
+    let in_five_hours = duokey_testkit::now_ms() as i64 + 5 * 3600 * 1000;
     assert_eq!(gms.rotate_due(in_five_hours).await, 1);
 }

@@ -1,27 +1,25 @@
 //! SPEC §2, issue 3 point 2: every refused-certificate case, on the real ports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
-
 use duokey_crypto::{IdentityKey, UserId};
 use duokey_pki::rustls_pki_types::ServerName;
 use duokey_pki::tokio_rustls::TlsConnector;
 use duokey_pki::{Ca, RevocationList, Validity, make_csr, peer_identity};
 use duokey_proto::*;
+use duokey_testkit::{LocalNet, RawUser};
 use std::time::Duration;
-use support::TestNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
 
-async fn list_groups(user: &mut support::TestUser) -> Result<ListGroupsResponse, tonic::Status> {
+async fn list_groups(user: &mut RawUser) -> Result<ListGroupsResponse, tonic::Status> {
     user.gms
         .list_groups(ListGroupsRequest {})
         .await
         .map(|r| r.into_inner())
 }
 
-async fn get_user(user: &mut support::TestUser) -> Result<GetUserResponse, tonic::Status> {
+async fn get_user(user: &mut RawUser) -> Result<GetUserResponse, tonic::Status> {
     user.cs
         .get_user(GetUserRequest {
             user_id: user.id.to_string(),
@@ -32,8 +30,8 @@ async fn get_user(user: &mut support::TestUser) -> Result<GetUserResponse, tonic
 
 #[tokio::test]
 async fn enrolled_terminal_is_served_on_both_ports() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
     assert!(list_groups(&mut alice).await.unwrap().groups.is_empty());
     let me = get_user(&mut alice).await.unwrap();
     let peer = peer_identity(&me.cert_chain_der[0]).unwrap();
@@ -46,7 +44,7 @@ async fn enrolled_terminal_is_served_on_both_ports() {
 
 #[tokio::test]
 async fn certificate_of_another_ca_is_refused() {
-    let net = TestNet::start().await;
+    let net = LocalNet::start().await;
     let rogue = Ca::generate("Rogue").unwrap();
     let id = UserId::new("alice").unwrap();
     let key = IdentityKey::generate();
@@ -60,10 +58,10 @@ async fn certificate_of_another_ca_is_refused() {
 
 #[tokio::test]
 async fn expired_certificate_is_refused() {
-    let net = TestNet::start().await;
+    let net = LocalNet::start().await;
     let id = UserId::new("alice").unwrap();
     let key = IdentityKey::generate();
-    let now = (support::now_ms() / 1000) as i64;
+    let now = (duokey_testkit::now_ms() / 1000) as i64;
     let validity = Validity::from_unix(now - 7200, now - 3600).unwrap();
     let cert = net
         .ca
@@ -76,8 +74,8 @@ async fn expired_certificate_is_refused() {
 
 #[tokio::test]
 async fn revoked_certificate_is_refused_after_reload_without_restart() {
-    let net = TestNet::start().await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start().await;
+    let mut bob = net.raw("bob").await;
     let id = UserId::new("carol").unwrap();
     let key = IdentityKey::generate();
     let cert = net
@@ -90,7 +88,9 @@ async fn revoked_certificate_is_refused_after_reload_without_restart() {
         get_user(&mut carol).await.is_ok(),
         "served before revocation"
     );
-    let list = net.cfg.path(net.cfg.tls.revocation_list.as_ref().unwrap());
+    let list = net
+        .config
+        .path(net.config.tls.revocation_list.as_ref().unwrap());
     RevocationList::revoke_in_file(&list, &serial).unwrap();
     net.node.revocations.reload().unwrap();
     // New connections with the revoked certificate are refused on both ports.
@@ -116,9 +116,9 @@ async fn revoked_certificate_is_refused_after_reload_without_restart() {
 #[tokio::test]
 async fn a_revoked_terminal_loses_its_open_streams_and_connection() {
     use tokio_stream::StreamExt;
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let serial = peer_identity(&get_user(&mut alice).await.unwrap().cert_chain_der[0])
         .unwrap()
         .serial;
@@ -139,7 +139,9 @@ async fn a_revoked_terminal_loses_its_open_streams_and_connection() {
         .unwrap()
         .into_inner();
 
-    let list = net.cfg.path(net.cfg.tls.revocation_list.as_ref().unwrap());
+    let list = net
+        .config
+        .path(net.config.tls.revocation_list.as_ref().unwrap());
     RevocationList::revoke_in_file(&list, &serial).unwrap();
     net.node.revocations.reload().unwrap();
     let bound = duokey_pki::grpc::REVOCATION_CHECK * 10;
@@ -162,7 +164,7 @@ async fn a_revoked_terminal_loses_its_open_streams_and_connection() {
     );
     // Control: bob, connected all along, is still served live.
     assert_eq!(bob.post(&g.group_id, "still here").await.unwrap(), 1);
-    let got = support::next_within(&mut bobs, "bob's delivery")
+    let got = duokey_testkit::next_within(&mut bobs, "bob's delivery")
         .await
         .unwrap();
     assert!(matches!(got.event, Some(delivery::Event::Envelope(_))));
@@ -174,10 +176,10 @@ async fn a_revoked_terminal_loses_its_open_streams_and_connection() {
 /// replacement token works and revokes the old certificate.
 #[tokio::test]
 async fn a_second_plain_token_cannot_replace_a_valid_certificate() {
-    let net = TestNet::start().await;
+    let net = LocalNet::start().await;
     let (first, second) = (net.token("dave").await, net.token("dave").await);
-    let mut dave = net.enroll_with("dave", &first, None).await.unwrap();
-    let refused = net.enroll_with("dave", &second, None).await.err().unwrap();
+    let mut dave = net.raw_with("dave", &first, None).await.unwrap();
+    let refused = net.raw_with("dave", &second, None).await.err().unwrap();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused}");
     assert!(refused.message().contains("--replace"), "{refused}");
     let db = duokey_storage::Db::open(&net.as_db_url).await.unwrap();
@@ -189,7 +191,9 @@ async fn a_second_plain_token_cannot_replace_a_valid_certificate() {
     let old = peer_identity(&get_user(&mut dave).await.unwrap().cert_chain_der[0])
         .unwrap()
         .serial;
-    let list = net.cfg.path(net.cfg.tls.revocation_list.as_ref().unwrap());
+    let list = net
+        .config
+        .path(net.config.tls.revocation_list.as_ref().unwrap());
     let revoked = RevocationList::load(&list).unwrap();
     let issued = duokey_accounts::issue_token_with(&db, &dave_id, true, &revoked)
         .await
@@ -198,7 +202,7 @@ async fn a_second_plain_token_cannot_replace_a_valid_certificate() {
     assert_eq!(issued.replaced, std::slice::from_ref(&old));
     // The replacement enrolment revokes whatever it replaces, also here
     // where the admin tool did not write the list first.
-    net.enroll_with("dave", &issued.token, None).await.unwrap();
+    net.raw_with("dave", &issued.token, None).await.unwrap();
     assert!(
         net.node.revocations.is_revoked(&old),
         "the replaced certificate is revoked"
@@ -211,7 +215,7 @@ async fn a_second_plain_token_cannot_replace_a_valid_certificate() {
 
 /// An AS client presenting `chain` for `key`.
 fn accounts_as(
-    net: &TestNet,
+    net: &LocalNet,
     key: &IdentityKey,
     chain: Vec<duokey_pki::rustls_pki_types::CertificateDer<'static>>,
 ) -> accounts_client::AccountsClient<tonic::transport::Channel> {
@@ -229,8 +233,8 @@ fn accounts_as(
 /// certificate, or an expired one cannot renew.
 #[tokio::test]
 async fn a_terminal_renews_its_certificate_for_the_same_key_and_only_so() {
-    let net = TestNet::start().await;
-    let alice = net.enroll("alice").await;
+    let net = LocalNet::start().await;
+    let alice = net.raw("alice").await;
     let id = alice.id.clone();
     let old = peer_identity(&alice.chain[0]).unwrap();
     let mut accounts = accounts_as(&net, &alice.key, alice.chain.clone());
@@ -270,7 +274,7 @@ async fn a_terminal_renews_its_certificate_for_the_same_key_and_only_so() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
-    let now = (support::now_ms() / 1000) as i64;
+    let now = (duokey_testkit::now_ms() / 1000) as i64;
     let expired = net
         .ca
         .sign_csr_with_validity(
@@ -293,8 +297,8 @@ async fn a_terminal_renews_its_certificate_for_the_same_key_and_only_so() {
 
 #[tokio::test]
 async fn only_the_gms_certificate_may_set_members() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
     let grant = alice.create_group("proj").await;
     let mut sync = membership_sync_client::MembershipSyncClient::new(
         duokey_pki::grpc::channel(
@@ -324,7 +328,7 @@ async fn only_the_gms_certificate_may_set_members() {
 }
 
 async fn alice_chain(
-    alice: &mut support::TestUser,
+    alice: &mut RawUser,
 ) -> Vec<duokey_pki::rustls_pki_types::CertificateDer<'static>> {
     get_user(alice)
         .await
@@ -337,7 +341,7 @@ async fn alice_chain(
 
 #[tokio::test]
 async fn enrolment_token_works_once_and_only_for_its_user() {
-    let net = TestNet::start().await;
+    let net = LocalNet::start().await;
     let mut accounts = accounts_client::AccountsClient::new(net.anonymous(&net.gms_url()));
     let token = net.token("alice").await;
     let key = IdentityKey::generate();
@@ -425,7 +429,7 @@ async fn plaintext_http2_gets_no_http2_answer_on_any_port() {
     );
     // The real ports answer with silence or a TLS alert record (0x15), never
     // HTTP/2: the refusal is at the transport, before any gRPC status.
-    let net = TestNet::start().await;
+    let net = LocalNet::start().await;
     for addr in [net.node.gms_addr.unwrap(), net.node.cs_addr.unwrap()] {
         let answer = plaintext_answer(addr).await;
         assert!(!is_http2(&answer), "{addr} speaks plaintext HTTP/2");
@@ -440,9 +444,9 @@ async fn plaintext_http2_gets_no_http2_answer_on_any_port() {
 /// the HTTP/2 opening and returns the first bytes the server answers, or the
 /// error that ended the connection.
 async fn tls_answer(
-    net: &TestNet,
+    net: &LocalNet,
     addr: std::net::SocketAddr,
-    client: Option<&support::TestUser>,
+    client: Option<&RawUser>,
 ) -> std::io::Result<Vec<u8>> {
     let key = client.map(|u| {
         (
@@ -471,8 +475,8 @@ async fn the_cs_port_refuses_a_client_without_certificate_in_the_handshake() {
     // open and only the application would refuse. The GMS port serves the
     // AS too, so it lets the client in (the control: the probe sees HTTP/2
     // there) and then refuses every GMS call.
-    let net = TestNet::start().await;
-    let alice = net.enroll("alice").await;
+    let net = LocalNet::start().await;
+    let alice = net.raw("alice").await;
     let refused = tls_answer(&net, net.node.cs_addr.unwrap(), None).await;
     let err = refused.expect_err("the CS answered a client without a certificate");
     assert!(err.to_string().contains("CertificateRequired"), "{err}");
@@ -491,7 +495,7 @@ async fn the_cs_port_refuses_a_client_without_certificate_in_the_handshake() {
 }
 
 /// The certificate a port presents to `user` in a fresh handshake.
-async fn presented(net: &TestNet, addr: std::net::SocketAddr, user: &support::TestUser) -> Vec<u8> {
+async fn presented(net: &LocalNet, addr: std::net::SocketAddr, user: &RawUser) -> Vec<u8> {
     let key = (
         user.chain.clone(),
         duokey_pki::identity_private_key_der(&user.key),
@@ -512,15 +516,15 @@ async fn presented(net: &TestNet, addr: std::net::SocketAddr, user: &support::Te
 /// pair stays in use.
 #[tokio::test]
 async fn a_renewed_server_certificate_is_used_without_a_restart() {
-    let net = TestNet::start().await;
-    let mut alice = net.enroll("alice").await;
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
     assert!(list_groups(&mut alice).await.is_ok());
     let (cs, gms) = (net.node.cs_addr.unwrap(), net.node.gms_addr.unwrap());
     let old = presented(&net, cs, &alice).await;
     assert_eq!(old, net.node.certificate.leaf());
     assert!(!net.node.certificate.reload().unwrap(), "unchanged files");
 
-    let ca = Ca::load(&net.dir.path().join("ca")).unwrap();
+    let ca = Ca::load(&net.server_dir().join("ca")).unwrap();
     let hosts = ["localhost", "127.0.0.1"].map(String::from);
     let roles = [
         duokey_pki::Role::As,
@@ -535,7 +539,7 @@ async fn a_renewed_server_certificate_is_used_without_a_restart() {
 
     std::fs::copy(
         staged.path().join("server.pem"),
-        net.dir.path().join("server.pem"),
+        net.server_dir().join("server.pem"),
     )
     .unwrap();
     let err = net.node.certificate.reload().unwrap_err();
@@ -548,7 +552,7 @@ async fn a_renewed_server_certificate_is_used_without_a_restart() {
 
     std::fs::copy(
         staged.path().join("server.key"),
-        net.dir.path().join("server.key"),
+        net.server_dir().join("server.key"),
     )
     .unwrap();
     assert!(net.node.certificate.reload().unwrap());
@@ -558,6 +562,6 @@ async fn a_renewed_server_certificate_is_used_without_a_restart() {
         list_groups(&mut alice).await.is_ok(),
         "the open connection goes on"
     );
-    let mut bob = net.enroll("bob").await;
+    let mut bob = net.raw("bob").await;
     assert!(get_user(&mut bob).await.is_ok(), "a new terminal connects");
 }

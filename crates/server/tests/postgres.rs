@@ -4,10 +4,8 @@
 //! `DUOKEY_TEST_POSTGRES_URL` (`.ci/run` sets it) and says so when it skips.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
-
 use duokey_proto::*;
-use support::TestNet;
+use duokey_testkit::LocalNet;
 use tonic::Code;
 
 /// A schema of its own on the test database, so that runs and tests sharing
@@ -30,7 +28,7 @@ async fn fresh_schema(url: &str) -> String {
 
 /// Servers whose three roles keep their state in PostgreSQL, or `None` (and
 /// a clear line) when no PostgreSQL was given.
-async fn on_postgres() -> Option<(TestNet, String)> {
+async fn on_postgres() -> Option<(LocalNet, String)> {
     let Ok(url) = std::env::var("DUOKEY_TEST_POSTGRES_URL") else {
         eprintln!(
             "SKIPPED: DUOKEY_TEST_POSTGRES_URL is not set, the servers were not run on PostgreSQL"
@@ -38,7 +36,7 @@ async fn on_postgres() -> Option<(TestNet, String)> {
         return None;
     };
     let db = fresh_schema(&url).await;
-    let net = TestNet::start_with(|c| {
+    let net = LocalNet::start_with(|c| {
         c.database.as_url = Some(db.clone());
         c.database.gms = Some(db.clone());
         c.database.cs = Some(db.clone());
@@ -52,12 +50,12 @@ async fn the_servers_run_on_postgresql_through_changes_posts_removal_and_restart
     let Some((net, db)) = on_postgres().await else {
         return;
     };
-    let mut alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let g = alice.create_group("proj").await;
     let mut watch = bob.gms.watch(WatchRequest {}).await.unwrap().into_inner();
     let g = alice.add(&g, "bob", 0).await.unwrap();
-    let pushed = support::next_within(&mut watch, "bob's join grant")
+    let pushed = duokey_testkit::next_within(&mut watch, "bob's join grant")
         .await
         .unwrap();
     assert!(matches!(pushed.event, Some(watch_event::Event::Grant(ref x)) if x.rn2_version == 2));
@@ -97,7 +95,7 @@ async fn the_servers_run_on_postgresql_through_changes_posts_removal_and_restart
     assert_eq!(grants, 3, "every grant is in PostgreSQL");
     for role in ["as", "gms", "cs"] {
         assert!(
-            !net.dir.path().join(format!("{role}.db")).exists(),
+            !net.server_dir().join(format!("{role}.db")).exists(),
             "{role}.db"
         );
     }

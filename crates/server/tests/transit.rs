@@ -3,18 +3,16 @@
 //! server serving others.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod support;
-
 use duokey_pki::rustls;
 use duokey_pki::rustls_pki_types::ServerName;
 use duokey_pki::tokio_rustls::TlsConnector;
 use duokey_proto::*;
+use duokey_testkit::{LocalNet, RawUser};
 use std::sync::Arc;
-use support::TestNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn tls12_client(net: &TestNet, with_cert: &support::TestUser) -> Arc<rustls::ClientConfig> {
+fn tls12_client(net: &LocalNet, with_cert: &RawUser) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(net.ca.cert_der()).unwrap();
@@ -32,8 +30,8 @@ fn tls12_client(net: &TestNet, with_cert: &support::TestUser) -> Arc<rustls::Cli
 
 #[tokio::test]
 async fn tls_1_2_is_refused_on_every_port_even_with_a_valid_certificate() {
-    let net = TestNet::start().await;
-    let alice = net.enroll("alice").await;
+    let net = LocalNet::start().await;
+    let alice = net.raw("alice").await;
     let connector = TlsConnector::from(tls12_client(&net, &alice));
     for addr in [net.node.gms_addr.unwrap(), net.node.cs_addr.unwrap()] {
         let tcp = TcpStream::connect(addr).await.unwrap();
@@ -47,9 +45,9 @@ async fn tls_1_2_is_refused_on_every_port_even_with_a_valid_certificate() {
 
 #[tokio::test]
 async fn a_truncated_stream_does_not_stop_the_server() {
-    let net = TestNet::start().await;
-    let alice = net.enroll("alice").await;
-    let mut bob = net.enroll("bob").await;
+    let net = LocalNet::start().await;
+    let alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
     let tls = duokey_pki::client_config(
         &net.ca.cert_der(),
         Some((
@@ -97,8 +95,8 @@ async fn a_truncated_stream_does_not_stop_the_server() {
 
 #[tokio::test]
 async fn connections_beyond_max_connections_wait_for_a_free_slot() {
-    let net = TestNet::start_with(|c| c.max_connections = 2).await;
-    let alice = net.enroll("alice").await;
+    let net = LocalNet::start_with(|c| c.max_connections = 2).await;
+    let alice = net.raw("alice").await;
     let tls = duokey_pki::client_config(
         &net.ca.cert_der(),
         Some((

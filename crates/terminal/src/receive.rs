@@ -62,7 +62,7 @@ struct Opened {
     sealed_body: Vec<u8>,
 }
 
-/// V3–V5 of SPEC §4.5 for one envelope, decided from the grants alone: the
+/// V4/V5 (SPEC §4.5, PROTOCOL §3.7) for one envelope, decided from the grants alone: the
 /// sender must be a member of the envelope's epoch; once a newer grant
 /// exists, the old epoch is accepted only for envelopes the CS stored
 /// within the grace window after it, and only from senders still members.
@@ -70,12 +70,12 @@ struct Opened {
 enum EpochRule {
     /// Accepted.
     Open,
-    /// No grant of that epoch is held (V3).
+    /// No grant of that epoch is held (V4).
     Unknown,
-    /// The sender is not a member of the epoch, or no longer one (V4).
+    /// The sender is not a member of the epoch, or no longer one (V5).
     NotMember,
     /// Stored after the grace window of the grant of version `current`
-    /// (V5): the sender gets a `stale` item.
+    /// (V4, closed): the sender gets a `stale` item.
     Closed {
         /// The version that superseded the epoch.
         current: u64,
@@ -346,8 +346,9 @@ impl Terminal {
     }
 
     /// Checks and opens one envelope without storing it: every receiver
-    /// check of SPEC §3.3 in the spec's order, with the epoch and membership
-    /// rules of §4.5 deciding V3–V5, and the replay checks (V7/V8) made
+    /// check of SPEC §3.3 in the spec's order (ids as in PROTOCOL §3.7), with
+    /// the epoch and membership rules of §4.5 deciding V4/V5, and the replay
+    /// checks (V7/V8) made
     /// against the profile before decryption. `None`: this very envelope
     /// (same log position, same id) is stored already — by an earlier run
     /// or another process on this profile — and is not opened again.
@@ -357,13 +358,13 @@ impl Terminal {
         e: &LoggedEnvelope,
         cache: &mut OpenCache,
     ) -> Result<Option<Opened>> {
-        // V1/V2: magic, suite and sizes.
+        // V1–V3: magic, suite, sizes and structure.
         let env = EnvelopeRef::parse(&e.envelope, &Limits::default())?;
         let h = &env.header;
         if h.group_id.0 != *gid {
             return Err(Error::user("envelope of another group"));
         }
-        // V3: the epoch is known (§4.5: or its key is on its way).
+        // V4: the epoch is known (§4.5: or its key is on its way).
         let key = self.epoch_key(gid, h, cache).await?;
         // V4/V5: a member of that epoch, within its grace window.
         let rule = self.epoch_rule(gid, h, e.stored_at_ms, cache).await?;
@@ -404,7 +405,7 @@ impl Terminal {
         }))
     }
 
-    /// V3 (SPEC §3.3, §4.5): the group key of the envelope's epoch; not yet
+    /// V4 (SPEC §3.3, §4.5): the group key of the envelope's epoch; not yet
     /// ([`Error::Pending`]) when this terminal is a member at that version
     /// whose RN1 has not arrived, never when it was not a member.
     async fn epoch_key(

@@ -1,175 +1,33 @@
-//! Real servers on 127.0.0.1 with real TLS and SQLite, and enrolled users.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs
-)]
+//! Raw users: enrolled through the real AS, with raw gRPC connections and
+//! no terminal. Their identity keys derive from their names ([`test_key`]),
+//! so a test can name the key of a member it adds (SPEC §4.7 `add`).
 
+use crate::{LocalNet, Remote, now_ms};
 use duokey_crypto::envelope::{self, Header};
 use duokey_crypto::*;
-use duokey_pki::grpc::{channel, channel_from};
-use duokey_pki::{Ca, identity_private_key_der, make_csr};
+use duokey_pki::grpc::channel;
+use duokey_pki::{identity_private_key_der, make_csr};
 use duokey_proto::accounts_client::AccountsClient;
 use duokey_proto::communication_client::CommunicationClient;
 use duokey_proto::group_management_client::GroupManagementClient;
 use duokey_proto::*;
-use duokey_server::config::ServerConfig;
-use duokey_server::{Node, RunningNode, dev};
-use duokey_storage::Db;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
 
-pub struct TestNet {
-    pub dir: tempfile::TempDir,
-    pub cfg: ServerConfig,
-    pub node: RunningNode,
-    pub remote: Remote,
-}
-
-/// How to reach servers and enrol users: in this process or another.
-pub struct Remote {
-    pub dir: PathBuf,
-    pub gms_url: String,
-    pub cs_url: String,
-    pub ca: Ca,
-    /// Where the AS keeps its tokens (SQLite in the data directory unless
-    /// the test chose another database).
-    pub as_db_url: String,
-}
-
-pub use duokey_pki::clock::now_ms;
-
-impl std::ops::Deref for TestNet {
-    type Target = Remote;
-    fn deref(&self) -> &Remote {
-        &self.remote
-    }
-}
-
-impl TestNet {
-    pub async fn start() -> TestNet {
-        Self::start_with(|_| {}).await
-    }
-
-    pub async fn start_with(edit: impl FnOnce(&mut ServerConfig)) -> TestNet {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = dev::prepare(dir.path(), "127.0.0.1:0", "127.0.0.1:0").unwrap();
-        cfg.limits.min_rotate_every_secs = 1;
-        edit(&mut cfg);
-        let node = Node::start(&cfg).await.unwrap();
-        let (gms, cs) = (
-            node.gms_addr.unwrap().to_string(),
-            node.cs_addr.unwrap().to_string(),
-        );
-        let mut remote = Remote::new(dir.path(), &gms, &cs);
-        if let Some(url) = &cfg.database.as_url {
-            remote.as_db_url = cfg.db_url(url);
-        }
-        TestNet {
-            dir,
-            cfg,
-            node,
-            remote,
-        }
-    }
-
-    /// Stops the servers and starts them again on the same configuration
-    /// and databases (on new ports; `reconnect_user` follows them).
-    #[allow(dead_code)]
-    pub async fn restart(self) -> TestNet {
-        let TestNet {
-            dir,
-            cfg,
-            node,
-            mut remote,
-        } = self;
-        node.shutdown().await;
-        let node = Node::start(&cfg).await.unwrap();
-        remote.reconnect(
-            &node.gms_addr.unwrap().to_string(),
-            &node.cs_addr.unwrap().to_string(),
-        );
-        TestNet {
-            dir,
-            cfg,
-            node,
-            remote,
-        }
-    }
-
-    pub async fn cs_caught_up(&self) {
-        let gms = self.node.gms.as_ref().unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(20), gms.cs_caught_up())
-            .await
-            .expect("CS sync");
-    }
-}
-
 impl Remote {
-    pub fn new(dir: &Path, gms: &str, cs: &str) -> Remote {
-        Remote {
-            dir: dir.to_owned(),
-            gms_url: format!("https://{gms}"),
-            cs_url: format!("https://{cs}"),
-            ca: Ca::load(&dir.join("ca")).unwrap(),
-            as_db_url: format!("sqlite://{}", dir.join("as.db").display()),
-        }
-    }
-
-    pub fn reconnect(&mut self, gms: &str, cs: &str) {
-        self.gms_url = format!("https://{gms}");
-        self.cs_url = format!("https://{cs}");
-    }
-
-    pub fn gms_url(&self) -> String {
-        self.gms_url.clone()
-    }
-
-    pub fn cs_url(&self) -> String {
-        self.cs_url.clone()
-    }
-
-    /// A one-time token, from the AS database of the data directory.
-    pub async fn token(&self, user: &str) -> String {
-        let db = Db::open(&self.as_db_url).await.unwrap();
-        let token = duokey_accounts::issue_token(&db, &UserId::new(user).unwrap())
-            .await
-            .unwrap();
-        db.close().await;
-        token.to_string()
-    }
-
-    /// An anonymous (no client certificate) channel.
-    pub fn anonymous(&self, url: &str) -> Channel {
-        self.anonymous_from(url, None)
-    }
-
-    /// An anonymous channel whose connections leave from `local`.
-    pub fn anonymous_from(&self, url: &str, local: Option<IpAddr>) -> Channel {
-        channel_from(
-            url,
-            duokey_pki::client_config(&self.ca.cert_der(), None).unwrap(),
-            local,
-        )
-        .unwrap()
-    }
-
     /// Enrols `user` through the AS and connects it to the GMS and CS.
-    pub async fn enroll(&self, user: &str) -> TestUser {
+    pub async fn raw(&self, user: &str) -> RawUser {
         let token = self.token(user).await;
-        self.enroll_with(user, &token, None).await.unwrap()
+        self.raw_with(user, &token, None).await.unwrap()
     }
 
     /// Enrols `user` with `token`, connecting to the AS from `local`.
-    pub async fn enroll_with(
+    pub async fn raw_with(
         &self,
         user: &str,
         token: &str,
         local: Option<IpAddr>,
-    ) -> Result<TestUser, tonic::Status> {
+    ) -> Result<RawUser, tonic::Status> {
         let id = UserId::new(user).unwrap();
         let key = test_key(user);
         let mut accounts = AccountsClient::new(self.anonymous_from(&self.gms_url(), local));
@@ -196,18 +54,20 @@ impl Remote {
         Ok(user)
     }
 
+    /// A raw user of `id` with key `key` and certificate chain `chain` (any
+    /// chain: tests present forged or expired ones), connected to the GMS and CS.
     pub fn user_with_chain(
         &self,
         id: UserId,
         key: IdentityKey,
         chain: Vec<duokey_pki::rustls_pki_types::CertificateDer<'static>>,
-    ) -> TestUser {
+    ) -> RawUser {
         let tls = duokey_pki::client_config(
             &self.ca.cert_der(),
             Some((chain.clone(), identity_private_key_der(&key))),
         )
         .unwrap();
-        TestUser {
+        RawUser {
             id,
             gms: GroupManagementClient::new(channel(&self.gms_url(), tls.clone()).unwrap()),
             cs: CommunicationClient::new(channel(&self.cs_url(), tls).unwrap()),
@@ -218,19 +78,28 @@ impl Remote {
     }
 
     /// The same user, connected to the current addresses.
-    pub fn reconnect_user(&self, u: TestUser) -> TestUser {
+    pub fn reconnect_user(&self, u: RawUser) -> RawUser {
         let mut fresh = self.user_with_chain(u.id, u.key, u.chain);
         fresh.seq = u.seq;
         fresh
     }
 }
 
-pub struct TestUser {
+/// An enrolled identity with raw gRPC connections to the GMS and the CS and
+/// no terminal: for tests of the servers' rules, and for attackers who may
+/// send anything (SPEC §7).
+pub struct RawUser {
+    /// Its user id.
     pub id: UserId,
+    /// Its identity key ([`test_key`] of its name unless chosen).
     pub key: IdentityKey,
+    /// Its certificate chain.
     pub chain: Vec<duokey_pki::rustls_pki_types::CertificateDer<'static>>,
+    /// Its GMS connection.
     pub gms: GroupManagementClient<Channel>,
+    /// Its CS connection.
     pub cs: CommunicationClient<Channel>,
+    /// The `seq` of its next envelope.
     pub seq: u64,
 }
 
@@ -241,7 +110,7 @@ pub fn test_key(user: &str) -> IdentityKey {
     IdentityKey::from_seed(sha2::Sha256::digest(format!("duokey test key {user}")).into())
 }
 
-impl TestUser {
+impl RawUser {
     /// The group's membership state, verified from the GMS's chain as a
     /// terminal would; `None` if the GMS does not serve it to this user.
     pub async fn chain(&mut self, gid: &[u8]) -> Option<membership::State> {
@@ -306,6 +175,7 @@ impl TestUser {
         .to_vec()
     }
 
+    /// Creates a group named `name` (default policy); its first grant.
     pub async fn create_group(&mut self, name: &str) -> Grant {
         let change = self.create_change(name);
         self.gms
@@ -315,6 +185,7 @@ impl TestUser {
             .into_inner()
     }
 
+    /// Adds `user` (with [`test_key`]) with `rights` by a signed change.
     pub async fn add(
         &mut self,
         grant: &Grant,
@@ -334,6 +205,7 @@ impl TestUser {
         self.report(&grant.group_id, change).await
     }
 
+    /// Removes `user` by a signed change.
     pub async fn remove(&mut self, grant: &Grant, user: &str) -> Result<Grant, tonic::Status> {
         let change = self
             .sign(
@@ -404,6 +276,7 @@ impl TestUser {
         envelope::seal(&self.key, &sk, &header, ContentType::Text, text.as_bytes()).unwrap()
     }
 
+    /// Posts an envelope of `text` ([`RawUser::envelope`]); its log position.
     pub async fn post(&mut self, gid: &[u8], text: &str) -> Result<u64, tonic::Status> {
         let envelope = self.envelope(gid, text);
         self.cs
@@ -427,6 +300,7 @@ impl TestUser {
         panic!("the CS never learned the group");
     }
 
+    /// The group's envelopes after log position `after`.
     pub async fn fetch(
         &mut self,
         gid: &[u8],
@@ -443,15 +317,160 @@ impl TestUser {
     }
 }
 
-/// The next message of `stream`, bounded: a bug fails the test with what was
-/// awaited instead of hanging it.
-pub async fn next_within<S>(stream: &mut S, what: &str) -> S::Item
-where
-    S: tokio_stream::Stream + Unpin,
-{
-    use tokio_stream::StreamExt;
-    tokio::time::timeout(std::time::Duration::from_secs(20), stream.next())
-        .await
-        .unwrap_or_else(|_| panic!("no {what} within 20 s"))
-        .unwrap_or_else(|| panic!("the stream ended before {what}"))
+impl RawUser {
+    /// Sends `to` an `rn1` rotation item of `rn1_version` at `at_rn2_version`
+    /// holding a fresh R1 of the attacker's choosing, sealed to `to`'s
+    /// published delivery key (so only the receiver's rules can stop it).
+    pub async fn send_rotation(
+        &mut self,
+        to: &str,
+        gid: &[u8; 16],
+        rn1_version: u32,
+        at_rn2_version: u64,
+    ) -> [u8; 32] {
+        use duokey_crypto::*;
+        let to = UserId::new(to).unwrap();
+        let user = self
+            .cs
+            .get_user(duokey_proto::GetUserRequest {
+                user_id: to.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let leaf = duokey_pki::peer_identity(&user.cert_chain_der[0]).unwrap();
+        let their_key = PublicIdentity::from_bytes(&leaf.ed25519_public.unwrap()).unwrap();
+        let record = DeliveryKeyRecord::verify(&user.delivery_key_record, &their_key).unwrap();
+        let item_id = ItemId::random().unwrap();
+        let group = GroupId(*gid);
+        let ctx = rn1_delivery::Rn1Context {
+            group_id: &group,
+            sender: &self.id,
+            recipient: &to,
+            ref_id: &item_id,
+        };
+        let r1 = R1::from_rn1(&Rn1::random().unwrap(), at_rn2_version);
+        let (enc, ct) = rn1_delivery::seal_rn1(&record.key, &ctx, rn1_version, &r1).unwrap();
+        let item = Item {
+            item_id,
+            sender: self.id.clone(),
+            recipient: to,
+            created_at_ms: now_ms(),
+            body: ItemBody::Rn1(Rn1Payload {
+                ref_id: item_id,
+                group_id: group,
+                rn1_version,
+                at_rn2_version,
+                enc,
+                ct,
+            }),
+        };
+        self.send(item).await;
+        *r1.expose_secret()
+    }
+
+    /// Signs and sends `item`.
+    pub async fn send(&mut self, item: duokey_crypto::Item) {
+        self.cs
+            .send_item(duokey_proto::SendItemRequest {
+                item: item.sign(&self.key).unwrap(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Joins `gid` by accepting the pending invitation in its inbox: an
+    /// `ack` with a fresh invitation key (what an invitee's terminal sends).
+    pub async fn accept_invitation(&mut self, gid: &[u8; 16]) {
+        use duokey_crypto::*;
+        let inbox = self
+            .cs
+            .items(duokey_proto::ItemsRequest {
+                after_cursor: 0,
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let invite = inbox
+            .items
+            .iter()
+            .filter_map(|i| SignedItem::parse(&i.item).ok().map(|s| s.item))
+            .find(|i| matches!(i.body, ItemBody::Invite { group_id, .. } if group_id.0 == *gid))
+            .expect("an invitation");
+        let ack = Item {
+            item_id: ItemId::random().unwrap(),
+            sender: self.id.clone(),
+            recipient: invite.sender.clone(),
+            created_at_ms: now_ms(),
+            body: ItemBody::Ack {
+                invite_id: invite.item_id,
+                group_id: GroupId(*gid),
+                invite_pub: DeliverySecret::generate().public(),
+            },
+        };
+        self.send(ack).await;
+    }
+
+    /// Signs a `rotate_rn1` on top of the group's chain and sends it.
+    pub async fn rotate_rn1(&mut self, gid: &[u8; 16]) -> duokey_proto::Grant {
+        use duokey_crypto::membership;
+        let changes = self
+            .gms
+            .get_changes(duokey_proto::GetChangesRequest {
+                group_id: gid.to_vec(),
+                after_seq: 0,
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut state: Option<membership::State> = None;
+        for c in &changes.changes {
+            let c = membership::SignedChange::parse(&c.change).unwrap();
+            state = Some(membership::apply(state.as_ref(), &c).unwrap());
+        }
+        let change = state
+            .unwrap()
+            .next_change(
+                membership::Action::RotateRn1,
+                &self.id,
+                &self.id,
+                duokey_crypto::Rights::NONE,
+                Vec::new(),
+                now_ms(),
+            )
+            .sign(&self.key)
+            .unwrap();
+        self.gms
+            .rotate(duokey_proto::RotateRequest {
+                group_id: gid.to_vec(),
+                report_id: duokey_crypto::ItemId::random().unwrap().0.to_vec(),
+                change: change.as_bytes().to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+impl LocalNet {
+    /// An enrolled raw user who has published a delivery key, as a
+    /// terminal does at enrolment: an attacker that members' terminals can
+    /// invite and send RN1 to, and that may send anything.
+    pub async fn attacker(&self, name: &str) -> RawUser {
+        let mut user = self.raw(name).await;
+        let record = DeliveryKeyRecord {
+            user: user.id.clone(),
+            key: DeliverySecret::generate().public(),
+            created_at_ms: now_ms(),
+        }
+        .sign(&user.key)
+        .unwrap();
+        user.cs
+            .publish_delivery_key(PublishDeliveryKeyRequest { record })
+            .await
+            .unwrap();
+        user
+    }
 }
