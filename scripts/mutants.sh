@@ -75,6 +75,9 @@ mutant recorded-key $T/rn1.rs \
 mutant member-list $T/membership.rs \
     '            if theirs != verified {' '            if false {' \
     -p duokey-cli --test lying_gms a_member_the_gms_injects
+mutant members-after crates/proto/src/lib.rs \
+    '            members.retain(|m| user(m) != subject);' '' \
+    -p duokey-cli --test properties live_grants_without_member_lists
 mutant item-replay $T/inbox.rs \
     '        if self.store.seen(&id).await? {' '        if false {' \
     -p duokey-cli --test properties replayed_envelope_and_inbox_item_are_refused

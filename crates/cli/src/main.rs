@@ -1,12 +1,14 @@
 //! `duokey`: the Duokey terminal (SPEC §8). Every command first syncs
 //! (inbox, grants, pending invitations and RN1 deliveries) and then acts.
 
+mod actions;
 mod chat;
 mod demo;
 mod display;
 
+use actions::Action;
 use clap::{Parser, Subcommand};
-use duokey_crypto::{Rights, UserId};
+use duokey_crypto::UserId;
 use duokey_terminal::{
     ClientConfig, Error, ErrorKind, GroupState, Line, SendOutcome, Terminal, Waiting,
 };
@@ -395,6 +397,7 @@ async fn open(cli: &Cli) -> duokey_terminal::Result<(Terminal, bool)> {
 }
 
 async fn run(cli: Cli) -> duokey_terminal::Result<()> {
+    let out = Out { json: cli.json };
     match &cli.command {
         Command::Demo => return demo::run(cli.json).await,
         Command::Init {
@@ -406,32 +409,12 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         } => {
             let user = user_arg(user.clone())?;
             let cfg = ClientConfig::load(config)?;
-            let p = if *no_passphrase {
-                None
-            } else {
-                Some(passphrase(true)?)
-            };
-            let token = if token == "-" {
-                let mut line = Zeroizing::new(String::new());
-                std::io::stdin().read_line(&mut line)?;
-                line
-            } else {
-                Zeroizing::new(token.clone())
-            };
-            let t = Terminal::init(
-                &home(&cli),
-                &user,
-                token.trim(),
-                &cfg,
-                p.as_ref().map(|p| p.as_bytes()),
-            )
-            .await?;
+            let t = init(&home(&cli), &user, token, &cfg, *no_passphrase).await?;
             t.set_keep_history(*keep_history).await?;
-            if cli.json {
-                print_json(&serde_json::json!({"user": t.user().as_str(), "home": t.home()}));
-            } else {
-                println!("Enrolled {} in {}", t.user(), t.home().display());
-            }
+            out.report(
+                serde_json::json!({"user": t.user().as_str(), "home": t.home()}),
+                || format!("Enrolled {} in {}", t.user(), t.home().display()),
+            );
             return Ok(());
         }
         Command::Chat { .. } if cli.json => {
@@ -447,180 +430,241 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         _ => {}
     }
     let (mut t, offline) = open(&cli).await?;
-    let json = cli.json;
     match cli.command {
-        Command::Init { .. } | Command::Demo | Command::Chat { .. } => {}
-        Command::Sync => {
-            let mut synced = Vec::new();
-            for g in t.list_groups().await? {
-                if g.state == GroupState::Active {
-                    let gid = t.resolve_group(&g.group_id).await?;
-                    t.sync_messages(&gid).await?;
-                    synced.push(g.group_id);
-                }
-            }
-            if json {
-                print_json(&serde_json::json!({"synced": synced, "queued": t.queued().await?}));
-            } else {
-                println!("synced");
-            }
-        }
-        Command::Status => {
-            let groups = t.list_groups().await?;
-            if json {
-                print_json(&serde_json::json!({
-                    "user": t.user().as_str(),
-                    "groups": groups,
-                    "queued": t.queued().await?,
-                    "offline": offline,
-                }));
-            } else {
-                println!("{} ({} queued message(s))", t.user(), t.queued().await?);
-                for g in groups {
-                    println!(
-                        "{}  {:<20} {:<8} epoch {}/{}",
-                        g.group_id,
-                        display::inline(&g.name),
-                        g.state,
-                        g.rn1_version,
-                        g.rn2_version
-                    );
-                }
-            }
-        }
-        Command::Group { command } => group(&mut t, command, json).await?,
-        Command::Renew => {
-            let (serial, _, until) = t.renew().await?;
-            let now = i64::try_from(duokey_terminal::now_ms() / 1000).unwrap_or(0);
-            if json {
-                print_json(
-                    &serde_json::json!({"renewed": true, "serial": serial, "not_after": until}),
-                );
-            } else {
-                println!(
-                    "Certificate renewed (serial {serial}): valid for {} more days. Your identity key is unchanged.",
-                    (until - now) / 86_400
-                );
-            }
-        }
-        Command::Invites => {
-            let inv = t.invitations().await?;
-            if json {
-                print_json(&inv);
-            } else if inv.is_empty() {
-                println!("no pending invitations");
-            } else {
-                for i in inv {
-                    println!(
-                        "{}  {} invites you to {} ({}) as {}",
-                        i.invite_id,
-                        i.from,
-                        display::inline(&i.group_name),
-                        i.group_id,
-                        i.rights
-                    );
-                }
-            }
-        }
-        Command::Accept { invite } => {
-            let from = t.accept(&invite).await?;
-            if json {
-                print_json(&serde_json::json!({"accepted": invite, "inviter": from}));
-            } else {
-                println!(
-                    "Accepted. You can read and send once {from}'s terminal has synced and sent you the group key."
-                );
-            }
-        }
-        Command::Decline { invite } => {
-            t.decline(&invite).await?;
-            if json {
-                print_json(&serde_json::json!({"declined": invite}));
-            } else {
-                println!("Declined.");
-            }
-        }
-        Command::Send { group, text } => {
-            let gid = t.resolve_group(&group).await?;
-            let text = match text {
-                Some(t) => t,
-                None => message_from_stdin()?,
-            };
-            let group_id = hex::encode(gid);
-            match t.send(&gid, &text).await? {
-                SendOutcome::Posted(seq) if json => {
-                    print_json(&serde_json::json!({"group_id": group_id, "posted": seq}))
-                }
-                SendOutcome::Posted(_) => {}
-                SendOutcome::Queued(why) if json => print_json(&serde_json::json!({
-                    "group_id": group_id,
-                    "queued": true,
-                    "waiting": match why { Waiting::Key => "key", Waiting::Server => "server" },
-                })),
-                SendOutcome::Queued(Waiting::Key) => {
-                    let why =
-                        t.key_wait(&gid).await.ok().flatten().unwrap_or_else(|| {
-                            "the group's new key has not arrived yet".to_owned()
-                        });
-                    eprintln!("Queued: {why}; it is sent at your next command after it arrives.")
-                }
-                SendOutcome::Queued(Waiting::Server) => {
-                    eprintln!(
-                        "Queued, not sent yet: the server is unreachable; it is sent at your next command once the server is back."
-                    )
-                }
-            }
-        }
-        Command::Read { group, follow } => {
-            let gid = t.resolve_group(&group).await?;
-            if !offline {
-                match t.sync_messages(&gid).await {
-                    Err(e) if e.kind() == ErrorKind::Network => offline_note(&e, json),
-                    r => r.map(drop)?,
-                }
-            }
-            for line in t.history(&gid).await? {
-                print_line(json, &line);
-            }
-            if follow {
-                tokio::select! {
-                    r = t.follow(&gid, |line| print_line(json, &line)) => r?,
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-        }
+        Command::Init { .. } | Command::Demo | Command::Chat { .. } => Ok(()),
+        Command::Sync => sync(&mut t, out).await,
+        Command::Status => status(&t, out, offline).await,
+        Command::Group { command } => group(&mut t, command, out).await,
+        Command::Renew => renew(&mut t, out).await,
+        Command::Invites => invites(&t, out).await,
+        Command::Accept { invite } => act(&mut t, out, None, Action::Accept(invite)).await,
+        Command::Decline { invite } => act(&mut t, out, None, Action::Decline(invite)).await,
+        Command::Send { group, text } => send(&mut t, out, &group, text).await,
+        Command::Read { group, follow } => read(&mut t, out, &group, follow, offline).await,
         Command::Verify { user, confirm } => {
-            let v = t.verify(&user_arg(user)?, confirm).await?;
-            if json {
-                print_json(&v);
-            } else {
-                if v.key_changed {
-                    println!(
-                        "WARNING: {}'s identity key CHANGED since you first saw it.",
-                        v.user
-                    );
-                }
-                println!("{}'s certificate fingerprint: {}", v.user, v.fingerprint);
-                println!(
-                    "Safety number (compare with {} out of band): {}",
-                    v.user, v.safety_number
-                );
-                println!(
-                    "{}",
-                    if v.verified {
-                        "Verified."
-                    } else {
-                        "Not verified yet: run with --confirm once the numbers match."
-                    }
-                );
-            }
+            act(&mut t, out, None, Action::Verify(user_arg(user)?, confirm)).await
+        }
+    }
+}
+
+/// How a command reports (SPEC §8): one JSON value on standard output with
+/// `--json`, words for people otherwise.
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    /// Shows what an action did.
+    fn done(self, done: &actions::Done) {
+        self.report(done.json(), || done.to_string());
+    }
+
+    /// Prints `value` as JSON, or the text `text` makes.
+    fn report(self, value: serde_json::Value, text: impl FnOnce() -> String) {
+        match self.json {
+            true => print_json(&value),
+            false => println!("{}", text()),
+        }
+    }
+}
+
+/// `duokey init`: enrols with the token (`-` reads it from standard input).
+async fn init(
+    home: &std::path::Path,
+    user: &UserId,
+    token: &str,
+    cfg: &ClientConfig,
+    no_passphrase: bool,
+) -> duokey_terminal::Result<Terminal> {
+    let p = match no_passphrase {
+        true => None,
+        false => Some(passphrase(true)?),
+    };
+    let token = if token == "-" {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().read_line(&mut line)?;
+        line
+    } else {
+        Zeroizing::new(token.to_owned())
+    };
+    Terminal::init(
+        home,
+        user,
+        token.trim(),
+        cfg,
+        p.as_ref().map(|p| p.as_bytes()),
+    )
+    .await
+}
+
+/// `duokey sync`: also fetches every active group's messages.
+async fn sync(t: &mut Terminal, out: Out) -> duokey_terminal::Result<()> {
+    let mut synced = Vec::new();
+    for g in t.list_groups().await? {
+        if g.state == GroupState::Active {
+            let gid = t.resolve_group(&g.group_id).await?;
+            t.sync_messages(&gid).await?;
+            synced.push(g.group_id);
+        }
+    }
+    let queued = t.queued().await?;
+    out.report(
+        serde_json::json!({"synced": synced, "queued": queued}),
+        || "synced".into(),
+    );
+    Ok(())
+}
+
+/// `duokey status`: the user, the queue and each group's epoch.
+async fn status(t: &Terminal, out: Out, offline: bool) -> duokey_terminal::Result<()> {
+    let groups = t.list_groups().await?;
+    let queued = t.queued().await?;
+    let value = serde_json::json!({
+        "user": t.user().as_str(),
+        "groups": groups,
+        "queued": queued,
+        "offline": offline,
+    });
+    out.report(value, || {
+        let mut text = format!("{} ({queued} queued message(s))", t.user());
+        for g in &groups {
+            text.push_str(&format!(
+                "\n{}  {:<20} {:<8} epoch {}/{}",
+                g.group_id,
+                display::inline(&g.name),
+                g.state,
+                g.rn1_version,
+                g.rn2_version
+            ));
+        }
+        text
+    });
+    Ok(())
+}
+
+/// `duokey renew`: a new certificate for the same identity key.
+async fn renew(t: &mut Terminal, out: Out) -> duokey_terminal::Result<()> {
+    let (serial, _, until) = t.renew().await?;
+    let now = i64::try_from(duokey_terminal::now_ms() / 1000).unwrap_or(0);
+    out.report(
+        serde_json::json!({"renewed": true, "serial": serial, "not_after": until}),
+        || {
+            format!(
+                "Certificate renewed (serial {serial}): valid for {} more days. Your identity key is unchanged.",
+                (until - now) / 86_400
+            )
+        },
+    );
+    Ok(())
+}
+
+/// `duokey invites`: the pending invitations.
+async fn invites(t: &Terminal, out: Out) -> duokey_terminal::Result<()> {
+    let inv = t.invitations().await?;
+    let value = serde_json::to_value(&inv).map_err(|_| Error::Internal("json"))?;
+    out.report(value, || {
+        if inv.is_empty() {
+            return "no pending invitations".into();
+        }
+        let lines: Vec<String> = inv
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}  {} invites you to {} ({}) as {}",
+                    i.invite_id,
+                    i.from,
+                    display::inline(&i.group_name),
+                    i.group_id,
+                    i.rights
+                )
+            })
+            .collect();
+        lines.join("\n")
+    });
+    Ok(())
+}
+
+/// `duokey send`: posted at once, or queued and said why.
+async fn send(
+    t: &mut Terminal,
+    out: Out,
+    group: &str,
+    text: Option<String>,
+) -> duokey_terminal::Result<()> {
+    let gid = t.resolve_group(group).await?;
+    let text = match text {
+        Some(t) => t,
+        None => message_from_stdin()?,
+    };
+    let group_id = hex::encode(gid);
+    match t.send(&gid, &text).await? {
+        SendOutcome::Posted(seq) if out.json => {
+            print_json(&serde_json::json!({"group_id": group_id, "posted": seq}))
+        }
+        SendOutcome::Posted(_) => {}
+        SendOutcome::Queued(why) if out.json => print_json(&serde_json::json!({
+            "group_id": group_id,
+            "queued": true,
+            "waiting": match why { Waiting::Key => "key", Waiting::Server => "server" },
+        })),
+        SendOutcome::Queued(Waiting::Key) => {
+            let why = t
+                .key_wait(&gid)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "the group's new key has not arrived yet".to_owned());
+            eprintln!("Queued: {why}; it is sent at your next command after it arrives.")
+        }
+        SendOutcome::Queued(Waiting::Server) => eprintln!(
+            "Queued, not sent yet: the server is unreachable; it is sent at your next command once the server is back."
+        ),
+    }
+    Ok(())
+}
+
+/// `duokey read`: the history, then (with `--follow`) what arrives.
+async fn read(
+    t: &mut Terminal,
+    out: Out,
+    group: &str,
+    follow: bool,
+    offline: bool,
+) -> duokey_terminal::Result<()> {
+    let gid = t.resolve_group(group).await?;
+    if !offline {
+        match t.sync_messages(&gid).await {
+            Err(e) if e.kind() == ErrorKind::Network => offline_note(&e, out.json),
+            r => r.map(drop)?,
+        }
+    }
+    for line in t.history(&gid).await? {
+        print_line(out.json, &line);
+    }
+    if follow {
+        tokio::select! {
+            r = t.follow(&gid, |line| print_line(out.json, &line)) => r?,
+            _ = tokio::signal::ctrl_c() => {}
         }
     }
     Ok(())
 }
 
-async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_terminal::Result<()> {
-    match command {
+/// Does `action` (on `group`) and shows what it did.
+async fn act(
+    t: &mut Terminal,
+    out: Out,
+    group: Option<[u8; 16]>,
+    action: Action,
+) -> duokey_terminal::Result<()> {
+    let done = actions::perform(t, group, action).await?;
+    out.done(&done);
+    Ok(())
+}
+
+async fn group(t: &mut Terminal, command: GroupCommand, out: Out) -> duokey_terminal::Result<()> {
+    let action = match command {
         GroupCommand::Create {
             name,
             rotate_every,
@@ -633,117 +677,11 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
                 rotate_rn1_on_remove: !no_rotate_rn1_on_remove,
                 ..duokey_terminal::GroupPolicy::default()
             };
-            let g = t.create_group(&name, policy).await?;
-            if json {
-                print_json(&serde_json::json!({"group_id": g.group_id, "name": g.name}));
-            } else {
-                println!("{}", g.group_id);
-            }
+            return act(t, out, None, Action::Create(name, policy)).await;
         }
-        GroupCommand::List => {
-            let groups = t.list_groups().await?;
-            if json {
-                print_json(&groups);
-            } else {
-                for g in groups {
-                    println!(
-                        "{}  {}  ({})",
-                        g.group_id,
-                        display::inline(&g.name),
-                        g.state
-                    );
-                }
-            }
-        }
-        GroupCommand::Members { group } => {
-            let gid = t.resolve_group(&group).await?;
-            let members = t.members(&gid).await?;
-            if json {
-                print_json(&members);
-            } else {
-                for m in members {
-                    println!("{}  {}", m.user, m.rights);
-                }
-            }
-        }
-        GroupCommand::Invite {
-            group,
-            user,
-            can_invite,
-            can_remove,
-        } => {
-            let gid = t.resolve_group(&group).await?;
-            let mut rights = Rights::NONE;
-            if can_invite {
-                rights = rights.union(Rights::INVITE);
-            }
-            if can_remove {
-                rights = rights.union(Rights::REMOVE);
-            }
-            let user = user_arg(user)?;
-            let id = t.invite(&gid, &user, rights).await?;
-            if json {
-                print_json(
-                    &serde_json::json!({"invite_id": id.to_hex(), "group_id": hex::encode(gid), "user": user.as_str()}),
-                );
-            } else {
-                println!(
-                    "Invited {user} (invite {id}). They accept with `duokey accept {id}`; your next command then adds them."
-                );
-            }
-        }
-        GroupCommand::Remove { group, user } => {
-            let gid = t.resolve_group(&group).await?;
-            let user = user_arg(user)?;
-            t.remove(&gid, &user).await?;
-            if json {
-                print_json(
-                    &serde_json::json!({"group_id": hex::encode(gid), "removed": user.as_str()}),
-                );
-            } else {
-                println!("Removed {user}; the group key was replaced.");
-            }
-        }
-        GroupCommand::Leave { group } => {
-            let gid = t.resolve_group(&group).await?;
-            t.leave(&gid).await?;
-            if json {
-                print_json(&serde_json::json!({"group_id": hex::encode(gid), "left": true}));
-            } else {
-                println!("You left the group.");
-            }
-        }
-        GroupCommand::Rotate { group, rn1 } => {
-            let gid = t.resolve_group(&group).await?;
-            let v = t.rotate(&gid, rn1).await?;
-            if json {
-                print_json(
-                    &serde_json::json!({"group_id": hex::encode(gid), "rn2_version": v, "rn1": rn1}),
-                );
-            } else {
-                println!(
-                    "Rotated: RN2 version {v}{}",
-                    if rn1 { " with a new RN1" } else { "" }
-                );
-            }
-        }
-        GroupCommand::Verify { group } => {
-            let gid = t.resolve_group(&group).await?;
-            let c = t.membership_code(&gid).await?;
-            if json {
-                print_json(&c);
-            } else {
-                println!("Membership history at change {}: {}", c.seq, c.code);
-                println!(
-                    "Compare this code with the other members (out of band); a different code at the same change means the group server shows you different histories."
-                );
-                if c.histories_differ {
-                    println!(
-                        "WARNING: another member's terminal has already named a different change than yours: the group server is showing members different histories. Sending in this group is stopped; tell the group server's operator."
-                    );
-                }
-            }
-        }
+        GroupCommand::List => return list_groups(t, out).await,
+        GroupCommand::Members { group } => return members(t, out, &group).await,
+        GroupCommand::Verify { group } => return membership_code(t, out, &group).await,
         GroupCommand::Policy {
             group,
             rotate_every,
@@ -752,7 +690,6 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
             rn1_wait,
             rotate_rn1_on_remove,
         } => {
-            let gid = t.resolve_group(&group).await?;
             let change = duokey_terminal::PolicyChange {
                 rotate_every_secs: rotate_every,
                 grace_secs: grace,
@@ -760,45 +697,118 @@ async fn group(t: &mut Terminal, command: GroupCommand, json: bool) -> duokey_te
                 rn1_wait_secs: rn1_wait,
                 rotate_rn1_on_remove,
             };
-            let changes = rotate_every.is_some()
-                || grace.is_some()
-                || retention.is_some()
-                || rn1_wait.is_some()
-                || rotate_rn1_on_remove.is_some();
-            let p = if changes {
-                t.change_policy(&gid, change).await?
-            } else {
-                t.policy(&gid).await?
-            };
-            if json {
-                print_json(&p);
-            } else {
-                if changes {
-                    println!(
-                        "Policy changed (signed by you; members follow it from the new key version)."
-                    );
-                }
-                println!("rotate every:          {} s", p.rotate_every_secs);
-                println!("grace:                 {} s", p.grace_secs);
-                println!("retention:             {} s", p.retention_secs);
-                println!("rn1 wait:              {} s", p.rn1_wait_secs);
-                println!("max members:           {}", p.max_members);
-                println!(
-                    "rotate RN1 on removal: {}",
-                    if p.rotate_rn1_on_remove { "on" } else { "off" }
-                );
-            }
+            return policy(t, out, &group, change).await;
         }
-        GroupCommand::Delete { group } => {
-            let gid = t.resolve_group(&group).await?;
-            t.delete(&gid).await?;
-            if json {
-                print_json(&serde_json::json!({"group_id": hex::encode(gid), "deleted": true}));
-            } else {
-                println!("Group deleted.");
-            }
+        GroupCommand::Invite {
+            group,
+            user,
+            can_invite,
+            can_remove,
+        } => (
+            group,
+            Action::Invite(user_arg(user)?, actions::rights(can_invite, can_remove)),
+        ),
+        GroupCommand::Remove { group, user } => (group, Action::Remove(user_arg(user)?)),
+        GroupCommand::Leave { group } => (group, Action::Leave),
+        GroupCommand::Rotate { group, rn1 } => (group, Action::Rotate(rn1)),
+        GroupCommand::Delete { group } => (group, Action::Delete),
+    };
+    let (group, action) = action;
+    let gid = t.resolve_group(&group).await?;
+    act(t, out, Some(gid), action).await
+}
+
+/// `duokey group list`.
+async fn list_groups(t: &Terminal, out: Out) -> duokey_terminal::Result<()> {
+    let groups = t.list_groups().await?;
+    let value = serde_json::to_value(&groups).map_err(|_| Error::Internal("json"))?;
+    out.report(value, || {
+        let lines: Vec<String> = groups
+            .iter()
+            .map(|g| {
+                format!(
+                    "{}  {}  ({})",
+                    g.group_id,
+                    display::inline(&g.name),
+                    g.state
+                )
+            })
+            .collect();
+        lines.join("\n")
+    });
+    Ok(())
+}
+
+/// `duokey group members`.
+async fn members(t: &Terminal, out: Out, group: &str) -> duokey_terminal::Result<()> {
+    let gid = t.resolve_group(group).await?;
+    let members = t.members(&gid).await?;
+    let value = serde_json::to_value(&members).map_err(|_| Error::Internal("json"))?;
+    out.report(value, || {
+        let lines: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}  {}", m.user, m.rights))
+            .collect();
+        lines.join("\n")
+    });
+    Ok(())
+}
+
+/// `duokey group verify`: the membership code (SPEC §4.7).
+async fn membership_code(t: &mut Terminal, out: Out, group: &str) -> duokey_terminal::Result<()> {
+    let gid = t.resolve_group(group).await?;
+    let c = t.membership_code(&gid).await?;
+    let value = serde_json::to_value(&c).map_err(|_| Error::Internal("json"))?;
+    out.report(value, || {
+        let mut text = format!(
+            "Membership history at change {}: {}\nCompare this code with the other members (out of band); a different code at the same change means the group server shows you different histories.",
+            c.seq, c.code
+        );
+        if c.histories_differ {
+            text.push_str("\nWARNING: another member's terminal has already named a different change than yours: the group server is showing members different histories. Sending in this group is stopped; tell the group server's operator.");
         }
-    }
+        text
+    });
+    Ok(())
+}
+
+/// `duokey group policy`: shows the policy, or changes it (signed, §4.7).
+async fn policy(
+    t: &mut Terminal,
+    out: Out,
+    group: &str,
+    change: duokey_terminal::PolicyChange,
+) -> duokey_terminal::Result<()> {
+    let gid = t.resolve_group(group).await?;
+    let changes = change.rotate_every_secs.is_some()
+        || change.grace_secs.is_some()
+        || change.retention_secs.is_some()
+        || change.rn1_wait_secs.is_some()
+        || change.rotate_rn1_on_remove.is_some();
+    let p = if changes {
+        t.change_policy(&gid, change).await?
+    } else {
+        t.policy(&gid).await?
+    };
+    let value = serde_json::to_value(&p).map_err(|_| Error::Internal("json"))?;
+    out.report(value, || {
+        let mut text = String::new();
+        if changes {
+            text.push_str(
+                "Policy changed (signed by you; members follow it from the new key version).\n",
+            );
+        }
+        text.push_str(&format!(
+            "rotate every:          {} s\ngrace:                 {} s\nretention:             {} s\nrn1 wait:              {} s\nmax members:           {}\nrotate RN1 on removal: {}",
+            p.rotate_every_secs,
+            p.grace_secs,
+            p.retention_secs,
+            p.rn1_wait_secs,
+            p.max_members,
+            if p.rotate_rn1_on_remove { "on" } else { "off" }
+        ));
+        text
+    });
     Ok(())
 }
 

@@ -244,14 +244,13 @@ impl Gms {
             .map_or(&cur.membership, |(_, state, _)| state);
         group.rn1_version = membership.rn1_version;
         let mut members = cur.members.clone();
-        if let Some(m) = &next.upsert {
-            members.retain(|x| x.user_id != m.user_id);
-            members.push(m.clone());
-            members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-        }
-        if let Some((user, _, _)) = &next.departure {
-            members.retain(|x| &x.user_id != user);
-        }
+        duokey_proto::members_after(
+            &mut members,
+            |m| &m.user_id,
+            next.cause,
+            &next.subject,
+            next.upsert.clone(),
+        );
         let rn2 = Rn2::random().map_err(|_| Status::internal("random generator failed"))?;
         let policy = next.policy.as_ref().unwrap_or(&cur.policy);
         let policy_pb = next.policy.as_ref().map(|p| p.encode_to_vec());

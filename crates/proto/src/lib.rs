@@ -54,6 +54,32 @@ pub fn page<T>(mut rows: Vec<T>, n: usize, size: impl Fn(&T) -> usize) -> (Vec<T
     (rows, more)
 }
 
+/// The member list after a grant's change (D27), one rule for the GMS,
+/// which issues the grant, and the terminal, which rebuilds the list of a
+/// grant `Watch` pushed without it: a [`GrantCause::MemberAdded`] grant puts
+/// `subject` in (replacing any earlier entry) as `entered`; a
+/// [`GrantCause::MemberRemoved`] or [`GrantCause::MemberLeft`] grant takes it
+/// out; any other cause leaves the list as it was. The list stays sorted by
+/// user id.
+pub fn members_after<M>(
+    members: &mut Vec<M>,
+    user: impl Fn(&M) -> &str,
+    cause: GrantCause,
+    subject: &str,
+    entered: Option<M>,
+) {
+    match cause {
+        GrantCause::MemberAdded | GrantCause::MemberRemoved | GrantCause::MemberLeft => {
+            members.retain(|m| user(m) != subject);
+        }
+        _ => return,
+    }
+    if let (GrantCause::MemberAdded, Some(m)) = (cause, entered) {
+        members.push(m);
+        members.sort_by(|a, b| user(a).cmp(user(b)));
+    }
+}
+
 /// A request's `group_id` field (SPEC §5: raw 16 bytes), for the servers:
 /// any other length is `INVALID_ARGUMENT`.
 pub fn group_id_arg(bytes: &[u8]) -> Result<Vec<u8>, tonic::Status> {
@@ -82,6 +108,42 @@ mod tests {
         // A single row above the budget still goes alone.
         let (got, more) = page(rows(2, PAGE_BYTES + 1), 1000, Vec::len);
         assert_eq!((got.len(), more), (1, true));
+    }
+
+    #[test]
+    fn a_grants_change_rebuilds_the_member_list() {
+        let list = |v: &[(&str, u8)]| -> Vec<(String, u8)> {
+            v.iter().map(|(u, r)| ((*u).to_owned(), *r)).collect()
+        };
+        let after = |cause, subject: &str, entered: Option<(String, u8)>| {
+            let mut m = list(&[("alice", 7), ("carol", 0)]);
+            members_after(&mut m, |(u, _)| u, cause, subject, entered);
+            m
+        };
+        let bob = Some(("bob".to_owned(), 1));
+        assert_eq!(
+            after(GrantCause::MemberAdded, "bob", bob.clone()),
+            list(&[("alice", 7), ("bob", 1), ("carol", 0)])
+        );
+        // Added again with other rights: one entry, the new rights.
+        let carol = Some(("carol".to_owned(), 3));
+        assert_eq!(
+            after(GrantCause::MemberAdded, "carol", carol),
+            list(&[("alice", 7), ("carol", 3)])
+        );
+        for gone in [GrantCause::MemberRemoved, GrantCause::MemberLeft] {
+            assert_eq!(after(gone, "carol", None), list(&[("alice", 7)]));
+        }
+        for same in [
+            GrantCause::Periodic,
+            GrantCause::Forced,
+            GrantCause::PolicyChanged,
+        ] {
+            assert_eq!(
+                after(same, "alice", bob.clone()),
+                list(&[("alice", 7), ("carol", 0)])
+            );
+        }
     }
 
     #[test]

@@ -221,19 +221,15 @@ impl Terminal {
             return Ok(whole);
         };
         let mut members = prev.members;
-        match GrantCause::try_from(g.cause) {
-            Ok(GrantCause::MemberAdded) => {
-                members.retain(|(u, _)| u != &g.subject);
-                members.push((
-                    g.subject.clone(),
-                    u8::try_from(g.subject_rights).unwrap_or(0),
-                ));
-                members.sort();
-            }
-            Ok(GrantCause::MemberRemoved | GrantCause::MemberLeft) => {
-                members.retain(|(u, _)| u != &g.subject)
-            }
-            _ => {}
+        let entered = u8::try_from(g.subject_rights).unwrap_or(0);
+        if let Ok(cause) = GrantCause::try_from(g.cause) {
+            duokey_proto::members_after(
+                &mut members,
+                |(u, _)| u,
+                cause,
+                &g.subject,
+                Some((g.subject.clone(), entered)),
+            );
         }
         g.members = members
             .into_iter()

@@ -10,9 +10,10 @@ pub mod app;
 pub mod command;
 pub mod ui;
 
+use crate::actions::{self, Action as Ask, Done};
 use app::{Action, App, Connection, GroupView, InviteView, MemberView, Tone};
 use command::Command;
-use duokey_crypto::{Rights, UserId};
+use duokey_crypto::UserId;
 use duokey_terminal::{
     Backoff, Error, GroupPolicy, GroupState, Live, LiveEvent, Result, SendOutcome, Terminal,
     Waiting,
@@ -311,54 +312,32 @@ async fn run_command(t: &mut Terminal, app: &mut App, c: Command) -> Result<()> 
         })
         .ok_or_else(|| Error::User("no pending invitation".into()))
     };
-    match c {
-        Command::Create(name) => {
-            let g = t.create_group(&name, GroupPolicy::default()).await?;
-            refresh(t, app).await?;
-            app.select(&g.group_id);
-            app.say(
-                Tone::Info,
-                format!("created {name}; /invite USER to add people"),
-            );
-        }
+    let action = match c {
+        Command::Create(name) => Ask::Create(name, GroupPolicy::default()),
         Command::Invite {
             user,
             can_invite,
             can_remove,
-        } => {
-            let mut rights = Rights::NONE;
-            if can_invite {
-                rights = rights.union(Rights::INVITE);
-            }
-            if can_remove {
-                rights = rights.union(Rights::REMOVE);
-            }
-            let user = UserId::new(user)?;
-            t.invite(&shown_group(app)?, &user, rights).await?;
+        } => Ask::Invite(UserId::new(user)?, actions::rights(can_invite, can_remove)),
+        Command::Remove(user) => Ask::Remove(UserId::new(user)?),
+        Command::Leave => Ask::Leave,
+        Command::Rotate { rn1 } => Ask::Rotate(rn1),
+        Command::Verify { user, confirm } => Ask::Verify(UserId::new(user)?, confirm),
+        Command::Accept(spec) => Ask::Accept(chosen(spec, app)?),
+        Command::Decline(spec) => Ask::Decline(chosen(spec, app)?),
+        Command::Members | Command::Help | Command::Quit => return Ok(()),
+    };
+    let group = app.current().map(|g| g.id);
+    match actions::perform(t, group, action).await? {
+        Done::Created(g) => {
+            refresh(t, app).await?;
+            app.select(&g.group_id);
             app.say(
                 Tone::Info,
-                format!("invited {user}; they join once they accept"),
+                format!("created {}; /invite USER to add people", g.name),
             );
         }
-        Command::Remove(user) => {
-            let user = UserId::new(user)?;
-            t.remove(&shown_group(app)?, &user).await?;
-            app.say(
-                Tone::Info,
-                format!("removed {user}; the group key was replaced"),
-            );
-        }
-        Command::Leave => {
-            t.leave(&shown_group(app)?).await?;
-            app.say(Tone::Info, "you left the group");
-        }
-        Command::Rotate { rn1 } => {
-            let v = t.rotate(&shown_group(app)?, rn1).await?;
-            let what = if rn1 { " with a new RN1" } else { "" };
-            app.say(Tone::Info, format!("key rotated: RN2 version {v}{what}"));
-        }
-        Command::Verify { user, confirm } => {
-            let v = t.verify(&UserId::new(user)?, confirm).await?;
+        Done::Verified(v) => {
             let (tone, state) = match (v.key_changed, v.verified) {
                 (true, _) => (
                     Tone::Error,
@@ -375,18 +354,7 @@ async fn run_command(t: &mut Terminal, app: &mut App, c: Command) -> Result<()> 
                 format!("{}: safety number {} — {state}", v.user, v.safety_number),
             );
         }
-        Command::Accept(spec) => {
-            let from = t.accept(&chosen(spec, app)?).await?;
-            app.say(
-                Tone::Info,
-                format!("accepted; you can chat once {from}'s terminal sends the group key"),
-            );
-        }
-        Command::Decline(spec) => {
-            t.decline(&chosen(spec, app)?).await?;
-            app.say(Tone::Info, "declined");
-        }
-        Command::Members | Command::Help | Command::Quit => {}
+        done => app.say(Tone::Info, done.to_string()),
     }
     Ok(())
 }
