@@ -19,6 +19,7 @@
 //! bytes in `Debug`.
 #![forbid(unsafe_code)]
 
+pub mod chain;
 mod codec;
 pub mod delivery_key;
 pub mod envelope;

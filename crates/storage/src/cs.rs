@@ -48,36 +48,6 @@ fn cs_group_row(r: &sqlx::any::AnyRow) -> Result<CsGroup> {
 /// One envelope to append: `(group_id, log_seq, sender, envelope, stored_at_ms)`.
 pub type Append = (Vec<u8>, u64, String, Vec<u8>, i64);
 
-/// Encodes a certificate chain as `u32 len || der` repeated.
-pub fn encode_chain(chain: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for cert in chain {
-        out.extend_from_slice(&(cert.len() as u32).to_be_bytes());
-        out.extend_from_slice(cert);
-    }
-    out
-}
-
-/// Decodes [`encode_chain`].
-pub fn decode_chain(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
-    let mut chain = Vec::new();
-    while !bytes.is_empty() {
-        let (len, rest) = bytes
-            .split_at_checked(4)
-            .ok_or(Error::Corrupt("certificate chain"))?;
-        let len = u32::from_be_bytes(
-            len.try_into()
-                .map_err(|_| Error::Corrupt("certificate chain"))?,
-        ) as usize;
-        let (cert, rest) = rest
-            .split_at_checked(len)
-            .ok_or(Error::Corrupt("certificate chain"))?;
-        chain.push(cert.to_vec());
-        bytes = rest;
-    }
-    Ok(chain)
-}
-
 /// An inbox item to store.
 #[derive(Debug, Clone, Copy)]
 pub struct NewItem<'a> {
@@ -101,7 +71,7 @@ impl Db {
              ON CONFLICT (user_id) DO UPDATE SET cert_chain = excluded.cert_chain, updated_at_ms = excluded.updated_at_ms",
         )
         .bind(user.to_owned())
-        .bind(encode_chain(chain))
+        .bind(crate::encode_chain(chain)?)
         .bind(now_ms)
         .execute(self.w())
         .await?;
@@ -126,7 +96,7 @@ impl Db {
             .await?;
         row.map(|r| {
             Ok((
-                decode_chain(&r.try_get::<Vec<u8>, _>("cert_chain")?)?,
+                crate::decode_chain(&r.try_get::<Vec<u8>, _>("cert_chain")?)?,
                 r.try_get("delivery_key")?,
             ))
         })
@@ -536,15 +506,3 @@ fn placeholders(n: usize) -> String {
         .join(", ")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chain_encoding_round_trips_and_rejects_truncation() {
-        let chain = vec![vec![1, 2, 3], vec![], vec![9; 300]];
-        let bytes = encode_chain(&chain);
-        assert_eq!(decode_chain(&bytes).unwrap(), chain);
-        assert!(decode_chain(&bytes[..bytes.len() - 1]).is_err());
-    }
-}

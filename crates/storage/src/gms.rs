@@ -68,32 +68,6 @@ pub struct StoredChange {
     pub actor_chain: Vec<Vec<u8>>,
 }
 
-fn encode_chain(chain: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for der in chain {
-        out.extend_from_slice(&u32::try_from(der.len()).unwrap_or(u32::MAX).to_be_bytes());
-        out.extend_from_slice(der);
-    }
-    out
-}
-
-fn decode_chain(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let (len, rest) = bytes
-            .split_first_chunk::<4>()
-            .ok_or(Error::Corrupt("actor_chain"))?;
-        let len = u32::from_be_bytes(*len) as usize;
-        if rest.len() < len {
-            return Err(Error::Corrupt("actor_chain"));
-        }
-        let (der, rest) = rest.split_at(len);
-        out.push(der.to_vec());
-        bytes = rest;
-    }
-    Ok(out)
-}
-
 async fn insert_membership(
     tx: &mut Transaction<'_, Any>,
     group_id: &[u8],
@@ -105,7 +79,7 @@ async fn insert_membership(
     .bind(group_id.to_vec())
     .bind(to_i64(m.seq)?)
     .bind(m.change.to_vec())
-    .bind(encode_chain(m.actor_chain))
+    .bind(crate::encode_chain(m.actor_chain)?)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -445,7 +419,7 @@ impl Db {
                 Ok(StoredChange {
                     seq: to_u64(r.try_get("seq")?, "seq")?,
                     change: r.try_get("change")?,
-                    actor_chain: decode_chain(&r.try_get::<Vec<u8>, _>("actor_chain")?)?,
+                    actor_chain: crate::decode_chain(&r.try_get::<Vec<u8>, _>("actor_chain")?)?,
                 })
             })
             .collect()

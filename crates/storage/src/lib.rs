@@ -195,3 +195,14 @@ pub(crate) fn to_u64(v: i64, what: &'static str) -> Result<u64> {
 pub(crate) fn to_i64(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| Error::OutOfRange)
 }
+
+/// A certificate chain as stored, framed by the one rule of
+/// [`duokey_crypto::chain`].
+pub(crate) fn encode_chain(chain: &[Vec<u8>]) -> Result<Vec<u8>> {
+    duokey_crypto::chain::encode_chain(chain).map_err(|_| Error::Corrupt("certificate chain"))
+}
+
+/// Reads a chain [`encode_chain`] stored.
+pub(crate) fn decode_chain(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    duokey_crypto::chain::decode_chain(bytes).map_err(|_| Error::Corrupt("certificate chain"))
+}

@@ -9,32 +9,12 @@ use duokey_pki::rustls_pki_types::CertificateDer;
 use duokey_proto::RenewRequest;
 use duokey_proto::accounts_client::AccountsClient;
 
-pub(crate) fn encode_chain(chain: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for c in chain {
-        out.extend_from_slice(&(c.len() as u32).to_be_bytes());
-        out.extend_from_slice(c);
-    }
-    out
-}
-
-pub(crate) fn decode_chain(mut b: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let (len, rest) = b
-            .split_at_checked(4)
-            .ok_or(Error::Corrupt("certificate chain"))?;
-        let n = u32::from_be_bytes(
-            len.try_into()
-                .map_err(|_| Error::Corrupt("certificate chain"))?,
-        ) as usize;
-        let (c, rest) = rest
-            .split_at_checked(n)
-            .ok_or(Error::Corrupt("certificate chain"))?;
-        out.push(CertificateDer::from(c.to_vec()));
-        b = rest;
-    }
-    Ok(out)
+/// This terminal's chain as stored in its profile (framed by
+/// [`duokey_crypto::chain`]).
+pub(crate) fn decode_chain(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    let chain = duokey_crypto::chain::decode_chain(bytes)
+        .map_err(|_| Error::Corrupt("certificate chain"))?;
+    Ok(chain.into_iter().map(CertificateDer::from).collect())
 }
 
 /// Whether a certificate valid from `not_before` to `not_after` (Unix
@@ -91,9 +71,12 @@ impl Terminal {
             ));
         }
         self.store
-            .set_meta("cert_chain", &encode_chain(&resp.cert_chain_der))
+            .set_meta(
+                "cert_chain",
+                &duokey_crypto::chain::encode_chain(&resp.cert_chain_der)?,
+            )
             .await?;
-        let chain = decode_chain(&encode_chain(&resp.cert_chain_der))?;
+        let chain = decode_chain(&duokey_crypto::chain::encode_chain(&resp.cert_chain_der)?)?;
         (self.gms, self.cs) = clients(&cfg, &self.ca, chain, &self.identity)?;
         tracing::info!(serial = %p.serial_hex(), "certificate renewed");
         self.certificate().await

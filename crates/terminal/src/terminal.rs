@@ -1,6 +1,6 @@
 //! Opening a profile, enrolment, and the terminal's connections.
 
-use crate::certificate::{decode_chain, encode_chain};
+use crate::certificate::decode_chain;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::keylog::KeyLog;
@@ -135,7 +135,10 @@ impl Terminal {
             .set_meta("client_config", cfg.to_toml()?.as_bytes())
             .await?;
         store
-            .set_meta("cert_chain", &encode_chain(&resp.cert_chain_der))
+            .set_meta(
+                "cert_chain",
+                &duokey_crypto::chain::encode_chain(&resp.cert_chain_der)?,
+            )
             .await?;
         store
             .set_meta(
