@@ -45,7 +45,7 @@ async fn measure(url: &str, shape: Shape, loads: &[f64]) -> Result<Vec<Row>, Str
                 .await
                 .map_err(|e| e.to_string())?;
             let (ledger, window) = (ledger.clone(), window.clone());
-            let me = (g * shape.members + m) as u32;
+            let me = u32::try_from(g * shape.members + m).unwrap_or(u32::MAX);
             tokio::spawn(async move {
                 while let Some(msg) = sub.next().await {
                     let p = &msg.payload;
@@ -73,7 +73,8 @@ async fn measure(url: &str, shape: Shape, loads: &[f64]) -> Result<Vec<Row>, Str
         move |id: u64| {
             let (publishers, ledger) = (publishers.clone(), ledger.clone());
             async move {
-                let Some((client, subject, me)) = publishers.get(id as usize % publishers.len())
+                let Some((client, subject, me)) =
+                    publishers.get(usize::try_from(id).unwrap_or(usize::MAX) % publishers.len())
                 else {
                     return;
                 };

@@ -103,6 +103,11 @@ pub fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "q is in [0, 1]: the rank is an index of `sorted`"
+    )]
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted.get(i).map_or(f64::NAN, |v| f64::from(*v) / 1e3)
 }
@@ -155,6 +160,11 @@ where
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     while start.elapsed().as_secs_f64() < seconds {
         tick.tick().await;
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a count of posts due: positive, far below 2^64"
+        )]
         let due = (start.elapsed().as_secs_f64() * rate) as u64;
         while sent < due {
             sent += 1;
@@ -309,7 +319,9 @@ async fn duokey(shape: Shape, loads: &[f64]) -> BenchResult<Vec<Row>> {
         move |id: u64| {
             let (posters, ledger) = (posters.clone(), ledger.clone());
             async move {
-                let Some(p) = posters.get(id as usize % posters.len()) else {
+                let Some(p) =
+                    posters.get(usize::try_from(id).unwrap_or(usize::MAX) % posters.len())
+                else {
                     return;
                 };
                 let Ok(envelope) = p.envelope(id) else { return };

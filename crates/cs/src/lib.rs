@@ -326,7 +326,7 @@ impl Cs {
                 let item = InboxItem {
                     cursor: *cursor,
                     item: c.bytes.to_vec(),
-                    received_at_ms: now_ms().max(0) as u64,
+                    received_at_ms: u64::try_from(now_ms()).unwrap_or(0),
                 };
                 let d = Delivery {
                     event: Some(delivery::Event::Item(item)),

@@ -65,7 +65,7 @@ async fn commit_batch(state: &CsState, next_seq: &mut HashMap<Vec<u8>, u64>, job
             group_id,
             log_seq: seq,
             envelope,
-            stored_at_ms: at.max(0) as u64,
+            stored_at_ms: u64::try_from(at).unwrap_or(0),
         };
         state.fan_out(Delivery {
             event: Some(delivery::Event::Envelope(logged)),

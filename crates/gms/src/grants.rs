@@ -165,7 +165,7 @@ pub(crate) fn build_grant(
             })
             .collect(),
         policy: Some(*policy),
-        issued_at_ms: issued_at_ms.max(0) as u64,
+        issued_at_ms: u64::try_from(issued_at_ms).unwrap_or(0),
         report_id: next.report_id.clone().unwrap_or_default(),
         rn1_rotator: next.rn1_rotator.clone().unwrap_or_default(),
         cause: next.cause as i32,

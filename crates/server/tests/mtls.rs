@@ -1,5 +1,10 @@
 //! SPEC §2, issue 3 point 2: every refused-certificate case, on the real ports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)] // a test fails by panicking
 
 use duokey_crypto::{IdentityKey, UserId};
 use duokey_pki::rustls_pki_types::ServerName;

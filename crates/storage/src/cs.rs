@@ -505,4 +505,3 @@ fn placeholders(n: usize) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
-

@@ -69,7 +69,7 @@ fn safety_number(a: (&str, &[u8]), b: (&str, &[u8])) -> String {
     let (first, second) = if a.0 <= b.0 { (a, b) } else { (b, a) };
     let mut h = Sha256::new();
     for (id, key) in [first, second] {
-        h.update((id.len() as u16).to_be_bytes());
+        h.update(u16::try_from(id.len()).unwrap_or(u16::MAX).to_be_bytes());
         h.update(id.as_bytes());
         h.update(key);
     }

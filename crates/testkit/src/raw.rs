@@ -198,7 +198,7 @@ impl RawUser {
                 &grant.group_id,
                 membership::Action::Add,
                 user,
-                rights as u8,
+                u8::try_from(rights).expect("rights fit in a byte"),
                 key,
             )
             .await;

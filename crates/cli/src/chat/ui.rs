@@ -57,7 +57,7 @@ pub fn clock(ms: u64) -> String {
 
 /// Draws the whole screen.
 pub fn draw(f: &mut Frame, app: &App) {
-    let input_lines = app.input.text.split('\n').count() as u16;
+    let input_lines = cells(app.input.text.split('\n').count());
     let input_h = (input_lines + 2).min(INPUT_MAX_HEIGHT);
     let [main, input, status] = Layout::vertical([
         Constraint::Min(5),
@@ -87,7 +87,10 @@ fn draw_sidebar(f: &mut Frame, app: &App, area: Rect) {
     let inv_h = if app.invitations.is_empty() {
         0
     } else {
-        (app.invitations.len() as u16 * 2 + 2).min(area.height / 2)
+        (cells(app.invitations.len())
+            .saturating_mul(2)
+            .saturating_add(2))
+        .min(area.height / 2)
     };
     let [groups, invites] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(inv_h)]).areas(area);
@@ -404,15 +407,12 @@ fn draw_input(f: &mut Frame, app: &App, area: Rect) {
     ));
     f.render_widget(
         Paragraph::new(text)
-            .scroll((dy as u16, dx as u16))
+            .scroll((cells(dy), cells(dx)))
             .block(block),
         area,
     );
     if focused {
-        f.set_cursor_position((
-            area.x + 1 + (col - dx) as u16,
-            area.y + 1 + (row - dy) as u16,
-        ));
+        f.set_cursor_position((area.x + 1 + cells(col - dx), area.y + 1 + cells(row - dy)));
     }
 }
 
@@ -489,7 +489,7 @@ fn draw_help(f: &mut Frame, app: &App) {
     }
     let area = f.area();
     let w = 72.min(area.width);
-    let h = (lines.len() as u16 + 2).min(area.height);
+    let h = cells(lines.len()).saturating_add(2).min(area.height);
     let rect = Rect::new(
         area.x + (area.width - w) / 2,
         area.y + (area.height - h) / 2,
@@ -501,6 +501,12 @@ fn draw_help(f: &mut Frame, app: &App) {
         Paragraph::new(lines).block(Block::bordered().title(" Help · any key closes ")),
         rect,
     );
+}
+
+/// A count of lines or columns as terminal cells (a screen is far smaller
+/// than `u16::MAX`; larger counts are clipped, not wrapped).
+fn cells(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
 }
 
 #[cfg(test)]
