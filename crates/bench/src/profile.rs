@@ -5,6 +5,7 @@
 //! includes what a real terminal pays to keep the new key across a crash.
 
 use crate::BenchResult;
+use duokey_crypto::GroupId;
 use duokey_crypto::R1;
 use duokey_crypto::membership::SignedChange;
 use duokey_proto::Grant;
@@ -20,7 +21,7 @@ fn err(e: duokey_terminal::Error) -> String {
 pub(crate) struct Profile {
     store: Store,
     vault: Vault,
-    gid: [u8; 16],
+    gid: GroupId,
 }
 
 impl Profile {
@@ -29,7 +30,7 @@ impl Profile {
     pub(crate) async fn create(
         dir: &Path,
         name: &str,
-        gid: [u8; 16],
+        gid: GroupId,
         version: u64,
         members: &[(String, u8)],
     ) -> BenchResult<Profile> {

@@ -547,7 +547,7 @@ async fn create_profiles(
             .map(|(u, m)| (u.as_str().to_owned(), m.rights.bits()))
             .collect(),
     );
-    let gid = group.id.0;
+    let gid = group.id;
     let mut profiles = Vec::with_capacity(members.len());
     for chunk in members.chunks(CONNECT_WINDOW) {
         let mut opening = JoinSet::new();

@@ -3,6 +3,7 @@
 //! show its [`Done`] — as words (its `Display`), or as the JSON object of
 //! `--json` ([`Done::json`]).
 
+use duokey_crypto::GroupId;
 use duokey_crypto::{ItemId, Rights, UserId};
 use duokey_terminal::contacts::Verification;
 use duokey_terminal::{Error, GroupInfo, GroupPolicy, Result, Terminal};
@@ -38,15 +39,15 @@ pub enum Done {
     /// The group created.
     Created(GroupInfo),
     /// The invitation sent, to whom, in which group.
-    Invited(ItemId, UserId, [u8; 16]),
+    Invited(ItemId, UserId, GroupId),
     /// The member removed from the group.
-    Removed(UserId, [u8; 16]),
+    Removed(UserId, GroupId),
     /// The group left.
-    Left([u8; 16]),
+    Left(GroupId),
     /// The group's new RN2 version, and whether RN1 was replaced too.
-    Rotated([u8; 16], u64, bool),
+    Rotated(GroupId, u64, bool),
     /// The group deleted.
-    Deleted([u8; 16]),
+    Deleted(GroupId),
     /// The invitation accepted, and who invited.
     Accepted(String, String),
     /// The invitation declined.
@@ -69,7 +70,7 @@ pub fn rights(can_invite: bool, can_remove: bool) -> Rights {
 }
 
 /// Does `action`, on `group` where it acts on one.
-pub async fn perform(t: &mut Terminal, group: Option<[u8; 16]>, action: Action) -> Result<Done> {
+pub async fn perform(t: &mut Terminal, group: Option<GroupId>, action: Action) -> Result<Done> {
     let group = || {
         group.ok_or_else(|| {
             Error::User("no group yet: /create NAME, or accept an invitation (F2)".into())

@@ -61,7 +61,7 @@ impl Demo {
     }
 
     /// Every envelope the CS stores for a group: the CS operator's view.
-    async fn cs_envelopes(&self, gid: &[u8; 16]) -> Result<Vec<Vec<u8>>> {
+    async fn cs_envelopes(&self, gid: &GroupId) -> Result<Vec<Vec<u8>>> {
         Ok(self
             .cs_log(gid)
             .await?
@@ -71,12 +71,12 @@ impl Demo {
     }
 
     /// The group's log as the CS stores it.
-    async fn cs_log(&self, gid: &[u8; 16]) -> Result<Vec<duokey_storage::cs::StoredEnvelope>> {
+    async fn cs_log(&self, gid: &GroupId) -> Result<Vec<duokey_storage::cs::StoredEnvelope>> {
         let db = Db::open_sqlite(&self.dir.path().join("server/cs.db"))
             .await
             .map_err(|e| Error::User(e.to_string()))?;
         let rows = db
-            .fetch_log(gid, 0, 1000)
+            .fetch_log(gid.as_slice(), 0, 1000)
             .await
             .map_err(|e| Error::User(e.to_string()))?;
         db.close().await;
@@ -86,7 +86,7 @@ impl Demo {
     /// Every R1 of `gid` that `t`'s user can get hold of now: what its
     /// terminal holds, plus every `rn1` item for it that the CS keeps, opened
     /// with its delivery key (an attacker's program drops nothing).
-    async fn r1s_reaching(&self, t: &Terminal, gid: &[u8; 16]) -> Result<Vec<(u32, R1)>> {
+    async fn r1s_reaching(&self, t: &Terminal, gid: &GroupId) -> Result<Vec<(u32, R1)>> {
         let db = Db::open_sqlite(&self.dir.path().join("server/cs.db"))
             .await
             .map_err(|e| Error::User(e.to_string()))?;
@@ -142,12 +142,7 @@ impl Demo {
 }
 
 /// Every group key an attacker can form from R1 values and grants.
-fn candidate_keys(
-    gid: &[u8; 16],
-    name: &str,
-    r1s: &[(u32, R1)],
-    grants: &[Grant],
-) -> Vec<GroupKey> {
+fn candidate_keys(gid: &GroupId, name: &str, r1s: &[(u32, R1)], grants: &[Grant]) -> Vec<GroupKey> {
     let mut keys = Vec::new();
     let Ok(name) = GroupName::new(name) else {
         return keys;
@@ -161,13 +156,9 @@ fn candidate_keys(
                 continue;
             };
             for label in [g.rn1_version, *v1] {
-                if let Ok(k) = GroupKey::derive(
-                    &at,
-                    &rn2,
-                    &GroupId(*gid),
-                    &name,
-                    Epoch::new(label, g.rn2_version),
-                ) {
+                if let Ok(k) =
+                    GroupKey::derive(&at, &rn2, gid, &name, Epoch::new(label, g.rn2_version))
+                {
                     keys.push(k);
                 }
             }
@@ -199,7 +190,7 @@ fn r1_at(held: &[(u32, R1)], rn1_version: u32, rn2_version: u64) -> Option<[u8; 
 }
 
 /// The group's current RN2 version on `t`.
-async fn rn2_version(t: &Terminal, gid: &[u8; 16]) -> Result<u64> {
+async fn rn2_version(t: &Terminal, gid: &GroupId) -> Result<u64> {
     Ok(t.list_groups()
         .await?
         .into_iter()
@@ -207,7 +198,7 @@ async fn rn2_version(t: &Terminal, gid: &[u8; 16]) -> Result<u64> {
         .map_or(0, |g| g.rn2_version))
 }
 
-async fn read_texts(t: &mut Terminal, gid: &[u8; 16]) -> Result<Vec<String>> {
+async fn read_texts(t: &mut Terminal, gid: &GroupId) -> Result<Vec<String>> {
     t.sync().await?;
     t.sync_messages(gid).await?;
     Ok(t.history(gid)
@@ -223,7 +214,7 @@ async fn read_texts(t: &mut Terminal, gid: &[u8; 16]) -> Result<Vec<String>> {
         .collect())
 }
 
-async fn invite_and_join(alice: &mut Terminal, other: &mut Terminal, gid: &[u8; 16]) -> Result<()> {
+async fn invite_and_join(alice: &mut Terminal, other: &mut Terminal, gid: &GroupId) -> Result<()> {
     alice.invite(gid, other.user(), Rights::NONE).await?;
     other.sync().await?;
     other.accept(&hex::encode(gid)).await?;
@@ -431,7 +422,7 @@ async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Resu
     print_history(&mut bob, &gid).await
 }
 
-async fn print_history(t: &mut Terminal, gid: &[u8; 16]) -> Result<()> {
+async fn print_history(t: &mut Terminal, gid: &GroupId) -> Result<()> {
     say(&format!("What {} sees", t.user()));
     for line in t.history(gid).await? {
         match line {

@@ -8,6 +8,7 @@ mod display;
 
 use actions::Action;
 use clap::{Parser, Subcommand};
+use duokey_crypto::GroupId;
 use duokey_crypto::UserId;
 use duokey_terminal::{
     ClientConfig, Error, ErrorKind, GroupState, Line, SendOutcome, Terminal, Waiting,
@@ -655,7 +656,7 @@ async fn read(
 async fn act(
     t: &mut Terminal,
     out: Out,
-    group: Option<[u8; 16]>,
+    group: Option<GroupId>,
     action: Action,
 ) -> duokey_terminal::Result<()> {
     let done = actions::perform(t, group, action).await?;

@@ -12,7 +12,7 @@ use duokey_terminal::{GroupPolicy, Line, Terminal};
 use duokey_testkit::{LocalNet, join, texts};
 
 /// (rn1_version, rn2_version) of the group on `t`.
-async fn epoch(t: &Terminal, gid: &[u8; 16]) -> (u32, u64) {
+async fn epoch(t: &Terminal, gid: &GroupId) -> (u32, u64) {
     let g = t
         .list_groups()
         .await
@@ -24,7 +24,7 @@ async fn epoch(t: &Terminal, gid: &[u8; 16]) -> (u32, u64) {
 }
 
 /// Whether `t` told its user that it refused a grant.
-async fn refused_a_grant(t: &Terminal, gid: &[u8; 16]) -> bool {
+async fn refused_a_grant(t: &Terminal, gid: &GroupId) -> bool {
     t.history(gid)
         .await
         .unwrap()
@@ -33,7 +33,7 @@ async fn refused_a_grant(t: &Terminal, gid: &[u8; 16]) -> bool {
 }
 
 /// `t` creates group "proj" with `policy`; its id.
-async fn new_group(t: &mut Terminal, policy: GroupPolicy) -> [u8; 16] {
+async fn new_group(t: &mut Terminal, policy: GroupPolicy) -> GroupId {
     let g = t.create_group("proj", policy).await.unwrap();
     t.resolve_group(&g.group_id).await.unwrap()
 }
@@ -45,9 +45,9 @@ async fn rotate_now(net: &LocalNet) {
 }
 
 /// The group's chain as the GMS stores it, verified.
-async fn chain(net: &LocalNet, gid: &[u8; 16]) -> (Vec<SignedChange>, State) {
+async fn chain(net: &LocalNet, gid: &GroupId) -> (Vec<SignedChange>, State) {
     let db = net.db("gms").await;
-    let rows = db.changes(gid, 0, 1000).await.unwrap();
+    let rows = db.changes(gid.as_slice(), 0, 1000).await.unwrap();
     db.close().await;
     let changes: Vec<SignedChange> = rows
         .iter()
@@ -61,7 +61,7 @@ async fn chain(net: &LocalNet, gid: &[u8; 16]) -> (Vec<SignedChange>, State) {
 }
 
 /// alice (owner) and bob through the lying GMS; mallory enrolled, never a member.
-async fn setup(net: &LocalNet) -> (Terminal, Terminal, duokey_testkit::Lies, [u8; 16]) {
+async fn setup(net: &LocalNet) -> (Terminal, Terminal, duokey_testkit::Lies, GroupId) {
     let (cfg, lies) = net.lying_gms().await;
     let mut alice = net.enroll_via("alice", &cfg).await;
     let mut bob = net.enroll_via("bob", &cfg).await;
@@ -75,7 +75,7 @@ async fn setup(net: &LocalNet) -> (Terminal, Terminal, duokey_testkit::Lies, [u8
 async fn assert_refused_by_all(
     net: &LocalNet,
     terminals: [&mut Terminal; 2],
-    gid: &[u8; 16],
+    gid: &GroupId,
     before: (u32, u64),
 ) {
     for t in terminals {
@@ -99,7 +99,7 @@ async fn assert_refused_by_all(
 async fn assert_honest_rotation_accepted(
     lies: &duokey_testkit::Lies,
     t: &mut Terminal,
-    gid: &[u8; 16],
+    gid: &GroupId,
     before: (u32, u64),
 ) {
     lies.clear();
@@ -355,7 +355,7 @@ async fn an_rn1_from_a_member_who_is_not_the_rotator_is_refused_while_the_rotato
 }
 
 /// Every R1 `t` holds: (version, bytes).
-async fn r1_bytes(t: &Terminal, gid: &[u8; 16]) -> Vec<(u32, [u8; 32])> {
+async fn r1_bytes(t: &Terminal, gid: &GroupId) -> Vec<(u32, [u8; 32])> {
     let mut out: Vec<(u32, [u8; 32])> = t
         .held_r1s(gid)
         .await
@@ -745,7 +745,7 @@ async fn an_rn1_replayed_after_its_r1_was_erased_is_refused() {
 }
 
 /// Whether `t` told its user that members are shown different histories.
-async fn told_fork(t: &Terminal, gid: &[u8; 16]) -> bool {
+async fn told_fork(t: &Terminal, gid: &GroupId) -> bool {
     t.history(gid).await.unwrap().iter().any(
         |l| matches!(l, Line::Notice(n) if n.notice.contains("different membership histories")),
     )
@@ -849,7 +849,7 @@ async fn a_change_withheld_beyond_rn1_wait_is_reported_to_the_user() {
 async fn removal_kept_from_carol(
     net: &LocalNet,
     policy: GroupPolicy,
-) -> (Terminal, Terminal, duokey_testkit::Lies, [u8; 16]) {
+) -> (Terminal, Terminal, duokey_testkit::Lies, GroupId) {
     let (carol_cfg, lies) = net.lying_gms().await;
     let mut alice = net.enroll("alice").await;
     let mut carol = net.enroll_via("carol", &carol_cfg).await;
@@ -869,7 +869,7 @@ async fn removal_kept_from_carol(
 }
 
 /// Whether `t` told its user that a change its new RN1 needs is withheld.
-async fn told_withheld(t: &Terminal, gid: &[u8; 16]) -> bool {
+async fn told_withheld(t: &Terminal, gid: &GroupId) -> bool {
     t.history(gid).await.unwrap().iter().any(|l| {
         matches!(l, Line::Notice(n) if n.notice.contains("which the group server has not shown"))
     })

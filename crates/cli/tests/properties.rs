@@ -290,7 +290,7 @@ async fn decrypted_history_is_erased_after_the_retention_unless_kept() {
 }
 
 /// Every group key formed from R1 values and every grant the GMS issued.
-fn keys_from(gid: &[u8; 16], r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) -> Vec<GroupKey> {
+fn keys_from(gid: &GroupId, r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) -> Vec<GroupKey> {
     let name = GroupName::new("proj").unwrap();
     let mut keys = Vec::new();
     for g in grants.iter().filter(|g| g.group_id == gid.as_slice()) {
@@ -298,7 +298,7 @@ fn keys_from(gid: &[u8; 16], r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) 
         for (_, r1) in r1s {
             if let Ok(at) = r1.ratchet_to(g.rn2_version) {
                 let epoch = Epoch::new(g.rn1_version, g.rn2_version);
-                keys.push(GroupKey::derive(&at, &rn2, &GroupId(*gid), &name, epoch).unwrap());
+                keys.push(GroupKey::derive(&at, &rn2, gid, &name, epoch).unwrap());
             }
         }
     }
@@ -307,7 +307,7 @@ fn keys_from(gid: &[u8; 16], r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) 
 
 /// alice and bob, both members of group "proj" (default policy) that
 /// alice created; the group's id.
-async fn alice_and_bob_in_proj(net: &LocalNet) -> (Terminal, Terminal, [u8; 16]) {
+async fn alice_and_bob_in_proj(net: &LocalNet) -> (Terminal, Terminal, GroupId) {
     let mut alice = net.enroll("alice").await;
     let mut bob = net.enroll("bob").await;
     let g = alice
@@ -346,7 +346,7 @@ async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation()
         let bobs_keys = net.r1s_reaching(&bob, &gid).await;
 
         let cs = net.db("cs").await;
-        let envelopes = cs.fetch_log(&gid, 0, 1000).await.unwrap();
+        let envelopes = cs.fetch_log(gid.as_slice(), 0, 1000).await.unwrap();
         let last = &envelopes.last().unwrap().envelope;
         let gms = net.db("gms").await;
         let grants: Vec<duokey_proto::Grant> = gms
@@ -440,7 +440,7 @@ async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
         "R1 moved past the erased epochs"
     );
     let cs = net.db("cs").await;
-    let envelopes = cs.fetch_log(&gid, 0, 1000).await.unwrap();
+    let envelopes = cs.fetch_log(gid.as_slice(), 0, 1000).await.unwrap();
     let gms = net.db("gms").await;
     let grants: Vec<duokey_proto::Grant> = gms
         .all_grants()
@@ -477,7 +477,12 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
     assert_eq!(bob.sync_messages(&gid).await.unwrap().len(), 1);
 
     let cs = net.db("cs").await;
-    let stored = cs.fetch_log(&gid, 0, 10).await.unwrap().pop().unwrap();
+    let stored = cs
+        .fetch_log(gid.as_slice(), 0, 10)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     let replay = duokey_proto::LoggedEnvelope {
         group_id: gid.to_vec(),
         log_seq: stored.log_seq + 1000, // even under another log position
@@ -538,7 +543,7 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
             )
         })
         .expect("bob's decline in alice's inbox");
-    async fn declined(t: &Terminal, gid: &[u8; 16]) -> usize {
+    async fn declined(t: &Terminal, gid: &GroupId) -> usize {
         t.history(gid)
             .await
             .unwrap()
@@ -573,7 +578,12 @@ async fn two_processes_on_one_profile_see_each_message_once_without_false_alarms
     // Both processes get the same envelope, one by fetching, one live.
     assert_eq!(bob.sync_messages(&gid).await.unwrap().len(), 1);
     let cs = net.db("cs").await;
-    let logged = cs.fetch_log(&gid, 0, 10).await.unwrap().pop().unwrap();
+    let logged = cs
+        .fetch_log(gid.as_slice(), 0, 10)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     let logged = duokey_proto::LoggedEnvelope {
         group_id: gid.to_vec(),
         log_seq: logged.log_seq,
@@ -656,7 +666,7 @@ async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
     let gid = alice.resolve_group(&g.group_id).await.unwrap();
     alice.rotate(&gid, false).await.unwrap();
     let gms = net.db("gms").await;
-    let first = gms.grant(&gid, 1).await.unwrap().unwrap();
+    let first = gms.grant(gid.as_slice(), 1).await.unwrap().unwrap();
     alice
         .apply_grant(duokey_proto::Grant::decode(first.as_slice()).unwrap())
         .await
@@ -668,7 +678,12 @@ async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
     );
     alice.send(&gid, "still current").await.unwrap();
     let cs = net.db("cs").await;
-    let last = cs.fetch_log(&gid, 0, 10).await.unwrap().pop().unwrap();
+    let last = cs
+        .fetch_log(gid.as_slice(), 0, 10)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     let header = EnvelopeRef::parse(&last.envelope, &Limits::default())
         .unwrap()
         .header;
@@ -798,7 +813,7 @@ async fn live_grants_without_member_lists_are_rebuilt_exactly() {
     async fn follow_until(
         bob: &mut Terminal,
         live: &mut duokey_terminal::Live,
-        gid: &[u8; 16],
+        gid: &GroupId,
         done: impl Fn(&[(String, String)]) -> bool,
     ) -> Vec<(String, String)> {
         loop {
@@ -854,7 +869,7 @@ async fn live_grants_without_member_lists_are_rebuilt_exactly() {
 }
 
 /// alice's group "proj" with `rn1_wait` = 1 s, and `names` joined in turn.
-async fn proj_waiting_one_second(names: &[&str]) -> (LocalNet, Terminal, [u8; 16], Vec<Terminal>) {
+async fn proj_waiting_one_second(names: &[&str]) -> (LocalNet, Terminal, GroupId, Vec<Terminal>) {
     let net = LocalNet::start().await;
     let mut alice = net.enroll("alice").await;
     let policy = GroupPolicy {
@@ -902,7 +917,12 @@ async fn a_missing_rotator_is_replaced_after_rn1_wait_by_one_member() {
         bob.sync().await.unwrap();
         dave.sync().await.unwrap();
     }
-    let chain = net.db("gms").await.changes(&gid, 0, 100).await.unwrap();
+    let chain = net
+        .db("gms")
+        .await
+        .changes(gid.as_slice(), 0, 100)
+        .await
+        .unwrap();
     let rotations = chain
         .iter()
         .filter_map(|c| membership::SignedChange::parse(&c.change).ok())

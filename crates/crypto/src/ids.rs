@@ -184,6 +184,16 @@ macro_rules! id16 {
                 &self.0
             }
 
+            /// The raw bytes, as a slice (database keys, protocol fields).
+            pub fn as_slice(&self) -> &[u8] {
+                &self.0
+            }
+
+            /// The raw bytes, owned (protocol fields).
+            pub fn to_vec(&self) -> Vec<u8> {
+                self.0.to_vec()
+            }
+
             /// From raw bytes, which must be exactly 16.
             pub fn from_slice(b: &[u8]) -> Result<Self> {
                 <[u8; 16]>::try_from(b)
@@ -194,6 +204,12 @@ macro_rules! id16 {
             /// 32 lowercase hex digits.
             pub fn to_hex(&self) -> String {
                 hex::encode(self.0)
+            }
+        }
+
+        impl AsRef<[u8]> for $name {
+            fn as_ref(&self) -> &[u8] {
+                &self.0
             }
         }
 

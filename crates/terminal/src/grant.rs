@@ -118,7 +118,7 @@ impl Terminal {
             .upsert_group(&gid, &g.group_name, g.rn2_version, g.rn1_version)
             .await?;
         if is_new {
-            self.keylog.rn2(&GroupId(gid), g.rn2_version, &rn2);
+            self.keylog.rn2(&gid, g.rn2_version, &rn2);
             if let Some(text) = cause_notice(&g) {
                 self.store.notice(&gid, &text, g.issued_at_ms).await?;
             }
@@ -132,7 +132,7 @@ impl Terminal {
     }
 
     /// Tells the user, once per version, that a grant was refused.
-    async fn refuse_grant(&mut self, gid: &[u8; 16], version: u64, reason: &str) -> Result<()> {
+    async fn refuse_grant(&mut self, gid: &GroupId, version: u64, reason: &str) -> Result<()> {
         let key = format!("refused_grant:{}:{version}", hex::encode(gid));
         let since = format!("refused_since:{}", hex::encode(gid));
         if self.store.meta_u64(&since).await? == 0 {
@@ -154,7 +154,7 @@ impl Terminal {
     /// SPEC §4.7: after a refused grant, the last verified epoch is used for
     /// sending only within its grace window; then sends queue until a valid
     /// grant arrives.
-    pub(crate) async fn held_by_refusal(&self, gid: &[u8; 16]) -> Result<bool> {
+    pub(crate) async fn held_by_refusal(&self, gid: &GroupId) -> Result<bool> {
         let since = format!("refused_since:{}", hex::encode(gid));
         let at = self.store.meta_u64(&since).await?;
         if at == 0 {
@@ -174,7 +174,7 @@ impl Terminal {
     /// (seq, head) of the change that made `g`'s RN1 version, if this
     /// terminal is its rotator in the verified state and `g` is the grant
     /// that applied it.
-    async fn my_rotation(&mut self, gid: &[u8; 16], g: &Grant) -> Result<Option<(u64, [u8; 32])>> {
+    async fn my_rotation(&mut self, gid: &GroupId, g: &Grant) -> Result<Option<(u64, [u8; 32])>> {
         let Some(state) = self.membership(gid).await? else {
             return Ok(None);
         };
@@ -195,7 +195,7 @@ impl Terminal {
     /// A grant pushed without its member list (D27) made whole: the previous
     /// version's list with the grant's change applied, or, if this terminal
     /// does not hold the previous version (it just joined), fetched whole.
-    async fn whole_grant(&mut self, gid: &[u8; 16], mut g: Grant) -> Result<Grant> {
+    async fn whole_grant(&mut self, gid: &GroupId, mut g: Grant) -> Result<Grant> {
         if !g.members_omitted {
             return Ok(g);
         }
@@ -244,7 +244,7 @@ impl Terminal {
 
     /// A terminal that was offline through several versions fetches the ones
     /// it missed (it was a member at each), for their notices and keys.
-    async fn fetch_missed_grants(&mut self, gid: &[u8; 16], upto: u64) -> Result<()> {
+    async fn fetch_missed_grants(&mut self, gid: &GroupId, upto: u64) -> Result<()> {
         let Some(cur) = self.store.group(gid).await? else {
             return Ok(());
         };
@@ -282,7 +282,7 @@ impl Terminal {
     /// count as unreadable for good.
     pub(crate) async fn fetch_grant(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         rn2_version: u64,
     ) -> Result<Option<StoredGrant>> {
         if let Some(g) = self.store.grant(gid, rn2_version).await? {

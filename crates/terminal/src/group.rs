@@ -113,8 +113,8 @@ pub(crate) fn rights_name(bits: u8) -> String {
         .unwrap_or_else(|_| format!("{bits:#04x}"))
 }
 
-pub(crate) fn gid16(b: &[u8]) -> Result<[u8; 16]> {
-    b.try_into().map_err(|_| Error::Corrupt("group id"))
+pub(crate) fn gid16(b: &[u8]) -> Result<GroupId> {
+    GroupId::from_slice(b).map_err(|_| Error::Corrupt("group id"))
 }
 
 /// A group as listed to the user.
@@ -143,7 +143,7 @@ pub struct MemberInfo {
 
 impl Terminal {
     /// `duokey group policy GROUP`: the policy of the verified history.
-    pub async fn policy(&mut self, gid: &[u8; 16]) -> Result<PolicyView> {
+    pub async fn policy(&mut self, gid: &GroupId) -> Result<PolicyView> {
         let state = self.membership(gid).await?.ok_or_else(|| {
             Error::refused(
                 "this terminal has not verified the group's membership yet; run `duokey sync`",
@@ -167,7 +167,7 @@ impl Terminal {
     /// and every member's terminal uses the signed policy from then on.
     pub async fn change_policy(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         change: PolicyChange,
     ) -> Result<PolicyView> {
         let state = self.membership(gid).await?.ok_or_else(|| {
@@ -204,7 +204,7 @@ impl Terminal {
     }
 
     /// Resolves `GROUP`: a group id, a unique id prefix, or a unique name.
-    pub async fn resolve_group(&self, spec: &str) -> Result<[u8; 16]> {
+    pub async fn resolve_group(&self, spec: &str) -> Result<GroupId> {
         let groups = self.store.groups().await?;
         let lower = spec.to_lowercase();
         let by_id: Vec<_> = groups
@@ -250,9 +250,9 @@ impl Terminal {
         let state = membership::State::create(&create)?;
         // RN1 and the signed creation are stored before the GMS learns of the
         // group, so a crash cannot leave a group whose key nobody holds.
-        self.store.upsert_group(&gid.0, name.as_str(), 0, 1).await?;
-        self.put_r1(&gid.0, 1, &R1::from_rn1(&rn1, 1)).await?;
-        self.adopt_all(&gid.0, std::slice::from_ref(&create), state)
+        self.store.upsert_group(&gid, name.as_str(), 0, 1).await?;
+        self.put_r1(&gid, 1, &R1::from_rn1(&rn1, 1)).await?;
+        self.adopt_all(&gid, std::slice::from_ref(&create), state)
             .await?;
         let grant = self
             .gms
@@ -291,7 +291,7 @@ impl Terminal {
     }
 
     /// `duokey group members GROUP`: members and rights of the current grant.
-    pub async fn members(&self, gid: &[u8; 16]) -> Result<Vec<MemberInfo>> {
+    pub async fn members(&self, gid: &GroupId) -> Result<Vec<MemberInfo>> {
         let g = self.active(gid).await?;
         let grant = self
             .store
@@ -308,7 +308,7 @@ impl Terminal {
             .collect())
     }
 
-    async fn active(&self, gid: &[u8; 16]) -> Result<crate::store::GroupRow> {
+    async fn active(&self, gid: &GroupId) -> Result<crate::store::GroupRow> {
         let g =
             self.store.group(gid).await?.ok_or_else(|| {
                 Error::not_found("unknown group; `duokey group list` shows yours")
@@ -324,7 +324,7 @@ impl Terminal {
 
     pub(crate) async fn my_rights(
         &self,
-        gid: &[u8; 16],
+        gid: &GroupId,
     ) -> Result<(crate::store::GroupRow, Rights)> {
         let g = self.active(gid).await?;
         let grant = self
@@ -342,7 +342,7 @@ impl Terminal {
     }
 
     /// `duokey group remove GROUP USER` (SPEC §4.3).
-    pub async fn remove(&mut self, gid: &[u8; 16], user: &UserId) -> Result<()> {
+    pub async fn remove(&mut self, gid: &GroupId, user: &UserId) -> Result<()> {
         let (g, mine) = self.my_rights(gid).await?;
         if !mine.contains(Rights::REMOVE) {
             return Err(Error::refused(format!(
@@ -362,16 +362,14 @@ impl Terminal {
             .send_item(
                 ItemId::random()?,
                 user,
-                ItemBody::Removal {
-                    group_id: GroupId(*gid),
-                },
+                ItemBody::Removal { group_id: *gid },
             )
             .await;
         self.apply_grant(grant).await
     }
 
     /// `duokey group leave GROUP`.
-    pub async fn leave(&mut self, gid: &[u8; 16]) -> Result<()> {
+    pub async fn leave(&mut self, gid: &GroupId) -> Result<()> {
         self.active(gid).await?;
         // Keep what was said up to now: fetched while a member.
         self.last_fetch(gid).await?;
@@ -382,7 +380,7 @@ impl Terminal {
     }
 
     /// `duokey group rotate GROUP [--rn1]` (SPEC §4.4).
-    pub async fn rotate(&mut self, gid: &[u8; 16], rn1: bool) -> Result<u64> {
+    pub async fn rotate(&mut self, gid: &GroupId, rn1: bool) -> Result<u64> {
         let report = ItemId::random()?;
         let grant = if rn1 {
             // SPEC §4.4: any member may rotate RN1, with a signed change.
@@ -413,7 +411,7 @@ impl Terminal {
     }
 
     /// `duokey group delete GROUP` (owner only).
-    pub async fn delete(&mut self, gid: &[u8; 16]) -> Result<()> {
+    pub async fn delete(&mut self, gid: &GroupId) -> Result<()> {
         let (g, mine) = self.my_rights(gid).await?;
         if !mine.contains(Rights::OWNER) {
             return Err(Error::refused(format!(

@@ -4,6 +4,7 @@
 use crate::Terminal;
 use crate::error::{Error, Result};
 use crate::live::Backoff;
+use duokey_crypto::GroupId;
 
 /// A decrypted message (SPEC §8 `read --json` shape).
 #[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
@@ -96,13 +97,13 @@ impl serde::Serialize for Line {
 
 /// Meta key: the latest CS time (`stored_at_ms`) of the envelopes of a
 /// group this terminal has read; superseded R1s are erased against it.
-pub(crate) fn read_upto_key(gid: &[u8; 16]) -> String {
+pub(crate) fn read_upto_key(gid: &GroupId) -> String {
     format!("read_upto:{}", hex::encode(gid))
 }
 
 impl Terminal {
     /// The stored history of a group: messages and notices, oldest first.
-    pub async fn history(&self, gid: &[u8; 16]) -> Result<Vec<Line>> {
+    pub async fn history(&self, gid: &GroupId) -> Result<Vec<Line>> {
         let mut lines: Vec<(u64, Line)> = Vec::new();
         for r in self.store.messages(gid).await? {
             let body = self.vault.open("msg", &r.sealed_body)?;
@@ -139,7 +140,7 @@ impl Terminal {
     /// away it says so, reconnects with back-off ([`Backoff`]) and fetches
     /// what was posted meanwhile (nothing lost, nothing twice); it ends only
     /// on a definitive refusal or a local failure.
-    pub async fn follow(&mut self, gid: &[u8; 16], mut on_line: impl FnMut(Line)) -> Result<()> {
+    pub async fn follow(&mut self, gid: &GroupId, mut on_line: impl FnMut(Line)) -> Result<()> {
         let mut last_notice = self
             .store
             .notices(gid, 0)
@@ -170,7 +171,7 @@ impl Terminal {
     /// (a lost stream counts as the network's).
     async fn follow_connected(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         last_notice: &mut i64,
         on_line: &mut impl FnMut(Line),
         backoff: &mut Backoff,

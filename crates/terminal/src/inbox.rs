@@ -181,7 +181,7 @@ impl Terminal {
                 continue;
             };
             let id = *signed.item.item_id.as_bytes();
-            let gid = signed.item.body.group_id().0;
+            let gid = signed.item.body.group_id();
             match self.process_item(&bytes).await {
                 Err(e) if e.kind() == crate::ErrorKind::Network => return Err(e),
                 Ok(()) if self.store.seen(&id).await? => self.store.drop_pending(&id).await?,
@@ -189,7 +189,7 @@ impl Terminal {
                 Ok(()) if self.trust(signed.item.sender.as_str()).await? == Trust::KeyChanged => {}
                 Ok(()) => {
                     let wait_ms = self
-                        .membership(&gid)
+                        .membership(gid)
                         .await?
                         .map_or(120_000, |s| s.policy.rn1_wait_secs.saturating_mul(1000));
                     if crate::now_ms() > since.saturating_add(wait_ms) {
@@ -200,7 +200,7 @@ impl Terminal {
                             signed.item.sender,
                             wait_ms / 1000
                         );
-                        self.store.notice(&gid, &text, crate::now_ms()).await?;
+                        self.store.notice(gid, &text, crate::now_ms()).await?;
                         self.warn(text);
                         self.store.first_sight(&id, crate::now_ms()).await?;
                         self.store.drop_pending(&id).await?;
@@ -249,7 +249,7 @@ impl Terminal {
                     .await?;
                 self.store
                     .notice(
-                        &group_id.0,
+                        group_id,
                         &format!("{sender} declined the invitation"),
                         crate::now_ms(),
                     )
@@ -268,9 +268,7 @@ impl Terminal {
                     "{sender} told this terminal its group key was outdated (now at version {current_rn2_version}); \
                      it has caught up — messages you sent just before may not have been read, send them again"
                 );
-                self.store
-                    .notice(&group_id.0, &text, crate::now_ms())
-                    .await?;
+                self.store.notice(group_id, &text, crate::now_ms()).await?;
             }
             ItemBody::Anchor {
                 group_id,
@@ -278,7 +276,7 @@ impl Terminal {
                 head,
                 at_rn2_version,
             } => {
-                self.on_anchor(&sender, &group_id.0, *membership_seq, head, *at_rn2_version)
+                self.on_anchor(&sender, group_id, *membership_seq, head, *at_rn2_version)
                     .await?
             }
         }

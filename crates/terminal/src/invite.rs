@@ -28,12 +28,7 @@ pub struct Invitation {
 
 impl Terminal {
     /// `duokey group invite GROUP USER [--can-invite] [--can-remove]` (SPEC §4.2 step 1).
-    pub async fn invite(
-        &mut self,
-        gid: &[u8; 16],
-        user: &UserId,
-        rights: Rights,
-    ) -> Result<ItemId> {
+    pub async fn invite(&mut self, gid: &GroupId, user: &UserId, rights: Rights) -> Result<ItemId> {
         let (g, mine) = self.my_rights(gid).await?;
         if !mine.contains(Rights::INVITE) {
             return Err(Error::refused(format!(
@@ -61,7 +56,7 @@ impl Terminal {
         self.contact_key(user).await?;
         let invite_id = ItemId::random()?;
         let body = ItemBody::Invite {
-            group_id: GroupId(*gid),
+            group_id: *gid,
             group_name: GroupName::new(g.name.clone())?,
             rights,
         };
@@ -174,10 +169,7 @@ impl Terminal {
         // next sync instead of stranding the new member.
         // The add names the key that signed the ack (SPEC §4.7).
         let key = self.contact_key(invitee).await?;
-        let (grant, seq, head) = match self
-            .reported_before(&gid.0, invitee, &key, invite_id)
-            .await?
-        {
+        let (grant, seq, head) = match self.reported_before(gid, invitee, &key, invite_id).await? {
             Some(reported) => reported,
             None => {
                 let intent = Intent::Add {
@@ -185,7 +177,7 @@ impl Terminal {
                     rights: Rights::from_bits(sent.rights)?,
                     key,
                 };
-                let (grant, change) = self.submit(&gid.0, intent, invite_id).await?;
+                let (grant, change) = self.submit(gid, intent, invite_id).await?;
                 let grant = grant.ok_or(Error::Internal("add without a grant"))?;
                 (grant, change.change().seq, change.hash())
             }
@@ -214,7 +206,7 @@ impl Terminal {
     /// add's seq and hash come from this terminal's verified chain.
     async fn reported_before(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         invitee: &UserId,
         key: &PublicIdentity,
         invite_id: &ItemId,
@@ -279,7 +271,7 @@ impl Terminal {
                 continue;
             };
             let anchor = ItemBody::Anchor {
-                group_id: GroupId(gid),
+                group_id: gid,
                 membership_seq: seq,
                 head,
                 at_rn2_version: w,
@@ -311,7 +303,7 @@ impl Terminal {
         item: &Item,
         p: &Rn1Payload,
     ) -> Result<()> {
-        let gid = p.group_id.0;
+        let gid = p.group_id;
         let (seq, head, at) = self
             .store
             .anchor_in(&gid, item.sender.as_str())
@@ -358,7 +350,7 @@ impl Terminal {
     pub(crate) async fn on_anchor(
         &mut self,
         sender: &UserId,
-        gid: &[u8; 16],
+        gid: &GroupId,
         seq: u64,
         head: &[u8; 32],
         at_rn2_version: u64,
@@ -376,7 +368,7 @@ impl Terminal {
     /// ([`Terminal::recheck_anchors`]).
     async fn check_anchor(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         sender: &str,
         seq: u64,
         head: &[u8; 32],
@@ -405,7 +397,7 @@ impl Terminal {
 
     /// Checks every member's latest anchor against the chain as it stands
     /// now (after it moved forward).
-    pub(crate) async fn recheck_anchors(&mut self, gid: &[u8; 16]) -> Result<()> {
+    pub(crate) async fn recheck_anchors(&mut self, gid: &GroupId) -> Result<()> {
         for (sender, seq, head) in self.store.anchors_in(gid).await? {
             self.check_anchor(gid, &sender, seq, &head).await?;
         }

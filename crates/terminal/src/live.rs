@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::group::gid16;
 use crate::history::Message;
 use crate::terminal::Terminal;
+use duokey_crypto::GroupId;
 use duokey_proto::{Delivery, SubscribeRequest, WatchEvent, WatchRequest, delivery, watch_event};
 use std::time::Duration;
 use tokio_stream::StreamExt;
@@ -78,7 +79,7 @@ pub enum LiveEvent {
 pub struct LiveUpdate {
     /// The group whose history may have changed, if the event names one
     /// (an inbox item may change any group's).
-    pub group: Option<[u8; 16]>,
+    pub group: Option<GroupId>,
     /// Messages of `group` accepted now.
     pub messages: Vec<Message>,
 }

@@ -58,7 +58,7 @@ pub struct MembershipCode {
 }
 
 /// Meta key: the membership seq the newest accepted grant of a group named.
-fn grant_seq_key(gid: &[u8; 16]) -> String {
+fn grant_seq_key(gid: &GroupId) -> String {
     format!("grant_seq:{}", hex::encode(gid))
 }
 
@@ -76,7 +76,7 @@ impl Terminal {
     /// The verified membership state of a group, if this terminal holds its
     /// chain (shared: [`Terminal::catch_up_membership`] advances it in place
     /// when no one else holds it, without copying the member list).
-    pub(crate) async fn membership(&mut self, gid: &[u8; 16]) -> Result<Option<Arc<State>>> {
+    pub(crate) async fn membership(&mut self, gid: &GroupId) -> Result<Option<Arc<State>>> {
         if let Some(s) = self.states.get(gid) {
             return Ok(Some(s.clone()));
         }
@@ -88,7 +88,7 @@ impl Terminal {
     }
 
     /// The verified state as it was at `seq` (rebuilt from the stored chain).
-    pub(crate) async fn membership_at(&self, gid: &[u8; 16], seq: u64) -> Result<Option<State>> {
+    pub(crate) async fn membership_at(&self, gid: &GroupId, seq: u64) -> Result<Option<State>> {
         let mut state: Option<State> = None;
         for bytes in self.store.changes(gid).await? {
             let change = SignedChange::parse(&bytes)?;
@@ -104,7 +104,7 @@ impl Terminal {
     /// state after the last.
     pub(crate) async fn adopt_all(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         changes: &[SignedChange],
         state: State,
     ) -> Result<()> {
@@ -118,7 +118,7 @@ impl Terminal {
     }
 
     /// A page of the group's stored changes after `after_seq`, from the GMS.
-    async fn fetch_changes(&mut self, gid: &[u8; 16], after_seq: u64) -> Result<Vec<SignedChange>> {
+    async fn fetch_changes(&mut self, gid: &GroupId, after_seq: u64) -> Result<Vec<SignedChange>> {
         let resp = self
             .gms
             .get_changes(GetChangesRequest {
@@ -141,7 +141,7 @@ impl Terminal {
     /// enters the state must be the one this terminal knows for that user.
     pub(crate) async fn catch_up_membership(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         upto: Option<(u64, [u8; 32])>,
         given: &[Vec<u8>],
     ) -> Result<Arc<State>> {
@@ -220,7 +220,7 @@ impl Terminal {
     /// stop it: the inviter vouches for it (SPEC §4.7).
     pub(crate) async fn verify_chain_to(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         seq: u64,
         head: &[u8; 32],
     ) -> Result<(Vec<SignedChange>, State)> {
@@ -251,7 +251,7 @@ impl Terminal {
     /// The grant comes back with the member list of the verified state; a
     /// grant without a chain to check (a new member before its anchor) comes
     /// back as it is, since R1 still only follows the verified rules.
-    pub(crate) async fn verify_grant(&mut self, gid: &[u8; 16], mut g: Grant) -> Result<Grant> {
+    pub(crate) async fn verify_grant(&mut self, gid: &GroupId, mut g: Grant) -> Result<Grant> {
         let Some(mine) = self.membership(gid).await? else {
             return Ok(g);
         };
@@ -330,7 +330,7 @@ impl Terminal {
 
     /// `duokey group verify GROUP` (SPEC §4.7 "Equivocation"): the verified
     /// head and its code, for members to compare out of band.
-    pub async fn membership_code(&mut self, gid: &[u8; 16]) -> Result<MembershipCode> {
+    pub async fn membership_code(&mut self, gid: &GroupId) -> Result<MembershipCode> {
         let state = self.membership(gid).await?.ok_or_else(|| {
             Error::refused(
                 "this terminal has not verified the group's membership yet; run `duokey sync`",
@@ -346,7 +346,7 @@ impl Terminal {
     }
 
     /// Signs `intent` on top of the verified state, after checking it still holds.
-    async fn sign_intent(&mut self, gid: &[u8; 16], intent: &Intent) -> Result<SignedChange> {
+    async fn sign_intent(&mut self, gid: &GroupId, intent: &Intent) -> Result<SignedChange> {
         let state = self.membership(gid).await?.ok_or_else(|| {
             Error::refused(
                 "this terminal has not verified the group's membership yet; run `duokey sync` and try again",
@@ -402,7 +402,7 @@ impl Terminal {
     /// and the change.
     pub(crate) async fn submit(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         intent: Intent,
         report_id: &ItemId,
     ) -> Result<(Option<Grant>, SignedChange)> {

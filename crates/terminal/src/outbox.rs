@@ -42,13 +42,13 @@ fn forked(name: &str) -> Error {
 
 impl Terminal {
     /// `duokey send GROUP TEXT`.
-    pub async fn send(&mut self, gid: &[u8; 16], text: &str) -> Result<SendOutcome> {
+    pub async fn send(&mut self, gid: &GroupId, text: &str) -> Result<SendOutcome> {
         self.send_text(gid, text).await
     }
 
     /// Sends `text` to a group now, or queues it until the group's new RN1
     /// arrives (SPEC §4.3 step 4).
-    pub(crate) async fn send_text(&mut self, gid: &[u8; 16], text: &str) -> Result<SendOutcome> {
+    pub(crate) async fn send_text(&mut self, gid: &GroupId, text: &str) -> Result<SendOutcome> {
         let g =
             self.store.group(gid).await?.ok_or_else(|| {
                 Error::not_found("unknown group; `duokey group list` shows yours")
@@ -78,7 +78,7 @@ impl Terminal {
     }
 
     /// Keeps `text` (sealed) in the outbox for a later sync.
-    async fn queue(&self, gid: &[u8; 16], text: &str) -> Result<()> {
+    async fn queue(&self, gid: &GroupId, text: &str) -> Result<()> {
         let sealed = self.vault.seal("outbox", text.as_bytes())?;
         self.store.queue(gid, &sealed, crate::now_ms()).await
     }
@@ -86,14 +86,14 @@ impl Terminal {
     /// SPEC §4.7 "Equivocation": nothing is sent in a group whose server
     /// showed members different histories (checked before queuing and again
     /// before posting).
-    async fn check_not_forked(&self, gid: &[u8; 16], name: &str) -> Result<()> {
+    async fn check_not_forked(&self, gid: &GroupId, name: &str) -> Result<()> {
         if self.store.forked(gid).await? {
             return Err(forked(name));
         }
         Ok(())
     }
 
-    pub(crate) async fn post_now(&mut self, gid: &[u8; 16], text: &str) -> Result<u64> {
+    pub(crate) async fn post_now(&mut self, gid: &GroupId, text: &str) -> Result<u64> {
         let g =
             self.store.group(gid).await?.ok_or_else(|| {
                 Error::not_found("unknown group; `duokey group list` shows yours")
@@ -105,7 +105,7 @@ impl Terminal {
         })?;
         let seq = self.store.next_seq(gid, &epoch.to_string()).await?;
         let header = Header {
-            group_id: GroupId(*gid),
+            group_id: *gid,
             epoch,
             sender: self.me.clone(),
             seq,

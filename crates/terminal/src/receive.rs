@@ -134,7 +134,7 @@ impl EpochRule {
 
 impl Opened {
     /// The message shown to the user (text only).
-    fn message(&self, gid: &[u8; 16]) -> Option<Message> {
+    fn message(&self, gid: &GroupId) -> Option<Message> {
         let h = &self.header;
         (self.content_type == ContentType::Text).then(|| Message {
             group_id: hex::encode(gid),
@@ -151,7 +151,7 @@ impl Opened {
 
 impl Terminal {
     /// The group key of an epoch, if this terminal can derive it.
-    pub(crate) async fn group_key(&self, gid: &[u8; 16], epoch: Epoch) -> Result<Option<GroupKey>> {
+    pub(crate) async fn group_key(&self, gid: &GroupId, epoch: Epoch) -> Result<Option<GroupKey>> {
         let Some(g) = self.store.grant(gid, epoch.rn2_version).await? else {
             return Ok(None);
         };
@@ -171,8 +171,8 @@ impl Terminal {
             .map(|g| g.name)
             .ok_or(Error::Corrupt("group"))?;
         let rn2 = Rn2::from_bytes(*self.vault.open32("rn2", &g.rn2_sealed)?);
-        let gk = GroupKey::derive(&r1, &rn2, &GroupId(*gid), &GroupName::new(name)?, epoch)?;
-        self.keylog.gk(&GroupId(*gid), epoch, &gk);
+        let gk = GroupKey::derive(&r1, &rn2, gid, &GroupName::new(name)?, epoch)?;
+        self.keylog.gk(gid, epoch, &gk);
         Ok(Some(gk))
     }
 
@@ -180,7 +180,7 @@ impl Terminal {
     /// accepted now; an envelope that fails a check is dropped, kept as an
     /// `⚠ unreadable` notice in the history and reported as a warning
     /// (SPEC §3.3).
-    pub async fn sync_messages(&mut self, gid: &[u8; 16]) -> Result<Vec<Message>> {
+    pub async fn sync_messages(&mut self, gid: &GroupId) -> Result<Vec<Message>> {
         self.fetch_messages(gid, false).await
     }
 
@@ -190,7 +190,7 @@ impl Terminal {
     /// security tests use it to attack for real).
     pub async fn served_positions(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         mut after_seq: u64,
     ) -> Result<Vec<u64>> {
         let mut out = Vec::new();
@@ -218,7 +218,7 @@ impl Terminal {
     /// departed member up to its departure — and opens it with the keys
     /// still held, so that history stays. A transient failure is
     /// returned: the caller erases nothing and retries.
-    pub(crate) async fn last_fetch(&mut self, gid: &[u8; 16]) -> Result<()> {
+    pub(crate) async fn last_fetch(&mut self, gid: &GroupId) -> Result<()> {
         match self.fetch_messages(gid, true).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == crate::ErrorKind::Network => Err(e),
@@ -234,7 +234,7 @@ impl Terminal {
     /// [`Terminal::sync_messages`]; with `departing`, also for a group this
     /// terminal is leaving, where envelopes of epochs it was never granted
     /// (sent after its departure) are passed over silently.
-    async fn fetch_messages(&mut self, gid: &[u8; 16], departing: bool) -> Result<Vec<Message>> {
+    async fn fetch_messages(&mut self, gid: &GroupId, departing: bool) -> Result<Vec<Message>> {
         let mut out = Vec::new();
         loop {
             let Some(g) = self.store.group(gid).await? else {
@@ -311,7 +311,7 @@ impl Terminal {
 
     /// Leaves a marker in the history where an envelope could not be opened,
     /// saying who sent it (if the header parses) and why (SPEC §3.3).
-    async fn mark_unreadable(&self, gid: &[u8; 16], e: &LoggedEnvelope, err: &Error) -> Result<()> {
+    async fn mark_unreadable(&self, gid: &GroupId, e: &LoggedEnvelope, err: &Error) -> Result<()> {
         let sender = EnvelopeRef::parse(&e.envelope, &Limits::default())
             .map(|p| p.header.sender.to_string())
             .unwrap_or_else(|_| "an unknown sender".into());
@@ -325,7 +325,7 @@ impl Terminal {
     /// is refused as a replay (V7).
     pub async fn receive(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         e: &LoggedEnvelope,
         cache: &mut OpenCache,
     ) -> Result<Option<Message>> {
@@ -354,14 +354,14 @@ impl Terminal {
     /// or another process on this profile — and is not opened again.
     async fn open_envelope(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         e: &LoggedEnvelope,
         cache: &mut OpenCache,
     ) -> Result<Option<Opened>> {
         // V1–V3: magic, suite, sizes and structure.
         let env = EnvelopeRef::parse(&e.envelope, &Limits::default())?;
         let h = &env.header;
-        if h.group_id.0 != *gid {
+        if h.group_id != *gid {
             return Err(Error::user("envelope of another group"));
         }
         // V4: the epoch is known (§4.5: or its key is on its way).
@@ -410,7 +410,7 @@ impl Terminal {
     /// whose RN1 has not arrived, never when it was not a member.
     async fn epoch_key(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         h: &Header,
         cache: &mut OpenCache,
     ) -> Result<GroupKey> {
@@ -445,7 +445,7 @@ impl Terminal {
     /// `msg_id` was stored before — a replay).
     async fn store_opened(
         &self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         opened: &[Opened],
         cursor: u64,
     ) -> Result<Vec<Stored>> {
@@ -470,7 +470,7 @@ impl Terminal {
     /// judged by the pure [`EpochRule::of`].
     async fn epoch_rule(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         h: &Header,
         stored_at_ms: u64,
         cache: &mut OpenCache,
@@ -494,7 +494,7 @@ impl Terminal {
         ))
     }
 
-    async fn tell_stale(&mut self, gid: &[u8; 16], sender: &UserId, current: u64) {
+    async fn tell_stale(&mut self, gid: &GroupId, sender: &UserId, current: u64) {
         let first = self
             .store
             .first_stale_notice(gid, sender.as_str(), current)
@@ -502,7 +502,7 @@ impl Terminal {
             .unwrap_or(false);
         if first && sender != &self.me {
             let body = ItemBody::Stale {
-                group_id: GroupId(*gid),
+                group_id: *gid,
                 current_rn2_version: current,
             };
             if let Ok(id) = ItemId::random() {

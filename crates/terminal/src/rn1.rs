@@ -33,7 +33,7 @@ struct MissingRn1 {
 impl Terminal {
     /// Why a message queued for a key waits, in words for the user, or
     /// `None` if the group's current RN1 is here.
-    pub async fn key_wait(&mut self, gid: &[u8; 16]) -> Result<Option<String>> {
+    pub async fn key_wait(&mut self, gid: &GroupId) -> Result<Option<String>> {
         let Some(missing) = self.missing_rn1(gid).await? else {
             return Ok(None);
         };
@@ -74,12 +74,7 @@ impl Terminal {
         Ok(())
     }
 
-    async fn replace_rn1(
-        &mut self,
-        gid: &[u8; 16],
-        name: &str,
-        missing: &MissingRn1,
-    ) -> Result<()> {
+    async fn replace_rn1(&mut self, gid: &GroupId, name: &str, missing: &MissingRn1) -> Result<()> {
         let intent = Intent::ReplaceMissingRn1(missing.rn1_version);
         match self.submit(gid, intent, &ItemId::random()?).await {
             Ok((Some(grant), _)) => {
@@ -109,7 +104,7 @@ impl Terminal {
     }
 
     /// The group's current RN1, if this terminal does not hold it.
-    async fn missing_rn1(&mut self, gid: &[u8; 16]) -> Result<Option<MissingRn1>> {
+    async fn missing_rn1(&mut self, gid: &GroupId) -> Result<Option<MissingRn1>> {
         let Some(state) = self.membership(gid).await? else {
             return Ok(None);
         };
@@ -135,7 +130,7 @@ impl Terminal {
     /// The R1 of `rn1_version` at `rn2_version`, if this terminal holds it.
     pub(crate) async fn r1_at(
         &self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         rn1_version: u32,
         rn2_version: u64,
     ) -> Result<Option<R1>> {
@@ -146,8 +141,8 @@ impl Terminal {
         Ok(r1.ratchet_to(rn2_version).ok())
     }
 
-    pub(crate) async fn put_r1(&self, gid: &[u8; 16], rn1_version: u32, r1: &R1) -> Result<()> {
-        self.keylog.r1(&GroupId(*gid), rn1_version, r1);
+    pub(crate) async fn put_r1(&self, gid: &GroupId, rn1_version: u32, r1: &R1) -> Result<()> {
+        self.keylog.r1(gid, rn1_version, r1);
         self.store
             .put_r1(
                 gid,
@@ -162,7 +157,7 @@ impl Terminal {
     /// to every other member sealed to its delivery key.
     pub(crate) async fn rn1_duty(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         g: &StoredGrant,
         seq: u64,
         head: [u8; 32],
@@ -211,7 +206,7 @@ impl Terminal {
                 continue;
             }
             let anchor = ItemBody::Anchor {
-                group_id: GroupId(*gid),
+                group_id: *gid,
                 membership_seq: seq,
                 head,
                 at_rn2_version: g.rn2_version,
@@ -256,7 +251,7 @@ impl Terminal {
     /// the recipient's published delivery key.
     pub(crate) async fn send_rn1(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         to: &UserId,
         rn1_version: u32,
         r1: &R1,
@@ -270,7 +265,7 @@ impl Terminal {
     /// (`invite`) or to the recipient's published delivery key.
     async fn rn1_item(
         &mut self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         to: &UserId,
         rn1_version: u32,
         r1: &R1,
@@ -283,7 +278,7 @@ impl Terminal {
             Some((id, k)) => (id, k),
             None => (item_id, self.delivery_key(to).await?),
         };
-        let g = GroupId(*gid);
+        let g = *gid;
         let ctx = Rn1Context {
             group_id: &g,
             sender: &self.me,
@@ -328,7 +323,7 @@ impl Terminal {
             recipient: &me,
             ref_id: &p.ref_id,
         };
-        let gid = p.group_id.0;
+        let gid = p.group_id;
         let r1 = match &secret {
             Some(key) => open_rn1(key, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct)?,
             // The current delivery key, or one replaced recently;
@@ -373,7 +368,7 @@ impl Terminal {
     /// history names for that RN1 version, at the grant that applied its
     /// change, and only if this terminal holds no R1 of that version.
     async fn check_rotation(&mut self, item: &Item, p: &Rn1Payload) -> Result<()> {
-        let gid = p.group_id.0;
+        let gid = p.group_id;
         let mut state = self.membership(&gid).await?.ok_or_else(|| {
             Error::refused(
                 "an RN1 rotation for a group whose membership this terminal has not verified",
@@ -424,7 +419,7 @@ impl Terminal {
     /// past the window's end in the CS's own time, the time the receiving
     /// rules judge envelopes by (SPEC §4.5), so that nothing it may still
     /// accept needs it. A quiet group keeps it until retention erases it.
-    pub(crate) async fn erase_superseded_r1s(&mut self, gid: &[u8; 16], now: u64) -> Result<()> {
+    pub(crate) async fn erase_superseded_r1s(&mut self, gid: &GroupId, now: u64) -> Result<()> {
         let read = self
             .store
             .meta_u64(&crate::history::read_upto_key(gid))
@@ -438,7 +433,7 @@ impl Terminal {
     }
 
     /// Moves every stored R1 forward to the oldest grant still kept.
-    pub(crate) async fn advance_r1_to_oldest(&mut self, gid: &[u8; 16]) -> Result<()> {
+    pub(crate) async fn advance_r1_to_oldest(&mut self, gid: &GroupId) -> Result<()> {
         let Some(oldest) = self.store.oldest_grant(gid).await? else {
             return Ok(());
         };
@@ -461,7 +456,7 @@ impl Terminal {
     /// Every R1 this terminal holds for a group, with its RN1 version: all of
     /// its RN1 key material, as a thief of the device would find it (used by
     /// the demo and the security tests to attack for real).
-    pub async fn held_r1s(&self, gid: &[u8; 16]) -> Result<Vec<(u32, R1)>> {
+    pub async fn held_r1s(&self, gid: &GroupId) -> Result<Vec<(u32, R1)>> {
         let mut out = Vec::new();
         for (v, _) in self.store.r1_versions(gid).await? {
             if let Some((at, sealed)) = self.store.r1(gid, v).await? {
@@ -477,7 +472,7 @@ impl Terminal {
     /// sender or version — what an attacker's program holding this profile
     /// would get (used by the demo and the security tests, with
     /// [`Terminal::held_r1s`], to attack for real).
-    pub fn r1s_in(&self, gid: &[u8; 16], items: &[Vec<u8>]) -> Vec<(u32, R1)> {
+    pub fn r1s_in(&self, gid: &GroupId, items: &[Vec<u8>]) -> Vec<(u32, R1)> {
         items
             .iter()
             .filter_map(|bytes| SignedItem::parse(bytes).ok())
@@ -494,7 +489,7 @@ impl Terminal {
                 let r1 = self.delivery_secrets().find_map(|k| {
                     open_rn1(k, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct).ok()
                 });
-                (p.group_id.0 == *gid)
+                (p.group_id == *gid)
                     .then_some(r1.map(|r1| (p.rn1_version, r1)))
                     .flatten()
             })

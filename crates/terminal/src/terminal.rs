@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::keylog::KeyLog;
 use crate::store::Store;
 use crate::vault::{Vault, random};
+use duokey_crypto::GroupId;
 use duokey_crypto::{DeliverySecret, IdentityKey, PublicIdentity, UserId};
 use duokey_pki::grpc::channel;
 use duokey_pki::rustls_pki_types::CertificateDer;
@@ -36,7 +37,7 @@ pub struct Terminal {
     pub(crate) cs: CommunicationClient<Channel>,
     pub(crate) keys: HashMap<UserId, PublicIdentity>,
     /// Verified membership state per group (SPEC §4.7), cached from the store.
-    pub(crate) states: HashMap<[u8; 16], Arc<duokey_crypto::membership::State>>,
+    pub(crate) states: HashMap<GroupId, Arc<duokey_crypto::membership::State>>,
     /// Where warnings go: stderr (`None`) or kept for an interactive UI.
     pub(crate) warnings: std::sync::Mutex<Option<Vec<String>>>,
     /// The organisation's revoked serials, loaded from the profile on first

@@ -24,6 +24,7 @@ mod raw;
 pub use lying::{GrantLie, Lies};
 pub use raw::{RawUser, test_key};
 
+use duokey_crypto::GroupId;
 use duokey_crypto::{R1, UserId};
 use duokey_pki::Ca;
 use duokey_pki::grpc::channel_from;
@@ -184,7 +185,7 @@ impl LocalNet {
     /// its delivery key (an attacker's program would not drop one). Taken
     /// after a removal, this sees a new RN1 wrongly sent to the removed
     /// member, which keys captured before it would not.
-    pub async fn r1s_reaching(&self, t: &Terminal, gid: &[u8; 16]) -> Vec<(u32, R1)> {
+    pub async fn r1s_reaching(&self, t: &Terminal, gid: &GroupId) -> Vec<(u32, R1)> {
         let cs = self.db("cs").await;
         let inbox = cs.inbox_after(t.user().as_str(), 0, 10_000).await.unwrap();
         cs.close().await;
@@ -319,7 +320,7 @@ where
 }
 
 /// Invites `other` into `gid` and completes the join on both terminals.
-pub async fn join(owner: &mut Terminal, other: &mut Terminal, gid: &[u8; 16]) {
+pub async fn join(owner: &mut Terminal, other: &mut Terminal, gid: &GroupId) {
     owner
         .invite(gid, other.user(), duokey_crypto::Rights::NONE)
         .await
@@ -331,7 +332,7 @@ pub async fn join(owner: &mut Terminal, other: &mut Terminal, gid: &[u8; 16]) {
 }
 
 /// The message texts `t` shows for the group.
-pub async fn texts(t: &Terminal, gid: &[u8; 16]) -> Vec<String> {
+pub async fn texts(t: &Terminal, gid: &GroupId) -> Vec<String> {
     t.history(gid)
         .await
         .unwrap()

@@ -324,7 +324,7 @@ impl RawUser {
     pub async fn send_rotation(
         &mut self,
         to: &str,
-        gid: &[u8; 16],
+        gid: &GroupId,
         rn1_version: u32,
         at_rn2_version: u64,
     ) -> [u8; 32] {
@@ -342,7 +342,7 @@ impl RawUser {
         let their_key = PublicIdentity::from_bytes(&leaf.ed25519_public.unwrap()).unwrap();
         let record = DeliveryKeyRecord::verify(&user.delivery_key_record, &their_key).unwrap();
         let item_id = ItemId::random().unwrap();
-        let group = GroupId(*gid);
+        let group = *gid;
         let ctx = rn1_delivery::Rn1Context {
             group_id: &group,
             sender: &self.id,
@@ -381,7 +381,7 @@ impl RawUser {
 
     /// Joins `gid` by accepting the pending invitation in its inbox: an
     /// `ack` with a fresh invitation key (what an invitee's terminal sends).
-    pub async fn accept_invitation(&mut self, gid: &[u8; 16]) {
+    pub async fn accept_invitation(&mut self, gid: &GroupId) {
         use duokey_crypto::*;
         let inbox = self
             .cs
@@ -396,7 +396,7 @@ impl RawUser {
             .items
             .iter()
             .filter_map(|i| SignedItem::parse(&i.item).ok().map(|s| s.item))
-            .find(|i| matches!(i.body, ItemBody::Invite { group_id, .. } if group_id.0 == *gid))
+            .find(|i| matches!(i.body, ItemBody::Invite { group_id, .. } if group_id == *gid))
             .expect("an invitation");
         let ack = Item {
             item_id: ItemId::random().unwrap(),
@@ -405,7 +405,7 @@ impl RawUser {
             created_at_ms: now_ms(),
             body: ItemBody::Ack {
                 invite_id: invite.item_id,
-                group_id: GroupId(*gid),
+                group_id: *gid,
                 invite_pub: DeliverySecret::generate().public(),
             },
         };
@@ -413,7 +413,7 @@ impl RawUser {
     }
 
     /// Signs a `rotate_rn1` on top of the group's chain and sends it.
-    pub async fn rotate_rn1(&mut self, gid: &[u8; 16]) -> duokey_proto::Grant {
+    pub async fn rotate_rn1(&mut self, gid: &GroupId) -> duokey_proto::Grant {
         use duokey_crypto::membership;
         let changes = self
             .gms

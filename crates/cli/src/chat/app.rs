@@ -3,6 +3,7 @@
 //! results back, and `ui.rs` draws the state.
 
 use super::command::{self, Command};
+use duokey_crypto::GroupId;
 use duokey_terminal::contacts::Trust;
 use duokey_terminal::{GroupState, Line};
 use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -16,7 +17,7 @@ const HISTORY: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupView {
     /// The group id.
-    pub id: [u8; 16],
+    pub id: GroupId,
     /// Its name.
     pub name: String,
     /// Where this terminal stands in it.
@@ -279,7 +280,7 @@ impl App {
 
     /// Replaces a group's history; lines beyond the old ones count as unread
     /// unless the group is shown.
-    pub fn set_history(&mut self, id: &[u8; 16], lines: Vec<Line>) {
+    pub fn set_history(&mut self, id: &GroupId, lines: Vec<Line>) {
         let shown = self.current().map(|g| g.id) == Some(*id);
         if let Some(g) = self.groups.iter_mut().find(|g| &g.id == id) {
             let new = lines.len().saturating_sub(g.lines.len());
@@ -469,7 +470,7 @@ mod tests {
 
     fn group(name: &str, n: u8) -> GroupView {
         GroupView {
-            id: [n; 16],
+            id: GroupId([n; 16]),
             name: name.into(),
             state: GroupState::Active,
             epoch: (1, 1),
@@ -539,8 +540,8 @@ mod tests {
                 at_ms: 0,
             })
         };
-        app.set_history(&[2; 16], vec![notice("x"), notice("y")]);
-        app.set_history(&[1; 16], vec![notice("z")]);
+        app.set_history(&GroupId([2; 16]), vec![notice("x"), notice("y")]);
+        app.set_history(&GroupId([1; 16]), vec![notice("z")]);
         assert_eq!(app.groups[1].unread, 2);
         assert_eq!(app.groups[0].unread, 0);
         let tab = Event::Key(KeyEvent {

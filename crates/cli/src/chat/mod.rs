@@ -13,6 +13,7 @@ pub mod ui;
 use crate::actions::{self, Action as Ask, Done};
 use app::{Action, App, Connection, GroupView, InviteView, MemberView, Tone};
 use command::Command;
+use duokey_crypto::GroupId;
 use duokey_crypto::UserId;
 use duokey_terminal::{
     Backoff, Error, GroupPolicy, GroupState, Live, LiveEvent, Result, SendOutcome, Terminal,
@@ -195,7 +196,7 @@ async fn event_loop(
 /// Groups, histories and invitations from the profile (no server call).
 async fn refresh(t: &Terminal, app: &mut App) -> Result<()> {
     refresh_list(t, app).await?;
-    let ids: Vec<[u8; 16]> = app.groups.iter().map(|g| g.id).collect();
+    let ids: Vec<GroupId> = app.groups.iter().map(|g| g.id).collect();
     for id in ids {
         refresh_history(t, app, &id).await?;
     }
@@ -203,7 +204,7 @@ async fn refresh(t: &Terminal, app: &mut App) -> Result<()> {
 }
 
 /// One group's history from the profile.
-async fn refresh_history(t: &Terminal, app: &mut App, id: &[u8; 16]) -> Result<()> {
+async fn refresh_history(t: &Terminal, app: &mut App, id: &GroupId) -> Result<()> {
     let lines = t.history(id).await?;
     app.set_history(id, lines);
     Ok(())
@@ -269,7 +270,7 @@ async fn refresh_members(t: &Terminal, app: &mut App) {
     app.members = out;
 }
 
-fn shown_group(app: &App) -> Result<[u8; 16]> {
+fn shown_group(app: &App) -> Result<GroupId> {
     app.current().map(|g| g.id).ok_or_else(|| {
         Error::User("no group yet: /create NAME, or accept an invitation (F2)".into())
     })

@@ -547,7 +547,7 @@ mod tests {
 
     fn group(name: &str, n: u8, unread: usize, lines: Vec<HistoryLine>) -> GroupView {
         GroupView {
-            id: [n; 16],
+            id: duokey_crypto::GroupId([n; 16]),
             name: name.into(),
             state: GroupState::Active,
             epoch: (2, 5),

@@ -3,6 +3,7 @@
 
 use super::{Store, i as int, u as uint};
 use crate::error::{Error, Result};
+use duokey_crypto::GroupId;
 use duokey_crypto::envelope::Header;
 use sqlx::Row;
 
@@ -77,7 +78,7 @@ pub enum Seen {
 impl Store {
     /// V7/V8 against the stored history of `gid`, for the envelope at
     /// `log_seq` with header `h`.
-    pub async fn envelope_seen(&self, gid: &[u8; 16], log_seq: u64, h: &Header) -> Result<Seen> {
+    pub async fn envelope_seen(&self, gid: &GroupId, log_seq: u64, h: &Header) -> Result<Seen> {
         let rows = sqlx::query(
             "SELECT log_seq, msg_id FROM messages WHERE group_id = ? AND (msg_id = ? \
              OR (sender = ? AND rn1_version = ? AND rn2_version = ? AND seq = ?))",
@@ -107,7 +108,7 @@ impl Store {
     /// one transaction. Says per message whether it was new.
     pub async fn put_messages(
         &self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         messages: &[NewMessage<'_>],
         cursor: u64,
     ) -> Result<Vec<Stored>> {
@@ -163,7 +164,7 @@ impl Store {
     }
 
     /// The text messages of `gid`, in log order.
-    pub async fn messages(&self, gid: &[u8; 16]) -> Result<Vec<StoredMessage>> {
+    pub async fn messages(&self, gid: &GroupId) -> Result<Vec<StoredMessage>> {
         let rows = sqlx::query(
             "SELECT sender, body, sent_at_ms, rn1_version, rn2_version, seq, msg_id FROM messages \
              WHERE group_id = ? AND content_type = 1 ORDER BY log_seq",
@@ -191,7 +192,7 @@ impl Store {
     /// `rn2_version`; `true` the first time.
     pub async fn first_stale_notice(
         &self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         user: &str,
         rn2_version: u64,
     ) -> Result<bool> {

@@ -3,6 +3,7 @@
 
 use super::Store;
 use crate::error::{Error, Result};
+use duokey_crypto::GroupId;
 use sqlx::Row;
 
 /// Where an invitation this terminal sent stands.
@@ -92,7 +93,7 @@ impl Store {
     pub async fn put_invite_out(
         &self,
         invite_id: &[u8; 16],
-        gid: &[u8; 16],
+        gid: &GroupId,
         invitee: &str,
         rights: u8,
     ) -> Result<()> {

@@ -2,6 +2,7 @@
 //! Only sealed values hold secrets; see `schema.sql`.
 
 use crate::error::{Error, Result};
+use duokey_crypto::GroupId;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Executor, Row, SqlitePool};
 use std::path::Path;
@@ -111,7 +112,7 @@ pub struct StoredGrant {
 #[derive(Debug, Clone)]
 pub struct GroupRow {
     /// Raw id.
-    pub group_id: [u8; 16],
+    pub group_id: GroupId,
     /// Name.
     pub name: String,
     /// Where this terminal stands in it.
@@ -231,7 +232,7 @@ impl Store {
     }
 
     /// One group.
-    pub async fn group(&self, gid: &[u8; 16]) -> Result<Option<GroupRow>> {
+    pub async fn group(&self, gid: &GroupId) -> Result<Option<GroupRow>> {
         let row = sqlx::query("SELECT group_id, name, state, rn2_version, rn1_version, log_cursor FROM groups WHERE group_id = ?")
             .bind(gid.as_slice())
             .fetch_optional(&self.pool)
@@ -240,7 +241,7 @@ impl Store {
     }
 
     /// Creates or updates a group from a newer grant.
-    pub async fn upsert_group(&self, gid: &[u8; 16], name: &str, rn2: u64, rn1: u32) -> Result<()> {
+    pub async fn upsert_group(&self, gid: &GroupId, name: &str, rn2: u64, rn1: u32) -> Result<()> {
         sqlx::query(
             "INSERT INTO groups (group_id, name, state, rn2_version, rn1_version) VALUES (?, ?, 'active', ?, ?) \
              ON CONFLICT (group_id) DO UPDATE SET name = excluded.name, state = 'active', \
@@ -257,7 +258,7 @@ impl Store {
     }
 
     /// Marks a group removed, left or deleted.
-    pub async fn set_group_state(&self, gid: &[u8; 16], state: GroupState) -> Result<()> {
+    pub async fn set_group_state(&self, gid: &GroupId, state: GroupState) -> Result<()> {
         sqlx::query("UPDATE groups SET state = ? WHERE group_id = ?")
             .bind(state.as_str())
             .bind(gid.as_slice())
@@ -267,7 +268,7 @@ impl Store {
     }
 
     /// Records how far the group's log was read.
-    pub async fn set_log_cursor(&self, gid: &[u8; 16], cursor: u64) -> Result<()> {
+    pub async fn set_log_cursor(&self, gid: &GroupId, cursor: u64) -> Result<()> {
         sqlx::query("UPDATE groups SET log_cursor = ? WHERE group_id = ? AND log_cursor < ?")
             .bind(i(cursor)?)
             .bind(gid.as_slice())
@@ -278,7 +279,7 @@ impl Store {
     }
 
     /// The next `seq` for sending in `epoch` (SPEC §3.3: from 0 per epoch), reserved.
-    pub async fn next_seq(&self, gid: &[u8; 16], epoch: &str) -> Result<u64> {
+    pub async fn next_seq(&self, gid: &GroupId, epoch: &str) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT send_epoch, next_seq FROM groups WHERE group_id = ?")
             .bind(gid.as_slice())
@@ -297,7 +298,7 @@ impl Store {
     }
 
     /// Stores a grant (first writer wins: grants never change).
-    pub async fn put_grant(&self, gid: &[u8; 16], g: &StoredGrant) -> Result<bool> {
+    pub async fn put_grant(&self, gid: &GroupId, g: &StoredGrant) -> Result<bool> {
         let members = serde_json::to_string(&g.members).map_err(|_| Error::Internal("json"))?;
         let n = sqlx::query(
             "INSERT INTO grants (group_id, rn2_version, rn1_version, rn2, members, issued_at_ms, rn1_rotator, cause, subject, grace_secs, retention_secs) \
@@ -321,17 +322,13 @@ impl Store {
     }
 
     /// A stored grant.
-    pub async fn grant(&self, gid: &[u8; 16], rn2_version: u64) -> Result<Option<StoredGrant>> {
+    pub async fn grant(&self, gid: &GroupId, rn2_version: u64) -> Result<Option<StoredGrant>> {
         self.one_grant(select_grant!("rn2_version = ?"), gid, rn2_version)
             .await
     }
 
     /// The first stored grant after `rn2_version` (the one that superseded it).
-    pub async fn next_grant(
-        &self,
-        gid: &[u8; 16],
-        rn2_version: u64,
-    ) -> Result<Option<StoredGrant>> {
+    pub async fn next_grant(&self, gid: &GroupId, rn2_version: u64) -> Result<Option<StoredGrant>> {
         let sql = select_grant!("rn2_version > ? ORDER BY rn2_version LIMIT 1");
         self.one_grant(sql, gid, rn2_version).await
     }
@@ -340,7 +337,7 @@ impl Store {
     async fn one_grant(
         &self,
         sql: &'static str,
-        gid: &[u8; 16],
+        gid: &GroupId,
         rn2_version: u64,
     ) -> Result<Option<StoredGrant>> {
         let row = sqlx::query(sql)
@@ -354,7 +351,7 @@ impl Store {
     /// Erases grants issued before `before_ms` except the newest (SPEC §7.5).
     pub async fn erase_grants_before(
         &self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         before_ms: u64,
         keep: u64,
     ) -> Result<u64> {
@@ -370,7 +367,7 @@ impl Store {
     }
 
     /// The oldest stored grant version of a group.
-    pub async fn oldest_grant(&self, gid: &[u8; 16]) -> Result<Option<u64>> {
+    pub async fn oldest_grant(&self, gid: &GroupId) -> Result<Option<u64>> {
         let row = sqlx::query("SELECT MIN(rn2_version) FROM grants WHERE group_id = ?")
             .bind(gid.as_slice())
             .fetch_one(&self.pool)
@@ -383,7 +380,7 @@ impl Store {
     /// and writes the notice. The history already read stays.
     pub async fn end_membership(
         &self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         state: GroupState,
         notice: &str,
         at_ms: u64,
@@ -394,7 +391,7 @@ impl Store {
     }
 
     /// Erases every key of a group (removal, leave, deletion).
-    pub async fn erase_group_keys(&self, gid: &[u8; 16]) -> Result<()> {
+    pub async fn erase_group_keys(&self, gid: &GroupId) -> Result<()> {
         for sql in [
             "DELETE FROM grants WHERE group_id = ?",
             "DELETE FROM r1 WHERE group_id = ?",
@@ -408,7 +405,7 @@ impl Store {
     }
 
     /// The stored R1 of an RN1 version: (rn2_version it is at, sealed value).
-    pub async fn r1(&self, gid: &[u8; 16], rn1_version: u32) -> Result<Option<(u64, Vec<u8>)>> {
+    pub async fn r1(&self, gid: &GroupId, rn1_version: u32) -> Result<Option<(u64, Vec<u8>)>> {
         let row = sqlx::query(
             "SELECT rn2_version, secret FROM r1 WHERE group_id = ? AND rn1_version = ?",
         )
@@ -422,7 +419,7 @@ impl Store {
     /// Stores (or moves forward) the R1 of an RN1 version.
     pub async fn put_r1(
         &self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         rn1_version: u32,
         rn2_version: u64,
         sealed: &[u8],
@@ -443,7 +440,7 @@ impl Store {
     /// The R1s held of RN1 versions a later grant superseded: (rn1_version,
     /// when the first grant of a later version was issued, its grace in
     /// seconds).
-    pub async fn superseded_r1s(&self, gid: &[u8; 16]) -> Result<Vec<(u32, u64, u64)>> {
+    pub async fn superseded_r1s(&self, gid: &GroupId) -> Result<Vec<(u32, u64, u64)>> {
         let rows = sqlx::query(
             "SELECT r.rn1_version, g.issued_at_ms, g.grace_secs FROM r1 r JOIN grants g \
              ON g.group_id = r.group_id AND g.rn2_version = \
@@ -465,7 +462,7 @@ impl Store {
     /// Erases the R1 of an RN1 version for good and remembers that it did
     /// (SPEC §4.7): one transaction, then the write-ahead log is emptied so
     /// that no copy stays on disk.
-    pub async fn erase_r1(&self, gid: &[u8; 16], rn1_version: u32, now_ms: u64) -> Result<()> {
+    pub async fn erase_r1(&self, gid: &GroupId, rn1_version: u32, now_ms: u64) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO r1_erased (group_id, rn1_version, erased_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -554,7 +551,7 @@ impl Store {
 
     /// The RN1 versions of `gid` whose R1 is held, each with the RN2
     /// version it is at.
-    pub async fn r1_versions(&self, gid: &[u8; 16]) -> Result<Vec<(u32, u64)>> {
+    pub async fn r1_versions(&self, gid: &GroupId) -> Result<Vec<(u32, u64)>> {
         let rows = sqlx::query("SELECT rn1_version, rn2_version FROM r1 WHERE group_id = ?")
             .bind(gid.as_slice())
             .fetch_all(&self.pool)
@@ -571,7 +568,7 @@ impl Store {
     }
 
     /// Drops the R1 of an RN1 version no kept grant uses any more.
-    pub async fn drop_r1(&self, gid: &[u8; 16], rn1_version: u32) -> Result<()> {
+    pub async fn drop_r1(&self, gid: &GroupId, rn1_version: u32) -> Result<()> {
         sqlx::query("DELETE FROM r1 WHERE group_id = ? AND rn1_version = ?")
             .bind(gid.as_slice())
             .bind(i64::from(rn1_version))
@@ -581,7 +578,7 @@ impl Store {
     }
 
     /// Whether this terminal erased the R1 of an RN1 version.
-    pub async fn r1_erased(&self, gid: &[u8; 16], rn1_version: u32) -> Result<bool> {
+    pub async fn r1_erased(&self, gid: &GroupId, rn1_version: u32) -> Result<bool> {
         let row = sqlx::query("SELECT 1 FROM r1_erased WHERE group_id = ? AND rn1_version = ?")
             .bind(gid.as_slice())
             .bind(i64::from(rn1_version))
@@ -591,7 +588,7 @@ impl Store {
     }
 
     /// Appends a verified membership change (SPEC §4.7).
-    pub async fn put_change(&self, gid: &[u8; 16], seq: u64, change: &[u8]) -> Result<()> {
+    pub async fn put_change(&self, gid: &GroupId, seq: u64, change: &[u8]) -> Result<()> {
         sqlx::query(
             "INSERT INTO membership (group_id, seq, change) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         )
@@ -639,7 +636,7 @@ impl Store {
     }
 
     /// Records verified membership changes `(seq, bytes)`, all or none.
-    pub async fn put_changes(&self, gid: &[u8; 16], changes: &[(u64, &[u8])]) -> Result<()> {
+    pub async fn put_changes(&self, gid: &GroupId, changes: &[(u64, &[u8])]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for (seq, change) in changes {
             sqlx::query(
@@ -656,7 +653,7 @@ impl Store {
     }
 
     /// The verified membership changes of a group, in order.
-    pub async fn changes(&self, gid: &[u8; 16]) -> Result<Vec<Vec<u8>>> {
+    pub async fn changes(&self, gid: &GroupId) -> Result<Vec<Vec<u8>>> {
         let rows = sqlx::query("SELECT change FROM membership WHERE group_id = ? ORDER BY seq")
             .bind(gid.as_slice())
             .fetch_all(&self.pool)
@@ -666,11 +663,7 @@ impl Store {
 
     /// The first stored grant of an RN1 version: the one that applied the
     /// change that created it.
-    pub async fn first_grant_of_rn1(
-        &self,
-        gid: &[u8; 16],
-        rn1_version: u32,
-    ) -> Result<Option<u64>> {
+    pub async fn first_grant_of_rn1(&self, gid: &GroupId, rn1_version: u32) -> Result<Option<u64>> {
         let row = sqlx::query(
             "SELECT MIN(rn2_version) FROM grants WHERE group_id = ? AND rn1_version = ?",
         )
@@ -716,7 +709,7 @@ impl Store {
     /// Records an anchor received from `sender`.
     pub async fn put_anchor_in(
         &self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         sender: &str,
         seq: u64,
         head: &[u8; 32],
@@ -736,7 +729,7 @@ impl Store {
     }
 
     /// Every member's latest anchor for a group: (sender, seq, head).
-    pub async fn anchors_in(&self, gid: &[u8; 16]) -> Result<Vec<(String, u64, [u8; 32])>> {
+    pub async fn anchors_in(&self, gid: &GroupId) -> Result<Vec<(String, u64, [u8; 32])>> {
         let rows = sqlx::query("SELECT sender, seq, head FROM anchors_in WHERE group_id = ?")
             .bind(gid.as_slice())
             .fetch_all(&self.pool)
@@ -751,7 +744,7 @@ impl Store {
     }
 
     /// The verified change at `seq` of a group, if this terminal holds it.
-    pub async fn change_at(&self, gid: &[u8; 16], seq: u64) -> Result<Option<Vec<u8>>> {
+    pub async fn change_at(&self, gid: &GroupId, seq: u64) -> Result<Option<Vec<u8>>> {
         let row = sqlx::query("SELECT change FROM membership WHERE group_id = ? AND seq = ?")
             .bind(gid.as_slice())
             .bind(i(seq)?)
@@ -764,7 +757,7 @@ impl Store {
     /// is new.
     pub async fn put_fork(
         &self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         sender: &str,
         seq: u64,
         their_head: &[u8; 32],
@@ -787,7 +780,7 @@ impl Store {
     }
 
     /// Whether a fork of the group's history was seen.
-    pub async fn forked(&self, gid: &[u8; 16]) -> Result<bool> {
+    pub async fn forked(&self, gid: &GroupId) -> Result<bool> {
         let row = sqlx::query("SELECT 1 FROM forks WHERE group_id = ? LIMIT 1")
             .bind(gid.as_slice())
             .fetch_optional(&self.pool)
@@ -798,7 +791,7 @@ impl Store {
     /// The latest anchor from `sender` for a group: (seq, head, at_rn2_version).
     pub async fn anchor_in(
         &self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         sender: &str,
     ) -> Result<Option<(u64, [u8; 32], u64)>> {
         let row = sqlx::query(
@@ -820,7 +813,7 @@ impl Store {
     }
 
     /// Members already sent the RN1 of a rotation.
-    pub async fn rn1_sent(&self, gid: &[u8; 16], rn1_version: u32) -> Result<Vec<String>> {
+    pub async fn rn1_sent(&self, gid: &GroupId, rn1_version: u32) -> Result<Vec<String>> {
         let rows =
             sqlx::query("SELECT user_id FROM rn1_sent WHERE group_id = ? AND rn1_version = ?")
                 .bind(gid.as_slice())
@@ -833,7 +826,7 @@ impl Store {
     /// Records that `user` was sent the RN1 of a rotation.
     pub async fn mark_rn1_sent<'a>(
         &self,
-        gid: &[u8; 16],
+        gid: &GroupId,
         rn1_version: u32,
         users: impl IntoIterator<Item = &'a str>,
     ) -> Result<()> {
@@ -909,7 +902,7 @@ impl Store {
     /// decrypted history lasts as long as the group's retention). Each row
     /// stays as a tombstone (content type 0, empty body) so that a replay
     /// of its envelope is still recognised (V7). Returns how many.
-    pub async fn erase_messages_before(&self, gid: &[u8; 16], before_ms: u64) -> Result<u64> {
+    pub async fn erase_messages_before(&self, gid: &GroupId, before_ms: u64) -> Result<u64> {
         Ok(sqlx::query(
             "UPDATE messages SET body = x'', content_type = 0 \
              WHERE group_id = ? AND sent_at_ms < ? AND content_type <> 0",
@@ -948,7 +941,7 @@ impl Store {
     }
 
     /// Adds a notice (joined, removed, left, key rotated, deleted).
-    pub async fn notice(&self, gid: &[u8; 16], text: &str, at_ms: u64) -> Result<()> {
+    pub async fn notice(&self, gid: &GroupId, text: &str, at_ms: u64) -> Result<()> {
         sqlx::query("INSERT INTO notices (group_id, text, at_ms) VALUES (?, ?, ?)")
             .bind(gid.as_slice())
             .bind(text)
@@ -959,7 +952,7 @@ impl Store {
     }
 
     /// Notices of a group after an id: (id, text, at_ms).
-    pub async fn notices(&self, gid: &[u8; 16], after: i64) -> Result<Vec<(i64, String, u64)>> {
+    pub async fn notices(&self, gid: &GroupId, after: i64) -> Result<Vec<(i64, String, u64)>> {
         let rows = sqlx::query(
             "SELECT id, text, at_ms FROM notices WHERE group_id = ? AND id > ? ORDER BY id",
         )
@@ -976,7 +969,7 @@ impl Store {
 fn group_row(r: &sqlx::sqlite::SqliteRow) -> Result<GroupRow> {
     let id: Vec<u8> = r.get(0);
     Ok(GroupRow {
-        group_id: id.try_into().map_err(|_| Error::Corrupt("group id"))?,
+        group_id: GroupId::from_slice(&id).map_err(|_| Error::Corrupt("group id"))?,
         name: r.get(1),
         state: GroupState::parse(&r.get::<String, _>(2))?,
         rn2_version: u(r.get(3))?,

@@ -3,6 +3,7 @@
 
 use super::Store;
 use crate::error::{Error, Result};
+use duokey_crypto::GroupId;
 use sqlx::Row;
 
 /// A queued message.
@@ -18,7 +19,7 @@ pub struct Queued {
 
 impl Store {
     /// Queues a sealed message for `gid`.
-    pub async fn queue(&self, gid: &[u8; 16], sealed: &[u8], now_ms: u64) -> Result<()> {
+    pub async fn queue(&self, gid: &GroupId, sealed: &[u8], now_ms: u64) -> Result<()> {
         sqlx::query("INSERT INTO outbox (group_id, body, queued_ms) VALUES (?, ?, ?)")
             .bind(gid.as_slice())
             .bind(sealed)
