@@ -78,6 +78,9 @@ mutant member-list $T/membership.rs \
 mutant members-after crates/proto/src/lib.rs \
     '            members.retain(|m| user(m) != subject);' '' \
     -p duokey-cli --test properties live_grants_without_member_lists
+mutant cs-clock crates/cs/src/writer.rs \
+    '    let now = state.now_ms();' '    let now = duokey_pki::clock::now_ms_i64();' \
+    -p duokey-cli --test stale stale_sender_is_told_and_recovers
 mutant item-replay $T/inbox.rs \
     '        if self.store.seen(&id).await? {' '        if false {' \
     -p duokey-cli --test properties replayed_envelope_and_inbox_item_are_refused

@@ -11,7 +11,7 @@ use duokey_crypto::UserId;
 use duokey_pki::{Ca, RevocationList};
 use duokey_proto::accounts_server::{Accounts, AccountsServer};
 use duokey_proto::{EnrollRequest, EnrollResponse, RenewRequest};
-use duokey_storage::Db;
+use duokey_storage::AsStore;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -68,7 +68,7 @@ fn token_hash(token: &str) -> Vec<u8> {
 /// Creates a one-time enrolment token for `user`, valid [`TOKEN_TTL_MS`],
 /// for a user who holds no certificate the AS issued (see
 /// [`issue_token_with`]).
-pub async fn issue_token(db: &Db, user: &UserId) -> Result<Zeroizing<String>, Error> {
+pub async fn issue_token(db: &AsStore, user: &UserId) -> Result<Zeroizing<String>, Error> {
     Ok(issue_token_with(db, user, false, &RevocationList::empty())
         .await?
         .token)
@@ -77,7 +77,7 @@ pub async fn issue_token(db: &Db, user: &UserId) -> Result<Zeroizing<String>, Er
 /// The serials of `user`'s valid certificates: issued by this AS, not
 /// expired, not on `revoked`.
 async fn valid_certs(
-    db: &Db,
+    db: &AsStore,
     user: &str,
     revoked: &RevocationList,
 ) -> duokey_storage::Result<Vec<Vec<u8>>> {
@@ -91,7 +91,7 @@ async fn valid_certs(
 /// holds a valid certificate, the token is refused unless `replace`, and
 /// then the certificates it replaces are returned for the caller to revoke.
 pub async fn issue_token_with(
-    db: &Db,
+    db: &AsStore,
     user: &UserId,
     replace: bool,
     revoked: &RevocationList,
@@ -128,7 +128,7 @@ pub async fn issue_token_with(
 /// The AS service.
 #[derive(Clone)]
 pub struct AccountServer {
-    db: Db,
+    db: AsStore,
     ca: Arc<Ca>,
     revoked: Arc<RevocationList>,
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
@@ -145,7 +145,7 @@ impl AccountServer {
     /// address (5 per second, bursts of 20) against token guessing floods.
     /// `revoked` is the servers' revocation list: a replacement enrolment
     /// revokes the certificates it replaces in its file.
-    pub fn new(db: Db, ca: Arc<Ca>, revoked: Arc<RevocationList>) -> AccountServer {
+    pub fn new(db: AsStore, ca: Arc<Ca>, revoked: Arc<RevocationList>) -> AccountServer {
         let quota = Quota::per_second(NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN));
         AccountServer {

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 async fn terminal(srv: &ServerProc, home: &std::path::Path, user: &str) -> BenchResult<Terminal> {
     let id = UserId::new(user).map_err(|e| e.to_string())?;
-    let db = duokey_storage::Db::open_sqlite(&srv.dir.path().join("as.db"))
+    let db = duokey_storage::AsStore::open_sqlite(&srv.dir.path().join("as.db"))
         .await
         .map_err(|e| e.to_string())?;
     let token = duokey_accounts::issue_token(&db, &id)

@@ -600,7 +600,7 @@ async fn import(
             actor_chain: &chain,
         })
         .collect();
-    let db = duokey_storage::Db::open_sqlite(&srv.dir.path().join("gms.db"))
+    let db = duokey_storage::GmsStore::open_sqlite(&srv.dir.path().join("gms.db"))
         .await
         .map_err(|e| e.to_string())?;
     let members_rows: Vec<duokey_storage::gms::MemberRow> = members

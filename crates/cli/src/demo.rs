@@ -5,7 +5,7 @@
 use duokey_crypto::*;
 use duokey_proto::Grant;
 use duokey_server::dev;
-use duokey_storage::Db;
+use duokey_storage::{AsStore, CsStore, GmsStore};
 use duokey_terminal::{ClientConfig, Error, Line, Result, Terminal};
 use prost::Message as _;
 
@@ -49,7 +49,7 @@ impl Demo {
     }
 
     async fn user(&self, name: &str) -> Result<Terminal> {
-        let db = Db::open_sqlite(&self.dir.path().join("server/as.db"))
+        let db = AsStore::open_sqlite(&self.dir.path().join("server/as.db"))
             .await
             .map_err(|e| Error::User(e.to_string()))?;
         let user = UserId::new(name)?;
@@ -72,7 +72,7 @@ impl Demo {
 
     /// The group's log as the CS stores it.
     async fn cs_log(&self, gid: &GroupId) -> Result<Vec<duokey_storage::cs::StoredEnvelope>> {
-        let db = Db::open_sqlite(&self.dir.path().join("server/cs.db"))
+        let db = CsStore::open_sqlite(&self.dir.path().join("server/cs.db"))
             .await
             .map_err(|e| Error::User(e.to_string()))?;
         let rows = db
@@ -87,7 +87,7 @@ impl Demo {
     /// terminal holds, plus every `rn1` item for it that the CS keeps, opened
     /// with its delivery key (an attacker's program drops nothing).
     async fn r1s_reaching(&self, t: &Terminal, gid: &GroupId) -> Result<Vec<(u32, R1)>> {
-        let db = Db::open_sqlite(&self.dir.path().join("server/cs.db"))
+        let db = CsStore::open_sqlite(&self.dir.path().join("server/cs.db"))
             .await
             .map_err(|e| Error::User(e.to_string()))?;
         let inbox = db
@@ -126,7 +126,7 @@ impl Demo {
 
     /// Every grant (with its RN2) the GMS ever issued: the GMS operator's view.
     async fn gms_grants(&self) -> Result<Vec<Grant>> {
-        let db = Db::open_sqlite(&self.dir.path().join("server/gms.db"))
+        let db = GmsStore::open_sqlite(&self.dir.path().join("server/gms.db"))
             .await
             .map_err(|e| Error::User(e.to_string()))?;
         let all = db
@@ -230,9 +230,13 @@ pub async fn run(json: bool) -> Result<()> {
     say(
         "Starting AS + GMS + CS in this process on 127.0.0.1 (TLS 1.3, mutual certificates, SQLite)",
     );
-    let local = dev::start_local(&server_dir, |c| c.limits.min_rotate_every_secs = 1)
-        .await
-        .map_err(|e| Error::User(e.to_string()))?;
+    let local = dev::start_local(
+        &server_dir,
+        |c| c.limits.min_rotate_every_secs = 1,
+        duokey_server::Clock::system(),
+    )
+    .await
+    .map_err(|e| Error::User(e.to_string()))?;
     let node = local.node;
     let client = local.client_file;
     let cfg = ClientConfig::load(&client)?;

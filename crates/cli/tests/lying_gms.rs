@@ -46,7 +46,7 @@ async fn rotate_now(net: &LocalNet) {
 
 /// The group's chain as the GMS stores it, verified.
 async fn chain(net: &LocalNet, gid: &GroupId) -> (Vec<SignedChange>, State) {
-    let db = net.db("gms").await;
+    let db = net.gms_db().await;
     let rows = db.changes(gid.as_slice(), 0, 1000).await.unwrap();
     db.close().await;
     let changes: Vec<SignedChange> = rows
@@ -476,7 +476,6 @@ async fn after_a_refused_grant_sends_queue_once_the_grace_window_ends() {
     });
     let window_opened = std::time::Instant::now();
     rotate_now(&net).await;
-    let issued_by = std::time::Instant::now();
     alice.sync().await.unwrap();
     assert!(refused_a_grant(&alice, &gid).await);
     let took = window_opened.elapsed();
@@ -491,8 +490,8 @@ async fn after_a_refused_grant_sends_queue_once_the_grace_window_ends() {
         "{sent:?}"
     );
     // …after it, nothing newer is sent until a valid grant comes (the
-    // window itself is what passes here, so the test waits it out).
-    tokio::time::sleep_until((issued_by + std::time::Duration::from_millis(3100)).into()).await;
+    // window passes on the clock).
+    net.advance(std::time::Duration::from_millis(3100));
     let held = alice.send(&gid, "after grace").await.unwrap();
     assert_eq!(
         held,
@@ -691,7 +690,6 @@ async fn an_rn1_replayed_after_its_r1_was_erased_is_refused() {
     bob.send_rotation("carol", &gid, 2, v2.rn2_version).await;
     let window_opened = std::time::Instant::now();
     let v3 = bob.rotate_rn1(&gid).await;
-    let issued_by = std::time::Instant::now();
     assert_eq!(v3.rn1_version, 3);
     carol.sync().await.unwrap();
     let third = bob.send_rotation("carol", &gid, 3, v3.rn2_version).await;
@@ -710,9 +708,9 @@ async fn an_rn1_replayed_after_its_r1_was_erased_is_refused() {
         "this machine took {took:?} for the steps inside the 3 s window"
     );
     assert!(versions(&r1_bytes(&carol, &gid).await).contains(&2));
-    // The window itself is what passes here, so the test waits it out; a
-    // post the CS stores after it, once read, lets carol erase version 2.
-    tokio::time::sleep_until((issued_by + std::time::Duration::from_millis(3100)).into()).await;
+    // The window passes on the clock; a post the CS stores after it, once
+    // read, lets carol erase version 2.
+    net.advance(std::time::Duration::from_millis(3100));
     carol.send(&gid, "after the window").await.unwrap();
     carol.sync_messages(&gid).await.unwrap();
     carol.sync().await.unwrap();
@@ -828,8 +826,7 @@ async fn a_change_withheld_beyond_rn1_wait_is_reported_to_the_user() {
     // The GMS never lets carol verify the removal; the rotator's new RN1
     // waits for it, and after the group's rn1_wait carol is told that the
     // group server withholds a change (guards: the rn1_wait end of
-    // `retry_pending_items`). The wait is what passes here, so the test
-    // waits it out (1 s).
+    // `retry_pending_items`). The wait passes on the clock.
     let net = LocalNet::start().await;
     let policy = GroupPolicy {
         rn1_wait_secs: 1,
@@ -838,7 +835,7 @@ async fn a_change_withheld_beyond_rn1_wait_is_reported_to_the_user() {
     let (_alice, mut carol, _lies, gid) = removal_kept_from_carol(&net, policy).await;
     carol.sync().await.unwrap();
     assert!(!told_withheld(&carol, &gid).await, "told before rn1_wait");
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    net.advance(std::time::Duration::from_millis(1100));
     carol.sync().await.unwrap();
     assert!(told_withheld(&carol, &gid).await, "carol was not told");
 }

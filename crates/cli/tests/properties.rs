@@ -120,7 +120,7 @@ async fn a_deleted_groups_rn2s_are_in_no_server_file() {
     let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
     alice.rotate(&gid, false).await.unwrap();
     bob.sync().await.unwrap();
-    let db = net.db("gms").await;
+    let db = net.gms_db().await;
     let rn2s: Vec<Vec<u8>> = db
         .all_grants()
         .await
@@ -171,7 +171,7 @@ async fn a_revoked_member_gets_no_new_rn1_and_its_items_are_refused() {
     bob.sync().await.unwrap();
     assert_eq!(bob.invitations().await.unwrap().len(), 1, "control");
 
-    let db = net.db("cs").await;
+    let db = net.cs_db().await;
     let chain = db.user("carol").await.unwrap().unwrap().0;
     db.close().await;
     let serial = duokey_pki::peer_identity(&chain[0]).unwrap().serial;
@@ -345,10 +345,10 @@ async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation()
         let daves_keys = net.r1s_reaching(&dave, &gid).await;
         let bobs_keys = net.r1s_reaching(&bob, &gid).await;
 
-        let cs = net.db("cs").await;
+        let cs = net.cs_db().await;
         let envelopes = cs.fetch_log(gid.as_slice(), 0, 1000).await.unwrap();
         let last = &envelopes.last().unwrap().envelope;
-        let gms = net.db("gms").await;
+        let gms = net.gms_db().await;
         let grants: Vec<duokey_proto::Grant> = gms
             .all_grants()
             .await
@@ -439,9 +439,9 @@ async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
         stolen.iter().all(|(_, r1)| r1.rn2_version() >= 4),
         "R1 moved past the erased epochs"
     );
-    let cs = net.db("cs").await;
+    let cs = net.cs_db().await;
     let envelopes = cs.fetch_log(gid.as_slice(), 0, 1000).await.unwrap();
-    let gms = net.db("gms").await;
+    let gms = net.gms_db().await;
     let grants: Vec<duokey_proto::Grant> = gms
         .all_grants()
         .await
@@ -476,7 +476,7 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
     alice.send(&gid, "only once").await.unwrap();
     assert_eq!(bob.sync_messages(&gid).await.unwrap().len(), 1);
 
-    let cs = net.db("cs").await;
+    let cs = net.cs_db().await;
     let stored = cs
         .fetch_log(gid.as_slice(), 0, 10)
         .await
@@ -577,7 +577,7 @@ async fn two_processes_on_one_profile_see_each_message_once_without_false_alarms
     alice.send(&gid, "hello").await.unwrap();
     // Both processes get the same envelope, one by fetching, one live.
     assert_eq!(bob.sync_messages(&gid).await.unwrap().len(), 1);
-    let cs = net.db("cs").await;
+    let cs = net.cs_db().await;
     let logged = cs
         .fetch_log(gid.as_slice(), 0, 10)
         .await
@@ -665,7 +665,7 @@ async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
         .unwrap();
     let gid = alice.resolve_group(&g.group_id).await.unwrap();
     alice.rotate(&gid, false).await.unwrap();
-    let gms = net.db("gms").await;
+    let gms = net.gms_db().await;
     let first = gms.grant(gid.as_slice(), 1).await.unwrap().unwrap();
     alice
         .apply_grant(duokey_proto::Grant::decode(first.as_slice()).unwrap())
@@ -677,7 +677,7 @@ async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
         "the group stays at the newest version"
     );
     alice.send(&gid, "still current").await.unwrap();
-    let cs = net.db("cs").await;
+    let cs = net.cs_db().await;
     let last = cs
         .fetch_log(gid.as_slice(), 0, 10)
         .await
@@ -694,7 +694,7 @@ async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
 /// How many `rn1` items addressed to `user` that the CS holds open with
 /// `secret`: what reached the holder of that delivery key.
 async fn rn1_opened_by(net: &LocalNet, user: &str, secret: &DeliverySecret) -> usize {
-    let cs = net.db("cs").await;
+    let cs = net.cs_db().await;
     let items = cs.inbox_after(user, 0, 1000).await.unwrap();
     cs.close().await;
     items
@@ -899,7 +899,6 @@ async fn a_missing_rotator_is_replaced_after_rn1_wait_by_one_member() {
     let [mut bob, mut carol, mut dave] = <[Terminal; 3]>::try_from(others).ok().unwrap();
     bob.sync().await.unwrap();
     carol.leave(&gid).await.unwrap();
-    let left_at = std::time::Instant::now();
     // alice is offline from here on: her RN1 for version 2 never comes.
     for (t, text) in [(&mut bob, "from bob"), (&mut dave, "from dave")] {
         t.sync().await.unwrap();
@@ -911,14 +910,14 @@ async fn a_missing_rotator_is_replaced_after_rn1_wait_by_one_member() {
         let why = t.key_wait(&gid).await.unwrap().unwrap();
         assert!(why.contains("from alice"), "{why}");
     }
-    // The wait itself is what passes here (issue 15 puts a clock here).
-    tokio::time::sleep_until((left_at + std::time::Duration::from_millis(1100)).into()).await;
+    // rn1_wait passes on the clock.
+    net.advance(std::time::Duration::from_millis(1100));
     for _ in 0..2 {
         bob.sync().await.unwrap();
         dave.sync().await.unwrap();
     }
     let chain = net
-        .db("gms")
+        .gms_db()
         .await
         .changes(gid.as_slice(), 0, 100)
         .await
@@ -950,7 +949,7 @@ async fn a_missing_rotator_is_replaced_after_rn1_wait_by_one_member() {
 
 /// Every item the CS holds for `user` now (an archiving CS keeps them all).
 async fn inbox_of(net: &LocalNet, user: &str) -> Vec<Vec<u8>> {
-    let cs = net.db("cs").await;
+    let cs = net.cs_db().await;
     let items = cs.inbox_after(user, 0, 10_000).await.unwrap();
     cs.close().await;
     items.into_iter().map(|e| e.item).collect()
@@ -958,7 +957,7 @@ async fn inbox_of(net: &LocalNet, user: &str) -> Vec<Vec<u8>> {
 
 /// The delivery key `user` has in the CS directory.
 async fn published_key(net: &LocalNet, user: &str) -> Vec<u8> {
-    let cs = net.db("cs").await;
+    let cs = net.cs_db().await;
     let (_, record) = cs.user(user).await.unwrap().unwrap();
     cs.close().await;
     record.unwrap()

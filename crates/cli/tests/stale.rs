@@ -41,7 +41,7 @@ async fn stale_sender_is_told_and_recovers() {
     // alice rotates; bob does not sync and posts with the old key after the
     // grace window closed.
     alice.rotate(&gid, false).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await; // the grace window is time itself
+    net.advance(Duration::from_millis(1100)); // the grace window passes on the clock
     bob.send(&gid, "sent with a stale key").await.unwrap();
     alice.sync_messages(&gid).await.unwrap();
     assert!(

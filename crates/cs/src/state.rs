@@ -5,7 +5,7 @@ use crate::CsConfig;
 use crate::hub::Hub;
 use crate::writer::PostJob;
 use duokey_proto::{Delivery, delivery};
-use duokey_storage::Db;
+use duokey_storage::CsStore;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -25,7 +25,7 @@ pub(crate) struct GroupView {
 }
 
 pub(crate) struct CsState {
-    pub(crate) db: Db,
+    pub(crate) db: CsStore,
     pub(crate) config: CsConfig,
     pub(crate) groups: RwLock<HashMap<Vec<u8>, GroupView>>,
     pub(crate) hub: Arc<Hub>,
@@ -36,8 +36,13 @@ pub(crate) struct CsState {
 }
 
 impl CsState {
+    /// Now, on the CS's clock, as the database stores it.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.config.clock.now_ms_i64()
+    }
+
     pub(crate) async fn load(
-        db: Db,
+        db: CsStore,
         config: CsConfig,
         writer: mpsc::Sender<PostJob>,
     ) -> duokey_storage::Result<CsState> {

@@ -31,7 +31,7 @@ pub(crate) async fn run(state: Arc<CsState>, mut rx: mpsc::Receiver<PostJob>) {
 }
 
 async fn commit_batch(state: &CsState, next_seq: &mut HashMap<Vec<u8>, u64>, jobs: Vec<PostJob>) {
-    let now = crate::now_ms();
+    let now = state.now_ms();
     let mut rows = Vec::with_capacity(jobs.len());
     for job in &jobs {
         let seq = match next_seq.get(&job.group_id) {

@@ -2,7 +2,7 @@
 //! group changes: [`Gms::change`], serialised per group.
 
 use crate::membership::refusal;
-use crate::{Gms, hex, now_ms};
+use crate::{Gms, hex};
 use duokey_crypto::membership::{Action, SignedChange, State};
 use duokey_crypto::{Rights, Rn2};
 use duokey_proto::{
@@ -232,7 +232,7 @@ impl Gms {
         let _guard = lock.lock().await;
         let cur = self.current(gid).await?;
         let next = decide(&cur)?;
-        let now = now_ms();
+        let now = self.now_ms();
         let mut group = cur.group.clone();
         group.rn2_version = group
             .rn2_version

@@ -23,7 +23,7 @@ mod watch;
 pub use watch::WatchStream;
 
 use duokey_proto::group_management_server::GroupManagementServer;
-use duokey_storage::Db;
+use duokey_storage::GmsStore;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Notify;
@@ -43,6 +43,8 @@ pub struct GmsConfig {
     pub max_groups_per_user: u64,
     /// Open `Watch` streams one user may hold.
     pub streams_per_user: usize,
+    /// The clock that stamps grants and schedules rotations (D41).
+    pub clock: duokey_pki::clock::Clock,
 }
 
 impl GmsConfig {
@@ -64,6 +66,7 @@ impl Default for GmsConfig {
             max_retention_secs: policy::DEFAULT_MAX_RETENTION_SECS,
             max_groups_per_user: 1000,
             streams_per_user: 8,
+            clock: duokey_pki::clock::Clock::system(),
         }
     }
 }
@@ -81,7 +84,7 @@ impl std::fmt::Debug for Gms {
 }
 
 pub(crate) struct Inner {
-    pub(crate) db: Db,
+    pub(crate) db: GmsStore,
     pub(crate) config: GmsConfig,
     pub(crate) locks: Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
     /// Each group's verified membership state (SPEC §4.7), rebuilt from the
@@ -100,7 +103,7 @@ pub(crate) struct Inner {
 
 impl Gms {
     /// A GMS on `db`. Start [`cs_sync::run`] and [`Gms::run_scheduler`] beside it.
-    pub fn new(db: Db, config: GmsConfig) -> Gms {
+    pub fn new(db: GmsStore, config: GmsConfig) -> Gms {
         let per_sec = std::num::NonZeroU32::new(config.rate_per_sec.max(1))
             .unwrap_or(std::num::NonZeroU32::MIN);
         let burst = std::num::NonZeroU32::new(config.rate_burst.max(1))
@@ -129,7 +132,7 @@ impl Gms {
     }
 
     /// The database (for operators' tools and tests).
-    pub fn db(&self) -> &Db {
+    pub fn db(&self) -> &GmsStore {
         &self.inner.db
     }
 
@@ -185,10 +188,15 @@ impl Gms {
         rotated
     }
 
+    /// Now, on the GMS's clock, as the database stores it.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.inner.config.clock.now_ms_i64()
+    }
+
     /// Runs the periodic rotation scheduler until the process ends.
     pub async fn run_scheduler(self) {
         loop {
-            let now = now_ms();
+            let now = self.now_ms();
             self.rotate_due(now).await;
             let next = self
                 .inner
@@ -198,7 +206,7 @@ impl Gms {
                 .ok()
                 .flatten()
                 .unwrap_or(now + 60_000);
-            let wait = u64::try_from(next.saturating_sub(now_ms()))
+            let wait = u64::try_from(next.saturating_sub(self.now_ms()))
                 .unwrap_or(0)
                 .clamp(10, 60_000);
             tokio::select! {
@@ -228,8 +236,6 @@ impl Gms {
         Ok(total)
     }
 }
-
-pub(crate) use duokey_pki::clock::now_ms_i64 as now_ms;
 
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

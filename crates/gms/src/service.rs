@@ -1,10 +1,10 @@
 //! The `GroupManagement` gRPC service (SPEC §5.2).
 
+use crate::Gms;
 use crate::grants::{self, Next, build_grant, decode_grant, next_rotation};
 use crate::membership::{parse_change, refusal};
 use crate::policy;
 use crate::watch::WatchStream;
-use crate::{Gms, now_ms};
 use duokey_crypto::membership::{Action, SignedChange, State};
 use duokey_crypto::{GroupName, PublicIdentity, Rights, Rn2};
 use duokey_pki::grpc::Caller;
@@ -146,7 +146,7 @@ impl GroupManagement for Gms {
         GroupName::new_chosen(state.name.as_str())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let policy = policy::from_signed(&state.policy, self.inner.config.policy_limits())?;
-        let now = now_ms();
+        let now = self.now_ms();
         let group = GroupRow {
             group_id: gid.clone(),
             name: state.name.to_string(),

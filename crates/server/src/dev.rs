@@ -163,12 +163,16 @@ pub struct Local {
 
 /// Prepares `dir` ([`prepare`], every role on 127.0.0.1 with ports chosen by
 /// the system), applies `edit` to the configuration, starts the roles in
-/// this process and writes `client.toml`: what `duokey demo` and the test
-/// kit run on.
-pub async fn start_local(dir: &Path, edit: impl FnOnce(&mut ServerConfig)) -> Result<Local, Error> {
+/// this process on `clock` and writes `client.toml`: what `duokey demo` and
+/// the test kit run on.
+pub async fn start_local(
+    dir: &Path,
+    edit: impl FnOnce(&mut ServerConfig),
+    clock: duokey_pki::clock::Clock,
+) -> Result<Local, Error> {
     let mut config = prepare(dir, "127.0.0.1:0", "127.0.0.1:0")?;
     edit(&mut config);
-    let node = Node::start(&config).await?;
+    let node = Node::start_with_clock(&config, clock).await?;
     let (Some(gms), Some(cs)) = (node.gms_addr, node.cs_addr) else {
         node.shutdown().await;
         return Err(Error::Config("a local network runs every role".into()));

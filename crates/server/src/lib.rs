@@ -12,6 +12,7 @@ pub mod config;
 pub mod dev;
 mod node;
 
+pub use duokey_pki::clock::Clock;
 pub use node::{Node, RunningNode, SHUTDOWN_GRACE};
 
 /// Errors of the server binary.

@@ -233,7 +233,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 .as_url
                 .as_deref()
                 .ok_or_else(|| Error::Config("no [database] as".into()))?;
-            let db = duokey_storage::Db::open(&cfg.db_url(url)).await?;
+            let db = duokey_storage::AsStore::open(&cfg.db_url(url)).await?;
             let list = cfg.tls.revocation_list.as_ref().map(|p| cfg.path(p));
             let revoked = match &list {
                 Some(p) => duokey_pki::RevocationList::load(p)?,

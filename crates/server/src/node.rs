@@ -5,10 +5,11 @@ use crate::config::ServerConfig;
 use duokey_accounts::AccountServer;
 use duokey_cs::{Cs, CsConfig};
 use duokey_gms::{Gms, GmsConfig};
+use duokey_pki::clock::Clock;
 use duokey_pki::grpc::{TlsConnection, channel, tls_incoming};
 use duokey_pki::{Ca, ClientAuth, RevocationList, Role};
 use duokey_proto::membership_sync_client::MembershipSyncClient;
-use duokey_storage::Db;
+use duokey_storage::{AsStore, CsStore, GmsStore};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,10 +202,17 @@ impl Node {
     /// Binds every port of `cfg`, opens the databases and starts serving
     /// the roles it names: the CS on its port, the GMS and the AS on theirs.
     pub async fn start(cfg: &ServerConfig) -> Result<RunningNode, Error> {
+        Self::start_with_clock(cfg, Clock::system()).await
+    }
+
+    /// [`Node::start`] with the roles reading the time from `clock` (tests
+    /// move it forward, D41).
+    pub async fn start_with_clock(cfg: &ServerConfig, clock: Clock) -> Result<RunningNode, Error> {
         let roles = cfg.roles()?;
         let (stop, stopped) = watch::channel(false);
         let mut node = Starting {
             cfg,
+            clock,
             tls: Tls::load(cfg)?,
             stopped,
             tasks: JoinSet::new(),
@@ -239,6 +247,7 @@ impl Node {
 /// stop signal and its tasks.
 struct Starting<'a> {
     cfg: &'a ServerConfig,
+    clock: Clock,
     tls: Tls,
     stopped: watch::Receiver<bool>,
     tasks: JoinSet<()>,
@@ -248,8 +257,8 @@ impl Starting<'_> {
     /// The CS (SPEC §6) on its port, with its retention sweep.
     async fn start_cs(&mut self) -> Result<(Cs, SocketAddr), Error> {
         let cfg = self.cfg;
-        let db = Db::open(&db_url(cfg, &cfg.database.cs, "cs")?).await?;
-        let server = Cs::start(db, cs_config(&cfg.limits, &self.tls)).await?;
+        let db = CsStore::open(&db_url(cfg, &cfg.database.cs, "cs")?).await?;
+        let server = Cs::start(db, cs_config(&cfg.limits, &self.tls, &self.clock)).await?;
         let listener = bind(&cfg.cs_addr).await?;
         let addr = listener.local_addr()?;
         let (health, health_svc) = tonic_health::server::health_reporter();
@@ -327,8 +336,8 @@ impl Starting<'_> {
     /// the rotation schedule and the grant retention sweep.
     async fn start_gms(&mut self, cs_addr: Option<SocketAddr>) -> Result<Gms, Error> {
         let cfg = self.cfg;
-        let db = Db::open(&db_url(cfg, &cfg.database.gms, "gms")?).await?;
-        let server = Gms::new(db, gms_config(&cfg.limits));
+        let db = GmsStore::open(&db_url(cfg, &cfg.database.gms, "gms")?).await?;
+        let server = Gms::new(db, gms_config(&cfg.limits, &self.clock));
         let cs_url = cfg
             .cs_url
             .clone()
@@ -361,7 +370,7 @@ impl Starting<'_> {
             .as_ref()
             .ok_or_else(|| Error::Config("tls.ca_key is required for the as role".into()))?;
         let ca = Ca::load_files(&cfg.path(&cfg.tls.ca_cert), &cfg.path(key))?;
-        let db = Db::open(&db_url(cfg, &cfg.database.as_url, "as")?).await?;
+        let db = AsStore::open(&db_url(cfg, &cfg.database.as_url, "as")?).await?;
         Ok(AccountServer::new(
             db,
             Arc::new(ca),
@@ -451,8 +460,11 @@ impl Starting<'_> {
 }
 
 /// The CS's settings from the server configuration.
-fn cs_config(limits: &crate::config::LimitsConfig, tls: &Tls) -> CsConfig {
-    let mut c = CsConfig::default();
+fn cs_config(limits: &crate::config::LimitsConfig, tls: &Tls, clock: &Clock) -> CsConfig {
+    let mut c = CsConfig {
+        clock: clock.clone(),
+        ..CsConfig::default()
+    };
     c.limits.max_body = limits.max_body_bytes;
     c.rate_per_sec = limits.rate_per_sec;
     c.rate_burst = limits.rate_burst;
@@ -467,8 +479,9 @@ fn cs_config(limits: &crate::config::LimitsConfig, tls: &Tls) -> CsConfig {
 }
 
 /// The GMS's settings from the server configuration.
-fn gms_config(limits: &crate::config::LimitsConfig) -> GmsConfig {
+fn gms_config(limits: &crate::config::LimitsConfig, clock: &Clock) -> GmsConfig {
     GmsConfig {
+        clock: clock.clone(),
         min_rotate_every_secs: limits.min_rotate_every_secs,
         rate_per_sec: limits.rate_per_sec,
         rate_burst: limits.rate_burst,

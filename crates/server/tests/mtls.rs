@@ -187,7 +187,7 @@ async fn a_second_plain_token_cannot_replace_a_valid_certificate() {
     let refused = net.raw_with("dave", &second, None).await.err().unwrap();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused}");
     assert!(refused.message().contains("--replace"), "{refused}");
-    let db = duokey_storage::Db::open(&net.as_db_url).await.unwrap();
+    let db = duokey_storage::AsStore::open(&net.as_db_url).await.unwrap();
     let dave_id = UserId::new("dave").unwrap();
     let err = duokey_accounts::issue_token(&db, &dave_id)
         .await

@@ -1,10 +1,15 @@
 //! AS tables: one-time enrolment tokens, stored hashed (SPEC §2), and the
 //! certificates issued with them (re-enrolment is explicit).
 
-use crate::{Db, Result};
+use crate::Result;
 use sqlx::Row;
 
-impl Db {
+crate::role_store!(
+    /// The AS's store (SPEC §2): one-time tokens and the certificates issued.
+    AsStore
+);
+
+impl AsStore {
     /// Stores a token's hash for `user`, valid until `expires_at_ms`; with
     /// `replace` it may replace a certificate the user still holds.
     pub async fn insert_token(

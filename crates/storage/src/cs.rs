@@ -1,7 +1,7 @@
 //! CS tables: directory, inboxes, group membership and ciphertext logs
 //! (SPEC §5.3, §5.4).
 
-use crate::{Db, Error, Result, to_i64, to_u64};
+use crate::{Error, Result, to_i64, to_u64};
 use sqlx::Row;
 
 /// A stored inbox item.
@@ -63,7 +63,12 @@ pub struct NewItem<'a> {
     pub item: &'a [u8],
 }
 
-impl Db {
+crate::role_store!(
+    /// The CS's store (SPEC §6): the directory, inboxes, group logs and the membership the GMS tells it.
+    CsStore
+);
+
+impl CsStore {
     /// Records the certificate chain a user presented (from its mTLS handshake).
     pub async fn upsert_user(&self, user: &str, chain: &[Vec<u8>], now_ms: i64) -> Result<()> {
         sqlx::query(
@@ -162,7 +167,7 @@ impl Db {
     }
 
     /// Puts items into inboxes in one transaction (one durable write): each
-    /// as [`Db::inbox_insert`] would. Returns `(cursor, newly_inserted)` per item.
+    /// as [`CsStore::inbox_insert`] would. Returns `(cursor, newly_inserted)` per item.
     pub async fn inbox_insert_many(
         &self,
         items: &[NewItem<'_>],
@@ -411,7 +416,7 @@ impl Db {
             .await
     }
 
-    /// Like [`Db::fetch_log`], never past position `upto` (a departed
+    /// Like [`CsStore::fetch_log`], never past position `upto` (a departed
     /// member's last).
     pub async fn fetch_log_upto(
         &self,

@@ -1,7 +1,7 @@
 //! GMS tables: groups, members, grants (RN2 history), reports, departures
 //! and the outbox of membership updates for the CS (SPEC §4, §5.2, §5.4).
 
-use crate::{Db, Error, Result, to_i64, to_u64};
+use crate::{Error, Result, to_i64, to_u64};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -216,7 +216,12 @@ async fn record_departure(
     Ok(())
 }
 
-impl Db {
+crate::role_store!(
+    /// The GMS's store (SPEC §6): groups, members, the signed membership log, grants and the CS outbox.
+    GmsStore
+);
+
+impl GmsStore {
     /// Creates a group with its owner and first grant. `false` if the id exists.
     pub async fn create_group(
         &self,
@@ -436,7 +441,7 @@ impl Db {
     }
 
     /// Imports signed membership changes into an existing group in one
-    /// transaction (with [`Db::import_members`]: migrations and benchmarks of
+    /// transaction (with [`GmsStore::import_members`]: migrations and benchmarks of
     /// large groups). The caller guarantees they extend the stored chain.
     pub async fn import_changes(
         &self,

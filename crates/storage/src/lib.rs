@@ -1,6 +1,10 @@
 //! # duokey-storage — server storage (SPEC §6)
 //!
-//! One schema for the three server roles (AS, GMS, CS), on SQLite files or
+//! Each role has a store with only its own methods: [`AsStore`] (tokens,
+//! certificates issued), [`GmsStore`] (groups, the membership log, grants),
+//! [`CsStore`] (directory, inboxes, group logs) — a CS cannot call
+//! `create_group`. They share one schema (one migration set applied to every
+//! role's database; splitting it per role is future work), on SQLite files or
 //! PostgreSQL by the same code: every query goes through sqlx's
 //! `Any` driver with `$n` placeholders, which both databases accept. The
 //! database is chosen by its URL (`sqlite://…` or `postgres://…`).
@@ -15,6 +19,10 @@ pub mod accounts;
 pub mod cs;
 pub mod gms;
 mod migrate;
+
+pub use accounts::AsStore;
+pub use cs::CsStore;
+pub use gms::GmsStore;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
@@ -57,6 +65,43 @@ impl From<Error> for tonic::Status {
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Defines a role's store: its database ([`Db`], reached through `Deref`
+/// for `checkpoint` and `close`) with only that role's methods, so that one
+/// role's code cannot touch another's tables.
+macro_rules! role_store {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(crate::Db);
+
+        impl $name {
+            /// Opens (creating if needed) the database at `url` and applies
+            /// the schema migrations.
+            pub async fn open(url: &str) -> crate::Result<Self> {
+                crate::Db::open(url).await.map(Self)
+            }
+
+            /// Opens the SQLite file at `path`.
+            pub async fn open_sqlite(path: &std::path::Path) -> crate::Result<Self> {
+                crate::Db::open_sqlite(path).await.map(Self)
+            }
+
+            /// This role's view of an open database (tests, migrations).
+            pub fn on(db: crate::Db) -> Self {
+                Self(db)
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = crate::Db;
+            fn deref(&self) -> &crate::Db {
+                &self.0
+            }
+        }
+    };
+}
+pub(crate) use role_store;
 
 /// A role's database: a writer and a reader pool on the same database.
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@
     clippy::cast_possible_wrap
 )] // a test fails by panicking
 
-use duokey_storage::Db;
 use duokey_storage::gms::{Change, Departure, GroupRow, MemberRow, MembershipRow};
+use duokey_storage::{AsStore, CsStore, Db, GmsStore};
 
 async fn databases() -> Vec<(String, Db, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
@@ -43,6 +43,7 @@ fn fresh_id() -> Vec<u8> {
 #[tokio::test]
 async fn enrolment_token_works_once_and_not_after_expiry() {
     for (name, db, _dir) in databases().await {
+        let db = AsStore::on(db);
         let (hash, old) = (
             fresh_id(),
             fresh_id().into_iter().rev().collect::<Vec<u8>>(),
@@ -92,6 +93,7 @@ async fn enrolment_token_works_once_and_not_after_expiry() {
 #[tokio::test]
 async fn group_changes_are_serialised_by_version() {
     for (name, db, _dir) in databases().await {
+        let db = GmsStore::on(db);
         let gid = fresh_id();
         let g = GroupRow {
             group_id: gid.clone(),
@@ -213,6 +215,7 @@ async fn group_changes_are_serialised_by_version() {
 #[tokio::test]
 async fn cs_membership_inbox_and_log() {
     for (name, db, _dir) in databases().await {
+        let db = CsStore::on(db);
         let gid = fresh_id();
         let members = vec!["alice".to_owned(), "bob".to_owned()];
         assert_eq!(

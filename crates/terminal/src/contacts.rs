@@ -213,7 +213,7 @@ impl Terminal {
         let Some(k) = self.store.delivery_key(user.as_str()).await? else {
             return Ok(None);
         };
-        Ok(reusable(&k, pinned, crate::now_ms()).then_some(DeliveryPublic(k.delivery_key)))
+        Ok(reusable(&k, pinned, self.now_ms()).then_some(DeliveryPublic(k.delivery_key)))
     }
 
     /// Checks what the directory said of `user` against its pin and records
@@ -241,7 +241,7 @@ impl Terminal {
         // D38: terminals replace their key weekly, so an old record
         // is either a terminal long offline or a directory serving a key
         // that may have been stolen since; nothing is sealed to it.
-        if let Some(days) = too_old(rec.created_at_ms, crate::now_ms()) {
+        if let Some(days) = too_old(rec.created_at_ms, self.now_ms()) {
             return Err(Error::refused(format!(
                 "{user}'s delivery key is {days} days old (their terminal has not been online since); \
                  the group key is sent once it publishes a fresh one"
@@ -250,7 +250,7 @@ impl Terminal {
         let checked = CheckedDeliveryKey {
             identity_key: pinned.to_bytes(),
             delivery_key: rec.key.0,
-            checked_ms: crate::now_ms(),
+            checked_ms: self.now_ms(),
         };
         self.store.put_delivery_key(user.as_str(), &checked).await?;
         Ok(rec.key)

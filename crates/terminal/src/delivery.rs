@@ -20,7 +20,7 @@ impl Terminal {
     /// the time it was made.
     pub(crate) async fn publish_delivery_key(&mut self) -> Result<()> {
         let created = match self.store.meta_u64(crate::store::DELIVERY_CREATED).await? {
-            0 => crate::now_ms(),
+            0 => self.now_ms(),
             t => t,
         };
         let record = DeliveryKeyRecord {

@@ -10,7 +10,7 @@ impl Terminal {
     /// deleted and every R1 is moved forward to the oldest epoch still kept,
     /// so older epochs cannot be derived from this terminal's state.
     pub async fn erase_expired(&mut self) -> Result<()> {
-        self.erase_expired_at(crate::now_ms()).await
+        self.erase_expired_at(self.now_ms()).await
     }
 
     /// [`Terminal::erase_expired`] as if the time were `now` (tests, tools).

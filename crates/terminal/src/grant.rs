@@ -136,7 +136,7 @@ impl Terminal {
         let key = format!("refused_grant:{}:{version}", hex::encode(gid));
         let since = format!("refused_since:{}", hex::encode(gid));
         if self.store.meta_u64(&since).await? == 0 {
-            self.store.set_meta_u64(&since, crate::now_ms()).await?;
+            self.store.set_meta_u64(&since, self.now_ms()).await?;
         }
         if self.store.meta(&key).await?.is_none() {
             let text = format!(
@@ -144,7 +144,7 @@ impl Terminal {
                  verified key: it sends with it only within the grace window, then holds your messages \
                  until the group server sends a valid change"
             );
-            self.store.notice(gid, &text, crate::now_ms()).await?;
+            self.store.notice(gid, &text, self.now_ms()).await?;
             self.warn(text);
             self.store.set_meta(&key, b"1").await?;
         }
@@ -168,7 +168,7 @@ impl Terminal {
                 .map_or(0, |c| c.grace_secs.saturating_mul(1000)),
             None => 0,
         };
-        Ok(crate::now_ms() > at.saturating_add(grace_ms))
+        Ok(self.now_ms() > at.saturating_add(grace_ms))
     }
 
     /// (seq, head) of the change that made `g`'s RN1 version, if this
@@ -329,7 +329,7 @@ impl Terminal {
             // What was said while this terminal was a member stays its own.
             self.last_fetch(&gid).await?;
             self.store
-                .end_membership(&gid, state, &text, crate::now_ms())
+                .end_membership(&gid, state, &text, self.now_ms())
                 .await?;
         }
         Ok(())

@@ -244,7 +244,7 @@ impl Terminal {
             &self.identity.public(),
             &name,
             &policy,
-            crate::now_ms(),
+            self.now_ms(),
         )?
         .sign(&self.identity)?;
         let state = membership::State::create(&create)?;
@@ -292,12 +292,7 @@ impl Terminal {
 
     /// `duokey group members GROUP`: members and rights of the current grant.
     pub async fn members(&self, gid: &GroupId) -> Result<Vec<MemberInfo>> {
-        let g = self.active(gid).await?;
-        let grant = self
-            .store
-            .grant(gid, g.rn2_version)
-            .await?
-            .ok_or_else(|| Error::user("no grant yet; run `duokey sync`"))?;
+        let (_, grant) = self.current_grant(gid).await?;
         Ok(grant
             .members
             .into_iter()
@@ -308,7 +303,9 @@ impl Terminal {
             .collect())
     }
 
-    async fn active(&self, gid: &GroupId) -> Result<crate::store::GroupRow> {
+    /// A group this terminal is an active member of, or an error that says
+    /// why not.
+    pub(crate) async fn active(&self, gid: &GroupId) -> Result<crate::store::GroupRow> {
         let g =
             self.store.group(gid).await?.ok_or_else(|| {
                 Error::not_found("unknown group; `duokey group list` shows yours")
@@ -322,16 +319,26 @@ impl Terminal {
         Ok(g)
     }
 
-    pub(crate) async fn my_rights(
+    /// An active group and its current grant.
+    async fn current_grant(
         &self,
         gid: &GroupId,
-    ) -> Result<(crate::store::GroupRow, Rights)> {
+    ) -> Result<(crate::store::GroupRow, crate::store::StoredGrant)> {
         let g = self.active(gid).await?;
         let grant = self
             .store
             .grant(gid, g.rn2_version)
             .await?
             .ok_or_else(|| Error::user("no grant yet; run `duokey sync`"))?;
+        Ok((g, grant))
+    }
+
+    /// This terminal's rights in an active group (SPEC §4.6).
+    pub(crate) async fn my_rights(
+        &self,
+        gid: &GroupId,
+    ) -> Result<(crate::store::GroupRow, Rights)> {
+        let (g, grant) = self.current_grant(gid).await?;
         let bits = grant
             .members
             .iter()
@@ -375,7 +382,7 @@ impl Terminal {
         self.last_fetch(gid).await?;
         self.submit(gid, Intent::Leave, &ItemId::random()?).await?;
         self.store
-            .end_membership(gid, GroupState::Left, "you left the group", crate::now_ms())
+            .end_membership(gid, GroupState::Left, "you left the group", self.now_ms())
             .await
     }
 
@@ -426,7 +433,7 @@ impl Terminal {
                 gid,
                 GroupState::Deleted,
                 "you deleted the group",
-                crate::now_ms(),
+                self.now_ms(),
             )
             .await
     }

@@ -53,7 +53,7 @@ impl Terminal {
             item_id,
             sender: self.me.clone(),
             recipient: to.clone(),
-            created_at_ms: crate::now_ms(),
+            created_at_ms: self.now_ms(),
             body,
         };
         Ok(item.sign(&self.identity)?)
@@ -140,11 +140,11 @@ impl Terminal {
         match &result {
             Err(e) if e.kind() == crate::ErrorKind::Network => {}
             Err(Error::Pending(_)) => {
-                self.store.put_pending(&id, bytes, crate::now_ms()).await?;
+                self.store.put_pending(&id, bytes, self.now_ms()).await?;
                 return Ok(());
             }
             _ => {
-                self.store.first_sight(&id, crate::now_ms()).await?;
+                self.store.first_sight(&id, self.now_ms()).await?;
             }
         }
         result
@@ -169,7 +169,7 @@ impl Terminal {
         if !told {
             self.warn(warning.to_string());
         }
-        self.store.put_pending(&id, bytes, crate::now_ms()).await
+        self.store.put_pending(&id, bytes, self.now_ms()).await
     }
 
     /// Retries the items kept because what they depend on had not arrived;
@@ -192,7 +192,7 @@ impl Terminal {
                         .membership(gid)
                         .await?
                         .map_or(120_000, |s| s.policy.rn1_wait_secs.saturating_mul(1000));
-                    if crate::now_ms() > since.saturating_add(wait_ms) {
+                    if self.now_ms() > since.saturating_add(wait_ms) {
                         let text = format!(
                             "⚠ a new group key from {} waited {} s for the membership change it belongs to, \
                              which the group server has not shown this terminal; it may be withholding it or \
@@ -200,9 +200,9 @@ impl Terminal {
                             signed.item.sender,
                             wait_ms / 1000
                         );
-                        self.store.notice(gid, &text, crate::now_ms()).await?;
+                        self.store.notice(gid, &text, self.now_ms()).await?;
                         self.warn(text);
-                        self.store.first_sight(&id, crate::now_ms()).await?;
+                        self.store.first_sight(&id, self.now_ms()).await?;
                         self.store.drop_pending(&id).await?;
                     }
                 }
@@ -251,7 +251,7 @@ impl Terminal {
                     .notice(
                         group_id,
                         &format!("{sender} declined the invitation"),
-                        crate::now_ms(),
+                        self.now_ms(),
                     )
                     .await?;
             }
@@ -268,7 +268,7 @@ impl Terminal {
                     "{sender} told this terminal its group key was outdated (now at version {current_rn2_version}); \
                      it has caught up — messages you sent just before may not have been read, send them again"
                 );
-                self.store.notice(group_id, &text, crate::now_ms()).await?;
+                self.store.notice(group_id, &text, self.now_ms()).await?;
             }
             ItemBody::Anchor {
                 group_id,

@@ -380,7 +380,7 @@ impl Terminal {
         if &mine == head
             || !self
                 .store
-                .put_fork(gid, sender, seq, head, &mine, crate::now_ms())
+                .put_fork(gid, sender, seq, head, &mine, self.now_ms())
                 .await?
         {
             return Ok(());
@@ -390,7 +390,7 @@ impl Terminal {
              is not the one this terminal verified. Sending in this group is stopped; compare \
              `duokey group verify` codes out of band"
         );
-        self.store.notice(gid, &text, crate::now_ms()).await?;
+        self.store.notice(gid, &text, self.now_ms()).await?;
         self.warn(text);
         Ok(())
     }

@@ -387,7 +387,7 @@ impl Terminal {
             Intent::Policy(p) => (Action::Policy, me.clone(), Rights::NONE, p.encode()),
         };
         let signed = state
-            .next_change(action, &me, &subject, rights, body, crate::now_ms())
+            .next_change(action, &me, &subject, rights, body, self.now_ms())
             .sign(&self.identity)?;
         // Checked here too, so a refused change is explained before it is sent.
         state

@@ -49,16 +49,7 @@ impl Terminal {
     /// Sends `text` to a group now, or queues it until the group's new RN1
     /// arrives (SPEC §4.3 step 4).
     pub(crate) async fn send_text(&mut self, gid: &GroupId, text: &str) -> Result<SendOutcome> {
-        let g =
-            self.store.group(gid).await?.ok_or_else(|| {
-                Error::not_found("unknown group; `duokey group list` shows yours")
-            })?;
-        if g.state != GroupState::Active {
-            return Err(Error::refused(format!(
-                "you are no longer a member of {} ({})",
-                g.name, g.state
-            )));
-        }
+        let g = self.active(gid).await?;
         self.check_not_forked(gid, &g.name).await?;
         if self.store.r1(gid, g.rn1_version).await?.is_none() || self.held_by_refusal(gid).await? {
             self.queue(gid, text).await?;
@@ -80,7 +71,7 @@ impl Terminal {
     /// Keeps `text` (sealed) in the outbox for a later sync.
     async fn queue(&self, gid: &GroupId, text: &str) -> Result<()> {
         let sealed = self.vault.seal("outbox", text.as_bytes())?;
-        self.store.queue(gid, &sealed, crate::now_ms()).await
+        self.store.queue(gid, &sealed, self.now_ms()).await
     }
 
     /// SPEC §4.7 "Equivocation": nothing is sent in a group whose server
@@ -109,7 +100,7 @@ impl Terminal {
             epoch,
             sender: self.me.clone(),
             seq,
-            sent_at_ms: crate::now_ms(),
+            sent_at_ms: self.now_ms(),
             msg_id: MsgId::random()?,
         };
         let sk = SenderKey::derive(&gk, &self.me)?;

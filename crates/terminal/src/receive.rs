@@ -301,7 +301,7 @@ impl Terminal {
                 let text = format!(
                     "{before_joining} earlier message(s) were sent before you joined and cannot be opened (by design)"
                 );
-                self.store.notice(gid, &text, crate::now_ms()).await?;
+                self.store.notice(gid, &text, self.now_ms()).await?;
             }
             if !resp.more || waiting {
                 return Ok(out);

@@ -40,7 +40,7 @@ impl Terminal {
         let from = &missing.rotator;
         Ok(Some(match missing.fallback_at_ms {
             Some(at) => {
-                let secs = at.saturating_sub(crate::now_ms()).div_ceil(1000);
+                let secs = at.saturating_sub(self.now_ms()).div_ceil(1000);
                 format!(
                     "the group's new key from {from} has not arrived yet; if it has not in {secs} s, \
                      this terminal makes a new one at its next sync"
@@ -64,9 +64,7 @@ impl Terminal {
             let Some(missing) = self.missing_rn1(&g.group_id).await? else {
                 continue;
             };
-            let due = missing
-                .fallback_at_ms
-                .is_some_and(|at| crate::now_ms() >= at);
+            let due = missing.fallback_at_ms.is_some_and(|at| self.now_ms() >= at);
             if due && missing.rn1_version == g.rn1_version {
                 self.replace_rn1(&g.group_id, &g.name, &missing).await?;
             }
@@ -87,7 +85,7 @@ impl Terminal {
                      and sends it to the members",
                     missing.rotator
                 );
-                self.store.notice(gid, &text, crate::now_ms()).await?;
+                self.store.notice(gid, &text, self.now_ms()).await?;
                 self.warn(format!("{name}: {text}"));
                 self.apply_grant(grant).await
             }

@@ -45,6 +45,9 @@ pub struct Terminal {
     pub(crate) revoked: Option<Arc<duokey_pki::RevocationList>>,
     /// How often live streams yield [`crate::LiveEvent::Timer`].
     pub(crate) timed_duties: std::time::Duration,
+    /// Where this terminal reads the time for its stamps and decisions
+    /// (grace windows, `rn1_wait`, erasure; D41).
+    pub(crate) clock: duokey_pki::clock::Clock,
 }
 
 impl std::fmt::Debug for Terminal {
@@ -219,6 +222,7 @@ impl Terminal {
             warnings: std::sync::Mutex::new(None),
             revoked: None,
             timed_duties: crate::live::TIMED_DUTIES,
+            clock: duokey_pki::clock::Clock::system(),
         })
     }
 
@@ -247,6 +251,17 @@ impl Terminal {
             Ok(Some(kept)) => kept.push(text),
             _ => eprintln!("{text}"),
         }
+    }
+
+    /// Reads the time from `clock` from now on (tests move it forward;
+    /// the default is the system clock).
+    pub fn set_clock(&mut self, clock: duokey_pki::clock::Clock) {
+        self.clock = clock;
+    }
+
+    /// Now, on this terminal's clock.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// This profile's user id.

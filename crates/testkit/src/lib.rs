@@ -27,10 +27,11 @@ pub use raw::{RawUser, test_key};
 use duokey_crypto::GroupId;
 use duokey_crypto::{R1, UserId};
 use duokey_pki::Ca;
+use duokey_pki::clock::Clock;
 use duokey_pki::grpc::channel_from;
 use duokey_server::config::ServerConfig;
 use duokey_server::{RunningNode, dev};
-use duokey_storage::Db;
+use duokey_storage::{AsStore, CsStore, GmsStore};
 use duokey_terminal::{ClientConfig, Line, Terminal};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,9 @@ pub struct LocalNet {
     pub client: ClientConfig,
     /// How raw users reach them.
     pub remote: Remote,
+    /// The clock of the servers and of every terminal [`LocalNet::enroll`]
+    /// makes: [`LocalNet::advance`] moves it (D41).
+    pub clock: Clock,
 }
 
 impl std::ops::Deref for LocalNet {
@@ -73,16 +77,21 @@ impl LocalNet {
     /// The servers with `edit` applied to their configuration first.
     pub async fn start_with(edit: impl FnOnce(&mut ServerConfig)) -> LocalNet {
         let dir = tempfile::tempdir().unwrap();
-        let local = dev::start_local(&dir.path().join("srv"), |c| {
-            c.limits.min_rotate_every_secs = 1;
-            edit(c);
-        })
+        let clock = Clock::adjustable();
+        let local = dev::start_local(
+            &dir.path().join("srv"),
+            |c| {
+                c.limits.min_rotate_every_secs = 1;
+                edit(c);
+            },
+            clock.clone(),
+        )
         .await
         .unwrap();
-        Self::around(dir, local)
+        Self::around(dir, local, clock)
     }
 
-    fn around(dir: tempfile::TempDir, local: dev::Local) -> LocalNet {
+    fn around(dir: tempfile::TempDir, local: dev::Local, clock: Clock) -> LocalNet {
         let client = ClientConfig::load(&local.client_file).unwrap();
         let remote = Remote::new(&local.config, &client);
         LocalNet {
@@ -91,20 +100,32 @@ impl LocalNet {
             node: local.node,
             client,
             remote,
+            clock,
         }
+    }
+
+    /// Moves the clock of the servers and of the enrolled terminals forward
+    /// by `by`: a test jumps over a grace window, `rn1_wait` or an erasure
+    /// window instead of sleeping through it.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
     }
 
     /// Stops the servers and starts them again on the same configuration
     /// and databases (on new ports; [`Remote::reconnect_user`] follows them).
     pub async fn restart(self) -> LocalNet {
         let LocalNet {
-            dir, config, node, ..
+            dir,
+            config,
+            node,
+            clock,
+            ..
         } = self;
         node.shutdown().await;
-        let local = dev::start_local(&config.data_dir, |c| *c = config.clone())
+        let local = dev::start_local(&config.data_dir, |c| *c = config.clone(), clock.clone())
             .await
             .unwrap();
-        Self::around(dir, local)
+        Self::around(dir, local, clock)
     }
 
     /// Stops the servers.
@@ -140,15 +161,32 @@ impl LocalNet {
     pub async fn enroll_via(&self, name: &str, client: &ClientConfig) -> Terminal {
         let id = UserId::new(name).unwrap();
         let token = self.token(name).await;
-        Terminal::init(&self.home(name), &id, &token, client, None)
+        let mut t = Terminal::init(&self.home(name), &id, &token, client, None)
+            .await
+            .unwrap();
+        t.set_clock(self.clock.clone());
+        t
+    }
+
+    /// The AS's database, as its operator sees it.
+    pub async fn as_db(&self) -> AsStore {
+        AsStore::open(&role_db_url(&self.config, "as"))
             .await
             .unwrap()
     }
 
-    /// The database of `role` (`"as"`, `"gms"` or `"cs"`), as its operator
-    /// sees it.
-    pub async fn db(&self, role: &str) -> Db {
-        Db::open(&role_db_url(&self.config, role)).await.unwrap()
+    /// The GMS's database, as its operator sees it.
+    pub async fn gms_db(&self) -> GmsStore {
+        GmsStore::open(&role_db_url(&self.config, "gms"))
+            .await
+            .unwrap()
+    }
+
+    /// The CS's database, as its operator sees it.
+    pub async fn cs_db(&self) -> CsStore {
+        CsStore::open(&role_db_url(&self.config, "cs"))
+            .await
+            .unwrap()
     }
 
     /// The real GMS behind a lying wrapper on a port of its own, and the
@@ -176,8 +214,14 @@ impl LocalNet {
             .await
             .unwrap();
         live.close().await;
-        let db = Db::open_sqlite(&copy).await.unwrap();
-        duokey_gms::Gms::new(db, duokey_gms::GmsConfig::default())
+        let db = GmsStore::open_sqlite(&copy).await.unwrap();
+        duokey_gms::Gms::new(
+            db,
+            duokey_gms::GmsConfig {
+                clock: self.clock.clone(),
+                ..duokey_gms::GmsConfig::default()
+            },
+        )
     }
 
     /// Every R1 of `gid` that `t`'s user can get hold of now: what its
@@ -186,7 +230,7 @@ impl LocalNet {
     /// after a removal, this sees a new RN1 wrongly sent to the removed
     /// member, which keys captured before it would not.
     pub async fn r1s_reaching(&self, t: &Terminal, gid: &GroupId) -> Vec<(u32, R1)> {
-        let cs = self.db("cs").await;
+        let cs = self.cs_db().await;
         let inbox = cs.inbox_after(t.user().as_str(), 0, 10_000).await.unwrap();
         cs.close().await;
         let items: Vec<Vec<u8>> = inbox.into_iter().map(|e| e.item).collect();
@@ -198,7 +242,7 @@ impl LocalNet {
     /// How many `rn1` items the CS holds for `user` (who never syncs in the
     /// attack tests): what reached the attacker.
     pub async fn rn1_items_to(&self, user: &str) -> usize {
-        let cs = self.db("cs").await;
+        let cs = self.cs_db().await;
         let inbox = cs.inbox_after(user, 0, 100_000).await.unwrap();
         cs.close().await;
         inbox
@@ -282,7 +326,7 @@ impl Remote {
 
     /// A one-time enrolment token for `user`, from the AS database.
     pub async fn token(&self, user: &str) -> String {
-        let db = Db::open(&self.as_db_url).await.unwrap();
+        let db = AsStore::open(&self.as_db_url).await.unwrap();
         let token = duokey_accounts::issue_token(&db, &UserId::new(user).unwrap())
             .await
             .unwrap();
