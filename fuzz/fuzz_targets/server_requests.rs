@@ -14,15 +14,10 @@
 #[path = "common.rs"]
 mod common;
 
-use duokey_crypto::{GroupId, GroupName, IdentityKey, Rights, UserId};
-use duokey_pki::grpc::channel;
-use duokey_pki::{Ca, identity_private_key_der, make_csr};
+use duokey_crypto::GroupId;
 use duokey_proto::accounts_client::AccountsClient;
-use duokey_proto::communication_client::CommunicationClient;
-use duokey_proto::group_management_client::GroupManagementClient;
-use duokey_proto::membership_sync_client::MembershipSyncClient;
 use duokey_proto::*;
-use duokey_server::{Node, RunningNode, dev};
+use duokey_testkit::{LocalNet, RawUser};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use std::sync::OnceLock;
@@ -33,108 +28,38 @@ use tonic::{Code, Status};
 /// The fixed group of the harness.
 const GROUP: [u8; 16] = [0x42; 16];
 
-struct User {
-    gms: GroupManagementClient<Channel>,
-    cs: CommunicationClient<Channel>,
-    sync: MembershipSyncClient<Channel>,
-}
-
 struct Harness {
     rt: tokio::runtime::Runtime,
     accounts: AccountsClient<Channel>,
-    alice: User,
-    bob: User,
-    _node: RunningNode,
-    _dir: tempfile::TempDir,
+    alice: RawUser,
+    bob: RawUser,
+    _net: LocalNet,
 }
 
 fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
     H.get_or_init(|| {
         let rt = common::runtime_aborting_on_panic();
-        // tonic channels spawn their workers on the current runtime.
-        let entered = rt.enter();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut cfg = dev::prepare(dir.path(), "127.0.0.1:0", "127.0.0.1:0").expect("prepare");
-        cfg.limits.rate_per_sec = 1_000_000;
-        cfg.limits.rate_burst = 1_000_000;
-        cfg.limits.min_rotate_every_secs = 1;
-        let node = rt.block_on(Node::start(&cfg)).expect("servers start");
-        let gms_url = format!("https://{}", node.gms_addr.expect("gms"));
-        let cs_url = format!("https://{}", node.cs_addr.expect("cs"));
-        let ca = Ca::load(&dir.path().join("ca")).expect("ca");
-        let user = |name: &str, seed: u8| {
-            let id = UserId::new(name).expect("user id");
-            let key = IdentityKey::from_seed([seed; 32]);
-            let csr = make_csr(&key, &id).expect("csr");
-            let cert = ca.sign_csr(&csr, &id, 30).expect("certificate");
-            let tls = duokey_pki::client_config(
-                &ca.cert_der(),
-                Some((vec![cert.into()], identity_private_key_der(&key))),
-            )
-            .expect("tls");
-            User {
-                gms: GroupManagementClient::new(channel(&gms_url, tls.clone()).expect("gms")),
-                cs: CommunicationClient::new(channel(&cs_url, tls.clone()).expect("cs")),
-                sync: MembershipSyncClient::new(channel(&cs_url, tls).expect("cs")),
-            }
-        };
-        let mut alice = user("alice", 1);
-        let bob = user("bob", 2);
-        rt.block_on(async {
+        let (net, alice, bob, accounts) = rt.block_on(async {
+            let net = LocalNet::start_with(|c| {
+                c.limits.rate_per_sec = 1_000_000;
+                c.limits.rate_burst = 1_000_000;
+            })
+            .await;
             // SPEC §4.7: the group and bob's add are signed by alice.
-            let alice_key = IdentityKey::from_seed([1; 32]);
-            let alice_id = UserId::new("alice").expect("id");
-            let create = duokey_crypto::membership::create_change(
-                GroupId(GROUP),
-                &alice_id,
-                &alice_key.public(),
-                &GroupName::new("fuzz").expect("name"),
-                &duokey_crypto::membership::Policy::default(),
-                1,
-            )
-            .and_then(|c| c.sign(&alice_key))
-            .expect("create");
-            let state = duokey_crypto::membership::State::create(&create).expect("state");
-            let g = alice
-                .gms
-                .create_group(CreateGroupRequest {
-                    change: create.as_bytes().to_vec(),
-                })
-                .await
-                .expect("group");
-            let add = state
-                .next_change(
-                    duokey_crypto::membership::Action::Add,
-                    &alice_id,
-                    &UserId::new("bob").expect("id"),
-                    Rights::NONE,
-                    IdentityKey::from_seed([2; 32]).public().to_bytes().to_vec(),
-                    2,
-                )
-                .sign(&alice_key)
-                .expect("add");
-            alice
-                .gms
-                .report_member(ReportMemberRequest {
-                    group_id: GROUP.to_vec(),
-                    report_id: vec![7; 16],
-                    change: add.as_bytes().to_vec(),
-                })
-                .await
-                .expect("bob joins");
-            drop(g);
+            let mut alice = net.raw("alice").await;
+            let bob = net.raw("bob").await;
+            let g = alice.create_group_of(GroupId(GROUP), "fuzz").await;
+            alice.add(&g, "bob", 0).await.expect("bob joins");
+            let accounts = AccountsClient::new(net.anonymous(&net.gms_url()));
+            (net, alice, bob, accounts)
         });
-        let anonymous = duokey_pki::client_config(&ca.cert_der(), None).expect("tls");
-        let accounts = AccountsClient::new(channel(&gms_url, anonymous).expect("as"));
-        drop(entered);
         Harness {
             rt,
             accounts,
             alice,
             bob,
-            _node: node,
-            _dir: dir,
+            _net: net,
         }
     })
 }

@@ -14,10 +14,10 @@
 #[path = "common.rs"]
 mod common;
 
-use duokey_crypto::UserId;
+use duokey_crypto::GroupId;
 use duokey_proto::Grant;
-use duokey_server::{Node, RunningNode, dev};
-use duokey_terminal::{ClientConfig, GroupPolicy, Terminal};
+use duokey_terminal::{GroupPolicy, Terminal};
+use duokey_testkit::LocalNet;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use std::sync::{Mutex, OnceLock};
@@ -25,64 +25,29 @@ use std::sync::{Mutex, OnceLock};
 struct Harness {
     rt: tokio::runtime::Runtime,
     terminal: Mutex<Terminal>,
-    group: [u8; 16],
-    cs_db: std::path::PathBuf,
-    _node: RunningNode,
-    _dir: tempfile::TempDir,
+    group: GroupId,
+    net: LocalNet,
 }
 
 fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
     H.get_or_init(|| {
         let rt = common::runtime_aborting_on_panic();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let srv = dir.path().join("srv");
-        let cfg = dev::prepare(&srv, "127.0.0.1:0", "127.0.0.1:0").expect("prepare");
-        let (node, terminal, group) = rt.block_on(async {
-            let node = Node::start(&cfg).await.expect("servers start");
-            let client = dev::write_client_file(
-                &srv,
-                node.gms_addr.expect("gms"),
-                node.cs_addr.expect("cs"),
-            )
-            .expect("client.toml");
-            let client = ClientConfig::load(&client).expect("client config");
-            let db = duokey_storage::Db::open_sqlite(&srv.join("as.db")).await.expect("as db");
-            let mallory = UserId::new("mallory").expect("id");
-            let token = duokey_accounts::issue_token(&db, &mallory).await.expect("token");
-            Terminal::init(&dir.path().join("mallory"), &mallory, &token, &client, None)
-                .await
-                .expect("mallory's terminal");
-            let id = UserId::new("alice").expect("id");
-            let token = duokey_accounts::issue_token(&db, &id).await.expect("token");
-            let mut t = Terminal::init(&dir.path().join("alice"), &id, &token, &client, None)
-                .await
-                .expect("terminal");
+        let (net, terminal, group) = rt.block_on(async {
+            let net = LocalNet::start().await;
+            net.enroll("mallory").await;
+            let mut t = net.enroll("alice").await;
             let g = t.create_group("fuzz", GroupPolicy::default()).await.expect("group");
             let gid = t.resolve_group(&g.group_id).await.expect("gid");
-            (node, t, gid)
+            (net, t, gid)
         });
         Harness {
             rt,
             terminal: Mutex::new(terminal),
             group,
-            cs_db: srv.join("cs.db"),
-            _node: node,
-            _dir: dir,
+            net,
         }
     })
-}
-
-/// `rn1` items the CS holds for mallory (who never acknowledges any).
-async fn rn1_items_sent(cs_db: &std::path::Path) -> usize {
-    let db = duokey_storage::Db::open_sqlite(cs_db).await.expect("cs db");
-    let items = db.inbox_after("mallory", 0, 10_000).await.expect("inbox");
-    db.close().await;
-    items
-        .iter()
-        .filter(|i| duokey_crypto::SignedItem::parse(&i.item)
-            .is_ok_and(|s| s.item.body.kind() == duokey_crypto::ItemKind::Rn1))
-        .count()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -110,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(after >= before, "the epoch moved back: {before:?} -> {after:?}");
         // SPEC §7 P9: alice is the only signed member, so no grant may make
         // her terminal send an R1 to anyone (mallory has a delivery key).
-        assert_eq!(rn1_items_sent(&h.cs_db).await, 0, "an R1 left for an unsigned member");
+        assert_eq!(h.net.rn1_items_to("mallory").await, 0, "an R1 left for an unsigned member");
         let _ = t.members(&h.group).await;
     });
 });

@@ -98,9 +98,9 @@ enum CaCommand {
         /// Host names or IP addresses (repeat).
         #[arg(long = "name", required = true)]
         names: Vec<String>,
-        /// Roles this server runs.
-        #[arg(long, value_delimiter = ',', default_value = "as,gms,cs")]
-        roles: Vec<String>,
+        /// Roles this server runs (as, gms, cs).
+        #[arg(long, value_delimiter = ',', default_value = "as,gms,cs", value_parser = duokey_server::config::server_role)]
+        roles: Vec<duokey_pki::Role>,
         /// Where to write NAME.pem and NAME.key.
         #[arg(long)]
         out: PathBuf,
@@ -286,10 +286,6 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     stem,
                 },
         } => {
-            let roles = roles
-                .iter()
-                .map(|r| duokey_server::config::server_role(r))
-                .collect::<Result<Vec<_>, _>>()?;
             let ca = Ca::load(&ca_dir)?;
             std::fs::create_dir_all(&out)?;
             ca.issue_server(&names, &roles, 825)?.save(&out, &stem)?;

@@ -10,6 +10,7 @@ use duokey_pki::{identity_private_key_der, make_csr};
 use duokey_proto::accounts_client::AccountsClient;
 use duokey_proto::communication_client::CommunicationClient;
 use duokey_proto::group_management_client::GroupManagementClient;
+use duokey_proto::membership_sync_client::MembershipSyncClient;
 use duokey_proto::*;
 use std::net::IpAddr;
 use tonic::transport::Channel;
@@ -70,7 +71,8 @@ impl Remote {
         RawUser {
             id,
             gms: GroupManagementClient::new(channel(&self.gms_url(), tls.clone()).unwrap()),
-            cs: CommunicationClient::new(channel(&self.cs_url(), tls).unwrap()),
+            cs: CommunicationClient::new(channel(&self.cs_url(), tls.clone()).unwrap()),
+            sync: MembershipSyncClient::new(channel(&self.cs_url(), tls).unwrap()),
             key,
             chain,
             seq: 0,
@@ -99,6 +101,8 @@ pub struct RawUser {
     pub gms: GroupManagementClient<Channel>,
     /// Its CS connection.
     pub cs: CommunicationClient<Channel>,
+    /// The CS's GMS-only service, called as this user (who must be refused).
+    pub sync: MembershipSyncClient<Channel>,
     /// The `seq` of its next envelope.
     pub seq: u64,
 }
@@ -160,8 +164,13 @@ impl RawUser {
 
     /// A signed `create` of a new group named `name` (default policy).
     pub fn create_change(&self, name: &str) -> Vec<u8> {
+        self.create_change_of(GroupId::random().unwrap(), name)
+    }
+
+    /// A signed `create` of group `gid` named `name` (default policy).
+    pub fn create_change_of(&self, gid: GroupId, name: &str) -> Vec<u8> {
         membership::create_change(
-            GroupId::random().unwrap(),
+            gid,
             &self.id,
             &self.key.public(),
             &GroupName::new(name).unwrap(),
@@ -177,7 +186,12 @@ impl RawUser {
 
     /// Creates a group named `name` (default policy); its first grant.
     pub async fn create_group(&mut self, name: &str) -> Grant {
-        let change = self.create_change(name);
+        self.create_group_of(GroupId::random().unwrap(), name).await
+    }
+
+    /// Creates group `gid` named `name` (default policy); its first grant.
+    pub async fn create_group_of(&mut self, gid: GroupId, name: &str) -> Grant {
+        let change = self.create_change_of(gid, name);
         self.gms
             .create_group(CreateGroupRequest { change })
             .await
