@@ -254,37 +254,65 @@ pub async fn run(json: bool) -> Result<()> {
 
 async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Result<()> {
     say("Enrolling alice, bob, carol, dave and erin (each terminal makes its own Ed25519 key)");
-    let mut alice = demo.user("alice").await?;
-    let mut bob = demo.user("bob").await?;
-    let mut carol = demo.user("carol").await?;
-    let mut dave = demo.user("dave").await?;
-    let mut erin = demo.user("erin").await?;
+    let mut c = Cast {
+        alice: demo.user("alice").await?,
+        bob: demo.user("bob").await?,
+        carol: demo.user("carol").await?,
+        dave: demo.user("dave").await?,
+        erin: demo.user("erin").await?,
+        gid: GroupId([0; 16]),
+    };
+    the_group_is_formed_terminal_to_terminal(demo, &mut c).await?;
+    let sent = everyone_chats(demo, &mut c).await?;
+    the_operators_hold_no_rn1(demo, &mut c, &sent).await?;
+    let envelopes = a_removed_member_reads_nothing_new(demo, &mut c).await?;
+    a_late_joiner_reads_nothing_earlier(demo, &mut c, &envelopes).await?;
+    the_gms_rotates_periodically(demo, &mut c, node).await?;
+    print_history(&mut c.bob, &c.gid).await
+}
 
+/// The demo's terminals and their group.
+struct Cast {
+    alice: Terminal,
+    bob: Terminal,
+    carol: Terminal,
+    dave: Terminal,
+    erin: Terminal,
+    gid: GroupId,
+}
+
+async fn the_group_is_formed_terminal_to_terminal(demo: &mut Demo, c: &mut Cast) -> Result<()> {
     say("alice creates group \"project\" and invites bob, carol and dave");
-    let g = alice
+    let g = c
+        .alice
         .create_group("project", duokey_terminal::GroupPolicy::default())
         .await?;
-    let gid = alice.resolve_group(&g.group_id).await?;
-    for t in [&mut bob, &mut carol, &mut dave] {
-        invite_and_join(&mut alice, t, &gid).await?;
+    c.gid = c.alice.resolve_group(&g.group_id).await?;
+    for t in [&mut c.bob, &mut c.carol, &mut c.dave] {
+        invite_and_join(&mut c.alice, t, &c.gid).await?;
     }
-    let members: Vec<String> = alice
-        .members(&gid)
+    let members: Vec<String> = c
+        .alice
+        .members(&c.gid)
         .await?
         .into_iter()
         .map(|m| m.user)
         .collect();
-    let v = rn2_version(&alice, &gid).await?;
-    let alices = r1_at(&alice.held_r1s(&gid).await?, 1, v);
+    let v = rn2_version(&c.alice, &c.gid).await?;
+    let alices = r1_at(&c.alice.held_r1s(&c.gid).await?, 1, v);
     let mut same = alices.is_some();
-    for t in [&bob, &carol, &dave] {
-        same &= r1_at(&t.held_r1s(&gid).await?, 1, v) == alices;
+    for t in [&c.bob, &c.carol, &c.dave] {
+        same &= r1_at(&t.held_r1s(&c.gid).await?, 1, v) == alices;
     }
     demo.check(
         members == ["alice", "bob", "carol", "dave"] && same,
         "bob, carol and dave joined through RN1 sent terminal to terminal: each holds alice's R1",
     )?;
 
+    Ok(())
+}
+
+async fn everyone_chats(demo: &mut Demo, c: &mut Cast) -> Result<[&'static str; 4]> {
     say("Everyone chats");
     let before = [
         "hello from alice",
@@ -292,21 +320,29 @@ async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Resu
         "carol says hi",
         "dave: see you",
     ];
-    for (t, text) in [&mut alice, &mut bob, &mut carol, &mut dave]
+    for (t, text) in [&mut c.alice, &mut c.bob, &mut c.carol, &mut c.dave]
         .into_iter()
         .zip(before)
     {
         t.sync().await?;
-        t.send(&gid, text).await?;
+        t.send(&c.gid, text).await?;
     }
-    for t in [&mut alice, &mut bob, &mut carol, &mut dave] {
-        let texts = read_texts(t, &gid).await?;
+    for t in [&mut c.alice, &mut c.bob, &mut c.carol, &mut c.dave] {
+        let texts = read_texts(t, &c.gid).await?;
         let who = t.user().to_string();
         demo.check(texts == before, &format!("{who} reads all four messages"))?;
     }
 
+    Ok(before)
+}
+
+async fn the_operators_hold_no_rn1(
+    demo: &mut Demo,
+    c: &mut Cast,
+    before: &[&str; 4],
+) -> Result<()> {
     say("The CS operator holds every envelope; the GMS operator holds every RN2");
-    let envelopes = demo.cs_envelopes(&gid).await?;
+    let envelopes = demo.cs_envelopes(&c.gid).await?;
     let leaked = envelopes.iter().any(|e| {
         before
             .iter()
@@ -317,8 +353,8 @@ async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Resu
         "no message text appears in the CS's stored envelopes",
     )?;
     let grants = demo.gms_grants().await?;
-    let alices_r1s = alice.held_r1s(&gid).await?;
-    let with_r1 = candidate_keys(&gid, "project", &alices_r1s, &grants);
+    let alices_r1s = c.alice.held_r1s(&c.gid).await?;
+    let with_r1 = candidate_keys(&c.gid, "project", &alices_r1s, &grants);
     let mut r1_values: Vec<[u8; 32]> = Vec::new();
     for g in &grants {
         if let Some(r1) = r1_at(&alices_r1s, g.rn1_version, g.rn2_version) {
@@ -332,71 +368,93 @@ async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Resu
         "every envelope opens with RN2 (which the GMS operator holds) and RN1, and no file of the servers holds RN1: CS + GMS operators together open none",
     )?;
 
+    Ok(())
+}
+
+/// The envelopes the CS holds once dave is removed.
+async fn a_removed_member_reads_nothing_new(demo: &mut Demo, c: &mut Cast) -> Result<Vec<Vec<u8>>> {
     say("alice removes dave: RN2 and RN1 are both replaced");
-    alice.remove(&gid, dave.user()).await?;
-    for t in [&mut bob, &mut carol] {
+    c.alice.remove(&c.gid, c.dave.user()).await?;
+    for t in [&mut c.bob, &mut c.carol] {
         t.sync().await?;
     }
-    alice
-        .send(&gid, "after dave left: the launch is on friday")
+    c.alice
+        .send(&c.gid, "after dave left: the launch is on friday")
         .await?;
-    let texts = read_texts(&mut bob, &gid).await?;
+    let texts = read_texts(&mut c.bob, &c.gid).await?;
     demo.check(
         texts.last().map(String::as_str) == Some("after dave left: the launch is on friday"),
         "bob reads alice's message under the new key",
     )?;
     // dave's keys as he could have them after the removal: what his
     // terminal kept, and every rn1 item for him the CS holds.
-    let daves_r1s = demo.r1s_reaching(&dave, &gid).await?;
-    dave.sync().await?;
+    let daves_r1s = demo.r1s_reaching(&c.dave, &c.gid).await?;
+    c.dave.sync().await?;
     // His terminal would no longer ask; an attacker's would: it is made to.
-    let newest = demo.cs_log(&gid).await?.last().map_or(0, |e| e.log_seq);
-    let served = dave.served_positions(&gid, 0).await?;
+    let newest = demo.cs_log(&c.gid).await?.last().map_or(0, |e| e.log_seq);
+    let served = c.dave.served_positions(&c.gid, 0).await?;
     demo.check(
         !served.is_empty() && served.iter().all(|&s| s < newest),
         "dave's terminal, made to ask the CS for the group's log, gets what was posted while he was a member (his history) and nothing posted after his removal",
     )?;
-    let envelopes = demo.cs_envelopes(&gid).await?;
+    let envelopes = demo.cs_envelopes(&c.gid).await?;
     let last = envelopes.last().cloned().into_iter().collect::<Vec<_>>();
     let grants = demo.gms_grants().await?;
     let bobs = candidate_keys(
-        &gid,
+        &c.gid,
         "project",
-        &demo.r1s_reaching(&bob, &gid).await?,
+        &demo.r1s_reaching(&c.bob, &c.gid).await?,
         &grants,
     );
-    let daves = candidate_keys(&gid, "project", &daves_r1s, &grants);
+    let daves = candidate_keys(&c.gid, "project", &daves_r1s, &grants);
     demo.check(
         opened_with(&last, &bobs) == Some(1) && opened_with(&last, &daves) == Some(0),
         "the new message opens with bob's keys; dave with every key he can get after his removal, even given every RN2 by the GMS operator, cannot open it",
     )?;
 
+    Ok(envelopes)
+}
+
+async fn a_late_joiner_reads_nothing_earlier(
+    demo: &mut Demo,
+    c: &mut Cast,
+    envelopes: &[Vec<u8>],
+) -> Result<()> {
     say("erin joins later");
-    invite_and_join(&mut alice, &mut erin, &gid).await?;
-    alice.send(&gid, "welcome erin").await?;
-    let texts = read_texts(&mut erin, &gid).await?;
+    invite_and_join(&mut c.alice, &mut c.erin, &c.gid).await?;
+    c.alice.send(&c.gid, "welcome erin").await?;
+    let texts = read_texts(&mut c.erin, &c.gid).await?;
     demo.check(
         texts == ["welcome erin"],
         "erin reads what is sent after she joined, and nothing before",
     )?;
-    let earlier = &envelopes[..];
+    let earlier = envelopes;
     let grants = demo.gms_grants().await?;
     let erins = candidate_keys(
-        &gid,
+        &c.gid,
         "project",
-        &demo.r1s_reaching(&erin, &gid).await?,
+        &demo.r1s_reaching(&c.erin, &c.gid).await?,
         &grants,
     );
-    let alices = candidate_keys(&gid, "project", &alice.held_r1s(&gid).await?, &grants);
+    let alices = candidate_keys(&c.gid, "project", &c.alice.held_r1s(&c.gid).await?, &grants);
     demo.check(
         opened_with(earlier, &alices) == Some(earlier.len())
             && opened_with(earlier, &erins) == Some(0),
         "the history before erin joined opens with alice's keys; erin, even given every old RN2 by a dishonest GMS, opens none of it (the RN1 ratchet stops her)",
     )?;
 
+    Ok(())
+}
+
+async fn the_gms_rotates_periodically(
+    demo: &mut Demo,
+    c: &mut Cast,
+    node: &duokey_server::RunningNode,
+) -> Result<()> {
     say("The GMS rotates RN2 periodically");
     let gms = node.gms.as_ref().ok_or(Error::Internal("gms"))?;
-    let before_v = alice
+    let before_v = c
+        .alice
         .list_groups()
         .await?
         .into_iter()
@@ -405,9 +463,10 @@ async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Resu
         .unwrap_or(0);
     gms.rotate_due(i64::try_from(duokey_terminal::now_ms()).unwrap_or(i64::MAX) + 2 * 3600 * 1000)
         .await;
-    alice.sync().await?;
-    alice.send(&gid, "new epoch, same conversation").await?;
-    let after_v = alice
+    c.alice.sync().await?;
+    c.alice.send(&c.gid, "new epoch, same conversation").await?;
+    let after_v = c
+        .alice
         .list_groups()
         .await?
         .into_iter()
@@ -415,15 +474,15 @@ async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Resu
         .map(|x| x.rn2_version)
         .unwrap_or(0);
     let mut all_read = true;
-    for t in [&mut bob, &mut carol, &mut erin] {
-        all_read &= read_texts(t, &gid).await?.last().map(String::as_str)
+    for t in [&mut c.bob, &mut c.carol, &mut c.erin] {
+        all_read &= read_texts(t, &c.gid).await?.last().map(String::as_str)
             == Some("new epoch, same conversation");
     }
     demo.check(
         after_v > before_v && all_read,
         "after the periodic rotation every member still reads, under a new epoch",
     )?;
-    print_history(&mut bob, &gid).await
+    Ok(())
 }
 
 async fn print_history(t: &mut Terminal, gid: &GroupId) -> Result<()> {
