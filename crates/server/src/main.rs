@@ -212,53 +212,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             config,
             user,
             replace,
-        } => {
-            let user = UserId::new(user).map_err(|e| Error::Config(e.to_string()))?;
-            let cfg = match (dir, config) {
-                (_, Some(c)) => ServerConfig::load(&c)?,
-                (Some(d), None) => ServerConfig::load(&d.join("server.toml")).map_err(|e| {
-                    Error::Config(format!(
-                        "{e} (run `duokey-server dev --dir {}` first)",
-                        d.display()
-                    ))
-                })?,
-                (None, None) => {
-                    return Err(Error::Config(
-                        "give --dir DIR (of `duokey-server dev`) or --config FILE".into(),
-                    ));
-                }
-            };
-            let url = cfg
-                .database
-                .as_url
-                .as_deref()
-                .ok_or_else(|| Error::Config("no [database] as".into()))?;
-            let db = duokey_storage::AsStore::open(&cfg.db_url(url)).await?;
-            let list = cfg.tls.revocation_list.as_ref().map(|p| cfg.path(p));
-            let revoked = match &list {
-                Some(p) => duokey_pki::RevocationList::load(p)?,
-                None => duokey_pki::RevocationList::empty(),
-            };
-            let issued = duokey_accounts::issue_token_with(&db, &user, replace, &revoked).await?;
-            for serial in &issued.replaced {
-                match &list {
-                    Some(p) => duokey_pki::RevocationList::revoke_in_file(p, serial)?,
-                    None => eprintln!(
-                        "warning: no tls.revocation_list in the configuration; revoke {} by hand",
-                        hex::encode(serial)
-                    ),
-                }
-                eprintln!(
-                    "Revoked {user}'s replaced certificate {} (servers refuse it within 10 s).",
-                    hex::encode(serial)
-                );
-            }
-            println!(
-                "One-time enrolment token for {user} (valid 24 h): {}",
-                issued.token.as_str()
-            );
-            Ok(())
-        }
+        } => enroll(dir, config, user, replace).await,
         Command::Ca {
             command: CaCommand::Init { dir, org },
         } => {
@@ -303,6 +257,61 @@ async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// `duokey-server enroll`: a one-time token for `user`; with `replace`,
+/// the user's earlier certificates are revoked (re-enrolment).
+async fn enroll(
+    dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    user: String,
+    replace: bool,
+) -> Result<(), Error> {
+    let user = UserId::new(user).map_err(|e| Error::Config(e.to_string()))?;
+    let cfg = match (dir, config) {
+        (_, Some(c)) => ServerConfig::load(&c)?,
+        (Some(d), None) => ServerConfig::load(&d.join("server.toml")).map_err(|e| {
+            Error::Config(format!(
+                "{e} (run `duokey-server dev --dir {}` first)",
+                d.display()
+            ))
+        })?,
+        (None, None) => {
+            return Err(Error::Config(
+                "give --dir DIR (of `duokey-server dev`) or --config FILE".into(),
+            ));
+        }
+    };
+    let url = cfg
+        .database
+        .as_url
+        .as_deref()
+        .ok_or_else(|| Error::Config("no [database] as".into()))?;
+    let db = duokey_storage::AsStore::open(&cfg.db_url(url)).await?;
+    let list = cfg.tls.revocation_list.as_ref().map(|p| cfg.path(p));
+    let revoked = match &list {
+        Some(p) => duokey_pki::RevocationList::load(p)?,
+        None => duokey_pki::RevocationList::empty(),
+    };
+    let issued = duokey_accounts::issue_token_with(&db, &user, replace, &revoked).await?;
+    for serial in &issued.replaced {
+        match &list {
+            Some(p) => duokey_pki::RevocationList::revoke_in_file(p, serial)?,
+            None => eprintln!(
+                "warning: no tls.revocation_list in the configuration; revoke {} by hand",
+                hex::encode(serial)
+            ),
+        }
+        eprintln!(
+            "Revoked {user}'s replaced certificate {} (servers refuse it within 10 s).",
+            hex::encode(serial)
+        );
+    }
+    println!(
+        "One-time enrolment token for {user} (valid 24 h): {}",
+        issued.token.as_str()
+    );
+    Ok(())
 }
 
 fn serial_bytes(s: &str) -> Result<Vec<u8>, Error> {
