@@ -70,7 +70,7 @@ mutant fork-stops-sending $T/outbox.rs \
     '            return Err(forked(name));' '' \
     -p duokey-cli --test lying_gms two_members_shown_different_histories
 mutant recorded-key $T/rn1.rs \
-    '                && self.contact_key(&to).await? != recorded' '                && false' \
+    '            && self.contact_key(to).await? != recorded' '            && false' \
     -p duokey-cli --test properties a_forged_identity_gets_no_rn1
 mutant member-list $T/membership.rs \
     '            if theirs != verified {' '            if false {' \
@@ -81,6 +81,9 @@ mutant members-after crates/proto/src/lib.rs \
 mutant cs-clock crates/cs/src/writer.rs \
     '    let now = state.now_ms();' '    let now = duokey_pki::clock::now_ms_i64();' \
     -p duokey-cli --test stale stale_sender_is_told_and_recovers
+mutant rn1-recipients $T/rn1.rs \
+    "        .filter(|(u, _)| u != me.as_str() && !sent.contains(u))" "        .filter(|(u, _)| u != me.as_str())" \
+    -p duokey-terminal --lib rn1_is_owed
 mutant item-replay $T/inbox.rs \
     '        if self.store.seen(&id).await? {' '        if false {' \
     -p duokey-cli --test properties replayed_envelope_and_inbox_item_are_refused
@@ -115,7 +118,7 @@ mutant cs-member-fetch-demo crates/cs/src/state.rs \
     '            Some((_, _, Some(upto))) => Ok(Some(upto)),' '            Some((_, _, Some(_))) => Ok(None),' \
     -p duokey-cli --test flows demo
 mutant cs-client-cert crates/server/src/node.rs \
-    'tls.server(ClientAuth::Required)?' 'tls.server(ClientAuth::Optional)?' \
+    'self.incoming(listener, ClientAuth::Required)?' 'self.incoming(listener, ClientAuth::Optional)?' \
     -p duokey-server --test mtls the_cs_port_refuses_a_client_without_certificate
 mutant cs-page-bytes crates/proto/src/lib.rs \
     'pub const PAGE_BYTES: usize = 3 * 1024 * 1024;' 'pub const PAGE_BYTES: usize = usize::MAX / 4;' \
@@ -192,7 +195,7 @@ mutant changed-not-verified $T/contacts.rs \
     '            verified: verified && (confirm || !changed),' '            verified,' \
     -p duokey-cli --test flows re_enrolment_is_explicit
 mutant new-key-item-kept $T/inbox.rs \
-    '        self.store.put_pending(&id, bytes, crate::now_ms()).await
+    '        self.store.put_pending(&id, bytes, self.now_ms()).await
     }' '        let _ = (id, bytes);
         Ok(())
     }' \

@@ -152,7 +152,8 @@ impl Terminal {
     }
 
     /// SPEC §4.3 step 4: as the rotator, make RN1' (once, durably) and send it
-    /// to every other member sealed to its delivery key.
+    /// to every other member sealed to its delivery key, with the anchor of
+    /// the signed change it follows (`seq`, `head`).
     pub(crate) async fn rn1_duty(
         &mut self,
         gid: &GroupId,
@@ -160,70 +161,93 @@ impl Terminal {
         seq: u64,
         head: [u8; 32],
     ) -> Result<()> {
+        let Some(r1) = self.own_r1(gid, g).await? else {
+            return Ok(());
+        };
+        let sent = self.store.rn1_sent(gid, g.rn1_version).await?;
+        let to_send = rn1_recipients(&g.members, &self.me, &sent);
+        self.prefetch_delivery_keys(&to_send).await?;
+        let state = self.membership(gid).await?;
+        let anchor = ItemBody::Anchor {
+            group_id: *gid,
+            membership_seq: seq,
+            head,
+            at_rn2_version: g.rn2_version,
+        };
+        // Every member's anchor and rn1 item, then sent in batches of one
+        // durable write each (`SendItems`); a member whose key cannot be
+        // sealed to yet is retried at the next sync.
+        let mut ready: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        for to in to_send {
+            let recorded = state.as_ref().and_then(|s| s.key_of(&to)).copied();
+            if let Some(items) = self
+                .rn1_items_for(gid, g.rn1_version, &to, recorded, &r1, &anchor)
+                .await?
+            {
+                ready.push((to.to_string(), items));
+            }
+        }
+        self.send_rn1_batches(gid, g.rn1_version, &ready).await
+    }
+
+    /// The R1 this rotator sends for `g`'s RN1 version, made once and kept
+    /// durably before anything is sent; `None` if what it holds is not the
+    /// R1 of `g`'s version (superseded meanwhile).
+    async fn own_r1(&mut self, gid: &GroupId, g: &StoredGrant) -> Result<Option<R1>> {
         if self.store.r1(gid, g.rn1_version).await?.is_none() {
             let rn1 = Rn1::random()?;
             self.put_r1(gid, g.rn1_version, &R1::from_rn1(&rn1, g.rn2_version))
                 .await?;
         }
-        let Some(r1) = self.r1_at(gid, g.rn1_version, g.rn2_version).await? else {
-            return Ok(());
-        };
-        if r1.rn2_version() != g.rn2_version {
-            return Ok(());
+        let r1 = self.r1_at(gid, g.rn1_version, g.rn2_version).await?;
+        Ok(r1.filter(|r1| r1.rn2_version() == g.rn2_version))
+    }
+
+    /// One member's anchor and `rn1` item, signed, or `None` (and a warning)
+    /// when they cannot be sent to it now.
+    async fn rn1_items_for(
+        &mut self,
+        gid: &GroupId,
+        rn1_version: u32,
+        to: &UserId,
+        recorded: Option<PublicIdentity>,
+        r1: &R1,
+        anchor: &ItemBody,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        // SPEC §4.7: RN1 goes only to the key the group's history records
+        // for the member. A pin changed since (`verify --confirm` of a new
+        // certificate) does not speak for the group: the member must be
+        // removed and added again (or sign a `rekey`).
+        if let Some(recorded) = recorded
+            && self.contact_key(to).await? != recorded
+        {
+            self.warn(format!(
+                "the new group key was not sent to {to}: the key this terminal now trusts for {to} \
+                 is not the one the group's history records; remove and invite {to} again"
+            ));
+            return Ok(None);
         }
-        let sent = self.store.rn1_sent(gid, g.rn1_version).await?;
-        // Every member's anchor and rn1 item, then sent in batches of one
-        // durable write each (`SendItems`); a member whose key cannot be
-        // sealed to yet is retried at the next sync.
-        let mut ready: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
-        let to_send: Vec<UserId> = g
-            .members
-            .iter()
-            .filter(|(u, _)| u != self.me.as_str() && !sent.contains(u))
-            .filter_map(|(u, _)| UserId::new(u.clone()).ok())
-            .collect();
-        self.prefetch_delivery_keys(&to_send).await?;
-        let state = self.membership(gid).await?;
-        for (user, _) in &g.members {
-            if user == self.me.as_str() || sent.contains(user) {
-                continue;
+        match self.rn1_item(gid, to, rn1_version, r1, None).await {
+            Ok((id, body)) => Ok(Some(vec![
+                self.signed_item(ItemId::random()?, to, anchor.clone())?,
+                self.signed_item(id, to, body)?,
+            ])),
+            Err(e) => {
+                self.warn(format!("could not send the new group key to {to} yet: {e}"));
+                Ok(None)
             }
-            let to = UserId::new(user.clone())?;
-            // SPEC §4.7: RN1 goes only to the key the group's history
-            // records for the member. A pin changed since (`verify
-            // --confirm` of a new certificate) does not speak for the group:
-            // the member must be removed and added again (or sign a `rekey`).
-            let recorded = state.as_ref().and_then(|s| s.key_of(&to)).copied();
-            if let Some(recorded) = recorded
-                && self.contact_key(&to).await? != recorded
-            {
-                self.warn(format!(
-                    "the new group key was not sent to {user}: the key this terminal now trusts for {user} \
-                     is not the one the group's history records; remove and invite {user} again"
-                ));
-                continue;
-            }
-            let anchor = ItemBody::Anchor {
-                group_id: *gid,
-                membership_seq: seq,
-                head,
-                at_rn2_version: g.rn2_version,
-            };
-            let items = match self.rn1_item(gid, &to, g.rn1_version, &r1, None).await {
-                Ok((id, body)) => vec![
-                    self.signed_item(ItemId::random()?, &to, anchor)?,
-                    self.signed_item(id, &to, body)?,
-                ],
-                Err(e) => {
-                    self.warn(format!(
-                        "could not send the new group key to {user} yet: {e}"
-                    ));
-                    continue;
-                }
-            };
-            ready.push((user.clone(), items));
         }
-        for range in batches(&ready, ITEMS_PER_BATCH, SEND_ITEMS_BYTES) {
+    }
+
+    /// Sends members' items in bounded batches, recording who got RN1 of
+    /// `rn1_version` batch by batch; a batch that fails is retried later.
+    async fn send_rn1_batches(
+        &mut self,
+        gid: &GroupId,
+        rn1_version: u32,
+        ready: &[(String, Vec<Vec<u8>>)],
+    ) -> Result<()> {
+        for range in batches(ready, ITEMS_PER_BATCH, SEND_ITEMS_BYTES) {
             let batch = &ready[range];
             let items: Vec<Vec<u8>> = batch.iter().flat_map(|(_, i)| i.clone()).collect();
             match self
@@ -234,7 +258,7 @@ impl Terminal {
             {
                 Ok(_) => {
                     let users = batch.iter().map(|(u, _)| u.as_str());
-                    self.store.mark_rn1_sent(gid, g.rn1_version, users).await?;
+                    self.store.mark_rn1_sent(gid, rn1_version, users).await?;
                 }
                 Err(e) => self.warn(format!(
                     "could not send the new group key to {} member(s) yet: {e}",
@@ -492,5 +516,33 @@ impl Terminal {
                     .flatten()
             })
             .collect()
+    }
+}
+
+/// Whom the rotator still owes RN1 of a version (SPEC §4.3 step 4): every
+/// member of the grant but itself and those it already sent it to.
+fn rn1_recipients(members: &[(String, u8)], me: &UserId, sent: &[String]) -> Vec<UserId> {
+    members
+        .iter()
+        .filter(|(u, _)| u != me.as_str() && !sent.contains(u))
+        .filter_map(|(u, _)| UserId::new(u.clone()).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rn1_is_owed_to_every_other_member_not_yet_served() {
+        let members: Vec<(String, u8)> = ["alice", "bob", "carol", "dave"]
+            .iter()
+            .map(|u| ((*u).to_owned(), 0))
+            .collect();
+        let me = UserId::new("alice").unwrap();
+        let owed = rn1_recipients(&members, &me, &["carol".to_owned()]);
+        let names: Vec<&str> = owed.iter().map(UserId::as_str).collect();
+        assert_eq!(names, ["bob", "dave"]);
+        assert!(rn1_recipients(&members[..1], &me, &[]).is_empty());
     }
 }
