@@ -16,7 +16,13 @@ async fn fresh_schema(url: &str) -> String {
         .unwrap()
         .as_nanos();
     let schema = format!("duokey_t{}_{nanos}", std::process::id());
-    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let pool = sqlx::PgPool::connect(url).await.unwrap_or_else(|e| {
+        panic!(
+            "DUOKEY_TEST_POSTGRES_URL is set but PostgreSQL at {url} cannot be reached ({e}): \
+             start it (`bash .ci/run` does: pg_ctlcluster --skip-systemctl-redirect VERSION main start) \
+             or unset the variable to skip these tests"
+        )
+    });
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&pool)
         .await

@@ -15,7 +15,15 @@ async fn databases() -> Vec<(String, Db, Option<tempfile::TempDir>)> {
     let sqlite = Db::open_sqlite(&dir.path().join("t.db")).await.unwrap();
     let mut dbs = vec![("sqlite".to_owned(), sqlite, Some(dir))];
     match std::env::var("DUOKEY_TEST_POSTGRES_URL") {
-        Ok(url) => dbs.push(("postgres".to_owned(), Db::open(&url).await.unwrap(), None)),
+        Ok(url) => {
+            let db = Db::open(&url).await.unwrap_or_else(|e| {
+                panic!(
+                    "DUOKEY_TEST_POSTGRES_URL is set but PostgreSQL at {url} cannot be reached ({e}): \
+                     start it (`bash .ci/run` does) or unset the variable to skip the PostgreSQL half"
+                )
+            });
+            dbs.push(("postgres".to_owned(), db, None));
+        }
         Err(_) => eprintln!("SKIPPED PostgreSQL half: DUOKEY_TEST_POSTGRES_URL is not set"),
     }
     dbs
