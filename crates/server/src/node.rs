@@ -229,7 +229,9 @@ impl Node {
             false => (None, None),
         };
         node.reload_tls_files();
-        tracing::info!(gms = ?gms_addr.map(|a| a.to_string()), cs = ?cs_addr.map(|a| a.to_string()), "serving");
+        let shown =
+            |a: Option<SocketAddr>| a.map_or_else(|| "not run".to_owned(), |a| a.to_string());
+        tracing::info!(gms = %shown(gms_addr), cs = %shown(cs_addr), "serving");
         Ok(RunningNode {
             gms_addr,
             cs_addr,
