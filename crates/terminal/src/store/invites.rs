@@ -41,6 +41,31 @@ impl InviteOutState {
     }
 }
 
+/// Where an invitation this terminal received stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteInState {
+    /// Waiting for the user's answer.
+    Pending,
+    /// Accepted; the invitation key waits for the inviter's RN1.
+    Accepted,
+    /// Declined.
+    Declined,
+    /// Joined; the invitation key is erased.
+    Joined,
+}
+
+impl InviteInState {
+    /// The name stored in the profile.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InviteInState::Pending => "pending",
+            InviteInState::Accepted => "accepted",
+            InviteInState::Declined => "declined",
+            InviteInState::Joined => "joined",
+        }
+    }
+}
+
 /// A received invitation still waiting for an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingInvite {
@@ -203,13 +228,14 @@ impl Store {
     pub async fn put_invite_in(&self, invite: &PendingInvite) -> Result<()> {
         sqlx::query(
             "INSERT INTO invites_in (invite_id, group_id, group_name, from_user, rights, state) \
-             VALUES (?, ?, ?, ?, ?, 'pending') ON CONFLICT DO NOTHING",
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(&invite.invite_id)
         .bind(&invite.group_id)
         .bind(&invite.group_name)
         .bind(&invite.from)
         .bind(i64::from(invite.rights))
+        .bind(InviteInState::Pending.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -218,8 +244,9 @@ impl Store {
     /// The received invitations waiting for an answer.
     pub async fn pending_invites(&self) -> Result<Vec<PendingInvite>> {
         let rows = sqlx::query(
-            "SELECT invite_id, group_id, group_name, from_user, rights FROM invites_in WHERE state = 'pending'",
+            "SELECT invite_id, group_id, group_name, from_user, rights FROM invites_in WHERE state = ?",
         )
+        .bind(InviteInState::Pending.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -237,7 +264,8 @@ impl Store {
 
     /// The user accepted `invite_id`; `sealed_secret` is the invitation key.
     pub async fn accept_invite_in(&self, invite_id: &[u8; 16], sealed_secret: &[u8]) -> Result<()> {
-        sqlx::query("UPDATE invites_in SET state = 'accepted', secret = ? WHERE invite_id = ?")
+        sqlx::query("UPDATE invites_in SET state = ?, secret = ? WHERE invite_id = ?")
+            .bind(InviteInState::Accepted.as_str())
             .bind(sealed_secret)
             .bind(invite_id.as_slice())
             .execute(&self.pool)
@@ -247,7 +275,8 @@ impl Store {
 
     /// The user declined `invite_id`.
     pub async fn decline_invite_in(&self, invite_id: &[u8; 16]) -> Result<()> {
-        sqlx::query("UPDATE invites_in SET state = 'declined' WHERE invite_id = ?")
+        sqlx::query("UPDATE invites_in SET state = ? WHERE invite_id = ?")
+            .bind(InviteInState::Declined.as_str())
             .bind(invite_id.as_slice())
             .execute(&self.pool)
             .await?;
@@ -261,10 +290,11 @@ impl Store {
         from: &str,
     ) -> Result<Option<Vec<u8>>> {
         let row = sqlx::query(
-            "SELECT secret FROM invites_in WHERE invite_id = ? AND from_user = ? AND state = 'accepted'",
+            "SELECT secret FROM invites_in WHERE invite_id = ? AND from_user = ? AND state = ?",
         )
         .bind(invite_id.as_slice())
         .bind(from)
+        .bind(InviteInState::Accepted.as_str())
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| r.get(0)))
@@ -285,7 +315,8 @@ impl Store {
 
     /// Joined through `invite_id`: its key is erased.
     pub async fn joined_invite_in(&self, invite_id: &[u8; 16]) -> Result<()> {
-        sqlx::query("UPDATE invites_in SET state = 'joined', secret = NULL WHERE invite_id = ?")
+        sqlx::query("UPDATE invites_in SET state = ?, secret = NULL WHERE invite_id = ?")
+            .bind(InviteInState::Joined.as_str())
             .bind(invite_id.as_slice())
             .execute(&self.pool)
             .await?;

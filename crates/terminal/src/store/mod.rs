@@ -18,7 +18,7 @@ mod outbox;
 
 pub use contacts::ContactState;
 pub use history::{NewMessage, Seen, Stored, StoredMessage};
-pub use invites::{HandOver, InviteOutState, PendingInvite, SentInvite};
+pub use invites::{HandOver, InviteInState, InviteOutState, PendingInvite, SentInvite};
 pub use outbox::Queued;
 
 /// Where this terminal stands in a group.
@@ -243,15 +243,16 @@ impl Store {
     /// Creates or updates a group from a newer grant.
     pub async fn upsert_group(&self, gid: &GroupId, name: &str, rn2: u64, rn1: u32) -> Result<()> {
         sqlx::query(
-            "INSERT INTO groups (group_id, name, state, rn2_version, rn1_version) VALUES (?, ?, 'active', ?, ?) \
-             ON CONFLICT (group_id) DO UPDATE SET name = excluded.name, state = 'active', \
+            "INSERT INTO groups (group_id, name, state, rn2_version, rn1_version) VALUES (?1, ?2, ?5, ?3, ?4) \
+             ON CONFLICT (group_id) DO UPDATE SET name = excluded.name, state = ?5, \
              rn2_version = excluded.rn2_version, rn1_version = excluded.rn1_version \
-             WHERE excluded.rn2_version > groups.rn2_version OR groups.state != 'active'",
+             WHERE excluded.rn2_version > groups.rn2_version OR groups.state != ?5",
         )
         .bind(gid.as_slice())
         .bind(name)
         .bind(i(rn2)?)
         .bind(i64::from(rn1))
+        .bind(GroupState::Active.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
