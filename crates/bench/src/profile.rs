@@ -104,7 +104,7 @@ impl Profile {
     /// once, the anchor recorded.
     pub(crate) async fn anchor(
         &self,
-        item_id: &[u8; 16],
+        item_id: &duokey_crypto::ItemId,
         sender: &str,
         (seq, head): (u64, [u8; 32]),
         at_rn2_version: u64,
@@ -120,7 +120,12 @@ impl Profile {
 
     /// What it writes for an `rn1` item: R1 sealed, once (an R1 is never
     /// replaced), and the item seen once.
-    pub(crate) async fn rn1(&self, item_id: &[u8; 16], version: u32, r1: &R1) -> BenchResult<()> {
+    pub(crate) async fn rn1(
+        &self,
+        item_id: &duokey_crypto::ItemId,
+        version: u32,
+        r1: &R1,
+    ) -> BenchResult<()> {
         self.seen(item_id).await?;
         let (s, gid) = (&self.store, &self.gid);
         if s.r1(gid, version).await.map_err(err)?.is_none() {
@@ -134,7 +139,7 @@ impl Profile {
     }
 
     /// The replay check every item passes first.
-    async fn seen(&self, item_id: &[u8; 16]) -> BenchResult<()> {
+    async fn seen(&self, item_id: &duokey_crypto::ItemId) -> BenchResult<()> {
         match self.store.seen(item_id).await.map_err(err)? {
             true => Err("an item seen twice".to_owned()),
             false => Ok(()),

@@ -1046,7 +1046,7 @@ impl MemberSide<'_> {
 
     /// An item from the rotator: signature checked with its recorded key;
     /// an `rn1` item opened, an anchor read. With the item's id.
-    fn open_item(&self, bytes: &[u8]) -> BenchResult<([u8; 16], Opened)> {
+    fn open_item(&self, bytes: &[u8]) -> BenchResult<(ItemId, Opened)> {
         let signed = SignedItem::parse(bytes).map_err(|e| e.to_string())?;
         if &signed.item.sender != self.rotator {
             return Err("an item from another sender than the rotator".to_owned());
@@ -1054,7 +1054,7 @@ impl MemberSide<'_> {
         let item = signed
             .open(self.me, self.rotator_key)
             .map_err(|e| e.to_string())?;
-        let id = *item.item_id.as_bytes();
+        let id = item.item_id;
         let opened = match (&item.body, self.secret) {
             (ItemBody::Rn1(p), Some(secret)) => {
                 let ctx = Rn1Context {

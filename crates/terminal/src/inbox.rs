@@ -132,7 +132,7 @@ impl Terminal {
         };
         // PROTOCOL §2.4: nothing signed with a key whose certificate was revoked.
         self.check_not_revoked(&sender).await?;
-        let id = *item.item_id.as_bytes();
+        let id = item.item_id;
         if self.store.seen(&id).await? {
             return Ok(());
         }
@@ -158,7 +158,7 @@ impl Terminal {
     /// is refused.
     async fn item_under_new_key(&mut self, bytes: &[u8], err: duokey_crypto::Error) -> Result<()> {
         let signed = SignedItem::parse(bytes)?;
-        let (sender, id) = (signed.item.sender.clone(), *signed.item.item_id.as_bytes());
+        let (sender, id) = (signed.item.sender.clone(), signed.item.item_id);
         let (current, _, _, serial) = self.fetch_identity(&sender).await?;
         if current == self.contact_key(&sender).await? || signed.open(&self.me, &current).is_err() {
             return Err(err.into());
@@ -180,7 +180,7 @@ impl Terminal {
             let Ok(signed) = SignedItem::parse(&bytes) else {
                 continue;
             };
-            let id = *signed.item.item_id.as_bytes();
+            let id = signed.item.item_id;
             let gid = signed.item.body.group_id();
             match self.process_item(&bytes).await {
                 Err(e) if e.kind() == crate::ErrorKind::Network => return Err(e),
@@ -245,7 +245,7 @@ impl Terminal {
                 group_id,
             } => {
                 self.store
-                    .invite_out_declined(&invite_id.0, sender.as_str())
+                    .invite_out_declined(invite_id, sender.as_str())
                     .await?;
                 self.store
                     .notice(

@@ -61,7 +61,7 @@ impl Terminal {
             rights,
         };
         self.store
-            .put_invite_out(&invite_id.0, gid, user.as_str(), rights.bits())
+            .put_invite_out(&invite_id, gid, user.as_str(), rights.bits())
             .await?;
         self.send_item(invite_id, user, body).await?;
         Ok(invite_id)
@@ -116,7 +116,7 @@ impl Terminal {
         let (invite_id, gid, from) = self.find_invitation(spec).await?;
         let secret = DeliverySecret::generate();
         let sealed = self.vault.seal("invite", secret.to_bytes().as_slice())?;
-        self.store.accept_invite_in(&invite_id.0, &sealed).await?;
+        self.store.accept_invite_in(&invite_id, &sealed).await?;
         let body = ItemBody::Ack {
             invite_id,
             group_id: gid,
@@ -129,7 +129,7 @@ impl Terminal {
     /// `duokey decline INVITE_ID|GROUP`.
     pub async fn decline(&mut self, spec: &str) -> Result<()> {
         let (invite_id, gid, from) = self.find_invitation(spec).await?;
-        self.store.decline_invite_in(&invite_id.0).await?;
+        self.store.decline_invite_in(&invite_id).await?;
         self.send_item(
             ItemId::random()?,
             &from,
@@ -151,7 +151,7 @@ impl Terminal {
     ) -> Result<()> {
         let sent = self
             .store
-            .invite_out(&invite_id.0, invitee.as_str())
+            .invite_out(invite_id, invitee.as_str())
             .await?
             .ok_or_else(|| {
                 Error::refused(format!(
@@ -183,10 +183,10 @@ impl Terminal {
             }
         };
         crate::failpoint("invite-reported");
-        self.store.put_anchor_out(&invite_id.0, seq, &head).await?;
+        self.store.put_anchor_out(invite_id, seq, &head).await?;
         self.store
             .invite_out_reported(
-                &invite_id.0,
+                invite_id,
                 grant.rn1_version,
                 grant.rn2_version,
                 &invite_pub.0,
@@ -259,9 +259,9 @@ impl Terminal {
                 .membership(&gid)
                 .await?
                 .is_some_and(|s| s.members.contains_key(&invitee));
-            let anchor = self.store.anchor_out(&invite_id.0).await?;
+            let anchor = self.store.anchor_out(&invite_id).await?;
             let (Some((seq, head)), true) = (anchor, still_member) else {
-                self.store.invite_out_done(&invite_id.0).await?;
+                self.store.invite_out_done(&invite_id).await?;
                 continue;
             };
             let Some(r1) = self.r1_at(&gid, rn1_version, w).await? else {
@@ -289,7 +289,7 @@ impl Terminal {
                 ));
                 continue;
             }
-            self.store.invite_out_done(&invite_id.0).await?;
+            self.store.invite_out_done(&invite_id).await?;
         }
         Ok(())
     }
@@ -316,7 +316,7 @@ impl Terminal {
         }
         let (name, rights) = self
             .store
-            .invite_in_offer(&p.ref_id.0, item.sender.as_str())
+            .invite_in_offer(&p.ref_id, item.sender.as_str())
             .await?;
         let (chain, state) = self.verify_chain_to(&gid, seq, &head).await?;
         let Some(add) = chain.last() else {

@@ -324,7 +324,7 @@ impl Terminal {
     pub(crate) async fn on_rn1(&mut self, item: &Item, p: &Rn1Payload) -> Result<()> {
         let row = self
             .store
-            .accepted_invite_secret(&p.ref_id.0, item.sender.as_str())
+            .accepted_invite_secret(&p.ref_id, item.sender.as_str())
             .await?;
         let secret = match row {
             Some(sealed) => Some(DeliverySecret::from_bytes(
@@ -381,7 +381,7 @@ impl Terminal {
             self.put_r1(&gid, p.rn1_version, &r1).await?;
         }
         if secret.is_some() {
-            self.store.joined_invite_in(&p.ref_id.0).await?;
+            self.store.joined_invite_in(&p.ref_id).await?;
         }
         Ok(())
     }

@@ -11,7 +11,11 @@
 //! * [`Remote::raw`] — a [`RawUser`]: an enrolled identity with raw gRPC
 //!   connections, for tests of the servers' rules and for attackers who may
 //!   send anything (SPEC §7);
-//! * [`LocalNet::db`] — each role's database, as its operator sees it;
+//! * [`LocalNet::as_db`], [`LocalNet::gms_db`], [`LocalNet::cs_db`] — each
+//!   role's store, as its operator sees it;
+//! * [`LocalNet::advance`] — moves the one clock of the servers and the
+//!   enrolled terminals forward, so a test jumps over a grace window or
+//!   `rn1_wait` instead of sleeping (D41);
 //! * [`LocalNet::lying_gms`] and [`LocalNet::forked_gms`] — the real GMS
 //!   behind a wrapper that lies, or a copy that forks the history.
 //!

@@ -3,7 +3,7 @@
 
 use super::Store;
 use crate::error::{Error, Result};
-use duokey_crypto::GroupId;
+use duokey_crypto::{GroupId, ItemId};
 use sqlx::Row;
 
 /// Where an invitation this terminal sent stands.
@@ -117,7 +117,7 @@ impl Store {
     /// Records an invitation sent to `invitee`.
     pub async fn put_invite_out(
         &self,
-        invite_id: &[u8; 16],
+        invite_id: &ItemId,
         gid: &GroupId,
         invitee: &str,
         rights: u8,
@@ -138,7 +138,7 @@ impl Store {
     /// The invitation `invite_id` sent to `invitee`, if there is one.
     pub async fn invite_out(
         &self,
-        invite_id: &[u8; 16],
+        invite_id: &ItemId,
         invitee: &str,
     ) -> Result<Option<SentInvite>> {
         let row = sqlx::query(
@@ -159,7 +159,7 @@ impl Store {
     }
 
     /// `invitee` declined the invitation `invite_id`.
-    pub async fn invite_out_declined(&self, invite_id: &[u8; 16], invitee: &str) -> Result<()> {
+    pub async fn invite_out_declined(&self, invite_id: &ItemId, invitee: &str) -> Result<()> {
         sqlx::query("UPDATE invites_out SET state = ? WHERE invite_id = ? AND invitee = ?")
             .bind(InviteOutState::Declined.as_str())
             .bind(invite_id.as_slice())
@@ -172,7 +172,7 @@ impl Store {
     /// The GMS added the invitee at `join_version`: the key is to hand over.
     pub async fn invite_out_reported(
         &self,
-        invite_id: &[u8; 16],
+        invite_id: &ItemId,
         rn1_version: u32,
         join_version: u64,
         invite_pub: &[u8; 32],
@@ -215,7 +215,7 @@ impl Store {
     }
 
     /// The invitation `invite_id` needs nothing more.
-    pub async fn invite_out_done(&self, invite_id: &[u8; 16]) -> Result<()> {
+    pub async fn invite_out_done(&self, invite_id: &ItemId) -> Result<()> {
         sqlx::query("UPDATE invites_out SET state = ? WHERE invite_id = ?")
             .bind(InviteOutState::Done.as_str())
             .bind(invite_id.as_slice())
@@ -263,7 +263,7 @@ impl Store {
     }
 
     /// The user accepted `invite_id`; `sealed_secret` is the invitation key.
-    pub async fn accept_invite_in(&self, invite_id: &[u8; 16], sealed_secret: &[u8]) -> Result<()> {
+    pub async fn accept_invite_in(&self, invite_id: &ItemId, sealed_secret: &[u8]) -> Result<()> {
         sqlx::query("UPDATE invites_in SET state = ?, secret = ? WHERE invite_id = ?")
             .bind(InviteInState::Accepted.as_str())
             .bind(sealed_secret)
@@ -274,7 +274,7 @@ impl Store {
     }
 
     /// The user declined `invite_id`.
-    pub async fn decline_invite_in(&self, invite_id: &[u8; 16]) -> Result<()> {
+    pub async fn decline_invite_in(&self, invite_id: &ItemId) -> Result<()> {
         sqlx::query("UPDATE invites_in SET state = ? WHERE invite_id = ?")
             .bind(InviteInState::Declined.as_str())
             .bind(invite_id.as_slice())
@@ -286,7 +286,7 @@ impl Store {
     /// The sealed invitation key of an accepted invitation from `from`.
     pub async fn accepted_invite_secret(
         &self,
-        invite_id: &[u8; 16],
+        invite_id: &ItemId,
         from: &str,
     ) -> Result<Option<Vec<u8>>> {
         let row = sqlx::query(
@@ -301,7 +301,7 @@ impl Store {
     }
 
     /// The group name and rights of the invitation `invite_id` from `from`.
-    pub async fn invite_in_offer(&self, invite_id: &[u8; 16], from: &str) -> Result<(String, u8)> {
+    pub async fn invite_in_offer(&self, invite_id: &ItemId, from: &str) -> Result<(String, u8)> {
         let row = sqlx::query(
             "SELECT group_name, rights FROM invites_in WHERE invite_id = ? AND from_user = ?",
         )
@@ -314,7 +314,7 @@ impl Store {
     }
 
     /// Joined through `invite_id`: its key is erased.
-    pub async fn joined_invite_in(&self, invite_id: &[u8; 16]) -> Result<()> {
+    pub async fn joined_invite_in(&self, invite_id: &ItemId) -> Result<()> {
         sqlx::query("UPDATE invites_in SET state = ?, secret = NULL WHERE invite_id = ?")
             .bind(InviteInState::Joined.as_str())
             .bind(invite_id.as_slice())

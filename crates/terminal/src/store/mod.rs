@@ -2,7 +2,7 @@
 //! Only sealed values hold secrets; see `schema.sql`.
 
 use crate::error::{Error, Result};
-use duokey_crypto::GroupId;
+use duokey_crypto::{GroupId, ItemId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Executor, Row, SqlitePool};
 use std::path::Path;
@@ -678,7 +678,7 @@ impl Store {
     /// Records the change an invitation's hand-over names.
     pub async fn put_anchor_out(
         &self,
-        invite_id: &[u8; 16],
+        invite_id: &ItemId,
         seq: u64,
         head: &[u8; 32],
     ) -> Result<()> {
@@ -692,7 +692,7 @@ impl Store {
     }
 
     /// The change an invitation's hand-over names.
-    pub async fn anchor_out(&self, invite_id: &[u8; 16]) -> Result<Option<(u64, [u8; 32])>> {
+    pub async fn anchor_out(&self, invite_id: &ItemId) -> Result<Option<(u64, [u8; 32])>> {
         let row = sqlx::query("SELECT seq, head FROM anchors_out WHERE invite_id = ?")
             .bind(invite_id.as_slice())
             .fetch_optional(&self.pool)
@@ -846,7 +846,7 @@ impl Store {
     }
 
     /// Keeps an item to retry later (first time only).
-    pub async fn put_pending(&self, item_id: &[u8; 16], item: &[u8], now_ms: u64) -> Result<()> {
+    pub async fn put_pending(&self, item_id: &ItemId, item: &[u8], now_ms: u64) -> Result<()> {
         sqlx::query(
             "INSERT OR IGNORE INTO items_pending (item_id, item, since_ms) VALUES (?, ?, ?)",
         )
@@ -869,7 +869,7 @@ impl Store {
     }
 
     /// Forgets a kept item.
-    pub async fn drop_pending(&self, item_id: &[u8; 16]) -> Result<()> {
+    pub async fn drop_pending(&self, item_id: &ItemId) -> Result<()> {
         sqlx::query("DELETE FROM items_pending WHERE item_id = ?")
             .bind(item_id.as_slice())
             .execute(&self.pool)
@@ -878,7 +878,7 @@ impl Store {
     }
 
     /// Whether an item id was processed already (SPEC §4: each item once).
-    pub async fn seen(&self, item_id: &[u8; 16]) -> Result<bool> {
+    pub async fn seen(&self, item_id: &ItemId) -> Result<bool> {
         Ok(sqlx::query("SELECT 1 FROM items_seen WHERE item_id = ?")
             .bind(item_id.as_slice())
             .fetch_optional(&self.pool)
@@ -887,7 +887,7 @@ impl Store {
     }
 
     /// `true` the first time an item id is seen (SPEC §4: each item once).
-    pub async fn first_sight(&self, item_id: &[u8; 16], now_ms: u64) -> Result<bool> {
+    pub async fn first_sight(&self, item_id: &ItemId, now_ms: u64) -> Result<bool> {
         let n = sqlx::query(
             "INSERT INTO items_seen (item_id, at_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
         )
