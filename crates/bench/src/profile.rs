@@ -32,7 +32,7 @@ impl Profile {
         name: &str,
         gid: GroupId,
         version: u64,
-        members: &[(String, u8)],
+        members: &[(String, duokey_crypto::Rights)],
     ) -> BenchResult<Profile> {
         let store = Store::open(&dir.join(format!("{name}.db")))
             .await

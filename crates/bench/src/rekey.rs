@@ -539,12 +539,12 @@ async fn create_profiles(
     version: u64,
     dir: &std::path::Path,
 ) -> BenchResult<Vec<Option<Profile>>> {
-    let list: Arc<Vec<(String, u8)>> = Arc::new(
+    let list: Arc<Vec<(String, duokey_crypto::Rights)>> = Arc::new(
         group
             .state
             .members
             .iter()
-            .map(|(u, m)| (u.as_str().to_owned(), m.rights.bits()))
+            .map(|(u, m)| (u.as_str().to_owned(), m.rights))
             .collect(),
     );
     let gid = group.id;

@@ -99,7 +99,7 @@ impl Terminal {
             members: g
                 .members
                 .iter()
-                .map(|m| (m.user_id.clone(), u8::try_from(m.rights).unwrap_or(0)))
+                .map(|m| (m.user_id.clone(), wire_rights(m.rights)))
                 .collect(),
             issued_at_ms: g.issued_at_ms,
             rn1_rotator: g.rn1_rotator.clone(),
@@ -221,7 +221,7 @@ impl Terminal {
             return Ok(whole);
         };
         let mut members = prev.members;
-        let entered = u8::try_from(g.subject_rights).unwrap_or(0);
+        let entered = wire_rights(g.subject_rights);
         if let Ok(cause) = GrantCause::try_from(g.cause) {
             duokey_proto::members_after(
                 &mut members,
@@ -235,7 +235,7 @@ impl Terminal {
             .into_iter()
             .map(|(user_id, rights)| Member {
                 user_id,
-                rights: rights.into(),
+                rights: rights.bits().into(),
             })
             .collect();
         g.members_omitted = false;
@@ -334,4 +334,13 @@ impl Terminal {
         }
         Ok(())
     }
+}
+
+/// Rights as a grant carries them (`u32` on the wire); bits this terminal
+/// does not know give no right.
+fn wire_rights(bits: u32) -> Rights {
+    u8::try_from(bits)
+        .ok()
+        .and_then(|b| Rights::from_bits(b).ok())
+        .unwrap_or(Rights::NONE)
 }

@@ -298,7 +298,7 @@ impl Terminal {
             .into_iter()
             .map(|(user, r)| MemberInfo {
                 user,
-                rights: rights_name(r),
+                rights: r.to_string(),
             })
             .collect())
     }
@@ -339,13 +339,12 @@ impl Terminal {
         gid: &GroupId,
     ) -> Result<(crate::store::GroupRow, Rights)> {
         let (g, grant) = self.current_grant(gid).await?;
-        let bits = grant
+        let mine = grant
             .members
             .iter()
             .find(|(u, _)| u == self.me.as_str())
-            .map(|(_, r)| *r)
-            .unwrap_or(0);
-        Ok((g, Rights::from_bits(bits).unwrap_or(Rights::NONE)))
+            .map_or(Rights::NONE, |(_, r)| *r);
+        Ok((g, mine))
     }
 
     /// `duokey group remove GROUP USER` (SPEC §4.3).

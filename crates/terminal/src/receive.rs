@@ -521,7 +521,10 @@ mod tests {
             rn2_version: version,
             rn1_version: 1,
             rn2_sealed: Vec::new(),
-            members: members.iter().map(|m| ((*m).to_owned(), 0)).collect(),
+            members: members
+                .iter()
+                .map(|m| ((*m).to_owned(), Rights::NONE))
+                .collect(),
             issued_at_ms,
             rn1_rotator: String::new(),
             cause: 0,

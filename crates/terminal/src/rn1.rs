@@ -521,7 +521,7 @@ impl Terminal {
 
 /// Whom the rotator still owes RN1 of a version (SPEC §4.3 step 4): every
 /// member of the grant but itself and those it already sent it to.
-fn rn1_recipients(members: &[(String, u8)], me: &UserId, sent: &[String]) -> Vec<UserId> {
+fn rn1_recipients(members: &[(String, Rights)], me: &UserId, sent: &[String]) -> Vec<UserId> {
     members
         .iter()
         .filter(|(u, _)| u != me.as_str() && !sent.contains(u))
@@ -535,9 +535,9 @@ mod tests {
 
     #[test]
     fn rn1_is_owed_to_every_other_member_not_yet_served() {
-        let members: Vec<(String, u8)> = ["alice", "bob", "carol", "dave"]
+        let members: Vec<(String, Rights)> = ["alice", "bob", "carol", "dave"]
             .iter()
-            .map(|u| ((*u).to_owned(), 0))
+            .map(|u| ((*u).to_owned(), Rights::NONE))
             .collect();
         let me = UserId::new("alice").unwrap();
         let owed = rn1_recipients(&members, &me, &["carol".to_owned()]);

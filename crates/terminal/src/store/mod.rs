@@ -2,7 +2,7 @@
 //! Only sealed values hold secrets; see `schema.sql`.
 
 use crate::error::{Error, Result};
-use duokey_crypto::{GroupId, ItemId};
+use duokey_crypto::{GroupId, ItemId, Rights};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Executor, Row, SqlitePool};
 use std::path::Path;
@@ -93,7 +93,7 @@ pub struct StoredGrant {
     /// Sealed RN2.
     pub rn2_sealed: Vec<u8>,
     /// Members and rights.
-    pub members: Vec<(String, u8)>,
+    pub members: Vec<(String, Rights)>,
     /// When the GMS issued it.
     pub issued_at_ms: u64,
     /// Who must send the new RN1, if RN1 rotates here.
@@ -300,7 +300,12 @@ impl Store {
 
     /// Stores a grant (first writer wins: grants never change).
     pub async fn put_grant(&self, gid: &GroupId, g: &StoredGrant) -> Result<bool> {
-        let members = serde_json::to_string(&g.members).map_err(|_| Error::Internal("json"))?;
+        let bits: Vec<(&str, u8)> = g
+            .members
+            .iter()
+            .map(|(u, r)| (u.as_str(), r.bits()))
+            .collect();
+        let members = serde_json::to_string(&bits).map_err(|_| Error::Internal("json"))?;
         let n = sqlx::query(
             "INSERT INTO grants (group_id, rn2_version, rn1_version, rn2, members, issued_at_ms, rn1_rotator, cause, subject, grace_secs, retention_secs) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -987,7 +992,7 @@ fn grant_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredGrant> {
         rn1_version: u32::try_from(r.get::<i64, _>(1))
             .map_err(|_| Error::Corrupt("rn1_version"))?,
         rn2_sealed: r.get(2),
-        members: serde_json::from_str(&members).map_err(|_| Error::Corrupt("members"))?,
+        members: members_of(&members)?,
         issued_at_ms: u(r.get(4))?,
         rn1_rotator: r.get(5),
         cause: i32::try_from(r.get::<i64, _>(6)).map_err(|_| Error::Corrupt("cause"))?,
@@ -995,6 +1000,20 @@ fn grant_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredGrant> {
         grace_secs: u(r.get(8))?,
         retention_secs: u(r.get(9))?,
     })
+}
+
+/// A grant's member list as stored: `[[user, rights bits], …]` in JSON.
+fn members_of(json: &str) -> Result<Vec<(String, Rights)>> {
+    let bits: Vec<(String, u8)> =
+        serde_json::from_str(json).map_err(|_| Error::Corrupt("members"))?;
+    bits.into_iter()
+        .map(|(u, r)| {
+            Ok((
+                u,
+                Rights::from_bits(r).map_err(|_| Error::Corrupt("rights"))?,
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
