@@ -9,7 +9,7 @@ use duokey_crypto::membership::{self, Action, SignedChange, State};
 use duokey_crypto::*;
 use duokey_proto::{GrantCause, Member};
 use duokey_terminal::{GroupPolicy, Line, Terminal};
-use duokey_testkit::{LocalNet, join, texts};
+use duokey_testkit::{LocalNet, join, join_with, texts};
 
 /// (rn1_version, rn2_version) of the group on `t`.
 async fn epoch(t: &Terminal, gid: &GroupId) -> (u32, u64) {
@@ -407,14 +407,7 @@ async fn two_admins_changing_membership_at_once_converge() {
     let mut carol = net.enroll("carol").await;
     let mut dave = net.enroll("dave").await;
     let gid = new_group(&mut alice, GroupPolicy::default()).await;
-    alice
-        .invite(&gid, bob.user(), Rights::INVITE)
-        .await
-        .unwrap();
-    bob.sync().await.unwrap();
-    bob.accept(&hex::encode(gid)).await.unwrap();
-    alice.sync().await.unwrap();
-    bob.sync().await.unwrap();
+    join_with(&mut alice, &mut bob, &gid, Rights::INVITE).await;
     // Both invite; both invitees accept; then the inviters apply, each on
     // its own head (bob has not seen alice's add when he signs his).
     alice

@@ -369,10 +369,17 @@ where
 
 /// Invites `other` into `gid` and completes the join on both terminals.
 pub async fn join(owner: &mut Terminal, other: &mut Terminal, gid: &GroupId) {
-    owner
-        .invite(gid, other.user(), duokey_crypto::Rights::NONE)
-        .await
-        .unwrap();
+    join_with(owner, other, gid, duokey_crypto::Rights::NONE).await;
+}
+
+/// [`join`], with `rights` for the invitee.
+pub async fn join_with(
+    owner: &mut Terminal,
+    other: &mut Terminal,
+    gid: &GroupId,
+    rights: duokey_crypto::Rights,
+) {
+    owner.invite(gid, other.user(), rights).await.unwrap();
     other.sync().await.unwrap();
     other.accept(&hex::encode(gid)).await.unwrap();
     owner.sync().await.unwrap();
