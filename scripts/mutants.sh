@@ -127,7 +127,7 @@ mutant send-items-bytes $T/inbox.rs \
     'const SEND_ITEMS_BYTES: usize = 192 * 1024;' 'const SEND_ITEMS_BYTES: usize = usize::MAX / 4;' \
     -p duokey-terminal --lib items_are_sent_in_batches
 mutant replay-before-decrypt $T/receive.rs \
-    'Seen::Fresh => self.store.envelope_seen(gid, e.log_seq, h).await?,' 'Seen::Fresh => Seen::Fresh,' \
+    '            self.remember(&h, log_seq);' '            let _ = (&h, log_seq);' \
     -p duokey-cli --test properties a_reused_sequence_number
 mutant page-replay $T/receive.rs \
     '            (Some(_), _) => Seen::ReplayedId,' '            (Some(_), _) => Seen::Fresh,' \
@@ -135,8 +135,8 @@ mutant page-replay $T/receive.rs \
 mutant epoch-grace $T/receive.rs \
     '        } else if stored_at_ms > next.issued_at_ms + next.grace_secs.saturating_mul(1000) {' '        } else if false {' \
     -p duokey-terminal --lib the_epoch_rule_follows
-mutant same-envelope-twice $T/store/history.rs \
-    '(true, true) => return Ok(Seen::ThisEnvelope),' '(true, true) => Seen::ReplayedId,' \
+mutant same-envelope-twice $T/receive.rs \
+    '(Some(at), _) if *at == log_seq => Seen::ThisEnvelope,' '(Some(at), _) if *at == log_seq => Seen::ReplayedId,' \
     -p duokey-cli --test properties two_processes_on_one_profile
 mutant one-server-per-dir crates/server/src/dev.rs \
     '    if let Err(e) = file.try_lock() {' '    if let Err(e) = Ok::<(), std::fs::TryLockError>(()) {' \

@@ -15,10 +15,11 @@ use std::collections::HashMap;
 /// An epoch's grant and the one after it (SPEC §4.5 grace rules).
 type EpochGrants = (Option<StoredGrant>, Option<StoredGrant>);
 
-/// What opening a page of envelopes looks up once per epoch rather than
-/// once per envelope (group keys, each epoch's grant with the next one),
-/// and the ids of the envelopes opened in it and not stored yet, so that a
-/// replay inside one page is refused before decryption too.
+/// What opening a page of envelopes looks up once rather than once per
+/// envelope: group keys and each epoch's grant with the next one per epoch,
+/// and, for V7/V8 before decryption, the ids and (sender, epoch, seq) of the
+/// stored messages that match the page (one query, [`OpenCache::preload`])
+/// together with those of the envelopes opened in it and not stored yet.
 #[derive(Default)]
 pub struct OpenCache {
     keys: HashMap<Epoch, GroupKey>,
@@ -38,6 +39,25 @@ impl OpenCache {
             (None, Some(_)) => Seen::ReplayedSeq,
             (None, None) => Seen::Fresh,
         }
+    }
+
+    /// Loads, in one query, the stored messages that could make an envelope
+    /// of `page` a replay (V7/V8 before decryption, for a whole page).
+    async fn preload(
+        &mut self,
+        store: &crate::store::Store,
+        gid: &GroupId,
+        page: &[LoggedEnvelope],
+    ) -> Result<()> {
+        let headers: Vec<Header> = page
+            .iter()
+            .filter_map(|e| EnvelopeRef::parse(&e.envelope, &Limits::default()).ok())
+            .map(|env| env.header)
+            .collect();
+        for (log_seq, h) in store.stored_like(gid, &headers).await? {
+            self.remember(&h, log_seq);
+        }
+        Ok(())
     }
 
     fn remember(&mut self, h: &Header, log_seq: u64) {
@@ -254,6 +274,7 @@ impl Terminal {
                 .map_err(Error::server(format!("fetching {}", g.name)))?
                 .into_inner();
             let mut cache = OpenCache::default();
+            cache.preload(&self.store, gid, &resp.envelopes).await?;
             let mut before_joining = 0;
             let mut opened = Vec::new();
             let mut last = g.log_cursor;
@@ -329,6 +350,9 @@ impl Terminal {
         e: &LoggedEnvelope,
         cache: &mut OpenCache,
     ) -> Result<Option<Message>> {
+        cache
+            .preload(&self.store, gid, std::slice::from_ref(e))
+            .await?;
         let Some(o) = self.open_envelope(gid, e, cache).await? else {
             return Ok(None);
         };
@@ -381,10 +405,7 @@ impl Terminal {
             .into());
         }
         // V7/V8: neither the id nor (sender, epoch, seq) seen before.
-        let seen = match cache.seen(h, e.log_seq) {
-            Seen::Fresh => self.store.envelope_seen(gid, e.log_seq, h).await?,
-            in_page => in_page,
-        };
+        let seen = cache.seen(h, e.log_seq);
         match seen {
             Seen::Fresh => {}
             Seen::ThisEnvelope => return Ok(None),
