@@ -6,7 +6,8 @@ use sqlx::Row;
 
 crate::role_store!(
     /// The AS's store (SPEC §2): one-time tokens and the certificates issued.
-    AsStore
+    AsStore,
+    As
 );
 
 impl AsStore {

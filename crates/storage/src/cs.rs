@@ -65,7 +65,8 @@ pub struct NewItem<'a> {
 
 crate::role_store!(
     /// The CS's store (SPEC §6): the directory, inboxes, group logs and the membership the GMS tells it.
-    CsStore
+    CsStore,
+    Cs
 );
 
 impl CsStore {

@@ -218,7 +218,8 @@ async fn record_departure(
 
 crate::role_store!(
     /// The GMS's store (SPEC §6): groups, members, the signed membership log, grants and the CS outbox.
-    GmsStore
+    GmsStore,
+    Gms
 );
 
 impl GmsStore {

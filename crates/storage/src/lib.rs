@@ -3,8 +3,8 @@
 //! Each role has a store with only its own methods: [`AsStore`] (tokens,
 //! certificates issued), [`GmsStore`] (groups, the membership log, grants),
 //! [`CsStore`] (directory, inboxes, group logs) — a CS cannot call
-//! `create_group`. They share one schema (one migration set applied to every
-//! role's database; splitting it per role is future work), on SQLite files or
+//! `create_group` — and its own tables, made by its own migration history
+//! (a CS database holds no AS or GMS table), on SQLite files or
 //! PostgreSQL by the same code: every query goes through sqlx's
 //! `Any` driver with `$n` placeholders, which both databases accept. The
 //! database is chosen by its URL (`sqlite://…` or `postgres://…`).
@@ -70,26 +70,28 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// for `checkpoint` and `close`) with only that role's methods, so that one
 /// role's code cannot touch another's tables.
 macro_rules! role_store {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $role:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone)]
         pub struct $name(crate::Db);
 
         impl $name {
             /// Opens (creating if needed) the database at `url` and applies
-            /// the schema migrations.
+            /// this role's schema migrations.
             pub async fn open(url: &str) -> crate::Result<Self> {
-                crate::Db::open(url).await.map(Self)
+                Self::on(crate::Db::open(url).await?).await
             }
 
-            /// Opens the SQLite file at `path`.
+            /// Opens the SQLite file at `path`, as [`Self::open`].
             pub async fn open_sqlite(path: &std::path::Path) -> crate::Result<Self> {
-                crate::Db::open_sqlite(path).await.map(Self)
+                Self::on(crate::Db::open_sqlite(path).await?).await
             }
 
-            /// This role's view of an open database (tests, migrations).
-            pub fn on(db: crate::Db) -> Self {
-                Self(db)
+            /// This role's view of an open database, after applying this
+            /// role's migrations to it (a database several roles share).
+            pub async fn on(db: crate::Db) -> crate::Result<Self> {
+                db.migrate(crate::migrate::Role::$role).await?;
+                Ok(Self(db))
             }
         }
 
@@ -112,8 +114,8 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database at `url` and applies the
-    /// schema migrations.
+    /// Opens (creating if needed) the database at `url`; a role's store
+    /// (`AsStore::on`…) then applies that role's migrations.
     pub async fn open(url: &str) -> Result<Db> {
         install_default_drivers();
         let db = if let Some(path) = url.strip_prefix("sqlite://") {
@@ -124,7 +126,6 @@ impl Db {
                 format!("{url}?mode=rwc")
             };
             let write = sqlite_pool(&url, 1).await?;
-            migrate::run(&write, migrate::Backend::Sqlite).await?;
             let read = sqlite_pool(&url, 4).await?;
             Db {
                 write,
@@ -139,7 +140,6 @@ impl Db {
                 .max_lifetime(None)
                 .connect(url)
                 .await?;
-            migrate::run(&pool, migrate::Backend::Postgres).await?;
             Db {
                 write: pool.clone(),
                 read: pool,
@@ -154,6 +154,16 @@ impl Db {
     /// Opens the SQLite file at `path`.
     pub async fn open_sqlite(path: &std::path::Path) -> Result<Db> {
         Db::open(&format!("sqlite://{}", path.display())).await
+    }
+
+    /// Applies `role`'s migrations that this database lacks.
+    async fn migrate(&self, role: migrate::Role) -> Result<()> {
+        let backend = if self.sqlite {
+            migrate::Backend::Sqlite
+        } else {
+            migrate::Backend::Postgres
+        };
+        migrate::run(self.w(), backend, role).await
     }
 
     /// The pool that writes.

@@ -51,7 +51,7 @@ fn fresh_id() -> Vec<u8> {
 #[tokio::test]
 async fn enrolment_token_works_once_and_not_after_expiry() {
     for (name, db, _dir) in databases().await {
-        let db = AsStore::on(db);
+        let db = AsStore::on(db).await.unwrap();
         let (hash, old) = (
             fresh_id(),
             fresh_id().into_iter().rev().collect::<Vec<u8>>(),
@@ -101,7 +101,7 @@ async fn enrolment_token_works_once_and_not_after_expiry() {
 #[tokio::test]
 async fn group_changes_are_serialised_by_version() {
     for (name, db, _dir) in databases().await {
-        let db = GmsStore::on(db);
+        let db = GmsStore::on(db).await.unwrap();
         let gid = fresh_id();
         let g = GroupRow {
             group_id: gid.clone(),
@@ -223,7 +223,7 @@ async fn group_changes_are_serialised_by_version() {
 #[tokio::test]
 async fn cs_membership_inbox_and_log() {
     for (name, db, _dir) in databases().await {
-        let db = CsStore::on(db);
+        let db = CsStore::on(db).await.unwrap();
         let gid = fresh_id();
         let members = vec!["alice".to_owned(), "bob".to_owned()];
         assert_eq!(
@@ -313,6 +313,88 @@ async fn cs_membership_inbox_and_log() {
             (vec![vec![1, 2], vec![3]], Some(b"dkd1".to_vec()))
         );
     }
+}
+
+/// The tables of a SQLite file, by name.
+async fn tables(path: &std::path::Path) -> Vec<String> {
+    let pool = sqlx::AnyPool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let rows = sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows.iter()
+        .map(|r| sqlx::Row::get::<String, _>(r, "name"))
+        .filter(|n| !n.starts_with("sqlite_"))
+        .collect()
+}
+
+#[tokio::test]
+async fn each_role_database_holds_only_its_own_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, g, c) = (
+        dir.path().join("as.db"),
+        dir.path().join("gms.db"),
+        dir.path().join("cs.db"),
+    );
+    AsStore::open_sqlite(&a).await.unwrap().close().await;
+    GmsStore::open_sqlite(&g).await.unwrap().close().await;
+    CsStore::open_sqlite(&c).await.unwrap().close().await;
+    for (path, own) in [
+        (&a, ["enrol_tokens", "as_"]),
+        (&g, ["gms_"; 2]),
+        (&c, ["cs_"; 2]),
+    ] {
+        let names = tables(path).await;
+        assert!(names.contains(&"duokey_migrations".to_owned()), "{names:?}");
+        let foreign: Vec<&String> = names
+            .iter()
+            .filter(|n| *n != "duokey_migrations" && !own.iter().any(|p| n.starts_with(p)))
+            .collect();
+        assert!(foreign.is_empty(), "{}: {foreign:?}", path.display());
+        assert!(names.len() > 2, "{names:?}");
+    }
+}
+
+/// A database from before the per-role split (one shared history in
+/// `duokey_schema`, every table in it) opens with each role's store, keeps
+/// its rows and runs no script twice (the AS's `ALTER TABLE` would fail).
+#[tokio::test]
+async fn a_database_of_the_shared_schema_is_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let db = Db::open_sqlite(&path).await.unwrap();
+    let accounts = AsStore::on(db.clone()).await.unwrap();
+    GmsStore::on(db.clone()).await.unwrap();
+    CsStore::on(db.clone()).await.unwrap();
+    accounts
+        .insert_token(b"token-hash", "alice", 1_000, 2_000, false)
+        .await
+        .unwrap();
+    db.close().await;
+    // Rewrite the history as the shared schema recorded it (versions 1–4).
+    let raw = sqlx::AnyPool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "DROP TABLE duokey_migrations; \
+         CREATE TABLE duokey_schema (version BIGINT PRIMARY KEY); \
+         INSERT INTO duokey_schema (version) VALUES (1), (2), (3), (4);",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    raw.close().await;
+
+    let accounts = AsStore::open_sqlite(&path).await.unwrap();
+    GmsStore::open_sqlite(&path).await.unwrap();
+    CsStore::open_sqlite(&path).await.unwrap();
+    assert_eq!(
+        accounts.token_user(b"token-hash", 1_500).await.unwrap(),
+        Some(("alice".to_owned(), false))
+    );
 }
 
 fn hex(b: &[u8]) -> String {
