@@ -9,7 +9,14 @@ use duokey_crypto::{Rights, UserId};
 use duokey_terminal::{ClientConfig, GroupPolicy, Terminal};
 use std::time::Instant;
 
-async fn terminal(srv: &ServerProc, home: &std::path::Path, user: &str) -> BenchResult<Terminal> {
+/// A terminal enrolled for `user` in `home/user`, its secrets sealed under
+/// `passphrase` (or a stored key when `None`).
+pub(crate) async fn terminal(
+    srv: &ServerProc,
+    home: &std::path::Path,
+    user: &str,
+    passphrase: Option<&[u8]>,
+) -> BenchResult<Terminal> {
     let id = UserId::new(user).map_err(|e| e.to_string())?;
     let db = duokey_storage::AsStore::open_sqlite(&srv.dir.path().join("as.db"))
         .await
@@ -25,7 +32,7 @@ async fn terminal(srv: &ServerProc, home: &std::path::Path, user: &str) -> Bench
         ca_cert: std::fs::read_to_string(srv.dir.path().join("ca/ca.pem"))
             .map_err(|e| e.to_string())?,
     };
-    Terminal::init(&home.join(user), &id, &token, &cfg, None)
+    Terminal::init(&home.join(user), &id, &token, &cfg, passphrase)
         .await
         .map_err(|e| e.to_string())
 }
@@ -35,8 +42,8 @@ pub async fn run(quick: bool) -> BenchResult<Vec<Row>> {
     let (epochs, per_epoch) = if quick { (2, 100) } else { (10, 1_000) };
     let srv = ServerProc::start(|_| {})?;
     let homes = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut alice = terminal(&srv, homes.path(), "alice").await?;
-    let mut bob = terminal(&srv, homes.path(), "bob").await?;
+    let mut alice = terminal(&srv, homes.path(), "alice", None).await?;
+    let mut bob = terminal(&srv, homes.path(), "bob", None).await?;
     let err = |e: duokey_terminal::Error| e.to_string();
     let g = alice
         .create_group("catchup", GroupPolicy::default())

@@ -13,6 +13,7 @@
 
 mod capacity;
 mod catchup;
+mod cli;
 mod crypto;
 mod mls;
 mod nats;
@@ -87,7 +88,9 @@ impl Row {
 /// Errors of a scenario, as text for the operator.
 pub type BenchResult<T> = Result<T, String>;
 
-const ALL: [&str; 6] = ["crypto", "rekey", "relay", "rotation", "memory", "catchup"];
+const ALL: [&str; 7] = [
+    "crypto", "rekey", "relay", "rotation", "memory", "catchup", "cli",
+];
 
 async fn run(name: &str, args: &Args) -> BenchResult<Vec<Row>> {
     let quick = args.quick;
@@ -106,6 +109,7 @@ async fn run(name: &str, args: &Args) -> BenchResult<Vec<Row>> {
         "rotation" => capacity::rotation(quick).await,
         "memory" => capacity::memory(quick).await,
         "catchup" => catchup::run(quick).await,
+        "cli" => cli::run(quick).await,
         other => Err(format!(
             "unknown scenario {other:?} (use {})",
             ALL.join(", ")

@@ -5,6 +5,8 @@ mod actions;
 mod chat;
 mod demo;
 mod display;
+mod session;
+mod when;
 
 use actions::Action;
 use clap::{Parser, Subcommand};
@@ -118,6 +120,27 @@ enum Command {
     },
     /// A self-contained, self-checking walkthrough on in-process servers.
     Demo,
+    /// Keep the profile unlocked: asks the passphrase once, then commands
+    /// stop asking for it until `duokey lock`, the time given, or the end of
+    /// this login session. The key stays in memory only, in a background
+    /// process that answers this user alone.
+    Unlock {
+        /// How long, e.g. 30m, 8h or 1d.
+        #[arg(long = "for", value_parser = parse_duration, default_value = "8h")]
+        duration: u64,
+    },
+    /// Lock the profile now: the unlocked session's key is erased from memory.
+    Lock,
+    /// Who this terminal is: user, profile, certificate, servers, and
+    /// whether the profile is unlocked. Contacts no server.
+    Whoami,
+    /// The unlocked session's background process (started by `unlock`).
+    #[command(hide = true)]
+    Agent {
+        /// Seconds to hold the key.
+        #[arg(long)]
+        seconds: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,8 +161,19 @@ enum GroupCommand {
         #[arg(long)]
         no_rotate_rn1_on_remove: bool,
     },
-    /// Your groups.
-    List,
+    /// Your groups: those you are a member of; with --all also those you
+    /// left, were removed from, or that were deleted.
+    List {
+        /// Also groups you are no longer a member of.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove a group you are no longer a member of from this terminal,
+    /// with its history and keys (frees its name).
+    Forget {
+        /// Group.
+        group: String,
+    },
     /// Members and rights.
     Members {
         /// Group.
@@ -178,10 +212,14 @@ enum GroupCommand {
         #[arg(long)]
         rn1: bool,
     },
-    /// Delete the group (owner only).
+    /// Delete the group for every member (owner only). Asks for
+    /// confirmation on a terminal.
     Delete {
         /// Group.
         group: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
     /// Show the code of the group's signed membership history, to compare
     /// with the other members out of band: different codes at the same change
@@ -234,7 +272,8 @@ Exit codes:
   4  refused: a rule or a server refused (rights, membership, a changed key)
   5  network: a server is unreachable, unavailable or rate-limiting; nothing
      was lost, retry later
-  6  passphrase: wrong, or none could be read (set DUOKEY_PASSPHRASE)
+  6  passphrase: wrong, or none could be read (run `duokey unlock` in a
+     terminal, or set DUOKEY_PASSPHRASE)
 
 With --json, every command prints JSON on stdout (streams: one object per
 line; `read` objects carry \"kind\": \"message\", \"notice\",
@@ -243,7 +282,8 @@ stderr, CODE being usage, not_found, refused, network, passphrase or failed.
 JSON carries texts exactly as sent; human output shows control characters
 and direction marks from the network as \u{fffd}.
 
-The passphrase comes from DUOKEY_PASSPHRASE or a prompt.";
+The passphrase comes from an unlocked session (`duokey unlock`), else
+DUOKEY_PASSPHRASE, else a prompt.";
 
 /// The exit code of an error class (`duokey --help`).
 fn exit_code(kind: ErrorKind) -> u8 {
@@ -302,12 +342,18 @@ fn passphrase(confirm: bool) -> duokey_terminal::Result<Zeroizing<String>> {
     Ok(p)
 }
 
+/// Whether this process asked for the passphrase at a prompt (then, once
+/// per profile, it offers to keep the profile unlocked).
+static PROMPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn prompt(question: &str) -> duokey_terminal::Result<Zeroizing<String>> {
+    PROMPTED.store(true, std::sync::atomic::Ordering::Relaxed);
     rpassword::prompt_password(question)
         .map(Zeroizing::new)
         .map_err(|e| {
             Error::NoPassphrase(format!(
-                "cannot ask for the passphrase ({e}): run in a terminal, or set DUOKEY_PASSPHRASE"
+                "the profile is locked and its passphrase cannot be asked here ({e}): \
+                 run `duokey unlock` in a terminal first, or set DUOKEY_PASSPHRASE"
             ))
         })
 }
@@ -321,11 +367,21 @@ fn print_line(json: bool, line: &Line) {
         (true, line) => print_json(line),
         (false, Line::Message(m)) => println!(
             "{}",
-            display::entry(&format!("{} {}: ", time(m.sent_at_ms), m.sender), &m.text)
+            display::entry(
+                &format!(
+                    "{} {}: ",
+                    when::when(m.sent_at_ms, when::now_ms()),
+                    m.sender
+                ),
+                &m.text
+            )
         ),
         (false, Line::Notice(n)) => println!(
             "{}",
-            display::entry(&format!("{} -- ", time(n.at_ms)), &n.notice)
+            display::entry(
+                &format!("{} -- ", when::when(n.at_ms, when::now_ms())),
+                &n.notice
+            )
         ),
     }
 }
@@ -344,11 +400,6 @@ fn message_from_stdin() -> std::io::Result<String> {
     Ok(s)
 }
 
-fn time(ms: u64) -> String {
-    let s = ms / 1000;
-    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
-}
-
 /// Whether a command can answer from the profile alone when the servers
 /// cannot be reached: reading what this terminal holds, and
 /// `send`, which queues.
@@ -360,7 +411,7 @@ fn works_offline(c: &Command) -> bool {
             | Command::Invites
             | Command::Read { .. }
             | Command::Group {
-                command: GroupCommand::List | GroupCommand::Members { .. }
+                command: GroupCommand::List { .. } | GroupCommand::Members { .. }
             }
     )
 }
@@ -384,7 +435,7 @@ fn offline_note(e: &Error, json: bool) {
 /// not be reached by a command that works offline (it then answers from
 /// the profile; `send` says its message is queued).
 async fn open(cli: &Cli) -> duokey_terminal::Result<(Terminal, bool)> {
-    let mut t = Terminal::open(&home(cli), || passphrase(false)).await?;
+    let mut t = open_profile(cli).await?;
     match t.sync().await {
         Ok(()) => Ok((t, false)),
         Err(e) if e.kind() == ErrorKind::Network && works_offline(&cli.command) => {
@@ -395,6 +446,16 @@ async fn open(cli: &Cli) -> duokey_terminal::Result<(Terminal, bool)> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Opens the profile (agent, else passphrase) and, after a typed
+/// passphrase, offers once to keep it unlocked.
+async fn open_profile(cli: &Cli) -> duokey_terminal::Result<Terminal> {
+    let t = Terminal::open(&home(cli), || passphrase(false)).await?;
+    if PROMPTED.load(std::sync::atomic::Ordering::Relaxed) && !cli.json {
+        session::offer(&t).await?;
+    }
+    Ok(t)
 }
 
 async fn run(cli: Cli) -> duokey_terminal::Result<()> {
@@ -425,14 +486,45 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
             ));
         }
         Command::Chat { group } => {
-            let t = Terminal::open(&home(&cli), || passphrase(false)).await?;
+            let t = open_profile(&cli).await?;
             return chat::run(t, group.clone()).await;
         }
+        Command::Unlock { duration } => {
+            let ttl = std::time::Duration::from_secs(*duration);
+            session::unlock(&home(&cli), ttl, || passphrase(false)).await?;
+            out.report(serde_json::json!({"unlocked_for_secs": duration}), || {
+                format!(
+                    "Unlocked for {}: commands will not ask for the passphrase until then, \
+                     until `duokey lock`, or until this login session ends.",
+                    session::hours(ttl)
+                )
+            });
+            return Ok(());
+        }
+        Command::Lock => {
+            let was = duokey_terminal::agent::lock(&home(&cli)).await;
+            out.report(serde_json::json!({"locked": was}), || match was {
+                true => {
+                    "Locked: the key is erased from memory; commands ask for the passphrase again."
+                        .into()
+                }
+                false => "Not unlocked: commands already ask for the passphrase.".into(),
+            });
+            return Ok(());
+        }
+        Command::Agent { seconds } => return session::serve(&home(&cli), *seconds).await,
+        Command::Whoami => return whoami(&cli, out).await,
         _ => {}
     }
     let (mut t, offline) = open(&cli).await?;
     match cli.command {
-        Command::Init { .. } | Command::Demo | Command::Chat { .. } => Ok(()),
+        Command::Init { .. }
+        | Command::Demo
+        | Command::Chat { .. }
+        | Command::Unlock { .. }
+        | Command::Lock
+        | Command::Whoami
+        | Command::Agent { .. } => Ok(()),
         Command::Sync => sync(&mut t, out).await,
         Command::Status => status(&t, out, offline).await,
         Command::Group { command } => group(&mut t, command, out).await,
@@ -468,6 +560,39 @@ impl Out {
             false => println!("{}", text()),
         }
     }
+}
+
+/// `duokey whoami`, from the profile alone.
+async fn whoami(cli: &Cli, out: Out) -> duokey_terminal::Result<()> {
+    let t = Terminal::open_offline(&home(cli), || passphrase(false)).await?;
+    let (serial, _, not_after) = t.certificate().await?;
+    let cfg = t.client_config().await?;
+    let unlocked = duokey_terminal::agent::remaining(t.home()).await;
+    out.report(
+        serde_json::json!({
+            "user": t.user().as_str(),
+            "home": t.home(),
+            "certificate": {"serial": serial, "not_after": not_after},
+            "servers": {"as": cfg.as_url, "gms": cfg.gms_url, "cs": cfg.cs_url},
+            "unlocked_secs": unlocked.map(|d| d.as_secs()),
+        }),
+        || {
+            let lock = match unlocked {
+                Some(d) => format!("unlocked for {} more (`duokey lock` locks)", session::hours(d)),
+                None => "locked (the passphrase is asked; `duokey unlock` keeps it open)".into(),
+            };
+            format!(
+                "{}\nprofile      {}\ncertificate  serial {serial}, valid until {}\nservers      GMS {}, CS {}, AS {}\nprofile is   {lock}",
+                t.user(),
+                t.home().display(),
+                when::date(not_after),
+                cfg.gms_url,
+                cfg.cs_url,
+                cfg.as_url
+            )
+        },
+    );
+    Ok(())
 }
 
 /// `duokey init`: enrols with the token (`-` reads it from standard input).
@@ -596,7 +721,14 @@ async fn send(
     let gid = t.resolve_group(group).await?;
     let text = match text {
         Some(t) => t,
-        None => message_from_stdin()?,
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprintln!(
+                    "Type the message, then Ctrl-D on a new line to send it (Ctrl-C cancels)."
+                );
+            }
+            message_from_stdin()?
+        }
     };
     let group_id = hex::encode(gid);
     match t.send(&gid, &text).await? {
@@ -680,7 +812,8 @@ async fn group(t: &mut Terminal, command: GroupCommand, out: Out) -> duokey_term
             };
             return act(t, out, None, Action::Create(name, policy)).await;
         }
-        GroupCommand::List => return list_groups(t, out).await,
+        GroupCommand::List { all } => return list_groups(t, out, all).await,
+        GroupCommand::Forget { group } => return forget(t, out, &group).await,
         GroupCommand::Members { group } => return members(t, out, &group).await,
         GroupCommand::Verify { group } => return membership_code(t, out, &group).await,
         GroupCommand::Policy {
@@ -712,16 +845,52 @@ async fn group(t: &mut Terminal, command: GroupCommand, out: Out) -> duokey_term
         GroupCommand::Remove { group, user } => (group, Action::Remove(user_arg(user)?)),
         GroupCommand::Leave { group } => (group, Action::Leave),
         GroupCommand::Rotate { group, rn1 } => (group, Action::Rotate(rn1)),
-        GroupCommand::Delete { group } => (group, Action::Delete),
+        GroupCommand::Delete { group, yes } => {
+            if !yes && !confirm_delete(t, &group).await? {
+                return Err(Error::User("not deleted (answer yes to delete)".into()));
+            }
+            (group, Action::Delete)
+        }
     };
     let (group, action) = action;
     let gid = t.resolve_group(&group).await?;
     act(t, out, Some(gid), action).await
 }
 
-/// `duokey group list`.
-async fn list_groups(t: &Terminal, out: Out) -> duokey_terminal::Result<()> {
-    let groups = t.list_groups().await?;
+/// On a terminal, asks whether to delete `group` for everyone (scripts,
+/// without a terminal, are not asked).
+async fn confirm_delete(t: &Terminal, group: &str) -> duokey_terminal::Result<bool> {
+    let gid = t.resolve_group(group).await?;
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Ok(true);
+    }
+    let members = t.members(&gid).await?.len();
+    eprint!(
+        "Delete {} for all {members} member(s)? Nobody can send to it afterwards. Type yes to delete: ",
+        display::inline(group)
+    );
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+/// `duokey group forget`.
+async fn forget(t: &Terminal, out: Out, group: &str) -> duokey_terminal::Result<()> {
+    let gid = t.resolve_group(group).await?;
+    let name = t.forget_group(&gid).await?;
+    out.report(serde_json::json!({"forgotten": hex::encode(gid)}), || {
+        format!(
+            "Forgot {}: its history and keys are erased from this terminal.",
+            display::inline(&name)
+        )
+    });
+    Ok(())
+}
+
+/// `duokey group list`: active groups, or all with `--all`.
+async fn list_groups(t: &Terminal, out: Out, all: bool) -> duokey_terminal::Result<()> {
+    let mut groups = t.list_groups().await?;
+    groups.retain(|g| all || g.state == GroupState::Active);
     let value = serde_json::to_value(&groups).map_err(|_| Error::Internal("json"))?;
     out.report(value, || {
         let lines: Vec<String> = groups

@@ -301,6 +301,36 @@ fn errors_say_what_to_do() {
     };
     let err = nobody.fails(&["status"]);
     assert!(err.contains("duokey init"), "{err}");
+
+    // Issue 16: messages that cannot be sent are refused before sending,
+    // saying what to do, with the usage exit code.
+    let err = alice.fails(&["send", "proj", ""]);
+    assert!(err.contains("the message is empty"), "{err}");
+    let out = alice.run_stdin(&["send", "proj"], &vec![b'a'; 1_048_791]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the message is 1.0 MB; the limit is 256 KiB") && err.contains("shorter"),
+        "{err}"
+    );
+    assert!(alice.texts("proj").is_empty(), "nothing was sent or queued");
+    // A locked profile and no terminal to ask on (cron, a pipe).
+    let out = std::process::Command::new(support::bin("duokey"))
+        .arg("--home")
+        .arg(&alice.home)
+        .arg("status")
+        .env_remove("DUOKEY_PASSPHRASE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("duokey unlock") && err.contains("DUOKEY_PASSPHRASE"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -697,4 +727,54 @@ fn an_invitation_hand_over_killed_midway_resumes_at_the_next_command() {
     assert_eq!(bob.texts(&gid), ["after both"]);
     assert_eq!(carol.texts(&gid), ["after both"]);
     assert_eq!(alice.texts(&gid), ["before anyone", "after both"]);
+}
+
+/// Issue 16: an invitation accepted while the inviter's terminal follows
+/// the group completes without the inviter typing anything: its running
+/// `read --follow` processes the ack as it arrives, signs the add and hands
+/// the group key over.
+#[test]
+fn an_invitation_accepted_while_the_inviter_follows_completes_by_itself() {
+    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
+    let srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    alice.ok(&["group", "create", "proj"]);
+    alice.ok(&["group", "invite", "proj", "bob"]);
+    let mut follow = std::process::Command::new(support::bin("duokey"))
+        .arg("--home")
+        .arg(&alice.home)
+        .args(["--json", "read", "proj", "--follow"])
+        .env("DUOKEY_PASSPHRASE", &alice.passphrase)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let wait_for = |want: &str| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("alice's follow never printed {want:?}"));
+        if line.contains(want) {
+            return line;
+        }
+    };
+    wait_for("alice created the group");
+    bob.ok(&["accept", "proj"]);
+    // Alice types nothing: her follow signs the add.
+    wait_for("bob joined");
+    // Bob's next command receives the key and his message is sent, not queued.
+    let out = bob.ok(&["--json", "send", "proj", "hello from bob"]);
+    assert!(out.contains("\"posted\""), "{out}");
+    wait_for("hello from bob");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
 }

@@ -35,6 +35,14 @@ impl Terminal {
         Ok((p.serial_hex(), p.not_before_unix, p.not_after_unix))
     }
 
+    /// The servers this profile uses (its `client.toml`, as given to `init`).
+    pub async fn client_config(&self) -> Result<crate::ClientConfig> {
+        crate::ClientConfig::parse(
+            std::str::from_utf8(&self.store.meta_req("client_config").await?)
+                .map_err(|_| Error::Corrupt("config"))?,
+        )
+    }
+
     /// `duokey renew`: a new certificate for the same identity
     /// key from the AS, asked with the current one (so contacts' pins and
     /// safety numbers stay), then used for every connection. Returns it as

@@ -316,6 +316,12 @@ impl Terminal {
 
     /// `duokey verify USER [--confirm]` (SPEC §2).
     pub async fn verify(&mut self, user: &UserId, confirm: bool) -> Result<Verification> {
+        if *user == self.me {
+            return Err(Error::user(
+                "that is you: a safety number is compared with someone else (`duokey verify USER`); \
+                 `duokey whoami` shows your own certificate",
+            ));
+        }
         let pinned = self.contact_key(user).await?;
         let (current, fp, _, _) = self.fetch_identity(user).await?;
         let changed = current != pinned;

@@ -214,16 +214,39 @@ impl Terminal {
         if by_id.len() == 1 {
             return Ok(by_id[0].group_id);
         }
-        let by_name: Vec<_> = groups.iter().filter(|g| g.name == spec).collect();
-        match by_name.len() {
-            1 => Ok(by_name[0].group_id),
-            0 if by_id.is_empty() => Err(Error::not_found(format!(
-                "no group {spec:?} in this profile; `duokey group list` shows yours"
+        let named: Vec<_> = groups
+            .iter()
+            .filter(|g| g.name == spec)
+            .map(|g| (g.group_id, g.state == GroupState::Active))
+            .collect();
+        match pick_by_name(&named) {
+            Some(gid) => Ok(gid),
+            None if named.is_empty() && by_id.is_empty() => Err(Error::not_found(format!(
+                "no group {spec:?} in this profile; `duokey group list --all` shows yours"
             ))),
-            _ => Err(Error::user(format!(
-                "{spec:?} names several groups; use the group id from `duokey group list`"
+            None => Err(Error::user(format!(
+                "{spec:?} names several groups; use the group id from `duokey group list --all`"
             ))),
         }
+    }
+
+    /// `duokey group forget GROUP`: removes a group this terminal is no
+    /// longer a member of (left, removed, deleted) from the profile, with
+    /// its history and keys. A group still active is refused.
+    pub async fn forget_group(&self, gid: &GroupId) -> Result<String> {
+        let g = self
+            .store
+            .group(gid)
+            .await?
+            .ok_or_else(|| Error::not_found("no such group in this profile"))?;
+        if g.state == GroupState::Active {
+            return Err(Error::refused(format!(
+                "you are still a member of {:?}: leave it first (`duokey group leave`), or delete it if you own it",
+                g.name
+            )));
+        }
+        self.store.forget_group(gid).await?;
+        Ok(g.name)
     }
 
     /// `duokey group create NAME` (SPEC §4.1).
@@ -377,6 +400,15 @@ impl Terminal {
     /// `duokey group leave GROUP`.
     pub async fn leave(&mut self, gid: &GroupId) -> Result<()> {
         self.active(gid).await?;
+        let (g, mine) = self.my_rights(gid).await?;
+        if mine.contains(Rights::OWNER) {
+            // SPEC §4.7: nobody else could ever delete the group.
+            return Err(Error::refused(format!(
+                "you own {:?}, and an owner cannot leave: nobody could delete the group afterwards. \
+                 Delete it for every member with `duokey group delete`, or stay",
+                g.name
+            )));
+        }
         // Keep what was said up to now: fetched while a member.
         self.last_fetch(gid).await?;
         self.submit(gid, Intent::Leave, &ItemId::random()?).await?;
@@ -435,5 +467,37 @@ impl Terminal {
                 self.now_ms(),
             )
             .await
+    }
+}
+
+/// The group a name means among `named` (id, active): the one active group
+/// of that name, else the one group of that name, else none (ambiguous or
+/// absent). Left and deleted groups keep their names, so re-creating a name
+/// must not make it ambiguous.
+fn pick_by_name(named: &[(GroupId, bool)]) -> Option<GroupId> {
+    let active: Vec<_> = named.iter().filter(|(_, a)| *a).collect();
+    match (active.as_slice(), named) {
+        ([(gid, _)], _) | ([], [(gid, _)]) => Some(*gid),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn a_name_means_its_one_active_group_first() {
+        let (a, b, c) = (GroupId([1; 16]), GroupId([2; 16]), GroupId([3; 16]));
+        assert_eq!(pick_by_name(&[(a, true)]), Some(a));
+        assert_eq!(
+            pick_by_name(&[(a, false)]),
+            Some(a),
+            "a left group by its name"
+        );
+        assert_eq!(pick_by_name(&[(a, false), (b, true)]), Some(b));
+        assert_eq!(pick_by_name(&[(a, false), (b, false)]), None);
+        assert_eq!(pick_by_name(&[(a, true), (b, true), (c, false)]), None);
+        assert_eq!(pick_by_name(&[]), None);
     }
 }

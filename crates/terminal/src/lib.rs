@@ -32,11 +32,13 @@
 //!       history.rs         decrypted messages and the log cursor
 //!       outbox.rs          messages written, not yet acknowledged
 //! vault.rs                 sealing under the passphrase key (Argon2id)
+//! agent.rs                 the unlocked session: the key held by `duokey unlock`'s agent
 //! keylog.rs                the opt-in DUOKEY_KEYLOG debug file (SPEC §8)
 //! config.rs                client.toml
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod agent;
 mod certificate;
 pub mod config;
 pub mod contacts;

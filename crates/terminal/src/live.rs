@@ -154,6 +154,8 @@ impl Terminal {
                     if let Err(e) = self.process_item(&i.item).await {
                         self.warn(format!("note: an inbox item was dropped: {e}"));
                     }
+                    // An RN1 that arrived may be the one a hand-over waits for.
+                    self.finish_invitations().await?;
                     None
                 }
                 None => None,
@@ -173,6 +175,7 @@ impl Terminal {
             LiveEvent::Timer => {
                 self.retry_pending_items().await?;
                 self.replace_missing_rn1().await?;
+                self.finish_invitations().await?;
                 self.erase_expired().await?;
                 None
             }

@@ -40,9 +40,36 @@ fn forked(name: &str) -> Error {
     ))
 }
 
+/// Refuses, before anything is stored or sent, a message that is empty or
+/// larger than receivers accept (SPEC §3.3 V3: 256 KiB of body).
+pub(crate) fn check_sendable(text: &str) -> Result<()> {
+    let max = duokey_crypto::envelope::DEFAULT_MAX_BODY;
+    if text.trim().is_empty() {
+        return Err(Error::user("the message is empty: nothing was sent"));
+    }
+    if text.len() > max {
+        return Err(Error::user(format!(
+            "the message is {}; the limit is {} KiB: nothing was sent. Send a shorter message, \
+             or split it, or send a link to a file",
+            size(text.len()),
+            max / 1024
+        )));
+    }
+    Ok(())
+}
+
+/// "1.0 MB", "300 KiB".
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1_000_000 => format!("{}.{} MB", b / 1_000_000, (b % 1_000_000) / 100_000),
+        b => format!("{} KiB", b.div_ceil(1024)),
+    }
+}
+
 impl Terminal {
     /// `duokey send GROUP TEXT`.
     pub async fn send(&mut self, gid: &GroupId, text: &str) -> Result<SendOutcome> {
+        check_sendable(text)?;
         self.send_text(gid, text).await
     }
 
@@ -147,5 +174,35 @@ impl Terminal {
     /// How many messages wait in the outbox.
     pub async fn queued(&self) -> Result<u64> {
         self.store.queued_count().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_oversized_messages_are_refused_with_what_to_do() {
+        let max = duokey_crypto::envelope::DEFAULT_MAX_BODY;
+        assert!(check_sendable("hello").is_ok());
+        assert!(check_sendable(&"a".repeat(max)).is_ok());
+        for empty in ["", " ", "\n\t"] {
+            let e = check_sendable(empty).unwrap_err().to_string();
+            assert!(e.contains("empty"), "{e}");
+        }
+        let e = check_sendable(&"a".repeat(max + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("257 KiB") && e.contains("256 KiB") && e.contains("shorter"),
+            "{e}"
+        );
+        let e = check_sendable(&"a".repeat(1_048_791))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("the message is 1.0 MB; the limit is 256 KiB"),
+            "{e}"
+        );
     }
 }

@@ -56,7 +56,7 @@ impl std::fmt::Debug for Terminal {
     }
 }
 
-fn profile_path(home: &Path) -> PathBuf {
+pub(crate) fn profile_path(home: &Path) -> PathBuf {
     home.join("profile.db")
 }
 
@@ -165,29 +165,101 @@ impl Terminal {
         Ok(t)
     }
 
-    /// Opens the profile in `home`; `passphrase` is asked only if the profile
-    /// has one. A wrong passphrase changes nothing.
+    /// Opens the profile in `home`. Its key comes from the stored key
+    /// (`--no-passphrase`), else from a running agent (`duokey unlock`,
+    /// [`crate::agent`]), else from `passphrase`, asked only then. A wrong
+    /// passphrase changes nothing.
     pub async fn open(
         home: &Path,
         passphrase: impl FnOnce() -> Result<Zeroizing<String>>,
     ) -> Result<Terminal> {
-        let path = profile_path(home);
-        if !path.exists() {
-            return Err(Error::NoProfile(home.display().to_string()));
-        }
-        let store = Store::open(&path).await?;
-        let vault = match store.meta("plain_key").await? {
-            Some(k) => {
-                Vault::from_plain_key(k.try_into().map_err(|_| Error::Corrupt("plain key"))?)
-            }
-            None => Vault::derive(passphrase()?.as_bytes(), &store.meta_req("kdf_salt").await?)?,
-        };
-        vault.verify_check(&store.meta_req("vault_check").await?)?;
-        let mut t = Terminal::connect(home, store, vault).await?;
+        let mut t = Self::open_offline(home, passphrase).await?;
         if t.store.meta("dk_published").await?.is_none() {
             t.publish_delivery_key().await?;
         }
         Ok(t)
+    }
+
+    /// Opens the profile as [`Terminal::open`] does but contacts no server
+    /// (`duokey whoami`, reading what the profile holds).
+    pub async fn open_offline(
+        home: &Path,
+        passphrase: impl FnOnce() -> Result<Zeroizing<String>>,
+    ) -> Result<Terminal> {
+        let store = Self::open_store(home).await?;
+        let vault = Self::open_vault(home, &store, passphrase, true).await?;
+        Terminal::connect(home, store, vault).await
+    }
+
+    /// The key of the profile in `home`, from `passphrase` (never from an
+    /// agent), checked against the profile: what `duokey unlock` gives the
+    /// agent. Contacts no server.
+    pub async fn profile_key(
+        home: &Path,
+        passphrase: impl FnOnce() -> Result<Zeroizing<String>>,
+    ) -> Result<Zeroizing<[u8; 32]>> {
+        let store = Self::open_store(home).await?;
+        if store.meta("plain_key").await?.is_some() {
+            return Err(Error::user(
+                "this profile has no passphrase (it was made with --no-passphrase): there is nothing to unlock",
+            ));
+        }
+        let vault = Self::open_vault(home, &store, passphrase, false).await?;
+        Ok(vault.key_bytes())
+    }
+
+    /// A copy of this profile's key, to hand to the agent of an unlocked
+    /// session ([`crate::agent`]) after the passphrase opened the profile.
+    /// `None` for a profile without a passphrase (nothing to unlock).
+    pub async fn unlock_key(&self) -> Result<Option<Zeroizing<[u8; 32]>>> {
+        Ok(match self.store.meta("plain_key").await? {
+            Some(_) => None,
+            None => Some(self.vault.key_bytes()),
+        })
+    }
+
+    /// `true` the first time it is called with `what` for this profile,
+    /// `false` ever after (a question the user was asked once, say).
+    pub async fn first_time(&self, what: &str) -> Result<bool> {
+        let key = format!("asked:{what}");
+        if self.store.meta(&key).await?.is_some() {
+            return Ok(false);
+        }
+        self.store.set_meta(&key, b"1").await?;
+        Ok(true)
+    }
+
+    async fn open_store(home: &Path) -> Result<Store> {
+        let path = profile_path(home);
+        if !path.exists() {
+            return Err(Error::NoProfile(home.display().to_string()));
+        }
+        Store::open(&path).await
+    }
+
+    /// The profile's vault, checked; from the agent first if `agent`.
+    async fn open_vault(
+        home: &Path,
+        store: &Store,
+        passphrase: impl FnOnce() -> Result<Zeroizing<String>>,
+        agent: bool,
+    ) -> Result<Vault> {
+        let check = store.meta_req("vault_check").await?;
+        if let Some(k) = store.meta("plain_key").await? {
+            let vault =
+                Vault::from_plain_key(k.try_into().map_err(|_| Error::Corrupt("plain key"))?);
+            vault.verify_check(&check)?;
+            return Ok(vault);
+        }
+        if agent && let Some(key) = crate::agent::key(home).await {
+            let vault = Vault::from_plain_key(*key);
+            if vault.verify_check(&check).is_ok() {
+                return Ok(vault);
+            }
+        }
+        let vault = Vault::derive(passphrase()?.as_bytes(), &store.meta_req("kdf_salt").await?)?;
+        vault.verify_check(&check)?;
+        Ok(vault)
     }
 
     async fn connect(home: &Path, store: Store, vault: Vault) -> Result<Terminal> {

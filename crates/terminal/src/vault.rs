@@ -56,6 +56,12 @@ impl Vault {
         Ok(Zeroizing::new(random()?))
     }
 
+    /// A copy of the key, for the agent of an unlocked session only
+    /// ([`crate::agent`]).
+    pub(crate) fn key_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(*self.key)
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(&(*self.key).into())
     }

@@ -137,20 +137,32 @@ impl Server {
 
     /// Enrols `user` with a `duokey init` of its own home.
     pub fn user(&self, name: &str) -> User {
+        self.enrol(name, &[])
+    }
+
+    /// Enrols `user` with `duokey init --no-passphrase`.
+    pub fn user_without_passphrase(&self, name: &str) -> User {
+        self.enrol(name, &["--no-passphrase"])
+    }
+
+    fn enrol(&self, name: &str, extra: &[&str]) -> User {
         let u = User {
             home: self.dir.path().join(name),
             passphrase: format!("{name}'s long passphrase"),
         };
         let token = self.token(name);
-        let out = u.run(&[
+        let config = self.client_toml();
+        let mut args = vec![
             "init",
             "--user",
             name,
             "--token",
             &token,
             "--config",
-            self.client_toml().to_str().unwrap(),
-        ]);
+            config.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = u.run(&args);
         assert!(
             out.status.success(),
             "init {name}: {}",

@@ -268,6 +268,49 @@ impl Store {
         Ok(())
     }
 
+    /// Removes every trace of a group from the profile (`duokey group
+    /// forget`): its state, keys, history, invitations and queued messages,
+    /// in one transaction, then checkpoints so that the erased keys survive
+    /// in no file (`secure_delete` overwrote them in their pages).
+    pub async fn forget_group(&self, gid: &GroupId) -> Result<()> {
+        // Every table with a `group_id` column; `groups` last.
+        const TABLES: [&str; 14] = [
+            "grants",
+            "r1",
+            "r1_erased",
+            "rn1_sent",
+            "messages",
+            "notices",
+            "invites_in",
+            "invites_out",
+            "outbox",
+            "stale_sent",
+            "membership",
+            "anchors_in",
+            "forks",
+            "groups",
+        ];
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM anchors_out WHERE invite_id IN \
+             (SELECT invite_id FROM invites_out WHERE group_id = ?)",
+        )
+        .bind(gid.as_slice())
+        .execute(&mut *tx)
+        .await?;
+        for table in TABLES {
+            // `table` comes from the constant list above, never from input.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE group_id = ?"
+            )))
+            .bind(gid.as_slice())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.checkpoint().await
+    }
+
     /// Records how far the group's log was read.
     pub async fn set_log_cursor(&self, gid: &GroupId, cursor: u64) -> Result<()> {
         sqlx::query("UPDATE groups SET log_cursor = ? WHERE group_id = ? AND log_cursor < ?")

@@ -1,0 +1,120 @@
+//! Daily use (issue 16), on the real binaries: groups one is no longer in,
+//! the owner's leave, `whoami`, and errors that say what to do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use support::{Server, group_with};
+
+fn names(list: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(list).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            format!(
+                "{} {}",
+                g["name"].as_str().unwrap(),
+                g["state"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn groups_one_left_are_hidden_forgotten_and_free_their_names() {
+    let srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    let old = group_with(&alice, "ops", &[&bob]);
+    alice.ok(&["send", "ops", "before the deletion"]);
+    bob.ok(&["read", "ops"]);
+    alice.ok(&["group", "delete", "ops", "--yes"]);
+    bob.ok(&["sync"]);
+    // Listed only with --all.
+    assert!(names(&bob.ok(&["--json", "group", "list"])).is_empty());
+    assert_eq!(
+        names(&bob.ok(&["--json", "group", "list", "--all"])),
+        ["ops deleted"]
+    );
+    // A new group of the same name: the name means the active one.
+    group_with(&alice, "ops", &[&bob]);
+    bob.ok(&["sync"]);
+    bob.ok(&["send", "ops", "in the new ops"]);
+    assert_eq!(alice.texts("ops"), ["in the new ops"]);
+    // Forgetting an active group is refused; the deleted one is erased.
+    let err = bob.fails(&["group", "forget", "ops"]);
+    assert!(err.contains("still a member"), "{err}");
+    let out = bob.ok(&["group", "forget", &old]);
+    assert!(out.contains("Forgot"), "{out}");
+    assert_eq!(
+        names(&bob.ok(&["--json", "group", "list", "--all"])),
+        ["ops active"]
+    );
+    let err = bob.fails(&["read", &old]);
+    assert!(err.contains("no group"), "{err}");
+    // Its messages and keys are gone from the profile file.
+    let profile = std::fs::read(bob.home.join("profile.db")).unwrap();
+    let id = hex_bytes(&old);
+    assert!(
+        !profile.windows(id.len()).any(|w| w == id.as_slice()),
+        "the forgotten group's id is still in the profile"
+    );
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_owner_cannot_leave_and_is_told_what_to_do() {
+    let srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob]);
+    let err = alice.fails(&["group", "leave", "proj"]);
+    assert!(
+        err.contains("an owner cannot leave") && err.contains("duokey group delete"),
+        "{err}"
+    );
+    // Still a member: the group works.
+    alice.ok(&["send", "proj", "still here"]);
+    assert_eq!(bob.texts("proj"), ["still here"]);
+    bob.ok(&["group", "leave", "proj"]);
+}
+
+#[test]
+fn whoami_answers_from_the_profile_alone() {
+    let mut srv = Server::start();
+    let alice = srv.user("alice");
+    srv.stop();
+    let out = alice.ok(&["whoami"]);
+    assert!(out.starts_with("alice\n"), "{out}");
+    assert!(out.contains("locked"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&alice.ok(&["--json", "whoami"])).unwrap();
+    assert_eq!(v["user"], "alice");
+    assert!(v["certificate"]["not_after"].as_i64().unwrap() > 0);
+    assert!(
+        v["servers"]["cs"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://127.0.0.1:")
+    );
+    assert!(v["unlocked_secs"].is_null());
+    alice.ok(&["unlock", "--for", "5m"]);
+    let v: serde_json::Value = serde_json::from_str(&alice.ok(&["--json", "whoami"])).unwrap();
+    assert!(v["unlocked_secs"].as_u64().unwrap() > 200, "{v}");
+    alice.ok(&["lock"]);
+}
+
+#[test]
+fn verifying_yourself_says_what_to_do() {
+    let srv = Server::start();
+    let alice = srv.user("alice");
+    let err = alice.fails(&["verify", "alice"]);
+    assert!(
+        err.contains("that is you") && err.contains("whoami"),
+        "{err}"
+    );
+}
