@@ -12,10 +12,8 @@ use duokey_pki::{Ca, RevocationList};
 use duokey_proto::accounts_server::{Accounts, AccountsServer};
 use duokey_proto::{EnrollRequest, EnrollResponse, RenewRequest};
 use duokey_storage::AsStore;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
@@ -131,7 +129,7 @@ pub struct AccountServer {
     db: AsStore,
     ca: Arc<Ca>,
     revoked: Arc<RevocationList>,
-    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    limiter: Arc<duokey_pki::clock::KeyedLimiter<IpAddr>>,
 }
 
 impl std::fmt::Debug for AccountServer {
@@ -146,13 +144,12 @@ impl AccountServer {
     /// `revoked` is the servers' revocation list: a replacement enrolment
     /// revokes the certificates it replaces in its file.
     pub fn new(db: AsStore, ca: Arc<Ca>, revoked: Arc<RevocationList>) -> AccountServer {
-        let quota = Quota::per_second(NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN));
+        let clock = duokey_pki::clock::Clock::system();
         AccountServer {
             db,
             ca,
             revoked,
-            limiter: Arc::new(RateLimiter::keyed(quota)),
+            limiter: Arc::new(duokey_pki::clock::keyed_limiter(5, 20, &clock)),
         }
     }
 

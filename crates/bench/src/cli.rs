@@ -68,20 +68,9 @@ fn measure(
             .collect::<BenchResult<Vec<u32>>>()?;
         lat.sort_unstable();
         let params = format!("duokey {command}, {how}, n={n}");
-        rows.push(Row::new(
-            "cli",
-            &params,
-            "latency p50",
-            quantile_ms(&lat, 0.5),
-            "ms",
-        ));
-        rows.push(Row::new(
-            "cli",
-            &params,
-            "latency p99",
-            quantile_ms(&lat, 0.99),
-            "ms",
-        ));
+        for (metric, q) in [("latency p50", 0.5), ("latency p99", 0.99)] {
+            rows.push(Row::new("cli", &params, metric, quantile_ms(&lat, q), "ms"));
+        }
     }
     Ok(rows)
 }

@@ -48,6 +48,20 @@ pub fn entry(head: &str, text: &str) -> String {
     out
 }
 
+/// A group's key versions in words (the member-shared part RN1, the
+/// server-given part RN2), not as a fraction.
+pub fn keys(rn1_version: u32, rn2_version: u64) -> String {
+    format!("member key #{rn1_version}, server key #{rn2_version}")
+}
+
+/// Rights in the fewest words: the owner may do everything.
+pub fn rights(rights: &str) -> String {
+    match rights.split(',').any(|r| r == "owner") {
+        true => "owner".into(),
+        false => rights.replace(',', " + "),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -86,5 +100,13 @@ mod tests {
             shown,
             "12:00:00 mallory: x�12:00:00 alice: hi\n                  second"
         );
+    }
+
+    #[test]
+    fn keys_and_rights_read_as_words() {
+        assert_eq!(super::keys(4, 9), "member key #4, server key #9");
+        assert_eq!(super::rights("owner,invite,remove"), "owner");
+        assert_eq!(super::rights("invite,remove"), "invite + remove");
+        assert_eq!(super::rights("member"), "member");
     }
 }

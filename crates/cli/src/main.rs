@@ -94,8 +94,16 @@ enum Command {
         /// Keep running and print new messages until interrupted.
         #[arg(long)]
         follow: bool,
+        /// Show only the last N lines of the history.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Show only what came after a date (2026-11-30, UTC) or within a
+        /// time back from now (90m, 2h, 3d).
+        #[arg(long, value_name = "DATE|DURATION")]
+        since: Option<String>,
     },
-    /// Sync now (inbox, grants, RN1 deliveries, outbox).
+    /// Fetch everything new now: invitations, key changes, messages, and
+    /// send what is queued.
     Sync,
     /// Show a contact's certificate fingerprint and your safety number.
     Verify {
@@ -105,7 +113,7 @@ enum Command {
         #[arg(long)]
         confirm: bool,
     },
-    /// Your groups with their epochs.
+    /// You, your groups and their key versions, and what waits to be sent.
     Status,
     /// Renew this terminal's certificate now. It also renews by itself at a
     /// sync once two thirds of its lifetime (365 days) have passed. The
@@ -149,15 +157,17 @@ enum GroupCommand {
     Create {
         /// Group name (1–128 bytes).
         name: String,
-        /// Period of the RN2 rotation, e.g. 1h, 30m, 90s (default 1h).
+        /// How often the server part of the group key is replaced, e.g. 1h,
+        /// 30m, 90s (default 1h).
         #[arg(long, value_parser = parse_duration)]
         rotate_every: Option<u64>,
         /// How long the previous key stays accepted after a rotation, e.g. 5m
         /// (default 5 minutes).
         #[arg(long, value_parser = parse_duration)]
         grace: Option<u64>,
-        /// Do not rotate RN1 when a member is removed or leaves (weaker: a
-        /// removed member colluding with the GMS operator could then read).
+        /// Do not replace the members' part of the key when a member is
+        /// removed or leaves (weaker: a removed member helped by the group
+        /// server's operator could then read on).
         #[arg(long)]
         no_rotate_rn1_on_remove: bool,
     },
@@ -192,7 +202,8 @@ enum GroupCommand {
         #[arg(long)]
         can_remove: bool,
     },
-    /// Remove USER (rotates RN2, and RN1 unless the group opted out).
+    /// Remove USER: the group key is replaced (both parts, unless the group
+    /// opted out), so they cannot read what is said afterwards.
     Remove {
         /// Group.
         group: String,
@@ -204,11 +215,12 @@ enum GroupCommand {
         /// Group.
         group: String,
     },
-    /// Force a key rotation.
+    /// Replace the group key now (the server part; with --rn1 also the
+    /// members' part).
     Rotate {
         /// Group.
         group: String,
-        /// Also rotate RN1.
+        /// Also replace the members' part of the key (any member may).
         #[arg(long)]
         rn1: bool,
     },
@@ -297,7 +309,7 @@ fn exit_code(kind: ErrorKind) -> u8 {
     }
 }
 
-fn parse_duration(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<u64, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()
@@ -533,7 +545,19 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         Command::Accept { invite } => act(&mut t, out, None, Action::Accept(invite)).await,
         Command::Decline { invite } => act(&mut t, out, None, Action::Decline(invite)).await,
         Command::Send { group, text } => send(&mut t, out, &group, text).await,
-        Command::Read { group, follow } => read(&mut t, out, &group, follow, offline).await,
+        Command::Read {
+            group,
+            follow,
+            limit,
+            since,
+        } => {
+            let since = match since {
+                Some(s) => Some(when::since(&s, when::now_ms()).map_err(Error::User)?),
+                None => None,
+            };
+            let shown = Shown { limit, since };
+            read(&mut t, out, &group, follow, offline, shown).await
+        }
         Command::Verify { user, confirm } => {
             act(&mut t, out, None, Action::Verify(user_arg(user)?, confirm)).await
         }
@@ -656,12 +680,11 @@ async fn status(t: &Terminal, out: Out, offline: bool) -> duokey_terminal::Resul
         let mut text = format!("{} ({queued} queued message(s))", t.user());
         for g in &groups {
             text.push_str(&format!(
-                "\n{}  {:<20} {:<8} epoch {}/{}",
+                "\n{}  {:<20} {:<8} {}",
                 g.group_id,
                 display::inline(&g.name),
                 g.state,
-                g.rn1_version,
-                g.rn2_version
+                display::keys(g.rn1_version, g.rn2_version)
             ));
         }
         text
@@ -758,12 +781,34 @@ async fn send(
 }
 
 /// `duokey read`: the history, then (with `--follow`) what arrives.
+/// Which part of the history `read` shows.
+#[derive(Debug, Clone, Copy)]
+struct Shown {
+    /// The last N lines.
+    limit: Option<usize>,
+    /// Lines from this time on (Unix ms).
+    since: Option<u64>,
+}
+
+impl Shown {
+    fn select(self, mut lines: Vec<Line>) -> Vec<Line> {
+        let at = |l: &Line| match l {
+            Line::Message(m) => m.sent_at_ms,
+            Line::Notice(n) => n.at_ms,
+        };
+        lines.retain(|l| self.since.is_none_or(|s| at(l) >= s));
+        let skip = self.limit.map_or(0, |n| lines.len().saturating_sub(n));
+        lines.split_off(skip)
+    }
+}
+
 async fn read(
     t: &mut Terminal,
     out: Out,
     group: &str,
     follow: bool,
     offline: bool,
+    shown: Shown,
 ) -> duokey_terminal::Result<()> {
     let gid = t.resolve_group(group).await?;
     if !offline {
@@ -772,7 +817,7 @@ async fn read(
             r => r.map(drop)?,
         }
     }
-    for line in t.history(&gid).await? {
+    for line in shown.select(t.history(&gid).await?) {
         print_line(out.json, &line);
     }
     if follow {

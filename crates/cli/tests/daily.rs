@@ -118,3 +118,49 @@ fn verifying_yourself_says_what_to_do() {
         "{err}"
     );
 }
+
+#[test]
+fn server_logs_written_to_a_file_are_plain_text() {
+    let srv = Server::start();
+    srv.user("alice");
+    let log = std::fs::read(srv.log()).unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("serving"), "{text}");
+    assert!(!log.contains(&0x1b), "colour codes in a log file: {text}");
+}
+
+#[test]
+fn read_shows_the_last_lines_or_those_since_a_time() {
+    let srv = Server::start();
+    let alice = srv.user("alice");
+    alice.ok(&["group", "create", "proj"]);
+    for text in ["one", "two", "three"] {
+        alice.ok(&["send", "proj", text]);
+    }
+    let texts = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["--json", "read", "proj"];
+        all.extend_from_slice(args);
+        alice
+            .ok(&all)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["text"]
+                    .as_str()
+                    .or(v["notice"].as_str())
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(texts(&["--limit", "2"]), ["two", "three"]);
+    assert_eq!(
+        texts(&["--since", "1h"]).len(),
+        4,
+        "the creation notice and three messages"
+    );
+    assert!(texts(&["--since", "2099-01-01"]).is_empty());
+    let out = alice.run(&["read", "proj", "--since", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("like 2026-11-30"));
+}

@@ -369,59 +369,27 @@ fn demo_passes_every_check_in_json() {
 
 #[test]
 fn read_follow_streams_messages_and_notices() {
-    use std::io::{BufRead, BufReader};
     use std::time::Duration;
     let mut srv = Server::start();
     let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| srv.user(u));
     group_with(&alice, "proj", &[&bob, &carol]);
     bob.ok(&["sync"]);
-    let mut follow = std::process::Command::new(support::bin("duokey"))
-        .arg("--home")
-        .arg(&bob.home)
-        .args(["--json", "read", "proj", "--follow"])
-        .env("DUOKEY_PASSPHRASE", &bob.passphrase)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines_of = |out: Box<dyn std::io::Read + Send>| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        rx
-    };
-    let rx = lines_of(Box::new(follow.stdout.take().unwrap()));
-    let errors = lines_of(Box::new(follow.stderr.take().unwrap()));
-    let seen = std::cell::RefCell::new(Vec::new());
-    // Waits (bounded) for a line satisfying `want`; fails on timeout.
-    let wait_for = |want: &dyn Fn(&str) -> bool| loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("follow printed the expected line in time");
-        seen.borrow_mut().push(line.clone());
-        if want(&line) {
-            return line;
-        }
-    };
+    let mut follow = bob.follow("proj");
     // The history ends with the notice that carol joined.
-    wait_for(&|l| l.contains("carol joined"));
+    follow.wait_for(|l| l.contains("carol joined"));
     alice.ok(&["send", "proj", "live message"]);
-    let line = wait_for(&|l| l.contains("live message"));
+    let line = follow.wait_for(|l| l.contains("live message"));
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["sender"].as_str(), Some("alice"), "{line}");
     assert_eq!(v["kind"].as_str(), Some("message"), "{line}");
     alice.ok(&["group", "remove", "proj", "carol"]);
-    wait_for(&|l| l.contains("carol was removed"));
+    follow.wait_for(|l| l.contains("carol was removed"));
 
     // Issue 14: the server restarts under it; it says so, reconnects, and
     // shows what was posted while it was away, once.
     srv.stop();
-    let note = errors
+    let note = follow
+        .errors
         .recv_timeout(Duration::from_secs(30))
         .expect("follow said it lost the server");
     assert!(
@@ -429,22 +397,19 @@ fn read_follow_streams_messages_and_notices() {
         "{note}"
     );
     assert!(
-        follow.try_wait().unwrap().is_none(),
+        follow.child.try_wait().unwrap().is_none(),
         "follow exited when the server went away"
     );
     srv.restart();
     alice.ok(&["send", "proj", "after the restart"]);
-    wait_for(&|l| l.contains("after the restart"));
+    follow.wait_for(|l| l.contains("after the restart"));
     alice.ok(&["send", "proj", "and live again"]);
-    wait_for(&|l| l.contains("and live again"));
-    let seen = seen.borrow();
+    follow.wait_for(|l| l.contains("and live again"));
+    let seen = follow.seen.borrow();
     for text in ["live message", "after the restart"] {
         let n = seen.iter().filter(|l| l.contains(text)).count();
         assert_eq!(n, 1, "{text:?} shown {n} times: {seen:?}");
     }
-    drop(seen);
-    follow.kill().unwrap();
-    follow.wait().unwrap();
 }
 
 #[test]
@@ -735,38 +700,12 @@ fn an_invitation_hand_over_killed_midway_resumes_at_the_next_command() {
 /// the group key over.
 #[test]
 fn an_invitation_accepted_while_the_inviter_follows_completes_by_itself() {
-    use std::io::{BufRead, BufReader};
-    use std::time::Duration;
     let srv = Server::start();
     let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
     alice.ok(&["group", "create", "proj"]);
     alice.ok(&["group", "invite", "proj", "bob"]);
-    let mut follow = std::process::Command::new(support::bin("duokey"))
-        .arg("--home")
-        .arg(&alice.home)
-        .args(["--json", "read", "proj", "--follow"])
-        .env("DUOKEY_PASSPHRASE", &alice.passphrase)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = follow.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let wait_for = |want: &str| loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("alice's follow never printed {want:?}"));
-        if line.contains(want) {
-            return line;
-        }
-    };
+    let follow = alice.follow("proj");
+    let wait_for = |want: &str| follow.wait_for(|l| l.contains(want));
     wait_for("alice created the group");
     bob.ok(&["accept", "proj"]);
     // Alice types nothing: her follow signs the add.
@@ -775,6 +714,4 @@ fn an_invitation_accepted_while_the_inviter_follows_completes_by_itself() {
     let out = bob.ok(&["--json", "send", "proj", "hello from bob"]);
     assert!(out.contains("\"posted\""), "{out}");
     wait_for("hello from bob");
-    follow.kill().unwrap();
-    follow.wait().unwrap();
 }

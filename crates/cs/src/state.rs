@@ -6,9 +6,7 @@ use crate::hub::Hub;
 use crate::writer::PostJob;
 use duokey_proto::{Delivery, delivery};
 use duokey_storage::CsStore;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::{HashMap, HashSet};
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -29,7 +27,7 @@ pub(crate) struct CsState {
     pub(crate) config: CsConfig,
     pub(crate) groups: RwLock<HashMap<Vec<u8>, GroupView>>,
     pub(crate) hub: Arc<Hub>,
-    pub(crate) limiter: DefaultKeyedRateLimiter<String>,
+    pub(crate) limiter: duokey_pki::clock::KeyedLimiter<String>,
     /// Certificate fingerprint last recorded in the directory, per user.
     pub(crate) recorded: Mutex<HashMap<String, [u8; 32]>>,
     pub(crate) writer: mpsc::Sender<PostJob>,
@@ -64,8 +62,6 @@ impl CsState {
         for (gid, user, upto) in db.cs_all_departed().await? {
             groups.entry(gid).or_default().departed.insert(user, upto);
         }
-        let per_sec = NonZeroU32::new(config.rate_per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(config.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN);
         Ok(CsState {
             db,
             hub: Hub::new(crate::hub::Bounds {
@@ -73,7 +69,11 @@ impl CsState {
                 bytes: config.subscriber_queue_bytes,
                 per_user: config.streams_per_user,
             }),
-            limiter: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
+            limiter: duokey_pki::clock::keyed_limiter(
+                config.rate_per_sec,
+                config.rate_burst,
+                &config.clock,
+            ),
             config,
             groups: RwLock::new(groups),
             recorded: Mutex::new(HashMap::new()),

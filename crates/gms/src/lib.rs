@@ -96,7 +96,7 @@ pub(crate) struct Inner {
     /// Woken when a group is created (the scheduler recomputes its next wake-up).
     pub(crate) schedule_changed: Notify,
     /// Per-certificate request limits (abuse).
-    pub(crate) limiter: governor::DefaultKeyedRateLimiter<String>,
+    pub(crate) limiter: duokey_pki::clock::KeyedLimiter<String>,
     /// (rounds finished, groups still pending after the last round) of the CS sync.
     pub(crate) cs_pending: tokio::sync::watch::Sender<(u64, usize)>,
 }
@@ -104,12 +104,8 @@ pub(crate) struct Inner {
 impl Gms {
     /// A GMS on `db`. Start [`cs_sync::run`] and [`Gms::run_scheduler`] beside it.
     pub fn new(db: GmsStore, config: GmsConfig) -> Gms {
-        let per_sec = std::num::NonZeroU32::new(config.rate_per_sec.max(1))
-            .unwrap_or(std::num::NonZeroU32::MIN);
-        let burst = std::num::NonZeroU32::new(config.rate_burst.max(1))
-            .unwrap_or(std::num::NonZeroU32::MIN);
         let limiter =
-            governor::RateLimiter::keyed(governor::Quota::per_second(per_sec).allow_burst(burst));
+            duokey_pki::clock::keyed_limiter(config.rate_per_sec, config.rate_burst, &config.clock);
         let watchers = watch::Watchers::new(config.streams_per_user);
         Gms {
             inner: Arc::new(Inner {
@@ -196,6 +192,9 @@ impl Gms {
     /// Runs the periodic rotation scheduler until the process ends.
     pub async fn run_scheduler(self) {
         loop {
+            // Taken before reading the time: a test's clock advance (D41)
+            // wakes the scheduler as a real wait would end.
+            let advanced = self.inner.config.clock.advanced();
             let now = self.now_ms();
             self.rotate_due(now).await;
             let next = self
@@ -212,6 +211,7 @@ impl Gms {
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
                 _ = self.inner.schedule_changed.notified() => {}
+                _ = advanced => {}
             }
         }
     }

@@ -287,6 +287,28 @@ async fn watch_pushes_grants_and_the_removal_to_the_removed_member() {
     assert_eq!(versions, [2, 3]);
 }
 
+/// The running scheduler (not a direct `rotate_due` call) rotates a group
+/// once its period passes on the GMS's clock: advancing the clock wakes it
+/// as the real wait would end (D41).
+#[tokio::test]
+async fn the_scheduler_rotates_when_the_clock_passes_the_period() {
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let g = alice.create_group("proj").await;
+    let mut watch = alice.gms.watch(WatchRequest {}).await.unwrap().into_inner();
+    net.advance(std::time::Duration::from_secs(2 * 3600));
+    let rotated = duokey_testkit::next_within(&mut watch, "the periodic rotation")
+        .await
+        .unwrap();
+    match rotated.event {
+        Some(watch_event::Event::Grant(x)) => {
+            assert_eq!((x.rn2_version, x.cause), (2, GrantCause::Periodic as i32));
+            assert_eq!(x.group_id, g.group_id);
+        }
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn periodic_rotation_issues_a_new_version_when_due() {
     let net = LocalNet::start().await;

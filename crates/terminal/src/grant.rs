@@ -20,7 +20,7 @@ fn cause_notice(g: &Grant) -> Option<String> {
         GrantCause::MemberRemoved => Some(format!("{s} was removed")),
         GrantCause::MemberLeft => Some(format!("{s} left")),
         GrantCause::Periodic | GrantCause::Forced => Some(format!(
-            "key rotated (epoch {}/{})",
+            "key rotated (member key #{}, server key #{})",
             g.rn1_version, g.rn2_version
         )),
         GrantCause::PolicyChanged => Some(format!("{s} changed the group's policy")),

@@ -107,12 +107,6 @@ impl PolicyChange {
     }
 }
 
-pub(crate) fn rights_name(bits: u8) -> String {
-    Rights::from_bits(bits)
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| format!("{bits:#04x}"))
-}
-
 pub(crate) fn gid16(b: &[u8]) -> Result<GroupId> {
     GroupId::from_slice(b).map_err(|_| Error::Corrupt("group id"))
 }

@@ -228,7 +228,7 @@ impl Terminal {
                     group_id: group_id.0.to_vec(),
                     group_name: group_name.as_str().to_owned(),
                     from: sender.to_string(),
-                    rights: rights.bits(),
+                    rights: *rights,
                 };
                 self.store.put_invite_in(&invite).await?;
             }

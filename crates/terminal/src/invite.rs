@@ -4,7 +4,7 @@
 
 use crate::Terminal;
 use crate::error::{Error, Result};
-use crate::group::{gid16, rights_name};
+use crate::group::gid16;
 use crate::membership::Intent;
 use duokey_crypto::membership;
 use duokey_crypto::*;
@@ -61,7 +61,7 @@ impl Terminal {
             rights,
         };
         self.store
-            .put_invite_out(&invite_id, gid, user.as_str(), rights.bits())
+            .put_invite_out(&invite_id, gid, user.as_str(), rights)
             .await?;
         self.send_item(invite_id, user, body).await?;
         Ok(invite_id)
@@ -79,7 +79,7 @@ impl Terminal {
                 group_id: hex::encode(i.group_id),
                 group_name: i.group_name,
                 from: i.from,
-                rights: rights_name(i.rights),
+                rights: i.rights.to_string(),
             })
             .collect())
     }
@@ -174,7 +174,7 @@ impl Terminal {
             None => {
                 let intent = Intent::Add {
                     subject: invitee.clone(),
-                    rights: Rights::from_bits(sent.rights)?,
+                    rights: sent.rights,
                     key,
                 };
                 let (grant, change) = self.submit(gid, intent, invite_id).await?;
@@ -327,7 +327,7 @@ impl Terminal {
             && c.actor == item.sender
             && c.subject == self.me
             && state.key_of(&self.me) == Some(&self.identity.public())
-            && c.rights.bits() == rights
+            && c.rights == rights
             && state.name.as_str() == name
             && state.rn1_version == p.rn1_version;
         if !ok {

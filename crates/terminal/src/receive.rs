@@ -481,7 +481,7 @@ impl Terminal {
                 rn1_version: o.header.epoch.rn1_version,
                 rn2_version: o.header.epoch.rn2_version,
                 seq: o.header.seq,
-                msg_id: o.header.msg_id.as_bytes(),
+                msg_id: &o.header.msg_id,
             })
             .collect();
         self.store.put_messages(gid, &rows, cursor).await

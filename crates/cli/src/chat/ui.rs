@@ -191,13 +191,10 @@ fn draw_messages(f: &mut Frame, app: &App, area: Rect) {
     let end = rows.len() - scroll;
     let start = end.saturating_sub(height);
     let shown: Vec<Line> = rows[start..end].to_vec();
-    let mut title = vec![
-        Span::styled(
-            format!(" {} ", crate::display::inline(&g.name)),
-            Style::default().add_modifier(Modifier::BOLD),
-        ),
-        Span::raw(format!("· epoch {}/{} ", g.epoch.0, g.epoch.1)),
-    ];
+    let mut title = vec![Span::styled(
+        format!(" {} ", crate::display::inline(&g.name)),
+        Style::default().add_modifier(Modifier::BOLD),
+    )];
     if g.state == GroupState::Active {
         title.push(Span::styled("· end-to-end ", fg(app, Color::Green)));
     } else {
@@ -209,6 +206,11 @@ fn draw_messages(f: &mut Frame, app: &App, area: Rect) {
             Style::default().add_modifier(Modifier::BOLD),
         ));
     }
+    // Last: the least needed, the first cut on a narrow screen.
+    title.push(Span::raw(format!(
+        "· {} ",
+        crate::display::keys(g.epoch.0, g.epoch.1)
+    )));
     f.render_widget(
         Paragraph::new(shown).block(Block::bordered().title(Line::from(title))),
         area,
@@ -363,7 +365,7 @@ fn draw_members(f: &mut Frame, app: &App, area: Rect) {
             Span::raw(fit(&name, inner - 2)),
         ]));
         lines.push(Line::styled(
-            fit(&format!("  {}", m.rights), inner),
+            fit(&format!("  {}", crate::display::rights(&m.rights)), inner),
             fg(app, Color::DarkGray),
         ));
     }
@@ -575,7 +577,7 @@ mod tests {
                         "Hi all. A longer message to show how lines wrap inside the message pane without breaking words.",
                         5,
                     ),
-                    notice("key rotated (epoch 2/4)", 6),
+                    notice("key rotated (member key #2, server key #4)", 6),
                     notice(
                         "⚠ unreadable message from mallory (#9): not a member of the group at this epoch (V5)",
                         7,
@@ -707,7 +709,7 @@ mod tests {
         app.select("launch");
         let t = text(&render(&app, 80, 24));
         assert!(t.contains("-- the group was deleted by alice"), "{t}");
-        assert!(t.contains("launch · epoch 2/5 · deleted"), "{t}");
+        assert!(t.contains("launch · deleted · member key #2"), "{t}");
     }
 
     #[test]

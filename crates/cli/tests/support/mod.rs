@@ -233,6 +233,27 @@ impl User {
         );
     }
 
+    /// Starts `duokey --json read GROUP --follow`.
+    pub fn follow(&self, group: &str) -> Follow {
+        let mut child = Command::new(bin("duokey"))
+            .arg("--home")
+            .arg(&self.home)
+            .args(["--json", "read", group, "--follow"])
+            .env("DUOKEY_PASSPHRASE", &self.passphrase)
+            .env_remove("DUOKEY_KEYLOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Follow {
+            lines: lines_of(child.stdout.take().unwrap()),
+            errors: lines_of(child.stderr.take().unwrap()),
+            child,
+            seen: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
     /// Runs a command that must succeed; returns its standard output.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -292,4 +313,52 @@ pub fn group_with(owner: &User, name: &str, others: &[&User]) -> String {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// The lines a child writes to `out`, on a channel (read by a thread).
+fn lines_of(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A running `read --follow` (killed when dropped).
+pub struct Follow {
+    pub child: Child,
+    /// Its standard output, line by line.
+    pub lines: std::sync::mpsc::Receiver<String>,
+    /// Its standard error, line by line.
+    pub errors: std::sync::mpsc::Receiver<String>,
+    /// Every line [`Follow::wait_for`] read.
+    pub seen: std::cell::RefCell<Vec<String>>,
+}
+
+impl Follow {
+    /// Reads lines until one satisfies `want` (each within 30 s, else the
+    /// test fails); returns it.
+    pub fn wait_for(&self, want: impl Fn(&str) -> bool) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("follow printed the expected line in time");
+            self.seen.borrow_mut().push(line.clone());
+            if want(&line) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

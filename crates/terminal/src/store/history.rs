@@ -3,8 +3,8 @@
 
 use super::{Store, i as int, u as uint};
 use crate::error::{Error, Result};
-use duokey_crypto::GroupId;
 use duokey_crypto::envelope::Header;
+use duokey_crypto::{GroupId, MsgId};
 use sqlx::Row;
 
 /// A message to store, its body already sealed.
@@ -27,7 +27,7 @@ pub struct NewMessage<'a> {
     /// The sender's sequence number.
     pub seq: u64,
     /// Its id.
-    pub msg_id: &'a [u8; 16],
+    pub msg_id: &'a MsgId,
 }
 
 /// A text message as stored.
@@ -150,7 +150,7 @@ impl Store {
             .bind(i64::from(m.rn1_version))
             .bind(int(m.rn2_version)?)
             .bind(int(m.seq)?)
-            .bind(m.msg_id.as_slice())
+            .bind(m.msg_id.as_bytes().as_slice())
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -165,7 +165,7 @@ impl Store {
                 )
                 .bind(gid.as_slice())
                 .bind(int(m.log_seq)?)
-                .bind(m.msg_id.as_slice())
+                .bind(m.msg_id.as_bytes().as_slice())
                 .fetch_optional(&mut *tx)
                 .await?;
                 match same {

@@ -3,7 +3,7 @@
 
 use super::Store;
 use crate::error::{Error, Result};
-use duokey_crypto::{GroupId, ItemId};
+use duokey_crypto::{GroupId, ItemId, Rights};
 use sqlx::Row;
 
 /// Where an invitation this terminal sent stands.
@@ -78,7 +78,7 @@ pub struct PendingInvite {
     /// The inviter.
     pub from: String,
     /// The rights offered.
-    pub rights: u8,
+    pub rights: Rights,
 }
 
 /// A sent invitation as recorded.
@@ -87,7 +87,7 @@ pub struct SentInvite {
     /// The group.
     pub group_id: Vec<u8>,
     /// The rights offered.
-    pub rights: u8,
+    pub rights: Rights,
     /// Where it stands.
     pub state: InviteOutState,
 }
@@ -109,8 +109,11 @@ pub struct HandOver {
     pub invite_pub: Vec<u8>,
 }
 
-fn rights_of(v: i64) -> Result<u8> {
-    u8::try_from(v).map_err(|_| Error::Corrupt("rights"))
+fn rights_of(v: i64) -> Result<Rights> {
+    u8::try_from(v)
+        .ok()
+        .and_then(|b| Rights::from_bits(b).ok())
+        .ok_or(Error::Corrupt("rights"))
 }
 
 impl Store {
@@ -120,7 +123,7 @@ impl Store {
         invite_id: &ItemId,
         gid: &GroupId,
         invitee: &str,
-        rights: u8,
+        rights: Rights,
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO invites_out (invite_id, group_id, invitee, rights, state) VALUES (?, ?, ?, ?, ?)",
@@ -128,7 +131,7 @@ impl Store {
         .bind(invite_id.as_slice())
         .bind(gid.as_slice())
         .bind(invitee)
-        .bind(i64::from(rights))
+        .bind(i64::from(rights.bits()))
         .bind(InviteOutState::Sent.as_str())
         .execute(&self.pool)
         .await?;
@@ -234,7 +237,7 @@ impl Store {
         .bind(&invite.group_id)
         .bind(&invite.group_name)
         .bind(&invite.from)
-        .bind(i64::from(invite.rights))
+        .bind(i64::from(invite.rights.bits()))
         .bind(InviteInState::Pending.as_str())
         .execute(&self.pool)
         .await?;
@@ -301,7 +304,11 @@ impl Store {
     }
 
     /// The group name and rights of the invitation `invite_id` from `from`.
-    pub async fn invite_in_offer(&self, invite_id: &ItemId, from: &str) -> Result<(String, u8)> {
+    pub async fn invite_in_offer(
+        &self,
+        invite_id: &ItemId,
+        from: &str,
+    ) -> Result<(String, Rights)> {
         let row = sqlx::query(
             "SELECT group_name, rights FROM invites_in WHERE invite_id = ? AND from_user = ?",
         )
