@@ -67,8 +67,12 @@ enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
-    /// Pending invitations.
-    Invites,
+    /// Invitations waiting for your answer; with --sent, those you sent.
+    Invites {
+        /// The invitations you sent, and where each stands.
+        #[arg(long)]
+        sent: bool,
+    },
     /// Accept an invitation (by invite id, group id or group name).
     Accept {
         /// Invite id, group id or group name.
@@ -201,6 +205,14 @@ enum GroupCommand {
         /// Let them remove members and rotate keys.
         #[arg(long)]
         can_remove: bool,
+    },
+    /// Cancel your invitation to USER (if they accept it later, they are
+    /// not added).
+    Uninvite {
+        /// Group.
+        group: String,
+        /// The invitee.
+        user: String,
     },
     /// Remove USER: the group key is replaced (both parts, unless the group
     /// opted out), so they cannot read what is said afterwards.
@@ -420,7 +432,7 @@ fn works_offline(c: &Command) -> bool {
         c,
         Command::Send { .. }
             | Command::Status
-            | Command::Invites
+            | Command::Invites { .. }
             | Command::Read { .. }
             | Command::Group {
                 command: GroupCommand::List { .. } | GroupCommand::Members { .. }
@@ -541,7 +553,8 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         Command::Status => status(&t, out, offline).await,
         Command::Group { command } => group(&mut t, command, out).await,
         Command::Renew => renew(&mut t, out).await,
-        Command::Invites => invites(&t, out).await,
+        Command::Invites { sent: false } => invites(&t, out).await,
+        Command::Invites { sent: true } => sent_invites(&t, out).await,
         Command::Accept { invite } => act(&mut t, out, None, Action::Accept(invite)).await,
         Command::Decline { invite } => act(&mut t, out, None, Action::Decline(invite)).await,
         Command::Send { group, text } => send(&mut t, out, &group, text).await,
@@ -734,6 +747,31 @@ async fn invites(t: &Terminal, out: Out) -> duokey_terminal::Result<()> {
     Ok(())
 }
 
+/// `duokey invites --sent`.
+async fn sent_invites(t: &Terminal, out: Out) -> duokey_terminal::Result<()> {
+    let sent = t.sent_invitations().await?;
+    let value = serde_json::to_value(&sent).map_err(|_| Error::Internal("json"))?;
+    out.report(value, || {
+        if sent.is_empty() {
+            return "you have sent no invitations".into();
+        }
+        let lines: Vec<String> = sent
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} to {} as {}: {}",
+                    display::inline(&i.group_name),
+                    i.to,
+                    i.rights,
+                    i.state
+                )
+            })
+            .collect();
+        lines.join("\n")
+    });
+    Ok(())
+}
+
 /// `duokey send`: posted at once, or queued and said why.
 async fn send(
     t: &mut Terminal,
@@ -859,6 +897,20 @@ async fn group(t: &mut Terminal, command: GroupCommand, out: Out) -> duokey_term
         }
         GroupCommand::List { all } => return list_groups(t, out, all).await,
         GroupCommand::Forget { group } => return forget(t, out, &group).await,
+        GroupCommand::Uninvite { group, user } => {
+            let gid = t.resolve_group(&group).await?;
+            let user = user_arg(user)?;
+            t.uninvite(&gid, &user).await?;
+            out.report(
+                serde_json::json!({"group_id": hex::encode(gid), "uninvited": user.as_str()}),
+                || {
+                    format!(
+                        "Cancelled the invitation to {user}: if they accept it, they are not added."
+                    )
+                },
+            );
+            return Ok(());
+        }
         GroupCommand::Members { group } => return members(t, out, &group).await,
         GroupCommand::Verify { group } => return membership_code(t, out, &group).await,
         GroupCommand::Policy {

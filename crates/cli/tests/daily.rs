@@ -164,3 +164,40 @@ fn read_shows_the_last_lines_or_those_since_a_time() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("like 2026-11-30"));
 }
+
+#[test]
+fn one_invitation_per_person_listed_and_cancellable() {
+    let srv = Server::start();
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| srv.user(u));
+    alice.ok(&["group", "create", "proj"]);
+    alice.ok(&["group", "invite", "proj", "bob"]);
+    alice.ok(&["group", "invite", "proj", "bob"]);
+    let pending = |u: &support::User| -> Vec<serde_json::Value> {
+        serde_json::from_str::<Vec<serde_json::Value>>(&u.ok(&["--json", "invites"])).unwrap()
+    };
+    assert_eq!(pending(&bob).len(), 1, "the same invitation twice is one");
+    // A different offer replaces the first, on both sides.
+    alice.ok(&["group", "invite", "proj", "bob", "--can-invite"]);
+    let bobs = pending(&bob);
+    assert_eq!(bobs.len(), 1, "{bobs:?}");
+    assert_eq!(bobs[0]["rights"], "invite");
+    let sent: Vec<serde_json::Value> =
+        serde_json::from_str(&alice.ok(&["--json", "invites", "--sent"])).unwrap();
+    let states: Vec<&str> = sent.iter().map(|i| i["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["waiting", "cancelled"]);
+    bob.ok(&["accept", "proj"]);
+    alice.ok(&["sync"]);
+    let members = alice.ok(&["group", "members", "proj"]);
+    assert!(members.contains("bob  invite"), "{members}");
+
+    // A cancelled invitation: accepting it adds nobody.
+    alice.ok(&["group", "invite", "proj", "carol"]);
+    let out = alice.ok(&["group", "uninvite", "proj", "carol"]);
+    assert!(out.contains("Cancelled"), "{out}");
+    carol.ok(&["accept", "proj"]);
+    alice.ok(&["sync"]);
+    let members = alice.ok(&["group", "members", "proj"]);
+    assert!(!members.contains("carol"), "{members}");
+    let err = alice.fails(&["group", "uninvite", "proj", "carol"]);
+    assert!(err.contains("invites --sent"), "{err}");
+}

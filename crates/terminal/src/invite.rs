@@ -6,6 +6,7 @@ use crate::Terminal;
 use crate::error::{Error, Result};
 use crate::group::gid16;
 use crate::membership::Intent;
+use crate::store::InviteOutState;
 use duokey_crypto::membership;
 use duokey_crypto::*;
 use duokey_crypto::{DeliverySecret, PublicIdentity, UserId};
@@ -24,6 +25,21 @@ pub struct Invitation {
     pub from: String,
     /// Rights offered.
     pub rights: String,
+}
+
+/// An invitation this terminal sent (`duokey invites --sent`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SentInvitation {
+    /// 32 hex digits.
+    pub group_id: String,
+    /// The group's name here.
+    pub group_name: String,
+    /// The invitee.
+    pub to: String,
+    /// Rights offered.
+    pub rights: String,
+    /// Where it stands, in words.
+    pub state: &'static str,
 }
 
 impl Terminal {
@@ -54,6 +70,15 @@ impl Terminal {
             )));
         }
         self.contact_key(user).await?;
+        // One waiting invitation per person and group: the same offer again
+        // is the one already sent (the CS keeps it for them); a different
+        // one replaces it (their terminal keeps only the newest).
+        if let Some((id, offered)) = self.store.waiting_invite_to(gid, user.as_str()).await? {
+            if offered == rights {
+                return Ok(id);
+            }
+            self.store.cancel_invites_to(gid, user.as_str()).await?;
+        }
         let invite_id = ItemId::random()?;
         let body = ItemBody::Invite {
             group_id: *gid,
@@ -65,6 +90,50 @@ impl Terminal {
             .await?;
         self.send_item(invite_id, user, body).await?;
         Ok(invite_id)
+    }
+
+    /// `duokey group uninvite GROUP USER`: cancels the invitations to
+    /// `user` still waiting for an answer; an acceptance arriving later is
+    /// ignored (the invitee is not added). How many were cancelled.
+    pub async fn uninvite(&self, gid: &GroupId, user: &UserId) -> Result<u64> {
+        let n = self.store.cancel_invites_to(gid, user.as_str()).await?;
+        if n == 0 {
+            return Err(Error::not_found(format!(
+                "no invitation to {user} is waiting for an answer; `duokey invites --sent` lists yours"
+            )));
+        }
+        Ok(n)
+    }
+
+    /// `duokey invites --sent`: the invitations this terminal sent, newest
+    /// first, with where each stands.
+    pub async fn sent_invitations(&self) -> Result<Vec<SentInvitation>> {
+        let names: std::collections::HashMap<Vec<u8>, String> = self
+            .store
+            .groups()
+            .await?
+            .into_iter()
+            .map(|g| (g.group_id.to_vec(), g.name))
+            .collect();
+        Ok(self
+            .store
+            .sent_invites()
+            .await?
+            .into_iter()
+            .map(|(gid, to, rights, state)| SentInvitation {
+                group_name: names.get(&gid).cloned().unwrap_or_default(),
+                group_id: hex::encode(gid),
+                to,
+                rights: rights.to_string(),
+                state: match state {
+                    InviteOutState::Sent => "waiting",
+                    InviteOutState::Reported => "accepted, handing over the key",
+                    InviteOutState::Done => "joined",
+                    InviteOutState::Declined => "declined",
+                    InviteOutState::Cancelled => "cancelled",
+                },
+            })
+            .collect())
     }
 
     /// `duokey invites`: invitations waiting for an answer.

@@ -64,7 +64,7 @@ pub use config::ClientConfig;
 pub use error::{Error, ErrorKind, Result};
 pub use group::{GroupInfo, GroupPolicy, MemberInfo, PolicyChange, PolicyView};
 pub use history::{Line, Message, Notice, UNREADABLE};
-pub use invite::Invitation;
+pub use invite::{Invitation, SentInvitation};
 pub use live::{Backoff, Live, LiveEvent, LiveUpdate};
 pub use membership::MembershipCode;
 pub use outbox::{SendOutcome, Waiting};

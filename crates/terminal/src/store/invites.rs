@@ -17,6 +17,9 @@ pub enum InviteOutState {
     Declined,
     /// Handed over (or no longer needed).
     Done,
+    /// Cancelled by this terminal's user before an answer; an `ack` for it
+    /// is ignored.
+    Cancelled,
 }
 
 impl InviteOutState {
@@ -27,6 +30,7 @@ impl InviteOutState {
             InviteOutState::Reported => "reported",
             InviteOutState::Declined => "declined",
             InviteOutState::Done => "done",
+            InviteOutState::Cancelled => "cancelled",
         }
     }
 
@@ -36,6 +40,7 @@ impl InviteOutState {
             "reported" => InviteOutState::Reported,
             "declined" => InviteOutState::Declined,
             "done" => InviteOutState::Done,
+            "cancelled" => InviteOutState::Cancelled,
             _ => return Err(Error::Corrupt("invitation state")),
         })
     }
@@ -52,6 +57,9 @@ pub enum InviteInState {
     Declined,
     /// Joined; the invitation key is erased.
     Joined,
+    /// A newer invitation to the same group replaced it (one pending
+    /// invitation per group, so that `accept GROUP` is never ambiguous).
+    Superseded,
 }
 
 impl InviteInState {
@@ -62,6 +70,7 @@ impl InviteInState {
             InviteInState::Accepted => "accepted",
             InviteInState::Declined => "declined",
             InviteInState::Joined => "joined",
+            InviteInState::Superseded => "superseded",
         }
     }
 }
@@ -161,6 +170,66 @@ impl Store {
         .transpose()
     }
 
+    /// The invitation to `invitee` in `gid` still waiting for an answer,
+    /// with the rights it offers.
+    pub async fn waiting_invite_to(
+        &self,
+        gid: &GroupId,
+        invitee: &str,
+    ) -> Result<Option<(ItemId, Rights)>> {
+        let row = sqlx::query(
+            "SELECT invite_id, rights FROM invites_out \
+             WHERE group_id = ? AND invitee = ? AND state = ? ORDER BY rowid DESC LIMIT 1",
+        )
+        .bind(gid.as_slice())
+        .bind(invitee)
+        .bind(InviteOutState::Sent.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                ItemId::from_slice(&r.get::<Vec<u8>, _>(0))?,
+                rights_of(r.get(1))?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Cancels the invitations to `invitee` in `gid` still waiting for an
+    /// answer; how many there were.
+    pub async fn cancel_invites_to(&self, gid: &GroupId, invitee: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE invites_out SET state = ? WHERE group_id = ? AND invitee = ? AND state = ?",
+        )
+        .bind(InviteOutState::Cancelled.as_str())
+        .bind(gid.as_slice())
+        .bind(invitee)
+        .bind(InviteOutState::Sent.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Every invitation this terminal sent, newest first:
+    /// (group id, invitee, rights, state).
+    pub async fn sent_invites(&self) -> Result<Vec<(Vec<u8>, String, Rights, InviteOutState)>> {
+        let rows = sqlx::query(
+            "SELECT group_id, invitee, rights, state FROM invites_out ORDER BY rowid DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get(0),
+                    r.get(1),
+                    rights_of(r.get(2))?,
+                    InviteOutState::parse(&r.get::<String, _>(3))?,
+                ))
+            })
+            .collect()
+    }
+
     /// `invitee` declined the invitation `invite_id`.
     pub async fn invite_out_declined(&self, invite_id: &ItemId, invitee: &str) -> Result<()> {
         sqlx::query("UPDATE invites_out SET state = ? WHERE invite_id = ? AND invitee = ?")
@@ -227,8 +296,19 @@ impl Store {
         Ok(())
     }
 
-    /// Records an invitation received (once: a repeat changes nothing).
+    /// Records an invitation received (once: a repeat changes nothing); it
+    /// supersedes an earlier one still pending for the same group.
     pub async fn put_invite_in(&self, invite: &PendingInvite) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE invites_in SET state = ? WHERE group_id = ? AND state = ? AND invite_id != ?",
+        )
+        .bind(InviteInState::Superseded.as_str())
+        .bind(&invite.group_id)
+        .bind(InviteInState::Pending.as_str())
+        .bind(&invite.invite_id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO invites_in (invite_id, group_id, group_name, from_user, rights, state) \
              VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -239,8 +319,9 @@ impl Store {
         .bind(&invite.from)
         .bind(i64::from(invite.rights.bits()))
         .bind(InviteInState::Pending.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
