@@ -599,18 +599,18 @@ impl Out {
     }
 }
 
-/// `duokey whoami`, from the profile alone.
+/// `duokey whoami`, from the profile alone, without its key.
 async fn whoami(cli: &Cli, out: Out) -> duokey_terminal::Result<()> {
-    let t = Terminal::open_offline(&home(cli), || passphrase(false)).await?;
-    let (serial, _, not_after) = t.certificate().await?;
-    let cfg = t.client_config().await?;
-    let unlocked = duokey_terminal::agent::remaining(t.home()).await;
+    let home = home(cli);
+    let p = Terminal::profile_info(&home).await?;
+    let unlocked = duokey_terminal::agent::remaining(&home).await;
+    let s = &p.servers;
     out.report(
         serde_json::json!({
-            "user": t.user().as_str(),
-            "home": t.home(),
-            "certificate": {"serial": serial, "not_after": not_after},
-            "servers": {"as": cfg.as_url, "gms": cfg.gms_url, "cs": cfg.cs_url},
+            "user": p.user.as_str(),
+            "home": home,
+            "certificate": {"serial": p.serial, "not_after": p.not_after},
+            "servers": {"as": s.as_url, "gms": s.gms_url, "cs": s.cs_url},
             "unlocked_secs": unlocked.map(|d| d.as_secs()),
         }),
         || {
@@ -619,13 +619,14 @@ async fn whoami(cli: &Cli, out: Out) -> duokey_terminal::Result<()> {
                 None => "locked (the passphrase is asked; `duokey unlock` keeps it open)".into(),
             };
             format!(
-                "{}\nprofile      {}\ncertificate  serial {serial}, valid until {}\nservers      GMS {}, CS {}, AS {}\nprofile is   {lock}",
-                t.user(),
-                t.home().display(),
-                when::date(not_after),
-                cfg.gms_url,
-                cfg.cs_url,
-                cfg.as_url
+                "{}\nprofile      {}\ncertificate  serial {}, valid until {}\nservers      GMS {}, CS {}, AS {}\nprofile is   {lock}",
+                p.user,
+                home.display(),
+                p.serial,
+                when::date(p.not_after),
+                s.gms_url,
+                s.cs_url,
+                s.as_url
             )
         },
     );

@@ -118,3 +118,35 @@ fn the_session_ends_when_the_profile_is_removed() {
     // It checks every 2 s.
     assert!(ends_within(pid, 10), "the agent outlived its profile");
 }
+
+/// A `duokey` that leads its own session (a tmux pane running `duokey chat`
+/// without a shell) is no login to watch: the agent it starts keeps to its
+/// deadline instead of ending with it.
+#[test]
+fn an_agent_started_by_a_session_leader_outlives_it() {
+    let srv = Server::start();
+    let alice = srv.user("alice");
+    let out = std::process::Command::new("setsid")
+        .arg("--wait")
+        .arg(support::bin("duokey"))
+        .arg("--home")
+        .arg(&alice.home)
+        .args(["unlock", "--for", "10m"])
+        .env("DUOKEY_PASSPHRASE", &alice.passphrase)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("setsid (util-linux) runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = agent_pid(&alice.home).expect("the agent runs");
+    // Its starter is gone; an agent watching it would end within 2 s.
+    assert!(
+        !ends_within(pid, 5),
+        "the agent ended with the session leader that started it"
+    );
+    assert!(alice.ok(&["lock"]).contains("Locked"));
+    assert!(ends_within(pid, 10));
+}

@@ -218,13 +218,16 @@ impl Agent {
 
 /// `/proc/SID` of the login session this process belongs to, whose end
 /// (the session leader exiting: logout, the terminal closed) ends the
-/// agent. `None` where there is none to watch (no session leader alive, or
-/// no `/proc`).
+/// agent. `None` where there is none to watch: no session leader alive, no
+/// `/proc`, or the `duokey` that starts the agent leads the session itself
+/// (a `duokey chat` that a tmux pane runs without a shell: its end is not
+/// a logout, and the user asked for the session's duration).
 fn session_leader() -> Option<PathBuf> {
     let sid = rustix::process::getsid(None).ok()?;
     let me = rustix::process::getpid();
+    let starter = rustix::process::getppid();
     let path = PathBuf::from(format!("/proc/{}", sid.as_raw_nonzero()));
-    (sid != me && path.exists()).then_some(path)
+    (sid != me && Some(sid) != starter && path.exists()).then_some(path)
 }
 
 #[cfg(test)]

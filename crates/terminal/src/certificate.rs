@@ -17,6 +17,35 @@ pub(crate) fn decode_chain(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>>
     Ok(chain.into_iter().map(CertificateDer::from).collect())
 }
 
+/// Who a profile is ([`Terminal::profile_info`]).
+#[derive(Debug, Clone)]
+pub struct ProfileInfo {
+    /// The user.
+    pub user: duokey_crypto::UserId,
+    /// The certificate's serial, hex.
+    pub serial: String,
+    /// The end of its validity, Unix seconds.
+    pub not_after: i64,
+    /// The servers it uses.
+    pub servers: ClientConfig,
+}
+
+/// The stored certificate: (serial hex, valid from, valid until; Unix s).
+async fn leaf_certificate(store: &crate::store::Store) -> Result<(String, i64, i64)> {
+    let chain = decode_chain(&store.meta_req("cert_chain").await?)?;
+    let leaf = chain.first().ok_or(Error::Corrupt("cert_chain"))?;
+    let p = duokey_pki::peer_identity(leaf)?;
+    Ok((p.serial_hex(), p.not_before_unix, p.not_after_unix))
+}
+
+/// The servers the profile uses, as `init` stored its `client.toml`.
+async fn stored_config(store: &crate::store::Store) -> Result<ClientConfig> {
+    ClientConfig::parse(
+        std::str::from_utf8(&store.meta_req("client_config").await?)
+            .map_err(|_| Error::Corrupt("config"))?,
+    )
+}
+
 /// Whether a certificate valid from `not_before` to `not_after` (Unix
 /// seconds) is due for renewal at `now`: once two thirds of its lifetime
 /// have passed.
@@ -29,18 +58,26 @@ impl Terminal {
     /// This terminal's certificate: (serial hex, valid from, valid until;
     /// Unix seconds).
     pub async fn certificate(&self) -> Result<(String, i64, i64)> {
-        let chain = decode_chain(&self.store.meta_req("cert_chain").await?)?;
-        let leaf = chain.first().ok_or(Error::Corrupt("cert_chain"))?;
-        let p = duokey_pki::peer_identity(leaf)?;
-        Ok((p.serial_hex(), p.not_before_unix, p.not_after_unix))
+        leaf_certificate(&self.store).await
+    }
+
+    /// Who the profile in `home` is — user, certificate, servers — read
+    /// without its key (none of it is secret): `duokey whoami` works on a
+    /// locked profile and contacts no server.
+    pub async fn profile_info(home: &std::path::Path) -> Result<ProfileInfo> {
+        let store = Terminal::open_store(home).await?;
+        let (serial, _, not_after) = leaf_certificate(&store).await?;
+        Ok(ProfileInfo {
+            user: duokey_crypto::UserId::from_bytes(&store.meta_req("user_id").await?)?,
+            serial,
+            not_after,
+            servers: stored_config(&store).await?,
+        })
     }
 
     /// The servers this profile uses (its `client.toml`, as given to `init`).
-    pub async fn client_config(&self) -> Result<crate::ClientConfig> {
-        crate::ClientConfig::parse(
-            std::str::from_utf8(&self.store.meta_req("client_config").await?)
-                .map_err(|_| Error::Corrupt("config"))?,
-        )
+    pub async fn client_config(&self) -> Result<ClientConfig> {
+        stored_config(&self.store).await
     }
 
     /// `duokey renew`: a new certificate for the same identity

@@ -40,6 +40,7 @@
 
 pub mod agent;
 mod certificate;
+pub use certificate::ProfileInfo;
 pub mod config;
 pub mod contacts;
 mod delivery;

@@ -229,7 +229,7 @@ impl Terminal {
         Ok(true)
     }
 
-    async fn open_store(home: &Path) -> Result<Store> {
+    pub(crate) async fn open_store(home: &Path) -> Result<Store> {
         let path = profile_path(home);
         if !path.exists() {
             return Err(Error::NoProfile(home.display().to_string()));
