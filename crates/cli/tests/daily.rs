@@ -215,3 +215,31 @@ fn one_invitation_per_person_listed_and_cancellable() {
     let err = alice.fails(&["group", "uninvite", "proj", "carol"]);
     assert!(err.contains("invites --sent"), "{err}");
 }
+
+/// SIGTERM ends the open streams at once instead of waiting out the grace
+/// period for streams that never end on their own; the follower is told.
+#[test]
+fn sigterm_ends_open_streams_instead_of_waiting_for_them() {
+    let mut srv = Server::start();
+    let alice = srv.user("alice");
+    alice.ok(&["group", "create", "proj"]);
+    let follow = alice.follow("proj");
+    follow.wait_for(|l| l.contains("created the group"));
+    // Both streams open: a message and a key rotation reach it live.
+    alice.ok(&["send", "proj", "live"]);
+    follow.wait_for(|l| l.contains("\"live\""));
+    alice.ok(&["group", "rotate", "proj"]);
+    follow.wait_for(|l| l.contains("key rotated"));
+    let status = srv.terminate();
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(srv.log()).unwrap();
+    assert!(
+        !log.contains("closing the remaining streams"),
+        "the shutdown waited for the streams until its grace ran out"
+    );
+    let note = follow
+        .errors
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the follower said it lost the server");
+    assert!(note.contains("offline"), "{note}");
+}

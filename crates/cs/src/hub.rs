@@ -62,6 +62,18 @@ impl Hub {
         self.subs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Ends every subscription (the server is stopping): each stream
+    /// yields `UNAVAILABLE` and ends, so a graceful shutdown need not wait
+    /// for streams that never end on their own. Clients reconnect and catch
+    /// up by cursor, so nothing is lost.
+    pub(crate) fn close_all(&self) {
+        for sub in self.lock().drain().flat_map(|(_, subs)| subs) {
+            *sub.kick.lock().unwrap_or_else(PoisonError::into_inner) = Some(Status::unavailable(
+                "the server is shutting down; reconnect and catch up",
+            ));
+        }
+    }
+
     /// A new subscription of `user`; it ends when the stream is dropped.
     pub(crate) fn subscribe(self: &Arc<Self>, user: &str) -> Result<Subscription, Status> {
         let (tx, rx) = mpsc::channel(self.bounds.deliveries);

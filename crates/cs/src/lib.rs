@@ -130,6 +130,11 @@ fn bad_input(what: &str, e: duokey_crypto::Error) -> Status {
 }
 
 impl Cs {
+    /// Ends every open `Subscribe` stream (at shutdown; see `Hub::close_all`).
+    pub fn close_streams(&self) {
+        self.state.hub.close_all();
+    }
+
     /// Loads the CS's state from `db` and starts its log writer.
     pub async fn start(db: CsStore, config: CsConfig) -> duokey_storage::Result<Cs> {
         let (tx, rx) = mpsc::channel(4096);

@@ -102,6 +102,11 @@ pub(crate) struct Inner {
 }
 
 impl Gms {
+    /// Ends every open `Watch` stream (at shutdown).
+    pub fn close_streams(&self) {
+        self.inner.watchers.close_all();
+    }
+
     /// A GMS on `db`. Start [`cs_sync::run`] and [`Gms::run_scheduler`] beside it.
     pub fn new(db: GmsStore, config: GmsConfig) -> Gms {
         let limiter =

@@ -70,6 +70,16 @@ impl Watchers {
         })))
     }
 
+    /// Ends every `Watch` stream (the server is stopping): dropping the
+    /// senders ends the streams; terminals re-watch and resync with
+    /// `GetGrants`.
+    pub(crate) fn close_all(&self) {
+        self.users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     pub(crate) fn push(&self, user: &str, event: Arc<WatchEvent>) {
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = users.get(user)

@@ -189,7 +189,9 @@ async fn serve(cfg: &ServerConfig, dev_dir: Option<&Path>) -> Result<(), Error> 
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
+    let started = std::time::Instant::now();
     node.shutdown().await;
+    tracing::info!(took_ms = started.elapsed().as_millis(), "stopped");
     Ok(())
 }
 

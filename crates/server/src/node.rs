@@ -51,12 +51,20 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    /// Stops accepting, lets running calls finish for up to
-    /// [`SHUTDOWN_GRACE`], then ends what is left (long-lived `Watch` and
-    /// `Subscribe` streams never finish on their own) and returns. Every
+    /// Stops accepting, ends the long-lived `Watch` and `Subscribe`
+    /// streams, lets running calls finish for up to [`SHUTDOWN_GRACE`],
+    /// then ends what is left and returns. Every
     /// acknowledged post is already on disk, so cutting a stream loses nothing.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        // Streams never end on their own: end them now, so that the
+        // shutdown waits only for calls that are running.
+        if let Some(cs) = &self.cs {
+            cs.close_streams();
+        }
+        if let Some(gms) = &self.gms {
+            gms.close_streams();
+        }
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
             tracing::info!("closing the remaining streams");

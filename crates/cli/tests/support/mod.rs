@@ -52,6 +52,15 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Stops the server as an operator or systemd does (SIGTERM) and waits
+    /// for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        self.child.wait().unwrap()
+    }
+
     /// Starts the server again on the same data and the same ports.
     pub fn restart(&mut self) {
         self.stop();
