@@ -143,6 +143,11 @@ enum Command {
     },
     /// Lock the profile now: the unlocked session's key is erased from memory.
     Lock,
+    /// This profile's settings.
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCommand,
+    },
     /// Who this terminal is: user, profile, certificate, servers, and
     /// whether the profile is unlocked. Contacts no server.
     Whoami,
@@ -152,6 +157,17 @@ enum Command {
         /// Seconds to hold the key.
         #[arg(long)]
         seconds: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProfileCommand {
+    /// Use the servers of another client.toml (same organisation: the
+    /// servers moved, or another node of them).
+    SetServers {
+        /// The client.toml the administrator gave.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -538,6 +554,18 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         }
         Command::Agent { seconds } => return session::serve(&home(&cli), *seconds).await,
         Command::Whoami => return whoami(&cli, out).await,
+        Command::Profile {
+            command: ProfileCommand::SetServers { config },
+        } => {
+            let cfg = ClientConfig::load(config)?;
+            let t = open_profile(&cli).await?;
+            t.set_servers(&cfg).await?;
+            out.report(
+                serde_json::json!({"servers": {"as": cfg.as_url, "gms": cfg.gms_url, "cs": cfg.cs_url}}),
+                || format!("This profile now uses GMS {}, CS {}, AS {}.", cfg.gms_url, cfg.cs_url, cfg.as_url),
+            );
+            return Ok(());
+        }
         _ => {}
     }
     let (mut t, offline) = open(&cli).await?;
@@ -548,6 +576,7 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         | Command::Unlock { .. }
         | Command::Lock
         | Command::Whoami
+        | Command::Profile { .. }
         | Command::Agent { .. } => Ok(()),
         Command::Sync => sync(&mut t, out).await,
         Command::Status => status(&t, out, offline).await,

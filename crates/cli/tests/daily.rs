@@ -243,3 +243,38 @@ fn sigterm_ends_open_streams_instead_of_waiting_for_them() {
         .expect("the follower said it lost the server");
     assert!(note.contains("offline"), "{note}");
 }
+
+#[test]
+fn a_profile_moves_to_new_server_addresses_of_the_same_organisation() {
+    let srv = Server::start();
+    let alice = srv.user("alice");
+    alice.ok(&["group", "create", "proj"]);
+    let original = srv.client_toml();
+    let text = std::fs::read_to_string(&original).unwrap();
+    let cs_line = text.lines().find(|l| l.starts_with("cs_url")).unwrap();
+    let moved = srv.dir.path().join("moved.toml");
+    std::fs::write(
+        &moved,
+        text.replace(cs_line, "cs_url = \"https://127.0.0.1:9\""),
+    )
+    .unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    alice.ok(&["profile", "set-servers", "--config", &path(&moved)]);
+    let v: serde_json::Value = serde_json::from_str(&alice.ok(&["--json", "whoami"])).unwrap();
+    assert_eq!(v["servers"]["cs"], "https://127.0.0.1:9");
+    // Nothing answers there: the message waits, the sync says so.
+    alice.ok(&["send", "proj", "kept while the CS moved"]);
+    assert_eq!(alice.run(&["sync"]).status.code(), Some(5));
+    alice.ok(&["profile", "set-servers", "--config", &path(&original)]);
+    alice.ok(&["sync"]);
+    assert_eq!(alice.texts("proj"), ["kept while the CS moved"]);
+    // Another organisation's servers are refused.
+    let other = Server::start();
+    let err = alice.fails(&[
+        "profile",
+        "set-servers",
+        "--config",
+        &path(&other.client_toml()),
+    ]);
+    assert!(err.contains("another organisation's CA"), "{err}");
+}

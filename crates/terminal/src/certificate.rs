@@ -80,6 +80,23 @@ impl Terminal {
         stored_config(&self.store).await
     }
 
+    /// `duokey profile set-servers`: this profile uses the servers of
+    /// `cfg` from the next command on. Only the addresses may change: a
+    /// `client.toml` of another organisation's CA is refused (this
+    /// terminal's certificate would mean nothing there).
+    pub async fn set_servers(&self, cfg: &ClientConfig) -> Result<()> {
+        let ca = |c: &ClientConfig| duokey_pki::pem::first_cert_from_pem(&c.ca_cert);
+        if ca(cfg)? != ca(&stored_config(&self.store).await?)? {
+            return Err(Error::refused(
+                "that client.toml names another organisation's CA; this profile's certificate is only \
+                 valid under its own. Enrol a new profile (`duokey --home DIR init`) for those servers",
+            ));
+        }
+        self.store
+            .set_meta("client_config", cfg.to_toml()?.as_bytes())
+            .await
+    }
+
     /// `duokey renew`: a new certificate for the same identity
     /// key from the AS, asked with the current one (so contacts' pins and
     /// safety numbers stay), then used for every connection. Returns it as
