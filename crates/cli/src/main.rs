@@ -1119,7 +1119,7 @@ fn user_arg(user: String) -> duokey_terminal::Result<UserId> {
 fn report(json: bool, kind: ErrorKind, message: &str) -> ExitCode {
     // A transport error alone does not say what to do.
     let advice;
-    let message = if kind == ErrorKind::Network {
+    let message = if kind == ErrorKind::Network && !message.contains(" — ") {
         advice = format!(
             "{message} — a server cannot be reached or asks to wait; nothing was sent or lost, try again shortly"
         );

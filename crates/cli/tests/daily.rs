@@ -278,3 +278,88 @@ fn a_profile_moves_to_new_server_addresses_of_the_same_organisation() {
     ]);
     assert!(err.contains("another organisation's CA"), "{err}");
 }
+
+#[test]
+fn a_damaged_profile_or_client_toml_says_what_to_do() {
+    let srv = Server::start();
+    let alice = srv.user("alice");
+    alice.ok(&["group", "create", "proj"]);
+    let profile = alice.home.join("profile.db");
+    let bytes = std::fs::read(&profile).unwrap();
+    // Truncated, then empty.
+    for damaged in [&bytes[..bytes.len() / 3], &[][..]] {
+        for f in ["profile.db-wal", "profile.db-shm"] {
+            let _ = std::fs::remove_file(alice.home.join(f));
+        }
+        std::fs::write(&profile, damaged).unwrap();
+        let err = alice.fails(&["status"]);
+        assert!(
+            err.contains("restore the profile directory from a backup"),
+            "{err}"
+        );
+    }
+
+    // A client.toml whose CA is another organisation's, or not a certificate.
+    let other = Server::start();
+    let mine = std::fs::read_to_string(srv.client_toml()).unwrap();
+    let theirs = std::fs::read_to_string(other.client_toml()).unwrap();
+    let ca_at = |t: &str| t.find("ca_cert").unwrap();
+    let wrong_ca = format!("{}{}", &mine[..ca_at(&mine)], &theirs[ca_at(&theirs)..]);
+    let bad_pem = mine.replacen("MII", "MIX", 1);
+    let token = srv.token("bob");
+    for (name, text, expected) in [
+        ("wrong-ca.toml", wrong_ca, "not from the CA in client.toml"),
+        (
+            "bad-pem.toml",
+            bad_pem,
+            "ask your administrator for the client.toml again",
+        ),
+    ] {
+        let path = srv.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let bob = support::User {
+            home: srv.dir.path().join(format!("bob-{name}")),
+            passphrase: "bob's passphrase".into(),
+        };
+        let out = bob.run(&[
+            "init",
+            "--user",
+            "bob",
+            "--token",
+            &token,
+            "--config",
+            path.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{name}: {err}");
+        assert!(
+            !err.contains("try again shortly"),
+            "{name}: not a passing fault: {err}"
+        );
+    }
+}
+
+#[test]
+fn server_commands_given_wrongly_say_so_without_blaming_the_configuration() {
+    let srv = Server::start();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(support::bin("duokey-server"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let dir = srv.dir.path().join("srv");
+    let err = run(&["enroll", "--dir", dir.to_str().unwrap(), "Bob Smith"]);
+    assert!(
+        err.contains("\"Bob Smith\" is not a user id") && !err.contains("configuration"),
+        "{err}"
+    );
+    let list = dir.join("revoked.txt");
+    let err = run(&["revoke", "--list", list.to_str().unwrap(), "bob"]);
+    assert!(
+        err.contains("not a certificate serial") && !err.contains("configuration"),
+        "{err}"
+    );
+}

@@ -111,7 +111,7 @@ pub fn lock_dir(dir: &Path) -> Result<std::fs::File, Error> {
         .open(&path)?;
     if let Err(e) = file.try_lock() {
         let holder = std::fs::read_to_string(&path).unwrap_or_default();
-        return Err(Error::Config(match e {
+        return Err(Error::Usage(match e {
             std::fs::TryLockError::WouldBlock => format!(
                 "another duokey-server ({}) is already using {}; stop it first, or give another --dir",
                 holder.trim(),

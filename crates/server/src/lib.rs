@@ -21,6 +21,10 @@ pub enum Error {
     /// A configuration problem (says which file and what to change).
     #[error("configuration: {0}")]
     Config(String),
+    /// A command given wrongly, or one that cannot run now; the text says
+    /// what to do.
+    #[error("{0}")]
+    Usage(String),
     /// Certificates or keys.
     #[error(transparent)]
     Pki(#[from] duokey_pki::Error),

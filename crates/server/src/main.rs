@@ -221,7 +221,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             command: CaCommand::Init { dir, org },
         } => {
             if dir.join("ca.pem").exists() {
-                return Err(Error::Config(format!(
+                return Err(Error::Usage(format!(
                     "{} already holds a CA; refusing to overwrite it",
                     dir.display()
                 )));
@@ -271,7 +271,8 @@ async fn enroll(
     user: String,
     replace: bool,
 ) -> Result<(), Error> {
-    let user = UserId::new(user).map_err(|e| Error::Config(e.to_string()))?;
+    let user = UserId::new(user.clone())
+        .map_err(|e| Error::Usage(format!("{user:?} is not a user id: {e}")))?;
     let cfg = match (dir, config) {
         (_, Some(c)) => ServerConfig::load(&c)?,
         (Some(d), None) => ServerConfig::load(&d.join("server.toml")).map_err(|e| {
@@ -281,7 +282,7 @@ async fn enroll(
             ))
         })?,
         (None, None) => {
-            return Err(Error::Config(
+            return Err(Error::Usage(
                 "give --dir DIR (of `duokey-server dev`) or --config FILE".into(),
             ));
         }
@@ -323,7 +324,11 @@ fn serial_bytes(s: &str) -> Result<Vec<u8>, Error> {
     hex::decode(&s)
         .ok()
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| Error::Config(format!("{s:?} is not a hex serial")))
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{s:?} is not a certificate serial: give it in hex, as the CA log or `duokey whoami` shows it"
+            ))
+        })
 }
 
 fn main() -> ExitCode {

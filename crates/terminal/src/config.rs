@@ -37,7 +37,13 @@ impl ClientConfig {
                 )));
             }
         }
-        duokey_pki::pem::first_cert_from_pem(&cfg.ca_cert)?;
+        // The CA must be a certificate TLS can use, not only PEM-shaped.
+        let ca = duokey_pki::pem::first_cert_from_pem(&cfg.ca_cert)?;
+        duokey_pki::client_config_for(&ca, None, duokey_pki::Role::As).map_err(|e| {
+            Error::user(format!(
+                "the CA certificate in client.toml cannot be used ({e}): ask your administrator for the client.toml again"
+            ))
+        })?;
         Ok(cfg)
     }
 

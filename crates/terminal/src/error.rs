@@ -56,10 +56,10 @@ pub enum Error {
     #[error(transparent)]
     Pki(#[from] duokey_pki::Error),
     /// The profile database.
-    #[error("profile database: {0}")]
+    #[error("profile database: {0}{advice}", advice = damaged_advice(&.0.to_string()))]
     Store(#[from] crate::store::DbError),
     /// A stored value does not decode.
-    #[error("corrupt profile: {0}")]
+    #[error("the profile is damaged ({0}){advice}", advice = damaged_advice("malformed"))]
     Corrupt(&'static str),
     /// Files.
     #[error(transparent)]
@@ -141,12 +141,13 @@ impl Error {
         }
     }
 
-    /// A server's answer to `what`.
+    /// A server's answer to `what`, with what to do when the cause is one
+    /// a person can act on.
     pub(crate) fn from_status(what: impl Into<String>, s: &tonic::Status) -> Error {
         Error::Server {
             what: what.into(),
             code: s.code(),
-            status: s.message().to_owned(),
+            status: explain(s),
         }
     }
 
@@ -159,6 +160,11 @@ impl Error {
             Error::NotFound(_) | Error::NoProfile(_) => ErrorKind::NotFound,
             Error::Refused(_) | Error::ProfileExists(_) => ErrorKind::Refused,
             Error::WrongPassphrase | Error::NoPassphrase(_) => ErrorKind::Passphrase,
+            Error::Server { status, .. }
+                if advice(status).is_some_and(|(_, transient)| !transient) =>
+            {
+                ErrorKind::Refused
+            }
             Error::Server { code, .. } => match code {
                 Code::Unavailable
                 | Code::Unknown
@@ -177,5 +183,99 @@ impl Error {
             ) => ErrorKind::Usage,
             _ => ErrorKind::Failed,
         }
+    }
+}
+
+/// A status's message and its causes (a transport error hides the TLS or
+/// socket error that says what happened), followed by what to do when the
+/// cause is one a person can act on.
+fn explain(s: &tonic::Status) -> String {
+    let mut text = s.message().to_owned();
+    let mut cause = std::error::Error::source(s);
+    while let Some(e) = cause {
+        let e_text = e.to_string();
+        if !text.contains(&e_text) {
+            text = format!("{text}: {e_text}");
+        }
+        cause = e.source();
+    }
+    match advice(&text) {
+        Some((what_to_do, _)) => format!("{text} — {what_to_do}"),
+        None => text,
+    }
+}
+
+/// What to do when the profile file is damaged (SQLite says "malformed",
+/// "not a database"; a value does not decode).
+fn damaged_advice(text: &str) -> &'static str {
+    let damaged = [
+        "malformed",
+        "not a database",
+        "no rows returned",
+        "no such table",
+    ];
+    match damaged.iter().any(|d| text.contains(d)) {
+        true => {
+            " — restore the profile directory from a backup, or enrol this terminal again with `duokey init` in a new --home"
+        }
+        false => "",
+    }
+}
+
+/// What to do about a failure whose text names a known cause, and whether
+/// the cause may pass by itself (a server down) or needs someone to act (a
+/// certificate that does not match).
+fn advice(text: &str) -> Option<(&'static str, bool)> {
+    const CA: &str = "the server's certificate is not from the CA in client.toml: check that the client.toml comes from this server's administrator";
+    const ADVICE: [(&str, &str, bool); 7] = [
+        (
+            "CertificateRevoked",
+            "this terminal's certificate was revoked: ask your administrator for a new token and enrol again (`duokey init` with a new --home)",
+            false,
+        ),
+        ("UnknownIssuer", CA, false),
+        ("BadSignature", CA, false),
+        (
+            "BadEncoding",
+            "a certificate does not decode: check the CA certificate (PEM) in client.toml",
+            false,
+        ),
+        (
+            "Expired",
+            "a certificate has expired: check this machine's clock, then `duokey renew` or enrol again",
+            false,
+        ),
+        (
+            "NotValidForName",
+            "the server's certificate does not name the address in client.toml: use the address the administrator gave",
+            false,
+        ),
+        (
+            "Connection refused",
+            "nothing answers at that address: is the server running? (`duokey whoami` shows the addresses); nothing was sent or lost",
+            true,
+        ),
+    ];
+    ADVICE
+        .iter()
+        .find(|(cause, _, _)| text.contains(cause))
+        .map(|(_, what, transient)| (*what, *transient))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn known_causes_say_what_to_do() {
+        let revoked = "transport error: received fatal alert: CertificateRevoked";
+        assert!(super::advice(revoked).unwrap().0.contains("enrol again"));
+        for ca in ["UnknownIssuer", "invalid peer certificate: BadSignature"] {
+            assert_eq!(
+                super::advice(ca).unwrap(),
+                (super::advice("UnknownIssuer").unwrap().0, false)
+            );
+        }
+        let down = super::advice("Connection refused (os error 111)").unwrap();
+        assert!(down.0.contains("running") && down.1, "{down:?}");
+        assert_eq!(super::advice("storage unavailable, retry"), None);
     }
 }
