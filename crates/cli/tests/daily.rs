@@ -363,3 +363,36 @@ fn server_commands_given_wrongly_say_so_without_blaming_the_configuration() {
         "{err}"
     );
 }
+
+/// `revoke --user`: every certificate of a user at once (a lost laptop);
+/// the servers then refuse it.
+#[test]
+fn an_administrator_revokes_all_of_a_users_certificates() {
+    let srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob]);
+    let dir = srv.dir.path().join("srv");
+    let out = std::process::Command::new(support::bin("duokey-server"))
+        .args(["revoke", "--dir", dir.to_str().unwrap(), "--user", "bob"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let serial = serde_json::from_str::<serde_json::Value>(&bob.ok(&["--json", "whoami"])).unwrap()
+        ["certificate"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.contains(&format!("Revoked bob's certificate {serial}")),
+        "{text}"
+    );
+    let list = std::fs::read_to_string(dir.join("revoked.txt")).unwrap();
+    assert!(list.contains(&serial), "{list}");
+    // alice is not touched.
+    alice.ok(&["send", "proj", "still fine"]);
+}

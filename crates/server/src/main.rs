@@ -69,13 +69,25 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
-    /// Revoke a certificate by its serial (hex); servers refuse it within 10 s.
+    /// Revoke one certificate by its serial (with --list), or every
+    /// unexpired certificate the AS issued to a user (with --user and
+    /// --dir or --config); servers refuse them within 10 s.
     Revoke {
         /// Revocation list file (the `tls.revocation_list` of the configuration).
-        #[arg(long)]
-        list: PathBuf,
+        #[arg(long, conflicts_with = "user")]
+        list: Option<PathBuf>,
         /// Certificate serial in hex.
-        serial: String,
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        serial: Option<String>,
+        /// Revoke all of this user's certificates (a lost laptop, a leaver).
+        #[arg(long)]
+        user: Option<String>,
+        /// Data directory of `duokey-server dev` (with --user).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Server configuration file (with --user).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -254,12 +266,25 @@ async fn run(cli: Cli) -> Result<(), Error> {
             );
             Ok(())
         }
-        Command::Revoke { list, serial } => {
+        Command::Revoke {
+            list: Some(list),
+            serial: Some(serial),
+            ..
+        } => {
             let bytes = serial_bytes(&serial)?;
             duokey_pki::RevocationList::revoke_in_file(&list, &bytes)?;
             println!("Revoked serial {serial}; servers refuse it within 10 s.");
             Ok(())
         }
+        Command::Revoke {
+            user: Some(user),
+            dir,
+            config,
+            ..
+        } => revoke_user(dir, config, user).await,
+        Command::Revoke { .. } => Err(Error::Usage(
+            "give --list FILE SERIAL, or --user USER with --dir DIR or --config FILE".into(),
+        )),
     }
 }
 
@@ -273,26 +298,8 @@ async fn enroll(
 ) -> Result<(), Error> {
     let user = UserId::new(user.clone())
         .map_err(|e| Error::Usage(format!("{user:?} is not a user id: {e}")))?;
-    let cfg = match (dir, config) {
-        (_, Some(c)) => ServerConfig::load(&c)?,
-        (Some(d), None) => ServerConfig::load(&d.join("server.toml")).map_err(|e| {
-            Error::Config(format!(
-                "{e} (run `duokey-server dev --dir {}` first)",
-                d.display()
-            ))
-        })?,
-        (None, None) => {
-            return Err(Error::Usage(
-                "give --dir DIR (of `duokey-server dev`) or --config FILE".into(),
-            ));
-        }
-    };
-    let url = cfg
-        .database
-        .as_url
-        .as_deref()
-        .ok_or_else(|| Error::Config("no [database] as".into()))?;
-    let db = duokey_storage::AsStore::open(&cfg.db_url(url)).await?;
+    let cfg = server_config(dir, config)?;
+    let db = as_store(&cfg).await?;
     let list = cfg.tls.revocation_list.as_ref().map(|p| cfg.path(p));
     let revoked = match &list {
         Some(p) => duokey_pki::RevocationList::load(p)?,
@@ -316,6 +323,62 @@ async fn enroll(
         "One-time enrolment token for {user} (valid 24 h): {}",
         issued.token.as_str()
     );
+    Ok(())
+}
+
+/// The configuration `--dir` (of `duokey-server dev`) or `--config` names.
+fn server_config(dir: Option<PathBuf>, config: Option<PathBuf>) -> Result<ServerConfig, Error> {
+    match (dir, config) {
+        (_, Some(c)) => ServerConfig::load(&c),
+        (Some(d), None) => ServerConfig::load(&d.join("server.toml")).map_err(|e| {
+            Error::Config(format!(
+                "{e} (run `duokey-server dev --dir {}` first)",
+                d.display()
+            ))
+        }),
+        (None, None) => Err(Error::Usage(
+            "give --dir DIR (of `duokey-server dev`) or --config FILE".into(),
+        )),
+    }
+}
+
+/// The AS's database of a configuration.
+async fn as_store(cfg: &ServerConfig) -> Result<duokey_storage::AsStore, Error> {
+    let url = cfg
+        .database
+        .as_url
+        .as_deref()
+        .ok_or_else(|| Error::Config("no [database] as".into()))?;
+    Ok(duokey_storage::AsStore::open(&cfg.db_url(url)).await?)
+}
+
+/// `duokey-server revoke --user USER`: every unexpired certificate the AS
+/// issued to the user goes on the revocation list.
+async fn revoke_user(
+    dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    user: String,
+) -> Result<(), Error> {
+    let user = UserId::new(user.clone())
+        .map_err(|e| Error::Usage(format!("{user:?} is not a user id: {e}")))?;
+    let cfg = server_config(dir, config)?;
+    let list = cfg.tls.revocation_list.as_ref().map(|p| cfg.path(p)).ok_or_else(|| {
+        Error::Config("no tls.revocation_list in the configuration: servers could not learn the revocation".into())
+    })?;
+    let db = as_store(&cfg).await?;
+    let serials = db
+        .unexpired_certs(user.as_str(), duokey_pki::clock::now_ms_i64())
+        .await?;
+    if serials.is_empty() {
+        return Err(Error::Usage(format!(
+            "{user} holds no unexpired certificate issued by this AS"
+        )));
+    }
+    for serial in &serials {
+        duokey_pki::RevocationList::revoke_in_file(&list, serial)?;
+        println!("Revoked {user}'s certificate {}", hex::encode(serial));
+    }
+    println!("Servers refuse them within 10 s.");
     Ok(())
 }
 
