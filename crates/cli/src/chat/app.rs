@@ -197,12 +197,17 @@ pub struct App {
     pub input: Input,
     /// Lines scrolled back from the newest.
     pub scroll: usize,
+    /// The most `scroll` can be in the last frame drawn (the oldest line at
+    /// the top), set by the drawing.
+    pub scroll_max: std::cell::Cell<usize>,
     /// Live connection state.
     pub connection: Connection,
     /// Last message of the status line.
     pub status: Option<(Tone, String)>,
     /// Whether the help overlay is shown.
     pub show_help: bool,
+    /// The verify panel (`/verify USER`): title and lines, until a key.
+    pub panel: Option<(String, Vec<String>)>,
     /// Colours allowed (`NO_COLOR` unset).
     pub color: bool,
 }
@@ -222,9 +227,11 @@ impl App {
             focus: Focus::Input,
             input: Input::default(),
             scroll: 0,
+            scroll_max: std::cell::Cell::new(0),
             connection: Connection::Connecting,
             status: None,
             show_help: false,
+            panel: None,
             color,
         }
     }
@@ -317,8 +324,9 @@ impl App {
 
     fn on_key(&mut self, k: KeyEvent) -> Action {
         let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
-        if self.show_help {
+        if self.show_help || self.panel.is_some() {
             self.show_help = false;
+            self.panel = None;
             return Action::None;
         }
         match k.code {
@@ -345,6 +353,17 @@ impl App {
             }
             KeyCode::PageDown => {
                 self.scroll = self.scroll.saturating_sub(10);
+                return Action::None;
+            }
+            // The newest and the oldest message: always with Ctrl, and
+            // without it while nothing is typed (Home/End move the cursor
+            // in a message being written).
+            KeyCode::End if ctrl || self.input.text.is_empty() => {
+                self.scroll = 0;
+                return Action::None;
+            }
+            KeyCode::Home if ctrl || self.input.text.is_empty() => {
+                self.scroll = self.scroll_max.get();
                 return Action::None;
             }
             _ => {}
@@ -583,5 +602,26 @@ mod tests {
             app.on_event(key(KeyCode::Char('a'))),
             Action::Run(Command::Accept(Some("bb".into())))
         );
+    }
+
+    #[test]
+    fn end_and_home_jump_to_the_newest_and_oldest_unless_typing() {
+        let mut app = App::new("bob", false);
+        app.scroll_max.set(40);
+        app.on_event(key(KeyCode::PageUp));
+        assert_eq!(app.scroll, 10);
+        app.on_event(key(KeyCode::End));
+        assert_eq!(app.scroll, 0, "End: the newest message");
+        app.on_event(key(KeyCode::Home));
+        assert_eq!(app.scroll, 40, "Home: the oldest message");
+        app.on_event(key(KeyCode::End));
+        typed(&mut app, "hi");
+        app.on_event(key(KeyCode::PageUp));
+        app.on_event(key(KeyCode::End));
+        assert_eq!(app.scroll, 10, "while typing, End moves the cursor");
+        assert_eq!(app.input.cursor, 2);
+        let ctrl_end = Event::Key(KeyEvent::new(KeyCode::End, KeyModifiers::CONTROL));
+        app.on_event(ctrl_end);
+        assert_eq!(app.scroll, 0);
     }
 }

@@ -350,10 +350,19 @@ async fn run_command(t: &mut Terminal, app: &mut App, c: Command) -> Result<()> 
                     "compare out of band, then /verify USER --confirm",
                 ),
             };
-            app.say(
-                tone,
-                format!("{}: safety number {} — {state}", v.user, v.safety_number),
-            );
+            app.say(tone, format!("{}: {state}", v.user));
+            app.panel = Some((
+                format!(" Verify {} · any key closes ", v.user),
+                vec![
+                    "Safety number (compare it with theirs, in person or by a call):".into(),
+                    String::new(),
+                    v.safety_number.clone(),
+                    String::new(),
+                    format!("Their certificate's fingerprint: {}", v.fingerprint),
+                    String::new(),
+                    state.to_owned(),
+                ],
+            ));
         }
         done => app.say(Tone::Info, done.to_string()),
     }

@@ -56,7 +56,22 @@ pub fn clock(ms: u64) -> String {
 }
 
 /// Draws the whole screen.
+/// The smallest screen the chat draws itself on.
+pub const MIN_SIZE: (u16, u16) = (40, 10);
+
 pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        let text = format!(
+            "Window too small ({}×{}): make it at least {}×{}, or Ctrl+C to quit.",
+            area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
+        );
+        f.render_widget(
+            Paragraph::new(text).wrap(ratatui::widgets::Wrap { trim: true }),
+            area,
+        );
+        return;
+    }
     let input_lines = cells(app.input.text.split('\n').count());
     let input_h = (input_lines + 2).min(INPUT_MAX_HEIGHT);
     let [main, input, status] = Layout::vertical([
@@ -81,6 +96,35 @@ pub fn draw(f: &mut Frame, app: &App) {
     if app.show_help {
         draw_help(f, app);
     }
+    if let Some((title, lines)) = &app.panel {
+        draw_panel(f, title, lines);
+    }
+}
+
+/// A centred box of wrapped lines over the screen (the verify panel).
+fn draw_panel(f: &mut Frame, title: &str, lines: &[String]) {
+    let area = f.area();
+    let w = 72.min(area.width);
+    let inner = usize::from(w.saturating_sub(2)).max(1);
+    let rows: usize = lines
+        .iter()
+        .map(|l| text_width(l).div_ceil(inner).max(1))
+        .sum();
+    let h = cells(rows).saturating_add(2).min(area.height);
+    let rect = Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    );
+    let text: Vec<Line> = lines.iter().map(|l| Line::raw(l.clone())).collect();
+    f.render_widget(Clear, rect);
+    f.render_widget(
+        Paragraph::new(text)
+            .wrap(ratatui::widgets::Wrap { trim: false })
+            .block(Block::bordered().title(title.to_owned())),
+        rect,
+    );
 }
 
 fn draw_sidebar(f: &mut Frame, app: &App, area: Rect) {
@@ -187,7 +231,8 @@ fn draw_messages(f: &mut Frame, app: &App, area: Rect) {
         rows.extend(render_line(app, line, width));
     }
     let height = area.height.saturating_sub(2) as usize;
-    let scroll = app.scroll.min(rows.len().saturating_sub(height));
+    app.scroll_max.set(rows.len().saturating_sub(height));
+    let scroll = app.scroll.min(app.scroll_max.get());
     let end = rows.len() - scroll;
     let start = end.saturating_sub(height);
     let shown: Vec<Line> = rows[start..end].to_vec();
@@ -465,6 +510,7 @@ fn draw_help(f: &mut Frame, app: &App) {
     let keys = [
         ("Tab, Shift+Tab", "next / previous group"),
         ("PgUp, PgDn", "scroll the messages"),
+        ("Home, End", "oldest / newest message (Ctrl+ while typing)"),
         ("Up, Down", "earlier lines you typed"),
         ("F2", "invitations (a accept, d decline)"),
         ("Ctrl+C", "quit"),
@@ -765,5 +811,39 @@ mod tests {
         let t = text(&plain);
         assert!(t.contains("mallory: �[2Jgotcha"), "{t}");
         assert!(!t.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn a_window_too_small_says_so_instead_of_a_broken_screen() {
+        let t = text(&render(&chatting(), 30, 8));
+        assert!(t.contains("Window too small (30×8)"), "{t}");
+        assert!(t.contains("at least 40×10"), "{t}");
+        let t = text(&render(&chatting(), 40, 10));
+        assert!(!t.contains("too small"), "{t}");
+        assert!(
+            t.contains("Message"),
+            "the input box at the minimum size: {t}"
+        );
+    }
+
+    #[test]
+    fn the_verify_panel_shows_the_whole_safety_number_and_fingerprint() {
+        let mut app = chatting();
+        let number = "12345 67890 ".repeat(6).trim_end().to_owned();
+        let fingerprint = "ab".repeat(32);
+        app.panel = Some((
+            " Verify bob · any key closes ".into(),
+            vec![
+                number.clone(),
+                format!("Their certificate's fingerprint: {fingerprint}"),
+            ],
+        ));
+        let t = text(&render(&app, 80, 24));
+        assert!(
+            t.contains(&number[..35]) && t.contains(&number[36..]),
+            "{t}"
+        );
+        let flat: String = t.split_whitespace().collect::<Vec<_>>().join("");
+        assert!(flat.contains(&fingerprint), "{t}");
     }
 }
