@@ -510,7 +510,7 @@ fn draw_help(f: &mut Frame, app: &App) {
     let keys = [
         ("Tab, Shift+Tab", "next / previous group"),
         ("PgUp, PgDn", "scroll the messages"),
-        ("Home, End", "oldest / newest message (Ctrl+ while typing)"),
+        ("Home, End", "oldest / newest message"),
         ("Up, Down", "earlier lines you typed"),
         ("F2", "invitations (a accept, d decline)"),
         ("Ctrl+C", "quit"),
