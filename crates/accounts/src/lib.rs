@@ -1,7 +1,7 @@
 //! # duokey-accounts — the Account Server (SPEC §2, §5.1)
 //!
 //! Enrols terminals: an administrator issues a one-time token for a user id
-//! (`duokey-server enroll USER`, valid 24 h, stored only as its SHA-256
+//! (`duokey-server enroll USER`, valid 24 h unless `--ttl`, stored only as its SHA-256
 //! hash); the terminal sends the token with a certificate request for its own
 //! Ed25519 key; the AS signs it with the organisation's CA — only for the
 //! token's user id, and only once.
@@ -84,15 +84,27 @@ async fn valid_certs(
     Ok(serials)
 }
 
-/// Creates a one-time enrolment token for `user`, valid [`TOKEN_TTL_MS`];
-/// only its hash is stored. Re-enrolment is explicit: if the user
-/// holds a valid certificate, the token is refused unless `replace`, and
-/// then the certificates it replaces are returned for the caller to revoke.
+/// Creates a one-time enrolment token for `user`, valid [`TOKEN_TTL_MS`]
+/// (see [`issue_token_for`]).
 pub async fn issue_token_with(
     db: &AsStore,
     user: &UserId,
     replace: bool,
     revoked: &RevocationList,
+) -> Result<IssuedToken, Error> {
+    issue_token_for(db, user, replace, revoked, TOKEN_TTL_MS).await
+}
+
+/// Creates a one-time enrolment token for `user`, valid `ttl_ms`; only its
+/// hash is stored. Re-enrolment is explicit: if the user holds a valid
+/// certificate, the token is refused unless `replace`, and then the
+/// certificates it replaces are returned for the caller to revoke.
+pub async fn issue_token_for(
+    db: &AsStore,
+    user: &UserId,
+    replace: bool,
+    revoked: &RevocationList,
+    ttl_ms: i64,
 ) -> Result<IssuedToken, Error> {
     let valid = valid_certs(db, user.as_str(), revoked).await?;
     if let (false, Some(serial)) = (replace, valid.first()) {
@@ -110,7 +122,7 @@ pub async fn issue_token_with(
         &token_hash(&token),
         user.as_str(),
         now,
-        now + TOKEN_TTL_MS,
+        now.saturating_add(ttl_ms),
         replace,
     )
     .await?;

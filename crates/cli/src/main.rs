@@ -337,20 +337,9 @@ fn exit_code(kind: ErrorKind) -> u8 {
     }
 }
 
+/// A duration on the command line (`90s`, `30m`, `1h`, `2d`), in seconds.
 pub(crate) fn parse_duration(s: &str) -> Result<u64, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m or 1h"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{s:?}: use s, m, h or d")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| "duration too long".to_owned())
+    duokey_pki::clock::parse_duration(s)
 }
 
 fn home(cli: &Cli) -> PathBuf {

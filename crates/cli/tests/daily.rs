@@ -396,3 +396,63 @@ fn an_administrator_revokes_all_of_a_users_certificates() {
     // alice is not touched.
     alice.ok(&["send", "proj", "still fine"]);
 }
+
+/// Enrolment tokens: a lifetime chosen at issue, listed while they wait,
+/// cancelled by the administrator (then refused at `init`).
+#[test]
+fn enrolment_tokens_have_a_lifetime_a_list_and_a_cancel() {
+    let srv = Server::start();
+    let dir = srv.dir.path().join("srv");
+    let admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--dir", dir.to_str().unwrap()]);
+        let out = std::process::Command::new(support::bin("duokey-server"))
+            .args(&all)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let issued = admin(&["enroll", "erin", "--ttl", "2h"]);
+    assert!(issued.contains("valid until"), "{issued}");
+    let token = issued.split_whitespace().last().unwrap().to_owned();
+    let list = admin(&["tokens", "list"]);
+    assert!(list.contains("erin"), "{list}");
+    assert!(!list.contains(&token), "tokens are stored hashed: {list}");
+    // Two hours: issued and expiry differ by 2 h in the listing.
+    let line = list.lines().find(|l| l.starts_with("erin")).unwrap();
+    let times: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| w.contains(':'))
+        .collect();
+    let minutes = |t: &str| {
+        let (h, m) = t.split_once(':').unwrap();
+        h.parse::<i64>().unwrap() * 60 + m.parse::<i64>().unwrap()
+    };
+    assert_eq!(
+        (minutes(times[1]) - minutes(times[0])).rem_euclid(24 * 60),
+        120,
+        "{line}"
+    );
+    assert!(admin(&["tokens", "cancel", "erin"]).contains("Cancelled 1"));
+    assert!(!admin(&["tokens", "list"]).contains("erin"));
+    let erin = support::User {
+        home: srv.dir.path().join("erin"),
+        passphrase: "erin's passphrase".into(),
+    };
+    let config = srv.client_toml();
+    let err = erin.fails(&[
+        "init",
+        "--user",
+        "erin",
+        "--token",
+        &token,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(err.contains("unknown, used or expired"), "{err}");
+}

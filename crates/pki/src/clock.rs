@@ -106,6 +106,24 @@ impl Clock {
     }
 }
 
+/// A duration as people type it: a number with `s`, `m`, `h` or `d`
+/// (`90s`, `30m`, `1h`, `2d`; no unit: seconds), in seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m or 1h"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: use s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| "duration too long".to_owned())
+}
+
 /// The rate limiters' clock: monotonic time since the limiter was made,
 /// plus what [`Clock::advance`] added, so that a test moves a limiter's
 /// refill as it moves grace windows (D41).
@@ -150,6 +168,16 @@ pub fn keyed_limiter<K: std::hash::Hash + Eq + Clone>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_as_people_type_them() {
+        assert_eq!(super::parse_duration("90s"), Ok(90));
+        assert_eq!(super::parse_duration("30m"), Ok(1800));
+        assert_eq!(super::parse_duration("2d"), Ok(172_800));
+        assert_eq!(super::parse_duration("15"), Ok(15));
+        assert!(super::parse_duration("1w").is_err());
+        assert!(super::parse_duration("h").is_err());
+    }
+
     #[test]
     fn a_limiter_refills_when_the_clock_advances() {
         let clock = super::Clock::adjustable();

@@ -41,7 +41,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7443")]
         gms_addr: String,
     },
-    /// Print a one-time enrolment token for USER (valid 24 h; the token is the
+    /// Print a one-time enrolment token for USER (valid 24 h unless --ttl; the token is the
     /// last word printed).
     Enroll {
         /// Data directory of `dev`.
@@ -57,6 +57,14 @@ enum Command {
         /// the user's contacts are asked to confirm the new key.
         #[arg(long)]
         replace: bool,
+        /// How long the token stays usable, e.g. 2h or 7d (default 24h).
+        #[arg(long, value_parser = duokey_pki::clock::parse_duration, default_value = "24h")]
+        ttl: u64,
+    },
+    /// Enrolment tokens not used yet: list them, or cancel a user's.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
     },
     /// Run the roles of a configuration file (production).
     Run {
@@ -88,6 +96,31 @@ enum Command {
         /// Server configuration file (with --user).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokensCommand {
+    /// Tokens neither used nor expired: user, issued, expires (the tokens
+    /// themselves are stored hashed and cannot be shown again).
+    List {
+        /// Data directory of `dev`.
+        #[arg(long, conflicts_with = "config")]
+        dir: Option<PathBuf>,
+        /// Server configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Make every unused token of USER unusable now.
+    Cancel {
+        /// Data directory of `dev`.
+        #[arg(long, conflicts_with = "config")]
+        dir: Option<PathBuf>,
+        /// Server configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The user whose tokens end.
+        user: String,
     },
 }
 
@@ -228,7 +261,21 @@ async fn run(cli: Cli) -> Result<(), Error> {
             config,
             user,
             replace,
-        } => enroll(dir, config, user, replace).await,
+            ttl,
+        } => enroll(server_config(dir, config)?, user, replace, ttl).await,
+        Command::Tokens {
+            command: TokensCommand::List { dir, config },
+        } => list_tokens(&server_config(dir, config)?).await,
+        Command::Tokens {
+            command: TokensCommand::Cancel { dir, config, user },
+        } => {
+            let db = as_store(&server_config(dir, config)?).await?;
+            let n = db
+                .cancel_tokens(&user, duokey_pki::clock::now_ms_i64())
+                .await?;
+            println!("Cancelled {n} unused token(s) of {user}.");
+            Ok(())
+        }
         Command::Ca {
             command: CaCommand::Init { dir, org },
         } => {
@@ -288,24 +335,26 @@ async fn run(cli: Cli) -> Result<(), Error> {
     }
 }
 
-/// `duokey-server enroll`: a one-time token for `user`; with `replace`,
-/// the user's earlier certificates are revoked (re-enrolment).
+/// `duokey-server enroll`: a one-time token for `user`, usable for
+/// `ttl_secs`; with `replace`, the user's earlier certificates are revoked
+/// (re-enrolment).
 async fn enroll(
-    dir: Option<PathBuf>,
-    config: Option<PathBuf>,
+    cfg: ServerConfig,
     user: String,
     replace: bool,
+    ttl_secs: u64,
 ) -> Result<(), Error> {
     let user = UserId::new(user.clone())
         .map_err(|e| Error::Usage(format!("{user:?} is not a user id: {e}")))?;
-    let cfg = server_config(dir, config)?;
+    let ttl_ms = i64::try_from(ttl_secs.saturating_mul(1000))
+        .map_err(|_| Error::Usage("--ttl is too long".into()))?;
     let db = as_store(&cfg).await?;
     let list = cfg.tls.revocation_list.as_ref().map(|p| cfg.path(p));
     let revoked = match &list {
         Some(p) => duokey_pki::RevocationList::load(p)?,
         None => duokey_pki::RevocationList::empty(),
     };
-    let issued = duokey_accounts::issue_token_with(&db, &user, replace, &revoked).await?;
+    let issued = duokey_accounts::issue_token_for(&db, &user, replace, &revoked, ttl_ms).await?;
     for serial in &issued.replaced {
         match &list {
             Some(p) => duokey_pki::RevocationList::revoke_in_file(p, serial)?,
@@ -320,7 +369,8 @@ async fn enroll(
         );
     }
     println!(
-        "One-time enrolment token for {user} (valid 24 h): {}",
+        "One-time enrolment token for {user} (valid until {} UTC): {}",
+        when(duokey_pki::clock::now_ms_i64().saturating_add(ttl_ms)),
         issued.token.as_str()
     );
     Ok(())
@@ -340,6 +390,31 @@ fn server_config(dir: Option<PathBuf>, config: Option<PathBuf>) -> Result<Server
             "give --dir DIR (of `duokey-server dev`) or --config FILE".into(),
         )),
     }
+}
+
+/// `duokey-server tokens list`.
+async fn list_tokens(cfg: &ServerConfig) -> Result<(), Error> {
+    let db = as_store(cfg).await?;
+    let tokens = db.waiting_tokens(duokey_pki::clock::now_ms_i64()).await?;
+    if tokens.is_empty() {
+        println!("No enrolment token is waiting to be used.");
+    }
+    for (user, created, expires) in tokens {
+        println!(
+            "{user:<24} issued {}  expires {}",
+            when(created),
+            when(expires)
+        );
+    }
+    Ok(())
+}
+
+/// A Unix time in milliseconds as `YYYY-MM-DD HH:MM` (UTC).
+fn when(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms / 1000).map_or_else(
+        |_| format!("@{ms}"),
+        |t| format!("{} {:02}:{:02}", t.date(), t.hour(), t.minute()),
+    )
 }
 
 /// The AS's database of a configuration.

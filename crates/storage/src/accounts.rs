@@ -34,6 +34,35 @@ impl AsStore {
         Ok(())
     }
 
+    /// Tokens neither used nor expired at `now_ms`, oldest first:
+    /// (user, created, expires; Unix ms). Only hashes are stored, so the
+    /// tokens themselves cannot be shown again.
+    pub async fn waiting_tokens(&self, now_ms: i64) -> Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT user_id, created_at_ms, expires_at_ms FROM enrol_tokens \
+             WHERE used_at_ms IS NULL AND expires_at_ms > $1 ORDER BY created_at_ms",
+        )
+        .bind(now_ms)
+        .fetch_all(self.r())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Ends `user`'s unused tokens now; how many there were.
+    pub async fn cancel_tokens(&self, user: &str, now_ms: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE enrol_tokens SET expires_at_ms = $1 \
+             WHERE user_id = $2 AND used_at_ms IS NULL AND expires_at_ms > $1",
+        )
+        .bind(now_ms)
+        .bind(user.to_owned())
+        .execute(self.w())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// The user of an unused, unexpired token and whether it may replace
     /// a certificate, without using it.
     pub async fn token_user(&self, hash: &[u8], now_ms: i64) -> Result<Option<(String, bool)>> {
