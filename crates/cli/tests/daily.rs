@@ -372,10 +372,7 @@ fn an_administrator_revokes_all_of_a_users_certificates() {
     let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
     group_with(&alice, "proj", &[&bob]);
     let dir = srv.dir.path().join("srv");
-    let out = std::process::Command::new(support::bin("duokey-server"))
-        .args(["revoke", "--dir", dir.to_str().unwrap(), "--user", "bob"])
-        .output()
-        .unwrap();
+    let out = srv.admin(&["revoke", "--user", "bob"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -402,14 +399,8 @@ fn an_administrator_revokes_all_of_a_users_certificates() {
 #[test]
 fn enrolment_tokens_have_a_lifetime_a_list_and_a_cancel() {
     let srv = Server::start();
-    let dir = srv.dir.path().join("srv");
     let admin = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend_from_slice(&["--dir", dir.to_str().unwrap()]);
-        let out = std::process::Command::new(support::bin("duokey-server"))
-            .args(&all)
-            .output()
-            .unwrap();
+        let out = srv.admin(args);
         assert!(
             out.status.success(),
             "{args:?}: {}",

@@ -52,6 +52,17 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Runs `duokey-server ARGS --dir DATA` (an administrator's command on
+    /// this server's data).
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(bin("duokey-server"))
+            .args(args)
+            .arg("--dir")
+            .arg(self.dir.path().join("srv"))
+            .output()
+            .unwrap()
+    }
+
     /// Stops the server as an operator or systemd does (SIGTERM) and waits
     /// for it to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
