@@ -447,3 +447,69 @@ fn enrolment_tokens_have_a_lifetime_a_list_and_a_cancel() {
     ]);
     assert!(err.contains("unknown, used or expired"), "{err}");
 }
+
+/// `client-config` writes, from a server configuration, the client.toml a
+/// new user enrols with.
+#[test]
+fn client_config_writes_what_terminals_enrol_with() {
+    let srv = Server::start();
+    let dir = srv.dir.path().join("srv");
+    let client = std::fs::read_to_string(srv.client_toml()).unwrap();
+    let port = |key: &str| {
+        let line = client.lines().find(|l| l.starts_with(key)).unwrap();
+        line.rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned()
+    };
+    // The configuration with the ports this server really listens on.
+    let config = std::fs::read_to_string(dir.join("server.toml")).unwrap();
+    let config: String = config
+        .lines()
+        .map(|l| match l.split_once(" = ") {
+            Some(("gms_addr", _)) => format!("gms_addr = \"0.0.0.0:{}\"", port("gms_url")),
+            Some(("cs_addr", _)) => format!("cs_addr = \"0.0.0.0:{}\"", port("cs_url")),
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config_path = dir.join("public.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let out_path = srv.dir.path().join("for-users.toml");
+    let out = std::process::Command::new(support::bin("duokey-server"))
+        .args(["client-config", "--host", "127.0.0.1", "--config"])
+        .arg(&config_path)
+        .arg("--out")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(&out_path).unwrap();
+    assert!(
+        written.contains(&format!(
+            "cs_url = \"https://127.0.0.1:{}\"",
+            port("cs_url")
+        )),
+        "{written}"
+    );
+    let token = srv.token("fred");
+    let fred = support::User {
+        home: srv.dir.path().join("fred"),
+        passphrase: "fred's passphrase".into(),
+    };
+    fred.ok(&[
+        "init",
+        "--user",
+        "fred",
+        "--token",
+        &token,
+        "--config",
+        out_path.to_str().unwrap(),
+    ]);
+    fred.ok(&["group", "create", "fred-s"]);
+}

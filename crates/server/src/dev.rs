@@ -130,23 +130,31 @@ pub fn lock_dir(dir: &Path) -> Result<std::fs::File, Error> {
 
 /// Writes `DIR/client.toml` for terminals, with the addresses actually bound.
 pub fn write_client_file(dir: &Path, gms: SocketAddr, cs: SocketAddr) -> Result<PathBuf, Error> {
-    let ca_cert = std::fs::read_to_string(dir.join("ca/ca.pem"))?;
     let file = ClientFile {
         as_url: format!("https://{gms}"),
         gms_url: format!("https://{gms}"),
         cs_url: format!("https://{cs}"),
-        ca_cert,
+        ca_cert: std::fs::read_to_string(dir.join("ca/ca.pem"))?,
     };
-    let text = toml::to_string_pretty(&file).map_err(|e| Error::Config(e.to_string()))?;
     let path = dir.join("client.toml");
-    // Whole or not at all: a terminal never reads a half-written file.
-    let partial = dir.join("client.toml.partial");
-    std::fs::write(
-        &partial,
-        format!("# Written by duokey-server dev: how terminals reach this server.\n{text}"),
-    )?;
-    std::fs::rename(&partial, &path)?;
+    file.write(&path, "duokey-server dev")?;
     Ok(path)
+}
+
+impl ClientFile {
+    /// Writes the file whole or not at all (a terminal never reads a
+    /// half-written one), saying which command wrote it.
+    pub fn write(&self, path: &Path, by: &str) -> Result<(), Error> {
+        let text = toml::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))?;
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        std::fs::write(
+            &partial,
+            format!("# Written by {by}: how terminals reach this server.\n{text}"),
+        )?;
+        std::fs::rename(&partial, path)?;
+        Ok(())
+    }
 }
 
 /// A development network running in this process (SPEC §6): the

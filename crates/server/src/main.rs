@@ -61,6 +61,21 @@ enum Command {
         #[arg(long, value_parser = duokey_pki::clock::parse_duration, default_value = "24h")]
         ttl: u64,
     },
+    /// Write the client.toml terminals need to reach the servers of a
+    /// configuration (`duokey init --config`), under the name they reach
+    /// it by.
+    ClientConfig {
+        /// Server configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The host name or address terminals use (one the server
+        /// certificate names: `ca issue-server --host`).
+        #[arg(long)]
+        host: String,
+        /// Where to write it.
+        #[arg(long, default_value = "client.toml")]
+        out: PathBuf,
+    },
     /// Enrolment tokens not used yet: list them, or cancel a user's.
     Tokens {
         #[command(subcommand)]
@@ -263,6 +278,27 @@ async fn run(cli: Cli) -> Result<(), Error> {
             replace,
             ttl,
         } => enroll(server_config(dir, config)?, user, replace, ttl).await,
+        Command::ClientConfig { config, host, out } => {
+            let cfg = ServerConfig::load(&config)?;
+            let port = |addr: &str| {
+                addr.rsplit_once(':')
+                    .map(|(_, p)| p.to_owned())
+                    .ok_or_else(|| Error::Config(format!("{addr} has no port")))
+            };
+            let (gms, cs) = (port(&cfg.gms_addr)?, port(&cfg.cs_addr)?);
+            let file = dev::ClientFile {
+                as_url: format!("https://{host}:{gms}"),
+                gms_url: format!("https://{host}:{gms}"),
+                cs_url: format!("https://{host}:{cs}"),
+                ca_cert: std::fs::read_to_string(cfg.path(&cfg.tls.ca_cert))?,
+            };
+            file.write(&out, "duokey-server client-config")?;
+            println!(
+                "Wrote {}: give it to your users for `duokey init --config`.",
+                out.display()
+            );
+            Ok(())
+        }
         Command::Tokens {
             command: TokensCommand::List { dir, config },
         } => list_tokens(&server_config(dir, config)?).await,
