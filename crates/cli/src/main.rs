@@ -399,7 +399,7 @@ fn print_line(json: bool, line: &Line) {
             display::entry(
                 &format!(
                     "{} {}: ",
-                    when::when(m.sent_at_ms, when::now_ms()),
+                    when::when(m.sent_at_ms, duokey_pki::clock::now_ms()),
                     m.sender
                 ),
                 &m.text
@@ -408,7 +408,7 @@ fn print_line(json: bool, line: &Line) {
         (false, Line::Notice(n)) => println!(
             "{}",
             display::entry(
-                &format!("{} -- ", when::when(n.at_ms, when::now_ms())),
+                &format!("{} -- ", when::when(n.at_ms, duokey_pki::clock::now_ms())),
                 &n.notice
             )
         ),
@@ -583,7 +583,7 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
             since,
         } => {
             let since = match since {
-                Some(s) => Some(when::since(&s, when::now_ms()).map_err(Error::User)?),
+                Some(s) => Some(when::since(&s, duokey_pki::clock::now_ms()).map_err(Error::User)?),
                 None => None,
             };
             let shown = Shown { limit, since };

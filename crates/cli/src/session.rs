@@ -15,10 +15,9 @@ pub async fn unlock(
     home: &Path,
     ttl: Duration,
     passphrase: impl FnOnce() -> Result<Zeroizing<String>>,
-) -> Result<Duration> {
+) -> Result<()> {
     let key = Terminal::profile_key(home, passphrase).await?;
-    start_agent(home, &key, ttl)?;
-    Ok(ttl)
+    start_agent(home, &key, ttl)
 }
 
 /// Starts `duokey agent` in its own process group (a Ctrl-C in this shell

@@ -47,13 +47,6 @@ pub fn since(arg: &str, now_ms: u64) -> Result<u64, String> {
     Ok(u64::try_from(secs).unwrap_or(0).saturating_mul(1000))
 }
 
-/// Now, in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,11 +75,6 @@ impl Terminal {
         })
     }
 
-    /// The servers this profile uses (its `client.toml`, as given to `init`).
-    pub async fn client_config(&self) -> Result<ClientConfig> {
-        stored_config(&self.store).await
-    }
-
     /// `duokey profile set-servers`: this profile uses the servers of
     /// `cfg` from the next command on. Only the addresses may change: a
     /// `client.toml` of another organisation's CA is refused (this

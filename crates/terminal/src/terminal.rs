@@ -180,9 +180,8 @@ impl Terminal {
         Ok(t)
     }
 
-    /// Opens the profile as [`Terminal::open`] does but contacts no server
-    /// (`duokey whoami`, reading what the profile holds).
-    pub async fn open_offline(
+    /// Opens the profile as [`Terminal::open`] does but contacts no server.
+    async fn open_offline(
         home: &Path,
         passphrase: impl FnOnce() -> Result<Zeroizing<String>>,
     ) -> Result<Terminal> {

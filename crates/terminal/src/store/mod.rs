@@ -273,23 +273,14 @@ impl Store {
     /// in one transaction, then checkpoints so that the erased keys survive
     /// in no file (`secure_delete` overwrote them in their pages).
     pub async fn forget_group(&self, gid: &GroupId) -> Result<()> {
-        // Every table with a `group_id` column; `groups` last.
-        const TABLES: [&str; 14] = [
-            "grants",
-            "r1",
-            "r1_erased",
-            "rn1_sent",
-            "messages",
-            "notices",
-            "invites_in",
-            "invites_out",
-            "outbox",
-            "stale_sent",
-            "membership",
-            "anchors_in",
-            "forks",
-            "groups",
-        ];
+        // Every table with a `group_id` column, read from the schema so
+        // that a table added later is not forgotten; `groups` last.
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT m.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND p.name = 'group_id' ORDER BY m.name = 'groups'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "DELETE FROM anchors_out WHERE invite_id IN \
@@ -298,8 +289,8 @@ impl Store {
         .bind(gid.as_slice())
         .execute(&mut *tx)
         .await?;
-        for table in TABLES {
-            // `table` comes from the constant list above, never from input.
+        for table in tables {
+            // `table` comes from the profile's own schema, never from input.
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE group_id = ?"
             )))
