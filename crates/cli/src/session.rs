@@ -22,8 +22,34 @@ pub async fn unlock(
 
 /// Starts `duokey agent` in its own process group (a Ctrl-C in this shell
 /// does not reach it) and hands it the key through a pipe (never the
-/// command line or the environment); returns once it listens.
+/// command line or the environment); returns once it listens. An agent that
+/// ends before saying `ready` holds nothing yet: it is started once more,
+/// then its exit status and last words are reported.
 fn start_agent(home: &Path, key: &[u8; 32], ttl: Duration) -> Result<()> {
+    match spawn_agent(home, key, ttl)? {
+        Started::Ready => Ok(()),
+        Started::Refused(why) => Err(Error::User(format!("the agent could not start: {why}"))),
+        Started::Ended(_) => match spawn_agent(home, key, ttl)? {
+            Started::Ready => Ok(()),
+            Started::Refused(why) => Err(Error::User(format!("the agent could not start: {why}"))),
+            Started::Ended(how) => Err(Error::User(format!(
+                "the agent ended before it was ready ({how}); run `duokey unlock` again"
+            ))),
+        },
+    }
+}
+
+/// What became of one agent started by [`spawn_agent`].
+enum Started {
+    /// It listens.
+    Ready,
+    /// It said why it cannot (a socket it cannot bind, memory it cannot lock).
+    Refused(String),
+    /// It ended without a word on standard output: its status and stderr.
+    Ended(String),
+}
+
+fn spawn_agent(home: &Path, key: &[u8; 32], ttl: Duration) -> Result<Started> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
@@ -33,22 +59,32 @@ fn start_agent(home: &Path, key: &[u8; 32], ttl: Duration) -> Result<()> {
         .env_remove("DUOKEY_PASSPHRASE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .process_group(0)
         .spawn()?;
     let mut stdin = child.stdin.take().ok_or(Error::Internal("agent stdin"))?;
-    stdin.write_all(key)?;
+    // An agent that died at once closed its end: that is reported below.
+    let _ = stdin.write_all(key);
     drop(stdin);
     let stdout = child.stdout.take().ok_or(Error::Internal("agent stdout"))?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
-    match line.trim_end() {
-        "ready" => Ok(()),
-        "" => Err(Error::User(
-            "the agent ended before it was ready; run `duokey unlock` again".into(),
-        )),
-        why => Err(Error::User(format!("the agent could not start: {why}"))),
-    }
+    Ok(match line.trim_end() {
+        "ready" => Started::Ready,
+        "" => {
+            let mut said = String::new();
+            if let Some(mut err) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut err, &mut said);
+            }
+            let status = child.wait()?;
+            let said = said.trim();
+            Started::Ended(match said.is_empty() {
+                true => status.to_string(),
+                false => format!("{status}: {said}"),
+            })
+        }
+        why => Started::Refused(why.to_owned()),
+    })
 }
 
 /// The hidden `duokey agent` command: reads the key from standard input,

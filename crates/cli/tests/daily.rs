@@ -513,3 +513,45 @@ fn client_config_writes_what_terminals_enrol_with() {
     ]);
     fred.ok(&["group", "create", "fred-s"]);
 }
+
+/// `config --example` prints a file the check accepts once its paths exist;
+/// `config --check` says what is missing without starting anything.
+#[test]
+fn the_example_configuration_passes_the_check_once_its_files_exist() {
+    let srv = Server::start();
+    let server = |args: &[&str]| {
+        std::process::Command::new(support::bin("duokey-server"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let example = server(&["config", "--example"]);
+    assert!(example.status.success());
+    let text = String::from_utf8(example.stdout).unwrap();
+    assert!(text.contains("[limits]") && text.contains("docs/CONFIG.md"));
+    // The example pointed at this server's CA and keys, on free ports.
+    let data = srv.dir.path().join("srv");
+    let file = srv.dir.path().join("prod.toml");
+    let adapted = text
+        .replace("/var/lib/duokey", data.to_str().unwrap())
+        .replace("0.0.0.0:7443", "127.0.0.1:0")
+        .replace("0.0.0.0:7444", "127.0.0.1:0")
+        .replace("cs_url = ", "# cs_url = ")
+        .replace("metrics_addr = ", "# metrics_addr = ");
+    std::fs::write(&file, adapted.replace("ca/ca.key", "ca/missing.key")).unwrap();
+    let check = server(&["config", "--check", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        !check.status.success() && err.contains("tls.ca_key"),
+        "{err}"
+    );
+    std::fs::write(&file, &adapted).unwrap();
+    let check = server(&["config", "--check", file.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(said.contains("valid; roles as, gms, cs"), "{said}");
+}

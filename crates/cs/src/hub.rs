@@ -17,7 +17,9 @@ use tonic::Status;
 type Kick = Arc<Mutex<Option<Status>>>;
 
 /// A delivery shared by every queue it is in, with its encoded size.
-pub(crate) type Shared = (Arc<Delivery>, usize);
+/// A delivery shared by every subscriber it goes to, its encoded size, and
+/// when its post was committed (for `duokey_cs_delivery_seconds`).
+pub(crate) type Shared = (Arc<Delivery>, usize, std::time::Instant);
 
 struct Sub {
     id: u64,
@@ -180,9 +182,11 @@ impl tokio_stream::Stream for Subscription {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some((d, size))) => {
+            Poll::Ready(Some((d, size, committed))) => {
                 self.queued.fetch_sub(size, Ordering::AcqRel);
                 metrics::gauge!("duokey_cs_queued_bytes").decrement(size as f64);
+                metrics::histogram!("duokey_cs_delivery_seconds")
+                    .record(committed.elapsed().as_secs_f64());
                 Poll::Ready(Some(Ok(Arc::unwrap_or_clone(d))))
             }
             Poll::Ready(None) => {
@@ -220,7 +224,11 @@ mod tests {
     }
 
     fn delivery(size: usize) -> Shared {
-        (Arc::new(Delivery::default()), size)
+        (
+            Arc::new(Delivery::default()),
+            size,
+            std::time::Instant::now(),
+        )
     }
 
     #[tokio::test]

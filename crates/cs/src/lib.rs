@@ -41,9 +41,9 @@ pub use duokey_proto::{PAGE_BYTES, page};
 pub struct CsConfig {
     /// Largest envelope body and item (SPEC §3.3 default 256 KiB).
     pub limits: Limits,
-    /// Sustained requests per second per certificate.
+    /// Sustained requests per second per user.
     pub rate_per_sec: u32,
-    /// Burst of requests per certificate.
+    /// Burst of requests per user.
     pub rate_burst: u32,
     /// Deliveries queued per subscriber before it is disconnected.
     pub subscriber_queue: usize,
@@ -339,7 +339,7 @@ impl Cs {
                     event: Some(delivery::Event::Item(item)),
                 };
                 let size = prost::Message::encoded_len(&d);
-                let shared = (Arc::new(d), size);
+                let shared = (Arc::new(d), size, std::time::Instant::now());
                 self.state
                     .hub
                     .send_to(c.signed.item.recipient.as_str(), &shared);
@@ -495,6 +495,7 @@ impl Communication for Cs {
             sender: user.to_string(),
             envelope,
             reply,
+            accepted: std::time::Instant::now(),
         };
         self.state
             .writer

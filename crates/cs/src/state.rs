@@ -85,9 +85,7 @@ impl CsState {
     pub(crate) fn rate_limit(&self, user: &str) -> Result<(), Status> {
         self.limiter.check_key(&user.to_owned()).map_err(|_| {
             metrics::counter!("duokey_refusals_total", "reason" => "rate_limited").increment(1);
-            Status::resource_exhausted(
-                "rate limit exceeded for this certificate; slow down and retry",
-            )
+            Status::resource_exhausted("rate limit exceeded for this user; slow down and retry")
         })
     }
 
@@ -141,7 +139,7 @@ impl CsState {
     }
 
     /// Queues a delivery for every live subscription it concerns.
-    pub(crate) fn fan_out(&self, d: Delivery) {
+    pub(crate) fn fan_out(&self, d: Delivery, committed: std::time::Instant) {
         let targets: Vec<String> = match &d.event {
             Some(delivery::Event::Envelope(e)) => self
                 .with_group(&e.group_id, |g| g.members.iter().cloned().collect())
@@ -149,7 +147,7 @@ impl CsState {
             Some(delivery::Event::Item(_)) | None => return,
         };
         let size = prost::Message::encoded_len(&d);
-        let shared = (Arc::new(d), size);
+        let shared = (Arc::new(d), size, committed);
         let mut sent = 0;
         for user in targets {
             sent += self.hub.send_to(&user, &shared);

@@ -19,6 +19,8 @@ pub(crate) struct PostJob {
     pub(crate) sender: String,
     pub(crate) envelope: Vec<u8>,
     pub(crate) reply: oneshot::Sender<Result<u64, Status>>,
+    /// When the post was accepted (for `duokey_cs_post_seconds`).
+    pub(crate) accepted: std::time::Instant,
 }
 
 /// Runs until every sender of `rx` is gone.
@@ -26,6 +28,7 @@ pub(crate) async fn run(state: Arc<CsState>, mut rx: mpsc::Receiver<PostJob>) {
     let mut next_seq: HashMap<Vec<u8>, u64> = HashMap::new();
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        metrics::gauge!("duokey_cs_post_queue").set(rx.len() as f64);
         commit_batch(&state, &mut next_seq, std::mem::take(&mut jobs)).await;
     }
 }
@@ -53,13 +56,21 @@ async fn commit_batch(state: &CsState, next_seq: &mut HashMap<Vec<u8>, u64>, job
             now,
         ));
     }
-    if let Err(e) = state.db.append_envelopes(&rows).await {
+    let started = std::time::Instant::now();
+    let appended = state.db.append_envelopes(&rows).await;
+    let committed = std::time::Instant::now();
+    metrics::histogram!("duokey_db_seconds", "op" => "cs_append_batch")
+        .record((committed - started).as_secs_f64());
+    if let Err(e) = appended {
         tracing::error!(error = %e, "cannot append envelopes");
         next_seq.clear();
         return fail(jobs, "storage unavailable, retry");
     }
     metrics::counter!("duokey_cs_posts_total").increment(jobs.len() as u64);
+    metrics::histogram!("duokey_cs_post_batch").record(jobs.len() as f64);
     for (job, (group_id, seq, _, envelope, at)) in jobs.into_iter().zip(rows) {
+        metrics::histogram!("duokey_cs_post_seconds")
+            .record((committed - job.accepted).as_secs_f64());
         let _ = job.reply.send(Ok(seq));
         let logged = LoggedEnvelope {
             group_id,
@@ -67,9 +78,10 @@ async fn commit_batch(state: &CsState, next_seq: &mut HashMap<Vec<u8>, u64>, job
             envelope,
             stored_at_ms: u64::try_from(at).unwrap_or(0),
         };
-        state.fan_out(Delivery {
+        let delivery = Delivery {
             event: Some(delivery::Event::Envelope(logged)),
-        });
+        };
+        state.fan_out(delivery, committed);
     }
 }
 

@@ -280,13 +280,11 @@ impl Gms {
             }),
             policy: policy_pb.as_deref(),
         };
-        if !self
-            .inner
-            .db
-            .apply_change(&change)
-            .await
-            .map_err(Status::from)?
-        {
+        let started = std::time::Instant::now();
+        let applied = self.inner.db.apply_change(&change).await;
+        metrics::histogram!("duokey_db_seconds", "op" => "gms_apply_change")
+            .record(started.elapsed().as_secs_f64());
+        if !applied.map_err(Status::from)? {
             return Err(Status::aborted("the group changed concurrently; retry"));
         }
         self.remember(gid, membership);

@@ -33,9 +33,9 @@ use tokio::sync::Notify;
 pub struct GmsConfig {
     /// Shortest `rotate_every` a group may ask for (SPEC §4.4: 60 s).
     pub min_rotate_every_secs: u64,
-    /// Sustained requests per second per client certificate.
+    /// Sustained requests per second per user (each role counts its own).
     pub rate_per_sec: u32,
-    /// Request burst per client certificate.
+    /// Request burst per user.
     pub rate_burst: u32,
     /// Longest retention a group may choose.
     pub max_retention_secs: u64,

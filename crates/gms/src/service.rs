@@ -41,9 +41,7 @@ impl Gms {
         let user = user.to_string();
         self.inner.limiter.check_key(&user).map_err(|_| {
             metrics::counter!("duokey_refusals_total", "reason" => "rate_limited").increment(1);
-            Status::resource_exhausted(
-                "rate limit exceeded for this certificate; slow down and retry",
-            )
+            Status::resource_exhausted("rate limit exceeded for this user; slow down and retry")
         })?;
         Ok((user, key, caller.chain))
     }
@@ -179,13 +177,15 @@ impl GroupManagement for Gms {
         };
         let lock = self.group_lock(&gid);
         let _guard = lock.lock().await;
-        if !self
+        let started = std::time::Instant::now();
+        let created = self
             .inner
             .db
             .create_group(&group, &owner, &grant.encode_to_vec(), now, &row)
-            .await
-            .map_err(Status::from)?
-        {
+            .await;
+        metrics::histogram!("duokey_db_seconds", "op" => "gms_create_group")
+            .record(started.elapsed().as_secs_f64());
+        if !created.map_err(Status::from)? {
             return Err(Status::already_exists("a group with this id exists"));
         }
         self.remember(&gid, &state);

@@ -17,6 +17,22 @@ const BUFFER: usize = 256;
 /// The response stream of `Watch`.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
 
+/// Counts one open `Watch` stream in `duokey_gms_watchers` while it lives.
+struct OpenStream;
+
+impl OpenStream {
+    fn new() -> OpenStream {
+        metrics::gauge!("duokey_gms_watchers").increment(1.0);
+        OpenStream
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!("duokey_gms_watchers").decrement(1.0);
+    }
+}
+
 /// Per-user broadcast channels. An event is shared (`Arc`) by every
 /// member's channel until each stream takes its copy to encode: a grant
 /// names every member, so copying it per member on the way in would cost
@@ -63,7 +79,9 @@ impl Watchers {
         });
         // End the stream after a lag error: the terminal resyncs and re-watches.
         let mut failed = false;
+        let open = OpenStream::new();
         Ok(Box::pin(stream.take_while(move |r| {
+            let _counted = &open;
             let go = !failed;
             failed |= r.is_err();
             go

@@ -1,45 +1,17 @@
 //! The server configuration file (`duokey-server run --config FILE`).
 //!
-//! ```toml
-//! data_dir = "/var/lib/duokey"        # relative paths below are relative to the file
-//! roles = ["as", "gms", "cs"]         # which roles this process runs
-//! gms_addr = "0.0.0.0:7443"           # GMS port; the AS is served beside it
-//! cs_addr = "0.0.0.0:7444"            # CS port
-//! cs_url = "https://cs.example.org:7444"  # how the GMS reaches the CS (default: cs_addr)
-//! metrics_addr = "127.0.0.1:9100"     # optional Prometheus /metrics
-//! max_connections = 10000             # per port
-//!
-//! [tls]
-//! ca_cert = "ca/ca.pem"
-//! ca_key = "ca/ca.key"                # the AS only
-//! cert = "server.pem"
-//! key = "server.key"
-//! revocation_list = "revoked.txt"     # one hex serial per line, reloaded every 10 s
-//!
-//! [database]                          # sqlite://PATH or postgres://…
-//! as = "sqlite://as.db"
-//! gms = "sqlite://gms.db"
-//! cs = "sqlite://cs.db"
-//!
-//! [limits]
-//! max_body_bytes = 262144
-//! rate_per_sec = 200                  # per client certificate
-//! rate_burst = 400
-//! subscriber_queue = 1024             # deliveries queued per live stream
-//! subscriber_queue_bytes = 8388608    # bytes queued per live stream (8 MiB); a fuller one is cut
-//! min_rotate_every_secs = 60
-//! max_retention_secs = 31536000       # longest retention a group may choose (365 days)
-//! max_groups_per_user = 1000
-//! inbox_max_items = 10000             # per recipient; more is RESOURCE_EXHAUSTED until they sync
-//! inbox_max_bytes = 67108864
-//! inbox_retention_secs = 2592000      # unread inbox items are erased after 30 days
-//! streams_per_user = 8                # open live streams per user and role (Subscribe, Watch)
-//! ```
+//! Every setting, its default and its unit are in `docs/CONFIG.md`;
+//! `duokey-server config --example` prints [`EXAMPLE`], a commented file
+//! with all of them (tested to parse below), and `config --check FILE`
+//! checks a file without starting anything.
 
 use crate::Error;
 use duokey_pki::Role;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// The commented example configuration (`duokey-server config --example`).
+pub const EXAMPLE: &str = include_str!("example.toml");
 
 /// The whole file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,9 +86,9 @@ pub struct Databases {
 pub struct LimitsConfig {
     /// Largest message body (and inbox item).
     pub max_body_bytes: usize,
-    /// Sustained requests per second per client certificate.
+    /// Sustained requests per second per user (each role counts its own).
     pub rate_per_sec: u32,
-    /// Request burst per client certificate.
+    /// Request burst per user.
     pub rate_burst: u32,
     /// Deliveries queued per subscriber before it is disconnected.
     pub subscriber_queue: usize,
@@ -199,6 +171,46 @@ impl ServerConfig {
             .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))
     }
 
+    /// What `config --check` adds to parsing: each role has what it needs
+    /// (its database, the CA key for the AS) and the files named exist.
+    pub fn check_files(&self) -> Result<(), Error> {
+        let roles = self.roles()?;
+        let need = |url: &Option<String>, role: &str| {
+            url.as_ref().map(|_| ()).ok_or_else(|| {
+                Error::Config(format!("[database] {role} is required for the {role} role"))
+            })
+        };
+        let mut files = vec![
+            ("tls.ca_cert", &self.tls.ca_cert),
+            ("tls.cert", &self.tls.cert),
+        ];
+        files.push(("tls.key", &self.tls.key));
+        if roles.contains(&Role::As) {
+            need(&self.database.as_url, "as")?;
+            let key =
+                self.tls.ca_key.as_ref().ok_or_else(|| {
+                    Error::Config("tls.ca_key is required for the as role".into())
+                })?;
+            files.push(("tls.ca_key", key));
+        }
+        if roles.contains(&Role::Gms) {
+            need(&self.database.gms, "gms")?;
+        }
+        if roles.contains(&Role::Cs) {
+            need(&self.database.cs, "cs")?;
+        }
+        for (name, file) in files {
+            let path = self.path(file);
+            if !path.is_file() {
+                return Err(Error::Config(format!(
+                    "{name}: {} does not exist (create it with `duokey-server ca`)",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The roles, parsed.
     pub fn roles(&self) -> Result<Vec<Role>, Error> {
         self.roles.iter().map(|r| server_role(r)).collect()
@@ -223,6 +235,39 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_parses_with_every_setting_and_the_default_limits() {
+        let cfg = ServerConfig::parse(EXAMPLE, Path::new("/etc/duokey")).unwrap();
+        assert_eq!(cfg.roles().unwrap(), [Role::As, Role::Gms, Role::Cs]);
+        assert!(cfg.metrics_addr.is_some() && cfg.cs_url.is_some());
+        assert!(cfg.tls.ca_key.is_some() && cfg.tls.revocation_list.is_some());
+        assert!(cfg.database.as_url.is_some() && cfg.database.cs.is_some());
+        // The example shows the defaults: the documentation and the code agree.
+        let shown = toml::to_string(&cfg.limits).unwrap();
+        assert_eq!(shown, toml::to_string(&LimitsConfig::default()).unwrap());
+        // Every key of every section appears uncommented in the example.
+        let all = toml::to_string(&cfg).unwrap();
+        for line in all.lines().filter(|l| l.contains(" = ")) {
+            let key = line.split(" = ").next().unwrap();
+            assert!(
+                EXAMPLE.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                "{key} is missing from example.toml"
+            );
+        }
+    }
+
+    #[test]
+    fn check_names_the_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = EXAMPLE.replace("/var/lib/duokey", ".");
+        let cfg = ServerConfig::parse(&text, dir.path()).unwrap();
+        let err = cfg.check_files().unwrap_err().to_string();
+        assert!(
+            err.contains("tls.ca_cert") && err.contains("ca.pem"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn server_roles_parse_by_short_name_and_never_as_terminal() {

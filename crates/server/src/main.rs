@@ -81,9 +81,20 @@ enum Command {
         #[command(subcommand)]
         command: TokensCommand,
     },
+    /// Print a commented example configuration (`--example`), or check a
+    /// configuration file without starting anything (`--check FILE`).
+    /// Every setting is described in docs/CONFIG.md.
+    Config {
+        /// Print the example (`duokey-server config --example > duokey.toml`).
+        #[arg(long, required_unless_present = "check", conflicts_with = "check")]
+        example: bool,
+        /// Check this file: syntax, settings, and that the files it names exist.
+        #[arg(long)]
+        check: Option<PathBuf>,
+    },
     /// Run the roles of a configuration file (production).
     Run {
-        /// Server configuration file (see the crate docs of `config`).
+        /// Server configuration file (`duokey-server config --example`).
         #[arg(long)]
         config: PathBuf,
     },
@@ -201,15 +212,31 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Prometheus on `addr`; latencies as histograms (seconds), batch sizes
+/// as histograms of counts. The series are listed in docs/CONFIG.md.
+fn install_metrics(addr: std::net::SocketAddr) -> Result<(), Error> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    const SECONDS: [f64; 14] = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    const COUNTS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+    let wrong = |e: metrics_exporter_prometheus::BuildError| Error::Config(format!("metrics: {e}"));
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&SECONDS)
+        .map_err(wrong)?
+        .set_buckets_for_metric(Matcher::Full("duokey_cs_post_batch".into()), &COUNTS)
+        .map_err(wrong)?
+        .install()
+        .map_err(wrong)
+}
+
 async fn serve(cfg: &ServerConfig, dev_dir: Option<&Path>) -> Result<(), Error> {
     if let Some(addr) = &cfg.metrics_addr {
         let addr: std::net::SocketAddr = addr
             .parse()
             .map_err(|_| Error::Config(format!("invalid metrics_addr {addr}")))?;
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-            .map_err(|e| Error::Config(format!("metrics: {e}")))?;
+        install_metrics(addr)?;
     }
     let node = Node::start(cfg).await?;
     // Standard output may be closed by whoever started us (a script that read
@@ -270,6 +297,23 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let cfg = ServerConfig::load(&config)?;
             let _only_one = dev::lock_dir(&cfg.data_dir)?;
             serve(&cfg, None).await
+        }
+        Command::Config { example: true, .. } => {
+            print!("{}", duokey_server::config::EXAMPLE);
+            Ok(())
+        }
+        Command::Config { check, .. } => {
+            let path =
+                check.ok_or_else(|| Error::Usage("give --example or --check FILE".into()))?;
+            let cfg = ServerConfig::load(&path)?;
+            cfg.check_files()?;
+            println!(
+                "{}: valid; roles {}, data in {}",
+                path.display(),
+                cfg.roles.join(", "),
+                cfg.data_dir.display()
+            );
+            Ok(())
         }
         Command::Enroll {
             dir,

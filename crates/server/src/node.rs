@@ -181,6 +181,20 @@ impl ServerCertificate {
     }
 }
 
+/// The address this process dials its own CS by: a wildcard listen address
+/// (`0.0.0.0`, `::`) is reached on loopback.
+fn reachable(bound: SocketAddr) -> SocketAddr {
+    match bound.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, bound.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, bound.port()))
+        }
+        _ => bound,
+    }
+}
+
 fn db_url(cfg: &ServerConfig, url: &Option<String>, role: &str) -> Result<String, Error> {
     url.as_deref()
         .map(|u| cfg.db_url(u))
@@ -278,6 +292,7 @@ impl Starting<'_> {
                 .await;
         }
         let router = Server::builder()
+            .layer(crate::rpc_metrics::RpcMetricsLayer)
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
             .add_service(health_svc)
             .add_service(reflection()?)
@@ -311,6 +326,7 @@ impl Starting<'_> {
         let addr = listener.local_addr()?;
         let (health, health_svc) = tonic_health::server::health_reporter();
         let mut router = Server::builder()
+            .layer(crate::rpc_metrics::RpcMetricsLayer)
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
             .add_service(health_svc)
             .add_service(reflection()?);
@@ -351,7 +367,7 @@ impl Starting<'_> {
         let cs_url = cfg
             .cs_url
             .clone()
-            .or_else(|| cs_addr.map(|a| format!("https://{a}")))
+            .or_else(|| cs_addr.map(|a| format!("https://{}", reachable(a))))
             .ok_or_else(|| Error::Config("cs_url is required when the CS runs elsewhere".into()))?;
         let client = MembershipSyncClient::new(
             channel(&cs_url, self.tls.cs_client()?)

@@ -22,6 +22,16 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The Prometheus text of the server's metrics port.
+fn scrape(addr: &str) -> String {
+    let mut http = std::net::TcpStream::connect(addr).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    body
+}
+
 #[tokio::test]
 async fn health_reflection_metrics_and_graceful_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,12 +100,51 @@ async fn health_reflection_metrics_and_graceful_sigterm() {
         "{services:?}"
     );
 
-    let mut http = std::net::TcpStream::connect(&metrics).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    // Traffic a dashboard watches: a group created, a live stream, a post
+    // delivered to it, and a refused post.
+    let gms = words[words.iter().position(|w| *w == "on").unwrap() + 1].trim_end_matches(',');
+    let net = duokey_testkit::Remote::attach(dir.path(), gms, cs);
+    let mut alice = net.raw("alice").await;
+    let g = alice.create_group("proj").await;
+    alice.cs_ready(&g.group_id).await;
+    let mut live = alice
+        .cs
+        .subscribe(duokey_proto::SubscribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    alice.post(&g.group_id, "watched").await.unwrap();
+    duokey_testkit::next_within(&mut live, "the delivery")
+        .await
         .unwrap();
-    let mut body = String::new();
-    http.read_to_string(&mut body).unwrap();
-    assert!(body.contains("duokey_connections_total"), "{body}");
+    let refused = alice.post(&[9; 16], "not my group").await.unwrap_err();
+    let gid = duokey_crypto::GroupId::from_slice(&g.group_id).unwrap();
+    alice.rotate_rn1(&gid).await;
+
+    let body = scrape(&metrics);
+    let refused_series = format!(
+        "duokey_rpc_requests_total{{method=\"Communication/Post\",code=\"{:?}\"}} 1",
+        refused.code()
+    );
+    for series in [
+        "duokey_connections_total",
+        "duokey_rpc_requests_total{method=\"Communication/Post\",code=\"Ok\"} 1",
+        refused_series.as_str(),
+        "duokey_rpc_requests_total{method=\"Health/Check\",code=\"Ok\"} 1",
+        "duokey_rpc_seconds_bucket{method=\"Communication/Post\",le=\"+Inf\"} 2",
+        "duokey_cs_posts_total 1",
+        "duokey_cs_deliveries_total 1",
+        "duokey_cs_post_seconds_count 1",
+        "duokey_cs_delivery_seconds_count 1",
+        "duokey_cs_post_batch_bucket{le=\"1\"} 1",
+        "duokey_cs_subscribers 1",
+        "duokey_db_seconds_count{op=\"cs_append_batch\"} 1",
+        "duokey_db_seconds_count{op=\"gms_apply_change\"} 1",
+        "duokey_db_seconds_count{op=\"gms_create_group\"} 1",
+        "duokey_gms_rotations_total{cause=\"forced\"} 1",
+    ] {
+        assert!(body.contains(series), "{series} missing from:\n{body}");
+    }
 
     // A client still holding an open stream must not keep the server alive.
     let pid = child.id().to_string();
