@@ -371,6 +371,7 @@ fn an_administrator_revokes_all_of_a_users_certificates() {
     let srv = Server::start();
     let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
     group_with(&alice, "proj", &[&bob]);
+    bob.ok(&["send", "proj", "before revocation"]);
     let dir = srv.dir.path().join("srv");
     let out = srv.admin(&["revoke", "--user", "bob"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -390,6 +391,20 @@ fn an_administrator_revokes_all_of_a_users_certificates() {
     );
     let list = std::fs::read_to_string(dir.join("revoked.txt")).unwrap();
     assert!(list.contains(&serial), "{list}");
+    // The running server was told (SIGHUP), and bob is told why he is refused.
+    assert!(text.contains("refuses them now"), "{text}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refused = loop {
+        let out = bob.run(&["send", "proj", "after revocation"]);
+        if !out.status.success() {
+            break String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "bob is still served");
+    };
+    assert!(
+        refused.contains("certificate was revoked") && refused.contains("enrol again"),
+        "{refused}"
+    );
     // alice is not touched.
     alice.ok(&["send", "proj", "still fine"]);
 }

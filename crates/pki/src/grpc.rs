@@ -45,6 +45,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Pause after a failed `accept` (e.g. out of file descriptors) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a refused connection is kept open for its client to read why.
+const LINGER: Duration = Duration::from_secs(1);
 /// How often an open connection's certificate is checked against the
 /// revocation list (which servers reload every 10 s).
 pub const REVOCATION_CHECK: Duration = Duration::from_secs(1);
@@ -193,7 +195,8 @@ pub fn tls_incoming(
             let tx = tx.clone();
             let revoked = revoked.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = acceptor.accept(tcp).into_fallible();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                     Ok(Ok(inner)) => {
                         metrics::counter!("duokey_connections_total").increment(1);
                         metrics::gauge!("duokey_open_connections").increment(1.0);
@@ -212,10 +215,11 @@ pub fn tls_incoming(
                         };
                         let _ = tx.send(Ok(conn)).await;
                     }
-                    Ok(Err(e)) => {
+                    Ok(Err((e, tcp))) => {
                         metrics::counter!("duokey_refusals_total", "reason" => "tls_handshake")
                             .increment(1);
                         tracing::info!(%peer, error = %e, "TLS handshake refused");
+                        linger(tcp).await;
                     }
                     Err(_) => {
                         tracing::info!(%peer, "TLS handshake timed out");
@@ -225,6 +229,19 @@ pub fn tls_incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Closes a refused connection so that the client reads the TLS alert that
+/// says why (e.g. `CertificateRevoked`): closing a socket whose client has
+/// already sent data would reset it, and a reset drops the alert unread.
+/// So: end our side, then read and discard until the client closes, at
+/// most [`LINGER`].
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Watches a connection's client certificate `serial` (SPEC §2: a revoked

@@ -7,8 +7,8 @@
 //! the previous list stays in force (a deleted file must not unrevoke
 //! anything). Servers share one [`RevocationList`] (in an `Arc`) with their TLS
 //! client verifier, which consults it on **every** handshake, so
-//! [`RevocationList::reload`] (e.g. on SIGHUP or after `duokey-server` revokes a
-//! certificate) takes effect for new connections without a restart.
+//! [`RevocationList::reload`] (every 10 s, and on SIGHUP, which `duokey-server revoke` sends to
+//! the server running on its data directory) takes effect for new connections without a restart.
 //!
 //! Serial numbers are compared without leading zero bytes, so `00ab…` and `ab…`
 //! are the same serial.

@@ -128,6 +128,32 @@ pub fn lock_dir(dir: &Path) -> Result<std::fs::File, Error> {
     Ok(file)
 }
 
+/// The pid of the `duokey-server` running on `dir` (the one holding its
+/// lock, see [`lock_dir`]), if any.
+pub fn running_server(dir: &Path) -> Option<i32> {
+    let path = dir.join("duokey-server.lock");
+    let file = std::fs::File::open(&path).ok()?;
+    match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => std::fs::read_to_string(&path)
+            .ok()?
+            .trim()
+            .strip_prefix("pid ")?
+            .parse()
+            .ok(),
+        // Nobody holds it (ours is released when `file` drops), or no lock.
+        _ => None,
+    }
+}
+
+/// Asks the server running on `dir` to reload its revocation list and
+/// certificate now (SIGHUP); its pid, if one runs and was told.
+pub fn reload_running(dir: &Path) -> Option<i32> {
+    let pid = running_server(dir)?;
+    let target = rustix::process::Pid::from_raw(pid)?;
+    rustix::process::kill_process(target, rustix::process::Signal::HUP).ok()?;
+    Some(pid)
+}
+
 /// Writes `DIR/client.toml` for terminals, with the addresses actually bound.
 pub fn write_client_file(dir: &Path, gms: SocketAddr, cs: SocketAddr) -> Result<PathBuf, Error> {
     let file = ClientFile {

@@ -444,9 +444,12 @@ async fn enroll(
             ),
         }
         eprintln!(
-            "Revoked {user}'s replaced certificate {} (servers refuse it within 10 s).",
+            "Revoked {user}'s replaced certificate {}.",
             hex::encode(serial)
         );
+    }
+    if !issued.replaced.is_empty() {
+        eprintln!("{}", when_refused(&cfg));
     }
     println!(
         "One-time enrolment token for {user} (valid until {} UTC): {}",
@@ -533,8 +536,20 @@ async fn revoke_user(
         duokey_pki::RevocationList::revoke_in_file(&list, serial)?;
         println!("Revoked {user}'s certificate {}", hex::encode(serial));
     }
-    println!("Servers refuse them within 10 s.");
+    println!("{}", when_refused(&cfg));
     Ok(())
+}
+
+/// Tells the server running on this configuration's data directory (if
+/// any) to reload its revocation list now; says when servers refuse.
+fn when_refused(cfg: &ServerConfig) -> String {
+    match dev::reload_running(&cfg.data_dir) {
+        Some(pid) => format!(
+            "The server running on {} (pid {pid}) refuses them now; other servers within 10 s.",
+            cfg.data_dir.display()
+        ),
+        None => "Servers refuse them within 10 s.".to_owned(),
+    }
 }
 
 fn serial_bytes(s: &str) -> Result<Vec<u8>, Error> {

@@ -405,25 +405,26 @@ impl Starting<'_> {
     }
 
     /// Re-reads the revocation list and the server certificate every
-    /// [`TLS_RELOAD`] (D34).
+    /// [`TLS_RELOAD`] (D34), and at once on SIGHUP (which `duokey-server
+    /// revoke` sends to the server running on its data directory).
     fn reload_tls_files(&mut self) {
         let (revoked, certificate) = (self.tls.revoked.clone(), self.tls.certificate.clone());
-        self.every(TLS_RELOAD, move || {
-            if let Err(e) = revoked.reload() {
-                tracing::warn!(error = %e, "cannot reload the revocation list");
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(TLS_RELOAD);
+        self.spawn(async move {
+            loop {
+                match hangup.as_mut() {
+                    Some(hup) => tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = hup.recv() => tracing::info!("SIGHUP: reloading the revocation list and certificate"),
+                    },
+                    None => {
+                        tick.tick().await;
+                    }
+                }
+                reload_tls(&revoked, &certificate);
             }
-            match certificate.reload() {
-                Ok(true) => tracing::info!(
-                    file = %certificate.cert.display(),
-                    "server certificate reloaded; new connections get it"
-                ),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "cannot reload the server certificate; the current one stays in use"
-                ),
-            }
-            std::future::ready(())
         });
     }
 
@@ -529,3 +530,22 @@ async fn until_stopped(
 }
 
 use duokey_pki::clock::now_ms_i64 as now_ms;
+
+/// One reload of the revocation list and the server certificate; on error
+/// the current ones stay in force.
+fn reload_tls(revoked: &RevocationList, certificate: &ServerCertificate) {
+    if let Err(e) = revoked.reload() {
+        tracing::warn!(error = %e, "cannot reload the revocation list");
+    }
+    match certificate.reload() {
+        Ok(true) => tracing::info!(
+            file = %certificate.cert.display(),
+            "server certificate reloaded; new connections get it"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot reload the server certificate; the current one stays in use"
+        ),
+    }
+}
