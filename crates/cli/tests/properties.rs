@@ -1054,3 +1054,37 @@ async fn a_live_terminal_replaces_a_missing_rn1_without_a_command() {
         "bob's open terminal did not replace the missing key"
     );
 }
+
+/// Issue 16 point 5: the notice about messages sent before a member joined
+/// reads before the messages it can open, in the history and the chat.
+#[tokio::test]
+async fn the_notice_of_messages_before_joining_reads_before_the_readable_ones() {
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let g = alice
+        .create_group("proj", GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    alice.send(&gid, "before 1").await.unwrap();
+    alice.send(&gid, "before 2").await.unwrap();
+    join(&mut alice, &mut bob, &gid).await;
+    net.advance(std::time::Duration::from_secs(60));
+    alice.send(&gid, "after").await.unwrap();
+    bob.sync_messages(&gid).await.unwrap();
+    let shown: Vec<String> = bob
+        .history(&gid)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|l| match l {
+            Line::Message(m) => Some(m.text),
+            Line::Notice(n) if n.notice.contains("before you joined") => Some(n.notice),
+            Line::Notice(_) => None,
+        })
+        .collect();
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert!(shown[0].starts_with("2 earlier message(s)"), "{shown:?}");
+    assert_eq!(shown[1], "after");
+}

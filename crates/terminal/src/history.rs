@@ -102,9 +102,20 @@ pub(crate) fn read_upto_key(gid: &GroupId) -> String {
 }
 
 impl Terminal {
-    /// The stored history of a group: messages and notices, oldest first.
+    /// The stored history of a group: messages and notices, oldest first
+    /// (a notice before a message of the same millisecond).
     pub async fn history(&self, gid: &GroupId) -> Result<Vec<Line>> {
         let mut lines: Vec<(u64, Line)> = Vec::new();
+        for (_, text, at) in self.store.notices(gid, 0).await? {
+            lines.push((
+                at,
+                Line::Notice(Notice {
+                    group_id: hex::encode(gid),
+                    notice: text,
+                    at_ms: at,
+                }),
+            ));
+        }
         for r in self.store.messages(gid).await? {
             let body = self.vault.open("msg", &r.sealed_body)?;
             let m = Message {
@@ -118,16 +129,6 @@ impl Terminal {
                 msg_id: hex::encode(r.msg_id),
             };
             lines.push((m.sent_at_ms, Line::Message(m)));
-        }
-        for (_, text, at) in self.store.notices(gid, 0).await? {
-            lines.push((
-                at,
-                Line::Notice(Notice {
-                    group_id: hex::encode(gid),
-                    notice: text,
-                    at_ms: at,
-                }),
-            ));
         }
         lines.sort_by_key(|(t, _)| *t);
         Ok(lines.into_iter().map(|(_, l)| l).collect())
@@ -180,17 +181,25 @@ impl Terminal {
         let mut live = self.live().await?;
         backoff.reset();
         loop {
-            for m in self.sync_messages(gid).await? {
-                on_line(Line::Message(m));
-            }
+            // What the sync brought, notices and messages in time order.
+            let messages = self.sync_messages(gid).await?;
+            let mut lines: Vec<(u64, Line)> = Vec::new();
             for (id, text, at) in self.store.notices(gid, *last_notice).await? {
                 *last_notice = id;
-                on_line(Line::Notice(Notice {
+                let notice = Notice {
                     group_id: hex::encode(gid),
                     notice: text,
                     at_ms: at,
-                }));
+                };
+                lines.push((at, Line::Notice(notice)));
             }
+            lines.extend(
+                messages
+                    .into_iter()
+                    .map(|m| (m.sent_at_ms, Line::Message(m))),
+            );
+            lines.sort_by_key(|(t, _)| *t);
+            lines.into_iter().for_each(|(_, l)| on_line(l));
             let event = live.next().await.map_err(Error::stream_lost)?;
             let update = self.on_live(event).await?;
             if update.group.as_ref() == Some(gid) {

@@ -276,6 +276,7 @@ impl Terminal {
             let mut cache = OpenCache::default();
             cache.preload(&self.store, gid, &resp.envelopes).await?;
             let mut before_joining = 0;
+            let mut joined_after_ms = 0;
             let mut opened = Vec::new();
             let mut last = g.log_cursor;
             let mut read_upto = 0;
@@ -286,7 +287,8 @@ impl Terminal {
                     Ok(None) => {}
                     // The GMS gives no grant of an epoch before we joined: by design.
                     Err(Error::Crypto(duokey_crypto::Error::UnknownEpoch { .. })) => {
-                        before_joining += usize::from(!departing)
+                        before_joining += usize::from(!departing);
+                        joined_after_ms = joined_after_ms.max(e.stored_at_ms);
                     }
                     // Its key has not arrived yet: stop before it, so the
                     // next sync opens it (nothing lost).
@@ -322,7 +324,9 @@ impl Terminal {
                 let text = format!(
                     "{before_joining} earlier message(s) were sent before you joined and cannot be opened (by design)"
                 );
-                self.store.notice(gid, &text, self.now_ms()).await?;
+                // Dated where those messages are, so that it reads before
+                // the ones this member can open.
+                self.store.notice(gid, &text, joined_after_ms).await?;
             }
             if !resp.more || waiting {
                 return Ok(out);
