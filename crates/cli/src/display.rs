@@ -62,10 +62,77 @@ pub fn rights(rights: &str) -> String {
     }
 }
 
+/// What the glyphs of [`timeline`] mean, for a legend.
+pub const TIMELINE_LEGEND: &str = "key history, oldest on the left: * created  + joined  \
+     - removed or left  . scheduled  ! forced  p policy  | new member key";
+
+/// A group's key changes as one glyph each, oldest first, with `|` before
+/// a change that brought a new member key (`duokey status`).
+pub fn timeline(epochs: &[duokey_terminal::Epoch]) -> String {
+    let mut out = String::new();
+    let mut member_key = epochs.first().map(|e| e.rn1_version);
+    for e in epochs {
+        if member_key != Some(e.rn1_version) {
+            out.push('|');
+            member_key = Some(e.rn1_version);
+        }
+        out.push(match e.cause {
+            "created" => '*',
+            "joined" => '+',
+            "removed" | "left" => '-',
+            "scheduled" => '.',
+            "forced" => '!',
+            "policy" => 'p',
+            _ => '?',
+        });
+    }
+    out
+}
+
+/// The latest key change in words: "carol left", "key rotated on schedule".
+pub fn last_change(e: &duokey_terminal::Epoch) -> String {
+    let who = inline(&e.subject);
+    match e.cause {
+        "created" => format!("{who} created the group"),
+        "joined" => format!("{who} joined"),
+        "removed" => format!("{who} was removed"),
+        "left" => format!("{who} left"),
+        "scheduled" => "key rotated on schedule".into(),
+        "forced" => format!("{who} rotated the key"),
+        "policy" => format!("{who} changed the policy"),
+        _ => "key changed".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn epoch(cause: &'static str, rn1_version: u32) -> duokey_terminal::Epoch {
+        duokey_terminal::Epoch {
+            rn2_version: 1,
+            rn1_version,
+            cause,
+            subject: "carol".into(),
+            issued_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_timeline_has_a_glyph_per_key_and_marks_new_member_keys() {
+        let epochs = [
+            epoch("created", 1),
+            epoch("joined", 1),
+            epoch("scheduled", 1),
+            epoch("removed", 2),
+            epoch("forced", 3),
+            epoch("policy", 3),
+        ];
+        assert_eq!(timeline(&epochs), "*+.|-|!p");
+        assert_eq!(timeline(&[]), "");
+        assert_eq!(last_change(&epochs[3]), "carol was removed");
+    }
 
     #[test]
     fn escape_sequences_and_direction_marks_are_neutralised() {

@@ -699,18 +699,36 @@ async fn sync(t: &mut Terminal, out: Out) -> duokey_terminal::Result<()> {
 }
 
 /// `duokey status`: the user, the queue and each group's epoch.
+/// How many key changes `status` draws per group.
+const TIMELINE_LENGTH: u64 = 40;
+
 async fn status(t: &Terminal, out: Out, offline: bool) -> duokey_terminal::Result<()> {
     let groups = t.list_groups().await?;
     let queued = t.queued().await?;
+    let mut timelines = Vec::with_capacity(groups.len());
+    for g in &groups {
+        let gid = t.resolve_group(&g.group_id).await?;
+        timelines.push(t.timeline(&gid, TIMELINE_LENGTH).await?);
+    }
+    let listed: Vec<serde_json::Value> = groups
+        .iter()
+        .zip(&timelines)
+        .map(|(g, epochs)| {
+            let mut v = serde_json::to_value(g).unwrap_or_default();
+            v["timeline"] = serde_json::to_value(epochs).unwrap_or_default();
+            v
+        })
+        .collect();
     let value = serde_json::json!({
         "user": t.user().as_str(),
-        "groups": groups,
+        "groups": listed,
         "queued": queued,
         "offline": offline,
     });
     out.report(value, || {
+        let now = duokey_terminal::now_ms();
         let mut text = format!("{} ({queued} queued message(s))", t.user());
-        for g in &groups {
+        for (g, epochs) in groups.iter().zip(&timelines) {
             text.push_str(&format!(
                 "\n{}  {:<20} {:<8} {}",
                 g.group_id,
@@ -718,6 +736,17 @@ async fn status(t: &Terminal, out: Out, offline: bool) -> duokey_terminal::Resul
                 g.state,
                 display::keys(g.rn1_version, g.rn2_version)
             ));
+            if let Some(last) = epochs.last() {
+                text.push_str(&format!(
+                    "\n    {}   last: {}, {}",
+                    display::timeline(epochs),
+                    display::last_change(last),
+                    crate::when::when(last.issued_at_ms, now)
+                ));
+            }
+        }
+        if timelines.iter().any(|e| !e.is_empty()) {
+            text.push_str(&format!("\n({})", display::TIMELINE_LEGEND));
         }
         text
     });

@@ -570,3 +570,31 @@ fn the_example_configuration_passes_the_check_once_its_files_exist() {
     );
     assert!(said.contains("valid; roles as, gms, cs"), "{said}");
 }
+
+/// `duokey status` draws each group's key history: one glyph per key
+/// change, `|` where the member key changed, and the latest change in words.
+#[test]
+fn status_draws_each_groups_key_history() {
+    let srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob]);
+    alice.ok(&["group", "rotate", "proj"]);
+    alice.ok(&["group", "remove", "proj", "bob"]);
+    alice.ok(&["sync"]);
+    let text = alice.ok(&["status"]);
+    let drawn = text
+        .lines()
+        .find(|l| l.trim_start().starts_with('*'))
+        .unwrap_or_else(|| panic!("no timeline in:\n{text}"));
+    assert!(drawn.trim_start().starts_with("*+!|-"), "{text}");
+    assert!(drawn.contains("last: bob was removed"), "{text}");
+    assert!(text.contains("* created"), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&alice.ok(&["--json", "status"])).unwrap();
+    let causes: Vec<&str> = v["groups"][0]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["cause"].as_str().unwrap())
+        .collect();
+    assert_eq!(causes, ["created", "joined", "forced", "removed"]);
+}

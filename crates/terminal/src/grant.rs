@@ -28,6 +28,37 @@ fn cause_notice(g: &Grant) -> Option<String> {
     }
 }
 
+/// One key change of a group as this terminal saw it (`duokey status`'s
+/// timeline, issue 16 point 7): a new server key (RN2, SPEC §4.3), and
+/// whether the member key (RN1) changed with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Epoch {
+    /// Server key number (RN2 version).
+    pub rn2_version: u64,
+    /// Member key number (RN1 version) in force from it.
+    pub rn1_version: u32,
+    /// Why: `created`, `joined`, `removed`, `left`, `scheduled`, `forced`,
+    /// `policy` (or `unknown`).
+    pub cause: &'static str,
+    /// Whom it concerns (the member who joined, left…), else empty.
+    pub subject: String,
+    /// When the GMS issued it.
+    pub issued_at_ms: u64,
+}
+
+fn cause_word(cause: i32) -> &'static str {
+    match GrantCause::try_from(cause) {
+        Ok(GrantCause::Created) => "created",
+        Ok(GrantCause::MemberAdded) => "joined",
+        Ok(GrantCause::MemberRemoved) => "removed",
+        Ok(GrantCause::MemberLeft) => "left",
+        Ok(GrantCause::Periodic) => "scheduled",
+        Ok(GrantCause::Forced) => "forced",
+        Ok(GrantCause::PolicyChanged) => "policy",
+        Ok(GrantCause::Unspecified) | Err(_) => "unknown",
+    }
+}
+
 /// Whether the GMS's refusal of a grant is its definitive answer (this
 /// terminal has no right to that version: before it joined, after it left,
 /// or beyond what exists), not a transient failure to retry.
@@ -39,6 +70,22 @@ fn definitive(s: &tonic::Status) -> bool {
 }
 
 impl Terminal {
+    /// The last `n` key changes of a group this terminal holds, oldest
+    /// first (older ones are erased with the retention, SPEC §7.5).
+    pub async fn timeline(&self, gid: &GroupId, n: u64) -> Result<Vec<Epoch>> {
+        let grants = self.store.recent_grants(gid, n).await?;
+        Ok(grants
+            .into_iter()
+            .map(|g| Epoch {
+                rn2_version: g.rn2_version,
+                rn1_version: g.rn1_version,
+                cause: cause_word(g.cause),
+                subject: g.subject,
+                issued_at_ms: g.issued_at_ms,
+            })
+            .collect())
+    }
+
     /// Fetches the current grants of all groups (SPEC §4.5) and the groups lost.
     pub async fn sync_grants(&mut self) -> Result<()> {
         let resp = self

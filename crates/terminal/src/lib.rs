@@ -63,6 +63,7 @@ pub mod vault;
 
 pub use config::ClientConfig;
 pub use error::{Error, ErrorKind, Result};
+pub use grant::Epoch;
 pub use group::{GroupInfo, GroupPolicy, MemberInfo, PolicyChange, PolicyView};
 pub use history::{Line, Message, Notice, UNREADABLE};
 pub use invite::{Invitation, SentInvitation};

@@ -367,6 +367,18 @@ impl Store {
             .await
     }
 
+    /// The newest `n` stored grants of a group, oldest first.
+    pub async fn recent_grants(&self, gid: &GroupId, n: u64) -> Result<Vec<StoredGrant>> {
+        let rows = sqlx::query(select_grant!("1 = 1 ORDER BY rn2_version DESC LIMIT ?"))
+            .bind(gid.as_slice())
+            .bind(i(n)?)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut grants = rows.iter().map(grant_row).collect::<Result<Vec<_>>>()?;
+        grants.reverse();
+        Ok(grants)
+    }
+
     /// The first stored grant after `rn2_version` (the one that superseded it).
     pub async fn next_grant(&self, gid: &GroupId, rn2_version: u64) -> Result<Option<StoredGrant>> {
         let sql = select_grant!("rn2_version > ? ORDER BY rn2_version LIMIT 1");
