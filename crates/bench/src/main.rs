@@ -3,12 +3,14 @@
 //! the same run: the bare primitives, OpenMLS and NATS.
 //!
 //! ```text
-//! duokey-bench [--quick] [--json] [SCENARIO...]
+//! duokey-bench [--quick] [--json] [--plot DIR] [SCENARIO...]
+//! duokey-bench --from ROWS.json --plot DIR
 //! ```
 //! Scenarios: crypto, rekey, relay, rotation, memory, catchup (default: all).
 //! `--quick` runs every scenario at small sizes (a smoke test, well under a
 //! minute); `--json` prints one JSON array of rows
-//! `{"scenario","params","metric","value","unit"}`.
+//! `{"scenario","params","metric","value","unit"}`; `--plot DIR` draws the
+//! rows as SVG charts (`plot`), from this run or from `--from` a saved one.
 #![forbid(unsafe_code)]
 
 mod capacity;
@@ -18,12 +20,13 @@ mod crypto;
 mod mls;
 mod nats;
 mod net;
+mod plot;
 mod profile;
 mod rekey;
 mod relay;
 
 use clap::Parser;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
 
 /// Measures Duokey on this machine beside OpenMLS and NATS.
@@ -47,12 +50,18 @@ struct Args {
     /// persistence costs. Groups above 2,000 members always do.
     #[arg(long)]
     members_in_memory: bool,
+    /// Draw the rows as SVG charts in DIR (rekey.svg, relay.svg, cli.svg).
+    #[arg(long, value_name = "DIR")]
+    plot: Option<std::path::PathBuf>,
+    /// Draw the rows of an earlier `--json` run instead of measuring (with --plot).
+    #[arg(long, value_name = "ROWS.json", requires = "plot")]
+    from: Option<std::path::PathBuf>,
     /// Scenarios to run: crypto, rekey, relay, rotation, memory, catchup (default: all).
     scenarios: Vec<String>,
 }
 
 /// One measured figure.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     /// crypto, rekey, relay…
     pub scenario: String,
@@ -159,6 +168,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let (Some(from), Some(dir)) = (&args.from, &args.plot) {
+        return draw(&saved_rows(from), dir);
+    }
     let names: Vec<String> = if args.scenarios.is_empty() {
         ALL.iter().map(|s| (*s).to_owned()).collect()
     } else {
@@ -184,9 +196,38 @@ fn main() -> ExitCode {
     } else {
         print_table(&rows);
     }
+    if let Some(dir) = &args.plot {
+        failed |= draw(&Ok(rows), dir) != ExitCode::SUCCESS;
+    }
     if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The rows a `--json` run wrote.
+fn saved_rows(path: &std::path::Path) -> BenchResult<Vec<Row>> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `--plot DIR`: the charts, named on standard error.
+fn draw(rows: &BenchResult<Vec<Row>>, dir: &std::path::Path) -> ExitCode {
+    match rows.as_ref().map(|r| plot::all(r, dir)) {
+        Ok(Ok(files)) => {
+            for f in files {
+                eprintln!("wrote {}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -698,16 +698,19 @@ async fn sync(t: &mut Terminal, out: Out) -> duokey_terminal::Result<()> {
     Ok(())
 }
 
-/// `duokey status`: the user, the queue and each group's epoch.
 /// How many key changes `status` draws per group.
 const TIMELINE_LENGTH: u64 = 40;
 
+/// `duokey status`: the user, the queue, and each group's keys with their
+/// history.
 async fn status(t: &Terminal, out: Out, offline: bool) -> duokey_terminal::Result<()> {
     let groups = t.list_groups().await?;
     let queued = t.queued().await?;
     let mut timelines = Vec::with_capacity(groups.len());
     for g in &groups {
-        let gid = t.resolve_group(&g.group_id).await?;
+        let gid = duokey_crypto::GroupId::from_slice(
+            &hex::decode(&g.group_id).map_err(|_| Error::Internal("group id"))?,
+        )?;
         timelines.push(t.timeline(&gid, TIMELINE_LENGTH).await?);
     }
     let listed: Vec<serde_json::Value> = groups

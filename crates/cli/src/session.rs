@@ -4,6 +4,7 @@
 
 use duokey_terminal::{Error, Result, Terminal, agent};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -39,6 +40,9 @@ fn start_agent(home: &Path, key: &[u8; 32], ttl: Duration) -> Result<()> {
     }
 }
 
+/// The agent's standard error, in the profile directory.
+const AGENT_LOG: &str = "agent.log";
+
 /// What became of one agent started by [`spawn_agent`].
 enum Started {
     /// It listens.
@@ -52,6 +56,15 @@ enum Started {
 fn spawn_agent(home: &Path, key: &[u8; 32], ttl: Duration) -> Result<Started> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
+    // Its standard error goes to a file of the profile (never a pipe that
+    // closes when `unlock` ends), read back if it fails to start.
+    let log_path = home.join(AGENT_LOG);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&log_path)?;
     let mut child = Command::new(exe)
         .arg("--home")
         .arg(home)
@@ -59,7 +72,7 @@ fn spawn_agent(home: &Path, key: &[u8; 32], ttl: Duration) -> Result<Started> {
         .env_remove("DUOKEY_PASSPHRASE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .process_group(0)
         .spawn()?;
     let mut stdin = child.stdin.take().ok_or(Error::Internal("agent stdin"))?;
@@ -72,11 +85,8 @@ fn spawn_agent(home: &Path, key: &[u8; 32], ttl: Duration) -> Result<Started> {
     Ok(match line.trim_end() {
         "ready" => Started::Ready,
         "" => {
-            let mut said = String::new();
-            if let Some(mut err) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut err, &mut said);
-            }
             let status = child.wait()?;
+            let said = std::fs::read_to_string(&log_path).unwrap_or_default();
             let said = said.trim();
             Started::Ended(match said.is_empty() {
                 true => status.to_string(),

@@ -109,7 +109,7 @@ pub fn lock_dir(dir: &Path) -> Result<std::fs::File, Error> {
         .read(true)
         .write(true)
         .open(&path)?;
-    if let Err(e) = file.try_lock() {
+    if let Err(e) = lock_soon(&file) {
         let holder = std::fs::read_to_string(&path).unwrap_or_default();
         return Err(Error::Usage(match e {
             std::fs::TryLockError::WouldBlock => format!(
@@ -128,21 +128,43 @@ pub fn lock_dir(dir: &Path) -> Result<std::fs::File, Error> {
     Ok(file)
 }
 
+/// The exclusive lock, waiting up to a second for an administrator's
+/// command that is looking (a shared lock held for microseconds, see
+/// [`running_server`]) to let go.
+fn lock_soon(file: &std::fs::File) -> Result<(), std::fs::TryLockError> {
+    for _ in 0..20 {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+    file.try_lock()
+}
+
 /// The pid of the `duokey-server` running on `dir` (the one holding its
-/// lock, see [`lock_dir`]), if any.
+/// lock, see [`lock_dir`]), if any. Looking takes a shared lock, so two
+/// commands looking at once do not see each other as a server; the pid
+/// read must also be a process of this system running `duokey-server`
+/// (not a reused pid, not one of another pid namespace).
 pub fn running_server(dir: &Path) -> Option<i32> {
     let path = dir.join("duokey-server.lock");
     let file = std::fs::File::open(&path).ok()?;
-    match file.try_lock() {
-        Err(std::fs::TryLockError::WouldBlock) => std::fs::read_to_string(&path)
-            .ok()?
-            .trim()
-            .strip_prefix("pid ")?
-            .parse()
-            .ok(),
+    match file.try_lock_shared() {
+        Err(std::fs::TryLockError::WouldBlock) => {}
         // Nobody holds it (ours is released when `file` drops), or no lock.
-        _ => None,
+        _ => return None,
     }
+    let pid: i32 = std::fs::read_to_string(&path)
+        .ok()?
+        .trim()
+        .strip_prefix("pid ")?
+        .parse()
+        .ok()?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let name = exe.file_name()?.to_string_lossy();
+    name.starts_with("duokey-server").then_some(pid)
 }
 
 /// Asks the server running on `dir` to reload its revocation list and

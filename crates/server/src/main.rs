@@ -184,10 +184,13 @@ enum CaCommand {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a person at a terminal, not in files or journals.
+    // Colours only for a person at a terminal who did not ask for none
+    // (NO_COLOR), never in files or journals.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -282,6 +285,15 @@ async fn serve(cfg: &ServerConfig, dev_dir: Option<&Path>) -> Result<(), Error> 
     Ok(())
 }
 
+/// Makes SIGHUP harmless from now on (tokio keeps its handler for the
+/// life of the process): a `revoke` may send it as soon as the lock names
+/// this process, before the node listens for it.
+fn hangup_reloads() -> Result<(), Error> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map(drop)
+        .map_err(|e| Error::Config(format!("cannot handle SIGHUP: {e}")))
+}
+
 async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Dev {
@@ -289,12 +301,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
             cs_addr,
             gms_addr,
         } => {
+            hangup_reloads()?;
             let _only_one = dev::lock_dir(&dir)?;
             let cfg = dev::prepare(&dir, &gms_addr, &cs_addr)?;
             serve(&cfg, Some(&dir)).await
         }
         Command::Run { config } => {
             let cfg = ServerConfig::load(&config)?;
+            hangup_reloads()?;
             let _only_one = dev::lock_dir(&cfg.data_dir)?;
             serve(&cfg, None).await
         }
@@ -306,7 +320,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let path =
                 check.ok_or_else(|| Error::Usage("give --example or --check FILE".into()))?;
             let cfg = ServerConfig::load(&path)?;
-            cfg.check_files()?;
+            Node::check(&cfg)?;
             println!(
                 "{}: valid; roles {}, data in {}",
                 path.display(),
@@ -437,18 +451,22 @@ async fn enroll(
     let issued = duokey_accounts::issue_token_for(&db, &user, replace, &revoked, ttl_ms).await?;
     for serial in &issued.replaced {
         match &list {
-            Some(p) => duokey_pki::RevocationList::revoke_in_file(p, serial)?,
+            Some(p) => {
+                duokey_pki::RevocationList::revoke_in_file(p, serial)?;
+                eprintln!(
+                    "Revoked {user}'s replaced certificate {}.",
+                    hex::encode(serial)
+                );
+            }
             None => eprintln!(
-                "warning: no tls.revocation_list in the configuration; revoke {} by hand",
+                "warning: no tls.revocation_list in the configuration: {user}'s replaced \
+                 certificate {} is NOT revoked; set tls.revocation_list and run \
+                 `duokey-server revoke --user {user}`",
                 hex::encode(serial)
             ),
         }
-        eprintln!(
-            "Revoked {user}'s replaced certificate {}.",
-            hex::encode(serial)
-        );
     }
-    if !issued.replaced.is_empty() {
+    if list.is_some() && !issued.replaced.is_empty() {
         eprintln!("{}", when_refused(&cfg));
     }
     println!(

@@ -221,6 +221,27 @@ fn reflection() -> Result<
 }
 
 impl Node {
+    /// `duokey-server config --check`: what `start` would refuse, found
+    /// without binding or opening anything — each role's settings and
+    /// files, the revocation list, a certificate that goes with its key,
+    /// the addresses, and how the GMS reaches the CS.
+    pub fn check(cfg: &ServerConfig) -> Result<(), Error> {
+        cfg.check_files()?;
+        let tls = Tls::load(cfg)?;
+        tls.server(ClientAuth::Required)?;
+        if let Some(addr) = &cfg.metrics_addr {
+            addr.parse::<SocketAddr>()
+                .map_err(|_| Error::Config(format!("metrics_addr {addr} is not IP:PORT")))?;
+        }
+        let roles = cfg.roles()?;
+        if roles.contains(&Role::Gms) && !roles.contains(&Role::Cs) && cfg.cs_url.is_none() {
+            return Err(Error::Config(
+                "cs_url is required when the GMS runs without the CS in this process".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Binds every port of `cfg`, opens the databases and starts serving
     /// the roles it names: the CS on its port, the GMS and the AS on theirs.
     pub async fn start(cfg: &ServerConfig) -> Result<RunningNode, Error> {
@@ -409,8 +430,14 @@ impl Starting<'_> {
     /// revoke` sends to the server running on its data directory).
     fn reload_tls_files(&mut self) {
         let (revoked, certificate) = (self.tls.revoked.clone(), self.tls.certificate.clone());
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP cannot reload; the files are re-read every 10 s");
+                None
+            }
+        };
         let mut tick = tokio::time::interval(TLS_RELOAD);
         self.spawn(async move {
             loop {

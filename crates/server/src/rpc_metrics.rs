@@ -7,11 +7,16 @@
 //! * `duokey_rpc_seconds{method}`: time until the response headers (the
 //!   whole call for unary methods; the opening for streams).
 //!
-//! A path that names no method of this server is counted as `unknown`, so
-//! that a client cannot create unbounded label values.
+//! A path that names no method of this server (its methods are read from
+//! the descriptor sets it serves for reflection) is counted as `unknown`,
+//! so that a client cannot create unbounded label values; a call the
+//! client abandons before the answer is counted as `Cancelled`.
 
+use prost::Message as _;
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tonic::codegen::http;
@@ -51,22 +56,48 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let path = req.uri().path().to_owned();
-        let started = Instant::now();
+        let mut call = Call {
+            path: req.uri().path().to_owned(),
+            started: Instant::now(),
+            counted: false,
+        };
         let answer = self.inner.call(req);
         Box::pin(async move {
             let res = answer.await;
-            let code = match &res {
-                Ok(r) => status_of(r.headers()),
-                Err(_) => tonic::Code::Unavailable,
-            };
-            let method = method_label(&path, code);
-            metrics::histogram!("duokey_rpc_seconds", "method" => method.clone())
-                .record(started.elapsed().as_secs_f64());
-            metrics::counter!("duokey_rpc_requests_total", "method" => method, "code" => format!("{code:?}"))
-                .increment(1);
+            match &res {
+                Ok(r) => call.count(status_of(r.headers())),
+                // The router itself failed: no method to name.
+                Err(_) => call.count(tonic::Code::Unimplemented),
+            }
             res
         })
+    }
+}
+
+/// One call being answered; counted once, as `Cancelled` if the client
+/// went away (or its deadline passed) before the answer.
+struct Call {
+    path: String,
+    started: Instant,
+    counted: bool,
+}
+
+impl Call {
+    fn count(&mut self, code: tonic::Code) {
+        self.counted = true;
+        let method = method_label(&self.path);
+        metrics::histogram!("duokey_rpc_seconds", "method" => method.clone())
+            .record(self.started.elapsed().as_secs_f64());
+        metrics::counter!("duokey_rpc_requests_total", "method" => method, "code" => format!("{code:?}"))
+            .increment(1);
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.count(tonic::Code::Cancelled);
+        }
     }
 }
 
@@ -81,15 +112,36 @@ fn status_of(headers: &http::HeaderMap) -> tonic::Code {
 }
 
 /// `Service/Method` of a path like `/duokey.v1.Communication/Post`, or
-/// `unknown` for a method this server does not have.
-fn method_label(path: &str, code: tonic::Code) -> String {
-    let known = code != tonic::Code::Unimplemented
-        && (path.starts_with("/duokey.v1.") || path.starts_with("/grpc."));
-    let name = path.rsplit_once('.').map(|(_, m)| m);
-    match name {
-        Some(m) if known && m.len() <= 64 => m.to_owned(),
+/// `unknown` for a method this server does not serve.
+fn method_label(path: &str) -> String {
+    match path.rsplit_once('.').map(|(_, m)| m) {
+        Some(m) if served().contains(m) => m.to_owned(),
         _ => "unknown".to_owned(),
     }
+}
+
+/// `Service/Method` of every method this server serves, from the
+/// descriptor sets it publishes for reflection (and reflection's own).
+fn served() -> &'static HashSet<String> {
+    static SERVED: OnceLock<HashSet<String>> = OnceLock::new();
+    SERVED.get_or_init(|| {
+        let mut names = HashSet::from(["ServerReflection/ServerReflectionInfo".to_owned()]);
+        let sets = [
+            duokey_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ];
+        for set in sets {
+            let Ok(files) = prost_types::FileDescriptorSet::decode(set) else {
+                continue;
+            };
+            for service in files.file.iter().flat_map(|f| &f.service) {
+                for method in &service.method {
+                    names.insert(format!("{}/{}", service.name(), method.name()));
+                }
+            }
+        }
+        names
+    })
 }
 
 #[cfg(test)]
@@ -98,23 +150,15 @@ mod tests {
 
     #[test]
     fn methods_are_named_by_service_and_unknown_paths_share_one_label() {
-        let ok = tonic::Code::Ok;
         assert_eq!(
-            method_label("/duokey.v1.Communication/Post", ok),
+            method_label("/duokey.v1.Communication/Post"),
             "Communication/Post"
         );
-        assert_eq!(
-            method_label("/grpc.health.v1.Health/Check", ok),
-            "Health/Check"
-        );
-        assert_eq!(
-            method_label(
-                "/duokey.v1.Communication/Anything",
-                tonic::Code::Unimplemented
-            ),
-            "unknown"
-        );
-        assert_eq!(method_label("/evil/path", ok), "unknown");
+        assert_eq!(method_label("/grpc.health.v1.Health/Check"), "Health/Check");
+        assert_eq!(method_label("/duokey.v1.Communication/Anything"), "unknown");
+        assert_eq!(method_label("/evil/path"), "unknown");
+        assert!(served().contains("GroupManagement/GetGrants"));
+        assert!(served().contains("Accounts/Enroll"));
     }
 
     #[test]
