@@ -29,27 +29,32 @@ struct Series {
 pub fn all(rows: &[Row], dir: &Path) -> BenchResult<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut written = Vec::new();
-    let rekey = rekey_series(rows);
-    if rekey.iter().any(|s| !s.points.is_empty()) {
-        let path = dir.join("rekey.svg");
-        let axes = Axes {
-            title: "Re-keying every member after a removal",
-            x: "members in the group (N)",
-            y: "milliseconds (CPU, or wall time where named)",
-        };
-        lines(&path, &axes, &rekey)?;
-        written.push(path);
-    }
-    let relay = relay_series(rows);
-    if relay.iter().any(|s| !s.points.is_empty()) {
-        let path = dir.join("relay.svg");
-        let axes = Axes {
-            title: "Post-to-delivery latency under a fixed load",
-            x: "deliveries per second",
-            y: "milliseconds",
-        };
-        lines(&path, &axes, &relay)?;
-        written.push(path);
+    let charts = [
+        (
+            "rekey.svg",
+            Axes {
+                title: "Re-keying every member after a removal",
+                x: "members in the group (N)",
+                y: "milliseconds (CPU, or wall time where named)",
+            },
+            rekey_series(rows),
+        ),
+        (
+            "relay.svg",
+            Axes {
+                title: "Post-to-delivery latency under a fixed load",
+                x: "deliveries per second",
+                y: "milliseconds",
+            },
+            relay_series(rows),
+        ),
+    ];
+    for (file, axes, series) in charts {
+        if series.iter().any(|s| !s.points.is_empty()) {
+            let path = dir.join(file);
+            lines(&path, &axes, &series)?;
+            written.push(path);
+        }
     }
     let cli = cli_bars(rows);
     if !cli.is_empty() {

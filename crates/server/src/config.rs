@@ -159,7 +159,8 @@ impl ServerConfig {
     pub fn parse(text: &str, base: &Path) -> Result<ServerConfig, Error> {
         let mut cfg: ServerConfig =
             toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
-        cfg.data_dir = base.join(&cfg.data_dir);
+        // `dev/.` shown as `dev`.
+        cfg.data_dir = base.join(&cfg.data_dir).components().collect();
         cfg.roles()?;
         Ok(cfg)
     }
@@ -201,12 +202,24 @@ impl ServerConfig {
         }
         for (name, file) in files {
             let path = self.path(file);
-            if !path.is_file() {
-                return Err(Error::Config(format!(
-                    "{name}: {} does not exist (create it with `duokey-server ca`)",
-                    path.display()
-                )));
+            if path.is_file() {
+                continue;
             }
+            let dir = path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .display()
+                .to_string();
+            let create = match name {
+                "tls.ca_cert" | "tls.ca_key" => format!("duokey-server ca init --dir {dir}"),
+                _ => {
+                    format!("duokey-server ca issue-server --ca-dir CA_DIR --name HOST --out {dir}")
+                }
+            };
+            return Err(Error::Config(format!(
+                "{name}: {} does not exist; create it with `{create}`",
+                path.display()
+            )));
         }
         Ok(())
     }

@@ -22,6 +22,29 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The server process, killed if the test fails before it stops it.
+struct Killed(std::process::Child);
+
+impl std::ops::Deref for Killed {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Killed {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The Prometheus text of the server's metrics port.
 fn scrape(addr: &str) -> String {
     let mut http = std::net::TcpStream::connect(addr).unwrap();
@@ -42,13 +65,15 @@ async fn health_reflection_metrics_and_graceful_sigterm() {
     let path = dir.path().join("prod.toml");
     cfg.save(&path).unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_duokey-server"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_duokey-server"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)

@@ -45,8 +45,9 @@ fn cs_group_row(r: &sqlx::any::AnyRow) -> Result<CsGroup> {
     })
 }
 
-/// One envelope to append: `(group_id, log_seq, sender, envelope, stored_at_ms)`.
-pub type Append = (Vec<u8>, u64, String, Vec<u8>, i64);
+/// One envelope to append: `(group_id, sender, envelope, stored_at_ms)`;
+/// its position is given by [`CsStore::append_envelopes`].
+pub type Append = (Vec<u8>, String, Vec<u8>, i64);
 
 /// An inbox item to store.
 #[derive(Debug, Clone, Copy)]
@@ -377,33 +378,55 @@ impl CsStore {
             .collect()
     }
 
-    /// The highest log position of a group (0 if empty).
+    /// The last log position given in a group (0 if none), whether or not
+    /// retention has erased it since.
     pub async fn max_log_seq(&self, group_id: &[u8]) -> Result<u64> {
-        let row =
-            sqlx::query("SELECT COALESCE(MAX(log_seq), 0) AS s FROM cs_log WHERE group_id = $1")
-                .bind(group_id.to_vec())
-                .fetch_one(self.w())
-                .await?;
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(last_seq), 0) AS s FROM cs_log_heads WHERE group_id = $1",
+        )
+        .bind(group_id.to_vec())
+        .fetch_one(self.w())
+        .await?;
         to_u64(row.try_get("s")?, "log_seq")
     }
 
-    /// Appends envelopes in one transaction: all are durable when this returns.
-    pub async fn append_envelopes(&self, batch: &[Append]) -> Result<()> {
+    /// Appends envelopes in one transaction, each at the next position of
+    /// its group (in batch order within a group); all are durable when this
+    /// returns their positions, in batch order. Positions come from the
+    /// group's row in `cs_log_heads`, taken in this transaction: they never
+    /// repeat, after a purge or between CS processes sharing the database,
+    /// and a group's positions commit in order. Groups are taken in a fixed
+    /// order, so two processes never wait on each other in a cycle.
+    pub async fn append_envelopes(&self, batch: &[Append]) -> Result<Vec<u64>> {
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by(|a, b| batch[*a].0.cmp(&batch[*b].0));
+        let mut positions = vec![0; batch.len()];
         let mut tx = self.w().begin().await?;
-        for (group_id, log_seq, sender, envelope, at) in batch {
+        for i in order {
+            let (group_id, sender, envelope, at) = &batch[i];
+            let next: i64 = sqlx::query(
+                "INSERT INTO cs_log_heads (group_id, last_seq) VALUES ($1, 1) \
+                 ON CONFLICT (group_id) DO UPDATE SET last_seq = cs_log_heads.last_seq + 1 \
+                 RETURNING last_seq",
+            )
+            .bind(group_id.clone())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("last_seq")?;
             sqlx::query(
                 "INSERT INTO cs_log (group_id, log_seq, sender, envelope, stored_at_ms) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(group_id.clone())
-            .bind(to_i64(*log_seq)?)
+            .bind(next)
             .bind(sender.clone())
             .bind(envelope.clone())
             .bind(*at)
             .execute(&mut *tx)
             .await?;
+            positions[i] = to_u64(next, "log_seq")?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(positions)
     }
 
     /// Envelopes of a group after a position, oldest first.
@@ -470,12 +493,17 @@ async fn record_departures(
     members: &[String],
     deleted: bool,
 ) -> Result<()> {
-    let upto: i64 =
-        sqlx::query("SELECT COALESCE(MAX(log_seq), 0) AS s FROM cs_log WHERE group_id = $1")
-            .bind(group_id.to_vec())
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("s")?;
+    // The group's last position, its row held to the end of the
+    // transaction (an append on another process waits, then lands after).
+    let upto: i64 = sqlx::query(
+        "INSERT INTO cs_log_heads (group_id, last_seq) VALUES ($1, 0) \
+         ON CONFLICT (group_id) DO UPDATE SET last_seq = cs_log_heads.last_seq \
+         RETURNING last_seq",
+    )
+    .bind(group_id.to_vec())
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("last_seq")?;
     let current = sqlx::query("SELECT user_id FROM cs_members WHERE group_id = $1")
         .bind(group_id.to_vec())
         .fetch_all(&mut **tx)

@@ -60,6 +60,8 @@ const MIGRATIONS: &[Migration] = &[
     migration!(Gms, 2, 2, "gms/0002_changes.sql"),
     migration!(Cs, 1, 1, "cs/0001_relay.sql"),
     migration!(Cs, 2, 3, "cs/0002_departed.sql"),
+    // Never part of the shared history (it ended at 4).
+    migration!(Cs, 3, 5, "cs/0003_heads.sql"),
 ];
 
 /// Advisory lock key that serialises migrations of concurrent PostgreSQL clients.

@@ -260,14 +260,13 @@ async fn cs_membership_inbox_and_log() {
             .map(|s| {
                 (
                     gid.clone(),
-                    s,
                     "alice".to_owned(),
                     vec![s as u8],
                     100 * s as i64,
                 )
             })
             .collect();
-        db.append_envelopes(&batch).await.unwrap();
+        assert_eq!(db.append_envelopes(&batch).await.unwrap(), [1, 2, 3]);
         assert_eq!(db.max_log_seq(&gid).await.unwrap(), 3);
         let got: Vec<u64> = db
             .fetch_log(&gid, 1, 10)
@@ -312,6 +311,53 @@ async fn cs_membership_inbox_and_log() {
             (chain, dk),
             (vec![vec![1, 2], vec![3]], Some(b"dkd1".to_vec()))
         );
+    }
+}
+
+/// Issue 17 / D48: a group's positions never repeat — not after retention
+/// erased its whole log and the CS restarted (terminals whose cursor is past
+/// a reused position would skip the new posts), not between two CS
+/// processes appending to one database at once — and stay gapless.
+#[tokio::test]
+async fn log_positions_survive_a_purge_and_two_writers() {
+    for (name, db, _dir) in databases().await {
+        let cs = CsStore::on(db.clone()).await.unwrap();
+        let gid = fresh_id();
+        let post = |n: u8| (gid.clone(), "alice".to_owned(), vec![n], 10);
+        assert_eq!(
+            cs.append_envelopes(&[post(1), post(2)]).await.unwrap(),
+            [1, 2]
+        );
+        assert_eq!(cs.purge_log(&gid, i64::MAX).await.unwrap(), 2, "{name}");
+        let reopened = CsStore::on(db.clone()).await.unwrap();
+        assert_eq!(
+            reopened.append_envelopes(&[post(3)]).await.unwrap(),
+            [3],
+            "{name}"
+        );
+        // Two stores (two CS processes) appending to the same group at once.
+        let (a, b) = (cs.clone(), reopened.clone());
+        let write = |store: CsStore, tag: u8| {
+            let gid = gid.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..20u8 {
+                    let two = [
+                        (gid.clone(), "alice".to_owned(), vec![tag, i], 10),
+                        (gid.clone(), "alice".to_owned(), vec![tag, i, 1], 10),
+                    ];
+                    got.extend(store.append_envelopes(&two).await.unwrap());
+                }
+                got
+            })
+        };
+        let (first, second) = (write(a, 1), write(b, 2));
+        let mut all = first.await.unwrap();
+        all.extend(second.await.unwrap());
+        all.sort_unstable();
+        assert_eq!(all, (4..=83).collect::<Vec<u64>>(), "{name}");
+        let stored = cs.fetch_log(&gid, 0, 200).await.unwrap();
+        assert_eq!(stored.len(), 81, "{name}: post 3 and the 80");
     }
 }
 
