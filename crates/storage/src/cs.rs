@@ -176,6 +176,20 @@ impl CsStore {
         now_ms: i64,
     ) -> Result<Vec<(u64, bool)>> {
         let mut tx = self.w().begin().await?;
+        // Each recipient's row first, in a fixed order (no cycle between
+        // two transactions): their cursors then commit in cursor order.
+        let mut recipients: Vec<&str> = items.iter().map(|i| i.recipient).collect();
+        recipients.sort_unstable();
+        recipients.dedup();
+        for recipient in recipients {
+            sqlx::query(
+                "INSERT INTO cs_inbox_heads (recipient, items) VALUES ($1, 1) \
+                 ON CONFLICT (recipient) DO UPDATE SET items = cs_inbox_heads.items + 1",
+            )
+            .bind(recipient.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        }
         let mut out = Vec::with_capacity(items.len());
         for it in items {
             let inserted = sqlx::query(

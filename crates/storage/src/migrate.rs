@@ -62,6 +62,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(Cs, 2, 3, "cs/0002_departed.sql"),
     // Never part of the shared history (it ended at 4).
     migration!(Cs, 3, 5, "cs/0003_heads.sql"),
+    migration!(Cs, 4, 5, "cs/0004_inbox_heads.sql"),
 ];
 
 /// Advisory lock key that serialises migrations of concurrent PostgreSQL clients.

@@ -314,6 +314,51 @@ async fn cs_membership_inbox_and_log() {
     }
 }
 
+/// Issue 17 plan A.CS.3: while items for one recipient are stored by many
+/// concurrent transactions, a reader that fetches after its cursor and
+/// acknowledges what it read gets every item (a cursor committed after a
+/// higher one would be skipped, or deleted by the acknowledgement).
+#[tokio::test]
+async fn a_reader_acknowledging_as_it_goes_gets_every_item_stored_concurrently() {
+    for (name, db, _dir) in databases().await {
+        let cs = CsStore::on(db).await.unwrap();
+        let me = hex(&fresh_id());
+        let writers: Vec<_> = (0..8u8)
+            .map(|w| {
+                let (cs, me) = (cs.clone(), me.clone());
+                tokio::spawn(async move {
+                    for i in 0..40u8 {
+                        let id = [w, i];
+                        cs.inbox_insert(&me, &id, "alice", 1, &id, 5).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = 0;
+        let mut finished = false;
+        loop {
+            let done = writers.iter().all(|w| w.is_finished());
+            let items = cs.inbox_after(&me, cursor, 50).await.unwrap();
+            for it in &items {
+                seen.insert(it.item.clone());
+                cursor = cursor.max(it.cursor);
+            }
+            cs.inbox_ack(&me, cursor).await.unwrap();
+            if items.is_empty() && finished {
+                break;
+            }
+            finished = done;
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            seen.len(),
+            8 * 40,
+            "{name}: items skipped or deleted unread"
+        );
+    }
+}
+
 /// Issue 17 / D48: a group's positions never repeat — not after retention
 /// erased its whole log and the CS restarted (terminals whose cursor is past
 /// a reused position would skip the new posts), not between two CS
