@@ -1067,9 +1067,11 @@ async fn the_notice_of_messages_before_joining_reads_before_the_readable_ones() 
         .await
         .unwrap();
     let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    net.cs_caught_up().await;
     alice.send(&gid, "before 1").await.unwrap();
     alice.send(&gid, "before 2").await.unwrap();
     join(&mut alice, &mut bob, &gid).await;
+    net.cs_caught_up().await;
     net.advance(std::time::Duration::from_secs(60));
     alice.send(&gid, "after").await.unwrap();
     bob.sync_messages(&gid).await.unwrap();

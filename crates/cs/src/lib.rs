@@ -487,8 +487,17 @@ impl Communication for Cs {
                 "the envelope's sender must be you",
             ));
         }
-        self.state.require_member(&gid, user.as_str())?;
-        env.verify(&key).map_err(|e| bad_input("envelope", e))?;
+        let member = self
+            .state
+            .require_member(&gid, user.as_str(), env.header.epoch.rn2_version);
+        // "Not yet" is said only of an envelope its sender really signed.
+        match member {
+            Err(s) if s.code() != tonic::Code::Unavailable => return Err(s),
+            member => {
+                env.verify(&key).map_err(|e| bad_input("envelope", e))?;
+                member?;
+            }
+        }
         let (reply, answer) = oneshot::channel();
         let job = writer::PostJob {
             group_id: gid,

@@ -99,10 +99,24 @@ impl CsState {
     }
 
     /// `PERMISSION_DENIED` unless `user` is a current member of a live group.
-    pub(crate) fn require_member(&self, gid: &[u8], user: &str) -> Result<(), Status> {
-        match self.with_group(gid, |g| (g.deleted, g.members.contains(user))) {
-            Some((false, true)) => Ok(()),
-            Some((true, _)) => Err(Status::failed_precondition("the group was deleted")),
+    /// A sender whose envelope names a key (RN2 version) newer than the
+    /// membership this server has learned gets `UNAVAILABLE` instead: the
+    /// GMS has not told it yet (a group just created, a member just
+    /// added), so the terminal keeps the message and sends it again.
+    pub(crate) fn require_member(
+        &self,
+        gid: &[u8],
+        user: &str,
+        claimed_rn2: u64,
+    ) -> Result<(), Status> {
+        let view = self.with_group(gid, |g| {
+            (g.deleted, g.members.contains(user), g.rn2_version)
+        });
+        match view {
+            Some((false, true, _)) => Ok(()),
+            Some((true, _, _)) => Err(Status::failed_precondition("the group was deleted")),
+            Some((false, false, known)) if claimed_rn2 > known => Err(not_learned_yet()),
+            None if claimed_rn2 > 0 => Err(not_learned_yet()),
             _ => {
                 metrics::counter!("duokey_refusals_total", "reason" => "not_a_member").increment(1);
                 Err(Status::permission_denied(
@@ -154,4 +168,12 @@ impl CsState {
         }
         metrics::counter!("duokey_cs_deliveries_total").increment(sent as u64);
     }
+}
+
+/// The membership a post names is newer than this server knows.
+fn not_learned_yet() -> Status {
+    Status::unavailable(
+        "this server has not yet learned the group's latest membership; \
+         your message is kept and sent again shortly",
+    )
 }

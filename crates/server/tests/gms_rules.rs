@@ -40,6 +40,40 @@ async fn member_without_invite_right_cannot_add_and_nobody_grants_rights_they_la
     assert!(err.message().contains("remove right"), "{}", err.message());
 }
 
+/// A post naming a newer key (RN2 version) than the membership the CS has
+/// learned is "not yet", not "never": UNAVAILABLE, which the terminal
+/// treats as a transient fault (the message is kept and sent again); the
+/// same sender naming a key the CS knows is refused for good.
+#[tokio::test]
+async fn a_post_ahead_of_the_cs_is_retried_and_a_non_member_refused() {
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let mut mallory = net.raw("mallory").await;
+    let g = alice.create_group("proj").await;
+    net.cs_caught_up().await;
+    let ahead = mallory.envelope_at(&g.group_id, "x", duokey_crypto::Epoch::new(1, 9));
+    let post = |envelope: Vec<u8>| duokey_proto::PostRequest {
+        group_id: g.group_id.clone(),
+        envelope,
+    };
+    let err = mallory.cs.post(post(ahead)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let known = mallory.envelope(&g.group_id, "x");
+    let err = mallory.cs.post(post(known)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // A group the CS has never heard of: not yet learned either.
+    let unknown = mallory.envelope(&[7; 16], "x");
+    let err = mallory
+        .cs
+        .post(duokey_proto::PostRequest {
+            group_id: vec![7; 16],
+            envelope: unknown,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+}
+
 #[tokio::test]
 async fn non_members_are_refused_and_a_removed_member_reads_only_up_to_its_removal() {
     let net = LocalNet::start().await;

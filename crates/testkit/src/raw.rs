@@ -277,9 +277,14 @@ impl RawUser {
 
     /// A real envelope of this user (the CS cannot tell the key is made up).
     pub fn envelope(&mut self, gid: &[u8], text: &str) -> Vec<u8> {
+        self.envelope_at(gid, text, Epoch::new(1, 1))
+    }
+
+    /// [`RawUser::envelope`], naming `epoch`.
+    pub fn envelope_at(&mut self, gid: &[u8], text: &str, epoch: Epoch) -> Vec<u8> {
         let header = Header {
             group_id: GroupId::from_slice(gid).unwrap(),
-            epoch: Epoch::new(1, 1),
+            epoch,
             sender: self.id.clone(),
             seq: self.seq,
             sent_at_ms: now_ms(),
