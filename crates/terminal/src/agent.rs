@@ -222,12 +222,28 @@ impl Agent {
 /// `/proc`, or the `duokey` that starts the agent leads the session itself
 /// (a `duokey chat` that a tmux pane runs without a shell: its end is not
 /// a logout, and the user asked for the session's duration).
+///
+/// The session id is read from `/proc/self/stat`, not `getsid(2)`: in a
+/// container whose session leader lives outside its PID namespace the
+/// kernel answers 0, which `rustix` treats as impossible and panics on (a
+/// CI run met it). 0 means "no leader to watch".
 fn session_leader() -> Option<PathBuf> {
-    let sid = rustix::process::getsid(None).ok()?;
-    let me = rustix::process::getpid();
-    let starter = rustix::process::getppid();
-    let path = PathBuf::from(format!("/proc/{}", sid.as_raw_nonzero()));
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let sid = session_of(&stat)?;
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    let starter = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+    let path = PathBuf::from(format!("/proc/{sid}"));
     (sid != me && Some(sid) != starter && path.exists()).then_some(path)
+}
+
+/// The session id field of a `/proc/PID/stat` line (`proc(5)`: the fourth
+/// field after the parenthesised command name, which may itself hold
+/// spaces and parentheses); `None` for 0 (a leader outside this PID
+/// namespace) or a line that does not parse.
+fn session_of(stat: &str) -> Option<i32> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let sid: i32 = after_name.split_whitespace().nth(3)?.parse().ok()?;
+    (sid > 0).then_some(sid)
 }
 
 #[cfg(test)]
@@ -238,6 +254,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(crate::terminal::profile_path(dir.path()), b"").unwrap();
         dir
+    }
+
+    #[test]
+    fn the_session_is_read_from_stat_and_zero_means_none() {
+        let line = "4242 (duokey (x) y) S 4200 4242 4100 34816 4242 4194560 0 0";
+        assert_eq!(session_of(line), Some(4100));
+        assert_eq!(session_of("7 (sh) S 0 1 0 0 -1 4194560"), None);
+        assert_eq!(session_of("garbage"), None);
     }
 
     #[tokio::test]
