@@ -4,10 +4,11 @@
 use prost::Message;
 use std::path::PathBuf;
 
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 4] = [
     "duokey/v1/accounts.proto",
     "duokey/v1/gms.proto",
     "duokey/v1/cs.proto",
+    "duokey/v1/bus.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
