@@ -84,7 +84,7 @@ impl Topic {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
     /// A frame another node published.
-    Frame(Body),
+    Frame(Box<Body>),
     /// Frames may have been missed since the last one; the reason says how.
     Gap(String),
 }
@@ -320,7 +320,7 @@ fn decode(seen: &mut Sequences, payload: &[u8]) -> Option<Incoming> {
     }
     match frame.body {
         Some(Body::Heartbeat(_)) | None => None,
-        Some(body) => Some(Incoming::Frame(body)),
+        Some(body) => Some(Incoming::Frame(Box::new(body))),
     }
 }
 

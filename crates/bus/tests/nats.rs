@@ -49,11 +49,11 @@ async fn frames_reach_the_other_nodes_and_not_their_publisher() {
     let mut gms_at_b = b.subscribe(Topic::Gms).await.unwrap();
     a.publish(Topic::Cs, members(1));
     a.publish(Topic::Gms, members(2));
-    assert_eq!(next(&mut at_b).await, Incoming::Frame(members(1)));
-    assert_eq!(next(&mut gms_at_b).await, Incoming::Frame(members(2)));
+    assert_eq!(next(&mut at_b).await, Incoming::Frame(Box::new(members(1))));
+    assert_eq!(next(&mut gms_at_b).await, Incoming::Frame(Box::new(members(2))));
     // A's first frame is B's, sent after A's own: A never got its own.
     b.publish(Topic::Cs, members(3));
-    assert_eq!(next(&mut at_a).await, Incoming::Frame(members(3)));
+    assert_eq!(next(&mut at_a).await, Incoming::Frame(Box::new(members(3))));
     assert!(a.max_payload() >= 1 << 20, "{}", a.max_payload());
 }
 
@@ -78,9 +78,9 @@ async fn a_lost_frame_is_reported_as_a_gap() {
             .unwrap();
     }
     other.flush().await.unwrap();
-    assert_eq!(next(&mut rx).await, Incoming::Frame(members(1)));
+    assert_eq!(next(&mut rx).await, Incoming::Frame(Box::new(members(1))));
     assert!(matches!(next(&mut rx).await, Incoming::Gap(why) if why.contains("lost")));
-    assert_eq!(next(&mut rx).await, Incoming::Frame(members(4)));
+    assert_eq!(next(&mut rx).await, Incoming::Frame(Box::new(members(4))));
 }
 
 /// A NATS server of this test's own, on a free port, that it can kill.
@@ -151,7 +151,7 @@ async fn a_nats_restart_is_a_gap_and_frames_flow_again() {
     let b = Bus::connect(&url, &prefix).await.unwrap();
     let mut rx = b.subscribe(Topic::Cs).await.unwrap();
     a.publish(Topic::Cs, members(1));
-    assert_eq!(next(&mut rx).await, Incoming::Frame(members(1)));
+    assert_eq!(next(&mut rx).await, Incoming::Frame(Box::new(members(1))));
 
     server.kill();
     assert!(matches!(next(&mut rx).await, Incoming::Gap(why) if why.contains("lost")));
@@ -171,7 +171,7 @@ async fn a_nats_restart_is_a_gap_and_frames_flow_again() {
     loop {
         match next(&mut rx).await {
             Incoming::Frame(body) => {
-                assert_eq!(body, members(2));
+                assert_eq!(*body, members(2));
                 break;
             }
             Incoming::Gap(_) => continue,
