@@ -26,9 +26,9 @@ pub(crate) async fn terminal(
         .map_err(|e| e.to_string())?;
     db.close().await;
     let cfg = ClientConfig {
-        as_url: srv.gms_url.clone(),
-        gms_url: srv.gms_url.clone(),
-        cs_url: srv.cs_url.clone(),
+        as_url: duokey_terminal::config::Urls::one(srv.gms_url.clone()),
+        gms_url: duokey_terminal::config::Urls::one(srv.gms_url.clone()),
+        cs_url: duokey_terminal::config::Urls::one(srv.cs_url.clone()),
         ca_cert: std::fs::read_to_string(srv.dir.path().join("ca/ca.pem"))
             .map_err(|e| e.to_string())?,
     };

@@ -198,11 +198,19 @@ impl Bus {
                 subject: subject.clone(),
                 why: e.to_string(),
             })?;
-        // The subscription is registered once the server has read it.
-        self.client.flush().await.map_err(|e| Error::Subscribe {
-            subject,
-            why: e.to_string(),
-        })?;
+        // The subscription is in force once the server has answered
+        // something sent after it (`flush` only writes): a request nobody
+        // serves comes back at once as "no responders".
+        let probe = format!("{}.probe.{:016x}", self.prefix, rand::random::<u64>());
+        match self.client.request(probe, Vec::new().into()).await {
+            Err(e) if e.kind() != async_nats::RequestErrorKind::NoResponders => {
+                return Err(Error::Subscribe {
+                    subject,
+                    why: e.to_string(),
+                });
+            }
+            _ => {}
+        }
         let (tx, rx) = mpsc::channel(INCOMING);
         tokio::spawn(receive(sub, self.trouble.subscribe(), tx));
         Ok(rx)

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 //! The bus over a real NATS server (`DUOKEY_TEST_NATS_URL`; `.ci/run` starts
 //! one): frames reach the other nodes, lost frames and connection trouble
 //! are reported as gaps.
@@ -50,7 +51,10 @@ async fn frames_reach_the_other_nodes_and_not_their_publisher() {
     a.publish(Topic::Cs, members(1));
     a.publish(Topic::Gms, members(2));
     assert_eq!(next(&mut at_b).await, Incoming::Frame(Box::new(members(1))));
-    assert_eq!(next(&mut gms_at_b).await, Incoming::Frame(Box::new(members(2))));
+    assert_eq!(
+        next(&mut gms_at_b).await,
+        Incoming::Frame(Box::new(members(2)))
+    );
     // A's first frame is B's, sent after A's own: A never got its own.
     b.publish(Topic::Cs, members(3));
     assert_eq!(next(&mut at_a).await, Incoming::Frame(Box::new(members(3))));

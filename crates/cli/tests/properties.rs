@@ -751,8 +751,9 @@ async fn a_forged_identity_gets_no_rn1_even_once_confirmed() {
         )),
     )
     .unwrap();
-    let mut forged =
-        CommunicationClient::new(duokey_pki::grpc::channel(&net.client.cs_url, tls).unwrap());
+    let mut forged = CommunicationClient::new(
+        duokey_pki::grpc::channel_any(net.client.cs_url.as_slice(), tls).unwrap(),
+    );
     let forged_secret = DeliverySecret::generate();
     let record = DeliveryKeyRecord {
         user: id.clone(),

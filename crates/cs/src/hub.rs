@@ -68,10 +68,10 @@ impl Hub {
     /// yields `UNAVAILABLE` and ends, so a graceful shutdown need not wait
     /// for streams that never end on their own. Clients reconnect and catch
     /// up by cursor, so nothing is lost.
-    pub(crate) fn close_all(&self) {
+    pub(crate) fn close_all(&self, why: &str) {
         for sub in self.lock().drain().flat_map(|(_, subs)| subs) {
             *sub.kick.lock().unwrap_or_else(PoisonError::into_inner) = Some(Status::unavailable(
-                "the server is shutting down; reconnect and catch up",
+                format!("{why}; reconnect and catch up"),
             ));
         }
     }

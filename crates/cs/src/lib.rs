@@ -6,11 +6,17 @@
 //! handshakes, signed delivery keys) and learns group membership from the GMS
 //! only, through `MembershipSync.SetMembers`.
 //!
+//! Several CS processes may share one PostgreSQL database (issue 17): each
+//! tells the others what it committed over [`duokey_bus`] (see
+//! `cluster.rs`), and checks membership in the database where its own view
+//! could be behind.
+//!
 //! The CS checks what it can without keys: the structure of every envelope
 //! and item (receiver checks V1–V3 of SPEC §3.3), that the sender named in it
 //! is the caller, and the caller's signature on it.
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod hub;
 mod state;
 mod writer;
@@ -89,6 +95,17 @@ impl CsConfig {
     }
 }
 
+/// Why a CS cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Its database.
+    #[error(transparent)]
+    Storage(#[from] duokey_storage::Error),
+    /// The cluster's bus.
+    #[error(transparent)]
+    Bus(#[from] duokey_bus::Error),
+}
+
 /// A running CS: its gRPC services and background work.
 #[derive(Clone)]
 pub struct Cs {
@@ -132,14 +149,33 @@ fn bad_input(what: &str, e: duokey_crypto::Error) -> Status {
 impl Cs {
     /// Ends every open `Subscribe` stream (at shutdown; see `Hub::close_all`).
     pub fn close_streams(&self) {
-        self.state.hub.close_all();
+        self.state.hub.close_all("the server is shutting down");
     }
 
-    /// Loads the CS's state from `db` and starts its log writer.
-    pub async fn start(db: CsStore, config: CsConfig) -> duokey_storage::Result<Cs> {
+    /// Loads the CS's state from `db` and starts its log writer: a single
+    /// CS, the only one on its database.
+    pub async fn start(db: CsStore, config: CsConfig) -> Result<Cs, StartError> {
+        Self::start_with_bus(db, config, None).await
+    }
+
+    /// [`Cs::start`] for one node of a cluster when `bus` is given: the
+    /// other CS nodes share `db` and the bus (issue 17).
+    pub async fn start_with_bus(
+        db: CsStore,
+        config: CsConfig,
+        bus: Option<Arc<duokey_bus::Bus>>,
+    ) -> Result<Cs, StartError> {
+        // Frames first, then the view: nothing falls in between.
+        let frames = match &bus {
+            Some(bus) => Some(bus.subscribe(duokey_bus::Topic::Cs).await?),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(4096);
-        let state = Arc::new(CsState::load(db, config, tx).await?);
+        let state = Arc::new(CsState::load(db, config, tx, bus).await?);
         tokio::spawn(writer::run(state.clone(), rx));
+        if let Some(frames) = frames {
+            tokio::spawn(cluster::run(state.clone(), frames));
+        }
         Ok(Cs { state })
     }
 
@@ -338,11 +374,18 @@ impl Cs {
                 let d = Delivery {
                     event: Some(delivery::Event::Item(item)),
                 };
+                let recipient = c.signed.item.recipient.as_str();
+                if self.state.clustered()
+                    && let Some(delivery::Event::Item(item)) = &d.event
+                {
+                    self.state.tell_others(bus_frame::Body::Item(BusItem {
+                        recipient: recipient.to_owned(),
+                        item: Some(item.clone()),
+                    }));
+                }
                 let size = prost::Message::encoded_len(&d);
                 let shared = (Arc::new(d), size, std::time::Instant::now());
-                self.state
-                    .hub
-                    .send_to(c.signed.item.recipient.as_str(), &shared);
+                self.state.hub.send_to(recipient, &shared);
             }
         }
         Ok(stored.into_iter().map(|(cursor, _)| cursor).collect())
@@ -487,9 +530,13 @@ impl Communication for Cs {
                 "the envelope's sender must be you",
             ));
         }
-        let member = self
-            .state
-            .require_member(&gid, user.as_str(), env.header.epoch.rn2_version);
+        let claimed = env.header.epoch.rn2_version;
+        let mut member = self.state.require_member(&gid, user.as_str(), claimed);
+        if member.is_err() && self.state.clustered() {
+            // Another node may have learned the change first.
+            self.state.refresh_group(&gid).await?;
+            member = self.state.require_member(&gid, user.as_str(), claimed);
+        }
         // "Not yet" is said only of an envelope its sender really signed.
         match member {
             Err(s) if s.code() != tonic::Code::Unavailable => return Err(s),
@@ -503,6 +550,7 @@ impl Communication for Cs {
             group_id: gid,
             sender: user.to_string(),
             envelope,
+            rn2_version: claimed,
             reply,
             accepted: std::time::Instant::now(),
         };
@@ -522,6 +570,10 @@ impl Communication for Cs {
         let r = req.get_ref();
         let gid = group_id(&r.group_id)?;
         let n = limit(r.limit)?;
+        if self.state.clustered() {
+            // A change made through another node counts at once.
+            self.state.refresh_group(&gid).await?;
+        }
         let upto = self.state.readable_upto(&gid, user.as_str())?;
         let rows = self
             .state
@@ -595,14 +647,11 @@ impl MembershipSync for Cs {
                     r.members.into_iter().collect()
                 },
             };
-            let mut groups = self
-                .state
-                .groups
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if groups.get(&gid).is_none_or(|g| g.rn2_version <= stored) {
-                groups.insert(gid, view);
-            }
+            self.state.install(&gid, view);
+            self.state.tell_others(bus_frame::Body::Members(BusMembers {
+                group_id: gid,
+                rn2_version: stored,
+            }));
         }
         Ok(Response::new(SetMembersResponse {
             stored_rn2_version: stored,

@@ -1,5 +1,6 @@
 //! The CS's shared state: storage, the in-memory membership view (loaded at
-//! start, updated by `SetMembers`), subscriptions and rate limits.
+//! start, updated by `SetMembers` and, in a cluster, by the other nodes'
+//! frames), subscriptions and rate limits.
 
 use crate::CsConfig;
 use crate::hub::Hub;
@@ -31,6 +32,20 @@ pub(crate) struct CsState {
     /// Certificate fingerprint last recorded in the directory, per user.
     pub(crate) recorded: Mutex<HashMap<String, [u8; 32]>>,
     pub(crate) writer: mpsc::Sender<PostJob>,
+    /// The other CS nodes (issue 17); `None` on a single node.
+    pub(crate) bus: Option<Arc<duokey_bus::Bus>>,
+}
+
+impl From<duokey_storage::cs::GroupState> for GroupView {
+    fn from(s: duokey_storage::cs::GroupState) -> GroupView {
+        GroupView {
+            rn2_version: s.group.rn2_version,
+            deleted: s.group.deleted,
+            retention_secs: s.group.retention_secs,
+            members: s.members.into_iter().collect(),
+            departed: s.departed.into_iter().collect(),
+        }
+    }
 }
 
 impl CsState {
@@ -43,6 +58,7 @@ impl CsState {
         db: CsStore,
         config: CsConfig,
         writer: mpsc::Sender<PostJob>,
+        bus: Option<Arc<duokey_bus::Bus>>,
     ) -> duokey_storage::Result<CsState> {
         let mut groups: HashMap<Vec<u8>, GroupView> = HashMap::new();
         for (gid, g) in db.cs_all_groups().await? {
@@ -78,7 +94,46 @@ impl CsState {
             groups: RwLock::new(groups),
             recorded: Mutex::new(HashMap::new()),
             writer,
+            bus,
         })
+    }
+
+    /// Whether other CS nodes share the database.
+    pub(crate) fn clustered(&self) -> bool {
+        self.bus.is_some()
+    }
+
+    /// Tells the other nodes (if any) what just committed.
+    pub(crate) fn tell_others(&self, body: duokey_proto::bus_frame::Body) {
+        if let Some(bus) = &self.bus {
+            bus.publish(duokey_bus::Topic::Cs, body);
+        }
+    }
+
+    /// Re-reads a group from the database into the view (another node
+    /// changed it), unless the view already holds a newer version.
+    pub(crate) async fn refresh_group(&self, gid: &[u8]) -> Result<(), Status> {
+        let Some(state) = self.db.cs_group_view(gid).await.map_err(Status::from)? else {
+            return Ok(());
+        };
+        self.install(gid, state.into());
+        Ok(())
+    }
+
+    /// Puts a group's view in place, unless the one held is newer.
+    pub(crate) fn install(&self, gid: &[u8], view: GroupView) {
+        let mut groups = self.groups.write().unwrap_or_else(PoisonError::into_inner);
+        if groups
+            .get(gid)
+            .is_none_or(|g| g.rn2_version <= view.rn2_version)
+        {
+            groups.insert(gid.to_vec(), view);
+        }
+    }
+
+    /// The version of a group's view (0 if unknown).
+    pub(crate) fn version_of(&self, gid: &[u8]) -> u64 {
+        self.with_group(gid, |g| g.rn2_version).unwrap_or(0)
     }
 
     /// `RESOURCE_EXHAUSTED` when `user` is over its rate.
@@ -117,12 +172,7 @@ impl CsState {
             Some((true, _, _)) => Err(Status::failed_precondition("the group was deleted")),
             Some((false, false, known)) if claimed_rn2 > known => Err(not_learned_yet()),
             None if claimed_rn2 > 0 => Err(not_learned_yet()),
-            _ => {
-                metrics::counter!("duokey_refusals_total", "reason" => "not_a_member").increment(1);
-                Err(Status::permission_denied(
-                    "you are not a member of this group",
-                ))
-            }
+            _ => Err(not_a_member()),
         }
     }
 
@@ -143,12 +193,7 @@ impl CsState {
             Some((false, true, _)) => Ok(None),
             Some((_, _, Some(upto))) => Ok(Some(upto)),
             Some((true, _, None)) => Err(Status::failed_precondition("the group was deleted")),
-            _ => {
-                metrics::counter!("duokey_refusals_total", "reason" => "not_a_member").increment(1);
-                Err(Status::permission_denied(
-                    "you are not a member of this group",
-                ))
-            }
+            _ => Err(not_a_member()),
         }
     }
 
@@ -168,6 +213,12 @@ impl CsState {
         }
         metrics::counter!("duokey_cs_deliveries_total").increment(sent as u64);
     }
+}
+
+/// The caller is not a member of the group (counted).
+pub(crate) fn not_a_member() -> Status {
+    metrics::counter!("duokey_refusals_total", "reason" => "not_a_member").increment(1);
+    Status::permission_denied("you are not a member of this group")
 }
 
 /// The membership a post names is newer than this server knows.

@@ -1,12 +1,14 @@
 //! The log writer: one task appends posted envelopes in batches, one
 //! transaction per batch (group commit), the database giving each its
-//! position (D48). `Post` answers only after its batch
-//! is committed, so nothing acknowledged is lost (SPEC §5), and concurrent
-//! posts share one disk sync.
+//! position (D48) and checking its sender's membership at that moment (a
+//! removal made through another CS node counts at once, issue 17). `Post`
+//! answers only after its batch is committed, so nothing acknowledged is
+//! lost (SPEC §5), and concurrent posts share one disk sync. Then the post
+//! goes to this node's subscribers and, in a cluster, to the other nodes'.
 
 use crate::state::CsState;
-use duokey_proto::{Delivery, LoggedEnvelope, delivery};
-use duokey_storage::cs::Append;
+use duokey_proto::{BusEnvelope, Delivery, LoggedEnvelope, bus_frame, delivery};
+use duokey_storage::cs::{Append, Appended};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
@@ -19,6 +21,8 @@ pub(crate) struct PostJob {
     pub(crate) group_id: Vec<u8>,
     pub(crate) sender: String,
     pub(crate) envelope: Vec<u8>,
+    /// The RN2 version its sender claimed (the envelope's epoch).
+    pub(crate) rn2_version: u64,
     pub(crate) reply: oneshot::Sender<Result<u64, Status>>,
     /// When the post was accepted (for `duokey_cs_post_seconds`).
     pub(crate) accepted: std::time::Instant,
@@ -62,9 +66,23 @@ async fn commit_batch(state: &CsState, jobs: Vec<PostJob>) {
     };
     metrics::counter!("duokey_cs_posts_total").increment(jobs.len() as u64);
     metrics::histogram!("duokey_cs_post_batch").record(jobs.len() as f64);
-    for ((job, (group_id, _, envelope, at)), seq) in jobs.into_iter().zip(rows).zip(positions) {
+    for ((job, (group_id, _, envelope, at)), appended) in jobs.into_iter().zip(rows).zip(positions)
+    {
         metrics::histogram!("duokey_cs_post_seconds")
             .record((committed - job.accepted).as_secs_f64());
+        let seq = match appended {
+            Appended::At(seq) => seq,
+            Appended::NotMember => {
+                let _ = job.reply.send(Err(crate::state::not_a_member()));
+                continue;
+            }
+            Appended::Deleted => {
+                let _ = job
+                    .reply
+                    .send(Err(Status::failed_precondition("the group was deleted")));
+                continue;
+            }
+        };
         let _ = job.reply.send(Ok(seq));
         let logged = LoggedEnvelope {
             group_id,
@@ -72,6 +90,12 @@ async fn commit_batch(state: &CsState, jobs: Vec<PostJob>) {
             envelope,
             stored_at_ms: u64::try_from(at).unwrap_or(0),
         };
+        if state.clustered() {
+            state.tell_others(bus_frame::Body::Envelope(BusEnvelope {
+                envelope: Some(logged.clone()),
+                rn2_version: job.rn2_version,
+            }));
+        }
         let delivery = Delivery {
             event: Some(delivery::Event::Envelope(logged)),
         };

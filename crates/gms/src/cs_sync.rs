@@ -77,15 +77,29 @@ impl Gms {
     }
 }
 
+/// How often a GMS node of a cluster looks at the outbox unprompted: a
+/// change committed by a node that died before telling the CS is sent by
+/// the others within this (issue 17).
+const CLUSTER_SWEEP: Duration = Duration::from_secs(10);
+
 /// Runs the CS sync until the process ends: a round after every change, and
-/// retries with exponential back-off while anything is pending.
+/// retries with exponential back-off while anything is pending. `cs` may
+/// reach several CS nodes (`channel_any`); any of them will do, as they
+/// share the database.
 pub async fn run(gms: Gms, mut cs: MembershipSyncClient<Channel>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let left = gms.sync_cs_once(&mut cs).await;
         if left == 0 {
             backoff = Duration::from_millis(100);
-            gms.inner.cs_changed.notified().await;
+            if gms.clustered() {
+                tokio::select! {
+                    _ = tokio::time::sleep(CLUSTER_SWEEP) => {}
+                    _ = gms.inner.cs_changed.notified() => {}
+                }
+            } else {
+                gms.inner.cs_changed.notified().await;
+            }
         } else {
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}

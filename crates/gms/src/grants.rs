@@ -6,7 +6,8 @@ use crate::{Gms, hex};
 use duokey_crypto::membership::{Action, SignedChange, State};
 use duokey_crypto::{Rights, Rn2};
 use duokey_proto::{
-    Grant, GrantCause, Member, Policy, Removal, RemovalCause, WatchEvent, watch_event,
+    BusGrant, BusRemovals, Grant, GrantCause, Member, Policy, Removal, RemovalCause, WatchEvent,
+    bus_frame, watch_event,
 };
 use duokey_storage::gms::{Change, Departure, GroupRow, MemberRow, MembershipRow};
 use prost::Message;
@@ -305,11 +306,49 @@ impl Gms {
             self.inner.watchers.push(&m.user_id, event.clone());
         }
         if let Some(d) = departure {
-            self.inner
-                .watchers
-                .push(&d.user_id, removal_event(&grant.group_id, d).into());
+            let removal = removal_event(&grant.group_id, d);
+            self.tell_removals(vec![d.user_id.clone()], &removal);
+            self.inner.watchers.push(&d.user_id, removal.into());
         }
+        self.tell_others(bus_frame::Body::Grant(BusGrant {
+            group_id: grant.group_id.clone(),
+            rn2_version: grant.rn2_version,
+        }));
         self.inner.cs_changed.notify_one();
+    }
+
+    /// Tells the other GMS nodes (if any) of removals for `users`.
+    pub(crate) fn tell_removals(&self, users: Vec<String>, removal: &WatchEvent) {
+        if let Some(watch_event::Event::Removal(r)) = &removal.event
+            && self.clustered()
+        {
+            self.tell_others(bus_frame::Body::Removals(BusRemovals {
+                users,
+                removal: Some(r.clone()),
+            }));
+        }
+    }
+
+    /// Pushes a grant another GMS node committed to the members watching
+    /// here: read from the database, never from the bus.
+    pub(crate) async fn push_stored_grant(&self, gid: &[u8], rn2_version: u64) {
+        let stored = match self.inner.db.grant(gid, rn2_version).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a grant another node made");
+                return;
+            }
+        };
+        let Ok(grant) = decode_grant(&stored) else {
+            return;
+        };
+        let event = std::sync::Arc::new(WatchEvent {
+            event: Some(watch_event::Event::Grant(compact(&grant))),
+        });
+        for m in &grant.members {
+            self.inner.watchers.push(&m.user_id, event.clone());
+        }
     }
 
     /// A periodic rotation if still due (SPEC §4.4).

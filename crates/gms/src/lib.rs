@@ -13,6 +13,7 @@
 //! it answers again.
 #![forbid(unsafe_code)]
 
+mod cluster;
 pub mod cs_sync;
 mod grants;
 mod membership;
@@ -27,6 +28,10 @@ use duokey_storage::GmsStore;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Notify;
+
+/// How long a GMS node holds the groups it claimed for rotation: another
+/// node takes them over after this if the first one died.
+const ROTATION_LEASE_MS: i64 = 60_000;
 
 /// GMS settings.
 #[derive(Debug, Clone)]
@@ -99,9 +104,23 @@ pub(crate) struct Inner {
     pub(crate) limiter: duokey_pki::clock::KeyedLimiter<String>,
     /// (rounds finished, groups still pending after the last round) of the CS sync.
     pub(crate) cs_pending: tokio::sync::watch::Sender<(u64, usize)>,
+    /// The other GMS nodes (issue 17); `None` on a single node.
+    pub(crate) bus: Option<Arc<duokey_bus::Bus>>,
 }
 
 impl Gms {
+    /// Whether other GMS nodes share the database.
+    pub(crate) fn clustered(&self) -> bool {
+        self.inner.bus.is_some()
+    }
+
+    /// Tells the other GMS nodes (if any) what just committed.
+    pub(crate) fn tell_others(&self, body: duokey_proto::bus_frame::Body) {
+        if let Some(bus) = &self.inner.bus {
+            bus.publish(duokey_bus::Topic::Gms, body);
+        }
+    }
+
     /// Ends every open `Watch` stream (at shutdown).
     pub fn close_streams(&self) {
         self.inner.watchers.close_all();
@@ -109,6 +128,24 @@ impl Gms {
 
     /// A GMS on `db`. Start [`cs_sync::run`] and [`Gms::run_scheduler`] beside it.
     pub fn new(db: GmsStore, config: GmsConfig) -> Gms {
+        Self::build(db, config, None)
+    }
+
+    /// [`Gms::new`] for one node of a cluster (issue 17): the other GMS
+    /// nodes share `db` and `bus`; their grants and removals reach the
+    /// `Watch` streams open here. Needs a Tokio runtime.
+    pub async fn with_bus(
+        db: GmsStore,
+        config: GmsConfig,
+        bus: Arc<duokey_bus::Bus>,
+    ) -> Result<Gms, duokey_bus::Error> {
+        let frames = bus.subscribe(duokey_bus::Topic::Gms).await?;
+        let gms = Self::build(db, config, Some(bus));
+        tokio::spawn(cluster::run(gms.clone(), frames));
+        Ok(gms)
+    }
+
+    fn build(db: GmsStore, config: GmsConfig, bus: Option<Arc<duokey_bus::Bus>>) -> Gms {
         let limiter =
             duokey_pki::clock::keyed_limiter(config.rate_per_sec, config.rate_burst, &config.clock);
         let watchers = watch::Watchers::new(config.streams_per_user);
@@ -123,6 +160,7 @@ impl Gms {
                 cs_changed: Notify::new(),
                 schedule_changed: Notify::new(),
                 cs_pending: tokio::sync::watch::Sender::new((0, usize::MAX)),
+                bus,
             }),
         }
     }
@@ -166,10 +204,12 @@ impl Gms {
         locks.entry(gid.to_vec()).or_default().clone()
     }
 
-    /// Rotates every group whose period has elapsed at `now_ms` (SPEC §4.4).
+    /// Rotates every group whose period has elapsed at `now_ms` (SPEC §4.4)
+    /// and that this node could claim (no other GMS node holds it).
     /// Returns how many groups were rotated.
     pub async fn rotate_due(&self, now_ms: i64) -> usize {
-        let due = match self.inner.db.due_rotations(now_ms, 1000).await {
+        let lease = now_ms.saturating_add(ROTATION_LEASE_MS);
+        let due = match self.inner.db.claim_due_rotations(now_ms, lease, 1000).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list due rotations");

@@ -451,16 +451,16 @@ impl Gms {
             .map_err(Status::from)?;
         self.inner.db.checkpoint().await.map_err(Status::from)?;
         self.remember(gid, &state);
+        let d = duokey_storage::gms::Departure {
+            user_id: String::new(),
+            rn2_version: v,
+            cause,
+            by: by.to_owned(),
+        };
+        let removal = std::sync::Arc::new(grants::removal_event(gid, &d));
+        self.tell_removals(members.clone(), &removal);
         for user in members {
-            let d = duokey_storage::gms::Departure {
-                user_id: user.clone(),
-                rn2_version: v,
-                cause,
-                by: by.to_owned(),
-            };
-            self.inner
-                .watchers
-                .push(&user, grants::removal_event(gid, &d).into());
+            self.inner.watchers.push(&user, removal.clone());
         }
         self.inner.cs_changed.notify_one();
         tracing::info!(group = %crate::hex(gid), "group deleted");

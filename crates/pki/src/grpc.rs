@@ -292,50 +292,258 @@ pub fn channel_from(
     config: Arc<ClientConfig>,
     local: Option<IpAddr>,
 ) -> Result<Channel, Status> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| Status::invalid_argument(format!("invalid server URL {url:?}: {e}")))?;
-    if uri.scheme_str() != Some("https") {
-        return Err(Status::invalid_argument(format!(
-            "server URL {url:?} must start with https:// (Duokey speaks only TLS)"
-        )));
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| Status::invalid_argument(format!("server URL {url:?} has no host")))?
-        .clone();
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = authority.port_u16().unwrap_or(443);
-    let server_name = ServerName::try_from(host.clone())
-        .map_err(|e| Status::invalid_argument(format!("invalid server name {host:?}: {e}")))?;
+    channel_any_from(&[url.to_owned()], config, local)
+}
+
+/// A lazily connecting channel to the first of `urls` (the nodes of one
+/// role in a cluster, issue 17) that answers: each connection attempt
+/// starts at the node that last worked (a random one at first, to spread
+/// the terminals), and a node that failed is left alone for a cool-down
+/// that doubles from 1 s to 30 s, unless every node is cooling down. Calls
+/// on a connection that breaks fail with `UNAVAILABLE`; the next call
+/// connects to the next node.
+pub fn channel_any(urls: &[String], config: Arc<ClientConfig>) -> Result<Channel, Status> {
+    channel_any_from(urls, config, None)
+}
+
+fn channel_any_from(
+    urls: &[String],
+    config: Arc<ClientConfig>,
+    local: Option<IpAddr>,
+) -> Result<Channel, Status> {
+    let targets = urls
+        .iter()
+        .map(|u| Target::parse(u))
+        .collect::<Result<Vec<_>, Status>>()?;
+    let first = targets
+        .first()
+        .ok_or_else(|| Status::invalid_argument("no server URL given"))?;
     if !config.alpn_protocols.iter().any(|p| p == ALPN_H2) {
         return Err(Status::invalid_argument(
             "the TLS client configuration must offer ALPN h2",
         ));
     }
-
-    let endpoint = Endpoint::from_shared(format!("http://{authority}"))
-        .map_err(|e| Status::invalid_argument(format!("invalid server URL {url:?}: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
+    let endpoint = Endpoint::from_shared(format!("http://{}", first.authority))
+        .map_err(|e| Status::invalid_argument(format!("invalid server URL {}: {e}", first.url)))?
+        // Each node gets CONNECT_TIMEOUT (see `Failover::connect_to`).
+        .connect_timeout(CONNECT_TIMEOUT * u32::try_from(targets.len()).unwrap_or(u32::MAX))
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_while_idle(true);
-    let connector = TlsConnector::from(config);
+    let nodes = Arc::new(Failover::new(targets, TlsConnector::from(config), local));
     let service = tower::service_fn(move |_: Uri| {
-        let connector = connector.clone();
-        let server_name = server_name.clone();
-        let host = host.clone();
-        async move {
-            let tcp = connect_tcp(&host, port, local).await?;
-            tcp.set_nodelay(true)?;
-            let tls = connector.connect(server_name, tcp).await?;
-            Ok::<_, io::Error>(TokioIo::new(tls))
-        }
+        let nodes = nodes.clone();
+        async move { nodes.connect().await.map(TokioIo::new) }
     });
     Ok(endpoint.connect_with_connector_lazy(service))
+}
+
+/// The URLs of one role's servers: one, or several nodes of a cluster
+/// (issue 17). Configuration files take a string or a list of strings, and
+/// a single URL is written back as a string.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "OneOrMany", into = "OneOrMany")]
+pub struct Urls(Vec<String>);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for Urls {
+    fn from(v: OneOrMany) -> Urls {
+        match v {
+            OneOrMany::One(u) => Urls(vec![u]),
+            OneOrMany::Many(us) => Urls(us),
+        }
+    }
+}
+
+impl From<Urls> for OneOrMany {
+    fn from(u: Urls) -> OneOrMany {
+        match <[String; 1]>::try_from(u.0) {
+            Ok([one]) => OneOrMany::One(one),
+            Err(many) => OneOrMany::Many(many),
+        }
+    }
+}
+
+impl Urls {
+    /// One URL.
+    pub fn one(url: impl Into<String>) -> Urls {
+        Urls(vec![url.into()])
+    }
+
+    /// Several.
+    pub fn many(urls: Vec<String>) -> Urls {
+        Urls(urls)
+    }
+
+    /// All of them, in the configured order.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Whether each is an `https://` URL with a host and there is at least
+    /// one; the error says which is not.
+    pub fn check(&self) -> Result<(), Status> {
+        if self.0.is_empty() {
+            return Err(Status::invalid_argument("an empty list of server URLs"));
+        }
+        self.0.iter().try_for_each(|u| Target::parse(u).map(drop))
+    }
+}
+
+impl std::fmt::Display for Urls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+/// One server of a role, from its `https://` URL.
+#[derive(Debug, Clone)]
+struct Target {
+    url: String,
+    authority: String,
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, Status> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("invalid server URL {url:?}: {e}")))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(Status::invalid_argument(format!(
+                "server URL {url:?} must start with https:// (Duokey speaks only TLS)"
+            )));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| Status::invalid_argument(format!("server URL {url:?} has no host")))?
+            .clone();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|e| Status::invalid_argument(format!("invalid server name {host:?}: {e}")))?;
+        Ok(Target {
+            url: url.to_owned(),
+            authority: authority.to_string(),
+            port: authority.port_u16().unwrap_or(443),
+            host,
+            server_name,
+        })
+    }
+}
+
+/// Shortest and longest time a node that failed is left alone.
+const COOL_DOWN: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
+/// The servers of one channel and which of them to try first.
+struct Failover {
+    targets: Vec<Target>,
+    tls: TlsConnector,
+    local: Option<IpAddr>,
+    state: std::sync::Mutex<FailoverState>,
+}
+
+struct FailoverState {
+    /// The node to try first.
+    preferred: usize,
+    /// Per node: until when it is left alone, and its next cool-down.
+    cooling: Vec<(Option<tokio::time::Instant>, Duration)>,
+}
+
+impl Failover {
+    fn new(targets: Vec<Target>, tls: TlsConnector, local: Option<IpAddr>) -> Failover {
+        let n = targets.len();
+        let preferred = if n > 1 { rand::random_range(0..n) } else { 0 };
+        Failover {
+            targets,
+            tls,
+            local,
+            state: std::sync::Mutex::new(FailoverState {
+                preferred,
+                cooling: vec![(None, COOL_DOWN.0); n],
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FailoverState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The nodes in the order to try them now: from the preferred one on,
+    /// those cooling down last.
+    fn order(&self) -> Vec<usize> {
+        let state = self.lock();
+        let now = tokio::time::Instant::now();
+        let n = self.targets.len();
+        let mut order: Vec<usize> = (0..n).map(|i| (state.preferred + i) % n).collect();
+        order.sort_by_key(|i| state.cooling[*i].0.is_some_and(|until| until > now));
+        order
+    }
+
+    fn worked(&self, i: usize) {
+        let mut state = self.lock();
+        state.preferred = i;
+        state.cooling[i] = (None, COOL_DOWN.0);
+    }
+
+    fn failed(&self, i: usize) {
+        let mut state = self.lock();
+        let (_, next) = state.cooling[i];
+        state.cooling[i] = (
+            Some(tokio::time::Instant::now() + next),
+            (next * 2).min(COOL_DOWN.1),
+        );
+    }
+
+    /// A TLS connection to the first node that answers.
+    async fn connect(&self) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let mut last = io::Error::new(io::ErrorKind::NotConnected, "no server");
+        for i in self.order() {
+            let t = &self.targets[i];
+            match self.connect_to(t).await {
+                Ok(tls) => {
+                    self.worked(i);
+                    return Ok(tls);
+                }
+                Err(e) => {
+                    if self.targets.len() > 1 {
+                        tracing::debug!(url = %t.url, error = %e, "server unreachable, trying the next");
+                    }
+                    self.failed(i);
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn connect_to(
+        &self,
+        t: &Target,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let attempt = async {
+            let tcp = connect_tcp(&t.host, t.port, self.local).await?;
+            tcp.set_nodelay(true)?;
+            self.tls.connect(t.server_name.clone(), tcp).await
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+            .await
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, format!("{} did not answer", t.url))
+            })?
+    }
 }
 
 /// A TCP connection to `host:port`, from `local` if given.

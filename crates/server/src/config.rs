@@ -25,9 +25,17 @@ pub struct ServerConfig {
     pub gms_addr: String,
     /// Listen address of the CS.
     pub cs_addr: String,
-    /// URL by which the GMS reaches the CS.
+    /// URL by which the GMS reaches the CS, or the URLs of the CS nodes of
+    /// a cluster (tried in turn).
     #[serde(default)]
-    pub cs_url: Option<String>,
+    pub cs_url: Option<duokey_pki::grpc::Urls>,
+    /// NATS server of a cluster (issue 17): set, this node shares its
+    /// PostgreSQL database with other nodes and tells them what it commits.
+    #[serde(default)]
+    pub nats_url: Option<String>,
+    /// Subject prefix on NATS; the nodes of one cluster share it.
+    #[serde(default = "default_nats_subject_prefix")]
+    pub nats_subject_prefix: String,
     /// Optional Prometheus listen address.
     #[serde(default)]
     pub metrics_addr: Option<String>,
@@ -41,6 +49,10 @@ pub struct ServerConfig {
     /// Limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+}
+
+fn default_nats_subject_prefix() -> String {
+    "duokey.v1".to_owned()
 }
 
 fn default_max_connections() -> usize {
@@ -200,6 +212,7 @@ impl ServerConfig {
         if roles.contains(&Role::Cs) {
             need(&self.database.cs, "cs")?;
         }
+        self.check_cluster()?;
         for (name, file) in files {
             let path = self.path(file);
             if path.is_file() {
@@ -220,6 +233,33 @@ impl ServerConfig {
                 "{name}: {} does not exist; create it with `{create}`",
                 path.display()
             )));
+        }
+        Ok(())
+    }
+
+    /// A cluster (`nats_url`) shares its databases: each must be
+    /// PostgreSQL, and `cs_url` must be given (the GMS cannot guess the
+    /// other CS nodes).
+    pub fn check_cluster(&self) -> Result<(), Error> {
+        if self.nats_url.is_none() {
+            return Ok(());
+        }
+        let urls = [
+            ("as", &self.database.as_url),
+            ("gms", &self.database.gms),
+            ("cs", &self.database.cs),
+        ];
+        for (role, url) in urls {
+            if url.as_deref().is_some_and(|u| u.starts_with("sqlite:")) {
+                return Err(Error::Config(format!(
+                    "[database] {role} is SQLite, but nats_url makes this node part of a cluster, \
+                     whose nodes share a PostgreSQL database: use postgres://… or remove nats_url"
+                )));
+            }
+        }
+        if let Some(urls) = &self.cs_url {
+            urls.check()
+                .map_err(|e| Error::Config(format!("cs_url: {}", e.message())))?;
         }
         Ok(())
     }

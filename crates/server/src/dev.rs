@@ -65,6 +65,8 @@ pub fn prepare(dir: &Path, gms_addr: &str, cs_addr: &str) -> Result<ServerConfig
         gms_addr: gms_addr.to_owned(),
         cs_addr: cs_addr.to_owned(),
         cs_url: None,
+        nats_url: None,
+        nats_subject_prefix: "duokey.v1".to_owned(),
         metrics_addr: None,
         max_connections: 10_000,
         tls: TlsFiles {

@@ -38,4 +38,16 @@ pub enum Error {
     /// Network.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+    /// The cluster's bus (NATS).
+    #[error(transparent)]
+    Bus(#[from] duokey_bus::Error),
+}
+
+impl From<duokey_cs::StartError> for Error {
+    fn from(e: duokey_cs::StartError) -> Error {
+        match e {
+            duokey_cs::StartError::Storage(e) => Error::Storage(e),
+            duokey_cs::StartError::Bus(e) => Error::Bus(e),
+        }
+    }
 }

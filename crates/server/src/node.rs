@@ -6,7 +6,7 @@ use duokey_accounts::AccountServer;
 use duokey_cs::{Cs, CsConfig};
 use duokey_gms::{Gms, GmsConfig};
 use duokey_pki::clock::Clock;
-use duokey_pki::grpc::{TlsConnection, channel, tls_incoming};
+use duokey_pki::grpc::{TlsConnection, Urls, channel_any, tls_incoming};
 use duokey_pki::{Ca, ClientAuth, RevocationList, Role};
 use duokey_proto::membership_sync_client::MembershipSyncClient;
 use duokey_storage::{AsStore, CsStore, GmsStore};
@@ -234,6 +234,7 @@ impl Node {
                 .map_err(|_| Error::Config(format!("metrics_addr {addr} is not IP:PORT")))?;
         }
         let roles = cfg.roles()?;
+        cfg.check_cluster()?;
         if roles.contains(&Role::Gms) && !roles.contains(&Role::Cs) && cfg.cs_url.is_none() {
             return Err(Error::Config(
                 "cs_url is required when the GMS runs without the CS in this process".into(),
@@ -252,13 +253,19 @@ impl Node {
     /// move it forward, D41).
     pub async fn start_with_clock(cfg: &ServerConfig, clock: Clock) -> Result<RunningNode, Error> {
         let roles = cfg.roles()?;
+        cfg.check_cluster()?;
         let (stop, stopped) = watch::channel(false);
+        let bus = match &cfg.nats_url {
+            Some(url) => Some(connect_bus(cfg, url).await?),
+            None => None,
+        };
         let mut node = Starting {
             cfg,
             clock,
             tls: Tls::load(cfg)?,
             stopped,
             tasks: JoinSet::new(),
+            bus,
         };
         let (cs, cs_addr) = match roles.contains(&Role::Cs) {
             true => node.start_cs().await.map(|(cs, a)| (Some(cs), Some(a)))?,
@@ -296,6 +303,24 @@ struct Starting<'a> {
     tls: Tls,
     stopped: watch::Receiver<bool>,
     tasks: JoinSet<()>,
+    /// The cluster's bus, if this node is one of several.
+    bus: Option<Arc<duokey_bus::Bus>>,
+}
+
+/// Connects to the cluster's NATS and checks that it carries the largest
+/// frame (an envelope of `max_body_bytes` and its framing).
+async fn connect_bus(cfg: &ServerConfig, url: &str) -> Result<Arc<duokey_bus::Bus>, Error> {
+    let bus = duokey_bus::Bus::connect(url, &cfg.nats_subject_prefix).await?;
+    let needed = cfg.limits.max_body_bytes + 4096;
+    if bus.max_payload() < needed {
+        return Err(Error::Config(format!(
+            "the NATS server at {url} takes frames of at most {} bytes, and max_body_bytes needs \
+             {needed}: raise its max_payload or lower max_body_bytes",
+            bus.max_payload()
+        )));
+    }
+    tracing::info!(nats = url, subjects = %cfg.nats_subject_prefix, "cluster mode: NATS connected");
+    Ok(bus)
 }
 
 impl Starting<'_> {
@@ -303,7 +328,8 @@ impl Starting<'_> {
     async fn start_cs(&mut self) -> Result<(Cs, SocketAddr), Error> {
         let cfg = self.cfg;
         let db = CsStore::open(&db_url(cfg, &cfg.database.cs, "cs")?).await?;
-        let server = Cs::start(db, cs_config(&cfg.limits, &self.tls, &self.clock)).await?;
+        let config = cs_config(&cfg.limits, &self.tls, &self.clock);
+        let server = Cs::start_with_bus(db, config, self.bus.clone()).await?;
         let listener = bind(&cfg.cs_addr).await?;
         let addr = listener.local_addr()?;
         let (health, health_svc) = tonic_health::server::health_reporter();
@@ -384,15 +410,19 @@ impl Starting<'_> {
     async fn start_gms(&mut self, cs_addr: Option<SocketAddr>) -> Result<Gms, Error> {
         let cfg = self.cfg;
         let db = GmsStore::open(&db_url(cfg, &cfg.database.gms, "gms")?).await?;
-        let server = Gms::new(db, gms_config(&cfg.limits, &self.clock));
-        let cs_url = cfg
+        let config = gms_config(&cfg.limits, &self.clock);
+        let server = match &self.bus {
+            Some(bus) => Gms::with_bus(db, config, bus.clone()).await?,
+            None => Gms::new(db, config),
+        };
+        let cs_urls = cfg
             .cs_url
             .clone()
-            .or_else(|| cs_addr.map(|a| format!("https://{}", reachable(a))))
+            .or_else(|| cs_addr.map(|a| Urls::one(format!("https://{}", reachable(a)))))
             .ok_or_else(|| Error::Config("cs_url is required when the CS runs elsewhere".into()))?;
         let client = MembershipSyncClient::new(
-            channel(&cs_url, self.tls.cs_client()?)
-                .map_err(|s| Error::Config(s.message().to_owned()))?,
+            channel_any(cs_urls.as_slice(), self.tls.cs_client()?)
+                .map_err(|s| Error::Config(format!("cs_url: {}", s.message())))?,
         );
         self.spawn(duokey_gms::cs_sync::run(server.clone(), client));
         self.spawn(server.clone().run_scheduler());

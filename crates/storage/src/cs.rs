@@ -3,6 +3,7 @@
 
 use crate::{Error, Result, to_i64, to_u64};
 use sqlx::Row;
+use std::collections::BTreeMap;
 
 /// A stored inbox item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,74 @@ fn cs_group_row(r: &sqlx::any::AnyRow) -> Result<CsGroup> {
 /// One envelope to append: `(group_id, sender, envelope, stored_at_ms)`;
 /// its position is given by [`CsStore::append_envelopes`].
 pub type Append = (Vec<u8>, String, Vec<u8>, i64);
+
+/// A group as the CS stores it ([`CsStore::cs_group_view`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupState {
+    /// Version, deletion, retention.
+    pub group: CsGroup,
+    /// Current members.
+    pub members: Vec<String>,
+    /// Departed members and the last position each may read.
+    pub departed: Vec<(String, u64)>,
+}
+
+/// What became of one envelope of [`CsStore::append_envelopes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored at this position.
+    At(u64),
+    /// Refused: its sender is not a member of the group (or the group is
+    /// unknown).
+    NotMember,
+    /// Refused: the group was deleted.
+    Deleted,
+}
+
+/// Takes a group's row of `cs_log_heads` (creating it at 0) until the end
+/// of `tx`, and returns its last position.
+async fn lock_head(tx: &mut sqlx::Transaction<'_, sqlx::Any>, group_id: &[u8]) -> Result<i64> {
+    Ok(sqlx::query(
+        "INSERT INTO cs_log_heads (group_id, last_seq) VALUES ($1, 0) \
+         ON CONFLICT (group_id) DO UPDATE SET last_seq = cs_log_heads.last_seq \
+         RETURNING last_seq",
+    )
+    .bind(group_id.to_vec())
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("last_seq")?)
+}
+
+/// Whether `sender` may post to the group now: `At(0)` if so, else the
+/// refusal.
+async fn sender_standing(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    group_id: &[u8],
+    sender: &str,
+) -> Result<Appended> {
+    let row = sqlx::query(
+        "SELECT g.deleted AS deleted, \
+         (SELECT COUNT(*) FROM cs_members m WHERE m.group_id = $1 AND m.user_id = $2) AS member \
+         FROM cs_groups g WHERE g.group_id = $1",
+    )
+    .bind(group_id.to_vec())
+    .bind(sender.to_owned())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Appended::NotMember);
+    };
+    Ok(
+        match (
+            row.try_get::<i64, _>("deleted")?,
+            row.try_get::<i64, _>("member")?,
+        ) {
+            (d, _) if d != 0 => Appended::Deleted,
+            (_, 0) => Appended::NotMember,
+            _ => Appended::At(0),
+        },
+    )
+}
 
 /// An inbox item to store.
 #[derive(Debug, Clone, Copy)]
@@ -292,6 +361,9 @@ impl CsStore {
         retention_secs: u64,
     ) -> Result<u64> {
         let mut tx = self.w().begin().await?;
+        // First the group's head row: concurrent changes of one group (two
+        // GMS nodes pushing) and appends to it take their turns.
+        lock_head(&mut tx, group_id).await?;
         let current = sqlx::query("SELECT rn2_version FROM cs_groups WHERE group_id = $1")
             .bind(group_id.to_vec())
             .fetch_optional(&mut *tx)
@@ -339,6 +411,41 @@ impl CsStore {
         .fetch_optional(self.r())
         .await?;
         row.as_ref().map(cs_group_row).transpose()
+    }
+
+    /// One group's state, members and departed members (with the last
+    /// position each may read), for refreshing a CS process's view when
+    /// another process changed it (issue 17).
+    pub async fn cs_group_view(&self, group_id: &[u8]) -> Result<Option<GroupState>> {
+        let Some(group) = self.cs_group(group_id).await? else {
+            return Ok(None);
+        };
+        let rows = sqlx::query("SELECT user_id FROM cs_members WHERE group_id = $1")
+            .bind(group_id.to_vec())
+            .fetch_all(self.r())
+            .await?;
+        let members = rows
+            .iter()
+            .map(|r| r.try_get("user_id"))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(GroupState {
+            group,
+            members,
+            departed: self.cs_departed(group_id).await?,
+        }))
+    }
+
+    /// Every group's RN2 version, to find the groups whose view is stale.
+    pub async fn cs_versions(&self) -> Result<Vec<(Vec<u8>, u64)>> {
+        let rows = sqlx::query("SELECT group_id, rn2_version FROM cs_groups")
+            .fetch_all(self.r())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let v = to_u64(r.try_get("rn2_version")?, "rn2_version")?;
+                Ok((r.try_get("group_id")?, v))
+            })
+            .collect()
     }
 
     /// Every (group, member) pair, for loading the CS's in-memory view.
@@ -405,28 +512,46 @@ impl CsStore {
     }
 
     /// Appends envelopes in one transaction, each at the next position of
-    /// its group (in batch order within a group); all are durable when this
-    /// returns their positions, in batch order. Positions come from the
-    /// group's row in `cs_log_heads`, taken in this transaction: they never
-    /// repeat, after a purge or between CS processes sharing the database,
-    /// and a group's positions commit in order. Groups are taken in a fixed
-    /// order, so two processes never wait on each other in a cycle.
-    pub async fn append_envelopes(&self, batch: &[Append]) -> Result<Vec<u64>> {
+    /// its group (in batch order within a group) if its sender is, at that
+    /// moment, a member of the live group; all are durable when this
+    /// returns, with what became of each, in batch order.
+    ///
+    /// Positions come from the group's row in `cs_log_heads`, held to the
+    /// end of the transaction: they never repeat (after a purge, or between
+    /// CS processes sharing the database), a group's positions commit in
+    /// order, and a membership change ([`CsStore::set_members`], which takes
+    /// the same row first) is either wholly before or wholly after the
+    /// batch. The membership is read under that row, so a member removed by
+    /// any process is refused at once (issue 17). Groups are taken in a
+    /// fixed order, so two processes never wait on each other in a cycle.
+    pub async fn append_envelopes(&self, batch: &[Append]) -> Result<Vec<Appended>> {
         let mut order: Vec<usize> = (0..batch.len()).collect();
         order.sort_by(|a, b| batch[*a].0.cmp(&batch[*b].0));
-        let mut positions = vec![0; batch.len()];
+        let mut result = vec![Appended::NotMember; batch.len()];
+        let mut heads: BTreeMap<&[u8], i64> = BTreeMap::new();
+        let mut senders: BTreeMap<(&[u8], &str), Appended> = BTreeMap::new();
         let mut tx = self.w().begin().await?;
         for i in order {
             let (group_id, sender, envelope, at) = &batch[i];
-            let next: i64 = sqlx::query(
-                "INSERT INTO cs_log_heads (group_id, last_seq) VALUES ($1, 1) \
-                 ON CONFLICT (group_id) DO UPDATE SET last_seq = cs_log_heads.last_seq + 1 \
-                 RETURNING last_seq",
-            )
-            .bind(group_id.clone())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("last_seq")?;
+            if !heads.contains_key(group_id.as_slice()) {
+                let last = lock_head(&mut tx, group_id).await?;
+                heads.insert(group_id, last);
+            }
+            let key = (group_id.as_slice(), sender.as_str());
+            let allowed = match senders.get(&key) {
+                Some(a) => *a,
+                None => {
+                    let a = sender_standing(&mut tx, group_id, sender).await?;
+                    senders.insert(key, a);
+                    a
+                }
+            };
+            if allowed != Appended::At(0) {
+                result[i] = allowed;
+                continue;
+            }
+            let next = heads.get(group_id.as_slice()).copied().unwrap_or(0) + 1;
+            heads.insert(group_id, next);
             sqlx::query(
                 "INSERT INTO cs_log (group_id, log_seq, sender, envelope, stored_at_ms) VALUES ($1, $2, $3, $4, $5)",
             )
@@ -437,10 +562,17 @@ impl CsStore {
             .bind(*at)
             .execute(&mut *tx)
             .await?;
-            positions[i] = to_u64(next, "log_seq")?;
+            result[i] = Appended::At(to_u64(next, "log_seq")?);
+        }
+        for (group_id, last) in heads {
+            sqlx::query("UPDATE cs_log_heads SET last_seq = $2 WHERE group_id = $1")
+                .bind(group_id.to_vec())
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
-        Ok(positions)
+        Ok(result)
     }
 
     /// Envelopes of a group after a position, oldest first.
@@ -509,15 +641,7 @@ async fn record_departures(
 ) -> Result<()> {
     // The group's last position, its row held to the end of the
     // transaction (an append on another process waits, then lands after).
-    let upto: i64 = sqlx::query(
-        "INSERT INTO cs_log_heads (group_id, last_seq) VALUES ($1, 0) \
-         ON CONFLICT (group_id) DO UPDATE SET last_seq = cs_log_heads.last_seq \
-         RETURNING last_seq",
-    )
-    .bind(group_id.to_vec())
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get("last_seq")?;
+    let upto = lock_head(tx, group_id).await?;
     let current = sqlx::query("SELECT user_id FROM cs_members WHERE group_id = $1")
         .bind(group_id.to_vec())
         .fetch_all(&mut **tx)

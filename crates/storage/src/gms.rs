@@ -297,7 +297,7 @@ impl GmsStore {
     pub async fn apply_change(&self, c: &Change<'_>) -> Result<bool> {
         let mut tx = self.w().begin().await?;
         let updated = sqlx::query(
-            "UPDATE gms_groups SET rn2_version = $1, rn1_version = $2, next_rotation_ms = $3 \
+            "UPDATE gms_groups SET rn2_version = $1, rn1_version = $2, next_rotation_ms = $3, rotation_lease_ms = 0 \
              WHERE group_id = $4 AND rn2_version = $5 AND deleted = 0",
         )
         .bind(to_i64(c.rn2_version)?)
@@ -525,25 +525,44 @@ impl GmsStore {
         .transpose()
     }
 
-    /// Groups whose periodic rotation is due at `now_ms`, at most `limit`.
-    pub async fn due_rotations(&self, now_ms: i64, limit: i64) -> Result<Vec<Vec<u8>>> {
-        let rows = sqlx::query(
-            "SELECT group_id FROM gms_groups WHERE deleted = 0 AND next_rotation_ms <= $1 \
-             ORDER BY next_rotation_ms LIMIT $2",
-        )
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(self.r())
-        .await?;
+    /// Claims up to `limit` groups whose periodic rotation is due at
+    /// `now_ms` and that no GMS node holds, until `lease_until_ms`: a GMS
+    /// node rotates only the groups it claimed, so two nodes never rotate
+    /// one group at the same time, and a group claimed by a node that died
+    /// is due again once the lease expires (issue 17).
+    pub async fn claim_due_rotations(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Vec<u8>>> {
+        const CLAIM: &str = "UPDATE gms_groups SET rotation_lease_ms = $2 WHERE group_id IN (\
+             SELECT group_id FROM gms_groups WHERE deleted = 0 AND next_rotation_ms <= $1 \
+             AND rotation_lease_ms <= $1 ORDER BY next_rotation_ms LIMIT $3) RETURNING group_id";
+        // PostgreSQL: rows another node is claiming are passed over, not waited for.
+        const CLAIM_PG: &str = "UPDATE gms_groups SET rotation_lease_ms = $2 WHERE group_id IN (\
+             SELECT group_id FROM gms_groups WHERE deleted = 0 AND next_rotation_ms <= $1 \
+             AND rotation_lease_ms <= $1 ORDER BY next_rotation_ms LIMIT $3 \
+             FOR UPDATE SKIP LOCKED) RETURNING group_id";
+        let sql = if self.is_sqlite() { CLAIM } else { CLAIM_PG };
+        let rows = sqlx::query(sql)
+            .bind(now_ms)
+            .bind(lease_until_ms)
+            .bind(limit)
+            .fetch_all(self.w())
+            .await?;
         rows.iter().map(|r| Ok(r.try_get("group_id")?)).collect()
     }
 
-    /// The earliest time a rotation is due, if any group is live.
+    /// The earliest time a rotation may be claimed (due, and any lease
+    /// expired), if any group is live.
     pub async fn next_rotation_due(&self) -> Result<Option<i64>> {
-        let row =
-            sqlx::query("SELECT MIN(next_rotation_ms) AS t FROM gms_groups WHERE deleted = 0")
-                .fetch_one(self.r())
-                .await?;
+        let row = sqlx::query(
+            "SELECT MIN(CASE WHEN rotation_lease_ms > next_rotation_ms THEN rotation_lease_ms \
+             ELSE next_rotation_ms END) AS t FROM gms_groups WHERE deleted = 0",
+        )
+        .fetch_one(self.r())
+        .await?;
         Ok(row.try_get::<Option<i64>, _>("t")?)
     }
 

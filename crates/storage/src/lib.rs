@@ -166,6 +166,11 @@ impl Db {
         migrate::run(self.w(), backend, role).await
     }
 
+    /// Whether this is SQLite (else PostgreSQL).
+    pub(crate) fn is_sqlite(&self) -> bool {
+        self.sqlite
+    }
+
     /// The pool that writes.
     pub(crate) fn w(&self) -> &AnyPool {
         &self.write

@@ -63,6 +63,7 @@ const MIGRATIONS: &[Migration] = &[
     // Never part of the shared history (it ended at 4).
     migration!(Cs, 3, 5, "cs/0003_heads.sql"),
     migration!(Cs, 4, 5, "cs/0004_inbox_heads.sql"),
+    migration!(Gms, 3, 5, "gms/0003_rotation_lease.sql"),
 ];
 
 /// Advisory lock key that serialises migrations of concurrent PostgreSQL clients.

@@ -7,6 +7,7 @@
     clippy::cast_possible_wrap
 )] // a test fails by panicking
 
+use duokey_storage::cs::Appended;
 use duokey_storage::gms::{Change, Departure, GroupRow, MemberRow, MembershipRow};
 use duokey_storage::{AsStore, CsStore, Db, GmsStore};
 
@@ -266,7 +267,17 @@ async fn cs_membership_inbox_and_log() {
                 )
             })
             .collect();
-        assert_eq!(db.append_envelopes(&batch).await.unwrap(), [1, 2, 3]);
+        // Only a member of the live group may post (issue 17: checked in
+        // the append itself, whatever a CS process's view says).
+        let stranger = (gid.clone(), "mallory".to_owned(), vec![0], 1);
+        assert_eq!(
+            db.append_envelopes(&[stranger]).await.unwrap(),
+            [Appended::NotMember]
+        );
+        assert_eq!(
+            db.append_envelopes(&batch).await.unwrap(),
+            [Appended::At(1), Appended::At(2), Appended::At(3)]
+        );
         assert_eq!(db.max_log_seq(&gid).await.unwrap(), 3);
         let got: Vec<u64> = db
             .fetch_log(&gid, 1, 10)
@@ -369,15 +380,18 @@ async fn log_positions_survive_a_purge_and_two_writers() {
         let cs = CsStore::on(db.clone()).await.unwrap();
         let gid = fresh_id();
         let post = |n: u8| (gid.clone(), "alice".to_owned(), vec![n], 10);
+        cs.set_members(&gid, 1, &["alice".to_owned()], false, 86_400)
+            .await
+            .unwrap();
         assert_eq!(
             cs.append_envelopes(&[post(1), post(2)]).await.unwrap(),
-            [1, 2]
+            [Appended::At(1), Appended::At(2)]
         );
         assert_eq!(cs.purge_log(&gid, i64::MAX).await.unwrap(), 2, "{name}");
         let reopened = CsStore::on(db.clone()).await.unwrap();
         assert_eq!(
             reopened.append_envelopes(&[post(3)]).await.unwrap(),
-            [3],
+            [Appended::At(3)],
             "{name}"
         );
         // Two stores (two CS processes) appending to the same group at once.
@@ -391,7 +405,11 @@ async fn log_positions_survive_a_purge_and_two_writers() {
                         (gid.clone(), "alice".to_owned(), vec![tag, i], 10),
                         (gid.clone(), "alice".to_owned(), vec![tag, i, 1], 10),
                     ];
-                    got.extend(store.append_envelopes(&two).await.unwrap());
+                    let appended = store.append_envelopes(&two).await.unwrap();
+                    got.extend(appended.iter().map(|a| match a {
+                        Appended::At(n) => *n,
+                        refused => panic!("{refused:?}"),
+                    }));
                 }
                 got
             })
@@ -469,10 +487,12 @@ async fn a_database_of_the_shared_schema_is_adopted() {
     let raw = sqlx::AnyPool::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
+    // Columns added since (issue 17's rotation lease) did not exist then.
     sqlx::raw_sql(
         "DROP TABLE duokey_migrations; \
          CREATE TABLE duokey_schema (version BIGINT PRIMARY KEY); \
-         INSERT INTO duokey_schema (version) VALUES (1), (2), (3), (4);",
+         INSERT INTO duokey_schema (version) VALUES (1), (2), (3), (4); \
+         ALTER TABLE gms_groups DROP COLUMN rotation_lease_ms;",
     )
     .execute(&raw)
     .await
@@ -490,4 +510,64 @@ async fn a_database_of_the_shared_schema_is_adopted() {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Issue 17: a removal made by one CS process is enforced by another at
+/// once, and a post racing it lands either before the removed member's last
+/// readable position or not at all.
+#[tokio::test]
+async fn a_post_racing_a_removal_is_before_upto_or_refused() {
+    for (name, db, _dir) in databases().await {
+        let (a, b) = (
+            CsStore::on(db.clone()).await.unwrap(),
+            CsStore::on(db.clone()).await.unwrap(),
+        );
+        let gid = fresh_id();
+        let both = ["alice".to_owned(), "bob".to_owned()];
+        a.set_members(&gid, 1, &both, false, 86_400).await.unwrap();
+        let poster = {
+            let (b, gid) = (b.clone(), gid.clone());
+            tokio::spawn(async move {
+                let mut accepted = Vec::new();
+                for i in 0..200u8 {
+                    let post = (gid.clone(), "bob".to_owned(), vec![i], 10);
+                    match b.append_envelopes(&[post]).await.unwrap()[..] {
+                        [Appended::At(n)] => accepted.push(n),
+                        [Appended::NotMember] => return (accepted, true),
+                        ref other => panic!("{other:?}"),
+                    }
+                }
+                (accepted, false)
+            })
+        };
+        tokio::task::yield_now().await;
+        a.set_members(&gid, 2, &both[..1], false, 86_400)
+            .await
+            .unwrap();
+        let (accepted, refused) = poster.await.unwrap();
+        let upto = a.cs_departed(&gid).await.unwrap();
+        assert_eq!(upto.len(), 1, "{name}");
+        let (who, upto) = &upto[0];
+        assert_eq!(who, "bob");
+        assert!(
+            accepted.iter().all(|n| n <= upto),
+            "{name}: {accepted:?} > {upto}"
+        );
+        if accepted.len() < 200 {
+            assert!(refused, "{name}");
+        }
+        let late = (gid.clone(), "bob".to_owned(), vec![0], 10);
+        assert_eq!(
+            b.append_envelopes(&[late]).await.unwrap(),
+            [Appended::NotMember],
+            "{name}"
+        );
+        a.set_members(&gid, 3, &[], true, 86_400).await.unwrap();
+        let after = (gid.clone(), "alice".to_owned(), vec![0], 10);
+        assert_eq!(
+            b.append_envelopes(&[after]).await.unwrap(),
+            [Appended::Deleted],
+            "{name}"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::terminal::{Terminal, clients};
-use duokey_pki::grpc::channel;
+use duokey_pki::grpc::channel_any;
 use duokey_pki::rustls_pki_types::CertificateDer;
 use duokey_proto::RenewRequest;
 use duokey_proto::accounts_client::AccountsClient;
@@ -106,7 +106,8 @@ impl Terminal {
         let tls =
             duokey_pki::client_config_for(&self.ca, Some((chain, key)), duokey_pki::Role::As)?;
         let mut accounts = AccountsClient::new(
-            channel(&cfg.as_url, tls).map_err(Error::server("connecting to the AS"))?,
+            channel_any(cfg.as_url.as_slice(), tls)
+                .map_err(Error::server("connecting to the AS"))?,
         );
         let resp = accounts
             .renew(RenewRequest {

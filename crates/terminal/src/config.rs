@@ -2,6 +2,7 @@
 //! `duokey-server dev`).
 
 use crate::error::{Error, Result};
+pub use duokey_pki::grpc::Urls;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -9,12 +10,13 @@ use std::path::Path;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
-    /// The Account Server (enrolment).
-    pub as_url: String,
-    /// The Group Management Server.
-    pub gms_url: String,
-    /// The Communication Server.
-    pub cs_url: String,
+    /// The Account Server (enrolment): a URL, or a list of the nodes of a
+    /// cluster (issue 17), tried in turn.
+    pub as_url: Urls,
+    /// The Group Management Server (one URL or a list).
+    pub gms_url: Urls,
+    /// The Communication Server (one URL or a list).
+    pub cs_url: Urls,
     /// The organisation's CA certificate, PEM.
     pub ca_cert: String,
 }
@@ -30,12 +32,13 @@ impl ClientConfig {
     /// Parses the TOML text.
     pub fn parse(text: &str) -> Result<ClientConfig> {
         let cfg: ClientConfig = toml::from_str(text).map_err(|e| Error::user(e.to_string()))?;
-        for url in [&cfg.as_url, &cfg.gms_url, &cfg.cs_url] {
-            if !url.starts_with("https://") {
-                return Err(Error::user(format!(
-                    "server URL {url} must start with https://"
-                )));
-            }
+        for (key, urls) in [
+            ("as_url", &cfg.as_url),
+            ("gms_url", &cfg.gms_url),
+            ("cs_url", &cfg.cs_url),
+        ] {
+            urls.check()
+                .map_err(|e| Error::user(format!("{key}: {}", e.message())))?;
         }
         // The CA must be a certificate TLS can use, not only PEM-shaped.
         let ca = duokey_pki::pem::first_cert_from_pem(&cfg.ca_cert)?;
@@ -86,5 +89,28 @@ mod tests {
         let text = "as_url = \"http://h:1\"\ngms_url = \"https://h:1\"\ncs_url = \"https://h:2\"\nca_cert = \"x\"\n";
         let err = ClientConfig::parse(text).unwrap_err().to_string();
         assert!(err.contains("must start with https://"), "{err}");
+    }
+
+    #[test]
+    fn one_url_or_a_list_of_the_nodes_of_a_cluster() {
+        let ca = "ca_cert = \"x\"\n";
+        let one = format!(
+            "as_url = \"https://h:1\"\ngms_url = \"https://h:1\"\ncs_url = \"https://h:2\"\n{ca}"
+        );
+        let many = format!(
+            "as_url = \"https://h:1\"\ngms_url = [\"https://a:1\", \"https://b:1\"]\ncs_url = [\"https://a:2\"]\n{ca}"
+        );
+        let cfg: ClientConfig = toml::from_str(&many).unwrap();
+        assert_eq!(cfg.gms_url.as_slice(), ["https://a:1", "https://b:1"]);
+        assert_eq!(cfg.cs_url.as_slice(), ["https://a:2"]);
+        // A single URL is written back as a string: old files stay as they were.
+        let back: ClientConfig = toml::from_str(&one).unwrap();
+        assert!(back.to_toml().unwrap().contains("cs_url = \"https://h:2\""));
+        let empty = many.replace("[\"https://a:2\"]", "[]");
+        let err = ClientConfig::parse(&empty).unwrap_err().to_string();
+        assert!(err.contains("cs_url") && err.contains("empty"), "{err}");
+        let plain = many.replace("https://b:1", "http://b:1");
+        let err = ClientConfig::parse(&plain).unwrap_err().to_string();
+        assert!(err.contains("gms_url") && err.contains("https://"), "{err}");
     }
 }

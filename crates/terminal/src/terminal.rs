@@ -8,7 +8,7 @@ use crate::store::Store;
 use crate::vault::{Vault, random};
 use duokey_crypto::GroupId;
 use duokey_crypto::{DeliverySecret, IdentityKey, PublicIdentity, UserId};
-use duokey_pki::grpc::channel;
+use duokey_pki::grpc::channel_any;
 use duokey_pki::rustls_pki_types::CertificateDer;
 use duokey_proto::EnrollRequest;
 use duokey_proto::accounts_client::AccountsClient;
@@ -77,10 +77,10 @@ pub(crate) fn clients(
     )?;
     let cs_tls = duokey_pki::client_config_for(ca, Some((chain, key)), duokey_pki::Role::Cs)?;
     let gms = GroupManagementClient::new(
-        channel(&cfg.gms_url, gms_tls).map_err(Error::server("GMS address"))?,
+        channel_any(cfg.gms_url.as_slice(), gms_tls).map_err(Error::server("GMS address"))?,
     );
     let cs = CommunicationClient::new(
-        channel(&cfg.cs_url, cs_tls).map_err(Error::server("CS address"))?,
+        channel_any(cfg.cs_url.as_slice(), cs_tls).map_err(Error::server("CS address"))?,
     )
     .max_decoding_message_size(64 * 1024 * 1024);
     Ok((gms, cs))
@@ -109,7 +109,8 @@ impl Terminal {
         let ca = duokey_pki::pem::first_cert_from_pem(&cfg.ca_cert)?;
         let anon = duokey_pki::client_config_for(&ca, None, duokey_pki::Role::As)?;
         let mut accounts = AccountsClient::new(
-            channel(&cfg.as_url, anon).map_err(Error::server("connecting to the AS"))?,
+            channel_any(cfg.as_url.as_slice(), anon)
+                .map_err(Error::server("connecting to the AS"))?,
         );
         let csr = duokey_pki::make_csr(&identity, user)?;
         let resp = accounts

@@ -17,14 +17,18 @@
 //!   enrolled terminals forward, so a test jumps over a grace window or
 //!   `rn1_wait` instead of sleeping (D41);
 //! * [`LocalNet::lying_gms`] and [`LocalNet::forked_gms`] — the real GMS
-//!   behind a wrapper that lies, or a copy that forks the history.
+//!   behind a wrapper that lies, or a copy that forks the history;
+//! * [`LocalCluster::start`] — several GMS and CS nodes on PostgreSQL and
+//!   NATS (issue 17), and [`LocalCluster::via`] to reach a chosen pair.
 //!
 //! Every call panics on failure: a test kit reports by failing the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cluster;
 mod lying;
 mod raw;
 
+pub use cluster::{LocalCluster, nats_url, postgres_schema};
 pub use lying::{GrantLie, Lies};
 pub use raw::{RawUser, test_key};
 
@@ -200,7 +204,7 @@ impl LocalNet {
         let gms = self.node.gms.clone().unwrap();
         let addr = lying::serve(gms, &self.server_dir(), lies.clone()).await;
         let mut cfg = self.client.clone();
-        cfg.gms_url = format!("https://{addr}");
+        cfg.gms_url = duokey_terminal::config::Urls::one(format!("https://{addr}"));
         (cfg, lies)
     }
 
@@ -293,8 +297,8 @@ impl Remote {
     fn new(config: &ServerConfig, client: &ClientConfig) -> Remote {
         Remote {
             dir: config.data_dir.clone(),
-            gms_url: client.gms_url.clone(),
-            cs_url: client.cs_url.clone(),
+            gms_url: client.gms_url.as_slice()[0].clone(),
+            cs_url: client.cs_url.as_slice()[0].clone(),
             ca: Ca::load(&config.data_dir.join("ca")).unwrap(),
             as_db_url: role_db_url(config, "as"),
         }
