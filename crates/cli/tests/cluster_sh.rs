@@ -28,11 +28,15 @@ impl Cluster {
         if std::env::var("DUOKEY_TEST_POSTGRES_URL").is_err()
             || std::env::var("DUOKEY_TEST_NATS_URL").is_err()
         {
-            println!("SKIPPED: DUOKEY_TEST_POSTGRES_URL and DUOKEY_TEST_NATS_URL are needed (bash .ci/run sets them)");
+            println!(
+                "SKIPPED: DUOKEY_TEST_POSTGRES_URL and DUOKEY_TEST_NATS_URL are needed (bash .ci/run sets them)"
+            );
             return None;
         }
         if Command::new("psql").arg("--version").output().is_err() {
-            println!("SKIPPED: psql is not installed (scripts/cluster.sh creates the database with it)");
+            println!(
+                "SKIPPED: psql is not installed (scripts/cluster.sh creates the database with it)"
+            );
             return None;
         }
         let nanos = std::time::SystemTime::now()
@@ -57,7 +61,9 @@ impl Cluster {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster.sh");
         let postgres = std::env::var("DUOKEY_TEST_POSTGRES_URL").unwrap();
         // The server's URL without its database (cluster.sh adds its own).
-        let server = postgres.rsplit_once('/').map_or(postgres.as_str(), |(s, _)| s);
+        let server = postgres
+            .rsplit_once('/')
+            .map_or(postgres.as_str(), |(s, _)| s);
         Command::new("bash")
             .arg(script)
             .args(args)
@@ -66,7 +72,10 @@ impl Cluster {
             .env("DUOKEY_CLUSTER_PORT", self.port.to_string())
             .env("DUOKEY_CLUSTER_SUBJECT", format!("duokey.test.{}", self.db))
             .env("DUOKEY_POSTGRES", server)
-            .env("DUOKEY_NATS_URL", std::env::var("DUOKEY_TEST_NATS_URL").unwrap())
+            .env(
+                "DUOKEY_NATS_URL",
+                std::env::var("DUOKEY_TEST_NATS_URL").unwrap(),
+            )
             .env("DUOKEY_SERVER", bin("duokey-server"))
             .output()
             .unwrap()
@@ -82,7 +91,15 @@ impl Cluster {
             home: self.dir.path().join(name),
             passphrase: format!("{name}'s long passphrase"),
         };
-        u.ok(&["init", "--user", name, "--token", &token, "--config", self.client.to_str().unwrap()]);
+        u.ok(&[
+            "init",
+            "--user",
+            name,
+            "--token",
+            &token,
+            "--config",
+            self.client.to_str().unwrap(),
+        ]);
         u
     }
 
@@ -119,7 +136,10 @@ impl Drop for Cluster {
 fn running(pid: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .is_some_and(|zombie| !zombie)
 }
 
@@ -134,7 +154,8 @@ fn text(out: &Output) -> String {
 /// A base port whose four successors are free (the nodes' ports).
 fn free_port_range() -> u16 {
     for _ in 0..100 {
-        let base = 20_000 + u16::try_from(std::process::id() % 20_000).unwrap()
+        let base = 20_000
+            + u16::try_from(std::process::id() % 20_000).unwrap()
             + u16::try_from(rand_below(20_000)).unwrap();
         let free = (1..=4).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if free {
@@ -184,7 +205,10 @@ fn the_quick_start_runs_on_a_cluster_and_a_killed_cs_node_loses_nothing() {
         let text = format!("message {i}");
         // Posted at once, not queued: the terminal went to the other node.
         let out = alice.ok(&["--json", "send", &gid, &text]);
-        assert!(out.contains("\"posted\""), "{text} was not sent at once: {out}");
+        assert!(
+            out.contains("\"posted\""),
+            "{text} was not sent at once: {out}"
+        );
         sent.push(text);
     }
     follow.wait_for(|l| l.contains("message 19"));

@@ -549,6 +549,7 @@ impl Communication for Cs {
         let job = writer::PostJob {
             group_id: gid,
             sender: user.to_string(),
+            msg_id: *env.header.msg_id.as_bytes(),
             envelope,
             rn2_version: claimed,
             reply,

@@ -21,6 +21,8 @@ pub(crate) struct PostJob {
     pub(crate) group_id: Vec<u8>,
     pub(crate) sender: String,
     pub(crate) envelope: Vec<u8>,
+    /// The envelope's message id (a post sent again is found by it).
+    pub(crate) msg_id: [u8; 16],
     /// The RN2 version its sender claimed (the envelope's epoch).
     pub(crate) rn2_version: u64,
     pub(crate) reply: oneshot::Sender<Result<u64, Status>>,
@@ -43,17 +45,17 @@ async fn commit_batch(state: &CsState, jobs: Vec<PostJob>) {
     let now = state.now_ms();
     let rows: Vec<Append> = jobs
         .iter()
-        .map(|j| {
-            (
-                j.group_id.clone(),
-                j.sender.clone(),
-                j.envelope.clone(),
-                now,
-            )
+        .map(|j| Append {
+            group_id: &j.group_id,
+            sender: &j.sender,
+            msg_id: &j.msg_id,
+            envelope: &j.envelope,
+            at_ms: now,
         })
         .collect();
     let started = std::time::Instant::now();
     let appended = state.db.append_envelopes(&rows).await;
+    drop(rows);
     let committed = std::time::Instant::now();
     metrics::histogram!("duokey_db_seconds", "op" => "cs_append_batch")
         .record((committed - started).as_secs_f64());
@@ -66,41 +68,59 @@ async fn commit_batch(state: &CsState, jobs: Vec<PostJob>) {
     };
     metrics::counter!("duokey_cs_posts_total").increment(jobs.len() as u64);
     metrics::histogram!("duokey_cs_post_batch").record(jobs.len() as f64);
-    for ((job, (group_id, _, envelope, at)), appended) in jobs.into_iter().zip(rows).zip(positions)
-    {
+    for (job, appended) in jobs.into_iter().zip(positions) {
         metrics::histogram!("duokey_cs_post_seconds")
             .record((committed - job.accepted).as_secs_f64());
-        let seq = match appended {
-            Appended::At(seq) => seq,
-            Appended::NotMember => {
-                let _ = job.reply.send(Err(crate::state::not_a_member()));
+        let refusal = match appended {
+            Appended::At(seq) => {
+                let _ = job.reply.send(Ok(seq));
+                deliver(
+                    state,
+                    job.group_id,
+                    job.envelope,
+                    seq,
+                    now,
+                    job.rn2_version,
+                    committed,
+                );
                 continue;
             }
-            Appended::Deleted => {
-                let _ = job
-                    .reply
-                    .send(Err(Status::failed_precondition("the group was deleted")));
-                continue;
-            }
+            // Sent again after a lost answer: stored and delivered already.
+            Appended::Duplicate(seq) => Ok(seq),
+            Appended::NotMember => Err(crate::state::not_a_member()),
+            Appended::Deleted => Err(Status::failed_precondition("the group was deleted")),
         };
-        let _ = job.reply.send(Ok(seq));
-        let logged = LoggedEnvelope {
-            group_id,
-            log_seq: seq,
-            envelope,
-            stored_at_ms: u64::try_from(at).unwrap_or(0),
-        };
-        if state.clustered() {
-            state.tell_others(bus_frame::Body::Envelope(BusEnvelope {
-                envelope: Some(logged.clone()),
-                rn2_version: job.rn2_version,
-            }));
-        }
-        let delivery = Delivery {
-            event: Some(delivery::Event::Envelope(logged)),
-        };
-        state.fan_out(delivery, committed);
+        let _ = job.reply.send(refusal);
     }
+}
+
+/// Fans a stored post out to this node's subscribers and, in a cluster,
+/// to the other nodes'.
+fn deliver(
+    state: &CsState,
+    group_id: Vec<u8>,
+    envelope: Vec<u8>,
+    seq: u64,
+    at_ms: i64,
+    rn2_version: u64,
+    committed: std::time::Instant,
+) {
+    let logged = LoggedEnvelope {
+        group_id,
+        log_seq: seq,
+        envelope,
+        stored_at_ms: u64::try_from(at_ms).unwrap_or(0),
+    };
+    if state.clustered() {
+        state.tell_others(bus_frame::Body::Envelope(BusEnvelope {
+            envelope: Some(logged.clone()),
+            rn2_version,
+        }));
+    }
+    let delivery = Delivery {
+        event: Some(delivery::Event::Envelope(logged)),
+    };
+    state.fan_out(delivery, committed);
 }
 
 fn fail(jobs: Vec<PostJob>, why: &'static str) {

@@ -46,9 +46,22 @@ fn cs_group_row(r: &sqlx::any::AnyRow) -> Result<CsGroup> {
     })
 }
 
-/// One envelope to append: `(group_id, sender, envelope, stored_at_ms)`;
-/// its position is given by [`CsStore::append_envelopes`].
-pub type Append = (Vec<u8>, String, Vec<u8>, i64);
+/// One envelope to append; its position is given by
+/// [`CsStore::append_envelopes`].
+#[derive(Debug, Clone, Copy)]
+pub struct Append<'a> {
+    /// The group.
+    pub group_id: &'a [u8],
+    /// Its sender (the caller).
+    pub sender: &'a str,
+    /// The envelope's message id: a second post of the same id in the
+    /// group is the first one again (a retry whose answer was lost).
+    pub msg_id: &'a [u8],
+    /// The envelope.
+    pub envelope: &'a [u8],
+    /// When it was stored.
+    pub at_ms: i64,
+}
 
 /// A group as the CS stores it ([`CsStore::cs_group_view`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +79,9 @@ pub struct GroupState {
 pub enum Appended {
     /// Stored at this position.
     At(u64),
+    /// Stored before at this position (the same message id): not stored
+    /// again.
+    Duplicate(u64),
     /// Refused: its sender is not a member of the group (or the group is
     /// unknown).
     NotMember,
@@ -85,6 +101,21 @@ async fn lock_head(tx: &mut sqlx::Transaction<'_, sqlx::Any>, group_id: &[u8]) -
     .fetch_one(&mut **tx)
     .await?
     .try_get("last_seq")?)
+}
+
+/// The position of the post of `msg_id` in the group, if stored.
+async fn stored_msg(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    group_id: &[u8],
+    msg_id: &[u8],
+) -> Result<Option<u64>> {
+    let row = sqlx::query("SELECT log_seq FROM cs_log WHERE group_id = $1 AND msg_id = $2")
+        .bind(group_id.to_vec())
+        .bind(msg_id.to_vec())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|r| to_u64(r.try_get("log_seq")?, "log_seq"))
+        .transpose()
 }
 
 /// Whether `sender` may post to the group now: `At(0)` if so, else the
@@ -524,24 +555,24 @@ impl CsStore {
     /// batch. The membership is read under that row, so a member removed by
     /// any process is refused at once (issue 17). Groups are taken in a
     /// fixed order, so two processes never wait on each other in a cycle.
-    pub async fn append_envelopes(&self, batch: &[Append]) -> Result<Vec<Appended>> {
+    pub async fn append_envelopes(&self, batch: &[Append<'_>]) -> Result<Vec<Appended>> {
         let mut order: Vec<usize> = (0..batch.len()).collect();
-        order.sort_by(|a, b| batch[*a].0.cmp(&batch[*b].0));
+        order.sort_by(|a, b| batch[*a].group_id.cmp(batch[*b].group_id));
         let mut result = vec![Appended::NotMember; batch.len()];
         let mut heads: BTreeMap<&[u8], i64> = BTreeMap::new();
         let mut senders: BTreeMap<(&[u8], &str), Appended> = BTreeMap::new();
         let mut tx = self.w().begin().await?;
         for i in order {
-            let (group_id, sender, envelope, at) = &batch[i];
-            if !heads.contains_key(group_id.as_slice()) {
-                let last = lock_head(&mut tx, group_id).await?;
-                heads.insert(group_id, last);
+            let post = &batch[i];
+            if !heads.contains_key(post.group_id) {
+                let last = lock_head(&mut tx, post.group_id).await?;
+                heads.insert(post.group_id, last);
             }
-            let key = (group_id.as_slice(), sender.as_str());
+            let key = (post.group_id, post.sender);
             let allowed = match senders.get(&key) {
                 Some(a) => *a,
                 None => {
-                    let a = sender_standing(&mut tx, group_id, sender).await?;
+                    let a = sender_standing(&mut tx, post.group_id, post.sender).await?;
                     senders.insert(key, a);
                     a
                 }
@@ -550,16 +581,22 @@ impl CsStore {
                 result[i] = allowed;
                 continue;
             }
-            let next = heads.get(group_id.as_slice()).copied().unwrap_or(0) + 1;
-            heads.insert(group_id, next);
+            if let Some(seq) = stored_msg(&mut tx, post.group_id, post.msg_id).await? {
+                result[i] = Appended::Duplicate(seq);
+                continue;
+            }
+            let next = heads.get(post.group_id).copied().unwrap_or(0) + 1;
+            heads.insert(post.group_id, next);
             sqlx::query(
-                "INSERT INTO cs_log (group_id, log_seq, sender, envelope, stored_at_ms) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO cs_log (group_id, log_seq, sender, envelope, stored_at_ms, msg_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
-            .bind(group_id.clone())
+            .bind(post.group_id.to_vec())
             .bind(next)
-            .bind(sender.clone())
-            .bind(envelope.clone())
-            .bind(*at)
+            .bind(post.sender.to_owned())
+            .bind(post.envelope.to_vec())
+            .bind(post.at_ms)
+            .bind(post.msg_id.to_vec())
             .execute(&mut *tx)
             .await?;
             result[i] = Appended::At(to_u64(next, "log_seq")?);

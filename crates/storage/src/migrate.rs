@@ -64,6 +64,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(Cs, 3, 5, "cs/0003_heads.sql"),
     migration!(Cs, 4, 5, "cs/0004_inbox_heads.sql"),
     migration!(Gms, 3, 5, "gms/0003_rotation_lease.sql"),
+    migration!(Cs, 5, 5, "cs/0005_msg_ids.sql"),
 ];
 
 /// Advisory lock key that serialises migrations of concurrent PostgreSQL clients.

@@ -7,7 +7,7 @@
     clippy::cast_possible_wrap
 )] // a test fails by panicking
 
-use duokey_storage::cs::Appended;
+use duokey_storage::cs::{Append, Appended};
 use duokey_storage::gms::{Change, Departure, GroupRow, MemberRow, MembershipRow};
 use duokey_storage::{AsStore, CsStore, Db, GmsStore};
 
@@ -270,13 +270,16 @@ async fn cs_membership_inbox_and_log() {
         // Only a member of the live group may post (issue 17: checked in
         // the append itself, whatever a CS process's view says).
         let stranger = (gid.clone(), "mallory".to_owned(), vec![0], 1);
+        assert_eq!(append(&db, &[stranger]).await, [Appended::NotMember]);
         assert_eq!(
-            db.append_envelopes(&[stranger]).await.unwrap(),
-            [Appended::NotMember]
-        );
-        assert_eq!(
-            db.append_envelopes(&batch).await.unwrap(),
+            append(&db, &batch).await,
             [Appended::At(1), Appended::At(2), Appended::At(3)]
+        );
+        // A post sent again (its answer was lost) is the first one again.
+        assert_eq!(
+            append(&db, &batch[1..2]).await,
+            [Appended::Duplicate(2)],
+            "{name}"
         );
         assert_eq!(db.max_log_seq(&gid).await.unwrap(), 3);
         let got: Vec<u64> = db
@@ -384,13 +387,13 @@ async fn log_positions_survive_a_purge_and_two_writers() {
             .await
             .unwrap();
         assert_eq!(
-            cs.append_envelopes(&[post(1), post(2)]).await.unwrap(),
+            append(&cs, &[post(1), post(2)]).await,
             [Appended::At(1), Appended::At(2)]
         );
         assert_eq!(cs.purge_log(&gid, i64::MAX).await.unwrap(), 2, "{name}");
         let reopened = CsStore::on(db.clone()).await.unwrap();
         assert_eq!(
-            reopened.append_envelopes(&[post(3)]).await.unwrap(),
+            append(&reopened, &[post(3)]).await,
             [Appended::At(3)],
             "{name}"
         );
@@ -405,7 +408,7 @@ async fn log_positions_survive_a_purge_and_two_writers() {
                         (gid.clone(), "alice".to_owned(), vec![tag, i], 10),
                         (gid.clone(), "alice".to_owned(), vec![tag, i, 1], 10),
                     ];
-                    let appended = store.append_envelopes(&two).await.unwrap();
+                    let appended = append(&store, &two).await;
                     got.extend(appended.iter().map(|a| match a {
                         Appended::At(n) => *n,
                         refused => panic!("{refused:?}"),
@@ -492,7 +495,8 @@ async fn a_database_of_the_shared_schema_is_adopted() {
         "DROP TABLE duokey_migrations; \
          CREATE TABLE duokey_schema (version BIGINT PRIMARY KEY); \
          INSERT INTO duokey_schema (version) VALUES (1), (2), (3), (4); \
-         ALTER TABLE gms_groups DROP COLUMN rotation_lease_ms;",
+         ALTER TABLE gms_groups DROP COLUMN rotation_lease_ms; \
+         DROP INDEX cs_log_msg_id; ALTER TABLE cs_log DROP COLUMN msg_id;",
     )
     .execute(&raw)
     .await
@@ -506,6 +510,22 @@ async fn a_database_of_the_shared_schema_is_adopted() {
         accounts.token_user(b"token-hash", 1_500).await.unwrap(),
         Some(("alice".to_owned(), false))
     );
+}
+
+/// Appends `(group, sender, envelope, stored at)` rows, each envelope
+/// being its own message id.
+async fn append(cs: &CsStore, rows: &[(Vec<u8>, String, Vec<u8>, i64)]) -> Vec<Appended> {
+    let posts: Vec<Append> = rows
+        .iter()
+        .map(|(group_id, sender, envelope, at_ms)| Append {
+            group_id,
+            sender,
+            msg_id: envelope,
+            envelope,
+            at_ms: *at_ms,
+        })
+        .collect();
+    cs.append_envelopes(&posts).await.unwrap()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -531,7 +551,7 @@ async fn a_post_racing_a_removal_is_before_upto_or_refused() {
                 let mut accepted = Vec::new();
                 for i in 0..200u8 {
                     let post = (gid.clone(), "bob".to_owned(), vec![i], 10);
-                    match b.append_envelopes(&[post]).await.unwrap()[..] {
+                    match append(&b, &[post]).await[..] {
                         [Appended::At(n)] => accepted.push(n),
                         [Appended::NotMember] => return (accepted, true),
                         ref other => panic!("{other:?}"),
@@ -557,17 +577,9 @@ async fn a_post_racing_a_removal_is_before_upto_or_refused() {
             assert!(refused, "{name}");
         }
         let late = (gid.clone(), "bob".to_owned(), vec![0], 10);
-        assert_eq!(
-            b.append_envelopes(&[late]).await.unwrap(),
-            [Appended::NotMember],
-            "{name}"
-        );
+        assert_eq!(append(&b, &[late]).await, [Appended::NotMember], "{name}");
         a.set_members(&gid, 3, &[], true, 86_400).await.unwrap();
         let after = (gid.clone(), "alice".to_owned(), vec![0], 10);
-        assert_eq!(
-            b.append_envelopes(&[after]).await.unwrap(),
-            [Appended::Deleted],
-            "{name}"
-        );
+        assert_eq!(append(&b, &[after]).await, [Appended::Deleted], "{name}");
     }
 }

@@ -82,13 +82,16 @@ impl Terminal {
             self.queue(gid, text).await?;
             return Ok(SendOutcome::Queued(Waiting::Key));
         }
-        match self.post_now(gid, text).await {
+        let (name, envelope) = self.seal_now(gid, text).await?;
+        match self.post_sealed(gid, &name, envelope.clone()).await {
             Ok(seq) => Ok(SendOutcome::Posted(seq)),
-            // Not acknowledged for a transient reason: kept, sent later.
-            // (If the CS stored it and only its answer was lost, the
-            // message arrives twice: at least once, never lost.)
+            // Not acknowledged for a transient reason: kept, sent later —
+            // the same envelope while its epoch is current, so that a CS
+            // that stored it and only lost its answer (a node that died,
+            // a broken connection) answers with its first position and
+            // nobody sees it twice.
             Err(e) if e.kind() == crate::ErrorKind::Network => {
-                self.queue(gid, text).await?;
+                self.queue_attempted(gid, text, Some(&envelope)).await?;
                 Ok(SendOutcome::Queued(Waiting::Server))
             }
             Err(e) => Err(e),
@@ -97,8 +100,18 @@ impl Terminal {
 
     /// Keeps `text` (sealed) in the outbox for a later sync.
     async fn queue(&self, gid: &GroupId, text: &str) -> Result<()> {
+        self.queue_attempted(gid, text, None).await
+    }
+
+    /// [`Self::queue`], with the envelope already posted for it.
+    async fn queue_attempted(
+        &self,
+        gid: &GroupId,
+        text: &str,
+        attempt: Option<&[u8]>,
+    ) -> Result<()> {
         let sealed = self.vault.seal("outbox", text.as_bytes())?;
-        self.store.queue(gid, &sealed, self.now_ms()).await
+        self.store.queue(gid, &sealed, self.now_ms(), attempt).await
     }
 
     /// SPEC §4.7 "Equivocation": nothing is sent in a group whose server
@@ -111,7 +124,8 @@ impl Terminal {
         Ok(())
     }
 
-    pub(crate) async fn post_now(&mut self, gid: &GroupId, text: &str) -> Result<u64> {
+    /// `text` sealed in the group's current epoch, with the group's name.
+    async fn seal_now(&mut self, gid: &GroupId, text: &str) -> Result<(String, Vec<u8>)> {
         let g =
             self.store.group(gid).await?.ok_or_else(|| {
                 Error::not_found("unknown group; `duokey group list` shows yours")
@@ -138,6 +152,11 @@ impl Terminal {
             ContentType::Text,
             text.as_bytes(),
         )?;
+        Ok((g.name, envelope))
+    }
+
+    /// Posts a sealed envelope; its position.
+    async fn post_sealed(&mut self, gid: &GroupId, name: &str, envelope: Vec<u8>) -> Result<u64> {
         let resp = self
             .cs
             .post(PostRequest {
@@ -145,8 +164,17 @@ impl Terminal {
                 envelope,
             })
             .await
-            .map_err(Error::server(format!("posting to {}", g.name)))?;
+            .map_err(Error::server(format!("posting to {name}")))?;
         Ok(resp.into_inner().log_seq)
+    }
+
+    /// The envelope of an earlier attempt, if it was sealed in the group's
+    /// current epoch (else it is sealed again: receivers judge an old epoch
+    /// by its grace window, D19).
+    fn still_current(attempt: Option<&[u8]>, rn1_version: u32, rn2_version: u64) -> Option<&[u8]> {
+        let envelope = attempt?;
+        let parsed = EnvelopeRef::parse(envelope, &duokey_crypto::Limits::default()).ok()?;
+        (parsed.header.epoch == Epoch::new(rn1_version, rn2_version)).then_some(envelope)
     }
 
     /// Sends queued messages whose group key is now complete.
@@ -163,9 +191,21 @@ impl Terminal {
             {
                 continue;
             }
-            let text = String::from_utf8(self.vault.open("outbox", &q.sealed)?.to_vec())
-                .map_err(|_| Error::Corrupt("outbox"))?;
-            self.post_now(&gid, &text).await?;
+            let envelope =
+                match Self::still_current(q.attempt.as_deref(), g.rn1_version, g.rn2_version) {
+                    Some(envelope) => envelope.to_vec(),
+                    None => {
+                        let text =
+                            String::from_utf8(self.vault.open("outbox", &q.sealed)?.to_vec())
+                                .map_err(|_| Error::Corrupt("outbox"))?;
+                        let (_, envelope) = self.seal_now(&gid, &text).await?;
+                        // Kept before it leaves: if its answer is lost,
+                        // the next flush posts these bytes again.
+                        self.store.set_attempt(q.id, &envelope).await?;
+                        envelope
+                    }
+                };
+            self.post_sealed(&gid, &g.name, envelope).await?;
             self.store.sent(q.id).await?;
         }
         Ok(())

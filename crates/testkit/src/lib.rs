@@ -25,10 +25,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cluster;
+mod lossy;
 mod lying;
 mod raw;
 
 pub use cluster::{LocalCluster, nats_url, postgres_schema};
+pub use lossy::LostAnswers;
 pub use lying::{GrantLie, Lies};
 pub use raw::{RawUser, test_key};
 
@@ -206,6 +208,18 @@ impl LocalNet {
         let mut cfg = self.client.clone();
         cfg.gms_url = duokey_terminal::config::Urls::one(format!("https://{addr}"));
         (cfg, lies)
+    }
+
+    /// The real CS behind a wrapper that loses the answers of posts it
+    /// stored ([`LostAnswers::lose`]), and the client configuration that
+    /// reaches it.
+    pub async fn lossy_cs(&self) -> (ClientConfig, LostAnswers) {
+        let lost = LostAnswers::default();
+        let cs = self.node.cs.clone().unwrap();
+        let addr = lossy::serve(cs, &self.server_dir(), lost.clone()).await;
+        let mut cfg = self.client.clone();
+        cfg.cs_url = duokey_terminal::config::Urls::one(format!("https://{addr}"));
+        (cfg, lost)
     }
 
     /// A second GMS over a copy of the real one's database as it is now: an

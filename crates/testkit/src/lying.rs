@@ -163,6 +163,24 @@ impl GroupManagement for LyingGms {
 /// Serves `gms` through the lie on 127.0.0.1 with the dev server's
 /// certificate in `srv` (it carries the GMS role); returns the address.
 pub async fn serve(gms: Gms, srv: &Path, lies: Lies) -> SocketAddr {
+    let (incoming, addr) = tls_port(srv).await;
+    let service = GroupManagementServer::new(LyingGms { inner: gms, lies });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming),
+    );
+    addr
+}
+
+/// A port on 127.0.0.1 with the servers' TLS (certificate of `srv`,
+/// clients from its CA).
+pub(crate) async fn tls_port(
+    srv: &Path,
+) -> (
+    impl tokio_stream::Stream<Item = std::io::Result<duokey_pki::grpc::TlsConnection>> + Send + 'static,
+    SocketAddr,
+) {
     let ca = duokey_pki::pem::load_cert(&srv.join("ca/ca.pem")).unwrap();
     let chain = duokey_pki::pem::load_certs(&srv.join("server.pem")).unwrap();
     let key = duokey_pki::pem::load_key(&srv.join("server.key")).unwrap();
@@ -182,11 +200,5 @@ pub async fn serve(gms: Gms, srv: &Path, lies: Lies) -> SocketAddr {
         100,
         Arc::new(duokey_pki::RevocationList::empty()),
     );
-    let service = GroupManagementServer::new(LyingGms { inner: gms, lies });
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(incoming),
-    );
-    addr
+    (incoming, addr)
 }

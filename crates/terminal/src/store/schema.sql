@@ -123,6 +123,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     body      BLOB NOT NULL,            -- sealed
     queued_ms INTEGER NOT NULL
 );
+-- The envelope posted for a queued message whose answer never came: a
+-- ciphertext as the CS holds it, posted again as it is (issue 17).
+CREATE TABLE IF NOT EXISTS outbox_attempts (
+    outbox_id INTEGER PRIMARY KEY,
+    envelope  BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS stale_sent (
     group_id    BLOB NOT NULL,
     user_id     TEXT NOT NULL,
