@@ -6,7 +6,7 @@
 //! duokey-bench [--quick] [--json] [--plot DIR] [SCENARIO...]
 //! duokey-bench --from ROWS.json --plot DIR
 //! ```
-//! Scenarios: crypto, rekey, relay, rotation, memory, catchup (default: all).
+//! Scenarios: crypto, rekey, relay, cluster, rotation, memory, catchup, cli (default: all).
 //! `--quick` runs every scenario at small sizes (a smoke test, well under a
 //! minute); `--json` prints one JSON array of rows
 //! `{"scenario","params","metric","value","unit"}`; `--plot DIR` draws the
@@ -56,7 +56,7 @@ struct Args {
     /// Draw the rows of an earlier `--json` run instead of measuring (with --plot).
     #[arg(long, value_name = "ROWS.json", requires = "plot")]
     from: Option<std::path::PathBuf>,
-    /// Scenarios to run: crypto, rekey, relay, rotation, memory, catchup (default: all).
+    /// Scenarios to run: crypto, rekey, relay, cluster, rotation, memory, catchup, cli (default: all).
     scenarios: Vec<String>,
 }
 
@@ -97,8 +97,8 @@ impl Row {
 /// Errors of a scenario, as text for the operator.
 pub type BenchResult<T> = Result<T, String>;
 
-const ALL: [&str; 7] = [
-    "crypto", "rekey", "relay", "rotation", "memory", "catchup", "cli",
+const ALL: [&str; 8] = [
+    "crypto", "rekey", "relay", "cluster", "rotation", "memory", "catchup", "cli",
 ];
 
 async fn run(name: &str, args: &Args) -> BenchResult<Vec<Row>> {
@@ -115,6 +115,7 @@ async fn run(name: &str, args: &Args) -> BenchResult<Vec<Row>> {
             .await
         }
         "relay" => relay::run(quick).await,
+        "cluster" => relay::cluster(quick).await,
         "rotation" => capacity::rotation(quick).await,
         "memory" => capacity::memory(quick).await,
         "catchup" => catchup::run(quick).await,

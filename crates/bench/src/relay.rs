@@ -227,6 +227,14 @@ where
 
 /// Runs the scenario: Duokey, then NATS.
 pub async fn run(quick: bool) -> BenchResult<Vec<Row>> {
+    let (shape, loads) = shape(quick);
+    let mut rows = duokey(shape, loads).await?;
+    rows.extend(crate::nats::run(shape, loads).await);
+    Ok(rows)
+}
+
+/// The relay's shape and fixed loads, quick or full.
+fn shape(quick: bool) -> (Shape, &'static [f64]) {
     let shape = if quick {
         Shape {
             groups: 5,
@@ -245,9 +253,7 @@ pub async fn run(quick: bool) -> BenchResult<Vec<Row>> {
     } else {
         &[10_000.0, 50_000.0]
     };
-    let mut rows = duokey(shape, loads).await?;
-    rows.extend(crate::nats::run(shape, loads).await);
-    Ok(rows)
+    (shape, loads)
 }
 
 struct Poster {
@@ -288,10 +294,66 @@ fn post_id(header: &Header) -> Option<u64> {
 
 async fn duokey(shape: Shape, loads: &[f64]) -> BenchResult<Vec<Row>> {
     let srv = ServerProc::start(|_| {})?;
+    measure("duokey", &srv, shape, loads, "relay").await
+}
+
+/// Scenario `cluster` (issue 17): the relay on one SQLite node, on a
+/// cluster of 1 and of 2 CS nodes on PostgreSQL + NATS (member *i* of a
+/// group on CS node *i* mod n, so most deliveries cross nodes), and core
+/// NATS alone, in one run, with the CPU each costs per delivery. Needs
+/// `DUOKEY_BENCH_POSTGRES_URL` (or `DUOKEY_TEST_POSTGRES_URL`) and a NATS
+/// on 127.0.0.1:4222; says so in a row when they are missing.
+pub async fn cluster(quick: bool) -> BenchResult<Vec<Row>> {
+    let (shape, loads) = shape(quick);
+    let single = ServerProc::start(|_| {})?;
+    let mut rows = measure("sqlite_1node", &single, shape, loads, "cluster").await?;
+    drop(single);
+    let postgres = std::env::var("DUOKEY_BENCH_POSTGRES_URL")
+        .or_else(|_| std::env::var("DUOKEY_TEST_POSTGRES_URL"));
+    let nats = std::env::var("DUOKEY_BENCH_NATS_URL")
+        .or_else(|_| std::env::var("DUOKEY_TEST_NATS_URL"))
+        .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let Ok(postgres) = postgres else {
+        rows.push(Row::new(
+            "cluster",
+            "skipped: set DUOKEY_BENCH_POSTGRES_URL (a PostgreSQL database URL)",
+            "skipped",
+            0.0,
+            "",
+        ));
+        return Ok(rows);
+    };
+    for nodes in [1, 2] {
+        let schema = crate::net::fresh_schema(&postgres).await?;
+        let srv = ServerProc::cluster(nodes, &schema.url, &nats)?;
+        let system = format!("pg_nats_{nodes}cs");
+        rows.extend(measure(&system, &srv, shape, loads, "cluster").await?);
+        drop(srv);
+        schema.drop().await;
+    }
+    let mut core = crate::nats::run(shape, loads).await;
+    for r in &mut core {
+        r.scenario = "cluster".into();
+    }
+    rows.extend(core);
+    Ok(rows)
+}
+
+/// The relay measured on the servers of `srv`: deliveries per second in a
+/// closed loop, what each delivery cost the CS nodes (and PostgreSQL and
+/// NATS, whose processes on this machine are summed), then latency at
+/// fixed loads. Rows are named after `system`.
+async fn measure(
+    system: &str,
+    srv: &ServerProc,
+    shape: Shape,
+    loads: &[f64],
+    scenario: &str,
+) -> BenchResult<Vec<Row>> {
     let mut posters = Vec::new();
     let mut everyone = Vec::new();
     for g in 0..shape.groups {
-        let (group, members, grant) = make_group(&srv, g, shape.members).await?;
+        let (group, members, grant) = make_group(srv, g, shape.members).await?;
         let rn1 = Rn1::random().map_err(|e| e.to_string())?;
         let r1 = R1::from_rn1(&rn1, grant.rn2_version);
         let epoch = Epoch::new(grant.rn1_version, grant.rn2_version);
@@ -336,7 +398,9 @@ async fn duokey(shape: Shape, loads: &[f64]) -> BenchResult<Vec<Row>> {
             }
         }
     };
-    let p = shape.params();
+    let p = format!("{} nodes={}", shape.params(), srv.cs_pids().len());
+    let cpu = crate::net::CpuMeter::start(srv);
+    let delivered = ledger.count();
     let rate = closed_loop(
         ledger.clone(),
         window.clone(),
@@ -344,19 +408,23 @@ async fn duokey(shape: Shape, loads: &[f64]) -> BenchResult<Vec<Row>> {
         post(posters.clone(), ledger.clone()),
     )
     .await;
+    let deliveries = ledger.count() - delivered;
     let mut rows = vec![Row::new(
-        "relay",
+        scenario,
         format!("{p} window={WINDOW}"),
-        "duokey_deliveries_per_s",
+        &format!("{system}_deliveries_per_s"),
         rate,
         "1/s",
     )];
-    rows.extend(
-        latency_rows("duokey", &p, shape, loads, &ledger, || {
-            post(posters.clone(), ledger.clone())
-        })
-        .await,
-    );
+    rows.extend(cpu.rows(scenario, &p, system, deliveries));
+    let mut latency = latency_rows(system, &p, shape, loads, &ledger, || {
+        post(posters.clone(), ledger.clone())
+    })
+    .await;
+    for r in &mut latency {
+        r.scenario = scenario.into();
+    }
+    rows.extend(latency);
     Ok(rows)
 }
 
@@ -367,7 +435,7 @@ async fn make_group(
     m: usize,
 ) -> BenchResult<(GroupId, Vec<Member>, Grant)> {
     let members: Vec<Member> = (0..m)
-        .map(|i| srv.member(&format!("g{g:03}m{i:02}")))
+        .map(|i| srv.member_on(&format!("g{g:03}m{i:02}"), i))
         .collect::<BenchResult<_>>()?;
     let owner = members.first().ok_or("no member")?;
     let policy = duokey_crypto::membership::Policy {

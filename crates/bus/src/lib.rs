@@ -117,12 +117,20 @@ impl Bus {
     pub async fn connect(url: &str, prefix: &str) -> Result<Arc<Bus>, Error> {
         let (trouble, _) = broadcast::channel(64);
         let events = trouble.clone();
+        // The first `Connected` is the connection being made, not a return.
+        let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let client = async_nats::ConnectOptions::new()
             .no_echo()
             .name("duokey-server")
             .event_callback(move |event| {
-                let events = events.clone();
-                async move { on_event(&events, &event) }
+                let (events, first) = (events.clone(), first.clone());
+                async move {
+                    let initial = matches!(event, async_nats::Event::Connected)
+                        && first.swap(false, std::sync::atomic::Ordering::SeqCst);
+                    if !initial {
+                        on_event(&events, &event);
+                    }
+                }
             })
             .connect(url)
             .await
@@ -221,6 +229,7 @@ impl Bus {
 fn on_event(trouble: &broadcast::Sender<String>, event: &async_nats::Event) {
     let lost = match event {
         async_nats::Event::Disconnected => "the connection to NATS was lost",
+        // (The initial `Connected` is filtered out by the caller.)
         async_nats::Event::Connected => "reconnected to NATS",
         async_nats::Event::SlowConsumer(_) => "NATS dropped frames for this slow node",
         _ => return,
