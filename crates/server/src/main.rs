@@ -69,7 +69,7 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
         /// The host name or address terminals use (one the server
-        /// certificate names: `ca issue-server --host`).
+        /// certificate names: `ca issue-server --name`).
         #[arg(long)]
         host: String,
         /// Where to write it.

@@ -118,35 +118,69 @@ async fn stored_msg(
         .transpose()
 }
 
-/// Whether `sender` may post to the group now: `At(0)` if so, else the
-/// refusal.
-async fn sender_standing(
+/// Who of a batch's senders may post to a group now.
+enum Standing {
+    /// The group was deleted (or never known: then nobody is a member).
+    Deleted,
+    /// These senders are current members.
+    Members(Vec<String>),
+}
+
+/// Which of `senders` are members of the live group, read under its head
+/// row.
+async fn standing(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     group_id: &[u8],
-    sender: &str,
-) -> Result<Appended> {
-    let row = sqlx::query(
-        "SELECT g.deleted AS deleted, \
-         (SELECT COUNT(*) FROM cs_members m WHERE m.group_id = $1 AND m.user_id = $2) AS member \
-         FROM cs_groups g WHERE g.group_id = $1",
+    senders: &[&str],
+) -> Result<Standing> {
+    let deleted = sqlx::query("SELECT deleted FROM cs_groups WHERE group_id = $1")
+        .bind(group_id.to_vec())
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.try_get::<i64, _>("deleted"))
+        .transpose()?;
+    match deleted {
+        None => return Ok(Standing::Members(Vec::new())),
+        Some(d) if d != 0 => return Ok(Standing::Deleted),
+        Some(_) => {}
+    }
+    let sql = format!(
+        "SELECT user_id FROM cs_members WHERE group_id = $1 AND user_id IN ({})",
+        placeholders_from(2, senders.len())
+    );
+    // Only numbered placeholders are formatted in: no input reaches the text.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(group_id.to_vec());
+    for s in senders {
+        q = q.bind((*s).to_owned());
+    }
+    let rows = q.fetch_all(&mut **tx).await?;
+    Ok(Standing::Members(
+        rows.iter()
+            .map(|r| r.try_get("user_id"))
+            .collect::<Result<_, _>>()?,
+    ))
+}
+
+/// Stores one post at `seq`; `false` if its `msg_id` is already stored in
+/// the group (nothing stored).
+async fn insert_post(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    post: &Append<'_>,
+    seq: i64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO cs_log (group_id, log_seq, sender, envelope, stored_at_ms, msg_id) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (group_id, msg_id) DO NOTHING",
     )
-    .bind(group_id.to_vec())
-    .bind(sender.to_owned())
-    .fetch_optional(&mut **tx)
+    .bind(post.group_id.to_vec())
+    .bind(seq)
+    .bind(post.sender.to_owned())
+    .bind(post.envelope.to_vec())
+    .bind(post.at_ms)
+    .bind(post.msg_id.to_vec())
+    .execute(&mut **tx)
     .await?;
-    let Some(row) = row else {
-        return Ok(Appended::NotMember);
-    };
-    Ok(
-        match (
-            row.try_get::<i64, _>("deleted")?,
-            row.try_get::<i64, _>("member")?,
-        ) {
-            (d, _) if d != 0 => Appended::Deleted,
-            (_, 0) => Appended::NotMember,
-            _ => Appended::At(0),
-        },
-    )
+    Ok(done.rows_affected() == 1)
 }
 
 /// An inbox item to store.
@@ -556,52 +590,38 @@ impl CsStore {
     /// any process is refused at once (issue 17). Groups are taken in a
     /// fixed order, so two processes never wait on each other in a cycle.
     pub async fn append_envelopes(&self, batch: &[Append<'_>]) -> Result<Vec<Appended>> {
-        let mut order: Vec<usize> = (0..batch.len()).collect();
-        order.sort_by(|a, b| batch[*a].group_id.cmp(batch[*b].group_id));
-        let mut result = vec![Appended::NotMember; batch.len()];
-        let mut heads: BTreeMap<&[u8], i64> = BTreeMap::new();
-        let mut senders: BTreeMap<(&[u8], &str), Appended> = BTreeMap::new();
-        let mut tx = self.w().begin().await?;
-        for i in order {
-            let post = &batch[i];
-            if !heads.contains_key(post.group_id) {
-                let last = lock_head(&mut tx, post.group_id).await?;
-                heads.insert(post.group_id, last);
-            }
-            let key = (post.group_id, post.sender);
-            let allowed = match senders.get(&key) {
-                Some(a) => *a,
-                None => {
-                    let a = sender_standing(&mut tx, post.group_id, post.sender).await?;
-                    senders.insert(key, a);
-                    a
-                }
-            };
-            if allowed != Appended::At(0) {
-                result[i] = allowed;
-                continue;
-            }
-            if let Some(seq) = stored_msg(&mut tx, post.group_id, post.msg_id).await? {
-                result[i] = Appended::Duplicate(seq);
-                continue;
-            }
-            let next = heads.get(post.group_id).copied().unwrap_or(0) + 1;
-            heads.insert(post.group_id, next);
-            sqlx::query(
-                "INSERT INTO cs_log (group_id, log_seq, sender, envelope, stored_at_ms, msg_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(post.group_id.to_vec())
-            .bind(next)
-            .bind(post.sender.to_owned())
-            .bind(post.envelope.to_vec())
-            .bind(post.at_ms)
-            .bind(post.msg_id.to_vec())
-            .execute(&mut *tx)
-            .await?;
-            result[i] = Appended::At(to_u64(next, "log_seq")?);
+        let mut groups: BTreeMap<&[u8], Vec<usize>> = BTreeMap::new();
+        for (i, post) in batch.iter().enumerate() {
+            groups.entry(post.group_id).or_default().push(i);
         }
-        for (group_id, last) in heads {
+        let mut result = vec![Appended::NotMember; batch.len()];
+        let mut tx = self.w().begin().await?;
+        for (group_id, posts) in groups {
+            let mut last = lock_head(&mut tx, group_id).await?;
+            let mut senders: Vec<&str> = posts.iter().map(|i| batch[*i].sender).collect();
+            senders.sort_unstable();
+            senders.dedup();
+            let standing = standing(&mut tx, group_id, &senders).await?;
+            for i in posts {
+                let post = &batch[i];
+                result[i] = match &standing {
+                    Standing::Deleted => Appended::Deleted,
+                    Standing::Members(m) if !m.iter().any(|s| s == post.sender) => {
+                        Appended::NotMember
+                    }
+                    Standing::Members(_) => match insert_post(&mut tx, post, last + 1).await? {
+                        true => {
+                            last += 1;
+                            Appended::At(to_u64(last, "log_seq")?)
+                        }
+                        false => Appended::Duplicate(
+                            stored_msg(&mut tx, group_id, post.msg_id)
+                                .await?
+                                .ok_or(Error::Corrupt("msg_id"))?,
+                        ),
+                    },
+                };
+            }
             sqlx::query("UPDATE cs_log_heads SET last_seq = $2 WHERE group_id = $1")
                 .bind(group_id.to_vec())
                 .bind(last)
@@ -709,7 +729,12 @@ async fn record_departures(
 
 /// `$1, $2, … $n` (SQL placeholders both backends read).
 fn placeholders(n: usize) -> String {
-    (1..=n)
+    placeholders_from(1, n)
+}
+
+/// `$first, … $(first + n - 1)`.
+fn placeholders_from(first: usize, n: usize) -> String {
+    (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
