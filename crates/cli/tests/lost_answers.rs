@@ -4,8 +4,8 @@
 //! envelope, recognised by the CS, and shown once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use duokey_terminal::{GroupPolicy, SendOutcome, Waiting};
-use duokey_testkit::{LocalNet, join, texts};
+use duokey_terminal::{SendOutcome, Waiting};
+use duokey_testkit::{LocalNet, texts};
 
 #[tokio::test]
 async fn a_post_whose_answer_was_lost_is_sent_again_and_shown_once() {
@@ -13,12 +13,7 @@ async fn a_post_whose_answer_was_lost_is_sent_again_and_shown_once() {
     let (lossy, lost) = net.lossy_cs().await;
     let mut alice = net.enroll_via("alice", &lossy).await;
     let mut bob = net.enroll("bob").await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
-    join(&mut alice, &mut bob, &gid).await;
+    let gid = duokey_testkit::group_of_two(&mut alice, &mut bob, "proj").await;
     net.cs_caught_up().await;
 
     lost.lose(1);

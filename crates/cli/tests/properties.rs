@@ -310,12 +310,7 @@ fn keys_from(gid: &GroupId, r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) -
 async fn alice_and_bob_in_proj(net: &LocalNet) -> (Terminal, Terminal, GroupId) {
     let mut alice = net.enroll("alice").await;
     let mut bob = net.enroll("bob").await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
-    join(&mut alice, &mut bob, &gid).await;
+    let gid = duokey_testkit::group_of_two(&mut alice, &mut bob, "proj").await;
     (alice, bob, gid)
 }
 
@@ -802,12 +797,7 @@ async fn live_grants_without_member_lists_are_rebuilt_exactly() {
         net.enroll("bob").await,
         net.enroll("carol").await,
     ];
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
-    join(&mut alice, &mut bob, &gid).await;
+    let gid = duokey_testkit::group_of_two(&mut alice, &mut bob, "proj").await;
     let mut live = bob.live().await.unwrap();
     // Follows bob's streams until his member list satisfies `done`; every
     // grant pushed meanwhile must have come without its member list.
@@ -849,7 +839,7 @@ async fn live_grants_without_member_lists_are_rebuilt_exactly() {
         .await
         .unwrap();
     carol.sync().await.unwrap();
-    carol.accept(&g.group_id).await.unwrap();
+    carol.accept(&hex::encode(gid)).await.unwrap();
     alice.sync().await.unwrap();
     let seen = follow_until(&mut bob, &mut live, &gid, |m| {
         m.iter().any(|(u, _)| u == "carol")

@@ -183,7 +183,9 @@ enum CaCommand {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // PostgreSQL's notices ("relation … already exists, skipping" at
+        // every start) are not news for an operator.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
     // Colours only for a person at a terminal who did not ask for none
     // (NO_COLOR), never in files or journals.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())

@@ -174,12 +174,7 @@ async fn terminals_fail_over_when_a_cs_node_goes_and_show_everything_once() {
     };
     let mut alice = c.enroll("alice").await;
     let mut bob = c.enroll("bob").await;
-    let g = alice
-        .create_group("proj", duokey_terminal::GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
-    duokey_testkit::join(&mut alice, &mut bob, &gid).await;
+    let gid = duokey_testkit::group_of_two(&mut alice, &mut bob, "proj").await;
     c.cs_caught_up().await;
     let mut sent = Vec::new();
     for i in 0..5 {

@@ -8,40 +8,10 @@ use duokey_proto::*;
 use duokey_testkit::LocalNet;
 use tonic::Code;
 
-/// A schema of its own on the test database, so that runs and tests sharing
-/// it never meet; the URL that makes it the connection's search path.
-async fn fresh_schema(url: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let schema = format!("duokey_t{}_{nanos}", std::process::id());
-    let pool = sqlx::PgPool::connect(url).await.unwrap_or_else(|e| {
-        panic!(
-            "DUOKEY_TEST_POSTGRES_URL is set but PostgreSQL at {url} cannot be reached ({e}): \
-             start it (`bash .ci/run` does: pg_ctlcluster --skip-systemctl-redirect VERSION main start) \
-             or unset the variable to skip these tests"
-        )
-    });
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-c%20search_path%3D{schema}")
-}
-
 /// Servers whose three roles keep their state in PostgreSQL, or `None` (and
 /// a clear line) when no PostgreSQL was given.
 async fn on_postgres() -> Option<(LocalNet, String)> {
-    let Ok(url) = std::env::var("DUOKEY_TEST_POSTGRES_URL") else {
-        eprintln!(
-            "SKIPPED: DUOKEY_TEST_POSTGRES_URL is not set, the servers were not run on PostgreSQL"
-        );
-        return None;
-    };
-    let db = fresh_schema(&url).await;
+    let db = duokey_testkit::postgres_schema().await?;
     let net = LocalNet::start_with(|c| {
         c.database.as_url = Some(db.clone());
         c.database.gms = Some(db.clone());

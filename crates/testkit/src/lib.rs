@@ -385,6 +385,18 @@ where
         .unwrap_or_else(|| panic!("the stream ended before {what}"))
 }
 
+/// `owner` creates group `name` (default policy) and `other` joins it;
+/// the group's id.
+pub async fn group_of_two(owner: &mut Terminal, other: &mut Terminal, name: &str) -> GroupId {
+    let g = owner
+        .create_group(name, duokey_terminal::GroupPolicy::default())
+        .await
+        .unwrap();
+    let gid = owner.resolve_group(&g.group_id).await.unwrap();
+    join(owner, other, &gid).await;
+    gid
+}
+
 /// Invites `other` into `gid` and completes the join on both terminals.
 pub async fn join(owner: &mut Terminal, other: &mut Terminal, gid: &GroupId) {
     join_with(owner, other, gid, duokey_crypto::Rights::NONE).await;
