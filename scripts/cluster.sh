@@ -333,22 +333,13 @@ write_config() {
 }
 
 write_client_config() {
-    local file="$cluster_dir/client.toml"
-    local gms cs
-    gms="[\"https://127.0.0.1:$(node_port gms1)\", \"https://127.0.0.1:$(node_port gms2)\"]"
-    cs="[\"https://127.0.0.1:$(node_port cs1)\", \"https://127.0.0.1:$(node_port cs2)\"]"
-    {
-        echo "# Written by scripts/cluster.sh up: how terminals reach the cluster in $cluster_dir."
-        echo "# Terminals fail over between the URLs of each role."
-        echo "as_url = $gms"
-        echo "gms_url = $gms"
-        echo "cs_url = $cs"
-        echo "ca_cert = '''"
-        cat "$cluster_dir/ca/ca.pem"
-        echo "'''"
-    } >"$file.partial"
-    chmod 644 "$file.partial"
-    mv "$file.partial" "$file"
+    local node args=()
+    for node in gms1 gms2 cs1 cs2; do
+        args+=(--config "$(node_config "$node")")
+    done
+    local out
+    out="$("$server" client-config "${args[@]}" --host 127.0.0.1 \
+        --out "$cluster_dir/client.toml" 2>&1)" || die "writing client.toml failed: $out"
 }
 
 log_tail() {
@@ -411,7 +402,7 @@ cmd_up() {
     done
     if [ ${#dead[@]} -eq 0 ]; then
         say "The cluster in $cluster_dir is already running: ${alive[*]}. Nothing done."
-        [ -f "$cluster_dir/client.toml" ] || write_client_config
+        [ -f "$cluster_dir/client.toml" ] || { find_server; write_client_config; }
         say "Terminals use:"
         say "$cluster_dir/client.toml"
         return 0

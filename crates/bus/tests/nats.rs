@@ -6,19 +6,12 @@
 use duokey_bus::{Bus, Incoming, Topic};
 use duokey_proto::bus_frame::Body;
 use duokey_proto::{BusFrame, BusMembers};
+use duokey_testkit::{PrivateNats, nats_url};
 use prost::Message;
 use std::time::Duration;
 
 /// Longest wait for anything in these tests.
 const WITHIN: Duration = Duration::from_secs(30);
-
-fn nats_url() -> Option<String> {
-    let url = std::env::var("DUOKEY_TEST_NATS_URL").ok();
-    if url.is_none() {
-        println!("SKIPPED: DUOKEY_TEST_NATS_URL is not set (bash .ci/run sets it)");
-    }
-    url
-}
 
 /// A subject prefix no other test or run uses.
 fn prefix() -> String {
@@ -87,69 +80,15 @@ async fn a_lost_frame_is_reported_as_a_gap() {
     assert_eq!(next(&mut rx).await, Incoming::Frame(Box::new(members(4))));
 }
 
-/// A NATS server of this test's own, on a free port, that it can kill.
-struct PrivateNats {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl PrivateNats {
-    const BINARY: &str = "/usr/sbin/nats-server";
-
-    fn start(port: u16) -> PrivateNats {
-        let child = std::process::Command::new(Self::BINARY)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        PrivateNats { port, child }
-    }
-
-    async fn ready(&self) {
-        let deadline = tokio::time::Instant::now() + WITHIN;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_nats_restart_is_a_gap_and_frames_flow_again() {
     if nats_url().is_none() {
         return;
     }
-    if !std::path::Path::new(PrivateNats::BINARY).exists() {
-        println!("SKIPPED: {} is not installed", PrivateNats::BINARY);
+    let Some(mut server) = PrivateNats::start().await else {
         return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = PrivateNats::start(port);
-    server.ready().await;
-    let url = format!("nats://127.0.0.1:{port}");
+    };
+    let url = server.url();
     let prefix = prefix();
     let a = Bus::connect(&url, &prefix).await.unwrap();
     let b = Bus::connect(&url, &prefix).await.unwrap();
@@ -159,8 +98,7 @@ async fn a_nats_restart_is_a_gap_and_frames_flow_again() {
 
     server.kill();
     assert!(matches!(next(&mut rx).await, Incoming::Gap(why) if why.contains("lost")));
-    let server = PrivateNats::start(port);
-    server.ready().await;
+    let _server = PrivateNats::start_on(server.port).await;
     // Reconnected: reported as a gap too (frames sent meanwhile are gone).
     loop {
         match next(&mut rx).await {

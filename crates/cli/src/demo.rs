@@ -1,6 +1,7 @@
 //! `duokey demo`: AS+GMS+CS in-process on loopback, five users, and
 //! every security claim proved by a real attempt with what each party holds.
-//! Exits 0 only if every property held.
+//! Exits 0 only if every property held. `duokey demo --cluster` runs the
+//! same walkthrough on two GMS+AS and two CS nodes on PostgreSQL and NATS.
 
 use duokey_crypto::*;
 use duokey_proto::Grant;
@@ -12,7 +13,22 @@ use prost::Message as _;
 struct Demo {
     dir: tempfile::TempDir,
     cfg: ClientConfig,
+    /// The servers' configuration: where the operators' databases are.
+    server: duokey_server::config::ServerConfig,
     passed: Vec<String>,
+}
+
+/// Where `duokey demo --cluster` runs.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// The PostgreSQL database (the demo works in a schema of its own).
+    pub postgres: String,
+    /// The NATS server.
+    pub nats: String,
+}
+
+fn user_error(e: impl std::fmt::Display) -> Error {
+    Error::User(e.to_string())
 }
 
 /// `duokey --json demo`: every step, check and history line as one JSON
@@ -49,13 +65,13 @@ impl Demo {
     }
 
     async fn user(&self, name: &str) -> Result<Terminal> {
-        let db = AsStore::open_sqlite(&self.dir.path().join("server/as.db"))
+        let db = AsStore::open(&self.url(&self.server.database.as_url))
             .await
-            .map_err(|e| Error::User(e.to_string()))?;
+            .map_err(user_error)?;
         let user = UserId::new(name)?;
         let token = duokey_accounts::issue_token(&db, &user)
             .await
-            .map_err(|e| Error::User(e.to_string()))?;
+            .map_err(user_error)?;
         db.close().await;
         Terminal::init(&self.dir.path().join(name), &user, &token, &self.cfg, None).await
     }
@@ -72,13 +88,13 @@ impl Demo {
 
     /// The group's log as the CS stores it.
     async fn cs_log(&self, gid: &GroupId) -> Result<Vec<duokey_storage::cs::StoredEnvelope>> {
-        let db = CsStore::open_sqlite(&self.dir.path().join("server/cs.db"))
+        let db = CsStore::open(&self.url(&self.server.database.cs))
             .await
-            .map_err(|e| Error::User(e.to_string()))?;
+            .map_err(user_error)?;
         let rows = db
             .fetch_log(gid.as_slice(), 0, 1000)
             .await
-            .map_err(|e| Error::User(e.to_string()))?;
+            .map_err(user_error)?;
         db.close().await;
         Ok(rows)
     }
@@ -87,13 +103,13 @@ impl Demo {
     /// terminal holds, plus every `rn1` item for it that the CS keeps, opened
     /// with its delivery key (an attacker's program drops nothing).
     async fn r1s_reaching(&self, t: &Terminal, gid: &GroupId) -> Result<Vec<(u32, R1)>> {
-        let db = CsStore::open_sqlite(&self.dir.path().join("server/cs.db"))
+        let db = CsStore::open(&self.url(&self.server.database.cs))
             .await
-            .map_err(|e| Error::User(e.to_string()))?;
+            .map_err(user_error)?;
         let inbox = db
             .inbox_after(t.user().as_str(), 0, 10_000)
             .await
-            .map_err(|e| Error::User(e.to_string()))?;
+            .map_err(user_error)?;
         db.close().await;
         let items: Vec<Vec<u8>> = inbox.into_iter().map(|e| e.item).collect();
         let mut out = t.held_r1s(gid).await?;
@@ -101,9 +117,25 @@ impl Demo {
         Ok(out)
     }
 
-    /// Whether any file of the servers (databases, write-ahead logs) holds
-    /// one of `secrets`: what the operators have on disk.
-    fn servers_hold_any(&self, secrets: &[[u8; 32]]) -> Result<bool> {
+    /// A role's database URL.
+    fn url(&self, role: &Option<String>) -> String {
+        self.server.db_url(role.as_deref().unwrap_or_default())
+    }
+
+    /// Whether what the operators have holds one of `secrets`: every file
+    /// of the servers (databases, write-ahead logs, keys) and, on a
+    /// cluster, every row of the shared PostgreSQL database.
+    async fn servers_hold_any(&self, secrets: &[[u8; 32]]) -> Result<bool> {
+        if self.server.nats_url.is_some() {
+            let db = CsStore::open(&self.url(&self.server.database.cs))
+                .await
+                .map_err(user_error)?;
+            let held = db.rows_hold_any(secrets).await.map_err(user_error);
+            db.close().await;
+            if held? {
+                return Ok(true);
+            }
+        }
         let mut dirs = vec![self.dir.path().join("server")];
         while let Some(dir) = dirs.pop() {
             for entry in std::fs::read_dir(&dir)? {
@@ -126,13 +158,10 @@ impl Demo {
 
     /// Every grant (with its RN2) the GMS ever issued: the GMS operator's view.
     async fn gms_grants(&self) -> Result<Vec<Grant>> {
-        let db = GmsStore::open_sqlite(&self.dir.path().join("server/gms.db"))
+        let db = GmsStore::open(&self.url(&self.server.database.gms))
             .await
-            .map_err(|e| Error::User(e.to_string()))?;
-        let all = db
-            .all_grants()
-            .await
-            .map_err(|e| Error::User(e.to_string()))?;
+            .map_err(user_error)?;
+        let all = db.all_grants().await.map_err(user_error)?;
         db.close().await;
         Ok(all
             .iter()
@@ -222,37 +251,114 @@ async fn invite_and_join(alice: &mut Terminal, other: &mut Terminal, gid: &Group
     other.sync().await
 }
 
-/// Runs the walkthrough.
-pub async fn run(json: bool) -> Result<()> {
+/// The servers the walkthrough runs on.
+enum Servers {
+    /// Every role in one node, on SQLite files.
+    One(duokey_server::RunningNode),
+    /// Two GMS+AS and two CS nodes on PostgreSQL and NATS, in a schema
+    /// dropped at the end.
+    Cluster(Box<dev::LocalCluster>, duokey_storage::scratch::Schema),
+}
+
+impl Servers {
+    /// Starts them in `dir`; their configuration comes with them (where
+    /// the operators' databases are).
+    async fn start(
+        dir: &std::path::Path,
+        cluster: Option<Cluster>,
+    ) -> Result<(Servers, duokey_server::config::ServerConfig)> {
+        let edit = |c: &mut duokey_server::config::ServerConfig| c.limits.min_rotate_every_secs = 1;
+        let clock = duokey_server::Clock::system();
+        let Some(cluster) = cluster else {
+            say(
+                "Starting AS + GMS + CS in this process on 127.0.0.1 (TLS 1.3, mutual certificates, SQLite)",
+            );
+            let local = dev::start_local(dir, edit, clock)
+                .await
+                .map_err(user_error)?;
+            return Ok((Servers::One(local.node), local.config));
+        };
+        let schema = duokey_storage::scratch::Schema::create(&cluster.postgres, "duokey_demo_")
+            .await
+            .map_err(|e| {
+                Error::User(format!(
+                    "--cluster needs PostgreSQL at {} ({e}); give another with --postgres URL",
+                    cluster.postgres
+                ))
+            })?;
+        say(&format!(
+            "Starting a cluster in this process on 127.0.0.1: 2 AS+GMS and 2 CS nodes on PostgreSQL (schema {}) and NATS ({})",
+            schema.name, cluster.nats
+        ));
+        let plan = dev::ClusterPlan {
+            database_url: schema.url.clone(),
+            nats_url: cluster.nats.clone(),
+            subject_prefix: format!("duokey.{}", schema.name),
+            gms: 2,
+            cs: 2,
+        };
+        match dev::LocalCluster::start(dir, &plan, edit, clock).await {
+            Ok(nodes) => {
+                let config = nodes.config.clone();
+                Ok((Servers::Cluster(Box::new(nodes), schema), config))
+            }
+            Err(e) => {
+                let _ = schema.drop().await;
+                Err(Error::User(format!(
+                    "the cluster did not start ({e}); is NATS running at {}? (give another with --nats URL)",
+                    cluster.nats
+                )))
+            }
+        }
+    }
+
+    /// The GMS node the periodic rotation is asked of.
+    fn gms(&self) -> Result<&duokey_server::RunningNode> {
+        match self {
+            Servers::One(node) => Ok(node),
+            Servers::Cluster(c, _) => c.gms.first().ok_or(Error::Internal("no gms node")),
+        }
+    }
+
+    async fn shutdown(self) -> Result<()> {
+        match self {
+            Servers::One(node) => node.shutdown().await,
+            Servers::Cluster(mut c, schema) => {
+                c.shutdown().await;
+                schema.drop().await.map_err(user_error)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the walkthrough, on one node or on a cluster.
+pub async fn run(json: bool, cluster: Option<Cluster>) -> Result<()> {
     JSON.store(json, std::sync::atomic::Ordering::Relaxed);
     let dir = tempfile::tempdir()?;
     let server_dir = dir.path().join("server");
-    say(
-        "Starting AS + GMS + CS in this process on 127.0.0.1 (TLS 1.3, mutual certificates, SQLite)",
-    );
-    let local = dev::start_local(
-        &server_dir,
-        |c| c.limits.min_rotate_every_secs = 1,
-        duokey_server::Clock::system(),
-    )
-    .await
-    .map_err(|e| Error::User(e.to_string()))?;
-    let node = local.node;
-    let client = local.client_file;
-    let cfg = ClientConfig::load(&client)?;
+    let (mut servers, server) = Servers::start(&server_dir, cluster).await?;
+    let cfg = match ClientConfig::load(&server_dir.join("client.toml")) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            servers.shutdown().await?;
+            return Err(e);
+        }
+    };
     let mut demo = Demo {
         dir,
         cfg,
+        server,
         passed: Vec::new(),
     };
-    let result = walkthrough(&mut demo, &node).await;
-    node.shutdown().await;
+    let result = walkthrough(&mut demo, &mut servers).await;
+    servers.shutdown().await?;
     result?;
     say(&format!("All {} properties held.", demo.passed.len()));
     Ok(())
 }
 
-async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Result<()> {
+async fn walkthrough(demo: &mut Demo, servers: &mut Servers) -> Result<()> {
     say("Enrolling alice, bob, carol, dave and erin (each terminal makes its own Ed25519 key)");
     let mut c = Cast {
         alice: demo.user("alice").await?,
@@ -267,8 +373,37 @@ async fn walkthrough(demo: &mut Demo, node: &duokey_server::RunningNode) -> Resu
     the_operators_hold_no_rn1(demo, &mut c, &sent).await?;
     let envelopes = a_removed_member_reads_nothing_new(demo, &mut c).await?;
     a_late_joiner_reads_nothing_earlier(demo, &mut c, &envelopes).await?;
-    the_gms_rotates_periodically(demo, &mut c, node).await?;
+    the_gms_rotates_periodically(demo, &mut c, servers.gms()?).await?;
+    if let Servers::Cluster(nodes, _) = servers {
+        a_node_of_each_role_stops(demo, &mut c, nodes).await?;
+    }
     print_history(&mut c.bob, &c.gid).await
+}
+
+/// Cluster only: one CS node and one GMS node stop; every terminal carries
+/// on through the others, and nothing is lost or shown twice.
+async fn a_node_of_each_role_stops(
+    demo: &mut Demo,
+    c: &mut Cast,
+    nodes: &mut dev::LocalCluster,
+) -> Result<()> {
+    say("A CS node and a GMS node stop; the terminals fail over to the others");
+    for node in [nodes.cs.remove(0), nodes.gms.remove(0)] {
+        node.shutdown().await;
+    }
+    let text = "still here, through the other nodes";
+    c.alice.sync().await?;
+    c.alice.send(&c.gid, text).await?;
+    let mut all_once = true;
+    for t in [&mut c.bob, &mut c.carol, &mut c.erin] {
+        let texts = read_texts(t, &c.gid).await?;
+        all_once &= texts.iter().filter(|x| x.as_str() == text).count() == 1
+            && texts.last().map(String::as_str) == Some(text);
+    }
+    demo.check(
+        all_once,
+        "with one CS node and one GMS node stopped, every member reads the next message, once",
+    )
 }
 
 /// The demo's terminals and their group.
@@ -364,7 +499,7 @@ async fn the_operators_hold_no_rn1(
     demo.check(
         opened_with(&envelopes, &with_r1) == Some(envelopes.len())
             && !r1_values.is_empty()
-            && !demo.servers_hold_any(&r1_values)?,
+            && !demo.servers_hold_any(&r1_values).await?,
         "every envelope opens with RN2 (which the GMS operator holds) and RN1, and no file of the servers holds RN1: CS + GMS operators together open none",
     )?;
 

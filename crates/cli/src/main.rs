@@ -131,7 +131,23 @@ enum Command {
         group: Option<String>,
     },
     /// A self-contained, self-checking walkthrough on in-process servers.
-    Demo,
+    Demo {
+        /// Run it on a cluster instead: two GMS+AS and two CS nodes in this
+        /// process, on PostgreSQL and NATS (a schema of its own, dropped at
+        /// the end), each terminal failing over between the nodes.
+        #[arg(long)]
+        cluster: bool,
+        /// The PostgreSQL database of `--cluster`.
+        #[arg(
+            long,
+            requires = "cluster",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        postgres: String,
+        /// The NATS server of `--cluster`.
+        #[arg(long, requires = "cluster", default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+    },
     /// Keep the profile unlocked: asks the passphrase once, then commands
     /// stop asking for it until `duokey lock`, the time given, or the end of
     /// this login session. The key stays in memory only, in a background
@@ -490,7 +506,17 @@ async fn open_profile(cli: &Cli) -> duokey_terminal::Result<Terminal> {
 async fn run(cli: Cli) -> duokey_terminal::Result<()> {
     let out = Out { json: cli.json };
     match &cli.command {
-        Command::Demo => return demo::run(cli.json).await,
+        Command::Demo {
+            cluster,
+            postgres,
+            nats,
+        } => {
+            let cluster = cluster.then(|| demo::Cluster {
+                postgres: postgres.clone(),
+                nats: nats.clone(),
+            });
+            return demo::run(cli.json, cluster).await;
+        }
         Command::Init {
             user,
             token,
@@ -560,7 +586,7 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
     let (mut t, offline) = open(&cli).await?;
     match cli.command {
         Command::Init { .. }
-        | Command::Demo
+        | Command::Demo { .. }
         | Command::Chat { .. }
         | Command::Unlock { .. }
         | Command::Lock

@@ -174,7 +174,7 @@ fn rand_below(n: u32) -> u32 {
 }
 
 #[test]
-fn the_quick_start_runs_on_a_cluster_and_a_killed_cs_node_loses_nothing() {
+fn the_quick_start_runs_on_a_cluster_and_killed_nodes_lose_nothing() {
     let Some(cluster) = Cluster::up() else {
         return;
     };
@@ -226,4 +226,56 @@ fn the_quick_start_runs_on_a_cluster_and_a_killed_cs_node_loses_nothing() {
     assert_eq!(live, sent, "bob's live view");
     assert_eq!(bob.texts(&gid), sent, "bob's history");
     assert_eq!(alice.texts(&gid), sent, "alice's history");
+
+    // A GMS node dies too: membership changes, grants and the RN2 of the
+    // new epoch come from the other; carol joins and reads what follows.
+    let killed = Command::new("kill")
+        .args(["-9", &cluster.pid("gms1")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let carol = cluster.user("carol");
+    alice.ok(&["group", "invite", &gid, "carol"]);
+    carol.ok(&["accept", &gid]);
+    alice.ok(&["sync"]);
+    let out = alice.ok(&["--json", "send", &gid, "welcome carol"]);
+    assert!(out.contains("\"posted\""), "not sent at once: {out}");
+    sent.push("welcome carol".to_owned());
+    follow.wait_for(|l| l.contains("welcome carol"));
+    assert_eq!(carol.texts(&gid), ["welcome carol"], "carol's history");
+    assert_eq!(bob.texts(&gid), sent, "bob's history");
+}
+
+#[test]
+fn the_demo_runs_on_a_cluster_and_leaves_nothing_behind() {
+    let (Ok(postgres), Ok(nats)) = (
+        std::env::var("DUOKEY_TEST_POSTGRES_URL"),
+        std::env::var("DUOKEY_TEST_NATS_URL"),
+    ) else {
+        println!(
+            "SKIPPED: DUOKEY_TEST_POSTGRES_URL and DUOKEY_TEST_NATS_URL are needed (bash .ci/run sets them)"
+        );
+        return;
+    };
+    // The single-node walkthrough, plus a CS node and a GMS node stopping.
+    let lines = support::demo(&["--cluster", "--postgres", &postgres, "--nats", &nats], 14);
+    let start = lines[0]["step"].as_str().unwrap();
+    assert!(start.contains("2 AS+GMS and 2 CS nodes"), "{start}");
+    let schema = start
+        .split("schema ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap();
+    if Command::new("psql").arg("--version").output().is_ok() {
+        let out = Command::new("psql")
+            .arg(&postgres)
+            .args(["-tAc", &format!("SELECT count(*) FROM information_schema.schemata WHERE schema_name = '{schema}'")])
+            .output()
+            .unwrap();
+        assert_eq!(
+            text(&out).trim(),
+            "0",
+            "the demo's schema {schema} is left behind"
+        );
+    }
 }

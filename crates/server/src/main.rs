@@ -63,15 +63,17 @@ enum Command {
     },
     /// Write the client.toml terminals need to reach the servers of a
     /// configuration (`duokey init --config`), under the name they reach
-    /// it by.
+    /// it by. For a cluster, give every node's configuration: terminals
+    /// get each role's URLs as a list and fail over between them.
     ClientConfig {
-        /// Server configuration file.
-        #[arg(long)]
-        config: PathBuf,
+        /// Server configuration file; repeat it for each node of a cluster.
+        #[arg(long, required = true)]
+        config: Vec<PathBuf>,
         /// The host name or address terminals use (one the server
-        /// certificate names: `ca issue-server --name`).
-        #[arg(long)]
-        host: String,
+        /// certificate names: `ca issue-server --name`); once for all
+        /// nodes, or once per `--config`, in the same order.
+        #[arg(long, required = true)]
+        host: Vec<String>,
         /// Where to write it.
         #[arg(long, default_value = "client.toml")]
         out: PathBuf,
@@ -253,7 +255,7 @@ async fn serve(cfg: &ServerConfig, dev_dir: Option<&Path>) -> Result<(), Error> 
     let show = |a: Option<std::net::SocketAddr>| a.map_or("-".to_owned(), |a| a.to_string());
     // client.toml exists before the first line says the server is up.
     let client = match (dev_dir, node.gms_addr, node.cs_addr) {
-        (Some(dir), Some(gms), Some(cs)) => Some(dev::write_client_file(dir, gms, cs)?),
+        (Some(dir), Some(gms), Some(cs)) => Some(dev::write_client_file(dir, &[gms], &[cs])?),
         _ => None,
     };
     // Scripts and tests read the bound addresses from this first line.
@@ -339,19 +341,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
             ttl,
         } => enroll(server_config(dir, config)?, user, replace, ttl).await,
         Command::ClientConfig { config, host, out } => {
-            let cfg = ServerConfig::load(&config)?;
-            let port = |addr: &str| {
-                addr.rsplit_once(':')
-                    .map(|(_, p)| p.to_owned())
-                    .ok_or_else(|| Error::Config(format!("{addr} has no port")))
-            };
-            let (gms, cs) = (port(&cfg.gms_addr)?, port(&cfg.cs_addr)?);
-            let file = dev::ClientFile {
-                as_url: format!("https://{host}:{gms}"),
-                gms_url: format!("https://{host}:{gms}"),
-                cs_url: format!("https://{host}:{cs}"),
-                ca_cert: std::fs::read_to_string(cfg.path(&cfg.tls.ca_cert))?,
-            };
+            let configs = config
+                .iter()
+                .map(|c| ServerConfig::load(c))
+                .collect::<Result<Vec<_>, _>>()?;
+            let file = dev::ClientFile::for_nodes(&configs, &host)?;
             file.write(&out, "duokey-server client-config")?;
             println!(
                 "Wrote {}: give it to your users for `duokey init --config`.",

@@ -9,6 +9,7 @@
 
 use duokey_proto::*;
 use duokey_testkit::{LocalCluster, next_within};
+use prost::Message as _;
 use std::time::Duration;
 use tonic::Code;
 
@@ -202,4 +203,253 @@ async fn terminals_fail_over_when_a_cs_node_goes_and_show_everything_once() {
     bob.sync().await.unwrap();
     bob.sync_messages(&gid).await.unwrap();
     assert_eq!(duokey_testkit::texts(&bob, &gid).await, sent);
+}
+
+/// The position of an envelope delivery, or `None` for anything else.
+fn envelope_seq(d: Delivery) -> Option<u64> {
+    match d.event {
+        Some(delivery::Event::Envelope(e)) => Some(e.log_seq),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_nats_restart_loses_nothing_and_live_delivery_comes_back() {
+    if duokey_testkit::nats_url().is_none() {
+        return;
+    }
+    let Some(mut nats) = duokey_testkit::PrivateNats::start().await else {
+        return;
+    };
+    let Some(c) = LocalCluster::start_on(1, 2, &nats.url()).await else {
+        return;
+    };
+    let mut alice = c.via(0, 0).raw("alice").await;
+    let mut bob = c.via(0, 1).raw("bob").await;
+    let g = alice.create_group("proj").await;
+    let g = alice.add(&g, "bob", 0).await.unwrap();
+    let gid = g.group_id.clone();
+    c.cs_caught_up().await;
+    let subscribe = |bob: &mut duokey_testkit::RawUser| {
+        let mut cs = bob.cs.clone();
+        async move {
+            cs.subscribe(SubscribeRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut live = subscribe(&mut bob).await;
+    let mut acked = vec![alice.post(&gid, "before").await.unwrap()];
+    let first = next_within(&mut live, "the first post, relayed").await;
+    assert_eq!(envelope_seq(first.unwrap()), Some(acked[0]));
+
+    // NATS goes: bob's node ends his stream (it can no longer promise to
+    // relay everything), and posts are still committed and acknowledged.
+    nats.kill();
+    let ended = loop {
+        match next_within(&mut live, "the end of the stream").await {
+            Ok(_) => continue,
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    for i in 0..3 {
+        acked.push(alice.post(&gid, &format!("during {i}")).await.unwrap());
+    }
+    // NATS is back: live delivery resumes once both nodes have reconnected
+    // (posted again until one is relayed; each post is acknowledged).
+    let _nats = duokey_testkit::PrivateNats::start_on(nats.port).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut live = subscribe(&mut bob).await;
+    'relayed: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "live delivery never resumed"
+        );
+        let seq = alice.post(&gid, "after").await.unwrap();
+        acked.push(seq);
+        let wait = tokio::time::timeout(Duration::from_millis(500), async {
+            use tokio_stream::StreamExt;
+            live.next().await
+        });
+        match wait.await {
+            Ok(Some(Ok(d))) if envelope_seq(d.clone()) == Some(seq) => break 'relayed,
+            Ok(Some(Ok(_))) | Err(_) => continue,
+            // The node ended the stream again (it saw the reconnection as a
+            // gap): subscribe anew.
+            Ok(Some(Err(_)) | None) => live = subscribe(&mut bob).await,
+        }
+    }
+    // Every acknowledged post is there, by cursor, once, in order.
+    let logged: Vec<u64> = bob
+        .fetch(&gid, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.log_seq)
+        .collect();
+    assert_eq!(logged, acked);
+    assert_eq!(
+        logged,
+        (1..=u64::try_from(acked.len()).unwrap()).collect::<Vec<_>>()
+    );
+}
+
+/// `owner` adds `user` to the group of `grant`, again on a fresh chain while
+/// another node's change wins the race (as a terminal retries).
+async fn add_retrying(owner: &mut duokey_testkit::RawUser, grant: &Grant, user: &str) {
+    for _ in 0..50 {
+        match owner.add(grant, user, 0).await {
+            Ok(_) => return,
+            Err(s) if matches!(s.code(), Code::Aborted | Code::FailedPrecondition) => continue,
+            Err(s) => panic!("adding {user}: {s:?}"),
+        }
+    }
+    panic!("adding {user} lost the race 50 times");
+}
+
+async fn add_all(owner: &mut duokey_testkit::RawUser, groups: &[Grant], user: String) {
+    for g in groups {
+        add_retrying(owner, g, &user).await;
+    }
+}
+
+#[tokio::test]
+async fn two_gms_nodes_under_concurrent_changes_keep_every_group_whole() {
+    let Some(c) = LocalCluster::start(2, 1).await else {
+        return;
+    };
+    // The same owner (same key) through each GMS node.
+    let alice = c.via(0, 0).raw("alice").await;
+    let again = c.via(1, 0).user_with_chain(
+        alice.id.clone(),
+        duokey_testkit::test_key("alice"),
+        alice.chain.clone(),
+    );
+    let mut owners = [alice, again];
+    for i in 0..6 {
+        c.via(i % 2, 0).raw(&format!("m{i}")).await;
+    }
+    let mut grants = Vec::new();
+    for i in 0..6 {
+        grants.push(owners[0].create_group(&format!("g{i}")).await);
+    }
+    let (busy, quiet) = grants.split_at(4);
+    let db = duokey_storage::GmsStore::open(&c.database_url)
+        .await
+        .unwrap();
+    let version = |gid: Vec<u8>| {
+        let db = db.clone();
+        async move { db.group(&gid).await.unwrap().unwrap().rn2_version }
+    };
+    for period in 0..3usize {
+        // Every group is due on both nodes, while the owner changes four of
+        // them through both nodes at once.
+        c.advance(Duration::from_secs(3601));
+        let [a, b] = &mut owners;
+        tokio::join!(
+            add_all(a, busy, format!("m{}", 2 * period)),
+            add_all(b, busy, format!("m{}", 2 * period + 1)),
+        );
+        // The quiet groups are rotated once in the period, by one node.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        for g in quiet {
+            while version(g.group_id.clone()).await < 2 + u64::try_from(period).unwrap() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "a quiet group was never rotated"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    for (i, g) in grants.iter().enumerate() {
+        let v = version(g.group_id.clone()).await;
+        // Every version from 1 has its grant: no gap, none twice.
+        let mut all = Vec::new();
+        for n in 1..=v {
+            let pb = db.grant(&g.group_id, n).await.unwrap();
+            let grant = Grant::decode(pb.expect("a grant per version").as_slice()).unwrap();
+            assert_eq!(grant.rn2_version, n);
+            all.push(grant);
+        }
+        let of = |cause: GrantCause| all.iter().filter(|g| g.cause() == cause).count();
+        let periodic: Vec<u64> = all
+            .iter()
+            .filter(|g| g.cause() == GrantCause::Periodic)
+            .map(|g| g.issued_at_ms)
+            .collect();
+        // Never two periodic rotations of a group within one period.
+        assert!(
+            periodic.windows(2).all(|w| w[1] - w[0] >= 3_600_000),
+            "g{i} rotated twice in a period: {periodic:?}"
+        );
+        let changes = db.changes(&g.group_id, 0, 1000).await.unwrap();
+        let seqs: Vec<u64> = changes.iter().map(|c| c.seq).collect();
+        if i < 4 {
+            // Each concurrent add landed once, none lost.
+            assert_eq!(of(GrantCause::MemberAdded), 6, "g{i}");
+            assert!(periodic.len() <= 3, "g{i}: {periodic:?}");
+            assert_eq!(seqs, (1..=7).collect::<Vec<u64>>(), "g{i}");
+        } else {
+            // Untouched: rotated exactly once per period, none missed.
+            assert_eq!(periodic.len(), 3, "g{i}");
+            assert_eq!(seqs, vec![1], "g{i}");
+        }
+        assert_eq!(
+            usize::try_from(v).unwrap(),
+            1 + of(GrantCause::MemberAdded) + periodic.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn rotations_claimed_by_a_node_that_died_are_done_by_another_after_the_lease() {
+    let Some(c) = LocalCluster::start(1, 1).await else {
+        return;
+    };
+    let mut alice = c.via(0, 0).raw("alice").await;
+    let mut groups = Vec::new();
+    for i in 0..5 {
+        groups.push(alice.create_group(&format!("g{i}")).await.group_id);
+    }
+    let db = duokey_storage::GmsStore::open(&c.database_url)
+        .await
+        .unwrap();
+    let versions = || async {
+        let mut v = Vec::new();
+        for gid in &groups {
+            v.push(db.group(gid).await.unwrap().unwrap().rn2_version);
+        }
+        v
+    };
+    // A node that is killed right after claiming every due group (its
+    // lease is one minute, as the GMS takes it), before rotating any: it
+    // claims them as of an hour later, before the live node's clock gets
+    // there (so that the live node's scheduler cannot claim them first).
+    let now = c.clock.now_ms_i64() + 3_601_000;
+    let claimed = db
+        .claim_due_rotations(now, now + 60_000, 1000)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), groups.len());
+    c.advance(Duration::from_secs(3601));
+    // The live node leaves them alone while the lease runs...
+    let gms = c.gms[0].gms.clone().unwrap();
+    assert_eq!(gms.rotate_due(now + 59_000).await, 0);
+    assert_eq!(versions().await, vec![1; groups.len()]);
+    // ...and rotates each, once, when it has expired.
+    c.advance(Duration::from_secs(61));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while versions().await != vec![2; groups.len()] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "claimed groups were never rotated: {:?}",
+            versions().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gms.rotate_due(c.clock.now_ms_i64()).await, 0);
+    assert_eq!(versions().await, vec![2; groups.len()]);
 }

@@ -19,6 +19,7 @@ pub mod accounts;
 pub mod cs;
 pub mod gms;
 mod migrate;
+pub mod scratch;
 
 pub use accounts::AsStore;
 pub use cs::CsStore;

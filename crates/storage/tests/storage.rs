@@ -583,3 +583,36 @@ async fn a_post_racing_a_removal_is_before_upto_or_refused() {
         assert_eq!(append(&b, &[after]).await, [Appended::Deleted], "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_scratch_schema_is_scanned_row_by_row_and_dropped_whole() {
+    let Ok(url) = std::env::var("DUOKEY_TEST_POSTGRES_URL") else {
+        eprintln!("SKIPPED: DUOKEY_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let schema = duokey_storage::scratch::Schema::create(&url, "duokey_scan_")
+        .await
+        .unwrap();
+    let db = CsStore::open(&schema.url).await.unwrap();
+    let (secret, absent) = ([0x5a; 32], [0xa5; 32]);
+    // Stored inside other bytes, as a key inside a record would be.
+    let mut record = b"prefix".to_vec();
+    record.extend_from_slice(&secret);
+    db.upsert_user("alice", &[record], 1).await.unwrap();
+    assert!(db.rows_hold_any(&[absent, secret]).await.unwrap());
+    assert!(!db.rows_hold_any(&[absent]).await.unwrap());
+    db.close().await;
+    let name = schema.name.clone();
+    schema.drop().await.unwrap();
+    // Gone with its tables: a fresh connection finds no such schema.
+    let again = CsStore::open(&format!(
+        "{url}{}options=-c%20search_path%3D{name}",
+        if url.contains('?') { '&' } else { '?' }
+    ))
+    .await;
+    assert!(again.is_err(), "the schema {name} still exists");
+    // And SQLite is scanned as files, not rows: said, not answered wrongly.
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Db::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+    assert!(sqlite.rows_hold_any(&[secret]).await.is_err());
+}

@@ -24,16 +24,41 @@ impl Backoff {
     /// The longest pause.
     pub const MAX: Duration = Duration::from_secs(30);
 
-    /// The pause before the next attempt (each call doubles the following one).
+    /// The pause before the next attempt: between half the current step
+    /// and the whole of it, at random, so that the terminals a node dropped
+    /// all at once do not come back all at once (each call doubles the
+    /// step, up to [`Backoff::MAX`]).
     pub fn next_pause(&mut self) -> Duration {
-        let pause = self.next;
+        let step = self.next;
         self.next = (self.next * 2).min(Self::MAX);
-        pause
+        step / 2 + step.mul_f64(rand::random::<f64>() / 2.0)
     }
 
     /// Connected again: the next pause is the shortest.
     pub fn reset(&mut self) {
         self.next = Self::MIN;
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::Backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn pauses_double_within_their_jitter_and_reset() {
+        let mut b = Backoff::default();
+        for step in [1, 2, 4, 8, 16, 30, 30] {
+            let p = b.next_pause();
+            let step = Duration::from_secs(step);
+            assert!(p >= step / 2 && p <= step, "{p:?} for a step of {step:?}");
+        }
+        // Spread: 200 first pauses are not all the same.
+        let firsts: std::collections::BTreeSet<Duration> =
+            (0..200).map(|_| Backoff::default().next_pause()).collect();
+        assert!(firsts.len() > 100, "{} distinct pauses", firsts.len());
+        b.reset();
+        assert!(b.next_pause() <= Backoff::MIN);
     }
 }
 

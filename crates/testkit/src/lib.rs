@@ -27,11 +27,13 @@
 mod cluster;
 mod lossy;
 mod lying;
+mod nats;
 mod raw;
 
 pub use cluster::{LocalCluster, nats_url, postgres_schema};
 pub use lossy::LostAnswers;
 pub use lying::{GrantLie, Lies};
+pub use nats::PrivateNats;
 pub use raw::{RawUser, test_key};
 
 use duokey_crypto::GroupId;

@@ -382,3 +382,37 @@ impl Drop for Follow {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `duokey --json demo ARGS`, checks that it passed with `checks`
+/// checks, all held, and showed a conversation; its JSON lines.
+pub fn demo(args: &[&str], checks: usize) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(bin("duokey"))
+        .args(["--json", "demo"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let ran: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("check").is_some()).collect();
+    assert_eq!(ran.len(), checks, "{stdout}");
+    assert!(ran.iter().all(|c| c["ok"] == true), "{stdout}");
+    assert!(
+        lines.iter().any(|l| l["line"]["kind"] == "message"),
+        "{stdout}"
+    );
+    assert!(
+        lines.last().unwrap()["step"]
+            .as_str()
+            .unwrap()
+            .contains("properties held")
+    );
+    lines
+}
