@@ -319,6 +319,12 @@ impl RawUser {
         panic!("the CS never learned the group");
     }
 
+    /// The log positions of the group's envelopes this user can fetch.
+    pub async fn log_positions(&mut self, gid: &[u8]) -> Vec<u64> {
+        let logged = self.fetch(gid, 0).await.expect("fetch");
+        logged.iter().map(|e| e.log_seq).collect()
+    }
+
     /// The group's envelopes after log position `after`.
     pub async fn fetch(
         &mut self,
