@@ -4,9 +4,10 @@
 //! `--json` ([`Done::json`]).
 
 use duokey_crypto::GroupId;
+use duokey_crypto::invite_code::InviteCode;
 use duokey_crypto::{ItemId, Rights, UserId};
 use duokey_terminal::contacts::Verification;
-use duokey_terminal::{Error, GroupInfo, GroupPolicy, Result, Terminal};
+use duokey_terminal::{CodeInvitation, Error, GroupInfo, GroupPolicy, Result, Terminal};
 use serde_json::{Value, json};
 use std::fmt;
 
@@ -17,6 +18,9 @@ pub enum Action {
     Create(String, GroupPolicy),
     /// Invite a user with these rights.
     Invite(UserId, Rights),
+    /// Invite a user with these rights and a one-time code that lives this
+    /// many milliseconds.
+    InviteCode(UserId, Rights, u64),
     /// Remove a member.
     Remove(UserId),
     /// Leave the group.
@@ -27,6 +31,8 @@ pub enum Action {
     Delete,
     /// Accept an invitation (by group name, group id or invitation id).
     Accept(String),
+    /// Accept a code invitation with the code.
+    AcceptCode(String, InviteCode),
     /// Decline an invitation.
     Decline(String),
     /// Show a contact's safety number (and with `true`, trust its key).
@@ -40,6 +46,8 @@ pub enum Done {
     Created(GroupInfo),
     /// The invitation sent, to whom, in which group.
     Invited(ItemId, UserId, GroupId),
+    /// A code invitation sent: its code, to whom, in which group.
+    InvitedCode(CodeInvitation, UserId, GroupId),
     /// The member removed from the group.
     Removed(UserId, GroupId),
     /// The group left.
@@ -101,8 +109,17 @@ pub async fn perform(t: &mut Terminal, group: Option<GroupId>, action: Action) -
             t.delete(&gid).await?;
             Done::Deleted(gid)
         }
+        Action::InviteCode(user, rights, ttl_ms) => {
+            let gid = group()?;
+            let invitation = t.invite_with_code(&gid, &user, rights, ttl_ms).await?;
+            Done::InvitedCode(invitation, user, gid)
+        }
         Action::Accept(spec) => {
             let inviter = t.accept(&spec).await?;
+            Done::Accepted(spec, inviter)
+        }
+        Action::AcceptCode(spec, code) => {
+            let inviter = t.accept_with_code(&spec, &code).await?;
             Done::Accepted(spec, inviter)
         }
         Action::Decline(spec) => {
@@ -120,6 +137,10 @@ impl Done {
             Done::Created(g) => json!({"group_id": g.group_id, "name": g.name}),
             Done::Invited(id, user, gid) => json!({
                 "invite_id": id.to_hex(), "group_id": hex::encode(gid), "user": user.as_str(),
+            }),
+            Done::InvitedCode(c, user, gid) => json!({
+                "invite_id": c.invite_id.to_hex(), "group_id": hex::encode(gid), "user": user.as_str(),
+                "code": c.code.to_string(), "expires_at_ms": c.expires_at_ms,
             }),
             Done::Removed(user, gid) => {
                 json!({"group_id": hex::encode(gid), "removed": user.as_str()})
@@ -144,6 +165,15 @@ impl fmt::Display for Done {
             Done::Invited(id, user, _) => write!(
                 f,
                 "Invited {user} (invite {id}). They accept with `duokey accept {id}`; your terminal then adds them."
+            ),
+            Done::InvitedCode(c, user, _) => write!(
+                f,
+                "Invited {user} with a code. Tell them this code yourself (in person or by phone, not through this chat):\n\n    {}\n\nIt works once, until {}. They accept with `duokey accept {} --code {}`; your terminal checks it and then adds them. After {} wrong answers the code is dead.",
+                c.code,
+                crate::when::when(c.expires_at_ms, duokey_terminal::now_ms()),
+                c.invite_id,
+                c.code,
+                duokey_crypto::invite_code::MAX_TRIES,
             ),
             Done::Removed(user, _) => write!(f, "Removed {user}; the group key was replaced."),
             Done::Left(_) => write!(f, "You left the group."),

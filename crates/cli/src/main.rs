@@ -77,6 +77,10 @@ enum Command {
     Accept {
         /// Invite id, group id or group name.
         invite: String,
+        /// The code the inviter told you (an invitation sent with
+        /// `--code`): it proves to both of you that nobody else answered.
+        #[arg(long)]
+        code: Option<String>,
     },
     /// Decline an invitation.
     Decline {
@@ -237,6 +241,14 @@ enum GroupCommand {
         /// Let them remove members and rotate keys.
         #[arg(long)]
         can_remove: bool,
+        /// Show a one-time code to tell them yourself (in person, by
+        /// phone): only someone who types it can accept, so neither the
+        /// servers nor the organisation's CA can answer in their name.
+        #[arg(long)]
+        code: bool,
+        /// How long the code stays usable.
+        #[arg(long, value_parser = parse_duration, default_value = "24h", requires = "code")]
+        code_ttl: u64,
     },
     /// Cancel your invitation to USER (if they accept it later, they are
     /// not added).
@@ -599,7 +611,16 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         Command::Renew => renew(&mut t, out).await,
         Command::Invites { sent: false } => invites(&t, out).await,
         Command::Invites { sent: true } => sent_invites(&t, out).await,
-        Command::Accept { invite } => act(&mut t, out, None, Action::Accept(invite)).await,
+        Command::Accept { invite, code: None } => {
+            act(&mut t, out, None, Action::Accept(invite)).await
+        }
+        Command::Accept {
+            invite,
+            code: Some(code),
+        } => {
+            let code = duokey_crypto::invite_code::InviteCode::parse(&code)?;
+            act(&mut t, out, None, Action::AcceptCode(invite, code)).await
+        }
         Command::Decline { invite } => act(&mut t, out, None, Action::Decline(invite)).await,
         Command::Send { group, text } => send(&mut t, out, &group, text).await,
         Command::Read {
@@ -810,12 +831,17 @@ async fn invites(t: &Terminal, out: Out) -> duokey_terminal::Result<()> {
             .iter()
             .map(|i| {
                 format!(
-                    "{}  {} invites you to {} ({}) as {}",
+                    "{}  {} invites you to {} ({}) as {}{}",
                     i.invite_id,
                     i.from,
                     display::inline(&i.group_name),
                     i.group_id,
-                    i.rights
+                    i.rights,
+                    if i.needs_code {
+                        "; needs the code they gave you (accept with --code CODE)"
+                    } else {
+                        ""
+                    }
                 )
             })
             .collect();
@@ -1012,10 +1038,18 @@ async fn group(t: &mut Terminal, command: GroupCommand, out: Out) -> duokey_term
             user,
             can_invite,
             can_remove,
-        } => (
-            group,
-            Action::Invite(user_arg(user)?, actions::rights(can_invite, can_remove)),
-        ),
+            code,
+            code_ttl,
+        } => {
+            let rights = actions::rights(can_invite, can_remove);
+            let user = user_arg(user)?;
+            let action = if code {
+                Action::InviteCode(user, rights, code_ttl.saturating_mul(1000))
+            } else {
+                Action::Invite(user, rights)
+            };
+            (group, action)
+        }
         GroupCommand::Remove { group, user } => (group, Action::Remove(user_arg(user)?)),
         GroupCommand::Leave { group } => (group, Action::Leave),
         GroupCommand::Rotate { group, rn1 } => (group, Action::Rotate(rn1)),

@@ -688,3 +688,33 @@ fn an_invitation_accepted_while_the_inviter_follows_completes_by_itself() {
     assert!(out.contains("\"posted\""), "{out}");
     wait_for("hello from bob");
 }
+
+#[test]
+fn a_code_invitation_from_the_command_line() {
+    let srv = Server::start();
+    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
+    alice.ok(&["group", "create", "proj"]);
+    let sent: serde_json::Value = serde_json::from_str(&alice.ok(&[
+        "--json",
+        "group",
+        "invite",
+        "proj",
+        "bob",
+        "--code",
+        "--code-ttl",
+        "2h",
+    ]))
+    .unwrap();
+    let code = sent["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 9, "{code}");
+    let listed = bob.ok(&["invites"]);
+    assert!(listed.contains("needs the code"), "{listed}");
+    let err = bob.fails(&["accept", "proj"]);
+    assert!(err.contains("--code"), "{err}");
+    let err = bob.fails(&["accept", "proj", "--code", "12ab"]);
+    assert!(err.contains("eight digits"), "{err}");
+    bob.ok(&["accept", "proj", "--code", &code]);
+    alice.ok(&["sync"]);
+    alice.ok(&["send", "proj", "confirmed by code"]);
+    assert_eq!(bob.texts("proj"), ["confirmed by code"]);
+}

@@ -4,7 +4,6 @@
 
 mod support;
 
-use duokey_crypto::rn1_delivery::open_rn1;
 use duokey_crypto::*;
 use duokey_terminal::{GroupPolicy, Line, Terminal};
 use duokey_testkit::{LocalNet, join, texts};
@@ -686,30 +685,6 @@ async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
     net.node.shutdown().await;
 }
 
-/// How many `rn1` items addressed to `user` that the CS holds open with
-/// `secret`: what reached the holder of that delivery key.
-async fn rn1_opened_by(net: &LocalNet, user: &str, secret: &DeliverySecret) -> usize {
-    let cs = net.cs_db().await;
-    let items = cs.inbox_after(user, 0, 1000).await.unwrap();
-    cs.close().await;
-    items
-        .iter()
-        .filter_map(|e| SignedItem::parse(&e.item).ok())
-        .filter(|s| {
-            let ItemBody::Rn1(p) = &s.item.body else {
-                return false;
-            };
-            let ctx = Rn1Context {
-                group_id: &p.group_id,
-                sender: &s.item.sender,
-                recipient: &s.item.recipient,
-                ref_id: &p.ref_id,
-            };
-            open_rn1(secret, &ctx, p.rn1_version, p.at_rn2_version, &p.enc, &p.ct).is_ok()
-        })
-        .count()
-}
-
 /// P8: a certificate for a known user id with another key — as a rogue CA
 /// operator would mint — gets no RN1: not while alice's terminal refuses the
 /// changed key, and not after alice confirms it by mistake either, because
@@ -717,7 +692,6 @@ async fn rn1_opened_by(net: &LocalNet, user: &str, secret: &DeliverySecret) -> u
 /// `contacts::delivery_key`, and the recorded-key check in `sync::rn1_duty`).
 #[tokio::test]
 async fn a_forged_identity_gets_no_rn1_even_once_confirmed() {
-    use duokey_proto::communication_client::CommunicationClient;
     let net = LocalNet::start().await;
     let (mut alice, bob, gid) = alice_and_bob_in_proj(&net).await;
 
@@ -727,45 +701,17 @@ async fn a_forged_identity_gets_no_rn1_even_once_confirmed() {
     let sealed = bob.store().meta_req("delivery").await.unwrap();
     let bob_secret =
         DeliverySecret::from_bytes(&bob.vault().open32("delivery", &sealed).unwrap()).unwrap();
-    assert_eq!(rn1_opened_by(&net, "bob", &bob_secret).await, 1);
+    assert_eq!(net.rn1_opened_by("bob", &bob_secret).await, 1);
 
     // The rogue CA operator mints "bob" with its own key, connects as him
     // (the CS directory now shows the forged certificate) and publishes a
     // delivery key of its own, signed with the forged key.
-    let ca = duokey_pki::Ca::load(&net.dir.path().join("srv/ca")).unwrap();
-    let id = UserId::new("bob").unwrap();
-    let forged_key = IdentityKey::generate();
-    let cert = ca
-        .sign_csr(&duokey_pki::make_csr(&forged_key, &id).unwrap(), &id, 30)
-        .unwrap();
-    let tls = duokey_pki::client_config(
-        &ca.cert_der(),
-        Some((
-            vec![cert],
-            duokey_pki::identity_private_key_der(&forged_key),
-        )),
-    )
-    .unwrap();
-    let mut forged = CommunicationClient::new(
-        duokey_pki::grpc::channel_any(net.client.cs_url.as_slice(), tls).unwrap(),
-    );
-    let forged_secret = DeliverySecret::generate();
-    let record = DeliveryKeyRecord {
-        user: id.clone(),
-        key: forged_secret.public(),
-        created_at_ms: duokey_terminal::now_ms(),
-    }
-    .sign(&forged_key)
-    .unwrap();
-    forged
-        .publish_delivery_key(duokey_proto::PublishDeliveryKeyRequest { record })
-        .await
-        .unwrap();
-
+    let rogue = net.rogue("bob").await;
+    let (id, forged_secret) = (rogue.id.clone(), &rogue.delivery);
     alice.rotate(&gid, true).await.unwrap();
     let v = alice.verify(&id, false).await.unwrap();
     assert!(v.key_changed, "the change is shown loudly");
-    assert_eq!(rn1_opened_by(&net, "bob", &forged_secret).await, 0);
+    assert_eq!(net.rn1_opened_by("bob", forged_secret).await, 0);
 
     // alice confirms the forged key by mistake; the group's history still
     // records bob's real key, so the next RN1 does not go to the forger.
@@ -773,7 +719,7 @@ async fn a_forged_identity_gets_no_rn1_even_once_confirmed() {
     alice.keep_warnings();
     alice.rotate(&gid, true).await.unwrap();
     assert_eq!(
-        rn1_opened_by(&net, "bob", &forged_secret).await,
+        net.rn1_opened_by("bob", forged_secret).await,
         0,
         "RN1 reached the forged key"
     );

@@ -122,6 +122,12 @@ pub enum Error {
         /// Expected number of hex digits.
         len: usize,
     },
+    /// An invite code that is not eight digits.
+    #[error("an invite code is eight digits (spaces and dashes are ignored)")]
+    InvalidCode,
+    /// A code confirmation tag did not match (PROTOCOL §4.8).
+    #[error("the invite code did not match (a wrong code, or a key that is not the person's)")]
+    CodeMismatch,
     /// An inbox item kind not defined by SPEC §4.
     #[error("unknown inbox item kind {0}")]
     UnknownItemKind(u8),

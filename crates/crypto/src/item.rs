@@ -11,6 +11,7 @@ use crate::codec::{Reader, Writer};
 use crate::error::{Error, Result};
 use crate::identity::{IdentityKey, PublicIdentity, SIGNATURE_LEN};
 use crate::ids::{GroupId, GroupName, ItemId, UserId};
+use crate::invite_code::{PAKE_MSG_LEN, TAG_LEN};
 use crate::rights::Rights;
 use crate::rn1_delivery::{DeliveryPublic, ENC_LEN};
 
@@ -37,6 +38,12 @@ pub enum ItemKind {
     Stale = 6,
     /// 7: names the membership change an `rn1` item was sent for (SPEC §4.7).
     Anchor = 7,
+    /// 8: an invitation that needs a code (PROTOCOL §4.8).
+    CodeInvite = 8,
+    /// 9: the invitee accepts with the code.
+    CodeAck = 9,
+    /// 10: the inviter proves it knew the code too.
+    CodeConfirm = 10,
 }
 
 impl TryFrom<u8> for ItemKind {
@@ -50,6 +57,9 @@ impl TryFrom<u8> for ItemKind {
             5 => ItemKind::Removal,
             6 => ItemKind::Stale,
             7 => ItemKind::Anchor,
+            8 => ItemKind::CodeInvite,
+            9 => ItemKind::CodeAck,
+            10 => ItemKind::CodeConfirm,
             other => return Err(Error::UnknownItemKind(other)),
         })
     }
@@ -125,6 +135,42 @@ pub enum ItemBody {
         /// The RN2 version of the grant that applied the change.
         at_rn2_version: u64,
     },
+    /// `group_id || lp16(group_name) || u8 rights || u64 expires_at_ms ||
+    /// msg_a[33]` (PROTOCOL §4.8).
+    CodeInvite {
+        /// The group.
+        group_id: GroupId,
+        /// Its name.
+        group_name: GroupName,
+        /// Rights offered.
+        rights: Rights,
+        /// After this (the inviter's clock) the code is dead.
+        expires_at_ms: u64,
+        /// The inviter's SPAKE2 message.
+        msg_a: [u8; PAKE_MSG_LEN],
+    },
+    /// `invite_id || group_id || invite_pub[32] || msg_b[33] || tag[32]`.
+    CodeAck {
+        /// The code invitation accepted.
+        invite_id: ItemId,
+        /// The group.
+        group_id: GroupId,
+        /// A fresh X25519 key for this invitation only.
+        invite_pub: DeliveryPublic,
+        /// The invitee's SPAKE2 message.
+        msg_b: [u8; PAKE_MSG_LEN],
+        /// The invitee's confirmation tag.
+        tag: [u8; TAG_LEN],
+    },
+    /// `invite_id || group_id || tag[32]`.
+    CodeConfirm {
+        /// The code invitation.
+        invite_id: ItemId,
+        /// The group.
+        group_id: GroupId,
+        /// The inviter's confirmation tag.
+        tag: [u8; TAG_LEN],
+    },
 }
 
 impl ItemBody {
@@ -138,6 +184,9 @@ impl ItemBody {
             ItemBody::Removal { .. } => ItemKind::Removal,
             ItemBody::Stale { .. } => ItemKind::Stale,
             ItemBody::Anchor { .. } => ItemKind::Anchor,
+            ItemBody::CodeInvite { .. } => ItemKind::CodeInvite,
+            ItemBody::CodeAck { .. } => ItemKind::CodeAck,
+            ItemBody::CodeConfirm { .. } => ItemKind::CodeConfirm,
         }
     }
 
@@ -149,7 +198,10 @@ impl ItemBody {
             | ItemBody::Decline { group_id, .. }
             | ItemBody::Removal { group_id }
             | ItemBody::Stale { group_id, .. }
-            | ItemBody::Anchor { group_id, .. } => group_id,
+            | ItemBody::Anchor { group_id, .. }
+            | ItemBody::CodeInvite { group_id, .. }
+            | ItemBody::CodeAck { group_id, .. }
+            | ItemBody::CodeConfirm { group_id, .. } => group_id,
             ItemBody::Rn1(p) => &p.group_id,
         }
     }
@@ -209,6 +261,41 @@ impl ItemBody {
                     .bytes(head)
                     .u64(*at_rn2_version);
             }
+            ItemBody::CodeInvite {
+                group_id,
+                group_name,
+                rights,
+                expires_at_ms,
+                msg_a,
+            } => {
+                w.bytes(group_id.as_bytes())
+                    .lp16(group_name.as_bytes())?
+                    .u8(rights.bits())
+                    .u64(*expires_at_ms)
+                    .bytes(msg_a);
+            }
+            ItemBody::CodeAck {
+                invite_id,
+                group_id,
+                invite_pub,
+                msg_b,
+                tag,
+            } => {
+                w.bytes(invite_id.as_bytes())
+                    .bytes(group_id.as_bytes())
+                    .bytes(&invite_pub.0)
+                    .bytes(msg_b)
+                    .bytes(tag);
+            }
+            ItemBody::CodeConfirm {
+                invite_id,
+                group_id,
+                tag,
+            } => {
+                w.bytes(invite_id.as_bytes())
+                    .bytes(group_id.as_bytes())
+                    .bytes(tag);
+            }
         }
         Ok(w.into_vec())
     }
@@ -251,6 +338,25 @@ impl ItemBody {
                 membership_seq: r.u64()?,
                 head: r.array()?,
                 at_rn2_version: r.u64()?,
+            },
+            ItemKind::CodeInvite => ItemBody::CodeInvite {
+                group_id: GroupId(r.array()?),
+                group_name: GroupName::from_bytes(r.lp16()?)?,
+                rights: Rights::from_bits(r.u8()?)?,
+                expires_at_ms: r.u64()?,
+                msg_a: r.array()?,
+            },
+            ItemKind::CodeAck => ItemBody::CodeAck {
+                invite_id: ItemId(r.array()?),
+                group_id: GroupId(r.array()?),
+                invite_pub: DeliveryPublic(r.array()?),
+                msg_b: r.array()?,
+                tag: r.array()?,
+            },
+            ItemKind::CodeConfirm => ItemBody::CodeConfirm {
+                invite_id: ItemId(r.array()?),
+                group_id: GroupId(r.array()?),
+                tag: r.array()?,
             },
         };
         r.finish()?;

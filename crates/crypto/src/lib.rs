@@ -28,6 +28,7 @@ mod error;
 pub mod group_key;
 pub mod identity;
 pub mod ids;
+pub mod invite_code;
 pub mod item;
 pub mod membership;
 pub mod message_key;

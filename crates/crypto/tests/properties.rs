@@ -98,7 +98,7 @@ fn item_body() -> impl Strategy<Value = ItemBody> {
             group_id
         }),
         (
-            id,
+            id.clone(),
             g.clone(),
             any::<u32>(),
             any::<u64>(),
@@ -117,11 +117,46 @@ fn item_body() -> impl Strategy<Value = ItemBody> {
             }),
         g.clone()
             .prop_map(|group_id| ItemBody::Removal { group_id }),
-        (g, any::<u64>()).prop_map(|(group_id, v)| ItemBody::Stale {
+        (g.clone(), any::<u64>()).prop_map(|(group_id, v)| ItemBody::Stale {
             group_id,
             current_rn2_version: v
         }),
+        (g.clone(), any::<u64>(), msg33()).prop_map(|(group_id, expires_at_ms, msg_a)| {
+            ItemBody::CodeInvite {
+                group_id,
+                group_name: GroupName::new("proj").unwrap(),
+                rights: Rights::NONE,
+                expires_at_ms,
+                msg_a,
+            }
+        }),
+        (
+            id.clone(),
+            g.clone(),
+            any::<[u8; 32]>(),
+            msg33(),
+            any::<[u8; 32]>()
+        )
+            .prop_map(|(invite_id, group_id, k, msg_b, tag)| ItemBody::CodeAck {
+                invite_id,
+                group_id,
+                invite_pub: DeliveryPublic(k),
+                msg_b,
+                tag,
+            }),
+        (id, g, any::<[u8; 32]>()).prop_map(|(invite_id, group_id, tag)| {
+            ItemBody::CodeConfirm {
+                invite_id,
+                group_id,
+                tag,
+            }
+        }),
     ]
+}
+
+/// A SPAKE2 message's worth of bytes (invite codes, PROTOCOL §4.8).
+fn msg33() -> impl Strategy<Value = [u8; 33]> {
+    proptest::collection::vec(any::<u8>(), 33).prop_map(|v| v.try_into().unwrap())
 }
 
 fn open_item(bytes: &[u8]) -> Result<Item> {
@@ -231,10 +266,11 @@ fn unknown_item_kind_is_rejected() {
     let mut bytes = sample_item(ItemBody::Removal { group_id: GROUP })
         .sign(&alice().0)
         .unwrap();
-    bytes[4] = 8;
+    // Kinds 1–10 are defined (10: `code_confirm`, PROTOCOL §4.8).
+    bytes[4] = 11;
     assert_eq!(
         SignedItem::parse(&bytes).unwrap_err(),
-        Error::UnknownItemKind(8)
+        Error::UnknownItemKind(11)
     );
 }
 

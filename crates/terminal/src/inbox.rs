@@ -279,6 +279,9 @@ impl Terminal {
                 self.on_anchor(&sender, group_id, *membership_seq, head, *at_rn2_version)
                     .await?
             }
+            ItemBody::CodeInvite { .. } => self.on_code_invite(item).await?,
+            ItemBody::CodeAck { .. } => self.on_code_ack(item).await?,
+            ItemBody::CodeConfirm { .. } => self.on_code_confirm(item).await?,
         }
         Ok(())
     }

@@ -25,6 +25,8 @@ pub struct Invitation {
     pub from: String,
     /// Rights offered.
     pub rights: String,
+    /// It was sent with a code (`accept --code`).
+    pub needs_code: bool,
 }
 
 /// An invitation this terminal sent (`duokey invites --sent`).
@@ -45,6 +47,39 @@ pub struct SentInvitation {
 impl Terminal {
     /// `duokey group invite GROUP USER [--can-invite] [--can-remove]` (SPEC §4.2 step 1).
     pub async fn invite(&mut self, gid: &GroupId, user: &UserId, rights: Rights) -> Result<ItemId> {
+        let name = self.check_invite(gid, user, rights).await?;
+        // One waiting invitation per person and group: the same offer again
+        // is the one already sent (the CS keeps it for them); a different
+        // one replaces it (their terminal keeps only the newest).
+        if let Some((id, offered)) = self.store.waiting_invite_to(gid, user.as_str()).await? {
+            if offered == rights {
+                return Ok(id);
+            }
+            self.store.cancel_invites_to(gid, user.as_str()).await?;
+        }
+        let invite_id = ItemId::random()?;
+        let body = ItemBody::Invite {
+            group_id: *gid,
+            group_name: name,
+            rights,
+        };
+        self.store
+            .put_invite_out(&invite_id, gid, user.as_str(), rights)
+            .await?;
+        self.send_item(invite_id, user, body).await?;
+        Ok(invite_id)
+    }
+
+    /// SPEC §4.2 step 1 and §4.7: this terminal may invite `user` with
+    /// `rights` to `gid` (it holds the invite right and every right it
+    /// offers; `user` is not a member, and has a certified key). The
+    /// group's name.
+    pub(crate) async fn check_invite(
+        &mut self,
+        gid: &GroupId,
+        user: &UserId,
+        rights: Rights,
+    ) -> Result<GroupName> {
         let (g, mine) = self.my_rights(gid).await?;
         if !mine.contains(Rights::INVITE) {
             return Err(Error::refused(format!(
@@ -70,26 +105,7 @@ impl Terminal {
             )));
         }
         self.contact_key(user).await?;
-        // One waiting invitation per person and group: the same offer again
-        // is the one already sent (the CS keeps it for them); a different
-        // one replaces it (their terminal keeps only the newest).
-        if let Some((id, offered)) = self.store.waiting_invite_to(gid, user.as_str()).await? {
-            if offered == rights {
-                return Ok(id);
-            }
-            self.store.cancel_invites_to(gid, user.as_str()).await?;
-        }
-        let invite_id = ItemId::random()?;
-        let body = ItemBody::Invite {
-            group_id: *gid,
-            group_name: GroupName::new(g.name.clone())?,
-            rights,
-        };
-        self.store
-            .put_invite_out(&invite_id, gid, user.as_str(), rights)
-            .await?;
-        self.send_item(invite_id, user, body).await?;
-        Ok(invite_id)
+        Ok(GroupName::new(g.name)?)
     }
 
     /// `duokey group uninvite GROUP USER`: cancels the invitations to
@@ -138,22 +154,22 @@ impl Terminal {
 
     /// `duokey invites`: invitations waiting for an answer.
     pub async fn invitations(&self) -> Result<Vec<Invitation>> {
-        Ok(self
-            .store
-            .pending_invites()
-            .await?
-            .into_iter()
-            .map(|i| Invitation {
+        let mut out = Vec::new();
+        for i in self.store.pending_invites().await? {
+            let needs_code = self.needs_code(&ItemId::from_slice(&i.invite_id)?).await?;
+            out.push(Invitation {
                 invite_id: hex::encode(i.invite_id),
                 group_id: hex::encode(i.group_id),
                 group_name: i.group_name,
                 from: i.from,
                 rights: i.rights.to_string(),
-            })
-            .collect())
+                needs_code,
+            });
+        }
+        Ok(out)
     }
 
-    async fn find_invitation(&self, spec: &str) -> Result<(ItemId, GroupId, UserId)> {
+    pub(crate) async fn find_invitation(&self, spec: &str) -> Result<(ItemId, GroupId, UserId)> {
         let lower = spec.to_lowercase();
         let hits: Vec<Invitation> = self
             .invitations()
@@ -183,6 +199,11 @@ impl Terminal {
     /// `duokey accept INVITE_ID|GROUP` (SPEC §4.2 step 2).
     pub async fn accept(&mut self, spec: &str) -> Result<String> {
         let (invite_id, gid, from) = self.find_invitation(spec).await?;
+        if self.needs_code(&invite_id).await? {
+            return Err(Error::user(format!(
+                "{from}'s invitation needs the code they gave you: `duokey accept {spec} --code CODE`"
+            )));
+        }
         let secret = DeliverySecret::generate();
         let sealed = self.vault.seal("invite", secret.to_bytes().as_slice())?;
         self.store.accept_invite_in(&invite_id, &sealed).await?;

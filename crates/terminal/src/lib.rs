@@ -40,7 +40,9 @@
 
 pub mod agent;
 mod certificate;
+mod code;
 pub use certificate::ProfileInfo;
+pub use code::{CodeInvitation, DEFAULT_CODE_TTL_MS};
 pub mod config;
 pub mod contacts;
 mod delivery;

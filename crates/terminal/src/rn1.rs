@@ -334,6 +334,7 @@ impl Terminal {
             None => return Err(Error::refused("an rn1 item matches no accepted invitation")),
         };
         if secret.is_some() {
+            self.code_confirmed_for(&p.ref_id).await?;
             self.check_invitation_anchor(item, p).await?;
         } else {
             self.check_rotation(item, p).await?;

@@ -341,6 +341,11 @@ impl Terminal {
         &self.me
     }
 
+    /// This terminal's identity key (public half).
+    pub fn identity_public(&self) -> duokey_crypto::PublicIdentity {
+        self.identity.public()
+    }
+
     /// The profile directory.
     pub fn home(&self) -> &Path {
         &self.home

@@ -29,12 +29,14 @@ mod lossy;
 mod lying;
 mod nats;
 mod raw;
+mod rogue;
 
 pub use cluster::{LocalCluster, nats_url, postgres_schema};
 pub use lossy::LostAnswers;
 pub use lying::{GrantLie, Lies};
 pub use nats::PrivateNats;
 pub use raw::{RawUser, test_key};
+pub use rogue::Rogue;
 
 use duokey_crypto::GroupId;
 use duokey_crypto::{R1, UserId};

@@ -11,11 +11,13 @@ use std::path::Path;
 /// terminal speaks SQL).
 pub use sqlx::Error as DbError;
 
+mod codes;
 mod contacts;
 mod history;
 mod invites;
 mod outbox;
 
+pub use codes::{CodeIn, CodeOut};
 pub use contacts::ContactState;
 pub use history::{NewMessage, Seen, Stored, StoredMessage};
 pub use invites::{HandOver, InviteInState, InviteOutState, PendingInvite, SentInvite};

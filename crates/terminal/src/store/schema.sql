@@ -176,3 +176,24 @@ CREATE TABLE IF NOT EXISTS items_pending (
     item     BLOB NOT NULL,
     since_ms INTEGER NOT NULL
 );
+-- Issue 18 (PROTOCOL §4.8): invite codes. `out`: the code and the SPAKE2
+-- seed (sealed), wrong answers so far, dead after three. `in`: the
+-- inviter's SPAKE2 message, then (sealed) the inviter's tag this terminal
+-- expects, and whether it came.
+CREATE TABLE IF NOT EXISTS invite_codes (
+    invite_id     BLOB PRIMARY KEY,
+    side          TEXT NOT NULL,           -- out | in
+    sealed        BLOB NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    tries         INTEGER NOT NULL DEFAULT 0,
+    dead          INTEGER NOT NULL DEFAULT 0,
+    expected_tag  BLOB,
+    confirmed     INTEGER NOT NULL DEFAULT 0
+);
+-- Identity keys confirmed by an invite code, per contact.
+CREATE TABLE IF NOT EXISTS contact_codes (
+    user_id      TEXT NOT NULL,
+    identity_key BLOB NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    PRIMARY KEY (user_id, identity_key)
+);

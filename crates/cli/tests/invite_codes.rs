@@ -1,0 +1,248 @@
+//! Invite codes (issue 18, PROTOCOL §4.8) and SPEC §7 P10 with a real
+//! attack: a rogue CA operator colluding with the CS mints a certificate
+//! for the invitee's user id and answers the invitation. Without a code
+//! (and before anyone compared safety numbers) it gets RN1 — the honest
+//! limit of the certificate variant; with a code it gets none, its wrong
+//! answers are counted and the third kills the code. The real servers run
+//! on 127.0.0.1 with mutual TLS; the terminals are the real library.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use duokey_crypto::invite_code::{self, CodeContext, CodeKeys, InviteCode, PAKE_MSG_LEN};
+use duokey_crypto::*;
+use duokey_terminal::{GroupPolicy, Line, Terminal};
+use duokey_testkit::{LocalNet, Rogue, texts};
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+async fn new_group(t: &mut Terminal, name: &str) -> GroupId {
+    let g = t.create_group(name, GroupPolicy::default()).await.unwrap();
+    t.resolve_group(&g.group_id).await.unwrap()
+}
+
+async fn notices(t: &Terminal, gid: &GroupId) -> Vec<String> {
+    t.history(gid)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|l| match l {
+            Line::Notice(n) => Some(n.notice),
+            Line::Message(_) => None,
+        })
+        .collect()
+}
+
+async fn members(t: &Terminal, gid: &GroupId) -> Vec<String> {
+    t.members(gid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.user)
+        .collect()
+}
+
+/// The rogue's answer to the code invitation in its inbox, with `code`
+/// (a guess), its forged key and `invite_secret`'s public key.
+async fn rogue_answers(
+    rogue: &mut Rogue,
+    inviter: &UserId,
+    inviter_key: &PublicIdentity,
+    code: &str,
+    invite_secret: &DeliverySecret,
+) {
+    let invite = rogue
+        .inbox()
+        .await
+        .into_iter()
+        .find(|i| matches!(i.body, ItemBody::CodeInvite { .. }))
+        .expect("the code invitation reached the rogue");
+    let ItemBody::CodeInvite {
+        group_id, msg_a, ..
+    } = invite.body
+    else {
+        unreachable!()
+    };
+    let ctx = CodeContext {
+        invite_id: &invite.item_id,
+        group_id: &group_id,
+        inviter,
+        invitee: &rogue.id,
+    };
+    let (me, invite_pub) = (rogue.key.public(), invite_secret.public());
+    let keys = CodeKeys {
+        inviter: inviter_key,
+        invitee: &me,
+        invite_pub: &invite_pub,
+    };
+    let code = InviteCode::parse(code).unwrap();
+    let answer = invite_code::invitee_answer(&code, &ctx, &msg_a, &keys).unwrap();
+    let msg_b: [u8; PAKE_MSG_LEN] = answer.msg_b;
+    let body = ItemBody::CodeAck {
+        invite_id: invite.item_id,
+        group_id,
+        invite_pub,
+        msg_b,
+        tag: answer.tag,
+    };
+    rogue.send(inviter, body).await;
+}
+
+#[tokio::test]
+async fn p10_a_rogue_ca_with_the_cs_gets_rn1_without_a_code_and_none_with_one() {
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    // First contact: bob never enrolled; the CA operator mints "bob".
+    let mut rogue = net.rogue("bob").await;
+    let bob = rogue.id.clone();
+
+    // The honest limit: a plain invitation answered by the rogue hands it
+    // RN1 (nobody compared safety numbers yet).
+    let plain = new_group(&mut alice, "plain").await;
+    alice.invite(&plain, &bob, Rights::NONE).await.unwrap();
+    let invite = rogue
+        .inbox()
+        .await
+        .into_iter()
+        .find(|i| matches!(i.body, ItemBody::Invite { .. }))
+        .unwrap();
+    let stolen = DeliverySecret::generate();
+    rogue
+        .send(
+            alice.user(),
+            ItemBody::Ack {
+                invite_id: invite.item_id,
+                group_id: plain,
+                invite_pub: stolen.public(),
+            },
+        )
+        .await;
+    alice.sync().await.unwrap();
+    assert_eq!(
+        net.rn1_opened_by("bob", &stolen).await,
+        1,
+        "the honest limit"
+    );
+
+    // With a code: three guesses, each refused and counted, then the code
+    // is dead — even the right code is refused after that.
+    let coded = new_group(&mut alice, "coded").await;
+    let sent = alice
+        .invite_with_code(&coded, &bob, Rights::NONE, DAY_MS)
+        .await
+        .unwrap();
+    let alice_key = alice.identity_public();
+    let guess = DeliverySecret::generate();
+    for (n, wrong) in ["00000000", "12345678", "99999999"].iter().enumerate() {
+        let wrong = if *wrong == sent.code.digits() {
+            "00000001"
+        } else {
+            wrong
+        };
+        rogue_answers(&mut rogue, alice.user(), &alice_key, wrong, &guess).await;
+        alice.sync().await.unwrap();
+        let told = notices(&alice, &coded).await;
+        assert!(
+            told.iter()
+                .any(|t| t.contains(&format!("({} wrong of 3)", n + 1))),
+            "{told:?}"
+        );
+    }
+    assert!(
+        notices(&alice, &coded)
+            .await
+            .iter()
+            .any(|t| t.contains("the code is dead"))
+    );
+    rogue_answers(
+        &mut rogue,
+        alice.user(),
+        &alice_key,
+        sent.code.digits(),
+        &guess,
+    )
+    .await;
+    alice.sync().await.unwrap();
+    assert_eq!(
+        net.rn1_opened_by("bob", &guess).await,
+        0,
+        "RN1 reached the rogue"
+    );
+    assert_eq!(members(&alice, &coded).await, ["alice"]);
+    assert!(!alice.confirmed_by_code(&bob).await.unwrap());
+    net.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_code_invitation_confirms_both_keys_and_the_group_works() {
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let gid = new_group(&mut alice, "proj").await;
+    let sent = alice
+        .invite_with_code(&gid, bob.user(), Rights::NONE, DAY_MS)
+        .await
+        .unwrap();
+    bob.sync().await.unwrap();
+    // A plain accept says the code is needed.
+    let err = bob.accept("proj").await.unwrap_err().to_string();
+    assert!(err.contains("--code"), "{err}");
+    // Typed as people do: with a space.
+    let typed = format!("{} {}", &sent.code.digits()[..4], &sent.code.digits()[4..]);
+    bob.accept_with_code("proj", &InviteCode::parse(&typed).unwrap())
+        .await
+        .unwrap();
+    alice.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    assert_eq!(members(&alice, &gid).await, ["alice", "bob"]);
+    assert!(alice.confirmed_by_code(bob.user()).await.unwrap());
+    assert!(bob.confirmed_by_code(alice.user()).await.unwrap());
+    alice.send(&gid, "hello bob").await.unwrap();
+    bob.sync_messages(&gid).await.unwrap();
+    assert_eq!(texts(&bob, &gid).await, ["hello bob"]);
+    net.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wrong_or_expired_code_adds_nobody_and_says_so() {
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let mut carol = net.enroll("carol").await;
+    let gid = new_group(&mut alice, "proj").await;
+
+    // A typo: alice is told, bob is not added.
+    let sent = alice
+        .invite_with_code(&gid, bob.user(), Rights::NONE, DAY_MS)
+        .await
+        .unwrap();
+    let mut wrong = sent.code.digits().to_owned().into_bytes();
+    wrong[0] = if wrong[0] == b'9' { b'0' } else { wrong[0] + 1 };
+    bob.sync().await.unwrap();
+    bob.accept_with_code(
+        "proj",
+        &InviteCode::parse(std::str::from_utf8(&wrong).unwrap()).unwrap(),
+    )
+    .await
+    .unwrap();
+    alice.sync().await.unwrap();
+    assert!(
+        notices(&alice, &gid)
+            .await
+            .iter()
+            .any(|t| t.contains("did not match the code (1 wrong of 3)")),
+        "{:?}",
+        notices(&alice, &gid).await
+    );
+    assert_eq!(members(&alice, &gid).await, ["alice"]);
+
+    // Expired: the invitee's terminal refuses to answer at all.
+    alice
+        .invite_with_code(&gid, carol.user(), Rights::NONE, 60_000)
+        .await
+        .unwrap();
+    carol.sync().await.unwrap();
+    net.advance(std::time::Duration::from_secs(61));
+    let code = InviteCode::parse("00000000").unwrap();
+    let err = carol.accept_with_code("proj", &code).await.unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    net.node.shutdown().await;
+}
