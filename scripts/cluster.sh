@@ -22,7 +22,9 @@ A Duokey cluster on 127.0.0.1: nodes gms1 and gms2 (AS+GMS) and cs1 and cs2
 Commands:
   up                  create what is missing (CA, certificates, database, configs),
                       start the four nodes and wait until each listens; the last
-                      line printed is the absolute path of the terminals' client.toml
+                      line printed is the absolute path of the terminals' client.toml.
+                      With some nodes running (one crashed, or was killed), starts
+                      the others only
   down                stop the nodes this script started (their recorded pids only)
   status              each node: its port, its pid, whether it runs (exit 0 when all four run)
   enroll USER [ARGS]  a one-time enrolment token for USER, the last word printed
@@ -407,9 +409,11 @@ cmd_up() {
         say "$cluster_dir/client.toml"
         return 0
     fi
+    # Partly running (a node crashed or was killed): start the others only.
+    local to_start=("${nodes[@]}")
     if [ ${#alive[@]} -gt 0 ]; then
-        die "the cluster in $cluster_dir is partly running (${alive[*]}; not running: ${dead[*]}).
-  Run \`scripts/cluster.sh down\` first, then \`scripts/cluster.sh up\`."
+        say "The cluster in $cluster_dir is partly running (${alive[*]}): starting ${dead[*]}."
+        to_start=("${dead[@]}")
     fi
 
     find_server
@@ -419,7 +423,7 @@ cmd_up() {
     ensure_certificates
 
     local port
-    for node in "${nodes[@]}"; do
+    for node in "${to_start[@]}"; do
         port="$(node_port "$node")"
         if port_open 127.0.0.1 "$port"; then
             die "port $port (for $node) is already in use by another program: stop it, or choose other ports with DUOKEY_CLUSTER_PORT (now $base_port; the nodes use the four after it)"
@@ -427,7 +431,7 @@ cmd_up() {
         rm -f "$(pid_file "$node")"
         write_config "$node"
     done
-    for node in "${nodes[@]}"; do
+    for node in "${to_start[@]}"; do
         local out
         if ! out="$("$server" config --check "$(node_config "$node")" 2>&1)"; then
             case "$out" in
@@ -440,9 +444,12 @@ cmd_up() {
         fi
     done
 
-    # The CS nodes first: the GMS nodes push membership to them.
+    # The CS nodes first: the GMS nodes push membership to them. A restarted
+    # node's previous log is kept as server.log.1 (how it ended).
     local started=()
     for node in cs1 cs2 gms1 gms2; do
+        case " ${to_start[*]} " in *" $node "*) ;; *) continue ;; esac
+        [ -s "$cluster_dir/$node/server.log" ] && mv "$cluster_dir/$node/server.log" "$cluster_dir/$node/server.log.1"
         nohup "$server" run --config "$(node_config "$node")" \
             </dev/null >"$cluster_dir/$node/server.log" 2>&1 &
         echo "$!" >"$(pid_file "$node")"

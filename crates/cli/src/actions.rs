@@ -197,6 +197,7 @@ impl fmt::Display for Done {
                     )?;
                 }
                 writeln!(f, "{}'s certificate fingerprint: {}", v.user, v.fingerprint)?;
+                writeln!(f, "Key confirmed by: {}", v.confirmed_by)?;
                 writeln!(
                     f,
                     "Safety number (compare with {} out of band): {}",

@@ -374,10 +374,144 @@ async fn walkthrough(demo: &mut Demo, servers: &mut Servers) -> Result<()> {
     let envelopes = a_removed_member_reads_nothing_new(demo, &mut c).await?;
     a_late_joiner_reads_nothing_earlier(demo, &mut c, &envelopes).await?;
     the_gms_rotates_periodically(demo, &mut c, servers.gms()?).await?;
+    a_rogue_ca_gets_nothing_from_a_code_invitation(demo, &mut c).await?;
     if let Servers::Cluster(nodes, _) = servers {
         a_node_of_each_role_stops(demo, &mut c, nodes).await?;
     }
     print_history(&mut c.bob, &c.gid).await
+}
+
+/// P10: the CA operator, with the CS, mints "frank" (who never enrolled)
+/// and answers alice's invitations in his name: a plain invitation hands
+/// it RN1 (the honest limit of first contact); one with a code does not.
+async fn a_rogue_ca_gets_nothing_from_a_code_invitation(
+    demo: &mut Demo,
+    c: &mut Cast,
+) -> Result<()> {
+    use duokey_server::rogue::Rogue;
+    say("A rogue CA operator, with the CS, answers invitations in the name of a newcomer");
+    let ca = duokey_pki::Ca::load(&demo.server.data_dir.join("ca")).map_err(user_error)?;
+    let frank = UserId::new("frank")?;
+    let mut rogue = Rogue::mint(&ca, demo.cfg.cs_url.as_slice(), &frank)
+        .await
+        .map_err(user_error)?;
+    let alice = c.alice.user().clone();
+
+    let plain = new_group(&mut c.alice, "plain").await?;
+    c.alice.invite(&plain, &frank, Rights::NONE).await?;
+    let invite = rogue
+        .inbox()
+        .await
+        .map_err(user_error)?
+        .into_iter()
+        .find(|i| matches!(i.body, ItemBody::Invite { group_id, .. } if group_id == plain))
+        .ok_or(Error::Internal("the invitation did not reach the rogue"))?;
+    let stolen = DeliverySecret::generate();
+    let ack = ItemBody::Ack {
+        invite_id: invite.item_id,
+        group_id: plain,
+        invite_pub: stolen.public(),
+    };
+    rogue.send(&alice, ack).await.map_err(user_error)?;
+    c.alice.sync().await?;
+    let taken = Rogue::rn1_opened(&rogue.inbox().await.map_err(user_error)?, &stolen);
+    demo.check(
+        taken == 1,
+        "without a code, the CA's forged \"frank\" answers alice's invitation and gets RN1: at first contact a plain invitation trusts the CA (the honest limit; compare safety numbers, or use a code)",
+    )?;
+
+    let coded = new_group(&mut c.alice, "coded").await?;
+    let sent = c
+        .alice
+        .invite_with_code(
+            &coded,
+            &frank,
+            Rights::NONE,
+            duokey_terminal::DEFAULT_CODE_TTL_MS,
+        )
+        .await?;
+    let guess = if sent.code.digits() == "00000000" {
+        "00000001"
+    } else {
+        "00000000"
+    };
+    let guessed = DeliverySecret::generate();
+    rogue_answers_with(&mut rogue, &c.alice, &coded, guess, &guessed).await?;
+    c.alice.sync().await?;
+    let taken = Rogue::rn1_opened(&rogue.inbox().await.map_err(user_error)?, &guessed);
+    let members: Vec<String> = c
+        .alice
+        .members(&coded)
+        .await?
+        .into_iter()
+        .map(|m| m.user)
+        .collect();
+    let told = c
+        .alice
+        .history(&coded)
+        .await?
+        .iter()
+        .any(|l| matches!(l, Line::Notice(n) if n.notice.contains("did not match the code")));
+    demo.check(
+        taken == 0 && members == [alice.to_string()] && told,
+        "with a code, the forged \"frank\" cannot answer: its guess fails the code check, it gets no RN1, is not added, and alice is told",
+    )
+}
+
+/// A new group of `t`'s; its id.
+async fn new_group(t: &mut Terminal, name: &str) -> Result<GroupId> {
+    let g = t
+        .create_group(name, duokey_terminal::GroupPolicy::default())
+        .await?;
+    t.resolve_group(&g.group_id).await
+}
+
+/// The rogue answers the code invitation to `gid` with `guess`.
+async fn rogue_answers_with(
+    rogue: &mut duokey_server::rogue::Rogue,
+    inviter: &Terminal,
+    gid: &GroupId,
+    guess: &str,
+    secret: &DeliverySecret,
+) -> Result<()> {
+    use duokey_crypto::invite_code::{self, CodeContext, CodeKeys, InviteCode};
+    let invite = rogue
+        .inbox()
+        .await
+        .map_err(user_error)?
+        .into_iter()
+        .find(|i| matches!(i.body, ItemBody::CodeInvite { group_id, .. } if group_id == *gid))
+        .ok_or(Error::Internal(
+            "the code invitation did not reach the rogue",
+        ))?;
+    let ItemBody::CodeInvite { msg_a, .. } = invite.body else {
+        return Err(Error::Internal("not a code invitation"));
+    };
+    let ctx = CodeContext {
+        invite_id: &invite.item_id,
+        group_id: gid,
+        inviter: inviter.user(),
+        invitee: &rogue.id,
+    };
+    let (inviter_key, me, invite_pub) = (
+        inviter.identity_public(),
+        rogue.key.public(),
+        secret.public(),
+    );
+    let keys = CodeKeys {
+        inviter: &inviter_key,
+        invitee: &me,
+        invite_pub: &invite_pub,
+    };
+    let answer = invite_code::invitee_answer(&InviteCode::parse(guess)?, &ctx, &msg_a, &keys)?;
+    let body = ItemBody::CodeAck {
+        invite_id: invite.item_id,
+        group_id: *gid,
+        invite_pub,
+        msg_b: answer.msg_b,
+        tag: answer.tag,
+    };
+    rogue.send(inviter.user(), body).await.map_err(user_error)
 }
 
 /// Cluster only: one CS node and one GMS node stop; every terminal carries

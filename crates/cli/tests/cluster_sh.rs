@@ -244,6 +244,19 @@ fn the_quick_start_runs_on_a_cluster_and_killed_nodes_lose_nothing() {
     follow.wait_for(|l| l.contains("welcome carol"));
     assert_eq!(carol.texts(&gid), ["welcome carol"], "carol's history");
     assert_eq!(bob.texts(&gid), sent, "bob's history");
+
+    // `up` again starts the two killed nodes only; all four then run.
+    let restarted = cluster.script(&["up"]);
+    assert!(restarted.status.success(), "{}", text(&restarted));
+    assert!(
+        text(&restarted).contains("starting gms1 cs1"),
+        "{}",
+        text(&restarted)
+    );
+    let status = cluster.script(&["status"]);
+    assert!(status.status.success(), "{}", text(&status));
+    alice.ok(&["send", &gid, "all four again"]);
+    follow.wait_for(|l| l.contains("all four again"));
 }
 
 #[test]
@@ -258,7 +271,7 @@ fn the_demo_runs_on_a_cluster_and_leaves_nothing_behind() {
         return;
     };
     // The single-node walkthrough, plus a CS node and a GMS node stopping.
-    let lines = support::demo(&["--cluster", "--postgres", &postgres, "--nats", &nats], 14);
+    let lines = support::demo(&["--cluster", "--postgres", &postgres, "--nats", &nats], 16);
     let start = lines[0]["step"].as_str().unwrap();
     assert!(start.contains("2 AS+GMS and 2 CS nodes"), "{start}");
     let schema = start

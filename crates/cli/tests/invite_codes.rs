@@ -1,4 +1,4 @@
-//! Invite codes (issue 18, PROTOCOL §4.8) and SPEC §7 P10 with a real
+//! Invite codes (issue 18, PROTOCOL §4.10) and SPEC §7 P10 with a real
 //! attack: a rogue CA operator colluding with the CS mints a certificate
 //! for the invitee's user id and answers the invitation. Without a code
 //! (and before anyone compared safety numbers) it gets RN1 — the honest
@@ -52,6 +52,7 @@ async fn rogue_answers(
     let invite = rogue
         .inbox()
         .await
+        .unwrap()
         .into_iter()
         .find(|i| matches!(i.body, ItemBody::CodeInvite { .. }))
         .expect("the code invitation reached the rogue");
@@ -83,7 +84,7 @@ async fn rogue_answers(
         msg_b,
         tag: answer.tag,
     };
-    rogue.send(inviter, body).await;
+    rogue.send(inviter, body).await.unwrap();
 }
 
 #[tokio::test]
@@ -101,6 +102,7 @@ async fn p10_a_rogue_ca_with_the_cs_gets_rn1_without_a_code_and_none_with_one() 
     let invite = rogue
         .inbox()
         .await
+        .unwrap()
         .into_iter()
         .find(|i| matches!(i.body, ItemBody::Invite { .. }))
         .unwrap();
@@ -114,7 +116,8 @@ async fn p10_a_rogue_ca_with_the_cs_gets_rn1_without_a_code_and_none_with_one() 
                 invite_pub: stolen.public(),
             },
         )
-        .await;
+        .await
+        .unwrap();
     alice.sync().await.unwrap();
     assert_eq!(
         net.rn1_opened_by("bob", &stolen).await,
@@ -195,6 +198,8 @@ async fn a_code_invitation_confirms_both_keys_and_the_group_works() {
     assert_eq!(members(&alice, &gid).await, ["alice", "bob"]);
     assert!(alice.confirmed_by_code(bob.user()).await.unwrap());
     assert!(bob.confirmed_by_code(alice.user()).await.unwrap());
+    let seen = alice.verify(bob.user(), false).await.unwrap();
+    assert_eq!(seen.confirmed_by, "code");
     alice.send(&gid, "hello bob").await.unwrap();
     bob.sync_messages(&gid).await.unwrap();
     assert_eq!(texts(&bob, &gid).await, ["hello bob"]);
@@ -233,6 +238,8 @@ async fn a_wrong_or_expired_code_adds_nobody_and_says_so() {
         notices(&alice, &gid).await
     );
     assert_eq!(members(&alice, &gid).await, ["alice"]);
+    let seen = alice.verify(bob.user(), false).await.unwrap();
+    assert_eq!(seen.confirmed_by, "certificate only");
 
     // Expired: the invitee's terminal refuses to answer at all.
     alice

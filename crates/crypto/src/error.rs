@@ -125,7 +125,7 @@ pub enum Error {
     /// An invite code that is not eight digits.
     #[error("an invite code is eight digits (spaces and dashes are ignored)")]
     InvalidCode,
-    /// A code confirmation tag did not match (PROTOCOL §4.8).
+    /// A code confirmation tag did not match (PROTOCOL §4.10).
     #[error("the invite code did not match (a wrong code, or a key that is not the person's)")]
     CodeMismatch,
     /// An inbox item kind not defined by SPEC §4.

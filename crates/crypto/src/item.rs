@@ -38,7 +38,7 @@ pub enum ItemKind {
     Stale = 6,
     /// 7: names the membership change an `rn1` item was sent for (SPEC §4.7).
     Anchor = 7,
-    /// 8: an invitation that needs a code (PROTOCOL §4.8).
+    /// 8: an invitation that needs a code (PROTOCOL §4.10).
     CodeInvite = 8,
     /// 9: the invitee accepts with the code.
     CodeAck = 9,
@@ -136,7 +136,7 @@ pub enum ItemBody {
         at_rn2_version: u64,
     },
     /// `group_id || lp16(group_name) || u8 rights || u64 expires_at_ms ||
-    /// msg_a[33]` (PROTOCOL §4.8).
+    /// msg_a[33]` (PROTOCOL §4.10).
     CodeInvite {
         /// The group.
         group_id: GroupId,

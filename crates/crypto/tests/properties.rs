@@ -154,7 +154,7 @@ fn item_body() -> impl Strategy<Value = ItemBody> {
     ]
 }
 
-/// A SPAKE2 message's worth of bytes (invite codes, PROTOCOL §4.8).
+/// A SPAKE2 message's worth of bytes (invite codes, PROTOCOL §4.10).
 fn msg33() -> impl Strategy<Value = [u8; 33]> {
     proptest::collection::vec(any::<u8>(), 33).prop_map(|v| v.try_into().unwrap())
 }
@@ -266,7 +266,7 @@ fn unknown_item_kind_is_rejected() {
     let mut bytes = sample_item(ItemBody::Removal { group_id: GROUP })
         .sign(&alice().0)
         .unwrap();
-    // Kinds 1–10 are defined (10: `code_confirm`, PROTOCOL §4.8).
+    // Kinds 1–10 are defined (10: `code_confirm`, PROTOCOL §4.10).
     bytes[4] = 11;
     assert_eq!(
         SignedItem::parse(&bytes).unwrap_err(),

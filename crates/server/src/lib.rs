@@ -11,6 +11,7 @@
 pub mod config;
 pub mod dev;
 mod node;
+pub mod rogue;
 pub mod rpc_metrics;
 
 pub use duokey_pki::clock::Clock;

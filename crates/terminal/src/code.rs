@@ -1,4 +1,4 @@
-//! Invite codes, both sides (issue 18, PROTOCOL §4.8, DESIGN D50): the
+//! Invite codes, both sides (issue 18, PROTOCOL §4.10, DESIGN D50): the
 //! inviter's `code_invite` and its check of the invitee's `code_ack`, the
 //! invitee's answer with the code the person typed, and the inviter's
 //! `code_confirm`. The rest of the invitation (the member-signed add, the
@@ -29,7 +29,7 @@ const SEALED_CODE: &str = "invite code";
 
 impl Terminal {
     /// `duokey group invite GROUP USER --code`: an invitation that only the
-    /// holder of the returned code can accept (PROTOCOL §4.8). A waiting
+    /// holder of the returned code can accept (PROTOCOL §4.10). A waiting
     /// invitation to the same person is replaced.
     pub async fn invite_with_code(
         &mut self,
@@ -108,7 +108,7 @@ impl Terminal {
     }
 
     /// `duokey accept GROUP --code CODE`: answers a code invitation with
-    /// the code the inviter told this person (PROTOCOL §4.8). A wrong code
+    /// the code the inviter told this person (PROTOCOL §4.10). A wrong code
     /// is found out by the inviter, who is told; the answer is sent either
     /// way.
     pub async fn accept_with_code(&mut self, spec: &str, code: &InviteCode) -> Result<String> {

@@ -49,6 +49,10 @@ pub struct Verification {
     pub verified: bool,
     /// Whether the key changed since it was pinned (refused until confirmed).
     pub key_changed: bool,
+    /// How the key the directory shows was confirmed: `code` (an invite
+    /// code, PROTOCOL §4.10), `safety number` (`verify --confirm`), or
+    /// `certificate only` (the CA's word).
+    pub confirmed_by: &'static str,
 }
 
 /// How far this terminal trusts a contact's identity key (SPEC §2, §7.8).
@@ -337,6 +341,16 @@ impl Terminal {
             .await?
             .is_some_and(|c| c.verified);
         let mine = self.identity.public().to_bytes();
+        let by_code = self
+            .store
+            .contact_code(user.as_str(), &current.to_bytes())
+            .await?;
+        let verified = verified && (confirm || !changed);
+        let confirmed_by = match (by_code, verified) {
+            (true, _) => "code",
+            (false, true) => "safety number",
+            (false, false) => "certificate only",
+        };
         Ok(Verification {
             user: user.to_string(),
             fingerprint: hex::encode(fp),
@@ -345,8 +359,9 @@ impl Terminal {
                 (user.as_str(), &current.to_bytes()),
             ),
             // A changed key is never "verified" until the user confirms it.
-            verified: verified && (confirm || !changed),
+            verified,
             key_changed: changed && !confirm,
+            confirmed_by,
         })
     }
 }

@@ -50,6 +50,8 @@ pub struct InviteView {
     pub group: String,
     /// Inviter.
     pub from: String,
+    /// It was sent with a code, which the person types to accept.
+    pub needs_code: bool,
 }
 
 /// The connection to the servers' live streams.
@@ -394,7 +396,19 @@ impl App {
             .invitations
             .get(self.invite_selected)
             .map(|i| i.id.clone());
+        let needs_code = self
+            .invitations
+            .get(self.invite_selected)
+            .is_some_and(|i| i.needs_code);
         match k.code {
+            // A code invitation: the code is typed in the input line.
+            KeyCode::Char('a') | KeyCode::Enter if needs_code => {
+                self.input.text.clear();
+                self.input.cursor = 0;
+                self.input
+                    .insert(&format!("/accept {} --code ", chosen.unwrap_or_default()));
+                self.focus = Focus::Input;
+            }
             KeyCode::Up => self.invite_selected = self.invite_selected.saturating_sub(1),
             KeyCode::Down => {
                 self.invite_selected = (self.invite_selected + 1).min(n.saturating_sub(1))
@@ -584,11 +598,13 @@ mod tests {
                 id: "aa".into(),
                 group: "g".into(),
                 from: "alice".into(),
+                needs_code: false,
             },
             InviteView {
                 id: "bb".into(),
                 group: "h".into(),
                 from: "carol".into(),
+                needs_code: false,
             },
         ];
         app.on_event(key(KeyCode::F(2)));
@@ -602,6 +618,12 @@ mod tests {
             app.on_event(key(KeyCode::Char('a'))),
             Action::Run(Command::Accept(Some("bb".into())))
         );
+        // A code invitation: `a` leaves the code to type in the input line.
+        app.invitations[1].needs_code = true;
+        assert_eq!(app.focus, Focus::Invitations);
+        assert_eq!(app.on_event(key(KeyCode::Char('a'))), Action::None);
+        assert_eq!(app.focus, Focus::Input);
+        assert_eq!(app.input.text, "/accept bb --code ");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 pub enum Command {
     /// `/create NAME`
     Create(String),
-    /// `/invite USER [--can-invite] [--can-remove]`
+    /// `/invite USER [--can-invite] [--can-remove] [--code]`
     Invite {
         /// The invitee.
         user: String,
@@ -13,6 +13,8 @@ pub enum Command {
         can_invite: bool,
         /// May remove members and rotate keys.
         can_remove: bool,
+        /// With a one-time code to tell them (PROTOCOL §4.10).
+        code: bool,
     },
     /// `/remove USER`
     Remove(String),
@@ -34,6 +36,8 @@ pub enum Command {
     Members,
     /// `/accept [INVITE]`: the selected (or named) invitation.
     Accept(Option<String>),
+    /// `/accept [INVITE] --code CODE`: a code invitation.
+    AcceptCode(Option<String>, String),
     /// `/decline [INVITE]`
     Decline(Option<String>),
     /// `/help`
@@ -46,8 +50,8 @@ pub enum Command {
 pub const HELP: &[(&str, &str)] = &[
     ("/create NAME", "create a group"),
     (
-        "/invite USER [--can-invite] [--can-remove]",
-        "invite someone",
+        "/invite USER [--can-invite] [--can-remove] [--code]",
+        "invite someone (--code: with a code)",
     ),
     ("/remove USER", "remove a member (new key)"),
     ("/leave", "leave this group"),
@@ -55,6 +59,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("/verify USER [--confirm]", "safety number of a contact"),
     ("/members", "show or hide the member panel"),
     ("/accept, /decline [ID]", "answer an invitation"),
+    (
+        "/accept [ID] --code CODE",
+        "accept with the code you were told",
+    ),
     ("/help, /quit", "this help; leave the chat"),
 ];
 
@@ -101,11 +109,12 @@ pub fn parse(line: &str) -> Result<Command, String> {
             Ok(Command::Create(name))
         }
         "/invite" => {
-            allowed(&["--can-invite", "--can-remove"])?;
+            allowed(&["--can-invite", "--can-remove", "--code"])?;
             Ok(Command::Invite {
-                user: one("USER [--can-invite] [--can-remove]")?,
+                user: one("USER [--can-invite] [--can-remove] [--code]")?,
                 can_invite: flag("--can-invite"),
                 can_remove: flag("--can-remove"),
+                code: flag("--code"),
             })
         }
         "/remove" => allowed(&[]).and_then(|()| one("USER").map(Command::Remove)),
@@ -121,6 +130,17 @@ pub fn parse(line: &str) -> Result<Command, String> {
             })
         }
         "/members" => allowed(&[]).and_then(|()| none(Command::Members)),
+        "/accept" if flag("--code") => {
+            allowed(&["--code"])?;
+            match args.as_slice() {
+                [code] => Ok(Command::AcceptCode(None, (*code).to_owned())),
+                [invite, code] => Ok(Command::AcceptCode(
+                    Some((*invite).to_owned()),
+                    (*code).to_owned(),
+                )),
+                _ => Err("usage: /accept [INVITE] --code CODE".into()),
+            }
+        }
         "/accept" => allowed(&[]).and_then(|()| optional().map(Command::Accept)),
         "/decline" => allowed(&[]).and_then(|()| optional().map(Command::Decline)),
         "/help" | "/?" => Ok(Command::Help),
@@ -144,9 +164,28 @@ mod tests {
             Ok(Command::Invite {
                 user: "bob".into(),
                 can_invite: false,
-                can_remove: true
+                can_remove: true,
+                code: false,
             })
         );
+        assert_eq!(
+            parse("/invite bob --code"),
+            Ok(Command::Invite {
+                user: "bob".into(),
+                can_invite: false,
+                can_remove: false,
+                code: true,
+            })
+        );
+        assert_eq!(
+            parse("/accept --code 1234-5678"),
+            Ok(Command::AcceptCode(None, "1234-5678".into()))
+        );
+        assert_eq!(
+            parse("/accept ab12 --code 12345678"),
+            Ok(Command::AcceptCode(Some("ab12".into()), "12345678".into()))
+        );
+        assert!(parse("/accept --code").is_err());
         assert_eq!(parse("/remove carol"), Ok(Command::Remove("carol".into())));
         assert_eq!(parse("/leave"), Ok(Command::Leave));
         assert_eq!(parse("/rotate --rn1"), Ok(Command::Rotate { rn1: true }));

@@ -233,6 +233,7 @@ async fn refresh_list(t: &Terminal, app: &mut App) -> Result<()> {
             id: i.invite_id,
             group: i.group_name,
             from: i.from,
+            needs_code: i.needs_code,
         })
         .collect();
     app.invite_selected = app
@@ -319,12 +320,24 @@ async fn run_command(t: &mut Terminal, app: &mut App, c: Command) -> Result<()> 
             user,
             can_invite,
             can_remove,
-        } => Ask::Invite(UserId::new(user)?, actions::rights(can_invite, can_remove)),
+            code,
+        } => {
+            let (user, rights) = (UserId::new(user)?, actions::rights(can_invite, can_remove));
+            if code {
+                Ask::InviteCode(user, rights, duokey_terminal::DEFAULT_CODE_TTL_MS)
+            } else {
+                Ask::Invite(user, rights)
+            }
+        }
         Command::Remove(user) => Ask::Remove(UserId::new(user)?),
         Command::Leave => Ask::Leave,
         Command::Rotate { rn1 } => Ask::Rotate(rn1),
         Command::Verify { user, confirm } => Ask::Verify(UserId::new(user)?, confirm),
         Command::Accept(spec) => Ask::Accept(chosen(spec, app)?),
+        Command::AcceptCode(spec, code) => Ask::AcceptCode(
+            chosen(spec, app)?,
+            duokey_crypto::invite_code::InviteCode::parse(&code)?,
+        ),
         Command::Decline(spec) => Ask::Decline(chosen(spec, app)?),
         Command::Members | Command::Help | Command::Quit => return Ok(()),
     };
@@ -361,6 +374,25 @@ async fn run_command(t: &mut Terminal, app: &mut App, c: Command) -> Result<()> 
                     format!("Their certificate's fingerprint: {}", v.fingerprint),
                     String::new(),
                     state.to_owned(),
+                ],
+            ));
+        }
+        Done::InvitedCode(c, user, _) => {
+            app.say(Tone::Info, format!("invited {user} with a code"));
+            app.panel = Some((
+                format!(" Code for {user} · any key closes "),
+                vec![
+                    format!(
+                        "Tell {user} this code yourself (in person or by a call, not in this chat):"
+                    ),
+                    String::new(),
+                    format!("    {}", c.code),
+                    String::new(),
+                    format!(
+                        "It works once, until {}. They accept with F2 (or /accept --code CODE);",
+                        crate::when::when(c.expires_at_ms, duokey_terminal::now_ms())
+                    ),
+                    "your terminal checks it and then adds them.".into(),
                 ],
             ));
         }

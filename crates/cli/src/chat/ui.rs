@@ -731,6 +731,7 @@ mod tests {
             id: "ab".into(),
             group: "board".into(),
             from: "carol".into(),
+            needs_code: false,
         }];
         snapshot("wide_120x30", &app, 120, 30);
         app.focus = Focus::Invitations;

@@ -176,7 +176,7 @@ CREATE TABLE IF NOT EXISTS items_pending (
     item     BLOB NOT NULL,
     since_ms INTEGER NOT NULL
 );
--- Issue 18 (PROTOCOL §4.8): invite codes. `out`: the code and the SPAKE2
+-- Issue 18 (PROTOCOL §4.10): invite codes. `out`: the code and the SPAKE2
 -- seed (sealed), wrong answers so far, dead after three. `in`: the
 -- inviter's SPAKE2 message, then (sealed) the inviter's tag this terminal
 -- expects, and whether it came.
