@@ -2,7 +2,7 @@
 //! second implementation (scripts/vectors/invite_code.py: python-spake2 and
 //! Python's hashlib/hmac): the inviter's message from its seed, the key
 //! agreed with the Python invitee, and both confirmation tags, byte for byte.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use duokey_crypto::invite_code::{self, CodeContext, CodeKeys, InviteCode};
 use duokey_crypto::*;
