@@ -436,7 +436,11 @@ async fn a_rogue_ca_gets_nothing_from_a_code_invitation(
         "00000000"
     };
     let guessed = DeliverySecret::generate();
-    rogue_answers_with(&mut rogue, &c.alice, &coded, guess, &guessed).await?;
+    let guess = duokey_crypto::invite_code::InviteCode::parse(guess)?;
+    rogue
+        .answer_code_invitation(&alice, &c.alice.identity_public(), &coded, &guess, &guessed)
+        .await
+        .map_err(user_error)?;
     c.alice.sync().await?;
     let taken = Rogue::rn1_opened(&rogue.inbox().await.map_err(user_error)?, &guessed);
     let members: Vec<String> = c
@@ -464,54 +468,6 @@ async fn new_group(t: &mut Terminal, name: &str) -> Result<GroupId> {
         .create_group(name, duokey_terminal::GroupPolicy::default())
         .await?;
     t.resolve_group(&g.group_id).await
-}
-
-/// The rogue answers the code invitation to `gid` with `guess`.
-async fn rogue_answers_with(
-    rogue: &mut duokey_server::rogue::Rogue,
-    inviter: &Terminal,
-    gid: &GroupId,
-    guess: &str,
-    secret: &DeliverySecret,
-) -> Result<()> {
-    use duokey_crypto::invite_code::{self, CodeContext, CodeKeys, InviteCode};
-    let invite = rogue
-        .inbox()
-        .await
-        .map_err(user_error)?
-        .into_iter()
-        .find(|i| matches!(i.body, ItemBody::CodeInvite { group_id, .. } if group_id == *gid))
-        .ok_or(Error::Internal(
-            "the code invitation did not reach the rogue",
-        ))?;
-    let ItemBody::CodeInvite { msg_a, .. } = invite.body else {
-        return Err(Error::Internal("not a code invitation"));
-    };
-    let ctx = CodeContext {
-        invite_id: &invite.item_id,
-        group_id: gid,
-        inviter: inviter.user(),
-        invitee: &rogue.id,
-    };
-    let (inviter_key, me, invite_pub) = (
-        inviter.identity_public(),
-        rogue.key.public(),
-        secret.public(),
-    );
-    let keys = CodeKeys {
-        inviter: &inviter_key,
-        invitee: &me,
-        invite_pub: &invite_pub,
-    };
-    let answer = invite_code::invitee_answer(&InviteCode::parse(guess)?, &ctx, &msg_a, &keys)?;
-    let body = ItemBody::CodeAck {
-        invite_id: invite.item_id,
-        group_id: *gid,
-        invite_pub,
-        msg_b: answer.msg_b,
-        tag: answer.tag,
-    };
-    rogue.send(inviter.user(), body).await.map_err(user_error)
 }
 
 /// Cluster only: one CS node and one GMS node stop; every terminal carries

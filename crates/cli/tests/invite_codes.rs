@@ -7,10 +7,10 @@
 //! on 127.0.0.1 with mutual TLS; the terminals are the real library.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use duokey_crypto::invite_code::{self, CodeContext, CodeKeys, InviteCode, PAKE_MSG_LEN};
+use duokey_crypto::invite_code::InviteCode;
 use duokey_crypto::*;
 use duokey_terminal::{GroupPolicy, Line, Terminal};
-use duokey_testkit::{LocalNet, Rogue, texts};
+use duokey_testkit::{LocalNet, texts};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
@@ -38,53 +38,6 @@ async fn members(t: &Terminal, gid: &GroupId) -> Vec<String> {
         .into_iter()
         .map(|m| m.user)
         .collect()
-}
-
-/// The rogue's answer to the code invitation in its inbox, with `code`
-/// (a guess), its forged key and `invite_secret`'s public key.
-async fn rogue_answers(
-    rogue: &mut Rogue,
-    inviter: &UserId,
-    inviter_key: &PublicIdentity,
-    code: &str,
-    invite_secret: &DeliverySecret,
-) {
-    let invite = rogue
-        .inbox()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|i| matches!(i.body, ItemBody::CodeInvite { .. }))
-        .expect("the code invitation reached the rogue");
-    let ItemBody::CodeInvite {
-        group_id, msg_a, ..
-    } = invite.body
-    else {
-        unreachable!()
-    };
-    let ctx = CodeContext {
-        invite_id: &invite.item_id,
-        group_id: &group_id,
-        inviter,
-        invitee: &rogue.id,
-    };
-    let (me, invite_pub) = (rogue.key.public(), invite_secret.public());
-    let keys = CodeKeys {
-        inviter: inviter_key,
-        invitee: &me,
-        invite_pub: &invite_pub,
-    };
-    let code = InviteCode::parse(code).unwrap();
-    let answer = invite_code::invitee_answer(&code, &ctx, &msg_a, &keys).unwrap();
-    let msg_b: [u8; PAKE_MSG_LEN] = answer.msg_b;
-    let body = ItemBody::CodeAck {
-        invite_id: invite.item_id,
-        group_id,
-        invite_pub,
-        msg_b,
-        tag: answer.tag,
-    };
-    rogue.send(inviter, body).await.unwrap();
 }
 
 #[tokio::test]
@@ -140,7 +93,11 @@ async fn p10_a_rogue_ca_with_the_cs_gets_rn1_without_a_code_and_none_with_one() 
         } else {
             wrong
         };
-        rogue_answers(&mut rogue, alice.user(), &alice_key, wrong, &guess).await;
+        let wrong = InviteCode::parse(wrong).unwrap();
+        rogue
+            .answer_code_invitation(alice.user(), &alice_key, &coded, &wrong, &guess)
+            .await
+            .unwrap();
         alice.sync().await.unwrap();
         let told = notices(&alice, &coded).await;
         assert!(
@@ -155,14 +112,10 @@ async fn p10_a_rogue_ca_with_the_cs_gets_rn1_without_a_code_and_none_with_one() 
             .iter()
             .any(|t| t.contains("the code is dead"))
     );
-    rogue_answers(
-        &mut rogue,
-        alice.user(),
-        &alice_key,
-        sent.code.digits(),
-        &guess,
-    )
-    .await;
+    rogue
+        .answer_code_invitation(alice.user(), &alice_key, &coded, &sent.code, &guess)
+        .await
+        .unwrap();
     alice.sync().await.unwrap();
     assert_eq!(
         net.rn1_opened_by("bob", &guess).await,

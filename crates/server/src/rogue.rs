@@ -94,6 +94,51 @@ impl Rogue {
         Ok(())
     }
 
+    /// Answers the code invitation to `gid` in its inbox, from `inviter`
+    /// (whose key is `inviter_key`), with `guess` as the code and
+    /// `secret`'s public key as `invite_pub` (PROTOCOL §4.10): what an
+    /// attacker who does not know the code can do.
+    pub async fn answer_code_invitation(
+        &mut self,
+        inviter: &UserId,
+        inviter_key: &PublicIdentity,
+        gid: &GroupId,
+        guess: &invite_code::InviteCode,
+        secret: &DeliverySecret,
+    ) -> Result<(), Error> {
+        let invite = self
+            .inbox()
+            .await?
+            .into_iter()
+            .find(|i| matches!(i.body, ItemBody::CodeInvite { group_id, .. } if group_id == *gid))
+            .ok_or_else(|| Error::Usage("no code invitation reached the rogue".into()))?;
+        let ItemBody::CodeInvite { msg_a, .. } = invite.body else {
+            return Err(Error::Usage("not a code invitation".into()));
+        };
+        let ctx = invite_code::CodeContext {
+            invite_id: &invite.item_id,
+            group_id: gid,
+            inviter,
+            invitee: &self.id,
+        };
+        let (me, invite_pub) = (self.key.public(), secret.public());
+        let keys = invite_code::CodeKeys {
+            inviter: inviter_key,
+            invitee: &me,
+            invite_pub: &invite_pub,
+        };
+        let answer = invite_code::invitee_answer(guess, &ctx, &msg_a, &keys)
+            .map_err(|e| Error::Usage(e.to_string()))?;
+        let body = ItemBody::CodeAck {
+            invite_id: invite.item_id,
+            group_id: *gid,
+            invite_pub,
+            msg_b: answer.msg_b,
+            tag: answer.tag,
+        };
+        self.send(inviter, body).await
+    }
+
     /// How many of `items` (the inbox of the user it poses as) are `rn1`
     /// items that open with `secret`: what RN1 reached it.
     pub fn rn1_opened(items: &[Item], secret: &DeliverySecret) -> usize {
