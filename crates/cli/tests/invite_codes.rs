@@ -87,6 +87,29 @@ async fn p10_a_rogue_ca_with_the_cs_gets_rn1_without_a_code_and_none_with_one() 
         .unwrap();
     let alice_key = alice.identity_public();
     let guess = DeliverySecret::generate();
+    // A plain `ack` to the code invitation (skipping the code) is refused.
+    let invite = rogue
+        .inbox()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| matches!(i.body, ItemBody::CodeInvite { .. }))
+        .unwrap();
+    let skip = ItemBody::Ack {
+        invite_id: invite.item_id,
+        group_id: coded,
+        invite_pub: guess.public(),
+    };
+    rogue.send(alice.user(), skip).await.unwrap();
+    alice.sync().await.unwrap();
+    assert!(
+        notices(&alice, &coded)
+            .await
+            .iter()
+            .any(|t| t.contains("without the code")),
+        "{:?}",
+        notices(&alice, &coded).await
+    );
     for (n, wrong) in ["00000000", "12345678", "99999999"].iter().enumerate() {
         let wrong = if *wrong == sent.code.digits() {
             "00000001"

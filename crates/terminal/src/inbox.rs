@@ -237,6 +237,17 @@ impl Terminal {
                 group_id,
                 invite_pub,
             } => {
+                // A code invitation is answered with `code_ack` only: a
+                // plain `ack` would skip the code (PROTOCOL §4.10).
+                if self.store.code_out(invite_id).await?.is_some() {
+                    let text = format!(
+                        "⚠ {sender} answered your code invitation without the code; nothing was done. \
+                         If you did not expect this, someone else may be answering in their name"
+                    );
+                    self.store.notice(group_id, &text, self.now_ms()).await?;
+                    self.warn(text);
+                    return Ok(());
+                }
                 self.on_ack(&sender, invite_id, group_id, *invite_pub)
                     .await?
             }
