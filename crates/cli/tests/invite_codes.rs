@@ -216,6 +216,14 @@ async fn a_wrong_or_expired_code_adds_nobody_and_says_so() {
     assert_eq!(members(&alice, &gid).await, ["alice"]);
     let seen = alice.verify(bob.user(), false).await.unwrap();
     assert_eq!(seen.confirmed_by, "certificate only");
+    // Bob retypes it right: the same invitation takes his second answer.
+    bob.accept_with_code("proj", &sent.code).await.unwrap();
+    alice.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    assert_eq!(members(&alice, &gid).await, ["alice", "bob"]);
+    alice.send(&gid, "welcome, after a typo").await.unwrap();
+    bob.sync_messages(&gid).await.unwrap();
+    assert_eq!(texts(&bob, &gid).await, ["welcome, after a typo"]);
 
     // Expired: the invitee's terminal refuses to answer at all.
     alice
@@ -227,5 +235,65 @@ async fn a_wrong_or_expired_code_adds_nobody_and_says_so() {
     let code = InviteCode::parse("00000000").unwrap();
     let err = carol.accept_with_code("proj", &code).await.unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
+    net.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_forged_inviter_cannot_lure_the_invitee_nor_confirm_in_the_inviters_name() {
+    let net = LocalNet::start().await;
+    let mut bob = net.enroll("bob").await;
+    // First contact: the CA operator mints "alice" and sends bob a plain
+    // invitation; bob expects alice's code, and his terminal refuses.
+    let mut fake = net.rogue("alice").await;
+    fake.send(
+        bob.user(),
+        ItemBody::Invite {
+            group_id: GroupId([9; 16]),
+            group_name: GroupName::new("proj").unwrap(),
+            rights: Rights::NONE,
+        },
+    )
+    .await
+    .unwrap();
+    bob.sync().await.unwrap();
+    let err = bob
+        .accept_with_code("proj", &InviteCode::parse("12345678").unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("without a code") && err.contains("decline"),
+        "{err}"
+    );
+    net.node.shutdown().await;
+
+    // A code invitation from the real alice: a `code_confirm` from someone
+    // else is refused, and does not spoil the real one.
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let mut mallory = net.rogue("mallory").await;
+    let gid = new_group(&mut alice, "proj").await;
+    let sent = alice
+        .invite_with_code(&gid, bob.user(), Rights::NONE, DAY_MS)
+        .await
+        .unwrap();
+    bob.sync().await.unwrap();
+    bob.accept_with_code("proj", &sent.code).await.unwrap();
+    let forged = ItemBody::CodeConfirm {
+        invite_id: sent.invite_id,
+        group_id: gid,
+        tag: [7; 32],
+    };
+    mallory.send(bob.user(), forged).await.unwrap();
+    bob.sync().await.unwrap();
+    assert!(!bob.confirmed_by_code(alice.user()).await.unwrap());
+    alice.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    assert!(bob.confirmed_by_code(alice.user()).await.unwrap());
+    assert!(!bob.confirmed_by_code(&mallory.id).await.unwrap());
+    alice.send(&gid, "the real one").await.unwrap();
+    bob.sync_messages(&gid).await.unwrap();
+    assert_eq!(texts(&bob, &gid).await, ["the real one"]);
     net.node.shutdown().await;
 }

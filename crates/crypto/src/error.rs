@@ -128,6 +128,9 @@ pub enum Error {
     /// A code confirmation tag did not match (PROTOCOL §4.10).
     #[error("the invite code did not match (a wrong code, or a key that is not the person's)")]
     CodeMismatch,
+    /// An OPAQUE login whose password (or server) does not match.
+    #[error("wrong password")]
+    WrongPassword,
     /// An inbox item kind not defined by SPEC §4.
     #[error("unknown inbox item kind {0}")]
     UnknownItemKind(u8),

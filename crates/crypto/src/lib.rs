@@ -33,6 +33,7 @@ pub mod item;
 pub mod membership;
 pub mod message_key;
 pub mod padding;
+pub mod password;
 mod random;
 pub mod receiver;
 pub mod replay;

@@ -27,6 +27,16 @@ pub struct CodeInvitation {
 
 const SEALED_CODE: &str = "invite code";
 
+/// What identifies one answer to a code invitation (so that the answer that
+/// used the code, and only it, may resume after a fault).
+fn answer_digest(msg_b: &[u8; PAKE_MSG_LEN], invite_pub: &DeliveryPublic) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(msg_b);
+    h.update(invite_pub.0);
+    h.finalize().into()
+}
+
 impl Terminal {
     /// `duokey group invite GROUP USER --code`: an invitation that only the
     /// holder of the returned code can accept (PROTOCOL §4.10). A waiting
@@ -88,7 +98,12 @@ impl Terminal {
         else {
             return Err(Error::Internal("not a code invitation"));
         };
-        let sealed = self.vault.seal(SEALED_CODE, msg_a)?;
+        // The key that signed this item (checked by the inbox just now): the
+        // inviter's key the transcript binds, whatever the directory says later.
+        let signer = self.contact_key(&item.sender).await?;
+        let mut kept = msg_a.to_vec();
+        kept.extend_from_slice(&signer.to_bytes());
+        let sealed = self.vault.seal(SEALED_CODE, &kept)?;
         self.store
             .put_code(&item.item_id, "in", &sealed, *expires_at_ms)
             .await?;
@@ -114,8 +129,10 @@ impl Terminal {
     pub async fn accept_with_code(&mut self, spec: &str, code: &InviteCode) -> Result<String> {
         let (invite_id, gid, from) = self.find_invitation(spec).await?;
         let held = self.store.code_in(&invite_id).await?.ok_or_else(|| {
-            Error::user(format!(
-                "the invitation from {from} needs no code: `duokey accept {spec}`"
+            Error::refused(format!(
+                "⚠ the invitation from {from} was sent without a code, but you were given one: it may not come \
+                 from {from} (someone able to answer in their name could have replaced theirs). Decline it \
+                 (`duokey decline {spec}`) and ask {from}, out of band, to invite you again"
             ))
         })?;
         if self.now_ms() > held.expires_at_ms {
@@ -123,13 +140,14 @@ impl Terminal {
                 "{from}'s code expired; ask them to invite you again"
             )));
         }
-        let msg_a: [u8; PAKE_MSG_LEN] = self
-            .vault
-            .open(SEALED_CODE, &held.sealed_msg_a)?
-            .as_slice()
+        let kept = self.vault.open(SEALED_CODE, &held.sealed_msg_a)?;
+        let (msg_a, signer) = kept
+            .split_at_checked(PAKE_MSG_LEN)
+            .ok_or(Error::Corrupt("code invitation"))?;
+        let msg_a: [u8; PAKE_MSG_LEN] = msg_a
             .try_into()
             .map_err(|_| Error::Corrupt("code invitation"))?;
-        let inviter_key = self.contact_key(&from).await?;
+        let inviter_key = PublicIdentity::from_slice(signer)?;
         let secret = DeliverySecret::generate();
         let invite_pub = secret.public();
         let me = self.identity.public();
@@ -148,7 +166,7 @@ impl Terminal {
         let sealed_tag = self.vault.seal(SEALED_CODE, &answer.expected_inviter_tag)?;
         self.store.code_answered(&invite_id, &sealed_tag).await?;
         let sealed = self.vault.seal("invite", secret.to_bytes().as_slice())?;
-        self.store.accept_invite_in(&invite_id, &sealed).await?;
+        self.store.set_invite_secret(&invite_id, &sealed).await?;
         let body = ItemBody::CodeAck {
             invite_id,
             group_id: gid,
@@ -170,7 +188,7 @@ impl Terminal {
             group_id,
             invite_pub,
             msg_b,
-            tag,
+            ..
         } = &item.body
         else {
             return Err(Error::Internal("not a code acknowledgement"));
@@ -186,61 +204,103 @@ impl Terminal {
                 "{invitee} answered a code invitation we did not send them"
             )));
         };
+        if sent.group_id != group_id.0 {
+            return Err(Error::refused(format!(
+                "{invitee} answered a code invitation naming another group"
+            )));
+        }
         // Already taken (this item again, after a network fault part-way).
         if sent.state != crate::store::InviteOutState::Sent {
             return Ok(());
         }
-        if held.dead {
-            let text =
-                format!("{invitee} answered a code that is no longer valid; nothing was done");
-            return self.code_notice(group_id, &text).await;
+        let answer = answer_digest(msg_b, invite_pub);
+        let resumed = held.dead && held.used_by.as_deref() == Some(answer.as_slice());
+        if !resumed {
+            if self.now_ms() > held.expires_at_ms {
+                self.store.code_dead(invite_id, None).await?;
+                let text = format!("{invitee} answered after the code expired; invite them again");
+                return self.code_notice(group_id, &text).await;
+            }
+            // The try is taken before the answer is checked.
+            let Some(tries) = self.store.code_take_try(invite_id, MAX_TRIES).await? else {
+                let text =
+                    format!("{invitee} answered a code that is no longer valid; nothing was done");
+                return self.code_notice(group_id, &text).await;
+            };
+            if !self.code_answer_matches(item, &held.sealed).await? {
+                return self.wrong_code(invite_id, group_id, invitee, tries).await;
+            }
+            // Used: no other answer is taken; this one may resume.
+            self.store.code_dead(invite_id, Some(&answer)).await?;
         }
-        if self.now_ms() > held.expires_at_ms {
-            self.store.code_dead(invite_id).await?;
-            return self
-                .code_notice(
-                    group_id,
-                    &format!("{invitee} answered after the code expired; invite them again"),
-                )
-                .await;
-        }
-        let secret = self.vault.open(SEALED_CODE, &held.sealed)?;
-        let (digits, seed) = secret.split_at(invite_code::CODE_DIGITS);
-        let code =
-            InviteCode::parse(std::str::from_utf8(digits).map_err(|_| Error::Corrupt("code"))?)?;
-        let seed: [u8; 32] = seed.try_into().map_err(|_| Error::Corrupt("code seed"))?;
         let invitee_key = self.contact_key(invitee).await?;
-        let me = self.identity.public();
-        let ctx = CodeContext {
-            invite_id,
-            group_id,
-            inviter: &self.me,
-            invitee,
-        };
-        let keys = CodeKeys {
-            inviter: &me,
-            invitee: &invitee_key,
-            invite_pub,
-        };
-        let confirmation = invite_code::inviter_finish(&code, &seed, &ctx, msg_b, &keys)
-            .and_then(|c| c.check_invitee(tag).map(|()| c));
-        let confirmation = match confirmation {
-            Ok(c) => c,
-            Err(_) => return self.wrong_code(invite_id, group_id, invitee).await,
-        };
         self.store
             .put_contact_code(invitee.as_str(), &invitee_key.to_bytes(), self.now_ms())
             .await?;
         let confirm = ItemBody::CodeConfirm {
             invite_id: *invite_id,
             group_id: *group_id,
-            tag: confirmation.inviter_tag()?,
+            tag: self.code_confirmation(item, &held.sealed).await?,
         };
         self.send_item(ItemId::random()?, invitee, confirm).await?;
-        self.on_ack(invitee, invite_id, group_id, *invite_pub)
-            .await?;
-        // Used: no further answer is taken.
-        self.store.code_dead(invite_id).await
+        self.on_ack(invitee, invite_id, group_id, *invite_pub).await
+    }
+
+    /// The inviter's side of the run for `item` (a `code_ack`), from its
+    /// sealed code and seed.
+    async fn code_run(
+        &mut self,
+        item: &Item,
+        sealed: &[u8],
+    ) -> Result<std::result::Result<invite_code::Confirmation, duokey_crypto::Error>> {
+        let ItemBody::CodeAck {
+            invite_id,
+            group_id,
+            invite_pub,
+            msg_b,
+            ..
+        } = &item.body
+        else {
+            return Err(Error::Internal("not a code acknowledgement"));
+        };
+        let secret = self.vault.open(SEALED_CODE, sealed)?;
+        let (digits, seed) = secret
+            .split_at_checked(invite_code::CODE_DIGITS)
+            .ok_or(Error::Corrupt("code"))?;
+        let code =
+            InviteCode::parse(std::str::from_utf8(digits).map_err(|_| Error::Corrupt("code"))?)?;
+        let seed: [u8; 32] = seed.try_into().map_err(|_| Error::Corrupt("code seed"))?;
+        let invitee_key = self.contact_key(&item.sender).await?;
+        let me = self.identity.public();
+        let ctx = CodeContext {
+            invite_id,
+            group_id,
+            inviter: &self.me,
+            invitee: &item.sender,
+        };
+        let keys = CodeKeys {
+            inviter: &me,
+            invitee: &invitee_key,
+            invite_pub,
+        };
+        Ok(invite_code::inviter_finish(
+            &code, &seed, &ctx, msg_b, &keys,
+        ))
+    }
+
+    async fn code_answer_matches(&mut self, item: &Item, sealed: &[u8]) -> Result<bool> {
+        let ItemBody::CodeAck { tag, .. } = &item.body else {
+            return Err(Error::Internal("not a code acknowledgement"));
+        };
+        Ok(self
+            .code_run(item, sealed)
+            .await?
+            .and_then(|c| c.check_invitee(tag))
+            .is_ok())
+    }
+
+    async fn code_confirmation(&mut self, item: &Item, sealed: &[u8]) -> Result<[u8; TAG_LEN]> {
+        Ok(self.code_run(item, sealed).await??.inviter_tag()?)
     }
 
     async fn wrong_code(
@@ -248,9 +308,10 @@ impl Terminal {
         invite_id: &ItemId,
         gid: &GroupId,
         invitee: &UserId,
+        tries: u32,
     ) -> Result<()> {
-        let tries = self.store.code_wrong_answer(invite_id, MAX_TRIES).await?;
         let text = if tries >= MAX_TRIES {
+            self.store.code_dead(invite_id, None).await?;
             self.store.cancel_invites_to(gid, invitee.as_str()).await?;
             format!(
                 "⚠ {invitee}'s answer to your code invitation did not match the code ({tries} wrong of {MAX_TRIES}): \
@@ -284,18 +345,34 @@ impl Terminal {
         else {
             return Err(Error::Internal("not a code confirmation"));
         };
-        let expected = match self.store.code_in(invite_id).await? {
-            Some(crate::store::CodeIn {
-                expected_tag: Some(sealed),
-                ..
-            }) => self.vault.open(SEALED_CODE, &sealed)?,
-            _ => {
-                return Err(Error::refused(
-                    "a code confirmation for no code invitation this terminal answered",
-                ));
-            }
+        // Only the inviter, with the key that signed the invitation, confirms.
+        let not_ours =
+            || Error::refused("a code confirmation for no code invitation this terminal answered");
+        let held = self.store.code_in(invite_id).await?.ok_or_else(not_ours)?;
+        if self
+            .store
+            .invite_in_offer(invite_id, item.sender.as_str())
+            .await
+            .is_err()
+        {
+            return Err(not_ours());
+        }
+        let (Some(sealed_tag), false) = (held.expected_tag, held.confirmed) else {
+            return Ok(());
         };
-        let expected: [u8; TAG_LEN] = expected
+        let kept = self.vault.open(SEALED_CODE, &held.sealed_msg_a)?;
+        let signer = kept
+            .get(PAKE_MSG_LEN..)
+            .ok_or(Error::Corrupt("code invitation"))?;
+        let signer = PublicIdentity::from_slice(signer)?;
+        if self.contact_key(&item.sender).await? != signer {
+            return Err(Error::refused(
+                "a code confirmation signed with another key than the invitation",
+            ));
+        }
+        let expected: [u8; TAG_LEN] = self
+            .vault
+            .open(SEALED_CODE, &sealed_tag)?
             .as_slice()
             .try_into()
             .map_err(|_| Error::Corrupt("code tag"))?;
@@ -309,9 +386,9 @@ impl Terminal {
             return self.code_notice(group_id, &text).await;
         }
         self.store.code_confirmed(invite_id).await?;
-        let key = self.contact_key(&item.sender).await?;
+        self.store.code_invite_accepted(invite_id).await?;
         self.store
-            .put_contact_code(item.sender.as_str(), &key.to_bytes(), self.now_ms())
+            .put_contact_code(item.sender.as_str(), &signer.to_bytes(), self.now_ms())
             .await
     }
 
@@ -319,8 +396,9 @@ impl Terminal {
     /// code, if the invitation had one.
     pub(crate) async fn code_confirmed_for(&self, invite_id: &ItemId) -> Result<()> {
         match self.store.code_in(invite_id).await? {
-            Some(c) if !c.confirmed => Err(Error::refused(
-                "the inviter has not confirmed the invite code: its RN1 is not taken",
+            // Kept, not dropped: the confirmation may come after it.
+            Some(c) if !c.confirmed => Err(Error::Pending(
+                "the inviter has not confirmed the invite code yet".into(),
             )),
             _ => Ok(()),
         }

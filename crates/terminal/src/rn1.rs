@@ -322,6 +322,8 @@ impl Terminal {
     /// An `rn1` item: from an inviter (sealed to our invitation key) or from a
     /// rotator (sealed to our delivery key).
     pub(crate) async fn on_rn1(&mut self, item: &Item, p: &Rn1Payload) -> Result<()> {
+        // A code invitation's RN1 waits for the inviter's confirmation.
+        self.code_confirmed_for(&p.ref_id).await?;
         let row = self
             .store
             .accepted_invite_secret(&p.ref_id, item.sender.as_str())
@@ -334,7 +336,6 @@ impl Terminal {
             None => return Err(Error::refused("an rn1 item matches no accepted invitation")),
         };
         if secret.is_some() {
-            self.code_confirmed_for(&p.ref_id).await?;
             self.check_invitation_anchor(item, p).await?;
         } else {
             self.check_rotation(item, p).await?;

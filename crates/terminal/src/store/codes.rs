@@ -17,12 +17,15 @@ pub struct CodeOut {
     pub tries: u32,
     /// No answer is taken any more.
     pub dead: bool,
+    /// The digest of the answer that used the code, if one did.
+    pub used_by: Option<Vec<u8>>,
 }
 
 /// An incoming code invitation's state.
 #[derive(Debug, Clone)]
 pub struct CodeIn {
-    /// The inviter's SPAKE2 message, sealed.
+    /// The inviter's SPAKE2 message and the identity key that signed the
+    /// `code_invite` (33 + 32 bytes), sealed.
     pub sealed_msg_a: Vec<u8>,
     /// When the inviter's code dies.
     pub expires_at_ms: u64,
@@ -65,7 +68,8 @@ impl Store {
     /// The sent code invitation `invite_id`, if it is one.
     pub async fn code_out(&self, invite_id: &ItemId) -> Result<Option<CodeOut>> {
         let row = sqlx::query(
-            "SELECT sealed, expires_at_ms, tries, dead FROM invite_codes WHERE invite_id = ? AND side = 'out'",
+            "SELECT sealed, expires_at_ms, tries, dead, expected_tag FROM invite_codes \
+             WHERE invite_id = ? AND side = 'out'",
         )
         .bind(invite_id.as_slice())
         .fetch_optional(&self.pool)
@@ -75,25 +79,38 @@ impl Store {
             expires_at_ms: ms(r.get(1)),
             tries: u32::try_from(r.get::<i64, _>(2)).unwrap_or(u32::MAX),
             dead: r.get::<i64, _>(3) != 0,
+            used_by: r.get(4),
         }))
     }
 
-    /// One more wrong answer to `invite_id`; dead at `max`. The tries now.
-    pub async fn code_wrong_answer(&self, invite_id: &ItemId, max: u32) -> Result<u32> {
+    /// Takes one try of `invite_id`'s code before checking an answer (so
+    /// that two processes on one profile cannot check more than `max`
+    /// between them): the tries taken now, or `None` if the code is dead or
+    /// its tries are used up.
+    pub async fn code_take_try(&self, invite_id: &ItemId, max: u32) -> Result<Option<u32>> {
         let row = sqlx::query(
-            "UPDATE invite_codes SET tries = tries + 1, dead = (tries + 1 >= ?) \
-             WHERE invite_id = ? AND side = 'out' RETURNING tries",
+            "UPDATE invite_codes SET tries = tries + 1 \
+             WHERE invite_id = ? AND side = 'out' AND dead = 0 AND tries < ? RETURNING tries",
         )
-        .bind(i64::from(max))
         .bind(invite_id.as_slice())
-        .fetch_one(&self.pool)
+        .bind(i64::from(max))
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(u32::try_from(row.get::<i64, _>(0)).unwrap_or(u32::MAX))
+        Ok(row.map(|r| u32::try_from(r.get::<i64, _>(0)).unwrap_or(u32::MAX)))
     }
 
-    /// The code of `invite_id` takes no answer any more (used, or given up).
-    pub async fn code_dead(&self, invite_id: &ItemId) -> Result<()> {
-        sqlx::query("UPDATE invite_codes SET dead = 1, sealed = x'' WHERE invite_id = ?")
+    /// The code of `invite_id` takes no answer any more (used, given up, or
+    /// out of tries): its sealed code and seed are erased.
+    /// The seed stays while an answer that used the code may still have to
+    /// resume (`used_by`, its digest); it goes with the invitation.
+    pub async fn code_dead(&self, invite_id: &ItemId, used_by: Option<&[u8]>) -> Result<()> {
+        let sql = if used_by.is_some() {
+            "UPDATE invite_codes SET dead = 1, expected_tag = ? WHERE invite_id = ? AND side = 'out'"
+        } else {
+            "UPDATE invite_codes SET dead = 1, sealed = x'', expected_tag = ? WHERE invite_id = ? AND side = 'out'"
+        };
+        sqlx::query(sql)
+            .bind(used_by)
             .bind(invite_id.as_slice())
             .execute(&self.pool)
             .await?;
@@ -133,6 +150,30 @@ impl Store {
             .bind(invite_id.as_slice())
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// A code invitation answered: its invitation key, sealed, while the
+    /// invitation stays pending (it may be answered again after a typo)
+    /// until the inviter confirms ([`Store::code_invite_accepted`]).
+    pub async fn set_invite_secret(&self, invite_id: &ItemId, sealed: &[u8]) -> Result<()> {
+        sqlx::query("UPDATE invites_in SET secret = ? WHERE invite_id = ?")
+            .bind(sealed)
+            .bind(invite_id.as_slice())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The inviter confirmed the code: the invitation counts as accepted
+    /// (its RN1 is taken with the key of the last answer).
+    pub async fn code_invite_accepted(&self, invite_id: &ItemId) -> Result<()> {
+        sqlx::query(
+            "UPDATE invites_in SET state = 'accepted' WHERE invite_id = ? AND state = 'pending'",
+        )
+        .bind(invite_id.as_slice())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -297,14 +297,17 @@ impl Store {
     }
 
     /// Records an invitation received (once: a repeat changes nothing); it
-    /// supersedes an earlier one still pending for the same group.
+    /// supersedes an earlier one from the same sender still pending for the
+    /// same group (another sender's stays: nobody can hide someone else's
+    /// invitation).
     pub async fn put_invite_in(&self, invite: &PendingInvite) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE invites_in SET state = ? WHERE group_id = ? AND state = ? AND invite_id != ?",
+            "UPDATE invites_in SET state = ? WHERE group_id = ? AND from_user = ? AND state = ?              AND invite_id != ?",
         )
         .bind(InviteInState::Superseded.as_str())
         .bind(&invite.group_id)
+        .bind(&invite.from)
         .bind(InviteInState::Pending.as_str())
         .bind(&invite.invite_id)
         .execute(&mut *tx)
