@@ -8,9 +8,14 @@
 #![forbid(unsafe_code)]
 
 use duokey_crypto::UserId;
+use duokey_crypto::password::{self, ServerKeys};
 use duokey_pki::{Ca, RevocationList};
 use duokey_proto::accounts_server::{Accounts, AccountsServer};
-use duokey_proto::{EnrollRequest, EnrollResponse, RenewRequest};
+use duokey_proto::{
+    EnrollRequest, EnrollResponse, PasswordLoginFinishRequest, PasswordLoginStartRequest,
+    PasswordLoginStartResponse, PasswordRegisterFinishRequest, PasswordRegisterFinishResponse,
+    PasswordRegisterStartRequest, PasswordRegisterStartResponse, RenewRequest,
+};
 use duokey_storage::AsStore;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -22,6 +27,16 @@ use zeroize::Zeroizing;
 pub const TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
 /// Validity of terminal certificates.
 pub const TERMINAL_CERT_DAYS: u32 = 365;
+/// Validity of a password account's certificate: it logs in again with its
+/// password after that (issue 18, DESIGN D51).
+pub const PASSWORD_CERT_DAYS: u32 = 30;
+/// Wrong passwords an account may have in [`LOGIN_WINDOW_MS`] before its
+/// logins are refused until the window passes.
+pub const MAX_LOGIN_FAILURES: u64 = 5;
+/// The window of [`MAX_LOGIN_FAILURES`]: 15 minutes.
+pub const LOGIN_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// How long a login's first step waits for its second: 60 s.
+pub const LOGIN_TTL_MS: i64 = 60 * 1000;
 
 /// Errors of the AS outside gRPC calls.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +150,21 @@ pub async fn issue_token_for(
     })
 }
 
+/// Like [`issue_token_for`], for a token that sets up a password account
+/// (OPAQUE registration, issue 18) instead of enrolling a certificate
+/// request.
+pub async fn issue_password_token(
+    db: &AsStore,
+    user: &UserId,
+    replace: bool,
+    revoked: &RevocationList,
+    ttl_ms: i64,
+) -> Result<IssuedToken, Error> {
+    let issued = issue_token_for(db, user, replace, revoked, ttl_ms).await?;
+    db.mark_password_token(&token_hash(&issued.token)).await?;
+    Ok(issued)
+}
+
 /// The AS service.
 #[derive(Clone)]
 pub struct AccountServer {
@@ -142,6 +172,7 @@ pub struct AccountServer {
     ca: Arc<Ca>,
     revoked: Arc<RevocationList>,
     limiter: Arc<duokey_pki::clock::KeyedLimiter<IpAddr>>,
+    password_keys: Option<Arc<ServerKeys>>,
 }
 
 impl std::fmt::Debug for AccountServer {
@@ -162,7 +193,16 @@ impl AccountServer {
             ca,
             revoked,
             limiter: Arc::new(duokey_pki::clock::keyed_limiter(5, 20, &clock)),
+            password_keys: None,
         }
+    }
+
+    /// Takes password accounts (OPAQUE, issue 18) with `keys`, the AS's
+    /// OPRF and key-exchange secrets (every AS node of a cluster needs the
+    /// same).
+    pub fn with_password_keys(mut self, keys: ServerKeys) -> AccountServer {
+        self.password_keys = Some(Arc::new(keys));
+        self
     }
 
     /// The gRPC service.
@@ -208,9 +248,14 @@ impl AccountServer {
 
     /// Signs `csr_der` for `user`.
     async fn issue(&self, csr_der: &[u8], user: &UserId) -> Result<Vec<u8>, Status> {
+        self.issue_for(csr_der, user, TERMINAL_CERT_DAYS).await
+    }
+
+    /// Signs `csr_der` for `user`, valid `days`.
+    async fn issue_for(&self, csr_der: &[u8], user: &UserId, days: u32) -> Result<Vec<u8>, Status> {
         let cert = self
             .ca
-            .sign_csr(csr_der, user, TERMINAL_CERT_DAYS)
+            .sign_csr(csr_der, user, days)
             .map_err(|e| Status::invalid_argument(format!("certificate request refused: {e}")))?;
         Ok(cert.to_vec())
     }
@@ -277,6 +322,16 @@ impl Accounts for AccountServer {
             .ok_or_else(denied)?;
         let user = UserId::new(user)
             .map_err(|_| Status::internal("stored token names an invalid user id"))?;
+        if self
+            .db
+            .is_password_token(&hash)
+            .await
+            .map_err(Status::from)?
+        {
+            return Err(Status::failed_precondition(
+                "this token sets up a password account: `duokey init --user USER --password`",
+            ));
+        }
         // D33: a certificate issued since the token was is not replaced
         // silently either.
         let valid = valid_certs(&self.db, user.as_str(), &self.revoked)
@@ -308,5 +363,178 @@ impl Accounts for AccountServer {
         tracing::info!(user = %user, "terminal enrolled");
         metrics::counter!("duokey_as_enrolments_total").increment(1);
         Ok(self.answer(cert, &user))
+    }
+
+    async fn password_register_start(
+        &self,
+        req: Request<PasswordRegisterStartRequest>,
+    ) -> Result<Response<PasswordRegisterStartResponse>, Status> {
+        self.rate_limit(&req)?;
+        let keys = self.password_keys()?;
+        let r = req.into_inner();
+        let user = self.password_token_user(&r.token).await?;
+        let response =
+            password::server_register_start(keys, user.as_str(), &r.registration_request)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(PasswordRegisterStartResponse {
+            registration_response: response,
+            user_id: user.to_string(),
+        }))
+    }
+
+    async fn password_register_finish(
+        &self,
+        req: Request<PasswordRegisterFinishRequest>,
+    ) -> Result<Response<PasswordRegisterFinishResponse>, Status> {
+        self.rate_limit(&req)?;
+        self.password_keys()?;
+        let r = req.into_inner();
+        let user = self.password_token_user(&r.token).await?;
+        let record = password::server_register_finish(&r.registration_upload)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let now = now_ms();
+        if self
+            .db
+            .use_token(&token_hash(&r.token), now)
+            .await
+            .map_err(Status::from)?
+            .as_deref()
+            != Some(user.as_str())
+        {
+            return Err(denied());
+        }
+        self.db
+            .put_password(user.as_str(), &record, now)
+            .await
+            .map_err(Status::from)?;
+        tracing::info!(user = %user, "password account registered");
+        Ok(Response::new(PasswordRegisterFinishResponse {}))
+    }
+
+    async fn password_login_start(
+        &self,
+        req: Request<PasswordLoginStartRequest>,
+    ) -> Result<Response<PasswordLoginStartResponse>, Status> {
+        self.rate_limit(&req)?;
+        let keys = self.password_keys()?;
+        let r = req.into_inner();
+        let user = UserId::new(r.user_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let now = now_ms();
+        let failures = self
+            .db
+            .login_failures(user.as_str(), now.saturating_sub(LOGIN_WINDOW_MS))
+            .await
+            .map_err(Status::from)?;
+        if failures >= MAX_LOGIN_FAILURES {
+            metrics::counter!("duokey_refusals_total", "reason" => "password_limit").increment(1);
+            return Err(Status::resource_exhausted(format!(
+                "too many wrong passwords for {user}; wait 15 minutes, or ask your administrator"
+            )));
+        }
+        let record = self
+            .db
+            .password_record(user.as_str())
+            .await
+            .map_err(Status::from)?;
+        let (response, state) = password::server_login_start(
+            keys,
+            user.as_str(),
+            record.as_deref(),
+            &r.credential_request,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut login_id = [0u8; 16];
+        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut login_id)
+            .map_err(|_| Status::internal("random generator"))?;
+        self.db
+            .put_login(
+                &login_id,
+                user.as_str(),
+                &state,
+                now.saturating_add(LOGIN_TTL_MS),
+            )
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(PasswordLoginStartResponse {
+            credential_response: response,
+            login_id: login_id.to_vec(),
+        }))
+    }
+
+    async fn password_login_finish(
+        &self,
+        req: Request<PasswordLoginFinishRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        self.rate_limit(&req)?;
+        self.password_keys()?;
+        let r = req.into_inner();
+        let now = now_ms();
+        let (user, state) = self
+            .db
+            .take_login(&r.login_id, now)
+            .await
+            .map_err(Status::from)?
+            .ok_or_else(|| {
+                Status::permission_denied("unknown, used or expired login; log in again")
+            })?;
+        let user = UserId::new(user)
+            .map_err(|_| Status::internal("stored login names an invalid user id"))?;
+        let session_key = match password::server_login_finish(&state, &r.credential_finalization) {
+            Ok(k) => k,
+            Err(_) => {
+                self.db
+                    .record_login_failure(user.as_str(), now)
+                    .await
+                    .map_err(Status::from)?;
+                metrics::counter!("duokey_refusals_total", "reason" => "wrong_password")
+                    .increment(1);
+                return Err(Status::unauthenticated(format!(
+                    "wrong password for {user}"
+                )));
+            }
+        };
+        password::check_csr_mac(&session_key, &r.csr_der, &r.csr_mac)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.db
+            .clear_login_failures(user.as_str())
+            .await
+            .map_err(Status::from)?;
+        let cert = self
+            .issue_for(&r.csr_der, &user, PASSWORD_CERT_DAYS)
+            .await?;
+        self.record(&cert, &user).await?;
+        tracing::info!(user = %user, "password login: certificate issued");
+        metrics::counter!("duokey_as_password_logins_total").increment(1);
+        Ok(self.answer(cert, &user))
+    }
+}
+
+impl AccountServer {
+    fn password_keys(&self) -> Result<&ServerKeys, Status> {
+        self.password_keys
+            .as_deref()
+            .ok_or_else(|| Status::failed_precondition("this server takes no password accounts"))
+    }
+
+    /// The user of an unused, unexpired `--password-setup` token.
+    async fn password_token_user(&self, token: &str) -> Result<UserId, Status> {
+        let hash = token_hash(token);
+        let (user, _) = self
+            .db
+            .token_user(&hash, now_ms())
+            .await
+            .map_err(Status::from)?
+            .ok_or_else(denied)?;
+        if !self
+            .db
+            .is_password_token(&hash)
+            .await
+            .map_err(Status::from)?
+        {
+            return Err(Status::failed_precondition(
+                "this token enrols a certificate, not a password: use `duokey init` without --password",
+            ));
+        }
+        UserId::new(user).map_err(|_| Status::internal("stored token names an invalid user id"))
     }
 }

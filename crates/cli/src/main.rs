@@ -61,6 +61,12 @@ enum Command {
         /// unless the group chose otherwise), like the keys that opened them.
         #[arg(long)]
         keep_history: bool,
+        /// A password account (the token came from `duokey-server enroll
+        /// USER --password-setup`): choose a password (asked twice, or
+        /// `DUOKEY_PASSWORD`). It never leaves this terminal (OPAQUE); the
+        /// server gives a 30-day certificate for each login.
+        #[arg(long)]
+        password: bool,
     },
     /// Groups: create, list, members, invite, remove, leave, rotate, delete.
     Group {
@@ -535,10 +541,11 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
             config,
             no_passphrase,
             keep_history,
+            password,
         } => {
             let user = user_arg(user.clone())?;
             let cfg = ClientConfig::load(config)?;
-            let t = init(&home(&cli), &user, token, &cfg, *no_passphrase).await?;
+            let t = init(&home(&cli), &user, token, &cfg, *no_passphrase, *password).await?;
             t.set_keep_history(*keep_history).await?;
             out.report(
                 serde_json::json!({"user": t.user().as_str(), "home": t.home()}),
@@ -705,7 +712,13 @@ async fn init(
     token: &str,
     cfg: &ClientConfig,
     no_passphrase: bool,
+    with_password: bool,
 ) -> duokey_terminal::Result<Terminal> {
+    let account_password = if with_password {
+        Some(account_password()?)
+    } else {
+        None
+    };
     let p = match no_passphrase {
         true => None,
         false => Some(passphrase(true)?),
@@ -717,14 +730,36 @@ async fn init(
     } else {
         Zeroizing::new(token.to_owned())
     };
-    Terminal::init(
-        home,
-        user,
-        token.trim(),
-        cfg,
-        p.as_ref().map(|p| p.as_bytes()),
-    )
-    .await
+    let how = match &account_password {
+        Some(password) => duokey_terminal::Enrolment::Password {
+            token: token.trim(),
+            password: password.as_bytes(),
+        },
+        None => duokey_terminal::Enrolment::Token(token.trim()),
+    };
+    Terminal::init_with(home, user, how, cfg, p.as_ref().map(|p| p.as_bytes())).await
+}
+
+/// The password of a new password account: `DUOKEY_PASSWORD`, or asked
+/// twice; at least 10 characters (it is the account's only protection at
+/// the server).
+fn account_password() -> duokey_terminal::Result<Zeroizing<String>> {
+    let p = match std::env::var("DUOKEY_PASSWORD") {
+        Ok(p) => Zeroizing::new(p),
+        Err(_) => {
+            let p = prompt("Account password (for the server; not your profile passphrase): ")?;
+            if *prompt("Account password again: ")? != *p {
+                return Err(Error::User("the passwords differ".into()));
+            }
+            p
+        }
+    };
+    if p.chars().count() < 10 {
+        return Err(Error::User(
+            "choose an account password of at least 10 characters".into(),
+        ));
+    }
+    Ok(p)
 }
 
 /// `duokey sync`: also fetches every active group's messages.

@@ -718,3 +718,55 @@ fn a_code_invitation_from_the_command_line() {
     alice.ok(&["send", "proj", "confirmed by code"]);
     assert_eq!(bob.texts("proj"), ["confirmed by code"]);
 }
+
+#[test]
+fn a_password_account_from_the_command_line() {
+    let srv = Server::start();
+    let alice = srv.user("alice");
+    let out = std::process::Command::new(support::bin("duokey-server"))
+        .args(["enroll", "--dir"])
+        .arg(srv.dir.path().join("srv"))
+        .args(["pat", "--password-setup"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.contains("password-setup token"), "{said}");
+    let token = said.split_whitespace().last().unwrap().to_owned();
+    let pat = support::User {
+        home: srv.dir.path().join("pat"),
+        passphrase: "pat's long passphrase".into(),
+    };
+    let config = srv.client_toml();
+    let init = |password: &str| {
+        std::process::Command::new(support::bin("duokey"))
+            .arg("--home")
+            .arg(&pat.home)
+            .args([
+                "init",
+                "--user",
+                "pat",
+                "--password",
+                "--token",
+                &token,
+                "--config",
+            ])
+            .arg(&config)
+            .env("DUOKEY_PASSPHRASE", &pat.passphrase)
+            .env("DUOKEY_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    // Too short: refused before anything is sent (the token stays usable).
+    let short = init("short");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10"));
+    let ok = init("pat's account password");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let gid = support::group_with(&alice, "proj", &[&pat]);
+    pat.ok(&["send", &gid, "from a password account"]);
+    assert_eq!(alice.texts(&gid), ["from a password account"]);
+}

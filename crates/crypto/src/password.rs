@@ -197,6 +197,32 @@ impl LoggingIn {
     }
 }
 
+const CSR_LABEL: &[u8] = b"duokey/v1 login csr";
+
+/// The MAC that binds a certificate request to a login's session key: the
+/// AS signs only a request made by whoever logged in.
+pub fn csr_mac(session_key: &[u8], csr_der: &[u8]) -> Result<[u8; 32]> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(session_key)
+        .map_err(|_| Error::Internal("HMAC key"))?;
+    mac.update(CSR_LABEL);
+    mac.update(csr_der);
+    Ok(mac.finalize().into_bytes().into())
+}
+
+/// Checks [`csr_mac`] in constant time.
+pub fn check_csr_mac(session_key: &[u8], csr_der: &[u8], got: &[u8]) -> Result<()> {
+    use subtle::ConstantTimeEq;
+    let want = csr_mac(session_key, csr_der)?;
+    if bool::from(want.as_slice().ct_eq(got)) {
+        Ok(())
+    } else {
+        Err(Error::BadSignature {
+            what: "login certificate request",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -247,6 +273,29 @@ mod tests {
             login(&other, Some(&record), b"correct horse battery staple"),
             Err(Error::WrongPassword)
         ));
+    }
+
+    #[test]
+    fn a_stolen_record_without_the_server_keys_confirms_no_guess() {
+        // The thief has the record and a dictionary that holds the password,
+        // but not the AS's keys: trying each word with keys of its own, no
+        // word logs in, the right one included.
+        let keys = ServerKeys::generate();
+        let record = register(&keys, b"tr0ub4dor&3");
+        let thief = ServerKeys::generate();
+        for word in [&b"password"[..], b"letmein", b"tr0ub4dor&3", b"hunter2"] {
+            assert!(login(&thief, Some(&record), word).is_err());
+        }
+        // With the keys, the right word does: the keys are what protect it.
+        assert!(login(&keys, Some(&record), b"tr0ub4dor&3").is_ok());
+    }
+
+    #[test]
+    fn a_certificate_request_is_bound_to_the_login() {
+        let mac = csr_mac(b"session key one", b"csr").unwrap();
+        assert!(check_csr_mac(b"session key one", b"csr", &mac).is_ok());
+        assert!(check_csr_mac(b"session key two", b"csr", &mac).is_err());
+        assert!(check_csr_mac(b"session key one", b"another csr", &mac).is_err());
     }
 
     #[test]

@@ -95,3 +95,8 @@ mod tests {
         Ok(())
     }
 }
+
+/// Writes a secret file (mode 0600 from its creation, replaced atomically).
+pub fn write_secret(path: &Path, contents: &[u8]) -> Result<()> {
+    write_atomic(path, contents, SECRET_MODE)
+}

@@ -23,6 +23,7 @@ pub mod clock;
 mod csr;
 mod error;
 mod files;
+pub use files::write_secret;
 pub mod grpc;
 mod identity;
 mod keys;

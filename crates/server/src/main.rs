@@ -60,6 +60,11 @@ enum Command {
         /// How long the token stays usable, e.g. 2h or 7d (default 24h).
         #[arg(long, value_parser = duokey_pki::clock::parse_duration, default_value = "24h")]
         ttl: u64,
+        /// A password account: the user chooses a password with this token
+        /// (`duokey init --password`; OPAQUE, the server never sees it) and
+        /// logs in with it for 30-day certificates.
+        #[arg(long)]
+        password_setup: bool,
     },
     /// Write the client.toml terminals need to reach the servers of a
     /// configuration (`duokey init --config`), under the name they reach
@@ -339,7 +344,17 @@ async fn run(cli: Cli) -> Result<(), Error> {
             user,
             replace,
             ttl,
-        } => enroll(server_config(dir, config)?, user, replace, ttl).await,
+            password_setup,
+        } => {
+            enroll(
+                server_config(dir, config)?,
+                user,
+                replace,
+                ttl,
+                password_setup,
+            )
+            .await
+        }
         Command::ClientConfig { config, host, out } => {
             let configs = config
                 .iter()
@@ -433,6 +448,7 @@ async fn enroll(
     user: String,
     replace: bool,
     ttl_secs: u64,
+    password_setup: bool,
 ) -> Result<(), Error> {
     let user = UserId::new(user.clone())
         .map_err(|e| Error::Usage(format!("{user:?} is not a user id: {e}")))?;
@@ -444,7 +460,11 @@ async fn enroll(
         Some(p) => duokey_pki::RevocationList::load(p)?,
         None => duokey_pki::RevocationList::empty(),
     };
-    let issued = duokey_accounts::issue_token_for(&db, &user, replace, &revoked, ttl_ms).await?;
+    let issued = if password_setup {
+        duokey_accounts::issue_password_token(&db, &user, replace, &revoked, ttl_ms).await?
+    } else {
+        duokey_accounts::issue_token_for(&db, &user, replace, &revoked, ttl_ms).await?
+    };
     for serial in &issued.replaced {
         match &list {
             Some(p) => {
@@ -465,9 +485,20 @@ async fn enroll(
     if list.is_some() && !issued.replaced.is_empty() {
         eprintln!("{}", when_refused(&cfg));
     }
+    // The token stays the last word (scripts read it).
     println!(
-        "One-time enrolment token for {user} (valid until {} UTC): {}",
+        "One-time {} token for {user} (valid until {} UTC{}): {}",
+        if password_setup {
+            "password-setup"
+        } else {
+            "enrolment"
+        },
         when(duokey_pki::clock::now_ms_i64().saturating_add(ttl_ms)),
+        if password_setup {
+            format!("; they run `duokey init --user {user} --password --token TOKEN`")
+        } else {
+            String::new()
+        },
         issued.token.as_str()
     );
     Ok(())

@@ -11,6 +11,7 @@ use duokey_pki::{Ca, ClientAuth, RevocationList, Role};
 use duokey_proto::membership_sync_client::MembershipSyncClient;
 use duokey_storage::{AsStore, CsStore, GmsStore};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -192,6 +193,28 @@ fn reachable(bound: SocketAddr) -> SocketAddr {
             SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, bound.port()))
         }
         _ => bound,
+    }
+}
+
+/// The AS's OPAQUE keys (issue 18, DESIGN D51), in the data directory:
+/// apart from the database, so that a copy of the database alone allows no
+/// offline guessing of passwords. Every AS node of a cluster needs the same
+/// file (copy it, as the CA key).
+pub const PASSWORD_KEYS: &str = "opaque.key";
+
+/// Reads the OPAQUE keys at `path`, making them (mode 0600) the first time.
+fn password_keys(path: &Path) -> Result<duokey_crypto::password::ServerKeys, Error> {
+    use duokey_crypto::password::ServerKeys;
+    match std::fs::read(path) {
+        Ok(bytes) => ServerKeys::from_bytes(&bytes)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keys = ServerKeys::generate();
+            duokey_pki::write_secret(path, &keys.to_bytes())?;
+            tracing::info!(path = %path.display(), "created the OPAQUE keys of password accounts");
+            Ok(keys)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -448,11 +471,8 @@ impl Starting<'_> {
             .ok_or_else(|| Error::Config("tls.ca_key is required for the as role".into()))?;
         let ca = Ca::load_files(&cfg.path(&cfg.tls.ca_cert), &cfg.path(key))?;
         let db = AsStore::open(&db_url(cfg, &cfg.database.as_url, "as")?).await?;
-        Ok(AccountServer::new(
-            db,
-            Arc::new(ca),
-            self.tls.revoked.clone(),
-        ))
+        let keys = password_keys(&cfg.path(Path::new(PASSWORD_KEYS)))?;
+        Ok(AccountServer::new(db, Arc::new(ca), self.tls.revoked.clone()).with_password_keys(keys))
     }
 
     /// Re-reads the revocation list and the server certificate every

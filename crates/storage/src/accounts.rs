@@ -129,4 +129,116 @@ impl AsStore {
         .await?;
         Ok(row.map(|r| r.try_get::<String, _>("user_id")).transpose()?)
     }
+
+    /// Marks the token `hash` as one that sets up a password (issue 18).
+    pub async fn mark_password_token(&self, hash: &[u8]) -> Result<()> {
+        sqlx::query("UPDATE enrol_tokens SET password_setup = 1 WHERE token_hash = $1")
+            .bind(hash.to_vec())
+            .execute(self.w())
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the token `hash` sets up a password.
+    pub async fn is_password_token(&self, hash: &[u8]) -> Result<bool> {
+        let row = sqlx::query("SELECT password_setup FROM enrol_tokens WHERE token_hash = $1")
+            .bind(hash.to_vec())
+            .fetch_optional(self.r())
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?
+            .is_some_and(|v| v != 0))
+    }
+
+    /// Stores (or replaces) `user`'s OPAQUE record.
+    pub async fn put_password(&self, user: &str, record: &[u8], now_ms: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO as_passwords (user_id, record, created_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id) DO UPDATE SET record = $2, created_at_ms = $3",
+        )
+        .bind(user.to_owned())
+        .bind(record.to_vec())
+        .bind(now_ms)
+        .execute(self.w())
+        .await?;
+        Ok(())
+    }
+
+    /// `user`'s OPAQUE record, if the user has a password.
+    pub async fn password_record(&self, user: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT record FROM as_passwords WHERE user_id = $1")
+            .bind(user.to_owned())
+            .fetch_optional(self.r())
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Keeps a login's server state between its two steps.
+    pub async fn put_login(
+        &self,
+        login_id: &[u8],
+        user: &str,
+        state: &[u8],
+        expires_at_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO as_logins (login_id, user_id, state, expires_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(login_id.to_vec())
+        .bind(user.to_owned())
+        .bind(state.to_vec())
+        .bind(expires_at_ms)
+        .execute(self.w())
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a login's state, once: `None` if unknown, taken or expired
+    /// (expired ones are erased on the way).
+    pub async fn take_login(
+        &self,
+        login_id: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<(String, Vec<u8>)>> {
+        sqlx::query("DELETE FROM as_logins WHERE expires_at_ms <= $1")
+            .bind(now_ms)
+            .execute(self.w())
+            .await?;
+        let row = sqlx::query("DELETE FROM as_logins WHERE login_id = $1 RETURNING user_id, state")
+            .bind(login_id.to_vec())
+            .fetch_optional(self.w())
+            .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
+    /// A wrong password for `user` at `at_ms`.
+    pub async fn record_login_failure(&self, user: &str, at_ms: i64) -> Result<()> {
+        sqlx::query("INSERT INTO as_login_failures (user_id, at_ms) VALUES ($1, $2)")
+            .bind(user.to_owned())
+            .bind(at_ms)
+            .execute(self.w())
+            .await?;
+        Ok(())
+    }
+
+    /// How many wrong passwords `user` had since `since_ms`.
+    pub async fn login_failures(&self, user: &str, since_ms: i64) -> Result<u64> {
+        let row =
+            sqlx::query("SELECT COUNT(*) FROM as_login_failures WHERE user_id = $1 AND at_ms > $2")
+                .bind(user.to_owned())
+                .bind(since_ms)
+                .fetch_one(self.r())
+                .await?;
+        Ok(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
+    }
+
+    /// A right password: `user`'s count starts again.
+    pub async fn clear_login_failures(&self, user: &str) -> Result<()> {
+        sqlx::query("DELETE FROM as_login_failures WHERE user_id = $1")
+            .bind(user.to_owned())
+            .execute(self.w())
+            .await?;
+        Ok(())
+    }
 }

@@ -65,6 +65,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(Cs, 4, 5, "cs/0004_inbox_heads.sql"),
     migration!(Gms, 3, 5, "gms/0003_rotation_lease.sql"),
     migration!(Cs, 5, 5, "cs/0005_msg_ids.sql"),
+    migration!(As, 3, 5, "as/0003_passwords.sql"),
 ];
 
 /// Advisory lock key that serialises migrations of concurrent PostgreSQL clients.

@@ -98,6 +98,25 @@ impl Terminal {
         cfg: &ClientConfig,
         passphrase: Option<&[u8]>,
     ) -> Result<Terminal> {
+        Self::init_with(
+            home,
+            user,
+            crate::password::Enrolment::Token(token),
+            cfg,
+            passphrase,
+        )
+        .await
+    }
+
+    /// [`Terminal::init`] with a token or, for a password account (issue
+    /// 18), a `--password-setup` token and the password the user chose.
+    pub async fn init_with(
+        home: &Path,
+        user: &UserId,
+        how: crate::password::Enrolment<'_>,
+        cfg: &ClientConfig,
+        passphrase: Option<&[u8]>,
+    ) -> Result<Terminal> {
         let path = profile_path(home);
         if path.exists() {
             return Err(Error::ProfileExists(home.display().to_string()));
@@ -113,14 +132,20 @@ impl Terminal {
                 .map_err(Error::server("connecting to the AS"))?,
         );
         let csr = duokey_pki::make_csr(&identity, user)?;
-        let resp = accounts
-            .enroll(EnrollRequest {
-                token: token.trim().to_owned(),
-                csr_der: csr,
-            })
-            .await
-            .map_err(Error::server("enrolment refused"))?
-            .into_inner();
+        let resp = match how {
+            crate::password::Enrolment::Token(token) => accounts
+                .enroll(EnrollRequest {
+                    token: token.trim().to_owned(),
+                    csr_der: csr,
+                })
+                .await
+                .map_err(Error::server("enrolment refused"))?
+                .into_inner(),
+            crate::password::Enrolment::Password { token, password } => {
+                crate::password::register(&mut accounts, user, token, password).await?;
+                crate::password::login(&mut accounts, user, password, csr).await?
+            }
+        };
         let store = Store::open(&path).await?;
         let vault = match passphrase {
             Some(p) => {

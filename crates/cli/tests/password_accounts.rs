@@ -1,0 +1,168 @@
+//! Password accounts (issue 18, DESIGN D51): OPAQUE at the real AS over
+//! TLS, the real terminal library and a group mixing a password account
+//! with a certificate-enrolled one; wrong passwords refused, counted and
+//! limited; a replayed login refused; a certificate request not bound to
+//! the login refused; no server file holds the password.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use duokey_crypto::UserId;
+use duokey_crypto::password::{self, LoggingIn};
+use duokey_proto::accounts_client::AccountsClient;
+use duokey_proto::{PasswordLoginFinishRequest, PasswordLoginStartRequest};
+use duokey_terminal::{Enrolment, Terminal};
+use duokey_testkit::{LocalNet, texts};
+use tonic::Code;
+
+const PASSWORD: &str = "a long account password";
+
+/// Enrols `name` as a password account with [`PASSWORD`].
+async fn password_account(net: &LocalNet, name: &str) -> Terminal {
+    let user = UserId::new(name).unwrap();
+    let db = net.as_db().await;
+    let issued = duokey_accounts::issue_password_token(
+        &db,
+        &user,
+        false,
+        &duokey_pki::RevocationList::empty(),
+        3_600_000,
+    )
+    .await
+    .unwrap();
+    db.close().await;
+    let how = Enrolment::Password {
+        token: issued.token.as_str(),
+        password: PASSWORD.as_bytes(),
+    };
+    let mut t = Terminal::init_with(&net.home(name), &user, how, &net.client, None)
+        .await
+        .unwrap();
+    t.set_clock(net.clock.clone());
+    t
+}
+
+fn accounts(net: &LocalNet) -> AccountsClient<tonic::transport::Channel> {
+    AccountsClient::new(net.anonymous_from(&net.client.as_url.as_slice()[0], None))
+}
+
+/// One login's second step, ready to send (a fresh CSR for a fresh key).
+async fn login_finish(net: &LocalNet, user: &str, password: &str) -> PasswordLoginFinishRequest {
+    let mut accounts = accounts(net);
+    let (state, request) = LoggingIn::start(password.as_bytes()).unwrap();
+    let started = accounts
+        .password_login_start(PasswordLoginStartRequest {
+            user_id: user.into(),
+            credential_request: request,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let key = duokey_crypto::IdentityKey::generate();
+    let csr = duokey_pki::make_csr(&key, &UserId::new(user).unwrap()).unwrap();
+    // A wrong password fails here, on the terminal's side: the test sends
+    // a finalization anyway, as an attacker guessing online would.
+    let (finalization, session_key) = state
+        .finish(password.as_bytes(), &started.credential_response)
+        .unwrap_or_else(|_| (vec![0; 64], zeroize::Zeroizing::new(vec![0; 64])));
+    PasswordLoginFinishRequest {
+        login_id: started.login_id,
+        credential_finalization: finalization,
+        csr_mac: password::csr_mac(&session_key, &csr).unwrap().to_vec(),
+        csr_der: csr,
+    }
+}
+
+#[tokio::test]
+async fn a_password_account_chats_with_a_certificate_account() {
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut pat = password_account(&net, "pat").await;
+    let gid = duokey_testkit::group_of_two(&mut alice, &mut pat, "mixed").await;
+    alice.send(&gid, "hello pat").await.unwrap();
+    pat.sync_messages(&gid).await.unwrap();
+    pat.send(&gid, "hello alice").await.unwrap();
+    alice.sync_messages(&gid).await.unwrap();
+    assert_eq!(texts(&alice, &gid).await, ["hello pat", "hello alice"]);
+    // The AS keeps the OPAQUE record only.
+    let db = net.as_db().await;
+    assert_eq!(db.password_record("pat").await.unwrap().unwrap().len(), 192);
+    db.close().await;
+    net.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_refused_counted_and_then_limited() {
+    let net = LocalNet::start().await;
+    password_account(&net, "pat").await;
+    for _ in 0..duokey_accounts::MAX_LOGIN_FAILURES {
+        let req = login_finish(&net, "pat", "not the password").await;
+        let err = accounts(&net).password_login_finish(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    }
+    // Even the right password waits now.
+    let mut client = accounts(&net);
+    let (_, request) = LoggingIn::start(PASSWORD.as_bytes()).unwrap();
+    let err = client
+        .password_login_start(PasswordLoginStartRequest {
+            user_id: "pat".into(),
+            credential_request: request,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    net.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_replayed_login_and_an_unbound_request_are_refused() {
+    let net = LocalNet::start().await;
+    password_account(&net, "pat").await;
+    let req = login_finish(&net, "pat", PASSWORD).await;
+    let replay = req.clone();
+    accounts(&net).password_login_finish(req).await.unwrap();
+    let err = accounts(&net)
+        .password_login_finish(replay)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // A certificate request swapped in by someone in the middle: its MAC
+    // is not the login's.
+    let mut req = login_finish(&net, "pat", PASSWORD).await;
+    let other = duokey_crypto::IdentityKey::generate();
+    req.csr_der = duokey_pki::make_csr(&other, &UserId::new("pat").unwrap()).unwrap();
+    let err = accounts(&net).password_login_finish(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    net.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_server_file_holds_the_password() {
+    let net = LocalNet::start().await;
+    password_account(&net, "pat").await;
+    let req = login_finish(&net, "pat", PASSWORD).await;
+    accounts(&net).password_login_finish(req).await.unwrap();
+    let mut dirs = vec![net.server_dir()];
+    let mut scanned = 0;
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            scanned += 1;
+            assert!(
+                !bytes
+                    .windows(PASSWORD.len())
+                    .any(|w| w == PASSWORD.as_bytes()),
+                "{} holds the password",
+                path.display()
+            );
+        }
+    }
+    assert!(scanned > 3, "only {scanned} files scanned");
+    // The OPAQUE keys are a file of their own, apart from the database.
+    assert!(net.server_dir().join("opaque.key").is_file());
+    net.node.shutdown().await;
+}
