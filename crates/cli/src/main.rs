@@ -132,7 +132,12 @@ enum Command {
     /// Renew this terminal's certificate now. It also renews by itself at a
     /// sync once two thirds of its lifetime (365 days) have passed. The
     /// identity key stays, so contacts see no change.
-    Renew,
+    Renew {
+        /// A password account logs in again with its password (asked, or
+        /// `DUOKEY_PASSWORD`): also once the certificate has expired.
+        #[arg(long)]
+        password: bool,
+    },
     /// Interactive terminal UI: groups, messages, members, invitations
     /// (F1 inside shows the keys and commands). No --json: use `read
     /// --follow --json` in programs.
@@ -615,7 +620,7 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         Command::Sync => sync(&mut t, out).await,
         Command::Status => status(&t, out, offline).await,
         Command::Group { command } => group(&mut t, command, out).await,
-        Command::Renew => renew(&mut t, out).await,
+        Command::Renew { password } => renew(&mut t, out, password).await,
         Command::Invites { sent: false } => invites(&t, out).await,
         Command::Invites { sent: true } => sent_invites(&t, out).await,
         Command::Accept { invite, code: None } => {
@@ -839,8 +844,16 @@ async fn status(t: &Terminal, out: Out, offline: bool) -> duokey_terminal::Resul
 }
 
 /// `duokey renew`: a new certificate for the same identity key.
-async fn renew(t: &mut Terminal, out: Out) -> duokey_terminal::Result<()> {
-    let (serial, _, until) = t.renew().await?;
+async fn renew(t: &mut Terminal, out: Out, password: bool) -> duokey_terminal::Result<()> {
+    let (serial, _, until) = if password {
+        let p = match std::env::var("DUOKEY_PASSWORD") {
+            Ok(p) => Zeroizing::new(p),
+            Err(_) => prompt("Account password: ")?,
+        };
+        t.renew_with_password(p.as_bytes()).await?
+    } else {
+        t.renew().await?
+    };
     let now = i64::try_from(duokey_terminal::now_ms() / 1000).unwrap_or(0);
     out.report(
         serde_json::json!({"renewed": true, "serial": serial, "not_after": until}),

@@ -82,6 +82,24 @@ async fn a_password_account_chats_with_a_certificate_account() {
     pat.send(&gid, "hello alice").await.unwrap();
     alice.sync_messages(&gid).await.unwrap();
     assert_eq!(texts(&alice, &gid).await, ["hello pat", "hello alice"]);
+    // Logging in again gives a new certificate for the same key (contacts
+    // see no change); a wrong password gives nothing.
+    let (before, _, _) = pat.certificate().await.unwrap();
+    let err = pat
+        .renew_with_password(b"not the password")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("wrong password"), "{err}");
+    let (after, _, until) = pat.renew_with_password(PASSWORD.as_bytes()).await.unwrap();
+    assert_ne!(before, after);
+    let days = (until - i64::try_from(duokey_terminal::now_ms() / 1000).unwrap()) / 86_400;
+    assert!((29..=30).contains(&days), "{days} days");
+    pat.send(&gid, "after logging in again").await.unwrap();
+    alice.sync_messages(&gid).await.unwrap();
+    assert_eq!(
+        texts(&alice, &gid).await.last().unwrap(),
+        "after logging in again"
+    );
     // The AS keeps the OPAQUE record only.
     let db = net.as_db().await;
     assert_eq!(db.password_record("pat").await.unwrap().unwrap().len(), 192);

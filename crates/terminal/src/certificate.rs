@@ -97,25 +97,51 @@ impl Terminal {
     /// safety numbers stay), then used for every connection. Returns it as
     /// [`Terminal::certificate`] does.
     pub async fn renew(&mut self) -> Result<(String, i64, i64)> {
+        self.renew_with(None).await
+    }
+
+    /// `duokey renew --password`: a password account logs in again with
+    /// its password (issue 18, PROTOCOL §5.16) for a new 30-day certificate
+    /// for the same key — also once the old one has expired, which `renew`
+    /// cannot do.
+    pub async fn renew_with_password(&mut self, password: &[u8]) -> Result<(String, i64, i64)> {
+        self.renew_with(Some(password)).await
+    }
+
+    async fn renew_with(&mut self, password: Option<&[u8]>) -> Result<(String, i64, i64)> {
         let cfg = ClientConfig::parse(
             std::str::from_utf8(&self.store.meta_req("client_config").await?)
                 .map_err(|_| Error::Corrupt("config"))?,
         )?;
-        let chain = decode_chain(&self.store.meta_req("cert_chain").await?)?;
-        let key = duokey_pki::identity_private_key_der(&self.identity);
-        let tls =
-            duokey_pki::client_config_for(&self.ca, Some((chain, key)), duokey_pki::Role::As)?;
-        let mut accounts = AccountsClient::new(
-            channel_any(cfg.as_url.as_slice(), tls)
-                .map_err(Error::server("connecting to the AS"))?,
-        );
-        let resp = accounts
-            .renew(RenewRequest {
-                csr_der: duokey_pki::make_csr(&self.identity, &self.me)?,
-            })
-            .await
-            .map_err(Error::server("renewing the certificate"))?
-            .into_inner();
+        let csr_der = duokey_pki::make_csr(&self.identity, &self.me)?;
+        let resp = match password {
+            Some(password) => {
+                let anon = duokey_pki::client_config_for(&self.ca, None, duokey_pki::Role::As)?;
+                let mut accounts = AccountsClient::new(
+                    channel_any(cfg.as_url.as_slice(), anon)
+                        .map_err(Error::server("connecting to the AS"))?,
+                );
+                crate::password::login(&mut accounts, &self.me, password, csr_der).await?
+            }
+            None => {
+                let chain = decode_chain(&self.store.meta_req("cert_chain").await?)?;
+                let key = duokey_pki::identity_private_key_der(&self.identity);
+                let tls = duokey_pki::client_config_for(
+                    &self.ca,
+                    Some((chain, key)),
+                    duokey_pki::Role::As,
+                )?;
+                let mut accounts = AccountsClient::new(
+                    channel_any(cfg.as_url.as_slice(), tls)
+                        .map_err(Error::server("connecting to the AS"))?,
+                );
+                accounts
+                    .renew(RenewRequest { csr_der })
+                    .await
+                    .map_err(Error::server("renewing the certificate"))?
+                    .into_inner()
+            }
+        };
         let leaf = resp
             .cert_chain_der
             .first()
