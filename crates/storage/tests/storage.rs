@@ -490,13 +490,17 @@ async fn a_database_of_the_shared_schema_is_adopted() {
     let raw = sqlx::AnyPool::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    // Columns added since (issue 17's rotation lease) did not exist then.
+    // Columns and tables added since (issue 17's rotation lease and message
+    // ids, issue 18's password accounts) did not exist then.
     sqlx::raw_sql(
         "DROP TABLE duokey_migrations; \
          CREATE TABLE duokey_schema (version BIGINT PRIMARY KEY); \
          INSERT INTO duokey_schema (version) VALUES (1), (2), (3), (4); \
          ALTER TABLE gms_groups DROP COLUMN rotation_lease_ms; \
-         DROP INDEX cs_log_msg_id; ALTER TABLE cs_log DROP COLUMN msg_id;",
+         DROP INDEX cs_log_msg_id; ALTER TABLE cs_log DROP COLUMN msg_id; \
+         ALTER TABLE enrol_tokens DROP COLUMN password_setup; \
+         DROP TABLE as_passwords; DROP TABLE as_logins; \
+         DROP INDEX as_login_failures_user; DROP TABLE as_login_failures;",
     )
     .execute(&raw)
     .await
