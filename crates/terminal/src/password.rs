@@ -13,8 +13,9 @@ use duokey_proto::{
 };
 use tonic::transport::Channel;
 
-/// How a new terminal gets its certificate (`duokey init`).
-#[derive(Debug, Clone, Copy)]
+/// How a new terminal gets its certificate (`duokey init`). Its `Debug`
+/// shows neither the token nor the password.
+#[derive(Clone, Copy)]
 pub enum Enrolment<'a> {
     /// A one-time token, exchanged for a certificate (SPEC §2).
     Token(&'a str),
@@ -26,6 +27,36 @@ pub enum Enrolment<'a> {
         /// The password the user chose.
         password: &'a [u8],
     },
+}
+
+impl std::fmt::Debug for Enrolment<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Enrolment::Token(_) => "Enrolment::Token(…)",
+            Enrolment::Password { .. } => "Enrolment::Password(…)",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Enrolment;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let shown = format!(
+            "{:?} {:?}",
+            Enrolment::Token("dk1-secret-token"),
+            Enrolment::Password {
+                token: "dk1-secret-token",
+                password: b"hunter2 hunter2"
+            }
+        );
+        assert!(
+            !shown.contains("secret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
 }
 
 /// Registers `password` for `user` with `token`.
