@@ -38,27 +38,6 @@ impl std::fmt::Debug for Enrolment<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Enrolment;
-
-    #[test]
-    fn debug_shows_no_secret() {
-        let shown = format!(
-            "{:?} {:?}",
-            Enrolment::Token("dk1-secret-token"),
-            Enrolment::Password {
-                token: "dk1-secret-token",
-                password: b"hunter2 hunter2"
-            }
-        );
-        assert!(
-            !shown.contains("secret") && !shown.contains("hunter2"),
-            "{shown}"
-        );
-    }
-}
-
 /// Registers `password` for `user` with `token`.
 pub(crate) async fn register(
     accounts: &mut AccountsClient<Channel>,
@@ -129,4 +108,25 @@ pub(crate) async fn login(
         .map_err(Error::server("password login refused"))?
         .into_inner();
     Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Enrolment;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let shown = format!(
+            "{:?} {:?}",
+            Enrolment::Token("dk1-secret-token"),
+            Enrolment::Password {
+                token: "dk1-secret-token",
+                password: b"hunter2 hunter2"
+            }
+        );
+        assert!(
+            !shown.contains("secret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
 }
