@@ -30,11 +30,30 @@ pub const TERMINAL_CERT_DAYS: u32 = 365;
 /// Validity of a password account's certificate: it logs in again with its
 /// password after that (issue 18, DESIGN D51).
 pub const PASSWORD_CERT_DAYS: u32 = 30;
-/// Wrong passwords an account may have in [`LOGIN_WINDOW_MS`] before its
-/// logins are refused until the window passes.
-pub const MAX_LOGIN_FAILURES: u64 = 5;
-/// The window of [`MAX_LOGIN_FAILURES`]: 15 minutes.
+/// The window of [`LoginLimits`]: 15 minutes.
 pub const LOGIN_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+/// How many wrong passwords the AS takes in [`LOGIN_WINDOW_MS`] before it
+/// refuses further logins until the window passes (issue 18, DESIGN D51):
+/// online guessing is bounded per account and per client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// Wrong passwords per account (a right one starts its count again).
+    pub per_account: u64,
+    /// Wrong passwords from one client address, for any accounts (a right
+    /// one does not reset it). Set it above the number of people behind
+    /// one address (an office's NAT) who may mistype.
+    pub per_address: u64,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            per_account: 5,
+            per_address: 30,
+        }
+    }
+}
 /// How long a login's first step waits for its second: 60 s.
 pub const LOGIN_TTL_MS: i64 = 60 * 1000;
 
@@ -173,6 +192,7 @@ pub struct AccountServer {
     revoked: Arc<RevocationList>,
     limiter: Arc<duokey_pki::clock::KeyedLimiter<IpAddr>>,
     password_keys: Option<Arc<ServerKeys>>,
+    login_limits: LoginLimits,
 }
 
 impl std::fmt::Debug for AccountServer {
@@ -194,6 +214,7 @@ impl AccountServer {
             revoked,
             limiter: Arc::new(duokey_pki::clock::keyed_limiter(5, 20, &clock)),
             password_keys: None,
+            login_limits: LoginLimits::default(),
         }
     }
 
@@ -202,6 +223,12 @@ impl AccountServer {
     /// same).
     pub fn with_password_keys(mut self, keys: ServerKeys) -> AccountServer {
         self.password_keys = Some(Arc::new(keys));
+        self
+    }
+
+    /// Limits wrong passwords to `limits` instead of the defaults.
+    pub fn with_login_limits(mut self, limits: LoginLimits) -> AccountServer {
+        self.login_limits = limits;
         self
     }
 
@@ -417,20 +444,11 @@ impl Accounts for AccountServer {
     ) -> Result<Response<PasswordLoginStartResponse>, Status> {
         self.rate_limit(&req)?;
         let keys = self.password_keys()?;
+        let addr = client_addr(&req);
         let r = req.into_inner();
         let user = UserId::new(r.user_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let now = now_ms();
-        let failures = self
-            .db
-            .login_failures(user.as_str(), now.saturating_sub(LOGIN_WINDOW_MS))
-            .await
-            .map_err(Status::from)?;
-        if failures >= MAX_LOGIN_FAILURES {
-            metrics::counter!("duokey_refusals_total", "reason" => "password_limit").increment(1);
-            return Err(Status::resource_exhausted(format!(
-                "too many wrong passwords for {user}; wait 15 minutes, or ask your administrator"
-            )));
-        }
+        self.check_login_limits(&user, &addr, now).await?;
         let record = self
             .db
             .password_record(user.as_str())
@@ -467,6 +485,7 @@ impl Accounts for AccountServer {
     ) -> Result<Response<EnrollResponse>, Status> {
         self.rate_limit(&req)?;
         self.password_keys()?;
+        let addr = client_addr(&req);
         let r = req.into_inner();
         let now = now_ms();
         let (user, state) = self
@@ -483,7 +502,12 @@ impl Accounts for AccountServer {
             Ok(k) => k,
             Err(_) => {
                 self.db
-                    .record_login_failure(user.as_str(), now)
+                    .record_login_failure(
+                        user.as_str(),
+                        &addr,
+                        now,
+                        now.saturating_sub(LOGIN_WINDOW_MS),
+                    )
                     .await
                     .map_err(Status::from)?;
                 metrics::counter!("duokey_refusals_total", "reason" => "wrong_password")
@@ -509,7 +533,41 @@ impl Accounts for AccountServer {
     }
 }
 
+/// The client's address as the login limits count it.
+fn client_addr<T>(req: &Request<T>) -> String {
+    req.remote_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
 impl AccountServer {
+    /// `RESOURCE_EXHAUSTED` when `user` or `addr` had too many wrong
+    /// passwords in the last [`LOGIN_WINDOW_MS`].
+    async fn check_login_limits(&self, user: &UserId, addr: &str, now: i64) -> Result<(), Status> {
+        let since = now.saturating_sub(LOGIN_WINDOW_MS);
+        let by_user = self
+            .db
+            .login_failures(user.as_str(), since)
+            .await
+            .map_err(Status::from)?;
+        let by_addr = self
+            .db
+            .address_login_failures(addr, since)
+            .await
+            .map_err(Status::from)?;
+        let whose = if by_user >= self.login_limits.per_account {
+            format!("for {user}")
+        } else if by_addr >= self.login_limits.per_address {
+            "from your network address".to_owned()
+        } else {
+            return Ok(());
+        };
+        metrics::counter!("duokey_refusals_total", "reason" => "password_limit").increment(1);
+        Err(Status::resource_exhausted(format!(
+            "too many wrong passwords {whose}; wait 15 minutes, or ask your administrator"
+        )))
+    }
+
     fn password_keys(&self) -> Result<&ServerKeys, Status> {
         self.password_keys
             .as_deref()

@@ -85,7 +85,9 @@ enum Command {
         invite: String,
         /// The code the inviter told you (an invitation sent with
         /// `--code`): it proves to both of you that nobody else answered.
-        #[arg(long)]
+        /// Given alone (`--code`), it is asked for, or read from standard
+        /// input, so that it stays out of your shell history.
+        #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "CODE")]
         code: Option<String>,
     },
     /// Decline an invitation.
@@ -454,6 +456,21 @@ fn print_line(json: bool, line: &Line) {
     }
 }
 
+/// An invite code asked for at the terminal (not echoed), or the first
+/// line of standard input when it is not a terminal.
+fn ask_code() -> duokey_terminal::Result<Zeroizing<String>> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return rpassword::prompt_password("Invite code (from the person who invited you): ")
+            .map(Zeroizing::new)
+            .map_err(|e| Error::User(format!("cannot read the code: {e}")));
+    }
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Error::User(format!("cannot read the code from standard input: {e}")))?;
+    Ok(Zeroizing::new(line.trim().to_owned()))
+}
+
 /// A message from standard input: one trailing newline (LF or CRLF), as
 /// `echo` and editors add, is not part of it; inner newlines are.
 fn message_from_stdin() -> std::io::Result<String> {
@@ -630,6 +647,11 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
             invite,
             code: Some(code),
         } => {
+            let code = if code.is_empty() {
+                ask_code()?
+            } else {
+                Zeroizing::new(code)
+            };
             let code = duokey_crypto::invite_code::InviteCode::parse(&code)?;
             act(&mut t, out, None, Action::AcceptCode(invite, code)).await
         }
@@ -1169,11 +1191,28 @@ async fn list_groups(t: &Terminal, out: Out, all: bool) -> duokey_terminal::Resu
 async fn members(t: &Terminal, out: Out, group: &str) -> duokey_terminal::Result<()> {
     let gid = t.resolve_group(group).await?;
     let members = t.members(&gid).await?;
-    let value = serde_json::to_value(&members).map_err(|_| Error::Internal("json"))?;
+    // How each contact's key was confirmed (issue 18), from the profile.
+    let mut keys = Vec::with_capacity(members.len());
+    for m in &members {
+        keys.push(if m.user == t.user().as_str() {
+            "you"
+        } else {
+            t.trust(&m.user).await?.confirmed_by()
+        });
+    }
+    let mut value = serde_json::to_value(&members).map_err(|_| Error::Internal("json"))?;
+    if let Some(rows) = value.as_array_mut() {
+        for (row, key) in rows.iter_mut().zip(&keys) {
+            if let Some(row) = row.as_object_mut() {
+                row.insert("key_confirmed_by".into(), (*key).into());
+            }
+        }
+    }
     out.report(value, || {
         let lines: Vec<String> = members
             .iter()
-            .map(|m| format!("{}  {}", m.user, m.rights))
+            .zip(&keys)
+            .map(|(m, key)| format!("{}  {}  (key: {key})", m.user, m.rights))
             .collect();
         lines.join("\n")
     });

@@ -27,6 +27,8 @@ fn create_invite_chat_remove_and_late_join() {
     let members: Vec<serde_json::Value> = serde_json::from_str(&members).unwrap();
     assert_eq!(members.len(), 4);
     assert_eq!(members[0]["user"], "alice");
+    assert_eq!(members[0]["key_confirmed_by"], "you");
+    assert_eq!(members[1]["key_confirmed_by"], "certificate only");
 
     let err = bob.fails(&["group", "remove", "proj", "dave"]);
     assert!(
@@ -713,10 +715,24 @@ fn a_code_invitation_from_the_command_line() {
     assert!(err.contains("--code"), "{err}");
     let err = bob.fails(&["accept", "proj", "--code", "12ab"]);
     assert!(err.contains("eight digits"), "{err}");
-    bob.ok(&["accept", "proj", "--code", &code]);
+    // `--code` alone reads it from standard input (kept out of argv and
+    // the shell's history).
+    let out = bob.run_stdin(
+        &["accept", "proj", "--code"],
+        format!("{code}\n").as_bytes(),
+    );
+    assert!(out.status.success(), "{out:?}");
     alice.ok(&["sync"]);
     alice.ok(&["send", "proj", "confirmed by code"]);
     assert_eq!(bob.texts("proj"), ["confirmed by code"]);
+    // Each side shows how the other's key was confirmed.
+    let members = alice.ok(&["group", "members", "proj"]);
+    assert!(members.contains("bob  member  (key: code)"), "{members}");
+    assert!(members.contains("alice  owner"), "{members}");
+    let v: serde_json::Value =
+        serde_json::from_str(&bob.ok(&["--json", "group", "members", "proj"])).unwrap();
+    assert_eq!(v[0]["user"], "alice", "{v}");
+    assert_eq!(v[0]["key_confirmed_by"], "code", "{v}");
 }
 
 #[test]

@@ -297,3 +297,98 @@ async fn a_forged_inviter_cannot_lure_the_invitee_nor_confirm_in_the_inviters_na
     assert_eq!(texts(&bob, &gid).await, ["the real one"]);
     net.node.shutdown().await;
 }
+
+/// The items of `kind` in `user`'s inbox at the CS, as stored (signed).
+async fn stored(net: &LocalNet, user: &str, kind: ItemKind) -> Vec<Vec<u8>> {
+    let cs = net.cs_db().await;
+    let items = cs.inbox_after(user, 0, 100).await.unwrap();
+    cs.close().await;
+    items
+        .into_iter()
+        .map(|i| i.item)
+        .filter(|b| SignedItem::parse(b).is_ok_and(|s| s.item.body.kind() == kind))
+        .collect()
+}
+
+/// A CS replays each message of a finished code exchange (the invitation,
+/// the PAKE answer, the confirmation): nothing happens a second time — no
+/// second confirmation or key is sent, no try is taken, no invitation comes
+/// back. And a used code does not open another invitation, even to the
+/// same person from the same inviter. Two guards stand in the way of a
+/// replay (items are applied once by id, and each step checks its own
+/// state: the code's invitation is no longer `sent`); with both removed
+/// this test sees a second confirmation go out.
+#[tokio::test]
+async fn replayed_code_messages_and_a_reused_code_do_nothing() {
+    let net = LocalNet::start().await;
+    let mut alice = net.enroll("alice").await;
+    let mut bob = net.enroll("bob").await;
+    let first = new_group(&mut alice, "first").await;
+    let sent = alice
+        .invite_with_code(&first, bob.user(), Rights::NONE, DAY_MS)
+        .await
+        .unwrap();
+    let [invite] = &stored(&net, "bob", ItemKind::CodeInvite).await[..] else {
+        panic!("one code invitation")
+    };
+    bob.sync().await.unwrap();
+    bob.accept_with_code("first", &sent.code).await.unwrap();
+    let [answer] = &stored(&net, "alice", ItemKind::CodeAck).await[..] else {
+        panic!("one code answer")
+    };
+    let before = stored(&net, "bob", ItemKind::CodeConfirm).await.len();
+    alice.sync().await.unwrap();
+    let [confirm] = &stored(&net, "bob", ItemKind::CodeConfirm).await[..] else {
+        panic!("one confirmation")
+    };
+    assert_eq!(before, 0);
+    bob.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    assert_eq!(members(&alice, &first).await, ["alice", "bob"]);
+    assert_eq!(members(&bob, &first).await, ["alice", "bob"]);
+
+    // The replays, each straight into the terminal as a CS would deliver it.
+    let (told_alice, told_bob) = (notices(&alice, &first).await, notices(&bob, &first).await);
+    let sent_to_bob = net.rn1_items_to("bob").await;
+    let confirms = stored(&net, "bob", ItemKind::CodeConfirm).await.len();
+    alice.process_item(answer).await.unwrap();
+    bob.process_item(invite).await.unwrap();
+    bob.process_item(confirm).await.unwrap();
+    assert_eq!(
+        stored(&net, "bob", ItemKind::CodeConfirm).await.len(),
+        confirms
+    );
+    assert_eq!(net.rn1_items_to("bob").await, sent_to_bob);
+    assert_eq!(notices(&alice, &first).await, told_alice);
+    assert_eq!(notices(&bob, &first).await, told_bob);
+    assert!(bob.invitations().await.unwrap().is_empty());
+    assert_eq!(members(&alice, &first).await, ["alice", "bob"]);
+    assert_eq!(
+        alice.verify(bob.user(), false).await.unwrap().confirmed_by,
+        "code"
+    );
+
+    // The used code, for a new invitation to another group: a wrong try.
+    let second = new_group(&mut alice, "second").await;
+    let fresh = alice
+        .invite_with_code(&second, bob.user(), Rights::NONE, DAY_MS)
+        .await
+        .unwrap();
+    assert_ne!(fresh.code.digits(), sent.code.digits());
+    bob.sync().await.unwrap();
+    bob.accept_with_code("second", &sent.code).await.unwrap();
+    alice.sync().await.unwrap();
+    assert!(
+        notices(&alice, &second)
+            .await
+            .iter()
+            .any(|t| t.contains("(1 wrong of 3)")),
+        "{:?}",
+        notices(&alice, &second).await
+    );
+    assert_eq!(members(&alice, &second).await, ["alice"]);
+    bob.accept_with_code("second", &fresh.code).await.unwrap();
+    alice.sync().await.unwrap();
+    assert_eq!(members(&alice, &second).await, ["alice", "bob"]);
+    net.node.shutdown().await;
+}

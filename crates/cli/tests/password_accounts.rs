@@ -111,7 +111,7 @@ async fn a_password_account_chats_with_a_certificate_account() {
 async fn wrong_passwords_are_refused_counted_and_then_limited() {
     let net = LocalNet::start().await;
     password_account(&net, "pat").await;
-    for _ in 0..duokey_accounts::MAX_LOGIN_FAILURES {
+    for _ in 0..duokey_accounts::LoginLimits::default().per_account {
         let req = login_finish(&net, "pat", "not the password").await;
         let err = accounts(&net).password_login_finish(req).await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
@@ -127,6 +127,51 @@ async fn wrong_passwords_are_refused_counted_and_then_limited() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    net.node.shutdown().await;
+}
+
+/// The first step of a login for `user`: refused when a limit is full.
+async fn login_start(net: &LocalNet, user: &str) -> Result<(), tonic::Status> {
+    let (_, request) = LoggingIn::start(PASSWORD.as_bytes()).unwrap();
+    accounts(net)
+        .password_login_start(PasswordLoginStartRequest {
+            user_id: user.into(),
+            credential_request: request,
+        })
+        .await
+        .map(drop)
+}
+
+/// Wrong passwords of the same address, spread over accounts so that no
+/// account reaches its own limit, stop logins from that address; a right
+/// password in between does not reset the address's count.
+#[tokio::test]
+async fn wrong_passwords_from_one_address_are_limited_across_accounts() {
+    let net = LocalNet::start_with(|c| c.limits.wrong_passwords_per_address = 3).await;
+    password_account(&net, "pat").await;
+    password_account(&net, "quinn").await;
+    for (user, password) in [
+        ("pat", "not the password"),
+        ("pat", "still not it"),
+        ("pat", PASSWORD),
+        ("quinn", "a guess"),
+    ] {
+        let req = login_finish(&net, user, password).await;
+        let answer = accounts(&net).password_login_finish(req).await;
+        assert_eq!(answer.is_ok(), password == PASSWORD, "{user}: {answer:?}");
+    }
+    // Three wrong passwords from 127.0.0.1: no account is at its limit of
+    // 5, yet logins from this address wait, for every account.
+    for user in ["pat", "quinn", "nobody"] {
+        let err = login_start(&net, user).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{user}: {err:?}");
+        assert!(err.message().contains("network address"), "{err:?}");
+    }
+    let db = net.as_db().await;
+    let since = i64::try_from(duokey_terminal::now_ms()).unwrap() - 60_000;
+    assert_eq!(db.login_failures("pat", since).await.unwrap(), 0);
+    assert_eq!(db.login_failures("quinn", since).await.unwrap(), 1);
+    db.close().await;
     net.node.shutdown().await;
 }
 

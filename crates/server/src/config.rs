@@ -121,12 +121,19 @@ pub struct LimitsConfig {
     /// Open live streams one user may hold, per role (`Subscribe` at the
     /// CS, `Watch` at the GMS).
     pub streams_per_user: usize,
+    /// Wrong passwords one password account may have in 15 minutes before
+    /// its logins wait (AS, issue 18).
+    pub wrong_passwords_per_account: u64,
+    /// Wrong passwords from one client address, for any accounts, in 15
+    /// minutes before logins from it wait (AS, issue 18).
+    pub wrong_passwords_per_address: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         let cs = duokey_cs::CsConfig::default();
         let gms = duokey_gms::GmsConfig::default();
+        let logins = duokey_accounts::LoginLimits::default();
         Self {
             max_body_bytes: cs.limits.max_body,
             rate_per_sec: cs.rate_per_sec,
@@ -140,6 +147,8 @@ impl Default for LimitsConfig {
             inbox_max_bytes: cs.inbox_max_bytes,
             inbox_retention_secs: cs.inbox_retention_secs,
             streams_per_user: cs.streams_per_user,
+            wrong_passwords_per_account: logins.per_account,
+            wrong_passwords_per_address: logins.per_address,
         }
     }
 }

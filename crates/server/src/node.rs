@@ -472,7 +472,15 @@ impl Starting<'_> {
         let ca = Ca::load_files(&cfg.path(&cfg.tls.ca_cert), &cfg.path(key))?;
         let db = AsStore::open(&db_url(cfg, &cfg.database.as_url, "as")?).await?;
         let keys = password_keys(&cfg.path(Path::new(PASSWORD_KEYS)))?;
-        Ok(AccountServer::new(db, Arc::new(ca), self.tls.revoked.clone()).with_password_keys(keys))
+        let limits = duokey_accounts::LoginLimits {
+            per_account: cfg.limits.wrong_passwords_per_account,
+            per_address: cfg.limits.wrong_passwords_per_address,
+        };
+        Ok(
+            AccountServer::new(db, Arc::new(ca), self.tls.revoked.clone())
+                .with_password_keys(keys)
+                .with_login_limits(limits),
+        )
     }
 
     /// Re-reads the revocation list and the server certificate every

@@ -65,8 +65,25 @@ pub enum Trust {
     Unverified,
     /// Safety numbers compared and confirmed (`verify --confirm`).
     Verified,
+    /// Confirmed inside an invite code's exchange (PROTOCOL §4.10): the
+    /// people who told each other the code hold these keys.
+    Code,
     /// The directory now shows another key: refused until confirmed.
     KeyChanged,
+}
+
+impl Trust {
+    /// How the key was confirmed, in the words `verify` and `group members`
+    /// show (issue 18): `code`, `safety number`, `certificate only`, or
+    /// `KEY CHANGED`.
+    pub fn confirmed_by(self) -> &'static str {
+        match self {
+            Trust::Code => "code",
+            Trust::Verified => "safety number",
+            Trust::Unknown | Trust::Unverified => "certificate only",
+            Trust::KeyChanged => "KEY CHANGED",
+        }
+    }
 }
 
 fn safety_number(a: (&str, &[u8]), b: (&str, &[u8])) -> String {
@@ -313,6 +330,7 @@ impl Terminal {
         Ok(match self.store.contact_state(user).await? {
             None => Trust::Unknown,
             Some(c) if c.key_changed => Trust::KeyChanged,
+            Some(c) if c.by_code => Trust::Code,
             Some(c) if c.verified => Trust::Verified,
             Some(_) => Trust::Unverified,
         })
@@ -347,10 +365,11 @@ impl Terminal {
             .await?;
         let verified = verified && (confirm || !changed);
         let confirmed_by = match (by_code, verified) {
-            (true, _) => "code",
-            (false, true) => "safety number",
-            (false, false) => "certificate only",
-        };
+            (true, _) => Trust::Code,
+            (false, true) => Trust::Verified,
+            (false, false) => Trust::Unverified,
+        }
+        .confirmed_by();
         Ok(Verification {
             user: user.to_string(),
             fingerprint: hex::encode(fp),

@@ -397,6 +397,7 @@ fn draw_members(f: &mut Frame, app: &App, area: Rect) {
         let (mark, style) = match m.trust {
             None => ("•", Style::default()),
             Some(Trust::Verified) => ("✓", fg(app, Color::Green)),
+            Some(Trust::Code) => ("#", fg(app, Color::Green)),
             Some(Trust::KeyChanged) => ("!", fg(app, Color::Red).add_modifier(Modifier::BOLD)),
             Some(Trust::Unverified | Trust::Unknown) => ("?", fg(app, Color::DarkGray)),
         };
@@ -415,11 +416,16 @@ fn draw_members(f: &mut Frame, app: &App, area: Rect) {
         ));
     }
     lines.push(Line::raw(""));
-    lines.push(Line::styled(
-        "✓ verified ? not yet",
-        fg(app, Color::DarkGray),
-    ));
-    lines.push(Line::styled("! key changed", fg(app, Color::DarkGray)));
+    // How each contact's key was confirmed (issue 18): by safety number,
+    // by invite code, or only by the CA's certificate.
+    for legend in [
+        "✓ safety number",
+        "# invite code",
+        "? certificate only",
+        "! key changed",
+    ] {
+        lines.push(Line::styled(legend, fg(app, Color::DarkGray)));
+    }
     f.render_widget(
         Paragraph::new(lines).block(Block::bordered().title(" Members ")),
         area,
@@ -669,6 +675,11 @@ mod tests {
                 user: "carol".into(),
                 rights: "member".into(),
                 trust: Some(Trust::Unverified),
+            },
+            MemberView {
+                user: "dave".into(),
+                rights: "member".into(),
+                trust: Some(Trust::Code),
             },
             MemberView {
                 user: "mallory".into(),

@@ -11,6 +11,9 @@ pub struct ContactState {
     pub verified: bool,
     /// The directory now shows another key, not yet confirmed.
     pub key_changed: bool,
+    /// The pinned key was confirmed inside an invite code's exchange
+    /// (PROTOCOL §4.10).
+    pub by_code: bool,
 }
 
 impl Store {
@@ -49,13 +52,18 @@ impl Store {
 
     /// What is recorded of `user`'s key, if it was ever pinned.
     pub async fn contact_state(&self, user: &str) -> Result<Option<ContactState>> {
-        let row = sqlx::query("SELECT verified, changed_key FROM contacts WHERE user_id = ?")
-            .bind(user)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT c.verified, c.changed_key, EXISTS (SELECT 1 FROM contact_codes k \
+             WHERE k.user_id = c.user_id AND k.identity_key = c.identity_key) \
+             FROM contacts c WHERE c.user_id = ?",
+        )
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| ContactState {
             verified: r.get::<i64, _>(0) != 0,
             key_changed: r.get::<Option<Vec<u8>>, _>(1).is_some(),
+            by_code: r.get::<i64, _>(2) != 0,
         }))
     }
 

@@ -14,9 +14,15 @@ CREATE TABLE IF NOT EXISTS as_logins (
     state         BYTEA NOT NULL,
     expires_at_ms BIGINT NOT NULL
 );
--- Wrong passwords, per account, for its limit.
+-- Wrong passwords, for the limits per account and per client address.
+-- A right password clears the account's count (`cleared`), not the
+-- address's: logging in to one's own account must not reset the count of
+-- an address that guesses other accounts' passwords.
 CREATE TABLE IF NOT EXISTS as_login_failures (
     user_id TEXT NOT NULL,
-    at_ms   BIGINT NOT NULL
+    addr    TEXT NOT NULL,
+    at_ms   BIGINT NOT NULL,
+    cleared INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS as_login_failures_user ON as_login_failures (user_id, at_ms);
+CREATE INDEX IF NOT EXISTS as_login_failures_addr ON as_login_failures (addr, at_ms);
