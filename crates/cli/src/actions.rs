@@ -29,6 +29,8 @@ pub enum Action {
     Rotate(bool),
     /// Delete the group.
     Delete,
+    /// Hand ownership of the group to a member.
+    Transfer(UserId),
     /// Accept an invitation (by group name, group id or invitation id).
     Accept(String),
     /// Accept a code invitation with the code.
@@ -56,6 +58,8 @@ pub enum Done {
     Rotated(GroupId, u64, bool),
     /// The group deleted.
     Deleted(GroupId),
+    /// The group's new owner.
+    Transferred(UserId, GroupId),
     /// The invitation accepted, and who invited.
     Accepted(String, String),
     /// The invitation declined.
@@ -109,6 +113,11 @@ pub async fn perform(t: &mut Terminal, group: Option<GroupId>, action: Action) -
             t.delete(&gid).await?;
             Done::Deleted(gid)
         }
+        Action::Transfer(user) => {
+            let gid = group()?;
+            t.transfer(&gid, &user).await?;
+            Done::Transferred(user, gid)
+        }
         Action::InviteCode(user, rights, ttl_ms) => {
             let gid = group()?;
             let invitation = t.invite_with_code(&gid, &user, rights, ttl_ms).await?;
@@ -150,6 +159,9 @@ impl Done {
                 json!({"group_id": hex::encode(gid), "rn2_version": v, "rn1": rn1})
             }
             Done::Deleted(gid) => json!({"group_id": hex::encode(gid), "deleted": true}),
+            Done::Transferred(user, gid) => {
+                json!({"group_id": hex::encode(gid), "owner": user.as_str()})
+            }
             Done::Accepted(spec, inviter) => json!({"accepted": spec, "inviter": inviter}),
             Done::Declined(spec) => json!({"declined": spec}),
             Done::Verified(v) => serde_json::to_value(v).unwrap_or(Value::Null),
@@ -183,6 +195,10 @@ impl fmt::Display for Done {
                 if *rn1 { " with a new RN1" } else { "" }
             ),
             Done::Deleted(_) => write!(f, "Group deleted."),
+            Done::Transferred(user, _) => write!(
+                f,
+                "{user} now owns the group. You keep the invite and remove rights, and you may leave."
+            ),
             Done::Accepted(_, from) => write!(
                 f,
                 "Accepted. You can read and send once {from}'s terminal has synced and sent you the group key."

@@ -64,7 +64,7 @@ pub fn rights(rights: &str) -> String {
 
 /// What the glyphs of [`timeline`] mean, for a legend.
 pub const TIMELINE_LEGEND: &str = "key history, oldest on the left: * created  + joined  \
-     - removed or left  . scheduled  ! forced  p policy  | new member key";
+     - removed or left  . scheduled  ! forced  p policy  o new owner  | new member key";
 
 /// A group's key changes as one glyph each, oldest first, with `|` before
 /// a change that brought a new member key (`duokey status`).
@@ -83,6 +83,7 @@ pub fn timeline(epochs: &[duokey_terminal::Epoch]) -> String {
             "scheduled" => '.',
             "forced" => '!',
             "policy" => 'p',
+            "owner" => 'o',
             _ => '?',
         });
     }
@@ -100,6 +101,7 @@ pub fn last_change(e: &duokey_terminal::Epoch) -> String {
         "scheduled" => "key rotated on schedule".into(),
         "forced" => format!("{who} rotated the key"),
         "policy" => format!("{who} changed the policy"),
+        "owner" => format!("{who} became the owner"),
         _ => "key changed".into(),
     }
 }

@@ -293,6 +293,18 @@ enum GroupCommand {
         #[arg(long)]
         rn1: bool,
     },
+    /// Make another member the group's owner (owner only). You keep the
+    /// invite and remove rights, and may then leave. Asks for confirmation
+    /// on a terminal.
+    Transfer {
+        /// Group.
+        group: String,
+        /// The member who becomes the owner.
+        user: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Delete the group for every member (owner only). Asks for
     /// confirmation on a terminal.
     Delete {
@@ -1129,6 +1141,20 @@ async fn group(t: &mut Terminal, command: GroupCommand, out: Out) -> duokey_term
             }
             (group, Action::Delete)
         }
+        GroupCommand::Transfer { group, user, yes } => {
+            let user = user_arg(user)?;
+            let question = format!(
+                "Make {user} the owner of {}? Only {user} can then delete the group or change its \
+                 policy; you keep the invite and remove rights. Type yes to hand it over: ",
+                display::inline(&group)
+            );
+            if !yes && !confirm(&question)? {
+                return Err(Error::User(
+                    "ownership kept (answer yes to hand it over)".into(),
+                ));
+            }
+            (group, Action::Transfer(user))
+        }
     };
     let (group, action) = action;
     let gid = t.resolve_group(&group).await?;
@@ -1143,10 +1169,19 @@ async fn confirm_delete(t: &Terminal, group: &str) -> duokey_terminal::Result<bo
         return Ok(true);
     }
     let members = t.members(&gid).await?.len();
-    eprint!(
+    confirm(&format!(
         "Delete {} for all {members} member(s)? Nobody can send to it afterwards. Type yes to delete: ",
         display::inline(group)
-    );
+    ))
+}
+
+/// Asks `question` on a terminal; `true` for "yes", and always `true`
+/// without a terminal (scripts are not asked).
+fn confirm(question: &str) -> duokey_terminal::Result<bool> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Ok(true);
+    }
+    eprint!("{question}");
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     Ok(answer.trim() == "yes")

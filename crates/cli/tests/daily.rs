@@ -68,20 +68,52 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The owner cannot leave (SPEC §4.7) and is told both ways out: delete
+/// the group, or hand it to a member (`group transfer`, PROTOCOL §4.8) and
+/// then leave. After a transfer the owner's powers are the new owner's.
 #[test]
 fn the_owner_cannot_leave_and_is_told_what_to_do() {
     let srv = Server::start();
-    let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
-    group_with(&alice, "proj", &[&bob]);
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| srv.user(u));
+    group_with(&alice, "proj", &[&bob, &carol]);
     let err = alice.fails(&["group", "leave", "proj"]);
     assert!(
-        err.contains("an owner cannot leave") && err.contains("duokey group delete"),
+        err.contains("an owner cannot leave")
+            && err.contains("duokey group delete")
+            && err.contains("duokey group transfer"),
         "{err}"
     );
     // Still a member: the group works.
     alice.ok(&["send", "proj", "still here"]);
     assert_eq!(bob.texts("proj"), ["still here"]);
-    bob.ok(&["group", "leave", "proj"]);
+
+    // Only the owner hands it over, and only to a member.
+    let err = bob.fails(&["group", "transfer", "proj", "carol"]);
+    assert!(err.contains("only the group's owner (alice)"), "{err}");
+    let err = alice.fails(&["group", "transfer", "proj", "dave"]);
+    assert!(err.contains("dave is not a member"), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&alice.ok(&["--json", "group", "transfer", "proj", "bob"])).unwrap();
+    assert_eq!(v["owner"], "bob", "{v}");
+    let members = carol.ok(&["group", "members", "proj"]);
+    assert!(members.contains("bob  owner"), "{members}");
+    assert!(members.contains("alice  invite,remove"), "{members}");
+    let history = carol.ok(&["read", "proj"]);
+    assert!(
+        history.contains("bob is now the group's owner"),
+        "{history}"
+    );
+
+    // The former owner may leave now; the new owner may not, and only the
+    // new owner may delete.
+    let err = bob.fails(&["group", "leave", "proj"]);
+    assert!(err.contains("an owner cannot leave"), "{err}");
+    alice.ok(&["group", "leave", "proj"]);
+    bob.ok(&["send", "proj", "after the hand-over"]);
+    assert_eq!(carol.texts("proj"), ["still here", "after the hand-over"]);
+    let err = carol.fails(&["group", "delete", "proj", "--yes"]);
+    assert!(err.contains("only the owner"), "{err}");
+    bob.ok(&["group", "delete", "proj", "--yes"]);
 }
 
 #[test]

@@ -18,6 +18,9 @@ impl Rights {
     pub const OWNER: Rights = Rights(0x04);
     /// Every right, as the creator holds them.
     pub const ALL: Rights = Rights(0x07);
+    /// What a former owner keeps after a `transfer` (PROTOCOL §4.8): invite
+    /// and remove.
+    pub const FORMER_OWNER: Rights = Rights(0x03);
 
     /// From a byte; undefined bits are an error.
     pub fn from_bits(bits: u8) -> Result<Rights> {

@@ -3,7 +3,9 @@
 //! change of both chains is rebuilt from its fields and signed with its
 //! actor's seed, byte for byte, with its hash and the state after it; every
 //! invalid change is rejected at its position; the anchor body is rebuilt.
-//! `DUOKEY_MEMBERSHIP_VECTORS` may point at another copy.
+//! `DUOKEY_MEMBERSHIP_VECTORS` may point at another copy. The same checks
+//! run on the project's own `vectors/membership_transfer.json` (the
+//! `transfer` change, PROTOCOL §4.8, made by `scripts/vectors/membership_transfer.py`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,15 +20,29 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+fn read(path: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("test vectors {} must exist: {e}", path.display()));
+    serde_json::from_str(&text).expect("vectors are JSON")
+}
+
+fn own(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../vectors")
+        .join(file)
+}
+
+/// The original set's file.
 fn vectors() -> Value {
     let path = std::env::var_os("DUOKEY_MEMBERSHIP_VECTORS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../vectors/membership.json")
-        });
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("test vectors {} must exist: {e}", path.display()));
-    serde_json::from_str(&text).expect("vectors are JSON")
+        .unwrap_or_else(|| own("membership.json"));
+    read(&path)
+}
+
+/// Both files: the original set's, and the project's own for `transfer`.
+fn every_file() -> [Value; 2] {
+    [vectors(), read(&own("membership_transfer.json"))]
 }
 
 fn hx(v: &Value) -> Vec<u8> {
@@ -125,8 +141,11 @@ fn check_state(state: &State, want: &Value) {
 
 #[test]
 fn every_change_of_the_chain_is_rebuilt_byte_for_byte_from_its_fields() {
-    let v = vectors();
-    let keys = keys(&v);
+    every_file().iter().for_each(rebuilt_byte_for_byte);
+}
+
+fn rebuilt_byte_for_byte(v: &Value) {
+    let keys = keys(v);
     let group = GroupId(hx(&v["group_id"]).try_into().unwrap());
     let mut signer_of_bob = "bob@example.org";
     for c in v["chain"].as_array().unwrap() {
@@ -166,7 +185,33 @@ fn every_change_of_the_chain_is_rebuilt_byte_for_byte_from_its_fields() {
 
 #[test]
 fn applying_each_chain_gives_the_state_after_every_change() {
-    let v = vectors();
+    let [v, transfer] = every_file();
+    let last = states_after(&v);
+    assert!(last.deleted);
+    let mut small: Option<State> = None;
+    for change in parse_chain(&v["small_chain"]) {
+        small = Some(apply(small.as_ref(), &change).unwrap());
+    }
+    assert_eq!(small.unwrap().members.len(), 2);
+    // The project's own chain: the transfer moved the owner, and the former
+    // owner left; then the new owner's delete is accepted.
+    let last = states_after(&transfer);
+    assert_eq!(last.owner.as_str(), "bob@example.org");
+    let chain = parse_chain(&transfer["chain"]);
+    for case in transfer["valid_extra"].as_array().unwrap() {
+        assert_eq!(case["expect"], "accept");
+        let after = case["after_seq"].as_u64().unwrap() as usize;
+        let mut state: Option<State> = None;
+        for change in &chain[..after] {
+            state = Some(apply(state.as_ref(), change).unwrap());
+        }
+        let change = SignedChange::parse(&hx(&case["change"])).unwrap();
+        apply(state.as_ref(), &change).unwrap_or_else(|e| panic!("{}: {e}", case["case"]));
+    }
+}
+
+/// Applies `v`'s main chain, checking the state after each change.
+fn states_after(v: &Value) -> State {
     let mut state: Option<State> = None;
     for (change, c) in parse_chain(&v["chain"])
         .iter()
@@ -177,25 +222,24 @@ fn applying_each_chain_gives_the_state_after_every_change() {
         check_state(&next, &c["state_after"]);
         state = Some(next);
     }
-    assert!(state.unwrap().deleted);
-    let mut small: Option<State> = None;
-    for change in parse_chain(&v["small_chain"]) {
-        small = Some(apply(small.as_ref(), &change).unwrap());
-    }
-    assert_eq!(small.unwrap().members.len(), 2);
+    state.unwrap()
 }
 
 #[test]
 fn every_invalid_change_is_rejected_where_it_stands() {
-    let v = vectors();
-    let chains: HashMap<&str, Vec<SignedChange>> = [
-        ("main", parse_chain(&v["chain"])),
-        ("small", parse_chain(&v["small_chain"])),
-    ]
-    .into();
-    let invalid = v["invalid"].as_array().unwrap();
-    assert!(invalid.len() >= 40);
-    for case in invalid {
+    let [v, transfer] = every_file();
+    assert!(v["invalid"].as_array().unwrap().len() >= 40);
+    assert!(transfer["invalid"].as_array().unwrap().len() >= 12);
+    rejected_where_they_stand(&v);
+    rejected_where_they_stand(&transfer);
+}
+
+fn rejected_where_they_stand(v: &Value) {
+    let mut chains: HashMap<&str, Vec<SignedChange>> = [("main", parse_chain(&v["chain"]))].into();
+    if !v["small_chain"].is_null() {
+        chains.insert("small", parse_chain(&v["small_chain"]));
+    }
+    for case in v["invalid"].as_array().unwrap() {
         assert_eq!(case["expect"], "reject");
         let chain = &chains[case["chain"].as_str().unwrap()];
         let after = case["after_seq"].as_u64().unwrap() as usize;
@@ -258,6 +302,10 @@ fn expected_error(rule: &str, case: &str) -> Error {
         "only the owner changes the policy" | "only the owner deletes" => R::OnlyOwner,
         "unknown action" => R::UnknownAction,
         "unknown flag bits" => R::UnknownFlags,
+        "only the owner transfers" => R::OnlyOwner,
+        "transfer subject is not a member" => R::SubjectNotMember,
+        "transfer to oneself" => R::TransferToSelf,
+        "transfer fields" => R::Fields,
         "seq must be one more than the current" => R::Seq,
         "prev must be the hash of the current head" => R::Prev,
         "group id" => R::GroupId,

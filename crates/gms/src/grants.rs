@@ -28,7 +28,9 @@ pub(crate) struct Next {
     pub(crate) report_id: Option<Vec<u8>>,
     /// The member that will send a new RN1 (SPEC §4.3 step 4), if RN1 rotates.
     pub(crate) rn1_rotator: Option<String>,
-    pub(crate) upsert: Option<MemberRow>,
+    /// Members whose rights this version sets: the one who enters (add), or
+    /// the new and the former owner (transfer).
+    pub(crate) upserts: Vec<MemberRow>,
     pub(crate) departure: Option<(String, RemovalCause, String)>,
     /// The signed change that causes this version, the state after it and
     /// its actor's certificate chain (SPEC §4.7).
@@ -45,14 +47,14 @@ impl Next {
             subject: subject.to_owned(),
             report_id: None,
             rn1_rotator: None,
-            upsert: None,
+            upserts: Vec::new(),
             departure: None,
             membership: None,
             policy: None,
         }
     }
 
-    /// What a signed add, remove, leave, `rotate_rn1` or `policy` change
+    /// What a signed add, remove, leave, `rotate_rn1`, `policy` or `transfer` change
     /// does to the group `cur` (SPEC §4.7): checked with the shared rules
     /// first; a new policy within this server's limits (`limits`).
     pub(crate) fn from_change(
@@ -67,10 +69,21 @@ impl Next {
         let mut next = match c.action {
             Action::Add => {
                 let mut next = Next::new(GrantCause::MemberAdded, &subject);
-                next.upsert = Some(MemberRow {
+                next.upserts = vec![MemberRow {
                     user_id: subject.clone(),
                     rights: c.rights.bits(),
-                });
+                }];
+                next
+            }
+            Action::Transfer => {
+                let mut next = Next::new(GrantCause::OwnerChanged, &subject);
+                next.upserts = [(subject, Rights::ALL), (actor, Rights::FORMER_OWNER)]
+                    .into_iter()
+                    .map(|(user_id, rights)| MemberRow {
+                        user_id,
+                        rights: rights.bits(),
+                    })
+                    .collect();
                 next
             }
             Action::Remove => {
@@ -171,7 +184,11 @@ pub(crate) fn build_grant(
         rn1_rotator: next.rn1_rotator.clone().unwrap_or_default(),
         cause: next.cause as i32,
         subject: next.subject.clone(),
-        subject_rights: next.upsert.as_ref().map_or(0, |m| u32::from(m.rights)),
+        subject_rights: next
+            .upserts
+            .iter()
+            .find(|m| m.user_id == next.subject)
+            .map_or(0, |m| u32::from(m.rights)),
         members_omitted: false,
         membership_seq: membership.seq,
         membership_head: membership.head.to_vec(),
@@ -186,7 +203,12 @@ pub(crate) fn build_grant(
 /// The grant as `Watch` pushes it: without the member list, which the
 /// terminal rebuilds from the previous version and the change (D27). A
 /// re-key of an N-member group then pushes O(N) bytes in all, not O(N²).
+/// A change of owner keeps its list: two members' rights change, which the
+/// rule of D27 does not rebuild (and ownership changes are rare).
 fn compact(grant: &Grant) -> Grant {
+    if grant.cause == GrantCause::OwnerChanged as i32 {
+        return grant.clone();
+    }
     Grant {
         members: Vec::new(),
         members_omitted: true,
@@ -250,8 +272,14 @@ impl Gms {
             |m| &m.user_id,
             next.cause,
             &next.subject,
-            next.upsert.clone(),
+            next.upserts.first().cloned(),
         );
+        // A transfer changes the rights of two members who stay.
+        for u in &next.upserts {
+            if let Some(m) = members.iter_mut().find(|m| m.user_id == u.user_id) {
+                m.rights = u.rights;
+            }
+        }
         let rn2 = Rn2::random().map_err(|_| Status::internal("random generator failed"))?;
         let policy = next.policy.as_ref().unwrap_or(&cur.policy);
         let policy_pb = next.policy.as_ref().map(|p| p.encode_to_vec());
@@ -271,7 +299,7 @@ impl Gms {
             grant_pb: &grant_pb,
             issued_at_ms: now,
             next_rotation_ms: next_rotation(now, policy),
-            upsert: next.upsert.clone(),
+            upserts: next.upserts.clone(),
             departure: departure.clone(),
             report_id: next.report_id.as_deref(),
             membership: next.membership.as_ref().map(|(c, s, chain)| MembershipRow {
@@ -390,5 +418,6 @@ fn cause_name(c: GrantCause) -> &'static str {
         GrantCause::Periodic => "periodic",
         GrantCause::Forced => "forced",
         GrantCause::PolicyChanged => "policy",
+        GrantCause::OwnerChanged => "owner",
     }
 }

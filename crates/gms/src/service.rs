@@ -259,9 +259,12 @@ impl GroupManagement for Gms {
             None
         } else {
             let change = parse_change(&r.change, &gid, &me)?;
-            if !matches!(change.change().action, Action::RotateRn1 | Action::Policy) {
+            if !matches!(
+                change.change().action,
+                Action::RotateRn1 | Action::Policy | Action::Transfer
+            ) {
                 return Err(Status::invalid_argument(
-                    "Rotate carries a rotate_rn1 or policy change, or none",
+                    "Rotate carries a rotate_rn1, policy or transfer change, or none",
                 ));
             }
             Some(change)
@@ -270,7 +273,8 @@ impl GroupManagement for Gms {
             .change(&gid, |cur| {
                 let mut next = match change {
                     // SPEC §4.4: any member may rotate RN1 (a signed change);
-                    // the owner may change the policy (SPEC §4.7 rules).
+                    // the owner may change the policy or hand ownership over
+                    // (SPEC §4.7 rules, PROTOCOL §4.8).
                     Some(change) => {
                         Next::from_change(cur, change, chain, self.inner.config.policy_limits())?
                     }

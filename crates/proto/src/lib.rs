@@ -138,6 +138,7 @@ mod tests {
             GrantCause::Periodic,
             GrantCause::Forced,
             GrantCause::PolicyChanged,
+            GrantCause::OwnerChanged,
         ] {
             assert_eq!(
                 after(same, "alice", bob.clone()),

@@ -551,3 +551,61 @@ async fn only_the_owner_changes_the_policy_and_the_gms_then_follows_it() {
     let in_five_hours = duokey_testkit::now_ms() as i64 + 5 * 3600 * 1000;
     assert_eq!(gms.rotate_due(in_five_hours).await, 1);
 }
+
+#[tokio::test]
+async fn only_the_owner_hands_ownership_over_and_the_former_owner_may_then_leave() {
+    // PROTOCOL §4.8 `transfer`: the GMS applies the shared rules, gives the
+    // two members their new rights in the grant (pushed whole: D27's rule
+    // does not rebuild a change of two members' rights), and from then on
+    // the owner's powers are the new owner's.
+    let net = LocalNet::start().await;
+    let mut alice = net.raw("alice").await;
+    let mut bob = net.raw("bob").await;
+    let g = alice.create_group("proj").await;
+    let g = alice.add(&g, "bob", 0).await.unwrap();
+    let gid = g.group_id.clone();
+    let rotate = |change: Vec<u8>| RotateRequest {
+        group_id: gid.clone(),
+        report_id: duokey_crypto::ItemId::random().unwrap().0.to_vec(),
+        change,
+    };
+    let by_bob = bob.sign(&gid, Action::Transfer, "bob", 0, Vec::new()).await;
+    let err = bob.gms.rotate(rotate(by_bob)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let err = alice.leave(&gid).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "the owner cannot leave: {err}"
+    );
+
+    let mut watch = bob.gms.watch(WatchRequest {}).await.unwrap().into_inner();
+    let to_bob = alice
+        .sign(&gid, Action::Transfer, "bob", 0, Vec::new())
+        .await;
+    let grant = alice.gms.rotate(rotate(to_bob)).await.unwrap().into_inner();
+    assert_eq!(grant.cause, GrantCause::OwnerChanged as i32);
+    assert_eq!(grant.subject, "bob");
+    assert_eq!(grant.rn1_version, g.rn1_version, "RN1 stays");
+    let rights: Vec<(&str, u32)> = grant
+        .members
+        .iter()
+        .map(|m| (m.user_id.as_str(), m.rights))
+        .collect();
+    assert_eq!(rights, [("alice", 0x03), ("bob", 0x07)]);
+    let pushed = loop {
+        let event = duokey_testkit::next_within(&mut watch, "the transfer's grant").await;
+        if let Some(watch_event::Event::Grant(g)) = event.unwrap().event
+            && g.rn2_version == grant.rn2_version
+        {
+            break g;
+        }
+    };
+    assert!(!pushed.members_omitted);
+    assert_eq!(pushed.members, grant.members);
+
+    // The former owner may leave now; the new owner may not.
+    let err = bob.leave(&gid).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    alice.leave(&gid).await.unwrap();
+}

@@ -102,8 +102,8 @@ pub struct Change<'a> {
     pub issued_at_ms: i64,
     /// When the next periodic rotation is due.
     pub next_rotation_ms: i64,
-    /// A member added (or whose rights change).
-    pub upsert: Option<MemberRow>,
+    /// Members added, or whose rights change (a transfer of ownership).
+    pub upserts: Vec<MemberRow>,
     /// A member removed or departed.
     pub departure: Option<Departure>,
     /// The report that caused it, for idempotency.
@@ -311,7 +311,7 @@ impl GmsStore {
         if updated == 0 {
             return Ok(false);
         }
-        if let Some(m) = &c.upsert {
+        for m in &c.upserts {
             upsert_member(&mut tx, c.group_id, m, c.rn2_version).await?;
         }
         if let Some(d) = &c.departure {

@@ -144,10 +144,10 @@ async fn group_changes_are_serialised_by_version() {
             grant_pb: b"grant2",
             issued_at_ms: 2,
             next_rotation_ms: 20,
-            upsert: Some(MemberRow {
+            upserts: vec![MemberRow {
                 user_id: "bob".into(),
                 rights: 0,
-            }),
+            }],
             departure: None,
             report_id: Some(&report),
             membership: Some(row(2, b"add bob")),
@@ -171,7 +171,7 @@ async fn group_changes_are_serialised_by_version() {
             from_rn2_version: 2,
             rn2_version: 3,
             grant_pb: b"grant3",
-            upsert: None,
+            upserts: Vec::new(),
             departure: Some(Departure {
                 user_id: "bob".into(),
                 rn2_version: 3,

@@ -24,6 +24,7 @@ fn cause_notice(g: &Grant) -> Option<String> {
             g.rn1_version, g.rn2_version
         )),
         GrantCause::PolicyChanged => Some(format!("{s} changed the group's policy")),
+        GrantCause::OwnerChanged => Some(format!("{s} is now the group's owner")),
         GrantCause::Unspecified => None,
     }
 }
@@ -38,7 +39,7 @@ pub struct Epoch {
     /// Member key number (RN1 version) in force from it.
     pub rn1_version: u32,
     /// Why: `created`, `joined`, `removed`, `left`, `scheduled`, `forced`,
-    /// `policy` (or `unknown`).
+    /// `policy`, `owner` (or `unknown`).
     pub cause: &'static str,
     /// Whom it concerns (the member who joined, left…), else empty.
     pub subject: String,
@@ -55,6 +56,7 @@ fn cause_word(cause: i32) -> &'static str {
         Ok(GrantCause::Periodic) => "scheduled",
         Ok(GrantCause::Forced) => "forced",
         Ok(GrantCause::PolicyChanged) => "policy",
+        Ok(GrantCause::OwnerChanged) => "owner",
         Ok(GrantCause::Unspecified) | Err(_) => "unknown",
     }
 }

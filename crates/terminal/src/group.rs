@@ -197,6 +197,45 @@ impl Terminal {
         self.policy(gid).await
     }
 
+    /// `duokey group transfer GROUP USER`: the owner signs a `transfer`
+    /// change (PROTOCOL §4.8); `user`, a member, becomes the owner, and this
+    /// terminal's user keeps the invite and remove rights (and may then
+    /// leave). A new key version follows, as for any change.
+    pub async fn transfer(&mut self, gid: &GroupId, user: &UserId) -> Result<()> {
+        self.active(gid).await?;
+        let state = self.membership(gid).await?.ok_or_else(|| {
+            Error::refused(
+                "this terminal has not verified the group's membership yet; run `duokey sync`",
+            )
+        })?;
+        if state.owner != self.me {
+            return Err(Error::refused(format!(
+                "only the group's owner ({}) can hand ownership over",
+                state.owner
+            )));
+        }
+        if *user == self.me {
+            return Err(Error::user(
+                "you already own the group; name another member",
+            ));
+        }
+        if !state.members.contains_key(user) {
+            return Err(Error::refused(format!(
+                "{user} is not a member of {}: invite them first (`duokey group invite`)",
+                state.name.as_str()
+            )));
+        }
+        drop(state);
+        let intent = Intent::Transfer {
+            subject: user.clone(),
+        };
+        let (grant, _) = self.submit(gid, intent, &ItemId::random()?).await?;
+        if let Some(g) = grant {
+            self.apply_grant(g).await?;
+        }
+        Ok(())
+    }
+
     /// Resolves `GROUP`: a group id, a unique id prefix, or a unique name.
     pub async fn resolve_group(&self, spec: &str) -> Result<GroupId> {
         let groups = self.store.groups().await?;
@@ -399,8 +438,9 @@ impl Terminal {
             // SPEC §4.7: nobody else could ever delete the group.
             return Err(Error::refused(format!(
                 "you own {:?}, and an owner cannot leave: nobody could delete the group afterwards. \
-                 Delete it for every member with `duokey group delete`, or stay",
-                g.name
+                 Hand it to another member first (`duokey group transfer {} USER`, you keep the invite \
+                 and remove rights) and then leave, or delete it for every member (`duokey group delete`)",
+                g.name, g.name
             )));
         }
         // Keep what was said up to now: fetched while a member.

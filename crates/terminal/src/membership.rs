@@ -39,6 +39,8 @@ pub(crate) enum Intent {
     Delete,
     /// Replace the group's policy (the owner only).
     Policy(membership::Policy),
+    /// Hand ownership to `subject`, a member (the owner only, PROTOCOL §4.8).
+    Transfer { subject: UserId },
 }
 
 /// The verified head of a group's membership, as `duokey group verify` shows it.
@@ -385,6 +387,12 @@ impl Terminal {
             }
             Intent::Delete => (Action::Delete, me.clone(), Rights::NONE, Vec::new()),
             Intent::Policy(p) => (Action::Policy, me.clone(), Rights::NONE, p.encode()),
+            Intent::Transfer { subject } => {
+                if !state.members.contains_key(subject) {
+                    return Err(Error::refused(format!("{subject} is not a member")));
+                }
+                (Action::Transfer, subject.clone(), Rights::NONE, Vec::new())
+            }
         };
         let signed = state
             .next_change(action, &me, &subject, rights, body, self.now_ms())
@@ -422,7 +430,10 @@ impl Terminal {
                     })
                     .await
                     .map(|r| Some(r.into_inner())),
-                Intent::RotateRn1 | Intent::ReplaceMissingRn1(_) | Intent::Policy(_) => self
+                Intent::RotateRn1
+                | Intent::ReplaceMissingRn1(_)
+                | Intent::Policy(_)
+                | Intent::Transfer { .. } => self
                     .gms
                     .rotate(RotateRequest {
                         group_id,

@@ -20,6 +20,8 @@ pub enum Command {
     Remove(String),
     /// `/leave`
     Leave,
+    /// `/transfer USER`: make a member the owner.
+    Transfer(String),
     /// `/rotate [--rn1]`
     Rotate {
         /// Also a new RN1.
@@ -55,6 +57,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("/remove USER", "remove a member (new key)"),
     ("/leave", "leave this group"),
+    ("/transfer USER", "make a member the owner"),
     ("/rotate [--rn1]", "replace the group key now"),
     ("/verify USER [--confirm]", "safety number of a contact"),
     ("/members", "show or hide the member panel"),
@@ -119,6 +122,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         }
         "/remove" => allowed(&[]).and_then(|()| one("USER").map(Command::Remove)),
         "/leave" => allowed(&[]).and_then(|()| none(Command::Leave)),
+        "/transfer" => allowed(&[]).and_then(|()| one("USER").map(Command::Transfer)),
         "/rotate" => {
             allowed(&["--rn1"]).and_then(|()| none(Command::Rotate { rn1: flag("--rn1") }))
         }
@@ -188,6 +192,8 @@ mod tests {
         assert!(parse("/accept --code").is_err());
         assert_eq!(parse("/remove carol"), Ok(Command::Remove("carol".into())));
         assert_eq!(parse("/leave"), Ok(Command::Leave));
+        assert_eq!(parse("/transfer bob"), Ok(Command::Transfer("bob".into())));
+        assert!(parse("/transfer").is_err());
         assert_eq!(parse("/rotate --rn1"), Ok(Command::Rotate { rn1: true }));
         assert_eq!(parse("/rotate"), Ok(Command::Rotate { rn1: false }));
         assert_eq!(

@@ -331,6 +331,7 @@ async fn run_command(t: &mut Terminal, app: &mut App, c: Command) -> Result<()> 
         }
         Command::Remove(user) => Ask::Remove(UserId::new(user)?),
         Command::Leave => Ask::Leave,
+        Command::Transfer(user) => Ask::Transfer(UserId::new(user)?),
         Command::Rotate { rn1 } => Ask::Rotate(rn1),
         Command::Verify { user, confirm } => Ask::Verify(UserId::new(user)?, confirm),
         Command::Accept(spec) => Ask::Accept(chosen(spec, app)?),

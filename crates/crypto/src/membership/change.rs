@@ -55,6 +55,10 @@ pub enum Action {
     Delete = 7,
     /// 8: a member replaces its key (signed with the old one).
     Rekey = 8,
+    /// 64: the owner hands ownership to another member and keeps the invite
+    /// and remove rights (the project's own action, outside the spec's
+    /// codes, PROTOCOL §4.8).
+    Transfer = 64,
 }
 
 impl TryFrom<u8> for Action {
@@ -69,6 +73,7 @@ impl TryFrom<u8> for Action {
             6 => Action::Policy,
             7 => Action::Delete,
             8 => Action::Rekey,
+            64 => Action::Transfer,
             _ => return Err(Rule::UnknownAction.into()),
         })
     }
@@ -86,6 +91,7 @@ impl Action {
             Action::Policy => "policy",
             Action::Delete => "delete",
             Action::Rekey => "rekey",
+            Action::Transfer => "transfer",
         }
     }
 }

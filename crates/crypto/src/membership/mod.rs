@@ -74,9 +74,12 @@ pub enum Rule {
     /// A member removes itself (it leaves instead).
     #[error("use leave to remove oneself")]
     RemoveSelf,
-    /// The owner cannot leave (it deletes the group instead).
-    #[error("the owner cannot leave (delete the group instead)")]
+    /// The owner cannot leave (it deletes the group, or transfers it first).
+    #[error("the owner cannot leave (transfer the group or delete it instead)")]
     OwnerCannotLeave,
+    /// Ownership is transferred to another member, not to the owner.
+    #[error("ownership goes to another member")]
+    TransferToSelf,
     /// The action must name its actor as subject.
     #[error("the action must name its actor as subject")]
     ActorMustBeSubject,

@@ -116,6 +116,8 @@ enum Effect {
     Policy(Policy),
     Delete,
     Rekey(UserId, PublicIdentity),
+    /// The owner (first) hands ownership to a member (second).
+    Transfer(UserId, UserId),
 }
 
 impl State {
@@ -229,6 +231,16 @@ impl State {
                 require(plain && c.flags == 0, Rule::Fields)?;
                 Ok(Effect::Delete)
             }
+            Action::Transfer => {
+                require(c.actor == self.owner, Rule::OnlyOwner)?;
+                require(c.subject != c.actor, Rule::TransferToSelf)?;
+                require(
+                    self.members.contains_key(&c.subject),
+                    Rule::SubjectNotMember,
+                )?;
+                require(plain && c.flags == 0, Rule::Fields)?;
+                Ok(Effect::Transfer(c.actor.clone(), c.subject.clone()))
+            }
             Action::Rekey => {
                 require(c.subject == c.actor, Rule::ActorMustBeSubject)?;
                 require(c.rights == Rights::NONE && c.flags == 0, Rule::Fields)?;
@@ -307,6 +319,15 @@ impl State {
                 if let Some(m) = self.members.get_mut(&user) {
                     m.key = key;
                 }
+            }
+            Effect::Transfer(from, to) => {
+                if let Some(m) = self.members.get_mut(&from) {
+                    m.rights = Rights::FORMER_OWNER;
+                }
+                if let Some(m) = self.members.get_mut(&to) {
+                    m.rights = Rights::ALL;
+                }
+                self.owner = to;
             }
         }
     }
@@ -584,5 +605,78 @@ mod tests {
             .unwrap();
         assert_eq!(latest, 5_000 + RN1_FALLBACK_STEPS * 1_000);
         assert_eq!(g.state.rn1_fallback_at(&user("u0"), &before), None);
+    }
+
+    /// A signed change of `action` by `actor` on `subject`, not applied.
+    fn signed(g: &Group, action: Action, actor: &str, subject: &str) -> SignedChange {
+        g.state
+            .next_change(
+                action,
+                &user(actor),
+                &user(subject),
+                Rights::NONE,
+                Vec::new(),
+                3_000,
+            )
+            .sign(&g.keys[actor])
+            .unwrap()
+    }
+
+    fn refused(g: &Group, action: Action, actor: &str, subject: &str) -> Rule {
+        match g.state.apply(&signed(g, action, actor, subject)) {
+            Err(crate::Error::Membership(rule)) => rule,
+            other => panic!("{action:?} by {actor} on {subject}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_transfer_makes_a_member_the_owner_and_frees_the_former_one() {
+        let mut g = Group::new("alice", 60);
+        g.change(Action::Add, "alice", "bob", 2_000);
+        g.change(Action::Add, "alice", "carol", 2_000);
+        // Only the owner, only to another member.
+        assert_eq!(
+            refused(&g, Action::Transfer, "bob", "carol"),
+            Rule::OnlyOwner
+        );
+        assert_eq!(
+            refused(&g, Action::Transfer, "alice", "alice"),
+            Rule::TransferToSelf
+        );
+        assert_eq!(
+            refused(&g, Action::Transfer, "alice", "dave"),
+            Rule::SubjectNotMember
+        );
+        assert_eq!(
+            refused(&g, Action::Leave, "alice", "alice"),
+            Rule::OwnerCannotLeave
+        );
+        let version = g.state.rn1_version;
+        g.change(Action::Transfer, "alice", "bob", 3_000);
+        assert_eq!(g.state.owner, user("bob"));
+        assert_eq!(g.state.members[&user("bob")].rights, Rights::ALL);
+        assert_eq!(g.state.members[&user("alice")].rights, Rights::FORMER_OWNER);
+        assert_eq!(g.state.rn1_version, version, "no member changed: RN1 stays");
+        // The owner's powers moved with it.
+        assert_eq!(
+            refused(&g, Action::Delete, "alice", "alice"),
+            Rule::OnlyOwner
+        );
+        assert_eq!(
+            refused(&g, Action::Policy, "alice", "alice"),
+            Rule::OnlyOwner
+        );
+        assert_eq!(
+            refused(&g, Action::Remove, "alice", "bob"),
+            Rule::OwnerCannotBeRemoved
+        );
+        assert_eq!(
+            refused(&g, Action::Leave, "bob", "bob"),
+            Rule::OwnerCannotLeave
+        );
+        g.change(Action::Leave, "alice", "alice", 4_000);
+        assert!(!g.state.members.contains_key(&user("alice")));
+        g.change(Action::Delete, "bob", "bob", 5_000);
+        assert!(g.state.deleted);
     }
 }
