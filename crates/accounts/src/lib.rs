@@ -28,13 +28,13 @@ pub const TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
 /// Validity of terminal certificates.
 pub const TERMINAL_CERT_DAYS: u32 = 365;
 /// Validity of a password account's certificate: it logs in again with its
-/// password after that (issue 18, DESIGN D51).
+/// password after that (DESIGN D51).
 pub const PASSWORD_CERT_DAYS: u32 = 30;
 /// The window of [`LoginLimits`]: 15 minutes.
 pub const LOGIN_WINDOW_MS: i64 = 15 * 60 * 1000;
 
 /// How many wrong passwords the AS takes in [`LOGIN_WINDOW_MS`] before it
-/// refuses further logins until the window passes (issue 18, DESIGN D51):
+/// refuses further logins until the window passes (DESIGN D51):
 /// online guessing is bounded per account and per client address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginLimits {
@@ -170,7 +170,7 @@ pub async fn issue_token_for(
 }
 
 /// Like [`issue_token_for`], for a token that sets up a password account
-/// (OPAQUE registration, issue 18) instead of enrolling a certificate
+/// (OPAQUE registration, PROTOCOL §5.16) instead of enrolling a certificate
 /// request.
 pub async fn issue_password_token(
     db: &AsStore,
@@ -218,7 +218,7 @@ impl AccountServer {
         }
     }
 
-    /// Takes password accounts (OPAQUE, issue 18) with `keys`, the AS's
+    /// Takes password accounts (OPAQUE, DESIGN D51) with `keys`, the AS's
     /// OPRF and key-exchange secrets (every AS node of a cluster needs the
     /// same).
     pub fn with_password_keys(mut self, keys: ServerKeys) -> AccountServer {

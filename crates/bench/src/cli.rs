@@ -2,7 +2,7 @@
 //! `duokey` binary (a new process each time: open the profile, sync, act)
 //! against a real server process, with the passphrase (Argon2id at every
 //! command) and with an unlocked session (`duokey unlock`, D44). Goal
-//! (issue 16): unlocked, median ≤ 60 ms and p99 ≤ 150 ms.
+//! (docs/PERFORMANCE.md §6): unlocked, median ≤ 60 ms and p99 ≤ 150 ms.
 
 use crate::net::ServerProc;
 use crate::relay::quantile_ms;

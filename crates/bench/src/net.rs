@@ -122,7 +122,7 @@ impl ServerProc {
         Self::around(dir, vec![node])
     }
 
-    /// A cluster (issue 17): `cs_nodes` CS processes and one AS+GMS
+    /// A cluster (DESIGN D49): `cs_nodes` CS processes and one AS+GMS
     /// process on the PostgreSQL database `database_url` and NATS at
     /// `nats_url`, with a subject prefix of their own.
     pub fn cluster(cs_nodes: usize, database_url: &str, nats_url: &str) -> BenchResult<ServerProc> {

@@ -1,5 +1,5 @@
 //! `--plot DIR`: the run's rows as SVG charts for docs/PERFORMANCE.md
-//! (issue 16 point 7), drawn with plotters' SVG backend.
+//! ("In pictures"), drawn with plotters' SVG backend.
 //!
 //! * `rekey.svg`: work to re-key every member against the group size, Duokey
 //!   beside OpenMLS, both axes logarithmic.

@@ -297,12 +297,13 @@ async fn duokey(shape: Shape, loads: &[f64]) -> BenchResult<Vec<Row>> {
     measure("duokey", &srv, shape, loads, "relay").await
 }
 
-/// Scenario `cluster` (issue 17): the relay on one SQLite node, on a
-/// cluster of 1 and of 2 CS nodes on PostgreSQL + NATS (member *i* of a
-/// group on CS node *i* mod n, so most deliveries cross nodes), and core
-/// NATS alone, in one run, with the CPU each costs per delivery. Needs
-/// `DUOKEY_BENCH_POSTGRES_URL` (or `DUOKEY_TEST_POSTGRES_URL`) and a NATS
-/// on 127.0.0.1:4222; says so in a row when they are missing.
+/// Scenario `cluster` (DESIGN D49, docs/PERFORMANCE.md §7): the relay on
+/// one SQLite node, on a cluster of 1 and of 2 CS nodes on PostgreSQL +
+/// NATS (member *i* of a group on CS node *i* mod n, so most deliveries
+/// cross nodes), and core NATS alone, in one run, with the CPU each costs
+/// per delivery. Needs `DUOKEY_BENCH_POSTGRES_URL` (or
+/// `DUOKEY_TEST_POSTGRES_URL`) and a NATS on 127.0.0.1:4222; says so in a
+/// row when they are missing.
 pub async fn cluster(quick: bool) -> BenchResult<Vec<Row>> {
     let (shape, loads) = shape(quick);
     let single = ServerProc::start(|_| {})?;

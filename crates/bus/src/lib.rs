@@ -1,8 +1,8 @@
 //! # duokey-bus — how the nodes of a cluster tell each other what committed
 //!
-//! Issue 17, DESIGN D49. Several CS and GMS processes share one PostgreSQL
-//! database; the database is the truth. After a change commits, the node
-//! that made it publishes a [`BusFrame`] on its role's NATS subject
+//! DESIGN D49, PROTOCOL §6.6a. Several CS and GMS processes share one
+//! PostgreSQL database; the database is the truth. After a change commits,
+//! the node that made it publishes a [`BusFrame`] on its role's NATS subject
 //! (`<prefix>.cs` or `<prefix>.gms`) so that the other nodes can push it to
 //! the terminals connected to them: a post to their subscribers, an inbox
 //! item to its recipient, a membership change into their view, a grant to

@@ -1226,7 +1226,8 @@ async fn list_groups(t: &Terminal, out: Out, all: bool) -> duokey_terminal::Resu
 async fn members(t: &Terminal, out: Out, group: &str) -> duokey_terminal::Result<()> {
     let gid = t.resolve_group(group).await?;
     let members = t.members(&gid).await?;
-    // How each contact's key was confirmed (issue 18), from the profile.
+    // How each contact's key was confirmed (PROTOCOL §4.10, DESIGN D50),
+    // from the profile.
     let mut keys = Vec::with_capacity(members.len());
     for m in &members {
         keys.push(if m.user == t.user().as_str() {

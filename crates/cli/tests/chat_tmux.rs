@@ -1,8 +1,8 @@
-//! Issue 6: `duokey chat` in a real terminal (tmux, 80×24) against the real
-//! `duokey-server dev`. bob's chat shows a message alice sent from the CLI;
-//! bob types a reply that alice's `duokey read` gets; bob's `/remove` shows
-//! its notice; Ctrl+C leaves the chat. The chat also goes offline when the
-//! servers stop and back online when they return.
+//! DESIGN D25: `duokey chat` in a real terminal (tmux, 80×24) against the
+//! real `duokey-server dev`. bob's chat shows a message alice sent from the
+//! CLI; bob types a reply that alice's `duokey read` gets; bob's `/remove`
+//! shows its notice; Ctrl+C leaves the chat. The chat also goes offline when
+//! the servers stop and back online when they return.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod support;
@@ -23,7 +23,7 @@ impl Tmux {
             .output()
             .is_ok_and(|o| o.status.success());
         if !found {
-            // A missing tool fails loudly (issue 13): skipping is an explicit choice.
+            // A missing tool fails loudly: skipping is an explicit choice.
             assert!(
                 std::env::var_os("DUOKEY_SKIP_TMUX").is_some(),
                 "tmux is not installed, so `duokey chat` cannot be tested in a terminal: \

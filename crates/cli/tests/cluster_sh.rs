@@ -1,10 +1,10 @@
-//! Issue 17 with real processes: `scripts/cluster.sh` starts two AS+GMS and
-//! two CS nodes of the release-shaped binaries on PostgreSQL and NATS, the
-//! README's flow runs on it through `duokey`, and a CS node killed with
-//! SIGKILL while messages flow loses nothing and shows nothing twice: the
-//! terminals fail over to the other node. Needs `DUOKEY_TEST_POSTGRES_URL`,
-//! `DUOKEY_TEST_NATS_URL` (`.ci/run` sets both) and `psql`; says so when it
-//! skips.
+//! A cluster (DESIGN D49) with real processes: `scripts/cluster.sh` starts
+//! two AS+GMS and two CS nodes of the release-shaped binaries on PostgreSQL
+//! and NATS, the README's flow runs on it through `duokey`, and a CS node
+//! killed with SIGKILL while messages flow loses nothing and shows nothing
+//! twice: the terminals fail over to the other node. Needs
+//! `DUOKEY_TEST_POSTGRES_URL`, `DUOKEY_TEST_NATS_URL` (`.ci/run` sets both)
+//! and `psql`; says so when it skips.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod support;

@@ -1,5 +1,5 @@
-//! Daily use (issue 16), on the real binaries: groups one is no longer in,
-//! the owner's leave, `whoami`, and errors that say what to do.
+//! Daily use (DESIGN D45, D52), on the real binaries: groups one is no
+//! longer in, the owner's leave, `whoami`, and errors that say what to do.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod support;

@@ -1,4 +1,4 @@
-//! End-to-end flows of SPEC §4 with the real binaries (issue 4 point 7):
+//! End-to-end flows of SPEC §4 (PROTOCOL §5) with the real binaries:
 //! five users, each with their own `--home`, against `duokey-server dev`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -128,7 +128,7 @@ fn leave_and_delete() {
 
 #[test]
 fn history_is_kept_after_removal_leave_and_deletion() {
-    // Issue 14: what a member could read stays readable on its terminal —
+    // DESIGN D32: what a member could read stays readable on its terminal —
     // its own messages and those it had not fetched yet — and nothing
     // posted after it departed reaches it.
     let srv = Server::start();
@@ -304,7 +304,7 @@ fn errors_say_what_to_do() {
     let err = nobody.fails(&["status"]);
     assert!(err.contains("duokey init"), "{err}");
 
-    // Issue 16: messages that cannot be sent are refused before sending,
+    // DESIGN D45: messages that cannot be sent are refused before sending,
     // saying what to do, with the usage exit code.
     let err = alice.fails(&["send", "proj", ""]);
     assert!(err.contains("the message is empty"), "{err}");
@@ -360,8 +360,8 @@ fn read_follow_streams_messages_and_notices() {
     alice.ok(&["group", "remove", "proj", "carol"]);
     follow.wait_for(|l| l.contains("carol was removed"));
 
-    // Issue 14: the server restarts under it; it says so, reconnects, and
-    // shows what was posted while it was away, once.
+    // PROTOCOL §5.1 (live mode): the server restarts under it; it says so,
+    // reconnects, and shows what was posted while it was away, once.
     srv.stop();
     let note = follow
         .errors
@@ -611,9 +611,10 @@ fn the_owner_changes_the_policy_and_every_member_follows_the_signed_one() {
 
 #[test]
 fn a_message_sent_while_the_server_is_down_is_queued_and_delivered_once_it_is_back() {
-    // Issue 14: a send the CS does not acknowledge for a transient reason is
-    // kept (sealed, in the outbox), said to be queued, and sent by the next
-    // command once the server is back; nothing is lost, nothing doubled.
+    // PROTOCOL §5.10: a send the CS does not acknowledge for a transient
+    // reason is kept (sealed, in the outbox), said to be queued, and sent by
+    // the next command once the server is back; nothing is lost, nothing
+    // doubled.
     let mut srv = Server::start();
     let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
     group_with(&alice, "proj", &[&bob]);
@@ -630,7 +631,7 @@ fn a_message_sent_while_the_server_is_down_is_queued_and_delivered_once_it_is_ba
     assert_eq!(bob.texts("proj"), ["while down"]);
 }
 
-/// Issue 14 point 9 (crash injection): the inviter's process killed in the
+/// PROTOCOL §5.3 (crash injection): the inviter's process killed in the
 /// middle of an invitation's hand-over — once right after the GMS applied
 /// the add (before the terminal recorded it), once after recording it but
 /// before the anchor and the R1 were sent. The next command resumes: each
@@ -669,7 +670,7 @@ fn an_invitation_hand_over_killed_midway_resumes_at_the_next_command() {
     assert_eq!(alice.texts(&gid), ["before anyone", "after both"]);
 }
 
-/// Issue 16: an invitation accepted while the inviter's terminal follows
+/// PROTOCOL §9.1: an invitation accepted while the inviter's terminal follows
 /// the group completes without the inviter typing anything: its running
 /// `read --follow` processes the ack as it arrives, signs the add and hands
 /// the group key over.

@@ -1,4 +1,4 @@
-//! Invite codes (issue 18, PROTOCOL §4.10) and SPEC §7 P10 with a real
+//! Invite codes (PROTOCOL §4.10, DESIGN D50) and SPEC §7 P10 with a real
 //! attack: a rogue CA operator colluding with the CS mints a certificate
 //! for the invitee's user id and answers the invitation. Without a code
 //! (and before anyone compared safety numbers) it gets RN1 — the honest

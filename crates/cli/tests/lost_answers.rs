@@ -1,4 +1,4 @@
-//! Issue 17, "nothing shown twice": a post the CS stored but whose answer
+//! DESIGN D49, "nothing shown twice": a post the CS stored but whose answer
 //! never reached the terminal (a node that died after committing, a
 //! connection that broke on the way back) is kept, sent again as the same
 //! envelope, recognised by the CS, and shown once.

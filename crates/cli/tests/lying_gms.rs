@@ -1,4 +1,4 @@
-//! SPEC §7 P9, a lying GMS gets no R1 (issue 12): the real GMS is reached
+//! SPEC §7 P9, a lying GMS gets no R1 (DESIGN D28): the real GMS is reached
 //! over real mutual TLS through a wrapper that rewrites its grants, and the
 //! terminals are the real library. Each test plays one lie, shows that the
 //! terminals refuse it and that no R1 went to anyone because of it, and
@@ -500,10 +500,10 @@ async fn after_a_refused_grant_sends_queue_once_the_grace_window_ends() {
 
 #[tokio::test]
 async fn an_invitation_r1_that_arrives_while_the_gms_is_down_is_not_lost() {
-    // Nothing lost (issue 12, SPEC §4.7): accepting an invitation's R1 needs
-    // the group's history from the GMS. While the GMS cannot answer, the
-    // item stays in the inbox (not acknowledged, not marked seen); the next
-    // sync after the outage completes the join.
+    // Nothing lost (SECURITY P7, SPEC §4.7): accepting an invitation's R1
+    // needs the group's history from the GMS. While the GMS cannot answer,
+    // the item stays in the inbox (not acknowledged, not marked seen); the
+    // next sync after the outage completes the join.
     let net = LocalNet::start().await;
     let (cfg, lies) = net.lying_gms().await;
     let mut alice = net.enroll_via("alice", &cfg).await;
@@ -531,11 +531,11 @@ async fn an_invitation_r1_that_arrives_while_the_gms_is_down_is_not_lost() {
 
 #[tokio::test]
 async fn messages_whose_key_the_gms_cannot_serve_yet_are_kept_not_skipped() {
-    // Nothing lost (issue 14 point 1): bob was away while the group
-    // re-keyed twice. When he catches up the GMS cannot serve those grants
-    // for a while (restarting, rate-limited): his sync fails as the
-    // network's, no message is written off as "sent before you joined",
-    // and once the GMS answers he reads them all.
+    // Nothing lost (SECURITY P7, PROTOCOL §5.11): bob was away while the
+    // group re-keyed twice. When he catches up the GMS cannot serve those
+    // grants for a while (restarting, rate-limited): his sync fails as the
+    // network's, no message is written off as "sent before you joined", and
+    // once the GMS answers he reads them all.
     let net = LocalNet::start().await;
     let (cfg, lies) = net.lying_gms().await;
     let mut alice = net.enroll("alice").await;

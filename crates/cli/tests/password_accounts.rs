@@ -1,4 +1,4 @@
-//! Password accounts (issue 18, DESIGN D51): OPAQUE at the real AS over
+//! Password accounts (DESIGN D51, PROTOCOL §5.16): OPAQUE at the real AS over
 //! TLS, the real terminal library and a group mixing a password account
 //! with a certificate-enrolled one; wrong passwords refused, counted and
 //! limited; a replayed login refused; a certificate request not bound to

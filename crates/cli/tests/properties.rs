@@ -1,4 +1,4 @@
-//! SPEC §7 properties attacked for real (issue 5, first part): P2 (operators
+//! SPEC §7 properties (SECURITY.md) attacked for real: P2 (operators
 //! cannot read) and P3's honest limit without RN1 rotation.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -109,7 +109,7 @@ fn no_server_file_holds_a_marker_or_a_terminal_secret() {
     }
 }
 
-/// P5 at the GMS (issue 14 point 8): deleting a group erases its RN2s from
+/// P5 at the GMS (DESIGN D32): deleting a group erases its RN2s from
 /// every server file — the GMS's database and its WAL — not only from the
 /// table (`secure_delete` and a WAL checkpoint). Control: before the
 /// deletion the same scan finds them.
@@ -147,7 +147,7 @@ async fn a_deleted_groups_rn2s_are_in_no_server_file() {
     }
 }
 
-/// Issue 14 point 4, terminals: once the organisation revokes carol's
+/// DESIGN D14, terminals: once the organisation revokes carol's
 /// certificate, alice's terminal (which learns the list from the CS at its
 /// sync) seals no new RN1 to carol and drops the items carol had sent
 /// before. Controls: bob gets the new RN1, and bob, who synced before the
@@ -203,7 +203,7 @@ async fn a_revoked_member_gets_no_new_rn1_and_its_items_are_refused() {
     );
 }
 
-/// Issue 14: a terminal whose certificate is two thirds through its
+/// DESIGN D34: a terminal whose certificate is two thirds through its
 /// lifetime renews it at its next sync, for the same key; one that is not
 /// (the control, just enrolled) keeps it.
 #[tokio::test]
@@ -259,7 +259,7 @@ async fn a_certificate_two_thirds_through_its_life_is_renewed_at_the_next_sync()
     );
 }
 
-/// Issue 14 point 8: decrypted messages last as long as their group's
+/// DESIGN D36: decrypted messages last as long as their group's
 /// retention on a terminal (the default), also for a group it has left;
 /// a terminal set to keep history keeps them (the control, same time).
 #[tokio::test]
@@ -556,7 +556,7 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
     net.node.shutdown().await;
 }
 
-/// Issue 14 point 12: two processes on one profile (`duokey chat` beside
+/// DESIGN D31: two processes on one profile (`duokey chat` beside
 /// `read --follow`) see each message once and never raise a false replay
 /// alarm, while a replay at another log position is still refused (above).
 #[tokio::test]
@@ -824,7 +824,7 @@ async fn proj_waiting_one_second(names: &[&str]) -> (LocalNet, Terminal, GroupId
     (net, alice, gid, others)
 }
 
-/// Issue 14 point 6 (SPEC §4.3 step 4, `rn1_wait`): carol leaves, so alice
+/// DESIGN D37 (SPEC §4.3 step 4, `rn1_wait`): carol leaves, so alice
 /// (the owner) must send the group's new RN1 — and alice's terminal is gone.
 /// bob's and dave's messages wait, saying for whom; after `rn1_wait` exactly
 /// one of them (the first in the history's order) makes a new RN1, the other
@@ -900,7 +900,7 @@ async fn published_key(net: &LocalNet, user: &str) -> Vec<u8> {
     record.unwrap()
 }
 
-/// Issue 14 point 8 (P5): bob's terminal replaces its delivery key every
+/// DESIGN D38 (P5): bob's terminal replaces its delivery key every
 /// week; the replaced secret still opens what contacts sealed to it before
 /// they saw the new key (alice reuses a checked key for a day), and a week
 /// later it is erased — from the profile's files too. Then a thief with
@@ -992,8 +992,8 @@ async fn a_live_terminal_replaces_a_missing_rn1_without_a_command() {
     );
 }
 
-/// Issue 16 point 5: the notice about messages sent before a member joined
-/// reads before the messages it can open, in the history and the chat.
+/// DESIGN D24, PROTOCOL §5.11: the notice about messages sent before a member
+/// joined reads before the messages it can open, in the history and the chat.
 #[tokio::test]
 async fn the_notice_of_messages_before_joining_reads_before_the_readable_ones() {
     let net = LocalNet::start().await;

@@ -1,4 +1,4 @@
-//! The README's quick start works exactly as written (issue 4 point 6).
+//! The README's quick start works exactly as written.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod support;

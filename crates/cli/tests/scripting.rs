@@ -1,5 +1,5 @@
 //! Every command scriptable and every text from the network shown safely
-//! (issue 11): the real `duokey` and `duokey-server dev` binaries.
+//! (PROTOCOL §9.3–§9.5): the real `duokey` and `duokey-server dev` binaries.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod support;
@@ -162,7 +162,7 @@ fn every_command_prints_json_and_every_error_has_a_code() {
     srv.stop();
     let (code, kind, msg) = json_error(&alice.run(&["--json", "sync"]));
     assert_eq!((code, kind.as_str()), (5, "network"), "{msg}");
-    // Reading the profile works offline and says so (issue 14).
+    // Reading the profile works offline and says so (PROTOCOL §9.3).
     let v = json(&alice, &["status"]);
     assert_eq!(v["offline"], true, "{v}");
 }

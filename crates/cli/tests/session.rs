@@ -1,6 +1,6 @@
-//! The unlocked session (issue 16, D44), on the real binaries: `duokey
-//! unlock` starts an agent that holds the profile key, later commands open
-//! the profile without the passphrase, `duokey lock` ends it.
+//! The unlocked session (DESIGN D44, PROTOCOL §9.6), on the real binaries:
+//! `duokey unlock` starts an agent that holds the profile key, later
+//! commands open the profile without the passphrase, `duokey lock` ends it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod support;

@@ -1,4 +1,4 @@
-//! Invite codes (issue 18; SPEC §9; PROTOCOL §4.10; DESIGN D50): a short
+//! Invite codes (SPEC §9; PROTOCOL §4.10; DESIGN D50): a short
 //! one-time code, told out of band, authenticates the `ack` and `rn1`
 //! exchange of an invitation with SPAKE2, so that neither the CA nor the CS
 //! (nor both together) can stand in for the invitee or the inviter.

@@ -1,4 +1,4 @@
-//! Password accounts (issue 18; SPEC §9; DESIGN D51): OPAQUE (RFC 9807,
+//! Password accounts (SPEC §9; PROTOCOL §5.16; DESIGN D51): OPAQUE (RFC 9807,
 //! the `opaque-ke` crate) between a terminal and the AS. The password never
 //! leaves the terminal; the AS keeps, per user, only the OPAQUE record, and
 //! an offline dictionary attack on that record needs the AS's OPRF key

@@ -1,4 +1,4 @@
-//! Property tests (issue 2, SPEC §3.3, §4): any bit flip, truncation or
+//! Property tests (SPEC §3.3, §4; SECURITY P6): any bit flip, truncation or
 //! extension of an envelope, item or delivery key record is rejected; wrong
 //! key, epoch, group, sender or suite is rejected; content round-trips.
 #![allow(

@@ -1,4 +1,4 @@
-//! A CS node among several (issue 17, DESIGN D49): what the other nodes
+//! A CS node among several (DESIGN D49, PROTOCOL §6.6a): what the other nodes
 //! committed reaches this node's subscribers, and their membership changes
 //! reach its view. Every frame is a hint after a commit; a gap (frames
 //! missed) ends this node's live streams, so that their terminals catch up

@@ -6,7 +6,7 @@
 //! handshakes, signed delivery keys) and learns group membership from the GMS
 //! only, through `MembershipSync.SetMembers`.
 //!
-//! Several CS processes may share one PostgreSQL database (issue 17): each
+//! Several CS processes may share one PostgreSQL database (DESIGN D49): each
 //! tells the others what it committed over [`duokey_bus`] (see
 //! `cluster.rs`), and checks membership in the database where its own view
 //! could be behind.
@@ -159,7 +159,7 @@ impl Cs {
     }
 
     /// [`Cs::start`] for one node of a cluster when `bus` is given: the
-    /// other CS nodes share `db` and the bus (issue 17).
+    /// other CS nodes share `db` and the bus (DESIGN D49).
     pub async fn start_with_bus(
         db: CsStore,
         config: CsConfig,

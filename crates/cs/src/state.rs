@@ -32,7 +32,7 @@ pub(crate) struct CsState {
     /// Certificate fingerprint last recorded in the directory, per user.
     pub(crate) recorded: Mutex<HashMap<String, [u8; 32]>>,
     pub(crate) writer: mpsc::Sender<PostJob>,
-    /// The other CS nodes (issue 17); `None` on a single node.
+    /// The other CS nodes (DESIGN D49); `None` on a single node.
     pub(crate) bus: Option<Arc<duokey_bus::Bus>>,
 }
 

@@ -1,7 +1,7 @@
 //! The log writer: one task appends posted envelopes in batches, one
 //! transaction per batch (group commit), the database giving each its
 //! position (D48) and checking its sender's membership at that moment (a
-//! removal made through another CS node counts at once, issue 17). `Post`
+//! removal made through another CS node counts at once, D49). `Post`
 //! answers only after its batch is committed, so nothing acknowledged is
 //! lost (SPEC §5), and concurrent posts share one disk sync. Then the post
 //! goes to this node's subscribers and, in a cluster, to the other nodes'.

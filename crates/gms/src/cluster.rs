@@ -1,8 +1,8 @@
-//! A GMS node among several (issue 17, DESIGN D49): the grants and removals
-//! the other nodes commit reach the `Watch` streams open on this node, and
-//! wake its CS sync. A gap (frames missed) ends this node's `Watch`
-//! streams: terminals watch again and resync with `GetGrants`, from the
-//! database.
+//! A GMS node among several (DESIGN D49, PROTOCOL §6.6a): the grants and
+//! removals the other nodes commit reach the `Watch` streams open on this
+//! node, and wake its CS sync. A gap (frames missed) ends this node's
+//! `Watch` streams: terminals watch again and resync with `GetGrants`, from
+//! the database.
 
 use crate::Gms;
 use duokey_bus::Incoming;

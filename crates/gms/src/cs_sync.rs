@@ -79,7 +79,7 @@ impl Gms {
 
 /// How often a GMS node of a cluster looks at the outbox unprompted: a
 /// change committed by a node that died before telling the CS is sent by
-/// the others within this (issue 17).
+/// the others within this (DESIGN D49).
 const CLUSTER_SWEEP: Duration = Duration::from_secs(10);
 
 /// Runs the CS sync until the process ends: a round after every change, and

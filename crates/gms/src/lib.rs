@@ -104,7 +104,7 @@ pub(crate) struct Inner {
     pub(crate) limiter: duokey_pki::clock::KeyedLimiter<String>,
     /// (rounds finished, groups still pending after the last round) of the CS sync.
     pub(crate) cs_pending: tokio::sync::watch::Sender<(u64, usize)>,
-    /// The other GMS nodes (issue 17); `None` on a single node.
+    /// The other GMS nodes (DESIGN D49); `None` on a single node.
     pub(crate) bus: Option<Arc<duokey_bus::Bus>>,
 }
 
@@ -131,7 +131,7 @@ impl Gms {
         Self::build(db, config, None)
     }
 
-    /// [`Gms::new`] for one node of a cluster (issue 17): the other GMS
+    /// [`Gms::new`] for one node of a cluster (DESIGN D49): the other GMS
     /// nodes share `db` and `bus`; their grants and removals reach the
     /// `Watch` streams open here. Needs a Tokio runtime.
     pub async fn with_bus(

@@ -296,7 +296,7 @@ pub fn channel_from(
 }
 
 /// A lazily connecting channel to the first of `urls` (the nodes of one
-/// role in a cluster, issue 17) that answers: each connection attempt
+/// role in a cluster, DESIGN D49) that answers: each connection attempt
 /// starts at the node that last worked (a random one at first, to spread
 /// the terminals), and a node that failed is left alone for a cool-down
 /// that doubles from 1 s to 30 s, unless every node is cooling down. Calls
@@ -338,7 +338,7 @@ fn channel_any_from(
 }
 
 /// The URLs of one role's servers: one, or several nodes of a cluster
-/// (issue 17). Configuration files take a string or a list of strings, and
+/// (DESIGN D49). Configuration files take a string or a list of strings, and
 /// a single URL is written back as a string.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(from = "OneOrMany", into = "OneOrMany")]

@@ -1,4 +1,4 @@
-//! Keys in the formats the ecosystem reads (issue 11): the real `openssl`
+//! Keys in the formats the ecosystem reads: the real `openssl`
 //! binary (OpenSSL 3.0 refuses the PKCS#8 v2 that ring writes) reads every
 //! private key Duokey writes, and Duokey accepts CA and server keys that
 //! `openssl genpkey` made, in a real TLS 1.3 handshake. `.ci/run` installs

@@ -29,7 +29,7 @@ pub struct ServerConfig {
     /// a cluster (tried in turn).
     #[serde(default)]
     pub cs_url: Option<duokey_pki::grpc::Urls>,
-    /// NATS server of a cluster (issue 17): set, this node shares its
+    /// NATS server of a cluster (DESIGN D49): set, this node shares its
     /// PostgreSQL database with other nodes and tells them what it commits.
     #[serde(default)]
     pub nats_url: Option<String>,
@@ -122,10 +122,10 @@ pub struct LimitsConfig {
     /// CS, `Watch` at the GMS).
     pub streams_per_user: usize,
     /// Wrong passwords one password account may have in 15 minutes before
-    /// its logins wait (AS, issue 18).
+    /// its logins wait (AS, DESIGN D51).
     pub wrong_passwords_per_account: u64,
     /// Wrong passwords from one client address, for any accounts, in 15
-    /// minutes before logins from it wait (AS, issue 18).
+    /// minutes before logins from it wait (AS, DESIGN D51).
     pub wrong_passwords_per_address: u64,
 }
 

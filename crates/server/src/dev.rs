@@ -299,7 +299,7 @@ pub async fn start_local(
     })
 }
 
-/// A cluster running in this process (issue 17): GMS+AS nodes and CS nodes
+/// A cluster running in this process (DESIGN D49): GMS+AS nodes and CS nodes
 /// on one PostgreSQL database and one NATS subject prefix, each node with
 /// its own ports, and a `client.toml` that lists every node of each role.
 pub struct LocalCluster {

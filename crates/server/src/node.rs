@@ -196,7 +196,7 @@ fn reachable(bound: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The AS's OPAQUE keys (issue 18, DESIGN D51), in the data directory:
+/// The AS's OPAQUE keys (DESIGN D51, PROTOCOL §5.16), in the data directory:
 /// apart from the database, so that a copy of the database alone allows no
 /// offline guessing of passwords. Every AS node of a cluster needs the same
 /// file (copy it, as the CA key).

@@ -1,4 +1,4 @@
-//! Per-RPC metrics for every port (issue 16 point 6): how many calls each
+//! Per-RPC metrics for every port (DESIGN D47): how many calls each
 //! method got, with which gRPC status, and how long they took to answer.
 //!
 //! * `duokey_rpc_requests_total{method, code}`: `method` is `Service/Method`

@@ -1,5 +1,5 @@
 //! Several GMS and CS nodes on one PostgreSQL database and one NATS
-//! (issue 17), in this process with real TLS: what one node commits
+//! (DESIGN D49), in this process with real TLS: what one node commits
 //! reaches the terminals connected to another, a removal made through one
 //! is enforced by the others at once, two GMS nodes share the periodic
 //! rotations without doing one twice, and terminals fail over when a node

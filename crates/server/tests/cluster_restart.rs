@@ -1,4 +1,4 @@
-//! Issue 17: a cluster survives its PostgreSQL restarting under it —
+//! DESIGN D49: a cluster survives its PostgreSQL restarting under it —
 //! nothing acknowledged is lost, nothing written meanwhile is lost or shown
 //! twice. Restarts this machine's PostgreSQL (`pg_ctlcluster … restart`),
 //! so it is the only test of its binary; needs `DUOKEY_TEST_POSTGRES_URL`,

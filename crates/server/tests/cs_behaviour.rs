@@ -1,5 +1,5 @@
-//! Issue 3 points 4, 5 and 9: inboxes, subscriptions, limits, retention and
-//! durability of the CS, on real servers.
+//! SPEC §5 (PROTOCOL §6.4, §6.7): inboxes, subscriptions, limits, retention
+//! and durability of the CS, on real servers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 #![allow(
     clippy::cast_possible_truncation,
@@ -29,7 +29,7 @@ fn removal_item(from: &RawUser, to: &str, gid: &[u8]) -> Vec<u8> {
     .unwrap()
 }
 
-/// Issue 14 point 3: a user holds at most `streams_per_user` live streams;
+/// DESIGN D35: a user holds at most `streams_per_user` live streams;
 /// one more is refused, and other users are still served.
 #[tokio::test]
 async fn live_streams_per_user_are_bounded() {
@@ -121,7 +121,7 @@ async fn posts_reach_carol_at_once(
     }
 }
 
-/// Issue 14 point 3: a subscriber that never reads holds at most its byte
+/// DESIGN D35: a subscriber that never reads holds at most its byte
 /// bound — far below the delivery count bound here — and is cut with a
 /// status; another member keeps receiving every post in order.
 #[tokio::test]
@@ -164,8 +164,8 @@ async fn inbox(u: &mut RawUser) -> Vec<InboxItem> {
     .items
 }
 
-/// Issue 14 quotas: items only to users in the directory; an inbox holds at
-/// most its limit (the sender retries once the recipient synced); unread
+/// DESIGN D35 (quotas): items only to users in the directory; an inbox holds
+/// at most its limit (the sender retries once the recipient synced); unread
 /// items expire. Control: a second recipient is served while bob's is full.
 #[tokio::test]
 async fn inboxes_are_bounded_and_only_for_enrolled_users() {
@@ -607,9 +607,10 @@ async fn a_post_flood_from_one_certificate_does_not_stop_another_user() {
 
 #[tokio::test]
 async fn a_run_of_large_posts_is_fetched_in_pages_that_fit_an_answer() {
-    // Issue 14: twenty-five 200 KiB posts (5 MB) in a row; one page of
-    // 1,000 would exceed the 4 MiB an answer may carry and stop every sync
-    // of the group for good. The CS answers in pages under 3 MiB instead.
+    // DESIGN D31 (pages bounded by bytes): twenty-five 200 KiB posts (5 MB)
+    // in a row; one page of 1,000 would exceed the 4 MiB an answer may carry
+    // and stop every sync of the group for good. The CS answers in pages
+    // under 3 MiB instead.
     let net = LocalNet::start().await;
     let mut alice = net.raw("alice").await;
     let mut bob = net.raw("bob").await;

@@ -1,4 +1,4 @@
-//! SPEC §5 / issue 3: `kill -9` of the server after acknowledged posts loses
+//! SPEC §5, DESIGN D13: `kill -9` of the server after acknowledged posts loses
 //! none of them. Runs the real `duokey-server` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 

@@ -1,5 +1,6 @@
-//! Issue 3 points 3 and 9: rights, membership at the CS, serialised versions,
-//! grants only for versions one was a member at.
+//! What the servers enforce (SPEC §2, §5; SECURITY.md): rights, membership
+//! at the CS, serialised versions, grants only for versions one was a
+//! member at.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 #![allow(
     clippy::cast_possible_truncation,
@@ -105,7 +106,7 @@ async fn non_members_are_refused_and_a_removed_member_reads_only_up_to_its_remov
         Code::PermissionDenied
     );
     // Departed: bob still reads what was posted while he was a member
-    // (issue 14, history kept), and nothing posted after.
+    // (DESIGN D32, history kept), and nothing posted after.
     assert_eq!(bob.fetch(&gid, 0).await.unwrap().len(), 2);
     assert_eq!(alice.post(&gid, "after bob left").await.unwrap(), 3);
     assert_eq!(bob.fetch(&gid, 0).await.unwrap().len(), 2);
@@ -117,7 +118,7 @@ async fn non_members_are_refused_and_a_removed_member_reads_only_up_to_its_remov
     );
 }
 
-/// Issue 14 quotas: nobody is a member of more groups than the server
+/// DESIGN D35 (quotas): nobody is a member of more groups than the server
 /// allows (by creating them, or by being added), and no group keeps its
 /// history longer than the server allows.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! SPEC §2, issue 3 point 2: every refused-certificate case, on the real ports.
+//! SPEC §2, SECURITY P1: every refused-certificate case, on the real ports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 #![allow(
     clippy::cast_possible_truncation,
@@ -114,7 +114,7 @@ async fn revoked_certificate_is_refused_after_reload_without_restart() {
     );
 }
 
-/// Issue 14: a terminal revoked while connected loses its open `Subscribe`
+/// DESIGN D14: a terminal revoked while connected loses its open `Subscribe`
 /// and `Watch` streams and every call on its connection within the reload
 /// interval, not only new handshakes. Control: another user's stream on the
 /// same server keeps receiving.
@@ -175,7 +175,7 @@ async fn a_revoked_terminal_loses_its_open_streams_and_connection() {
     assert!(matches!(got.event, Some(delivery::Event::Envelope(_))));
 }
 
-/// Issue 14: re-enrolment is explicit at the AS too. Two plain tokens for
+/// DESIGN D33: re-enrolment is explicit at the AS too. Two plain tokens for
 /// dave issued before he enrolled: the first enrols him, the second is
 /// refused (it would replace his valid certificate silently); a
 /// replacement token works and revokes the old certificate.
@@ -233,7 +233,7 @@ fn accounts_as(
     accounts_client::AccountsClient::new(duokey_pki::grpc::channel(&net.gms_url(), tls).unwrap())
 }
 
-/// Issue 14: a terminal renews its certificate with the current one, for
+/// DESIGN D34: a terminal renews its certificate with the current one, for
 /// the same key (new serial, a full new lifetime); another key, no
 /// certificate, or an expired one cannot renew.
 #[tokio::test]
@@ -514,7 +514,7 @@ async fn presented(net: &LocalNet, addr: std::net::SocketAddr, user: &RawUser) -
     s.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
-/// Issue 14 point 5: a server certificate renewed into its files is
+/// DESIGN D34: a server certificate renewed into its files is
 /// presented from the next handshake on, on both ports, without a restart;
 /// the open connection goes on and new terminals connect. A half-replaced
 /// pair (the new certificate with the old key) is refused and the current

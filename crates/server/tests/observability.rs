@@ -1,5 +1,6 @@
-//! Issue 3 points 6 and 8: `run --config` with health, reflection, Prometheus
-//! metrics and a graceful stop on SIGTERM, on the real binary.
+//! Running a node (PROTOCOL §6.1, DESIGN D47, docs/CONFIG.md): `run
+//! --config` with health, reflection, Prometheus metrics and a graceful stop
+//! on SIGTERM, on the real binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use duokey_pki::grpc::channel;
@@ -198,8 +199,9 @@ async fn health_reflection_metrics_and_graceful_sigterm() {
 
 #[test]
 fn a_second_server_on_the_same_directory_is_refused_and_changes_nothing() {
-    // Issue 14: the second `duokey-server dev` on a directory in use names
-    // the running one and leaves its databases and client.toml alone.
+    // DESIGN D31 (one server per data directory): the second
+    // `duokey-server dev` on a directory in use names the running one and
+    // leaves its databases and client.toml alone.
     let dir = tempfile::tempdir().unwrap();
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_duokey-server"))

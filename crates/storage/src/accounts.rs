@@ -130,7 +130,7 @@ impl AsStore {
         Ok(row.map(|r| r.try_get::<String, _>("user_id")).transpose()?)
     }
 
-    /// Marks the token `hash` as one that sets up a password (issue 18).
+    /// Marks the token `hash` as one that sets up a password (DESIGN D51).
     pub async fn mark_password_token(&self, hash: &[u8]) -> Result<()> {
         sqlx::query("UPDATE enrol_tokens SET password_setup = 1 WHERE token_hash = $1")
             .bind(hash.to_vec())

@@ -480,7 +480,7 @@ impl CsStore {
 
     /// One group's state, members and departed members (with the last
     /// position each may read), for refreshing a CS process's view when
-    /// another process changed it (issue 17).
+    /// another process changed it (DESIGN D49).
     pub async fn cs_group_view(&self, group_id: &[u8]) -> Result<Option<GroupState>> {
         let Some(group) = self.cs_group(group_id).await? else {
             return Ok(None);
@@ -587,7 +587,7 @@ impl CsStore {
     /// order, and a membership change ([`CsStore::set_members`], which takes
     /// the same row first) is either wholly before or wholly after the
     /// batch. The membership is read under that row, so a member removed by
-    /// any process is refused at once (issue 17). Groups are taken in a
+    /// any process is refused at once (DESIGN D49). Groups are taken in a
     /// fixed order, so two processes never wait on each other in a cycle.
     pub async fn append_envelopes(&self, batch: &[Append<'_>]) -> Result<Vec<Appended>> {
         let mut groups: BTreeMap<&[u8], Vec<usize>> = BTreeMap::new();

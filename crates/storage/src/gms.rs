@@ -529,7 +529,7 @@ impl GmsStore {
     /// `now_ms` and that no GMS node holds, until `lease_until_ms`: a GMS
     /// node rotates only the groups it claimed, so two nodes never rotate
     /// one group at the same time, and a group claimed by a node that died
-    /// is due again once the lease expires (issue 17).
+    /// is due again once the lease expires (DESIGN D49).
     pub async fn claim_due_rotations(
         &self,
         now_ms: i64,

@@ -267,7 +267,7 @@ async fn cs_membership_inbox_and_log() {
                 )
             })
             .collect();
-        // Only a member of the live group may post (issue 17: checked in
+        // Only a member of the live group may post (DESIGN D49: checked in
         // the append itself, whatever a CS process's view says).
         let stranger = (gid.clone(), "mallory".to_owned(), vec![0], 1);
         assert_eq!(append(&db, &[stranger]).await, [Appended::NotMember]);
@@ -328,7 +328,7 @@ async fn cs_membership_inbox_and_log() {
     }
 }
 
-/// Issue 17 plan A.CS.3: while items for one recipient are stored by many
+/// DESIGN D48 (inbox heads): while items for one recipient are stored by many
 /// concurrent transactions, a reader that fetches after its cursor and
 /// acknowledges what it read gets every item (a cursor committed after a
 /// higher one would be skipped, or deleted by the acknowledgement).
@@ -373,7 +373,7 @@ async fn a_reader_acknowledging_as_it_goes_gets_every_item_stored_concurrently()
     }
 }
 
-/// Issue 17 / D48: a group's positions never repeat — not after retention
+/// DESIGN D48: a group's positions never repeat — not after retention
 /// erased its whole log and the CS restarted (terminals whose cursor is past
 /// a reused position would skip the new posts), not between two CS
 /// processes appending to one database at once — and stay gapless.
@@ -490,8 +490,8 @@ async fn a_database_of_the_shared_schema_is_adopted() {
     let raw = sqlx::AnyPool::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    // Columns and tables added since (issue 17's rotation lease and message
-    // ids, issue 18's password accounts) did not exist then.
+    // Columns and tables added since (DESIGN D49's rotation lease and
+    // message ids, D51's password accounts) did not exist then.
     sqlx::raw_sql(
         "DROP TABLE duokey_migrations; \
          CREATE TABLE duokey_schema (version BIGINT PRIMARY KEY); \
@@ -536,7 +536,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Issue 17: a removal made by one CS process is enforced by another at
+/// DESIGN D49: a removal made by one CS process is enforced by another at
 /// once, and a post racing it lands either before the removed member's last
 /// readable position or not at all.
 #[tokio::test]

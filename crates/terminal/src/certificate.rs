@@ -101,7 +101,7 @@ impl Terminal {
     }
 
     /// `duokey renew --password`: a password account logs in again with
-    /// its password (issue 18, PROTOCOL §5.16) for a new 30-day certificate
+    /// its password (PROTOCOL §5.16, DESIGN D51) for a new 30-day certificate
     /// for the same key — also once the old one has expired, which `renew`
     /// cannot do.
     pub async fn renew_with_password(&mut self, password: &[u8]) -> Result<(String, i64, i64)> {

@@ -1,4 +1,4 @@
-//! Invite codes, both sides (issue 18, PROTOCOL §4.10, DESIGN D50): the
+//! Invite codes, both sides (PROTOCOL §4.10, DESIGN D50): the
 //! inviter's `code_invite` and its check of the invitee's `code_ack`, the
 //! invitee's answer with the code the person typed, and the inviter's
 //! `code_confirm`. The rest of the invitation (the member-signed add, the

@@ -11,7 +11,7 @@ use std::path::Path;
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     /// The Account Server (enrolment): a URL, or a list of the nodes of a
-    /// cluster (issue 17), tried in turn.
+    /// cluster (DESIGN D49), tried in turn.
     pub as_url: Urls,
     /// The Group Management Server (one URL or a list).
     pub gms_url: Urls,

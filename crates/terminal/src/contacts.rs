@@ -74,8 +74,8 @@ pub enum Trust {
 
 impl Trust {
     /// How the key was confirmed, in the words `verify` and `group members`
-    /// show (issue 18): `code`, `safety number`, `certificate only`, or
-    /// `KEY CHANGED`.
+    /// show (PROTOCOL §4.10, DESIGN D50): `code`, `safety number`,
+    /// `certificate only`, or `KEY CHANGED`.
     pub fn confirmed_by(self) -> &'static str {
         match self {
             Trust::Code => "code",

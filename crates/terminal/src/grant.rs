@@ -30,7 +30,7 @@ fn cause_notice(g: &Grant) -> Option<String> {
 }
 
 /// One key change of a group as this terminal saw it (`duokey status`'s
-/// timeline, issue 16 point 7): a new server key (RN2, SPEC §4.3), and
+/// timeline, PROTOCOL §9.3): a new server key (RN2, SPEC §4.3), and
 /// whether the member key (RN1) changed with it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Epoch {

@@ -1,4 +1,4 @@
-//! Password accounts (issue 18, DESIGN D51, PROTOCOL §5.16): the terminal's
+//! Password accounts (DESIGN D51, PROTOCOL §5.16): the terminal's
 //! side of OPAQUE at the AS. Registration with a `--password-setup` token,
 //! then a login whose session key binds the terminal's certificate request.
 //! The password never leaves this process.

@@ -108,8 +108,8 @@ impl Terminal {
         .await
     }
 
-    /// [`Terminal::init`] with a token or, for a password account (issue
-    /// 18), a `--password-setup` token and the password the user chose.
+    /// [`Terminal::init`] with a token or, for a password account (DESIGN
+    /// D51), a `--password-setup` token and the password the user chose.
     pub async fn init_with(
         home: &Path,
         user: &UserId,

@@ -1,4 +1,4 @@
-//! A cluster in this process (issue 17): several GMS (+AS) nodes and CS
+//! A cluster in this process (DESIGN D49): several GMS (+AS) nodes and CS
 //! nodes on 127.0.0.1 sharing one PostgreSQL schema and one NATS subject
 //! prefix of their own, with real mutual TLS between everyone.
 

@@ -19,7 +19,7 @@
 //! * [`LocalNet::lying_gms`] and [`LocalNet::forked_gms`] — the real GMS
 //!   behind a wrapper that lies, or a copy that forks the history;
 //! * [`LocalCluster::start`] — several GMS and CS nodes on PostgreSQL and
-//!   NATS (issue 17), and [`LocalCluster::via`] to reach a chosen pair.
+//!   NATS (DESIGN D49), and [`LocalCluster::via`] to reach a chosen pair.
 //!
 //! Every call panics on failure: a test kit reports by failing the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

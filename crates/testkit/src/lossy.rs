@@ -1,7 +1,7 @@
 //! The real CS behind a wrapper that loses answers: a `Post` is stored and
 //! delivered, but its caller is told `UNAVAILABLE` (a node that died after
 //! committing, a connection that broke on the way back). Terminals must
-//! neither lose the message nor show it twice (issue 17).
+//! neither lose the message nor show it twice (DESIGN D49).
 
 use crate::lying::tls_port;
 use duokey_cs::{Cs, Subscription};

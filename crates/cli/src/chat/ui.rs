@@ -416,8 +416,8 @@ fn draw_members(f: &mut Frame, app: &App, area: Rect) {
         ));
     }
     lines.push(Line::raw(""));
-    // How each contact's key was confirmed (issue 18): by safety number,
-    // by invite code, or only by the CA's certificate.
+    // How each contact's key was confirmed (PROTOCOL §4.10, DESIGN D50):
+    // by safety number, by invite code, or only by the CA's certificate.
     for legend in [
         "✓ safety number",
         "# invite code",

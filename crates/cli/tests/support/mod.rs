@@ -233,7 +233,7 @@ impl User {
     }
 
     /// Runs a command that the crash-injection point `point` kills (a
-    /// debug build aborts there, as `kill -9` would; issue 14 point 9).
+    /// debug build aborts there, as `kill -9` would; PROTOCOL §5.3).
     pub fn killed_at(&self, point: &str, args: &[&str]) {
         use std::os::unix::process::ExitStatusExt;
         let out = Command::new(bin("duokey"))

@@ -1,4 +1,4 @@
-//! Invite codes (issue 18, PROTOCOL §4.10): what each side keeps between the
+//! Invite codes (PROTOCOL §4.10, DESIGN D50): what each side keeps between the
 //! items of one code invitation, and the contacts' keys a code confirmed.
 
 use super::Store;

@@ -17,7 +17,7 @@ pub struct Queued {
     pub sealed: Vec<u8>,
     /// The envelope last posted for it, whose answer never came (the CS
     /// may have stored it): posted again as it is while its epoch is
-    /// current, so that the CS recognises it (issue 17).
+    /// current, so that the CS recognises it (DESIGN D49).
     pub attempt: Option<Vec<u8>>,
 }
 
