@@ -9,6 +9,7 @@
 
 use duokey_crypto::UserId;
 use duokey_crypto::password::{self, ServerKeys};
+use duokey_pki::clock::Clock;
 use duokey_pki::{Ca, RevocationList};
 use duokey_proto::accounts_server::{Accounts, AccountsServer};
 use duokey_proto::{
@@ -193,6 +194,9 @@ pub struct AccountServer {
     limiter: Arc<duokey_pki::clock::KeyedLimiter<IpAddr>>,
     password_keys: Option<Arc<ServerKeys>>,
     login_limits: LoginLimits,
+    /// The time of token and login checks, and of the request limiter
+    /// (DESIGN D41: tests move it instead of sleeping).
+    clock: Clock,
 }
 
 impl std::fmt::Debug for AccountServer {
@@ -207,15 +211,22 @@ impl AccountServer {
     /// `revoked` is the servers' revocation list: a replacement enrolment
     /// revokes the certificates it replaces in its file.
     pub fn new(db: AsStore, ca: Arc<Ca>, revoked: Arc<RevocationList>) -> AccountServer {
-        let clock = duokey_pki::clock::Clock::system();
         AccountServer {
             db,
             ca,
             revoked,
-            limiter: Arc::new(duokey_pki::clock::keyed_limiter(5, 20, &clock)),
+            limiter: Arc::new(limiter(&Clock::system())),
             password_keys: None,
             login_limits: LoginLimits::default(),
+            clock: Clock::system(),
         }
+    }
+
+    /// Reads the time from `clock` (token lifetimes, logins, the limits).
+    pub fn with_clock(mut self, clock: Clock) -> AccountServer {
+        self.limiter = Arc::new(limiter(&clock));
+        self.clock = clock;
+        self
     }
 
     /// Takes password accounts (OPAQUE, DESIGN D51) with `keys`, the AS's
@@ -236,6 +247,11 @@ impl AccountServer {
     pub fn service(&self) -> AccountsServer<AccountServer> {
         AccountsServer::new(self.clone()).max_decoding_message_size(64 * 1024)
     }
+}
+
+/// Requests per client address: 5 a second, bursts of 20.
+fn limiter(clock: &Clock) -> duokey_pki::clock::KeyedLimiter<IpAddr> {
+    duokey_pki::clock::keyed_limiter(5, 20, clock)
 }
 
 fn denied() -> Status {
@@ -340,7 +356,7 @@ impl Accounts for AccountServer {
         self.rate_limit(&req)?;
         let r = req.into_inner();
         let hash = token_hash(&r.token);
-        let now = now_ms();
+        let now = self.clock.now_ms_i64();
         let (user, replace) = self
             .db
             .token_user(&hash, now)
@@ -419,7 +435,7 @@ impl Accounts for AccountServer {
         let user = self.password_token_user(&r.token).await?;
         let record = password::server_register_finish(&r.registration_upload)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let now = now_ms();
+        let now = self.clock.now_ms_i64();
         if self
             .db
             .use_token(&token_hash(&r.token), now)
@@ -447,7 +463,7 @@ impl Accounts for AccountServer {
         let addr = client_addr(&req);
         let r = req.into_inner();
         let user = UserId::new(r.user_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let now = now_ms();
+        let now = self.clock.now_ms_i64();
         self.check_login_limits(&user, &addr, now).await?;
         let record = self
             .db
@@ -473,6 +489,18 @@ impl Accounts for AccountServer {
             )
             .await
             .map_err(Status::from)?;
+        // Counted now, as a wrong password until the login succeeds: with
+        // this answer the client can test its guess without a second step.
+        self.db
+            .record_login_attempt(
+                &login_id,
+                user.as_str(),
+                &addr,
+                now,
+                now.saturating_sub(LOGIN_WINDOW_MS),
+            )
+            .await
+            .map_err(Status::from)?;
         Ok(Response::new(PasswordLoginStartResponse {
             credential_response: response,
             login_id: login_id.to_vec(),
@@ -485,9 +513,8 @@ impl Accounts for AccountServer {
     ) -> Result<Response<EnrollResponse>, Status> {
         self.rate_limit(&req)?;
         self.password_keys()?;
-        let addr = client_addr(&req);
         let r = req.into_inner();
-        let now = now_ms();
+        let now = self.clock.now_ms_i64();
         let (user, state) = self
             .db
             .take_login(&r.login_id, now)
@@ -500,16 +527,8 @@ impl Accounts for AccountServer {
             .map_err(|_| Status::internal("stored login names an invalid user id"))?;
         let session_key = match password::server_login_finish(&state, &r.credential_finalization) {
             Ok(k) => k,
+            // Already counted at the first step.
             Err(_) => {
-                self.db
-                    .record_login_failure(
-                        user.as_str(),
-                        &addr,
-                        now,
-                        now.saturating_sub(LOGIN_WINDOW_MS),
-                    )
-                    .await
-                    .map_err(Status::from)?;
                 metrics::counter!("duokey_refusals_total", "reason" => "wrong_password")
                     .increment(1);
                 return Err(Status::unauthenticated(format!(
@@ -520,7 +539,7 @@ impl Accounts for AccountServer {
         password::check_csr_mac(&session_key, &r.csr_der, &r.csr_mac)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.db
-            .clear_login_failures(user.as_str())
+            .login_succeeded(&r.login_id, user.as_str())
             .await
             .map_err(Status::from)?;
         let cert = self
@@ -579,7 +598,7 @@ impl AccountServer {
         let hash = token_hash(token);
         let (user, _) = self
             .db
-            .token_user(&hash, now_ms())
+            .token_user(&hash, self.clock.now_ms_i64())
             .await
             .map_err(Status::from)?
             .ok_or_else(denied)?;

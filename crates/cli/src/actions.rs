@@ -180,11 +180,10 @@ impl fmt::Display for Done {
             ),
             Done::InvitedCode(c, user, _) => write!(
                 f,
-                "Invited {user} with a code. Tell them this code yourself (in person or by phone, not through this chat):\n\n    {}\n\nIt works once, until {}. They accept with `duokey accept {} --code {}`; your terminal checks it and then adds them. After {} wrong answers the code is dead.",
+                "Invited {user} with a code. Tell them this code yourself (in person or by phone, not through this chat):\n\n    {}\n\nIt works once, until {}. They accept with `duokey accept {} --code`, which asks them for it; your terminal checks it and then adds them. After {} wrong answers the code is dead.",
                 c.code,
                 crate::when::when(c.expires_at_ms, duokey_terminal::now_ms()),
                 c.invite_id,
-                c.code,
                 duokey_crypto::invite_code::MAX_TRIES,
             ),
             Done::Removed(user, _) => write!(f, "Removed {user}; the group key was replaced."),

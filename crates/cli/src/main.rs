@@ -920,7 +920,7 @@ async fn invites(t: &Terminal, out: Out) -> duokey_terminal::Result<()> {
                     i.group_id,
                     i.rights,
                     if i.needs_code {
-                        "; needs the code they gave you (accept with --code CODE)"
+                        "; needs the code they gave you (accept with --code, which asks for it)"
                     } else {
                         ""
                     }

@@ -117,16 +117,44 @@ async fn wrong_passwords_are_refused_counted_and_then_limited() {
         assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     }
     // Even the right password waits now.
-    let mut client = accounts(&net);
-    let (_, request) = LoggingIn::start(PASSWORD.as_bytes()).unwrap();
-    let err = client
-        .password_login_start(PasswordLoginStartRequest {
-            user_id: "pat".into(),
-            credential_request: request,
-        })
+    let err = login_start(&net, "pat").await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("for pat"), "{err:?}");
+    // The window passes on the AS's clock (DESIGN D41): the right password
+    // works again.
+    net.advance(std::time::Duration::from_secs(15 * 60 + 1));
+    let req = login_finish(&net, "pat", PASSWORD).await;
+    accounts(&net).password_login_finish(req).await.unwrap();
+    net.node.shutdown().await;
+}
+
+/// OPAQUE lets a client test a guess against the first answer alone,
+/// without a second step: each first step counts as a wrong password until
+/// its login succeeds, so guessing that way is limited as well (guard: the
+/// attempt recorded in `password_login_start`).
+#[tokio::test]
+async fn guesses_tested_by_the_client_alone_are_counted() {
+    let net = LocalNet::start().await;
+    let mut pat = password_account(&net, "pat").await;
+    // The terminal finds a wrong password itself and sends no second step.
+    let err = pat
+        .renew_with_password(b"not the password")
         .await
         .unwrap_err();
+    assert!(err.to_string().contains("wrong password"), "{err}");
+    for _ in 1..duokey_accounts::LoginLimits::default().per_account {
+        login_start(&net, "pat").await.unwrap();
+    }
+    let err = login_start(&net, "pat").await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let err = pat
+        .renew_with_password(PASSWORD.as_bytes())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("too many wrong passwords"),
+        "{err}"
+    );
     net.node.shutdown().await;
 }
 

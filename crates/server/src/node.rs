@@ -479,7 +479,8 @@ impl Starting<'_> {
         Ok(
             AccountServer::new(db, Arc::new(ca), self.tls.revoked.clone())
                 .with_password_keys(keys)
-                .with_login_limits(limits),
+                .with_login_limits(limits)
+                .with_clock(self.clock.clone()),
         )
     }
 

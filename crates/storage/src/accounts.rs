@@ -212,44 +212,51 @@ impl AsStore {
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
 
-    /// A wrong password for `user` from client address `addr` at `at_ms`;
-    /// failures older than `forget_before_ms` are dropped on the way.
-    pub async fn record_login_failure(
+    /// The first step of login `login_id` for `user` from client address
+    /// `addr` at `at_ms`: counted as a wrong password until the login
+    /// succeeds (its client can test a guess without a second step).
+    /// Attempts older than `forget_before_ms` are dropped on the way.
+    pub async fn record_login_attempt(
         &self,
+        login_id: &[u8],
         user: &str,
         addr: &str,
         at_ms: i64,
         forget_before_ms: i64,
     ) -> Result<()> {
-        sqlx::query("DELETE FROM as_login_failures WHERE at_ms <= $1")
+        sqlx::query("DELETE FROM as_login_attempts WHERE at_ms <= $1")
             .bind(forget_before_ms)
             .execute(self.w())
             .await?;
-        sqlx::query("INSERT INTO as_login_failures (user_id, addr, at_ms) VALUES ($1, $2, $3)")
-            .bind(user.to_owned())
-            .bind(addr.to_owned())
-            .bind(at_ms)
-            .execute(self.w())
-            .await?;
+        sqlx::query(
+            "INSERT INTO as_login_attempts (login_id, user_id, addr, at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(login_id.to_vec())
+        .bind(user.to_owned())
+        .bind(addr.to_owned())
+        .bind(at_ms)
+        .execute(self.w())
+        .await?;
         Ok(())
     }
 
-    /// How many wrong passwords `user` had since `since_ms` and since its
-    /// last right one.
+    /// How many logins of `user` since `since_ms`, and since its last right
+    /// password, did not succeed.
     pub async fn login_failures(&self, user: &str, since_ms: i64) -> Result<u64> {
         self.count_failures(
-            "SELECT COUNT(*) FROM as_login_failures WHERE user_id = $1 AND at_ms > $2 AND cleared = 0",
+            "SELECT COUNT(*) FROM as_login_attempts WHERE user_id = $1 AND at_ms > $2 AND cleared = 0",
             user,
             since_ms,
         )
         .await
     }
 
-    /// How many wrong passwords came from client address `addr` since
-    /// `since_ms`, for any account (right passwords do not reset it).
+    /// How many logins from client address `addr` since `since_ms`, for
+    /// any account, did not succeed (right passwords of others do not
+    /// reset it).
     pub async fn address_login_failures(&self, addr: &str, since_ms: i64) -> Result<u64> {
         self.count_failures(
-            "SELECT COUNT(*) FROM as_login_failures WHERE addr = $1 AND at_ms > $2",
+            "SELECT COUNT(*) FROM as_login_attempts WHERE addr = $1 AND at_ms > $2",
             addr,
             since_ms,
         )
@@ -265,9 +272,14 @@ impl AsStore {
         Ok(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
     }
 
-    /// A right password: `user`'s count starts again (its address's does not).
-    pub async fn clear_login_failures(&self, user: &str) -> Result<()> {
-        sqlx::query("UPDATE as_login_failures SET cleared = 1 WHERE user_id = $1")
+    /// Login `login_id` of `user` succeeded: it was no wrong password, and
+    /// `user`'s count starts again (its address's does not).
+    pub async fn login_succeeded(&self, login_id: &[u8], user: &str) -> Result<()> {
+        sqlx::query("DELETE FROM as_login_attempts WHERE login_id = $1")
+            .bind(login_id.to_vec())
+            .execute(self.w())
+            .await?;
+        sqlx::query("UPDATE as_login_attempts SET cleared = 1 WHERE user_id = $1")
             .bind(user.to_owned())
             .execute(self.w())
             .await?;

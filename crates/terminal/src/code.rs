@@ -183,16 +183,13 @@ impl Terminal {
     /// turn, and the invitation proceeds as a plain one; a tag that does not
     /// is a wrong try, and the third kills the code. The user is told.
     pub(crate) async fn on_code_ack(&mut self, item: &Item) -> Result<()> {
-        let ItemBody::CodeAck {
+        let Ack {
             invite_id,
             group_id,
             invite_pub,
             msg_b,
             ..
-        } = &item.body
-        else {
-            return Err(Error::Internal("not a code acknowledgement"));
-        };
+        } = Ack::of(item)?;
         let invitee = &item.sender;
         let Some(held) = self.store.code_out(invite_id).await? else {
             return Err(Error::refused(format!(
@@ -253,16 +250,13 @@ impl Terminal {
         item: &Item,
         sealed: &[u8],
     ) -> Result<std::result::Result<invite_code::Confirmation, duokey_crypto::Error>> {
-        let ItemBody::CodeAck {
+        let Ack {
             invite_id,
             group_id,
             invite_pub,
             msg_b,
             ..
-        } = &item.body
-        else {
-            return Err(Error::Internal("not a code acknowledgement"));
-        };
+        } = Ack::of(item)?;
         let secret = self.vault.open(SEALED_CODE, sealed)?;
         let (digits, seed) = secret
             .split_at_checked(invite_code::CODE_DIGITS)
@@ -289,9 +283,7 @@ impl Terminal {
     }
 
     async fn code_answer_matches(&mut self, item: &Item, sealed: &[u8]) -> Result<bool> {
-        let ItemBody::CodeAck { tag, .. } = &item.body else {
-            return Err(Error::Internal("not a code acknowledgement"));
-        };
+        let tag = Ack::of(item)?.tag;
         Ok(self
             .code_run(item, sealed)
             .await?
@@ -414,5 +406,35 @@ impl Terminal {
             .try_into()
             .map_err(|_| Error::Corrupt("pinned key"))?;
         self.store.contact_code(user.as_str(), &key).await
+    }
+}
+
+/// The fields of a `code_ack` item (PROTOCOL §4.10).
+struct Ack<'a> {
+    invite_id: &'a ItemId,
+    group_id: &'a GroupId,
+    invite_pub: &'a DeliveryPublic,
+    msg_b: &'a [u8; PAKE_MSG_LEN],
+    tag: &'a [u8; TAG_LEN],
+}
+
+impl<'a> Ack<'a> {
+    fn of(item: &'a Item) -> Result<Ack<'a>> {
+        match &item.body {
+            ItemBody::CodeAck {
+                invite_id,
+                group_id,
+                invite_pub,
+                msg_b,
+                tag,
+            } => Ok(Ack {
+                invite_id,
+                group_id,
+                invite_pub,
+                msg_b,
+                tag,
+            }),
+            _ => Err(Error::Internal("not a code acknowledgement")),
+        }
     }
 }

@@ -300,8 +300,18 @@ impl Terminal {
         if cur.state != GroupState::Active || cur.rn2_version == 0 {
             return Ok(());
         }
-        let from = cur.rn2_version + 1;
-        for v in from..upto.min(from + 1000) {
+        self.fetch_grant_range(gid, cur.rn2_version + 1, upto).await
+    }
+
+    /// Fetches and applies the grants `from..upto` this terminal does not
+    /// hold (at most 1,000 at a time), for their notices and keys.
+    pub(crate) async fn fetch_grant_range(
+        &mut self,
+        gid: &GroupId,
+        from: u64,
+        upto: u64,
+    ) -> Result<()> {
+        for v in from..upto.min(from.saturating_add(1000)) {
             if self.store.grant(gid, v).await?.is_some() {
                 continue;
             }

@@ -9,6 +9,7 @@ use duokey_crypto::UserId;
 use duokey_crypto::membership;
 use duokey_crypto::*;
 use duokey_proto::{CreateGroupRequest, RotateRequest};
+use std::sync::Arc;
 
 /// Policy chosen at creation (SPEC §4.3–4.5); zero means the server default.
 #[derive(Debug, Clone, Copy)]
@@ -164,17 +165,7 @@ impl Terminal {
         gid: &GroupId,
         change: PolicyChange,
     ) -> Result<PolicyView> {
-        let state = self.membership(gid).await?.ok_or_else(|| {
-            Error::refused(
-                "this terminal has not verified the group's membership yet; run `duokey sync`",
-            )
-        })?;
-        if state.owner != self.me {
-            return Err(Error::refused(format!(
-                "only the group's owner ({}) can change its policy",
-                state.owner
-            )));
-        }
+        let state = self.as_owner(gid, "change its policy").await?;
         let policy = change.applied_to(&state.policy);
         if policy.check().is_err() {
             return Err(Error::user(
@@ -203,17 +194,7 @@ impl Terminal {
     /// leave). A new key version follows, as for any change.
     pub async fn transfer(&mut self, gid: &GroupId, user: &UserId) -> Result<()> {
         self.active(gid).await?;
-        let state = self.membership(gid).await?.ok_or_else(|| {
-            Error::refused(
-                "this terminal has not verified the group's membership yet; run `duokey sync`",
-            )
-        })?;
-        if state.owner != self.me {
-            return Err(Error::refused(format!(
-                "only the group's owner ({}) can hand ownership over",
-                state.owner
-            )));
-        }
+        let state = self.as_owner(gid, "hand ownership over").await?;
         if *user == self.me {
             return Err(Error::user(
                 "you already own the group; name another member",
@@ -234,6 +215,23 @@ impl Terminal {
             self.apply_grant(g).await?;
         }
         Ok(())
+    }
+
+    /// The verified membership of `gid` when this terminal's user owns the
+    /// group (SPEC §4.7); otherwise a refusal saying who alone can `act`.
+    async fn as_owner(&mut self, gid: &GroupId, act: &str) -> Result<Arc<membership::State>> {
+        let state = self.membership(gid).await?.ok_or_else(|| {
+            Error::refused(
+                "this terminal has not verified the group's membership yet; run `duokey sync`",
+            )
+        })?;
+        if state.owner != self.me {
+            return Err(Error::refused(format!(
+                "only the group's owner ({}) can {act}",
+                state.owner
+            )));
+        }
+        Ok(state)
     }
 
     /// Resolves `GROUP`: a group id, a unique id prefix, or a unique name.

@@ -6,7 +6,7 @@ use crate::Terminal;
 use crate::error::{Error, Result};
 use crate::group::gid16;
 use crate::membership::Intent;
-use crate::store::InviteOutState;
+use crate::store::{GroupState, InviteOutState};
 use duokey_crypto::membership;
 use duokey_crypto::*;
 use duokey_crypto::{DeliverySecret, PublicIdentity, UserId};
@@ -448,7 +448,26 @@ impl Terminal {
         self.store
             .put_anchor_in(gid, sender.as_str(), seq, head, at_rn2_version)
             .await?;
+        self.fetch_since_joining(gid, at_rn2_version).await?;
         self.check_anchor(gid, sender.as_str(), seq, head).await
+    }
+
+    /// A newcomer's first sync may come several versions after the one that
+    /// added it; the versions in between carry notices (who joined or left,
+    /// who owns the group now) and keys. Once an anchor names the version of
+    /// its hand-over, those it lacks are fetched (SPEC §4.5).
+    async fn fetch_since_joining(&mut self, gid: &GroupId, at_rn2_version: u64) -> Result<()> {
+        let Some(cur) = self.store.group(gid).await? else {
+            return Ok(());
+        };
+        if cur.state != GroupState::Active
+            || at_rn2_version >= cur.rn2_version
+            || self.store.grant(gid, at_rn2_version).await?.is_some()
+        {
+            return Ok(());
+        }
+        self.fetch_grant_range(gid, at_rn2_version, cur.rn2_version)
+            .await
     }
 
     /// SPEC §4.7 "Equivocation": an anchor naming another head than the

@@ -634,22 +634,24 @@ mod tests {
         let mut g = Group::new("alice", 60);
         g.change(Action::Add, "alice", "bob", 2_000);
         g.change(Action::Add, "alice", "carol", 2_000);
-        // Only the owner, only to another member.
-        assert_eq!(
-            refused(&g, Action::Transfer, "bob", "carol"),
-            Rule::OnlyOwner
-        );
-        assert_eq!(
-            refused(&g, Action::Transfer, "alice", "alice"),
-            Rule::TransferToSelf
-        );
-        assert_eq!(
-            refused(&g, Action::Transfer, "alice", "dave"),
-            Rule::SubjectNotMember
-        );
-        assert_eq!(
-            refused(&g, Action::Leave, "alice", "alice"),
-            Rule::OwnerCannotLeave
+        let refusals = |g: &Group, cases: &[(Action, &str, &str, Rule)]| {
+            for (action, actor, subject, rule) in cases {
+                assert_eq!(
+                    refused(g, *action, actor, subject),
+                    *rule,
+                    "{action:?} by {actor}"
+                );
+            }
+        };
+        // Only the owner, only to another member; the owner cannot leave.
+        refusals(
+            &g,
+            &[
+                (Action::Transfer, "bob", "carol", Rule::OnlyOwner),
+                (Action::Transfer, "alice", "alice", Rule::TransferToSelf),
+                (Action::Transfer, "alice", "dave", Rule::SubjectNotMember),
+                (Action::Leave, "alice", "alice", Rule::OwnerCannotLeave),
+            ],
         );
         let version = g.state.rn1_version;
         g.change(Action::Transfer, "alice", "bob", 3_000);
@@ -658,21 +660,14 @@ mod tests {
         assert_eq!(g.state.members[&user("alice")].rights, Rights::FORMER_OWNER);
         assert_eq!(g.state.rn1_version, version, "no member changed: RN1 stays");
         // The owner's powers moved with it.
-        assert_eq!(
-            refused(&g, Action::Delete, "alice", "alice"),
-            Rule::OnlyOwner
-        );
-        assert_eq!(
-            refused(&g, Action::Policy, "alice", "alice"),
-            Rule::OnlyOwner
-        );
-        assert_eq!(
-            refused(&g, Action::Remove, "alice", "bob"),
-            Rule::OwnerCannotBeRemoved
-        );
-        assert_eq!(
-            refused(&g, Action::Leave, "bob", "bob"),
-            Rule::OwnerCannotLeave
+        refusals(
+            &g,
+            &[
+                (Action::Delete, "alice", "alice", Rule::OnlyOwner),
+                (Action::Policy, "alice", "alice", Rule::OnlyOwner),
+                (Action::Remove, "alice", "bob", Rule::OwnerCannotBeRemoved),
+                (Action::Leave, "bob", "bob", Rule::OwnerCannotLeave),
+            ],
         );
         g.change(Action::Leave, "alice", "alice", 4_000);
         assert!(!g.state.members.contains_key(&user("alice")));
