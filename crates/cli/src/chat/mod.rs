@@ -390,10 +390,11 @@ async fn run_command(t: &mut Terminal, app: &mut App, c: Command) -> Result<()> 
                     format!("    {}", c.code),
                     String::new(),
                     format!(
-                        "It works once, until {}. They accept with F2 (or /accept --code CODE);",
+                        "It works once, until {}. They accept with F2 in their chat, or with",
                         crate::when::when(c.expires_at_ms, duokey_terminal::now_ms())
                     ),
-                    "your terminal checks it and then adds them.".into(),
+                    "`duokey accept GROUP --code`, which asks for it; your terminal checks".into(),
+                    "it and then adds them.".into(),
                 ],
             ));
         }
