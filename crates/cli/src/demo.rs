@@ -678,26 +678,12 @@ async fn the_gms_rotates_periodically(
 ) -> Result<()> {
     say("The GMS rotates RN2 periodically");
     let gms = node.gms.as_ref().ok_or(Error::Internal("gms"))?;
-    let before_v = c
-        .alice
-        .list_groups()
-        .await?
-        .into_iter()
-        .find(|x| x.name == "project")
-        .map(|x| x.rn2_version)
-        .unwrap_or(0);
+    let before_v = rn2_version(&c.alice, &c.gid).await?;
     gms.rotate_due(i64::try_from(duokey_terminal::now_ms()).unwrap_or(i64::MAX) + 2 * 3600 * 1000)
         .await;
     c.alice.sync().await?;
     c.alice.send(&c.gid, "new epoch, same conversation").await?;
-    let after_v = c
-        .alice
-        .list_groups()
-        .await?
-        .into_iter()
-        .find(|x| x.name == "project")
-        .map(|x| x.rn2_version)
-        .unwrap_or(0);
+    let after_v = rn2_version(&c.alice, &c.gid).await?;
     let mut all_read = true;
     for t in [&mut c.bob, &mut c.carol, &mut c.erin] {
         all_read &= read_texts(t, &c.gid).await?.last().map(String::as_str)

@@ -23,19 +23,6 @@ impl UserId {
         }
     }
 
-    /// Validates a name a person chooses for a new group: besides the length
-    /// rule, no character that [`is_unsafe_to_show`] flags, so that no name
-    /// can rewrite a terminal or reorder the text around it. Names
-    /// received from others are not refused for this; they are neutralised
-    /// where they are shown.
-    pub fn new_chosen(s: impl Into<String>) -> Result<Self> {
-        let name = Self::new(s)?;
-        if name.0.chars().any(is_unsafe_to_show) {
-            return Err(Error::UnsafeGroupName);
-        }
-        Ok(name)
-    }
-
     /// Validates raw bytes as received on the wire.
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
         if !Self::is_valid(b) {
