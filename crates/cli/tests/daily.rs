@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{Server, group_with};
+use support::{Server, assert_success, group_with, init_args, server_command};
 
 fn names(list: &str) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_str(list).unwrap();
@@ -92,8 +92,7 @@ fn the_owner_cannot_leave_and_is_told_what_to_do() {
     assert!(err.contains("only the group's owner (alice)"), "{err}");
     let err = alice.fails(&["group", "transfer", "proj", "dave"]);
     assert!(err.contains("dave is not a member"), "{err}");
-    let v: serde_json::Value =
-        serde_json::from_str(&alice.ok(&["--json", "group", "transfer", "proj", "bob"])).unwrap();
+    let v = alice.json(&["group", "transfer", "proj", "bob"]);
     assert_eq!(v["owner"], "bob", "{v}");
     let members = carol.ok(&["group", "members", "proj"]);
     assert!(members.contains("bob  owner"), "{members}");
@@ -122,23 +121,17 @@ fn whoami_answers_from_the_profile_alone() {
     let alice = srv.user("alice");
     srv.stop();
     // Locked, and no passphrase to give: nothing it shows is secret.
-    let out = std::process::Command::new(support::bin("duokey"))
-        .arg("--home")
-        .arg(&alice.home)
+    let out = support::duokey_at(&alice.home)
         .arg("whoami")
         .env_remove("DUOKEY_PASSPHRASE")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(text.starts_with("alice\n"), "{text}");
     assert!(text.contains("locked"), "{text}");
-    let v: serde_json::Value = serde_json::from_str(&alice.ok(&["--json", "whoami"])).unwrap();
+    let v = alice.json(&["whoami"]);
     assert_eq!(v["user"], "alice");
     assert!(v["certificate"]["not_after"].as_i64().unwrap() > 0);
     assert!(
@@ -149,7 +142,7 @@ fn whoami_answers_from_the_profile_alone() {
     );
     assert!(v["unlocked_secs"].is_null());
     alice.ok(&["unlock", "--for", "5m"]);
-    let v: serde_json::Value = serde_json::from_str(&alice.ok(&["--json", "whoami"])).unwrap();
+    let v = alice.json(&["whoami"]);
     assert!(v["unlocked_secs"].as_u64().unwrap() > 200, "{v}");
     alice.ok(&["lock"]);
 }
@@ -292,7 +285,7 @@ fn a_profile_moves_to_new_server_addresses_of_the_same_organisation() {
     .unwrap();
     let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
     alice.ok(&["profile", "set-servers", "--config", &path(&moved)]);
-    let v: serde_json::Value = serde_json::from_str(&alice.ok(&["--json", "whoami"])).unwrap();
+    let v = alice.json(&["whoami"]);
     assert_eq!(v["servers"]["cs"], "https://127.0.0.1:9");
     // Nothing answers there: the message waits, the sync says so.
     alice.ok(&["send", "proj", "kept while the CS moved"]);
@@ -349,19 +342,8 @@ fn a_damaged_profile_or_client_toml_says_what_to_do() {
     ] {
         let path = srv.dir.path().join(name);
         std::fs::write(&path, text).unwrap();
-        let bob = support::User {
-            home: srv.dir.path().join(format!("bob-{name}")),
-            passphrase: "bob's passphrase".into(),
-        };
-        let out = bob.run(&[
-            "init",
-            "--user",
-            "bob",
-            "--token",
-            &token,
-            "--config",
-            path.to_str().unwrap(),
-        ]);
+        let bob = srv.newcomer(&format!("bob-{name}"), "bob's passphrase");
+        let out = bob.run(&init_args("bob", &token, &path));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{name}: {err}");
         assert!(
@@ -375,10 +357,7 @@ fn a_damaged_profile_or_client_toml_says_what_to_do() {
 fn server_commands_given_wrongly_say_so_without_blaming_the_configuration() {
     let srv = Server::start();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(support::bin("duokey-server"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = server_command(args);
         assert!(!out.status.success(), "{args:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -407,13 +386,8 @@ fn an_administrator_revokes_all_of_a_users_certificates() {
     let dir = srv.dir.path().join("srv");
     let out = srv.admin(&["revoke", "--user", "bob"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let serial = serde_json::from_str::<serde_json::Value>(&bob.ok(&["--json", "whoami"])).unwrap()
-        ["certificate"]["serial"]
+    assert_success(&out);
+    let serial = bob.json(&["whoami"])["certificate"]["serial"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -479,20 +453,9 @@ fn enrolment_tokens_have_a_lifetime_a_list_and_a_cancel() {
     );
     assert!(admin(&["tokens", "cancel", "erin"]).contains("Cancelled 1"));
     assert!(!admin(&["tokens", "list"]).contains("erin"));
-    let erin = support::User {
-        home: srv.dir.path().join("erin"),
-        passphrase: "erin's passphrase".into(),
-    };
+    let erin = srv.newcomer("erin", "erin's passphrase");
     let config = srv.client_toml();
-    let err = erin.fails(&[
-        "init",
-        "--user",
-        "erin",
-        "--token",
-        &token,
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let err = erin.fails(&init_args("erin", &token, &config));
     assert!(err.contains("unknown, used or expired"), "{err}");
 }
 
@@ -532,11 +495,7 @@ fn client_config_writes_what_terminals_enrol_with() {
         .arg(&out_path)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let written = std::fs::read_to_string(&out_path).unwrap();
     assert!(
         written.contains(&format!(
@@ -546,19 +505,8 @@ fn client_config_writes_what_terminals_enrol_with() {
         "{written}"
     );
     let token = srv.token("fred");
-    let fred = support::User {
-        home: srv.dir.path().join("fred"),
-        passphrase: "fred's passphrase".into(),
-    };
-    fred.ok(&[
-        "init",
-        "--user",
-        "fred",
-        "--token",
-        &token,
-        "--config",
-        out_path.to_str().unwrap(),
-    ]);
+    let fred = srv.newcomer("fred", "fred's passphrase");
+    fred.ok(&init_args("fred", &token, &out_path));
     fred.ok(&["group", "create", "fred-s"]);
 }
 
@@ -567,12 +515,7 @@ fn client_config_writes_what_terminals_enrol_with() {
 #[test]
 fn the_example_configuration_passes_the_check_once_its_files_exist() {
     let srv = Server::start();
-    let server = |args: &[&str]| {
-        std::process::Command::new(support::bin("duokey-server"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let server = server_command;
     let example = server(&["config", "--example"]);
     assert!(example.status.success());
     let text = String::from_utf8(example.stdout).unwrap();
@@ -596,11 +539,7 @@ fn the_example_configuration_passes_the_check_once_its_files_exist() {
     std::fs::write(&file, &adapted).unwrap();
     let check = server(&["config", "--check", file.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_success(&check);
     assert!(said.contains("valid; roles as, gms, cs"), "{said}");
 }
 
@@ -622,7 +561,7 @@ fn status_draws_each_groups_key_history() {
     assert!(drawn.trim_start().starts_with("*+!|-"), "{text}");
     assert!(drawn.contains("last: bob was removed"), "{text}");
     assert!(text.contains("* created"), "{text}");
-    let v: serde_json::Value = serde_json::from_str(&alice.ok(&["--json", "status"])).unwrap();
+    let v = alice.json(&["status"]);
     let causes: Vec<&str> = v["groups"][0]["timeline"]
         .as_array()
         .unwrap()

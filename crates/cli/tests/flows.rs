@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{Server, group_with, path_str};
+use support::{Server, assert_success, group_with, init_args};
 
 #[test]
 fn create_invite_chat_remove_and_late_join() {
@@ -100,7 +100,7 @@ fn offline_terminal_through_two_rotations_catches_up() {
         bob.texts("proj"),
         ["before", "epoch two", "epoch three, new RN1"]
     );
-    let status: serde_json::Value = serde_json::from_str(&bob.ok(&["--json", "status"])).unwrap();
+    let status = bob.json(&["status"]);
     assert_eq!(status["groups"][0]["rn1_version"], 2);
     let history = bob.ok(&["read", "proj"]);
     assert!(
@@ -117,7 +117,7 @@ fn leave_and_delete() {
     bob.ok(&["group", "leave", "proj"]);
     alice.ok(&["send", "proj", "after bob left"]);
     assert_eq!(carol.texts("proj"), ["after bob left"]);
-    let status: serde_json::Value = serde_json::from_str(&bob.ok(&["--json", "status"])).unwrap();
+    let status = bob.json(&["status"]);
     assert_eq!(status["groups"][0]["state"], "left");
     let err = carol.fails(&["group", "delete", "proj"]);
     assert!(err.contains("only the owner"), "{err}");
@@ -172,11 +172,10 @@ fn renewal_keeps_the_key_so_contacts_see_no_change() {
     let srv = Server::start();
     let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
     group_with(&alice, "proj", &[&bob]);
-    let before: serde_json::Value =
-        serde_json::from_str(&alice.ok(&["--json", "verify", "bob", "--confirm"])).unwrap();
-    let renewed: serde_json::Value = serde_json::from_str(&bob.ok(&["--json", "renew"])).unwrap();
+    let before = alice.json(&["verify", "bob", "--confirm"]);
+    let renewed = bob.json(&["renew"]);
     assert_eq!(renewed["renewed"], true, "{renewed}");
-    let again: serde_json::Value = serde_json::from_str(&bob.ok(&["--json", "renew"])).unwrap();
+    let again = bob.json(&["renew"]);
     assert_ne!(
         renewed["serial"], again["serial"],
         "a new certificate each time"
@@ -187,8 +186,7 @@ fn renewal_keeps_the_key_so_contacts_see_no_change() {
             .texts("proj")
             .contains(&"from the renewed certificate".to_owned())
     );
-    let after: serde_json::Value =
-        serde_json::from_str(&alice.ok(&["--json", "verify", "bob"])).unwrap();
+    let after = alice.json(&["verify", "bob"]);
     assert_eq!(after["key_changed"], false, "{after}");
     assert_eq!(after["verified"], true, "{after}");
     assert_eq!(after["safety_number"], before["safety_number"]);
@@ -200,14 +198,7 @@ fn re_enrolment_is_explicit_and_contacts_confirm_the_new_key() {
     let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
     group_with(&alice, "proj", &[&bob]);
     alice.ok(&["verify", "bob", "--confirm"]);
-    let enroll = |args: &[&str]| {
-        std::process::Command::new(support::bin("duokey-server"))
-            .args(["enroll", "--dir"])
-            .arg(srv.dir.path().join("srv"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let enroll = |args: &[&str]| srv.admin(&[&["enroll"], args].concat());
     // A second token for bob is refused unless the admin says --replace.
     let out = enroll(&["bob"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -223,20 +214,9 @@ fn re_enrolment_is_explicit_and_contacts_confirm_the_new_key() {
         .last()
         .unwrap()
         .to_owned();
-    let new_bob = support::User {
-        home: srv.dir.path().join("bob-new-laptop"),
-        passphrase: "bob's new passphrase".into(),
-    };
+    let new_bob = srv.newcomer("bob-new-laptop", "bob's new passphrase");
     let client = srv.client_toml();
-    new_bob.ok(&[
-        "init",
-        "--user",
-        "bob",
-        "--token",
-        &token,
-        "--config",
-        path_str(&client),
-    ]);
+    new_bob.ok(&init_args("bob", &token, &client));
 
     // The old device is cut off once the servers reload the list (10 s).
     let cut_off = (0..40).any(|_| {
@@ -252,8 +232,7 @@ fn re_enrolment_is_explicit_and_contacts_confirm_the_new_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("identity key of bob has CHANGED"), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("no pending invitations"));
-    let v: serde_json::Value =
-        serde_json::from_str(&alice.ok(&["--json", "verify", "bob"])).unwrap();
+    let v = alice.json(&["verify", "bob"]);
     assert_eq!(
         (v["key_changed"].as_bool(), v["verified"].as_bool()),
         (Some(true), Some(false)),
@@ -297,10 +276,7 @@ fn errors_say_what_to_do() {
     );
     let err = alice.fails(&["group", "invite", "proj", "Bob Smith"]);
     assert!(err.contains("invalid user id"), "{err}");
-    let nobody = support::User {
-        home: srv.dir.path().join("nobody"),
-        passphrase: "x".into(),
-    };
+    let nobody = srv.newcomer("nobody", "x");
     let err = nobody.fails(&["status"]);
     assert!(err.contains("duokey init"), "{err}");
 
@@ -317,9 +293,7 @@ fn errors_say_what_to_do() {
     );
     assert!(alice.texts("proj").is_empty(), "nothing was sent or queued");
     // A locked profile and no terminal to ask on (cron, a pipe).
-    let out = std::process::Command::new(support::bin("duokey"))
-        .arg("--home")
-        .arg(&alice.home)
+    let out = support::duokey_at(&alice.home)
         .arg("status")
         .env_remove("DUOKEY_PASSPHRASE")
         .stdin(std::process::Stdio::null())
@@ -455,11 +429,8 @@ fn keylog_records_secrets_only_when_asked_and_warns() {
     let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
     group_with(&alice, "proj", &[&bob]);
     let log = srv.dir.path().join("keys.log");
-    let out = std::process::Command::new(support::bin("duokey"))
-        .arg("--home")
-        .arg(&alice.home)
-        .args(["send", "proj", "logged"])
-        .env("DUOKEY_PASSPHRASE", &alice.passphrase)
+    let out = alice
+        .command(&["send", "proj", "logged"])
         .env("DUOKEY_KEYLOG", &log)
         .output()
         .unwrap();
@@ -484,28 +455,23 @@ fn verify_shows_the_same_safety_number_on_both_sides() {
     let srv = Server::start();
     let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
     group_with(&alice, "proj", &[&bob]);
-    let a: serde_json::Value =
-        serde_json::from_str(&alice.ok(&["--json", "verify", "bob"])).unwrap();
-    let b: serde_json::Value =
-        serde_json::from_str(&bob.ok(&["--json", "verify", "alice"])).unwrap();
+    let a = alice.json(&["verify", "bob"]);
+    let b = bob.json(&["verify", "alice"]);
     assert_eq!(a["safety_number"], b["safety_number"]);
     assert_eq!(a["verified"], false);
-    let a: serde_json::Value =
-        serde_json::from_str(&alice.ok(&["--json", "verify", "bob", "--confirm"])).unwrap();
+    let a = alice.json(&["verify", "bob", "--confirm"]);
     assert_eq!(a["verified"], true);
 }
 
 #[test]
 fn init_takes_the_token_from_stdin_or_the_environment_not_only_the_command_line() {
     use std::io::Write;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let srv = Server::start();
     let config = srv.client_toml();
     // From standard input (`--token -`).
     let home = srv.dir.path().join("erin");
-    let mut child = Command::new(support::bin("duokey"))
-        .arg("--home")
-        .arg(&home)
+    let mut child = support::duokey_at(&home)
         .args([
             "init",
             "--user",
@@ -523,29 +489,17 @@ fn init_takes_the_token_from_stdin_or_the_environment_not_only_the_command_line(
         .unwrap();
     writeln!(child.stdin.take().unwrap(), "{}", srv.token("erin")).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     // From the environment.
-    let out = Command::new(support::bin("duokey"))
-        .arg("--home")
-        .arg(srv.dir.path().join("fred"))
+    let out = support::duokey_at(&srv.dir.path().join("fred"))
         .args(["init", "--user", "fred", "--no-passphrase", "--config"])
         .arg(&config)
         .env("DUOKEY_TOKEN", srv.token("fred"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     // A wrong token is still refused.
-    let out = Command::new(support::bin("duokey"))
-        .arg("--home")
-        .arg(srv.dir.path().join("gina"))
+    let out = support::duokey_at(&srv.dir.path().join("gina"))
         .args(["init", "--user", "gina", "--no-passphrase", "--config"])
         .arg(&config)
         .env("DUOKEY_TOKEN", "dk1-00")
@@ -560,9 +514,7 @@ fn the_owner_changes_the_policy_and_every_member_follows_the_signed_one() {
     let srv = Server::start();
     let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| srv.user(u));
     group_with(&alice, "proj", &[&bob, &carol]);
-    let policy = |u: &support::User| -> serde_json::Value {
-        serde_json::from_str(&u.ok(&["--json", "group", "policy", "proj"])).unwrap()
-    };
+    let policy = |u: &support::User| -> serde_json::Value { u.json(&["group", "policy", "proj"]) };
     let before = policy(&bob);
     assert_eq!(before["rotate_rn1_on_remove"], true);
     assert_eq!(before["grace_secs"], 300);
@@ -574,8 +526,7 @@ fn the_owner_changes_the_policy_and_every_member_follows_the_signed_one() {
     let err = alice.fails(&["group", "policy", "proj", "--rotate-every", "10s"]);
     assert!(err.contains("at least 60 s"), "{err}");
 
-    let changed: serde_json::Value = serde_json::from_str(&alice.ok(&[
-        "--json",
+    let changed = alice.json(&[
         "group",
         "policy",
         "proj",
@@ -583,8 +534,7 @@ fn the_owner_changes_the_policy_and_every_member_follows_the_signed_one() {
         "10m",
         "--rotate-rn1-on-remove",
         "off",
-    ]))
-    .unwrap();
+    ]);
     assert_eq!(changed["grace_secs"], 600);
     assert_eq!(changed["rotate_rn1_on_remove"], false);
     bob.ok(&["sync"]);
@@ -619,13 +569,12 @@ fn a_message_sent_while_the_server_is_down_is_queued_and_delivered_once_it_is_ba
     let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
     group_with(&alice, "proj", &[&bob]);
     srv.stop();
-    let out: serde_json::Value =
-        serde_json::from_str(&alice.ok(&["--json", "send", "proj", "while down"])).unwrap();
+    let out = alice.json(&["send", "proj", "while down"]);
     assert_eq!(out["queued"], true, "{out}");
     assert_eq!(out["waiting"], "server", "{out}");
-    let status: serde_json::Value = {
+    let status = {
         srv.restart();
-        serde_json::from_str(&alice.ok(&["--json", "status"])).unwrap()
+        alice.json(&["status"])
     };
     assert_eq!(status["queued"], 0, "the queued message went out: {status}");
     assert_eq!(bob.texts("proj"), ["while down"]);
@@ -697,8 +646,7 @@ fn a_code_invitation_from_the_command_line() {
     let srv = Server::start();
     let [alice, bob] = ["alice", "bob"].map(|u| srv.user(u));
     alice.ok(&["group", "create", "proj"]);
-    let sent: serde_json::Value = serde_json::from_str(&alice.ok(&[
-        "--json",
+    let sent = alice.json(&[
         "group",
         "invite",
         "proj",
@@ -706,8 +654,7 @@ fn a_code_invitation_from_the_command_line() {
         "--code",
         "--code-ttl",
         "2h",
-    ]))
-    .unwrap();
+    ]);
     let code = sent["code"].as_str().unwrap().to_owned();
     assert_eq!(code.len(), 9, "{code}");
     let listed = bob.ok(&["invites"]);
@@ -730,8 +677,7 @@ fn a_code_invitation_from_the_command_line() {
     let members = alice.ok(&["group", "members", "proj"]);
     assert!(members.contains("bob  member  (key: code)"), "{members}");
     assert!(members.contains("alice  owner"), "{members}");
-    let v: serde_json::Value =
-        serde_json::from_str(&bob.ok(&["--json", "group", "members", "proj"])).unwrap();
+    let v = bob.json(&["group", "members", "proj"]);
     assert_eq!(v[0]["user"], "alice", "{v}");
     assert_eq!(v[0]["key_confirmed_by"], "code", "{v}");
 }
@@ -740,24 +686,14 @@ fn a_code_invitation_from_the_command_line() {
 fn a_password_account_from_the_command_line() {
     let srv = Server::start();
     let alice = srv.user("alice");
-    let out = std::process::Command::new(support::bin("duokey-server"))
-        .args(["enroll", "--dir"])
-        .arg(srv.dir.path().join("srv"))
-        .args(["pat", "--password-setup"])
-        .output()
-        .unwrap();
+    let out = srv.admin(&["enroll", "pat", "--password-setup"]);
     let said = String::from_utf8(out.stdout).unwrap();
     assert!(said.contains("password-setup token"), "{said}");
     let token = said.split_whitespace().last().unwrap().to_owned();
-    let pat = support::User {
-        home: srv.dir.path().join("pat"),
-        passphrase: "pat's long passphrase".into(),
-    };
+    let pat = srv.newcomer("pat", "pat's long passphrase");
     let config = srv.client_toml();
     let init = |password: &str| {
-        std::process::Command::new(support::bin("duokey"))
-            .arg("--home")
-            .arg(&pat.home)
+        support::duokey_at(&pat.home)
             .args([
                 "init",
                 "--user",
@@ -778,11 +714,7 @@ fn a_password_account_from_the_command_line() {
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10"));
     let ok = init("pat's account password");
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert_success(&ok);
     let gid = support::group_with(&alice, "proj", &[&pat]);
     pat.ok(&["send", &gid, "from a password account"]);
     assert_eq!(alice.texts(&gid), ["from a password account"]);

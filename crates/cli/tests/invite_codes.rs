@@ -9,8 +9,8 @@
 
 use duokey_crypto::invite_code::InviteCode;
 use duokey_crypto::*;
-use duokey_terminal::{GroupPolicy, Line, Terminal};
-use duokey_testkit::{LocalNet, texts};
+use duokey_terminal::{CodeInvitation, GroupPolicy, Line, Terminal};
+use duokey_testkit::{LocalNet, Rogue, texts};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
@@ -40,6 +40,37 @@ async fn members(t: &Terminal, gid: &GroupId) -> Vec<String> {
         .collect()
 }
 
+/// `t` invites `who` into `gid` with a code valid for a day; the code invitation.
+async fn invite_with_code(t: &mut Terminal, gid: &GroupId, who: &UserId) -> CodeInvitation {
+    t.invite_with_code(gid, who, Rights::NONE, DAY_MS)
+        .await
+        .unwrap()
+}
+
+/// Asserts that `t` told its user, in the group, something containing `what`.
+async fn assert_told(t: &Terminal, gid: &GroupId, what: &str) {
+    let told = notices(t, gid).await;
+    assert!(told.iter().any(|n| n.contains(what)), "{told:?}");
+}
+
+/// The first item of `kind` in the rogue's inbox.
+async fn inbox_item(rogue: &mut Rogue, kind: ItemKind) -> Item {
+    rogue
+        .inbox()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.body.kind() == kind)
+        .unwrap()
+}
+
+/// `from` sends `text` to `gid`; `to` reads it, alone, as the group's history.
+async fn assert_delivered(from: &mut Terminal, to: &mut Terminal, gid: &GroupId, text: &str) {
+    from.send(gid, text).await.unwrap();
+    to.sync_messages(gid).await.unwrap();
+    assert_eq!(texts(to, gid).await, [text]);
+}
+
 #[tokio::test]
 async fn p10_a_rogue_ca_with_the_cs_gets_rn1_without_a_code_and_none_with_one() {
     let net = LocalNet::start().await;
@@ -52,13 +83,7 @@ async fn p10_a_rogue_ca_with_the_cs_gets_rn1_without_a_code_and_none_with_one() 
     // RN1 (nobody compared safety numbers yet).
     let plain = new_group(&mut alice, "plain").await;
     alice.invite(&plain, &bob, Rights::NONE).await.unwrap();
-    let invite = rogue
-        .inbox()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|i| matches!(i.body, ItemBody::Invite { .. }))
-        .unwrap();
+    let invite = inbox_item(&mut rogue, ItemKind::Invite).await;
     let stolen = DeliverySecret::generate();
     rogue
         .send(
@@ -81,20 +106,11 @@ async fn p10_a_rogue_ca_with_the_cs_gets_rn1_without_a_code_and_none_with_one() 
     // With a code: three guesses, each refused and counted, then the code
     // is dead — even the right code is refused after that.
     let coded = new_group(&mut alice, "coded").await;
-    let sent = alice
-        .invite_with_code(&coded, &bob, Rights::NONE, DAY_MS)
-        .await
-        .unwrap();
+    let sent = invite_with_code(&mut alice, &coded, &bob).await;
     let alice_key = alice.identity_public();
     let guess = DeliverySecret::generate();
     // A plain `ack` to the code invitation (skipping the code) is refused.
-    let invite = rogue
-        .inbox()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|i| matches!(i.body, ItemBody::CodeInvite { .. }))
-        .unwrap();
+    let invite = inbox_item(&mut rogue, ItemKind::CodeInvite).await;
     let skip = ItemBody::Ack {
         invite_id: invite.item_id,
         group_id: coded,
@@ -102,14 +118,7 @@ async fn p10_a_rogue_ca_with_the_cs_gets_rn1_without_a_code_and_none_with_one() 
     };
     rogue.send(alice.user(), skip).await.unwrap();
     alice.sync().await.unwrap();
-    assert!(
-        notices(&alice, &coded)
-            .await
-            .iter()
-            .any(|t| t.contains("without the code")),
-        "{:?}",
-        notices(&alice, &coded).await
-    );
+    assert_told(&alice, &coded, "without the code").await;
     for (n, wrong) in ["00000000", "12345678", "99999999"].iter().enumerate() {
         let wrong = if *wrong == sent.code.digits() {
             "00000001"
@@ -122,19 +131,9 @@ async fn p10_a_rogue_ca_with_the_cs_gets_rn1_without_a_code_and_none_with_one() 
             .await
             .unwrap();
         alice.sync().await.unwrap();
-        let told = notices(&alice, &coded).await;
-        assert!(
-            told.iter()
-                .any(|t| t.contains(&format!("({} wrong of 3)", n + 1))),
-            "{told:?}"
-        );
+        assert_told(&alice, &coded, &format!("({} wrong of 3)", n + 1)).await;
     }
-    assert!(
-        notices(&alice, &coded)
-            .await
-            .iter()
-            .any(|t| t.contains("the code is dead"))
-    );
+    assert_told(&alice, &coded, "the code is dead").await;
     rogue
         .answer_code_invitation(alice.user(), &alice_key, &coded, &sent.code, &guess)
         .await
@@ -156,10 +155,7 @@ async fn a_code_invitation_confirms_both_keys_and_the_group_works() {
     let mut alice = net.enroll("alice").await;
     let mut bob = net.enroll("bob").await;
     let gid = new_group(&mut alice, "proj").await;
-    let sent = alice
-        .invite_with_code(&gid, bob.user(), Rights::NONE, DAY_MS)
-        .await
-        .unwrap();
+    let sent = invite_with_code(&mut alice, &gid, bob.user()).await;
     bob.sync().await.unwrap();
     // A plain accept says the code is needed.
     let err = bob.accept("proj").await.unwrap_err().to_string();
@@ -176,9 +172,7 @@ async fn a_code_invitation_confirms_both_keys_and_the_group_works() {
     assert!(bob.confirmed_by_code(alice.user()).await.unwrap());
     let seen = alice.verify(bob.user(), false).await.unwrap();
     assert_eq!(seen.confirmed_by, "code");
-    alice.send(&gid, "hello bob").await.unwrap();
-    bob.sync_messages(&gid).await.unwrap();
-    assert_eq!(texts(&bob, &gid).await, ["hello bob"]);
+    assert_delivered(&mut alice, &mut bob, &gid, "hello bob").await;
     net.node.shutdown().await;
 }
 
@@ -191,10 +185,7 @@ async fn a_wrong_or_expired_code_adds_nobody_and_says_so() {
     let gid = new_group(&mut alice, "proj").await;
 
     // A typo: alice is told, bob is not added.
-    let sent = alice
-        .invite_with_code(&gid, bob.user(), Rights::NONE, DAY_MS)
-        .await
-        .unwrap();
+    let sent = invite_with_code(&mut alice, &gid, bob.user()).await;
     let mut wrong = sent.code.digits().to_owned().into_bytes();
     wrong[0] = if wrong[0] == b'9' { b'0' } else { wrong[0] + 1 };
     bob.sync().await.unwrap();
@@ -205,14 +196,7 @@ async fn a_wrong_or_expired_code_adds_nobody_and_says_so() {
     .await
     .unwrap();
     alice.sync().await.unwrap();
-    assert!(
-        notices(&alice, &gid)
-            .await
-            .iter()
-            .any(|t| t.contains("did not match the code (1 wrong of 3)")),
-        "{:?}",
-        notices(&alice, &gid).await
-    );
+    assert_told(&alice, &gid, "did not match the code (1 wrong of 3)").await;
     assert_eq!(members(&alice, &gid).await, ["alice"]);
     let seen = alice.verify(bob.user(), false).await.unwrap();
     assert_eq!(seen.confirmed_by, "certificate only");
@@ -221,9 +205,7 @@ async fn a_wrong_or_expired_code_adds_nobody_and_says_so() {
     alice.sync().await.unwrap();
     bob.sync().await.unwrap();
     assert_eq!(members(&alice, &gid).await, ["alice", "bob"]);
-    alice.send(&gid, "welcome, after a typo").await.unwrap();
-    bob.sync_messages(&gid).await.unwrap();
-    assert_eq!(texts(&bob, &gid).await, ["welcome, after a typo"]);
+    assert_delivered(&mut alice, &mut bob, &gid, "welcome, after a typo").await;
 
     // Expired: the invitee's terminal refuses to answer at all.
     alice
@@ -274,10 +256,7 @@ async fn a_forged_inviter_cannot_lure_the_invitee_nor_confirm_in_the_inviters_na
     let mut bob = net.enroll("bob").await;
     let mut mallory = net.rogue("mallory").await;
     let gid = new_group(&mut alice, "proj").await;
-    let sent = alice
-        .invite_with_code(&gid, bob.user(), Rights::NONE, DAY_MS)
-        .await
-        .unwrap();
+    let sent = invite_with_code(&mut alice, &gid, bob.user()).await;
     bob.sync().await.unwrap();
     bob.accept_with_code("proj", &sent.code).await.unwrap();
     let forged = ItemBody::CodeConfirm {
@@ -292,9 +271,7 @@ async fn a_forged_inviter_cannot_lure_the_invitee_nor_confirm_in_the_inviters_na
     bob.sync().await.unwrap();
     assert!(bob.confirmed_by_code(alice.user()).await.unwrap());
     assert!(!bob.confirmed_by_code(&mallory.id).await.unwrap());
-    alice.send(&gid, "the real one").await.unwrap();
-    bob.sync_messages(&gid).await.unwrap();
-    assert_eq!(texts(&bob, &gid).await, ["the real one"]);
+    assert_delivered(&mut alice, &mut bob, &gid, "the real one").await;
     net.node.shutdown().await;
 }
 
@@ -324,10 +301,7 @@ async fn replayed_code_messages_and_a_reused_code_do_nothing() {
     let mut alice = net.enroll("alice").await;
     let mut bob = net.enroll("bob").await;
     let first = new_group(&mut alice, "first").await;
-    let sent = alice
-        .invite_with_code(&first, bob.user(), Rights::NONE, DAY_MS)
-        .await
-        .unwrap();
+    let sent = invite_with_code(&mut alice, &first, bob.user()).await;
     let [invite] = &stored(&net, "bob", ItemKind::CodeInvite).await[..] else {
         panic!("one code invitation")
     };
@@ -370,22 +344,12 @@ async fn replayed_code_messages_and_a_reused_code_do_nothing() {
 
     // The used code, for a new invitation to another group: a wrong try.
     let second = new_group(&mut alice, "second").await;
-    let fresh = alice
-        .invite_with_code(&second, bob.user(), Rights::NONE, DAY_MS)
-        .await
-        .unwrap();
+    let fresh = invite_with_code(&mut alice, &second, bob.user()).await;
     assert_ne!(fresh.code.digits(), sent.code.digits());
     bob.sync().await.unwrap();
     bob.accept_with_code("second", &sent.code).await.unwrap();
     alice.sync().await.unwrap();
-    assert!(
-        notices(&alice, &second)
-            .await
-            .iter()
-            .any(|t| t.contains("(1 wrong of 3)")),
-        "{:?}",
-        notices(&alice, &second).await
-    );
+    assert_told(&alice, &second, "(1 wrong of 3)").await;
     assert_eq!(members(&alice, &second).await, ["alice"]);
     bob.accept_with_code("second", &fresh.code).await.unwrap();
     alice.sync().await.unwrap();

@@ -9,7 +9,7 @@ use duokey_crypto::membership::{self, Action, SignedChange, State};
 use duokey_crypto::*;
 use duokey_proto::{GrantCause, Member};
 use duokey_terminal::{GroupPolicy, Line, Terminal};
-use duokey_testkit::{LocalNet, join, join_with, texts};
+use duokey_testkit::{LocalNet, RawUser, join, join_with, texts};
 
 /// (rn1_version, rn2_version) of the group on `t`.
 async fn epoch(t: &Terminal, gid: &GroupId) -> (u32, u64) {
@@ -62,13 +62,54 @@ async fn chain(net: &LocalNet, gid: &GroupId) -> (Vec<SignedChange>, State) {
 
 /// alice (owner) and bob through the lying GMS; mallory enrolled, never a member.
 async fn setup(net: &LocalNet) -> (Terminal, Terminal, duokey_testkit::Lies, GroupId) {
+    setup_with(net, GroupPolicy::default()).await
+}
+
+/// [`setup`], with `policy` for the group.
+async fn setup_with(
+    net: &LocalNet,
+    policy: GroupPolicy,
+) -> (Terminal, Terminal, duokey_testkit::Lies, GroupId) {
     let (cfg, lies) = net.lying_gms().await;
     let mut alice = net.enroll_via("alice", &cfg).await;
     let mut bob = net.enroll_via("bob", &cfg).await;
     let _mallory = net.enroll("mallory").await;
-    let gid = new_group(&mut alice, GroupPolicy::default()).await;
+    let gid = new_group(&mut alice, policy).await;
     join(&mut alice, &mut bob, &gid).await;
     (alice, bob, lies, gid)
+}
+
+/// alice (owner) and carol in a group with `policy`, and bob, an attacker's
+/// program holding bob's key, admitted as a member; carol has synced.
+async fn with_raw_bob(
+    net: &LocalNet,
+    policy: GroupPolicy,
+) -> (Terminal, Terminal, RawUser, GroupId) {
+    let mut alice = net.enroll("alice").await;
+    let mut carol = net.enroll("carol").await;
+    let mut bob = net.attacker("bob").await;
+    let gid = new_group(&mut alice, policy).await;
+    join(&mut alice, &mut carol, &gid).await;
+    admit_raw(&mut alice, &mut bob, &gid).await;
+    carol.sync().await.unwrap();
+    (alice, carol, bob, gid)
+}
+
+/// `owner` invites the raw user `raw` into `gid`, `raw` accepts, `owner` syncs.
+async fn admit_raw(owner: &mut Terminal, raw: &mut RawUser, gid: &GroupId) {
+    owner.invite(gid, &raw.id, Rights::NONE).await.unwrap();
+    raw.accept_invitation(gid).await;
+    owner.sync().await.unwrap();
+}
+
+/// The RN1 versions whose R1 `t` holds, in the order it lists them.
+async fn held_versions(t: &Terminal, gid: &GroupId) -> Vec<u32> {
+    t.held_r1s(gid)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(v, _)| *v)
+        .collect()
 }
 
 /// Syncs both, then checks the lie was refused by both and reached nobody.
@@ -142,13 +183,7 @@ async fn a_rotator_the_gms_names_sends_no_r1() {
     });
     rotate_now(&net).await;
     assert_refused_by_all(&net, [&mut alice, &mut bob], &gid, before).await;
-    let r1s: Vec<u32> = alice
-        .held_r1s(&gid)
-        .await
-        .unwrap()
-        .iter()
-        .map(|(v, _)| *v)
-        .collect();
+    let r1s = held_versions(&alice, &gid).await;
     assert_eq!(r1s, [1], "alice made an RN1 for a rotation nobody signed");
     assert_honest_rotation_accepted(&lies, &mut alice, &gid, before).await;
 }
@@ -325,17 +360,9 @@ async fn an_rn1_from_a_member_who_is_not_the_rotator_is_refused_while_the_rotato
     // verified history names; "never replace" cannot help here). bob's own
     // RN1 is then taken (the control).
     let net = LocalNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut carol = net.enroll("carol").await;
-    let mut bob = net.attacker("bob").await;
+    let (mut alice, mut carol, mut bob, gid) = with_raw_bob(&net, GroupPolicy::default()).await;
     let mut mallory = net.attacker("mallory").await;
-    let gid = new_group(&mut alice, GroupPolicy::default()).await;
-    join(&mut alice, &mut carol, &gid).await;
-    for raw in [&mut bob, &mut mallory] {
-        alice.invite(&gid, &raw.id, Rights::NONE).await.unwrap();
-        raw.accept_invitation(&gid).await;
-        alice.sync().await.unwrap();
-    }
+    admit_raw(&mut alice, &mut mallory, &gid).await;
     carol.sync().await.unwrap();
     let grant = bob.rotate_rn1(&gid).await;
     carol.sync().await.unwrap();
@@ -449,18 +476,13 @@ async fn two_admins_changing_membership_at_once_converge() {
 #[tokio::test]
 async fn after_a_refused_grant_sends_queue_once_the_grace_window_ends() {
     let net = LocalNet::start().await;
-    let (cfg, lies) = net.lying_gms().await;
-    let mut alice = net.enroll_via("alice", &cfg).await;
-    let mut bob = net.enroll_via("bob", &cfg).await;
-    let _mallory = net.enroll("mallory").await;
     // A generous window, and the machine's own latency checked apart from
     // it: a slow machine fails with a message that says so, not at random.
     let policy = GroupPolicy {
         grace_secs: 3,
         ..GroupPolicy::default()
     };
-    let gid = new_group(&mut alice, policy).await;
-    join(&mut alice, &mut bob, &gid).await;
+    let (mut alice, mut bob, lies, gid) = setup_with(&net, policy).await;
     lies.set(|g| {
         g.members.push(Member {
             user_id: "mallory".into(),
@@ -583,13 +605,7 @@ async fn a_new_rn1_that_arrives_before_its_change_waits_for_it() {
     alice.send(&gid, "after dave left").await.unwrap();
     carol.sync().await.unwrap();
     assert!(refused_a_grant(&carol, &gid).await);
-    let held: Vec<u32> = carol
-        .held_r1s(&gid)
-        .await
-        .unwrap()
-        .iter()
-        .map(|(v, _)| *v)
-        .collect();
+    let held = held_versions(&carol, &gid).await;
     assert_eq!(
         held,
         [1],
@@ -602,13 +618,7 @@ async fn a_new_rn1_that_arrives_before_its_change_waits_for_it() {
     assert!(texts(&carol, &gid).await.is_empty());
     lies.clear();
     carol.sync().await.unwrap();
-    let held: Vec<u32> = carol
-        .held_r1s(&gid)
-        .await
-        .unwrap()
-        .iter()
-        .map(|(v, _)| *v)
-        .collect();
+    let held = held_versions(&carol, &gid).await;
     assert_eq!(held, [1, 2], "the new RN1 was lost");
     carol.sync_messages(&gid).await.unwrap();
     assert!(
@@ -626,15 +636,7 @@ async fn the_verified_rotator_cannot_name_another_version_nor_replace_an_r1() {
     // (guards: at the grant that applied the change) and, after a valid one,
     // a second RN1 of the same version (guards: an R1 is never replaced).
     let net = LocalNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut carol = net.enroll("carol").await;
-    let mut bob = net.attacker("bob").await;
-    let gid = new_group(&mut alice, GroupPolicy::default()).await;
-    join(&mut alice, &mut carol, &gid).await;
-    alice.invite(&gid, &bob.id, Rights::NONE).await.unwrap();
-    bob.accept_invitation(&gid).await;
-    alice.sync().await.unwrap();
-    carol.sync().await.unwrap();
+    let (_alice, mut carol, mut bob, gid) = with_raw_bob(&net, GroupPolicy::default()).await;
     let grant = bob.rotate_rn1(&gid).await;
     assert_eq!(grant.rn1_version, 2);
     carol.sync().await.unwrap();
@@ -665,19 +667,11 @@ async fn an_rn1_replayed_after_its_r1_was_erased_is_refused() {
     // RN1 for version 2 — valid in every other way — is refused (guards: the
     // erased mark; without it carol holds no R1 of version 2 and takes it).
     let net = LocalNet::start().await;
-    let mut alice = net.enroll("alice").await;
-    let mut carol = net.enroll("carol").await;
-    let mut bob = net.attacker("bob").await;
     let policy = GroupPolicy {
         grace_secs: 3,
         ..GroupPolicy::default()
     };
-    let gid = new_group(&mut alice, policy).await;
-    join(&mut alice, &mut carol, &gid).await;
-    alice.invite(&gid, &bob.id, Rights::NONE).await.unwrap();
-    bob.accept_invitation(&gid).await;
-    alice.sync().await.unwrap();
-    carol.sync().await.unwrap();
+    let (_alice, mut carol, mut bob, gid) = with_raw_bob(&net, policy).await;
     let v2 = bob.rotate_rn1(&gid).await;
     carol.sync().await.unwrap();
     bob.send_rotation("carol", &gid, 2, v2.rn2_version).await;

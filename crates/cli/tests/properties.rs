@@ -46,19 +46,8 @@ fn no_server_file_holds_a_marker_or_a_terminal_secret() {
     let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| srv.user(u));
     let log = srv.dir.path().join("keys.log");
     let keylog = |u: &support::User, args: &[&str]| {
-        let out = std::process::Command::new(support::bin("duokey"))
-            .arg("--home")
-            .arg(&u.home)
-            .args(args)
-            .env("DUOKEY_PASSPHRASE", &u.passphrase)
-            .env("DUOKEY_KEYLOG", &log)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = u.command(args).env("DUOKEY_KEYLOG", &log).output().unwrap();
+        support::assert_success(&out);
     };
     group_with(&alice, "proj", &[&bob, &carol]);
     let markers = ["MARKER-alpha-7731", "MARKER-beta-0042", "MARKER-gamma-9913"];
@@ -119,17 +108,12 @@ async fn a_deleted_groups_rn2s_are_in_no_server_file() {
     let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
     alice.rotate(&gid, false).await.unwrap();
     bob.sync().await.unwrap();
-    let db = net.gms_db().await;
-    let rn2s: Vec<Vec<u8>> = db
-        .all_grants()
+    let rn2s: Vec<Vec<u8>> = issued_grants(&net)
         .await
-        .unwrap()
-        .iter()
-        .map(|b| duokey_proto::Grant::decode(b.as_slice()).unwrap())
+        .into_iter()
         .filter(|g| g.group_id == gid.as_slice())
         .map(|g| g.rn2)
         .collect();
-    db.close().await;
     assert!(rn2s.len() >= 3, "the group had several RN2 versions");
     let srv = net.dir.path().join("srv");
     let found = |rn2: &[u8]| {
@@ -159,11 +143,7 @@ async fn a_revoked_member_gets_no_new_rn1_and_its_items_are_refused() {
     let mut carol = net.enroll("carol").await;
     join(&mut alice, &mut carol, &gid).await;
     alice.sync().await.unwrap();
-    let g = carol
-        .create_group("carols", GroupPolicy::default())
-        .await
-        .unwrap();
-    let carols = carol.resolve_group(&g.group_id).await.unwrap();
+    let carols = new_group(&mut carol, "carols", GroupPolicy::default()).await;
     for u in [alice.user().clone(), bob.user().clone()] {
         carol.invite(&carols, &u, Rights::NONE).await.unwrap();
     }
@@ -304,6 +284,53 @@ fn keys_from(gid: &GroupId, r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) -
     keys
 }
 
+/// `t` creates group `name` with `policy`; its id.
+async fn new_group(t: &mut Terminal, name: &str, policy: GroupPolicy) -> GroupId {
+    let g = t.create_group(name, policy).await.unwrap();
+    t.resolve_group(&g.group_id).await.unwrap()
+}
+
+/// Every grant the GMS ever issued, of every group.
+async fn issued_grants(net: &LocalNet) -> Vec<duokey_proto::Grant> {
+    let gms = net.gms_db().await;
+    let grants = gms
+        .all_grants()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| duokey_proto::Grant::decode(b.as_slice()).unwrap())
+        .collect();
+    gms.close().await;
+    grants
+}
+
+/// The last envelope the CS logged for `gid`, as the CS serves it.
+async fn last_logged(net: &LocalNet, gid: &GroupId) -> duokey_proto::LoggedEnvelope {
+    let cs = net.cs_db().await;
+    let last = cs
+        .fetch_log(gid.as_slice(), 0, 10)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    cs.close().await;
+    duokey_proto::LoggedEnvelope {
+        group_id: gid.to_vec(),
+        log_seq: last.log_seq,
+        envelope: last.envelope,
+        stored_at_ms: last.stored_at_ms,
+    }
+}
+
+/// bob's profile opened a second time (another process on it).
+async fn reopen_bob(net: &LocalNet) -> Terminal {
+    Terminal::open(&net.dir.path().join("bob"), || {
+        unreachable!("no passphrase")
+    })
+    .await
+    .unwrap()
+}
+
 /// alice and bob, both members of group "proj" (default policy) that
 /// alice created; the group's id.
 async fn alice_and_bob_in_proj(net: &LocalNet) -> (Terminal, Terminal, GroupId) {
@@ -330,8 +357,7 @@ async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation()
             rotate_rn1_on_remove: rotate,
             ..GroupPolicy::default()
         };
-        let g = alice.create_group("proj", policy).await.unwrap();
-        let gid = alice.resolve_group(&g.group_id).await.unwrap();
+        let gid = new_group(&mut alice, "proj", policy).await;
         join(&mut alice, &mut bob, &gid).await;
         join(&mut alice, &mut dave, &gid).await;
         alice.remove(&gid, dave.user()).await.unwrap();
@@ -342,14 +368,7 @@ async fn removed_member_colluding_with_the_gms_reads_only_without_rn1_rotation()
         let cs = net.cs_db().await;
         let envelopes = cs.fetch_log(gid.as_slice(), 0, 1000).await.unwrap();
         let last = &envelopes.last().unwrap().envelope;
-        let gms = net.gms_db().await;
-        let grants: Vec<duokey_proto::Grant> = gms
-            .all_grants()
-            .await
-            .unwrap()
-            .iter()
-            .map(|b| duokey_proto::Grant::decode(b.as_slice()).unwrap())
-            .collect();
+        let grants = issued_grants(&net).await;
         let env = EnvelopeRef::parse(last, &Limits::default()).unwrap();
         let opens = |r1s| {
             keys_from(&gid, r1s, &grants)
@@ -388,8 +407,7 @@ async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
         rotate_every_secs: 60,
         ..GroupPolicy::default()
     };
-    let g = alice.create_group("proj", policy).await.unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let gid = new_group(&mut alice, "proj", policy).await;
     join(&mut alice, &mut bob, &gid).await;
     alice.send(&gid, "old epoch").await.unwrap();
     bob.sync_messages(&gid).await.unwrap();
@@ -435,14 +453,7 @@ async fn stolen_terminal_state_does_not_open_epochs_erased_after_retention() {
     );
     let cs = net.cs_db().await;
     let envelopes = cs.fetch_log(gid.as_slice(), 0, 1000).await.unwrap();
-    let gms = net.gms_db().await;
-    let grants: Vec<duokey_proto::Grant> = gms
-        .all_grants()
-        .await
-        .unwrap()
-        .iter()
-        .map(|b| duokey_proto::Grant::decode(b.as_slice()).unwrap())
-        .collect();
+    let grants = issued_grants(&net).await;
     let keys = keys_from(&gid, &stolen, &grants);
     let opens = |e: &[u8]| {
         let env = EnvelopeRef::parse(e, &Limits::default()).unwrap();
@@ -470,25 +481,10 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
     alice.send(&gid, "only once").await.unwrap();
     assert_eq!(bob.sync_messages(&gid).await.unwrap().len(), 1);
 
-    let cs = net.cs_db().await;
-    let stored = cs
-        .fetch_log(gid.as_slice(), 0, 10)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    let replay = duokey_proto::LoggedEnvelope {
-        group_id: gid.to_vec(),
-        log_seq: stored.log_seq + 1000, // even under another log position
-        envelope: stored.envelope,
-        stored_at_ms: stored.stored_at_ms,
-    };
+    let mut replay = last_logged(&net, &gid).await;
+    replay.log_seq += 1000; // even under another log position
     drop(bob);
-    let mut bob = Terminal::open(&net.dir.path().join("bob"), || {
-        unreachable!("no passphrase")
-    })
-    .await
-    .unwrap();
+    let mut bob = reopen_bob(&net).await;
     let err = bob
         .receive(&gid, &replay, &mut Default::default())
         .await
@@ -496,15 +492,12 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
     assert!(err.to_string().contains("replayed"), "{err}");
 
     // An inbox item replayed: a genuine invitation, declined, then replayed.
-    let other = alice
-        .create_group("other", GroupPolicy::default())
-        .await
-        .unwrap();
-    let other_id = alice.resolve_group(&other.group_id).await.unwrap();
+    let other_id = new_group(&mut alice, "other", GroupPolicy::default()).await;
     alice
         .invite(&other_id, bob.user(), Rights::NONE)
         .await
         .unwrap();
+    let cs = net.cs_db().await;
     let item = cs
         .inbox_after("bob", 0, 10)
         .await
@@ -563,27 +556,11 @@ async fn replayed_envelope_and_inbox_item_are_refused() {
 async fn two_processes_on_one_profile_see_each_message_once_without_false_alarms() {
     let net = LocalNet::start().await;
     let (mut alice, mut bob, gid) = alice_and_bob_in_proj(&net).await;
-    let mut second = Terminal::open(&net.dir.path().join("bob"), || {
-        unreachable!("no passphrase")
-    })
-    .await
-    .unwrap();
+    let mut second = reopen_bob(&net).await;
     alice.send(&gid, "hello").await.unwrap();
     // Both processes get the same envelope, one by fetching, one live.
     assert_eq!(bob.sync_messages(&gid).await.unwrap().len(), 1);
-    let cs = net.cs_db().await;
-    let logged = cs
-        .fetch_log(gid.as_slice(), 0, 10)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    let logged = duokey_proto::LoggedEnvelope {
-        group_id: gid.to_vec(),
-        log_seq: logged.log_seq,
-        envelope: logged.envelope,
-        stored_at_ms: logged.stored_at_ms,
-    };
+    let logged = last_logged(&net, &gid).await;
     let live = second
         .receive(&gid, &logged, &mut Default::default())
         .await
@@ -653,11 +630,7 @@ async fn a_reused_sequence_number_is_refused_before_decryption() {
 async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
     let net = LocalNet::start().await;
     let mut alice = net.enroll("alice").await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let gid = new_group(&mut alice, "proj", GroupPolicy::default()).await;
     alice.rotate(&gid, false).await.unwrap();
     let gms = net.gms_db().await;
     let first = gms.grant(gid.as_slice(), 1).await.unwrap().unwrap();
@@ -671,13 +644,7 @@ async fn an_older_grant_replayed_does_not_roll_the_epoch_back() {
         "the group stays at the newest version"
     );
     alice.send(&gid, "still current").await.unwrap();
-    let cs = net.cs_db().await;
-    let last = cs
-        .fetch_log(gid.as_slice(), 0, 10)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let last = last_logged(&net, &gid).await;
     let header = EnvelopeRef::parse(&last.envelope, &Limits::default())
         .unwrap()
         .header;
@@ -813,8 +780,7 @@ async fn proj_waiting_one_second(names: &[&str]) -> (LocalNet, Terminal, GroupId
         rn1_wait_secs: 1,
         ..GroupPolicy::default()
     };
-    let g = alice.create_group("proj", policy).await.unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let gid = new_group(&mut alice, "proj", policy).await;
     let mut others = Vec::new();
     for name in names {
         let mut t = net.enroll(name).await;
@@ -999,11 +965,7 @@ async fn the_notice_of_messages_before_joining_reads_before_the_readable_ones() 
     let net = LocalNet::start().await;
     let mut alice = net.enroll("alice").await;
     let mut bob = net.enroll("bob").await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let gid = new_group(&mut alice, "proj", GroupPolicy::default()).await;
     net.cs_caught_up().await;
     alice.send(&gid, "before 1").await.unwrap();
     alice.send(&gid, "before 2").await.unwrap();

@@ -10,12 +10,15 @@
 
 mod common;
 
-use common::{exchange, spawn_server, terminal, user};
+use common::{TestServer, exchange, spawn_server, terminal, user};
 use duokey_crypto::IdentityKey;
+use duokey_pki::rustls::ClientConfig;
+use duokey_pki::rustls_pki_types::CertificateDer;
 use duokey_pki::{
     Ca, ClientAuth, IssuedKey, RevocationList, Role, Validity, client_config,
     identity_private_key_der, make_csr, peer_identity, server_config,
 };
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -42,27 +45,76 @@ fn server_cfg(
     auth: ClientAuth,
     revoked: Arc<RevocationList>,
 ) -> Arc<duokey_pki::rustls::ServerConfig> {
+    server_cfg_of(&s.ca, &s.server, auth, revoked)
+}
+
+/// The server config of `server`, a certificate of `ca`, trusting `ca`'s clients.
+fn server_cfg_of(
+    ca: &Ca,
+    server: &IssuedKey,
+    auth: ClientAuth,
+    revoked: Arc<RevocationList>,
+) -> Arc<duokey_pki::rustls::ServerConfig> {
     server_config(
-        &s.ca.cert_der(),
-        s.server.chain(),
-        s.server.key_der.clone_key(),
+        &ca.cert_der(),
+        server.chain(),
+        server.key_der.clone_key(),
         auth,
         revoked,
     )
     .expect("server config")
 }
 
-#[tokio::test]
-async fn valid_terminal_certificate_round_trip() {
-    let s = setup();
-    let srv = spawn_server(server_cfg(
-        &s,
+/// A server of `s` that requires client certificates and revokes none.
+async fn required_server(s: &Setup) -> TestServer {
+    spawn_server(server_cfg(
+        s,
         ClientAuth::Required,
         Arc::new(RevocationList::empty()),
     ))
-    .await;
-    let (chain, key) = terminal(&s.ca, "alice@example.org");
-    let client = client_config(&s.ca.cert_der(), Some((chain, key))).expect("client config");
+    .await
+}
+
+/// A client that trusts `s`'s CA and presents a terminal certificate of `issuer` for `name`.
+fn terminal_client(s: &Setup, issuer: &Ca, name: &str) -> Arc<ClientConfig> {
+    let (chain, key) = terminal(issuer, name);
+    client_config(&s.ca.cert_der(), Some((chain, key))).expect("client config")
+}
+
+/// A client that trusts `s`'s CA and presents `cert` with the key of `identity`.
+fn cert_client(
+    s: &Setup,
+    cert: CertificateDer<'static>,
+    identity: &IdentityKey,
+) -> Arc<ClientConfig> {
+    client_config(
+        &s.ca.cert_der(),
+        Some((vec![cert], identity_private_key_der(identity))),
+    )
+    .expect("client config")
+}
+
+/// Asserts that `client` completes a round trip with the server at `addr` and is seen as `who`.
+async fn assert_seen_as(addr: SocketAddr, client: Arc<ClientConfig>, who: &str) {
+    assert_eq!(
+        exchange(client, addr, "127.0.0.1").await.as_deref(),
+        Ok(who)
+    );
+}
+
+/// Asserts that `client` fails against `srv` and the server's refusal names `why`.
+async fn assert_refused(srv: &mut TestServer, client: Arc<ClientConfig>, why: &str) {
+    let result = exchange(client, srv.addr, "127.0.0.1").await;
+    assert!(result.is_err(), "{result:?}");
+    let reason = srv.next_refusal().await;
+    assert!(reason.contains(why), "{reason}");
+}
+
+#[tokio::test]
+async fn valid_terminal_certificate_round_trip() {
+    let s = setup();
+    let srv = required_server(&s).await;
+    let client = terminal_client(&s, &s.ca, "alice@example.org");
 
     // By IP SAN and by DNS SAN; the server sees the user id of the certificate.
     let who = exchange(client.clone(), srv.addr, "127.0.0.1").await;
@@ -77,12 +129,7 @@ async fn valid_terminal_certificate_round_trip() {
 async fn server_certificate_works_as_client_certificate() {
     // SPEC §5.4: the GMS calls the CS with its own certificate.
     let s = setup();
-    let srv = spawn_server(server_cfg(
-        &s,
-        ClientAuth::Required,
-        Arc::new(RevocationList::empty()),
-    ))
-    .await;
+    let srv = required_server(&s).await;
     let gms =
         s.ca.issue_server(&["gms.internal".to_string()], &[Role::Gms], 30)
             .expect("gms cert");
@@ -91,87 +138,48 @@ async fn server_certificate_works_as_client_certificate() {
         Some((gms.chain(), gms.key_der.clone_key())),
     )
     .expect("client config");
-    assert_eq!(
-        exchange(client, srv.addr, "127.0.0.1").await.as_deref(),
-        Ok("server gms")
-    );
+    assert_seen_as(srv.addr, client, "server gms").await;
 }
 
 #[tokio::test]
 async fn no_client_certificate_is_refused() {
     let s = setup();
-    let mut srv = spawn_server(server_cfg(
-        &s,
-        ClientAuth::Required,
-        Arc::new(RevocationList::empty()),
-    ))
-    .await;
+    let mut srv = required_server(&s).await;
     let client = client_config(&s.ca.cert_der(), None).expect("client config");
-    let result = exchange(client, srv.addr, "127.0.0.1").await;
-    assert!(result.is_err(), "{result:?}");
-    let reason = srv.next_refusal().await;
-    assert!(reason.contains("peer sent no certificates"), "{reason}");
+    assert_refused(&mut srv, client, "peer sent no certificates").await;
 }
 
 #[tokio::test]
 async fn other_ca_certificate_is_refused() {
     let s = setup();
-    let mut srv = spawn_server(server_cfg(
-        &s,
-        ClientAuth::Required,
-        Arc::new(RevocationList::empty()),
-    ))
-    .await;
+    let mut srv = required_server(&s).await;
     let rogue = Ca::generate("Rogue Org").expect("rogue ca");
     // Same user id, same kind of certificate, wrong CA.
-    let (chain, key) = terminal(&rogue, "alice@example.org");
-    let client = client_config(&s.ca.cert_der(), Some((chain, key))).expect("client config");
-    let result = exchange(client, srv.addr, "127.0.0.1").await;
-    assert!(result.is_err(), "{result:?}");
-    let reason = srv.next_refusal().await;
-    assert!(reason.contains("UnknownIssuer"), "{reason}");
+    let client = terminal_client(&s, &rogue, "alice@example.org");
+    assert_refused(&mut srv, client, "UnknownIssuer").await;
 }
 
 #[tokio::test]
 async fn expired_certificate_is_refused() {
     let s = setup();
-    let mut srv = spawn_server(server_cfg(
-        &s,
-        ClientAuth::Required,
-        Arc::new(RevocationList::empty()),
-    ))
-    .await;
+    let mut srv = required_server(&s).await;
     let identity = IdentityKey::generate();
     let u = user("old@example.org");
     let csr = make_csr(&identity, &u).expect("csr");
     let now = time_now();
-    let validity = Validity::from_unix(now - 30 * 86_400, now - 86_400).expect("validity");
-    let cert =
-        s.ca.sign_csr_with_validity(&csr, &u, validity)
-            .expect("sign");
-    let client = client_config(
-        &s.ca.cert_der(),
-        Some((vec![cert], identity_private_key_der(&identity))),
-    )
-    .expect("client config");
-    let result = exchange(client, srv.addr, "127.0.0.1").await;
-    assert!(result.is_err(), "{result:?}");
-    let reason = srv.next_refusal().await;
-    assert!(reason.contains("certificate expired"), "{reason}");
+    let signed = |not_before, not_after| {
+        let validity = Validity::from_unix(not_before, not_after).expect("validity");
+        let cert =
+            s.ca.sign_csr_with_validity(&csr, &u, validity)
+                .expect("sign");
+        cert_client(&s, cert, &identity)
+    };
+    let client = signed(now - 30 * 86_400, now - 86_400);
+    assert_refused(&mut srv, client, "certificate expired").await;
 
     // Not yet valid is refused as well.
-    let validity = Validity::from_unix(now + 86_400, now + 2 * 86_400).expect("validity");
-    let cert =
-        s.ca.sign_csr_with_validity(&csr, &u, validity)
-            .expect("sign");
-    let client = client_config(
-        &s.ca.cert_der(),
-        Some((vec![cert], identity_private_key_der(&identity))),
-    )
-    .expect("client config");
-    assert!(exchange(client, srv.addr, "127.0.0.1").await.is_err());
-    let reason = srv.next_refusal().await;
-    assert!(reason.contains("not valid yet"), "{reason}");
+    let client = signed(now + 86_400, now + 2 * 86_400);
+    assert_refused(&mut srv, client, "not valid yet").await;
 }
 
 #[tokio::test]
@@ -184,10 +192,9 @@ async fn revoked_certificate_is_refused_after_reload_without_restart() {
     let mut srv = spawn_server(server_cfg(&s, ClientAuth::Required, revoked.clone())).await;
 
     let (alice_chain, alice_key) = terminal(&s.ca, "alice@example.org");
-    let (bob_chain, bob_key) = terminal(&s.ca, "bob@example.org");
     let alice_serial = peer_identity(&alice_chain[0]).expect("id").serial;
     let alice = client_config(&s.ca.cert_der(), Some((alice_chain, alice_key))).expect("cfg");
-    let bob = client_config(&s.ca.cert_der(), Some((bob_chain, bob_key))).expect("cfg");
+    let bob = terminal_client(&s, &s.ca, "bob@example.org");
 
     assert!(exchange(alice.clone(), srv.addr, "127.0.0.1").await.is_ok());
 
@@ -198,16 +205,10 @@ async fn revoked_certificate_is_refused_after_reload_without_restart() {
     // ...then the same running server refuses Alice on every new connection
     // (the same client config: no session resumption can bypass the check).
     for _ in 0..2 {
-        let result = exchange(alice.clone(), srv.addr, "127.0.0.1").await;
-        assert!(result.is_err(), "{result:?}");
-        let reason = srv.next_refusal().await;
-        assert!(reason.contains("Revoked"), "{reason}");
+        assert_refused(&mut srv, alice.clone(), "Revoked").await;
     }
     // Others are unaffected.
-    assert_eq!(
-        exchange(bob, srv.addr, "127.0.0.1").await.as_deref(),
-        Ok("user bob@example.org")
-    );
+    assert_seen_as(srv.addr, bob, "user bob@example.org").await;
 }
 
 #[tokio::test]
@@ -218,41 +219,23 @@ async fn optional_client_auth_port() {
     let mut srv = spawn_server(server_cfg(&s, ClientAuth::Optional, revoked.clone())).await;
 
     let anon = client_config(&s.ca.cert_der(), None).expect("cfg");
-    assert_eq!(
-        exchange(anon, srv.addr, "127.0.0.1").await.as_deref(),
-        Ok("anonymous")
-    );
+    assert_seen_as(srv.addr, anon, "anonymous").await;
     let (chain, key) = terminal(&s.ca, "alice@example.org");
     let serial = peer_identity(&chain[0]).expect("id").serial;
     let alice = client_config(&s.ca.cert_der(), Some((chain, key))).expect("cfg");
-    assert_eq!(
-        exchange(alice.clone(), srv.addr, "127.0.0.1")
-            .await
-            .as_deref(),
-        Ok("user alice@example.org")
-    );
+    assert_seen_as(srv.addr, alice.clone(), "user alice@example.org").await;
     // A certificate that is presented is still checked.
     let rogue = Ca::generate("Rogue").expect("ca");
-    let (chain, key) = terminal(&rogue, "alice@example.org");
-    let forged = client_config(&s.ca.cert_der(), Some((chain, key))).expect("cfg");
-    assert!(exchange(forged, srv.addr, "127.0.0.1").await.is_err());
-    let reason = srv.next_refusal().await;
-    assert!(reason.contains("UnknownIssuer"), "{reason}");
+    let forged = terminal_client(&s, &rogue, "alice@example.org");
+    assert_refused(&mut srv, forged, "UnknownIssuer").await;
     revoked.insert(&serial);
-    assert!(exchange(alice, srv.addr, "127.0.0.1").await.is_err());
-    let reason = srv.next_refusal().await;
-    assert!(reason.contains("Revoked"), "{reason}");
+    assert_refused(&mut srv, alice, "Revoked").await;
 }
 
 #[tokio::test]
 async fn client_refuses_server_of_another_ca() {
     let s = setup();
-    let srv = spawn_server(server_cfg(
-        &s,
-        ClientAuth::Required,
-        Arc::new(RevocationList::empty()),
-    ))
-    .await;
+    let srv = required_server(&s).await;
     let other = Ca::generate("Other").expect("ca");
     let (chain, key) = terminal(&other, "alice@example.org");
     // The client trusts only `other`, so the server's certificate is refused.
@@ -327,12 +310,7 @@ async fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn tls12_client_is_refused() {
     let s = setup();
-    let mut srv = spawn_server(server_cfg(
-        &s,
-        ClientAuth::Required,
-        Arc::new(RevocationList::empty()),
-    ))
-    .await;
+    let mut srv = required_server(&s).await;
     for offered in [None, Some(&[0x0303u16][..]), Some(&[0x0303u16, 0x0302][..])] {
         let answer = raw_exchange(srv.addr, &tls12_client_hello(offered)).await;
         // One alert record: type 21, 2 bytes, level fatal (2), protocol_version (70).
@@ -360,12 +338,7 @@ async fn tls12_client_is_refused() {
 async fn real_tls12_client_is_refused() {
     use duokey_pki::rustls::{self, ClientConfig, RootCertStore};
     let s = setup();
-    let mut srv = spawn_server(server_cfg(
-        &s,
-        ClientAuth::Required,
-        Arc::new(RevocationList::empty()),
-    ))
-    .await;
+    let mut srv = required_server(&s).await;
     let mut roots = RootCertStore::empty();
     roots.add(s.ca.cert_der()).expect("root");
     let (chain, key) = terminal(&s.ca, "alice@example.org");
@@ -391,12 +364,7 @@ async fn real_tls12_client_is_refused() {
 #[tokio::test]
 async fn plaintext_client_is_refused() {
     let s = setup();
-    let mut srv = spawn_server(server_cfg(
-        &s,
-        ClientAuth::Required,
-        Arc::new(RevocationList::empty()),
-    ))
-    .await;
+    let mut srv = required_server(&s).await;
     // The echo server's own request in plaintext: a server that spoke
     // plaintext would answer "pong"; this one must refuse the handshake
     // (its recorded reason) and answer nothing or a TLS alert record.
@@ -429,15 +397,8 @@ async fn a_cs_certificate_posing_as_the_gms_is_refused_by_clients() {
             .expect("server cert")
     };
     let start = |cert: IssuedKey| {
-        let cfg = server_config(
-            &ca.cert_der(),
-            cert.chain(),
-            cert.key_der.clone_key(),
-            ClientAuth::Required,
-            Arc::new(RevocationList::empty()),
-        )
-        .expect("server config");
-        spawn_server(cfg)
+        let empty = Arc::new(RevocationList::empty());
+        spawn_server(server_cfg_of(&ca, &cert, ClientAuth::Required, empty))
     };
     let gms = start(issue(&[Role::Gms])).await;
     let cs = start(issue(&[Role::Cs])).await;
@@ -450,16 +411,6 @@ async fn a_cs_certificate_posing_as_the_gms_is_refused_by_clients() {
     let posing = exchange(for_role(Role::Gms), cs.addr, "127.0.0.1").await;
     let err = posing.expect_err("a CS certificate must not pass as the GMS");
     assert!(err.contains("does not carry the gms role"), "{err}");
-    assert_eq!(
-        exchange(for_role(Role::Gms), gms.addr, "127.0.0.1")
-            .await
-            .as_deref(),
-        Ok("user alice")
-    );
-    assert_eq!(
-        exchange(for_role(Role::Cs), cs.addr, "127.0.0.1")
-            .await
-            .as_deref(),
-        Ok("user alice")
-    );
+    assert_seen_as(gms.addr, for_role(Role::Gms), "user alice").await;
+    assert_seen_as(cs.addr, for_role(Role::Cs), "user alice").await;
 }

@@ -29,6 +29,46 @@ fn removal_item(from: &RawUser, to: &str, gid: &[u8]) -> Vec<u8> {
     .unwrap()
 }
 
+/// `SendItem` of the signed `item` as `u`; its inbox cursor.
+async fn send_item(u: &mut RawUser, item: Vec<u8>) -> Result<u64, tonic::Status> {
+    u.cs.send_item(SendItemRequest { item })
+        .await
+        .map(|r| r.into_inner().cursor)
+}
+
+/// `SendItems` of the signed `items` as `u`, in one batch.
+async fn send_items(
+    u: &mut RawUser,
+    items: Vec<Vec<u8>>,
+) -> Result<SendItemsResponse, tonic::Status> {
+    u.cs.send_items(SendItemsRequest { items })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// `Fetch` of one page of `gid` as `u`, after `after_seq`, at most `limit`.
+async fn fetch_page(
+    u: &mut RawUser,
+    gid: &[u8],
+    after_seq: u64,
+    limit: u32,
+) -> Result<FetchResponse, tonic::Status> {
+    u.cs.fetch(FetchRequest {
+        group_id: gid.to_vec(),
+        after_seq,
+        limit,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// `PublishDeliveryKey` of the signed `record` as `u`.
+async fn publish(u: &mut RawUser, record: Vec<u8>) -> Result<(), tonic::Status> {
+    u.cs.publish_delivery_key(PublishDeliveryKeyRequest { record })
+        .await
+        .map(drop)
+}
+
 /// DESIGN D35: a user holds at most `streams_per_user` live streams;
 /// one more is refused, and other users are still served.
 #[tokio::test]
@@ -38,14 +78,7 @@ async fn live_streams_per_user_are_bounded() {
     let mut bob = net.raw("bob").await;
     let mut open = Vec::new();
     for _ in 0..2 {
-        open.push(
-            alice
-                .cs
-                .subscribe(SubscribeRequest {})
-                .await
-                .unwrap()
-                .into_inner(),
-        );
+        open.push(alice.subscribe().await);
     }
     let err = alice.cs.subscribe(SubscribeRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
@@ -57,7 +90,7 @@ async fn live_streams_per_user_are_bounded() {
     // The GMS's Watch likewise.
     let mut watching = Vec::new();
     for _ in 0..2 {
-        watching.push(alice.gms.watch(WatchRequest {}).await.unwrap().into_inner());
+        watching.push(alice.watch().await);
     }
     let err = alice.gms.watch(WatchRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
@@ -78,24 +111,13 @@ async fn live_streams_per_user_are_bounded() {
 async fn proj_with_two_subscribers(
     net: &LocalNet,
 ) -> (RawUser, Vec<u8>, Streaming<Delivery>, Streaming<Delivery>) {
-    let mut alice = net.raw("alice").await;
-    let mut bob = net.raw("bob").await;
+    let (mut alice, mut bob, g) = net.raw_group_of_two(0).await;
     let mut carol = net.raw("carol").await;
-    let g = alice.create_group("proj").await;
-    let g = alice.add(&g, "bob", 0).await.unwrap();
     let g = alice.add(&g, "carol", 0).await.unwrap();
     net.cs_caught_up().await;
-    let mut open = Vec::new();
-    for u in [&mut bob, &mut carol] {
-        open.push(
-            u.cs.subscribe(SubscribeRequest {})
-                .await
-                .unwrap()
-                .into_inner(),
-        );
-    }
-    let carol_stream = open.pop().unwrap();
-    (alice, g.group_id, open.pop().unwrap(), carol_stream)
+    let bob_stream = bob.subscribe().await;
+    let carol_stream = carol.subscribe().await;
+    (alice, g.group_id, bob_stream, carol_stream)
 }
 
 /// alice posts `n` times `text`; carol's stream must deliver each one, in
@@ -154,14 +176,21 @@ async fn a_subscriber_that_never_reads_is_cut_at_its_byte_bound() {
 
 /// The first page of `u`'s inbox.
 async fn inbox(u: &mut RawUser) -> Vec<InboxItem> {
+    items(u, 0, 0).await.unwrap()
+}
+
+/// `Items`: a page of `u`'s inbox after `after_cursor`, at most `limit`.
+async fn items(
+    u: &mut RawUser,
+    after_cursor: u64,
+    limit: u32,
+) -> Result<Vec<InboxItem>, tonic::Status> {
     u.cs.items(ItemsRequest {
-        after_cursor: 0,
-        limit: 0,
+        after_cursor,
+        limit,
     })
     .await
-    .unwrap()
-    .into_inner()
-    .items
+    .map(|r| r.into_inner().items)
 }
 
 /// DESIGN D35 (quotas): items only to users in the directory; an inbox holds
@@ -213,26 +242,11 @@ async fn inbox_items_are_stored_once_delivered_live_and_acknowledged() {
     let net = LocalNet::start().await;
     let alice = net.raw("alice").await;
     let mut bob = net.raw("bob").await;
-    let mut live = bob
-        .cs
-        .subscribe(SubscribeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut live = bob.subscribe().await;
     let item = removal_item(&alice, "bob", &[1; 16]);
     let mut a = alice;
-    let c1 =
-        a.cs.send_item(SendItemRequest { item: item.clone() })
-            .await
-            .unwrap()
-            .into_inner()
-            .cursor;
-    let c2 =
-        a.cs.send_item(SendItemRequest { item: item.clone() })
-            .await
-            .unwrap()
-            .into_inner()
-            .cursor;
+    let c1 = send_item(&mut a, item.clone()).await.unwrap();
+    let c2 = send_item(&mut a, item.clone()).await.unwrap();
     assert_eq!(c1, c2, "the same item id is stored once");
     match duokey_testkit::next_within(&mut live, "the live item")
         .await
@@ -247,18 +261,7 @@ async fn inbox_items_are_stored_once_delivered_live_and_acknowledged() {
         .ack_items(AckItemsRequest { up_to_cursor: c1 })
         .await
         .unwrap();
-    assert!(
-        bob.cs
-            .items(ItemsRequest {
-                after_cursor: 0,
-                limit: 10
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .items
-            .is_empty()
-    );
+    assert!(items(&mut bob, 0, 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -267,11 +270,7 @@ async fn items_signed_or_sent_in_another_name_are_refused() {
     let alice = net.raw("alice").await;
     let mut bob = net.raw("bob").await;
     let forged = removal_item(&alice, "carol", &[1; 16]);
-    let err = bob
-        .cs
-        .send_item(SendItemRequest { item: forged })
-        .await
-        .unwrap_err();
+    let err = send_item(&mut bob, forged).await.unwrap_err();
     assert_eq!(
         err.code(),
         Code::PermissionDenied,
@@ -280,17 +279,9 @@ async fn items_signed_or_sent_in_another_name_are_refused() {
     let mut mine = removal_item(&bob, "carol", &[1; 16]);
     let last = mine.len() - 1;
     mine[last] ^= 1;
-    let err = bob
-        .cs
-        .send_item(SendItemRequest { item: mine })
-        .await
-        .unwrap_err();
+    let err = send_item(&mut bob, mine).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "bad signature refused");
-    let err = bob
-        .cs
-        .send_item(SendItemRequest {
-            item: b"DKI1 junk".to_vec(),
-        })
+    let err = send_item(&mut bob, b"DKI1 junk".to_vec())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -311,36 +302,21 @@ async fn a_batch_of_items_is_stored_whole_or_not_at_all() {
     ];
     let mut with_forgery = good.clone();
     with_forgery.push(removal_item(&bob, "carol", &[2; 16]));
-    let err = alice
-        .cs
-        .send_items(SendItemsRequest {
-            items: with_forgery,
-        })
-        .await
-        .unwrap_err();
+    let err = send_items(&mut alice, with_forgery).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
     assert_eq!(
         inbox(&mut bob).await.len(),
         0,
         "nothing of the refused batch was stored"
     );
-    let sent = alice
-        .cs
-        .send_items(SendItemsRequest { items: good })
-        .await
-        .unwrap()
-        .into_inner();
+    let sent = send_items(&mut alice, good).await.unwrap();
     assert_eq!(sent.cursors.len(), 2);
     assert_eq!(
         (inbox(&mut bob).await.len(), inbox(&mut carol).await.len()),
         (1, 1)
     );
     let too_many = vec![removal_item(&alice, "bob", &[1; 16]); 1001];
-    let err = alice
-        .cs
-        .send_items(SendItemsRequest { items: too_many })
-        .await
-        .unwrap_err();
+    let err = send_items(&mut alice, too_many).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
@@ -356,25 +332,13 @@ async fn delivery_key_must_be_signed_by_its_user() {
         created_at_ms: 1,
     };
     let signed = record.sign(&alice.key).unwrap();
-    let err = bob
-        .cs
-        .publish_delivery_key(PublishDeliveryKeyRequest {
-            record: signed.clone(),
-        })
-        .await
-        .unwrap_err();
+    let err = publish(&mut bob, signed.clone()).await.unwrap_err();
     assert_eq!(
         err.code(),
         Code::InvalidArgument,
         "alice's record does not verify with bob's key"
     );
-    alice
-        .cs
-        .publish_delivery_key(PublishDeliveryKeyRequest {
-            record: signed.clone(),
-        })
-        .await
-        .unwrap();
+    publish(&mut alice, signed.clone()).await.unwrap();
     let got = bob
         .cs
         .get_user(GetUserRequest {
@@ -392,34 +356,13 @@ async fn huge_limits_and_bad_ids_get_invalid_argument() {
     let mut alice = net.raw("alice").await;
     let g = alice.create_group("proj").await;
     net.cs_caught_up().await;
-    let err = alice
-        .cs
-        .fetch(FetchRequest {
-            group_id: g.group_id.clone(),
-            after_seq: 0,
-            limit: 1_000_000,
-        })
+    let err = fetch_page(&mut alice, &g.group_id, 0, 1_000_000)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = alice
-        .cs
-        .items(ItemsRequest {
-            after_cursor: 0,
-            limit: u32::MAX,
-        })
-        .await
-        .unwrap_err();
+    let err = items(&mut alice, 0, u32::MAX).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = alice
-        .cs
-        .fetch(FetchRequest {
-            group_id: vec![1; 3],
-            after_seq: 0,
-            limit: 1,
-        })
-        .await
-        .unwrap_err();
+    let err = fetch_page(&mut alice, &[1; 3], 0, 1).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = alice
         .cs
@@ -429,13 +372,7 @@ async fn huge_limits_and_bad_ids_get_invalid_argument() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = alice
-        .cs
-        .fetch(FetchRequest {
-            group_id: g.group_id.clone(),
-            after_seq: u64::MAX,
-            limit: 1,
-        })
+    let err = fetch_page(&mut alice, &g.group_id, u64::MAX, 1)
         .await
         .unwrap_err();
     assert_eq!(
@@ -468,11 +405,7 @@ async fn oversized_envelope_is_refused_and_the_server_keeps_serving() {
 #[tokio::test]
 async fn rate_limit_triggers_and_recovers() {
     // One token a second: the burst is refused however slow this machine.
-    let net = LocalNet::start_with(|c| {
-        c.limits.rate_per_sec = 1;
-        c.limits.rate_burst = 5;
-    })
-    .await;
+    let net = LocalNet::start_rate_limited(5).await;
     let mut alice = net.raw("alice").await;
     let mut bob = net.raw("bob").await;
     let ask = GetUserRequest {
@@ -551,14 +484,7 @@ async fn retention_purges_old_envelopes() {
         1,
         "RN2 history older than retention is erased"
     );
-    let err = alice
-        .gms
-        .get_grant(GetGrantRequest {
-            group_id: g.group_id.clone(),
-            rn2_version: 1,
-        })
-        .await
-        .unwrap_err();
+    let err = alice.grant(&g.group_id, 1).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
 
@@ -566,15 +492,8 @@ async fn retention_purges_old_envelopes() {
 async fn a_post_flood_from_one_certificate_does_not_stop_another_user() {
     // Ten at once, then one a second: 60 posts are limited however slow
     // this machine is.
-    let net = LocalNet::start_with(|c| {
-        c.limits.rate_per_sec = 1;
-        c.limits.rate_burst = 10;
-    })
-    .await;
-    let mut alice = net.raw("alice").await;
-    let mut bob = net.raw("bob").await;
-    let g = alice.create_group("proj").await;
-    let g = alice.add(&g, "bob", 0).await.unwrap();
+    let net = LocalNet::start_rate_limited(10).await;
+    let (mut alice, mut bob, g) = net.raw_group_of_two(0).await;
     net.cs_caught_up().await;
     let mut flood = Vec::new();
     for i in 0..60 {
@@ -612,10 +531,7 @@ async fn a_run_of_large_posts_is_fetched_in_pages_that_fit_an_answer() {
     // and stop every sync of the group for good. The CS answers in pages
     // under 3 MiB instead.
     let net = LocalNet::start().await;
-    let mut alice = net.raw("alice").await;
-    let mut bob = net.raw("bob").await;
-    let g = alice.create_group("proj").await;
-    let g = alice.add(&g, "bob", 0).await.unwrap();
+    let (mut alice, mut bob, g) = net.raw_group_of_two(0).await;
     net.cs_caught_up().await;
     let big = "x".repeat(200 * 1024);
     for _ in 0..25 {
@@ -623,16 +539,9 @@ async fn a_run_of_large_posts_is_fetched_in_pages_that_fit_an_answer() {
     }
     let (mut after, mut pages, mut seen) = (0, 0, 0);
     loop {
-        let page = bob
-            .cs
-            .fetch(FetchRequest {
-                group_id: g.group_id.clone(),
-                after_seq: after,
-                limit: 1000,
-            })
+        let page = fetch_page(&mut bob, &g.group_id, after, 1000)
             .await
-            .expect("a page that fits an answer")
-            .into_inner();
+            .expect("a page that fits an answer");
         pages += 1;
         seen += page.envelopes.len();
         after = page.envelopes.last().map_or(after, |e| e.log_seq);

@@ -53,36 +53,22 @@ async fn a_post_ahead_of_the_cs_is_retried_and_a_non_member_refused() {
     let g = alice.create_group("proj").await;
     net.cs_caught_up().await;
     let ahead = mallory.envelope_at(&g.group_id, "x", duokey_crypto::Epoch::new(1, 9));
-    let post = |envelope: Vec<u8>| duokey_proto::PostRequest {
-        group_id: g.group_id.clone(),
-        envelope,
-    };
-    let err = mallory.cs.post(post(ahead)).await.unwrap_err();
+    let err = mallory.post_envelope(&g.group_id, ahead).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     let known = mallory.envelope(&g.group_id, "x");
-    let err = mallory.cs.post(post(known)).await.unwrap_err();
+    let err = mallory.post_envelope(&g.group_id, known).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     // A group the CS has never heard of: not yet learned either.
     let unknown = mallory.envelope(&[7; 16], "x");
-    let err = mallory
-        .cs
-        .post(duokey_proto::PostRequest {
-            group_id: vec![7; 16],
-            envelope: unknown,
-        })
-        .await
-        .unwrap_err();
+    let err = mallory.post_envelope(&[7; 16], unknown).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
 }
 
 #[tokio::test]
 async fn non_members_are_refused_and_a_removed_member_reads_only_up_to_its_removal() {
     let net = LocalNet::start().await;
-    let mut alice = net.raw("alice").await;
-    let mut bob = net.raw("bob").await;
+    let (mut alice, mut bob, g) = net.raw_group_of_two(0).await;
     let mut mallory = net.raw("mallory").await;
-    let g = alice.create_group("proj").await;
-    let g = alice.add(&g, "bob", 0).await.unwrap();
     net.cs_caught_up().await;
     let gid = g.group_id.clone();
     assert_eq!(alice.post(&gid, "hello").await.unwrap(), 1);
@@ -128,13 +114,7 @@ async fn groups_per_user_and_retention_are_bounded_by_the_server() {
     let mut bob = net.raw("bob").await;
     bob.create_group("b1").await;
     bob.create_group("b2").await;
-    let err = bob
-        .gms
-        .create_group(CreateGroupRequest {
-            change: bob.create_change("b3"),
-        })
-        .await
-        .unwrap_err();
+    let err = bob.try_create_group("b3").await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     // Nor can anyone add bob to a third.
     let g = alice.create_group("a1").await;
@@ -146,13 +126,7 @@ async fn groups_per_user_and_retention_are_bounded_by_the_server() {
     );
     let net = LocalNet::start_with(|c| c.limits.max_retention_secs = 3600).await;
     let mut carol = net.raw("carol").await;
-    let err = carol
-        .gms
-        .create_group(CreateGroupRequest {
-            change: carol.create_change("long"),
-        })
-        .await
-        .unwrap_err();
+    let err = carol.try_create_group("long").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(err.message().contains("retention"), "{err}");
 }
@@ -160,20 +134,10 @@ async fn groups_per_user_and_retention_are_bounded_by_the_server() {
 #[tokio::test]
 async fn a_post_naming_another_sender_is_refused() {
     let net = LocalNet::start().await;
-    let mut alice = net.raw("alice").await;
-    let mut bob = net.raw("bob").await;
-    let g = alice.create_group("proj").await;
-    let g = alice.add(&g, "bob", 0).await.unwrap();
+    let (mut alice, mut bob, g) = net.raw_group_of_two(0).await;
     net.cs_caught_up().await;
     let forged = alice.envelope(&g.group_id, "I am alice");
-    let err = bob
-        .cs
-        .post(PostRequest {
-            group_id: g.group_id.clone(),
-            envelope: forged,
-        })
-        .await
-        .unwrap_err();
+    let err = bob.post_envelope(&g.group_id, forged).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 }
 
@@ -255,28 +219,16 @@ async fn report_member_is_idempotent_by_report_id() {
 #[tokio::test]
 async fn get_grant_for_a_version_before_joining_is_refused() {
     let net = LocalNet::start().await;
-    let mut alice = net.raw("alice").await;
-    let mut bob = net.raw("bob").await;
-    let g = alice.create_group("proj").await;
-    let g = alice.add(&g, "bob", 0).await.unwrap();
-    let ask = |v| GetGrantRequest {
-        group_id: g.group_id.clone(),
-        rn2_version: v,
-    };
-    let mine = bob.gms.get_grant(ask(2)).await.unwrap().into_inner();
+    let (mut alice, mut bob, g) = net.raw_group_of_two(0).await;
+    let mine = bob.grant(&g.group_id, 2).await.unwrap();
     assert_eq!(
         mine.rn2, g.rn2,
         "bob gets the grant of the version that added him"
     );
-    let err = bob.gms.get_grant(ask(1)).await.unwrap_err();
+    let err = bob.grant(&g.group_id, 1).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(alice.gms.get_grant(ask(1)).await.is_ok());
-    let grants = bob
-        .gms
-        .get_grants(GetGrantsRequest { group_ids: vec![] })
-        .await
-        .unwrap()
-        .into_inner();
+    assert!(alice.grant(&g.group_id, 1).await.is_ok());
+    let grants = bob.grants(vec![]).await;
     assert_eq!(grants.grants.len(), 1);
 }
 
@@ -286,8 +238,8 @@ async fn watch_pushes_grants_and_the_removal_to_the_removed_member() {
     let mut alice = net.raw("alice").await;
     let mut bob = net.raw("bob").await;
     let g = alice.create_group("proj").await;
-    let mut bob_watch = bob.gms.watch(WatchRequest {}).await.unwrap().into_inner();
-    let mut alice_watch = alice.gms.watch(WatchRequest {}).await.unwrap().into_inner();
+    let mut bob_watch = bob.watch().await;
+    let mut alice_watch = alice.watch().await;
     let g2 = alice.add(&g, "bob", 0).await.unwrap();
     let first = duokey_testkit::next_within(&mut bob_watch, "bob's join grant")
         .await
@@ -330,7 +282,7 @@ async fn the_scheduler_rotates_when_the_clock_passes_the_period() {
     let net = LocalNet::start().await;
     let mut alice = net.raw("alice").await;
     let g = alice.create_group("proj").await;
-    let mut watch = alice.gms.watch(WatchRequest {}).await.unwrap().into_inner();
+    let mut watch = alice.watch().await;
     net.advance(std::time::Duration::from_secs(2 * 3600));
     let rotated = duokey_testkit::next_within(&mut watch, "the periodic rotation")
         .await
@@ -352,14 +304,7 @@ async fn periodic_rotation_issues_a_new_version_when_due() {
     let gms = net.node.gms.as_ref().unwrap();
     let in_two_hours = duokey_testkit::now_ms() as i64 + 2 * 3600 * 1000;
     assert!(gms.rotate_due(in_two_hours).await >= 1);
-    let now = alice
-        .gms
-        .get_grants(GetGrantsRequest {
-            group_ids: vec![g.group_id.clone()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let now = alice.grants(vec![g.group_id.clone()]).await;
     assert_eq!(now.grants[0].rn2_version, 2);
     assert_eq!(now.grants[0].cause, GrantCause::Periodic as i32);
     assert_ne!(now.grants[0].rn2, g.rn2);
@@ -373,30 +318,15 @@ async fn periodic_rotation_issues_a_new_version_when_due() {
 #[tokio::test]
 async fn leave_and_delete() {
     let net = LocalNet::start().await;
-    let mut alice = net.raw("alice").await;
-    let mut bob = net.raw("bob").await;
-    let g = alice.create_group("proj").await;
-    let g = alice.add(&g, "bob", 0).await.unwrap();
+    let (mut alice, mut bob, g) = net.raw_group_of_two(0).await;
     let left = bob.leave(&g.group_id).await.unwrap();
     assert_eq!(left.rn2_version, 3);
-    let after = alice
-        .gms
-        .get_grants(GetGrantsRequest { group_ids: vec![] })
-        .await
-        .unwrap()
-        .into_inner();
+    let after = alice.grants(vec![]).await;
     assert_eq!(
         after.grants[0].rn1_rotator, "alice",
         "the owner rotates RN1 after a leave"
     );
-    let gone = bob
-        .gms
-        .get_grants(GetGrantsRequest {
-            group_ids: vec![g.group_id.clone()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let gone = bob.grants(vec![g.group_id.clone()]).await;
     assert_eq!(gone.removals[0].cause, RemovalCause::Left as i32);
     // bob left: the GMS no longer serves him the chain to sign on.
     assert!(bob.chain(&g.group_id).await.is_none());
@@ -410,11 +340,7 @@ async fn leave_and_delete() {
 
 #[tokio::test]
 async fn gms_calls_are_rate_limited_per_certificate() {
-    let net = LocalNet::start_with(|c| {
-        c.limits.rate_per_sec = 1;
-        c.limits.rate_burst = 5;
-    })
-    .await;
+    let net = LocalNet::start_rate_limited(5).await;
     let mut alice = net.raw("alice").await;
     let mut bob = net.raw("bob").await;
     let mut limited = false;
@@ -483,22 +409,9 @@ async fn a_grant_version_beyond_storage_range_is_out_of_range() {
     let net = LocalNet::start().await;
     let mut alice = net.raw("alice").await;
     let g = alice.create_group("proj").await;
-    let err = alice
-        .gms
-        .get_grant(GetGrantRequest {
-            group_id: g.group_id.clone(),
-            rn2_version: u64::MAX,
-        })
-        .await
-        .unwrap_err();
+    let err = alice.grant(&g.group_id, u64::MAX).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
-    let ok = alice
-        .gms
-        .get_grant(GetGrantRequest {
-            group_id: g.group_id,
-            rn2_version: 1,
-        })
-        .await;
+    let ok = alice.grant(&g.group_id, 1).await;
     assert!(ok.is_ok(), "the GMS keeps serving");
 }
 
@@ -508,36 +421,23 @@ async fn only_the_owner_changes_the_policy_and_the_gms_then_follows_it() {
     // policy and its scheduler uses it (the next periodic rotation is due
     // after the new period, not the old one).
     let net = LocalNet::start().await;
-    let mut alice = net.raw("alice").await;
-    let mut bob = net.raw("bob").await;
-    let g = alice.create_group("proj").await;
-    let g = alice.add(&g, "bob", 0x03).await.unwrap();
+    let (mut alice, mut bob, g) = net.raw_group_of_two(0x03).await;
     let gid = g.group_id.clone();
     let four_hours = duokey_crypto::membership::Policy {
         rotate_every_secs: 4 * 3600,
         grace_secs: 600,
         ..Default::default()
     };
-    let rotate = |change: Vec<u8>| RotateRequest {
-        group_id: gid.clone(),
-        report_id: duokey_crypto::ItemId::random().unwrap().0.to_vec(),
-        change,
-    };
     let by_bob = bob
         .sign(&gid, Action::Policy, "bob", 0, four_hours.encode())
         .await;
-    let err = bob.gms.rotate(rotate(by_bob)).await.unwrap_err();
+    let err = bob.rotate(&gid, by_bob).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
 
     let by_alice = alice
         .sign(&gid, Action::Policy, "alice", 0, four_hours.encode())
         .await;
-    let grant = alice
-        .gms
-        .rotate(rotate(by_alice))
-        .await
-        .unwrap()
-        .into_inner();
+    let grant = alice.rotate(&gid, by_alice).await.unwrap();
     assert_eq!(grant.cause, GrantCause::PolicyChanged as i32);
     assert_eq!(grant.rn1_version, g.rn1_version);
     let policy = grant.policy.unwrap();
@@ -560,18 +460,10 @@ async fn only_the_owner_hands_ownership_over_and_the_former_owner_may_then_leave
     // does not rebuild a change of two members' rights), and from then on
     // the owner's powers are the new owner's.
     let net = LocalNet::start().await;
-    let mut alice = net.raw("alice").await;
-    let mut bob = net.raw("bob").await;
-    let g = alice.create_group("proj").await;
-    let g = alice.add(&g, "bob", 0).await.unwrap();
+    let (mut alice, mut bob, g) = net.raw_group_of_two(0).await;
     let gid = g.group_id.clone();
-    let rotate = |change: Vec<u8>| RotateRequest {
-        group_id: gid.clone(),
-        report_id: duokey_crypto::ItemId::random().unwrap().0.to_vec(),
-        change,
-    };
     let by_bob = bob.sign(&gid, Action::Transfer, "bob", 0, Vec::new()).await;
-    let err = bob.gms.rotate(rotate(by_bob)).await.unwrap_err();
+    let err = bob.rotate(&gid, by_bob).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
     let err = alice.leave(&gid).await.unwrap_err();
     assert_eq!(
@@ -580,11 +472,11 @@ async fn only_the_owner_hands_ownership_over_and_the_former_owner_may_then_leave
         "the owner cannot leave: {err}"
     );
 
-    let mut watch = bob.gms.watch(WatchRequest {}).await.unwrap().into_inner();
+    let mut watch = bob.watch().await;
     let to_bob = alice
         .sign(&gid, Action::Transfer, "bob", 0, Vec::new())
         .await;
-    let grant = alice.gms.rotate(rotate(to_bob)).await.unwrap().into_inner();
+    let grant = alice.rotate(&gid, to_bob).await.unwrap();
     assert_eq!(grant.cause, GrantCause::OwnerChanged as i32);
     assert_eq!(grant.subject, "bob");
     assert_eq!(grant.rn1_version, g.rn1_version, "RN1 stays");

@@ -7,8 +7,10 @@
 )] // a test fails by panicking
 
 use duokey_crypto::{IdentityKey, UserId};
+use duokey_pki::rustls_pki_types::CertificateDer;
 use duokey_pki::rustls_pki_types::ServerName;
 use duokey_pki::tokio_rustls::TlsConnector;
+use duokey_pki::tokio_rustls::client::TlsStream;
 use duokey_pki::{Ca, RevocationList, Validity, make_csr, peer_identity};
 use duokey_proto::*;
 use duokey_testkit::{LocalNet, RawUser};
@@ -33,6 +35,39 @@ async fn get_user(user: &mut RawUser) -> Result<GetUserResponse, tonic::Status> 
         .map(|r| r.into_inner())
 }
 
+/// A key for `name` and its certificate signed by `ca` for 30 days (not the
+/// AS's enrolment: the test chooses the CA).
+fn signed_by(ca: &Ca, name: &str) -> (UserId, IdentityKey, CertificateDer<'static>) {
+    let id = UserId::new(name).unwrap();
+    let key = IdentityKey::generate();
+    let cert = ca.sign_csr(&make_csr(&key, &id).unwrap(), &id, 30).unwrap();
+    (id, key, cert)
+}
+
+/// A certificate of `net`'s CA for `key` and `id` that expired an hour ago.
+fn expired_cert(net: &LocalNet, key: &IdentityKey, id: &UserId) -> CertificateDer<'static> {
+    let now = (duokey_testkit::now_ms() / 1000) as i64;
+    net.ca
+        .sign_csr_with_validity(
+            &make_csr(key, id).unwrap(),
+            id,
+            Validity::from_unix(now - 7200, now - 3600).unwrap(),
+        )
+        .unwrap()
+}
+
+/// The servers' revocation list file.
+fn revocation_list(net: &LocalNet) -> std::path::PathBuf {
+    net.config
+        .path(net.config.tls.revocation_list.as_ref().unwrap())
+}
+
+/// Revokes `serial` in the list file and has the running node reload it.
+fn revoke(net: &LocalNet, serial: &[u8]) {
+    RevocationList::revoke_in_file(&revocation_list(net), serial).unwrap();
+    net.node.revocations.reload().unwrap();
+}
+
 #[tokio::test]
 async fn enrolled_terminal_is_served_on_both_ports() {
     let net = LocalNet::start().await;
@@ -51,11 +86,7 @@ async fn enrolled_terminal_is_served_on_both_ports() {
 async fn certificate_of_another_ca_is_refused() {
     let net = LocalNet::start().await;
     let rogue = Ca::generate("Rogue").unwrap();
-    let id = UserId::new("alice").unwrap();
-    let key = IdentityKey::generate();
-    let cert = rogue
-        .sign_csr(&make_csr(&key, &id).unwrap(), &id, 30)
-        .unwrap();
+    let (id, key, cert) = signed_by(&rogue, "alice");
     let mut mallory = net.user_with_chain(id, key, vec![cert]);
     assert!(list_groups(&mut mallory).await.is_err());
     assert!(get_user(&mut mallory).await.is_err());
@@ -66,12 +97,7 @@ async fn expired_certificate_is_refused() {
     let net = LocalNet::start().await;
     let id = UserId::new("alice").unwrap();
     let key = IdentityKey::generate();
-    let now = (duokey_testkit::now_ms() / 1000) as i64;
-    let validity = Validity::from_unix(now - 7200, now - 3600).unwrap();
-    let cert = net
-        .ca
-        .sign_csr_with_validity(&make_csr(&key, &id).unwrap(), &id, validity)
-        .unwrap();
+    let cert = expired_cert(&net, &key, &id);
     let mut old = net.user_with_chain(id, key, vec![cert]);
     assert!(list_groups(&mut old).await.is_err());
     assert!(get_user(&mut old).await.is_err());
@@ -81,23 +107,14 @@ async fn expired_certificate_is_refused() {
 async fn revoked_certificate_is_refused_after_reload_without_restart() {
     let net = LocalNet::start().await;
     let mut bob = net.raw("bob").await;
-    let id = UserId::new("carol").unwrap();
-    let key = IdentityKey::generate();
-    let cert = net
-        .ca
-        .sign_csr(&make_csr(&key, &id).unwrap(), &id, 30)
-        .unwrap();
+    let (id, key, cert) = signed_by(&net.ca, "carol");
     let serial = peer_identity(&cert).unwrap().serial;
     let mut carol = net.user_with_chain(id.clone(), key.clone(), vec![cert.clone()]);
     assert!(
         get_user(&mut carol).await.is_ok(),
         "served before revocation"
     );
-    let list = net
-        .config
-        .path(net.config.tls.revocation_list.as_ref().unwrap());
-    RevocationList::revoke_in_file(&list, &serial).unwrap();
-    net.node.revocations.reload().unwrap();
+    revoke(&net, &serial);
     // New connections with the revoked certificate are refused on both ports.
     let mut carol = net.user_with_chain(id, key, vec![cert]);
     assert!(
@@ -122,33 +139,16 @@ async fn revoked_certificate_is_refused_after_reload_without_restart() {
 async fn a_revoked_terminal_loses_its_open_streams_and_connection() {
     use tokio_stream::StreamExt;
     let net = LocalNet::start().await;
-    let mut alice = net.raw("alice").await;
-    let mut bob = net.raw("bob").await;
+    let (mut alice, mut bob, g) = net.raw_group_of_two(0).await;
     let serial = peer_identity(&get_user(&mut alice).await.unwrap().cert_chain_der[0])
         .unwrap()
         .serial;
-    let g = alice.create_group("proj").await;
-    alice.add(&g, "bob", 0).await.unwrap();
     net.cs_caught_up().await;
-    let mut deliveries = alice
-        .cs
-        .subscribe(SubscribeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let mut grants = alice.gms.watch(WatchRequest {}).await.unwrap().into_inner();
-    let mut bobs = bob
-        .cs
-        .subscribe(SubscribeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut deliveries = alice.subscribe().await;
+    let mut grants = alice.watch().await;
+    let mut bobs = bob.subscribe().await;
 
-    let list = net
-        .config
-        .path(net.config.tls.revocation_list.as_ref().unwrap());
-    RevocationList::revoke_in_file(&list, &serial).unwrap();
-    net.node.revocations.reload().unwrap();
+    revoke(&net, &serial);
     let bound = duokey_pki::grpc::REVOCATION_CHECK * 10;
     let ended =
         |what: &str,
@@ -196,9 +196,7 @@ async fn a_second_plain_token_cannot_replace_a_valid_certificate() {
     let old = peer_identity(&get_user(&mut dave).await.unwrap().cert_chain_der[0])
         .unwrap()
         .serial;
-    let list = net
-        .config
-        .path(net.config.tls.revocation_list.as_ref().unwrap());
+    let list = revocation_list(&net);
     let revoked = RevocationList::load(&list).unwrap();
     let issued = duokey_accounts::issue_token_with(&db, &dave_id, true, &revoked)
         .await
@@ -233,6 +231,13 @@ fn accounts_as(
     accounts_client::AccountsClient::new(duokey_pki::grpc::channel(&net.gms_url(), tls).unwrap())
 }
 
+/// A renewal request for `key` as `id`.
+fn renewal(key: &IdentityKey, id: &UserId) -> RenewRequest {
+    RenewRequest {
+        csr_der: make_csr(key, id).unwrap(),
+    }
+}
+
 /// DESIGN D34: a terminal renews its certificate with the current one, for
 /// the same key (new serial, a full new lifetime); another key, no
 /// certificate, or an expired one cannot renew.
@@ -244,9 +249,7 @@ async fn a_terminal_renews_its_certificate_for_the_same_key_and_only_so() {
     let old = peer_identity(&alice.chain[0]).unwrap();
     let mut accounts = accounts_as(&net, &alice.key, alice.chain.clone());
     let renewed = accounts
-        .renew(RenewRequest {
-            csr_der: make_csr(&alice.key, &id).unwrap(),
-        })
+        .renew(renewal(&alice.key, &id))
         .await
         .unwrap()
         .into_inner();
@@ -264,38 +267,15 @@ async fn a_terminal_renews_its_certificate_for_the_same_key_and_only_so() {
     assert!(get_user(&mut again).await.is_ok());
 
     let other = IdentityKey::generate();
-    let err = accounts
-        .renew(RenewRequest {
-            csr_der: make_csr(&other, &id).unwrap(),
-        })
-        .await
-        .unwrap_err();
+    let err = accounts.renew(renewal(&other, &id)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     let mut anonymous = accounts_client::AccountsClient::new(net.anonymous(&net.gms_url()));
-    let err = anonymous
-        .renew(RenewRequest {
-            csr_der: make_csr(&alice.key, &id).unwrap(),
-        })
-        .await
-        .unwrap_err();
+    let err = anonymous.renew(renewal(&alice.key, &id)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
-    let now = (duokey_testkit::now_ms() / 1000) as i64;
-    let expired = net
-        .ca
-        .sign_csr_with_validity(
-            &make_csr(&alice.key, &id).unwrap(),
-            &id,
-            Validity::from_unix(now - 7200, now - 3600).unwrap(),
-        )
-        .unwrap();
+    let expired = expired_cert(&net, &alice.key, &id);
     let mut stale = accounts_as(&net, &alice.key, vec![expired]);
     assert!(
-        stale
-            .renew(RenewRequest {
-                csr_der: make_csr(&alice.key, &id).unwrap(),
-            })
-            .await
-            .is_err(),
+        stale.renew(renewal(&alice.key, &id)).await.is_err(),
         "an expired certificate renewed"
     );
 }
@@ -344,6 +324,21 @@ async fn alice_chain(
         .collect()
 }
 
+/// `Enroll` with `token` and `csr_der` at `accounts`.
+async fn enroll(
+    accounts: &mut accounts_client::AccountsClient<tonic::transport::Channel>,
+    token: &str,
+    csr_der: Vec<u8>,
+) -> Result<EnrollResponse, tonic::Status> {
+    accounts
+        .enroll(EnrollRequest {
+            token: token.to_owned(),
+            csr_der,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
 #[tokio::test]
 async fn enrolment_token_works_once_and_only_for_its_user() {
     let net = LocalNet::start().await;
@@ -351,12 +346,7 @@ async fn enrolment_token_works_once_and_only_for_its_user() {
     let token = net.token("alice").await;
     let key = IdentityKey::generate();
     let bob = UserId::new("bob").unwrap();
-    let wrong = accounts
-        .enroll(EnrollRequest {
-            token: token.clone(),
-            csr_der: make_csr(&key, &bob).unwrap(),
-        })
-        .await;
+    let wrong = enroll(&mut accounts, &token, make_csr(&key, &bob).unwrap()).await;
     assert_eq!(
         wrong.unwrap_err().code(),
         Code::InvalidArgument,
@@ -364,30 +354,13 @@ async fn enrolment_token_works_once_and_only_for_its_user() {
     );
     let alice = UserId::new("alice").unwrap();
     let csr = make_csr(&key, &alice).unwrap();
-    let ok = accounts
-        .enroll(EnrollRequest {
-            token: token.clone(),
-            csr_der: csr.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let ok = enroll(&mut accounts, &token, csr.clone()).await.unwrap();
     assert_eq!(ok.user_id, "alice");
-    let again = accounts
-        .enroll(EnrollRequest {
-            token,
-            csr_der: csr.clone(),
-        })
+    let again = enroll(&mut accounts, &token, csr.clone())
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::PermissionDenied, "a token works once");
-    let guess = accounts
-        .enroll(EnrollRequest {
-            token: "dk1-00".into(),
-            csr_der: csr,
-        })
-        .await
-        .unwrap_err();
+    let guess = enroll(&mut accounts, "dk1-00", csr).await.unwrap_err();
     assert_eq!(guess.code(), Code::PermissionDenied);
 }
 
@@ -445,14 +418,13 @@ async fn plaintext_http2_gets_no_http2_answer_on_any_port() {
     }
 }
 
-/// Opens TLS 1.3 to `addr` as `client` (no certificate when `None`), sends
-/// the HTTP/2 opening and returns the first bytes the server answers, or the
-/// error that ended the connection.
-async fn tls_answer(
+/// A TLS connection to `addr` (as 127.0.0.1) of `client`, trusting `net`'s
+/// CA (no client certificate when `None`).
+async fn tls_connect(
     net: &LocalNet,
     addr: std::net::SocketAddr,
     client: Option<&RawUser>,
-) -> std::io::Result<Vec<u8>> {
+) -> std::io::Result<TlsStream<TcpStream>> {
     let key = client.map(|u| {
         (
             u.chain.clone(),
@@ -461,9 +433,20 @@ async fn tls_answer(
     });
     let tls = duokey_pki::client_config(&net.ca.cert_der(), key).unwrap();
     let tcp = TcpStream::connect(addr).await?;
-    let mut s = TlsConnector::from(tls)
+    TlsConnector::from(tls)
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await?;
+        .await
+}
+
+/// Opens TLS 1.3 to `addr` as `client` (no certificate when `None`), sends
+/// the HTTP/2 opening and returns the first bytes the server answers, or the
+/// error that ended the connection.
+async fn tls_answer(
+    net: &LocalNet,
+    addr: std::net::SocketAddr,
+    client: Option<&RawUser>,
+) -> std::io::Result<Vec<u8>> {
+    let mut s = tls_connect(net, addr, client).await?;
     s.write_all(H2_OPENING).await?;
     let mut buf = vec![0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
@@ -501,16 +484,7 @@ async fn the_cs_port_refuses_a_client_without_certificate_in_the_handshake() {
 
 /// The certificate a port presents to `user` in a fresh handshake.
 async fn presented(net: &LocalNet, addr: std::net::SocketAddr, user: &RawUser) -> Vec<u8> {
-    let key = (
-        user.chain.clone(),
-        duokey_pki::identity_private_key_der(&user.key),
-    );
-    let tls = duokey_pki::client_config(&net.ca.cert_der(), Some(key)).unwrap();
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let s = TlsConnector::from(tls)
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
-        .unwrap();
+    let s = tls_connect(net, addr, Some(user)).await.unwrap();
     s.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 

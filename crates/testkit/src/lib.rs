@@ -105,6 +105,16 @@ impl LocalNet {
         Self::around(dir, local, clock)
     }
 
+    /// The servers with a rate limit of `burst` calls at once, then one a
+    /// second, per certificate.
+    pub async fn start_rate_limited(burst: u32) -> LocalNet {
+        Self::start_with(|c| {
+            c.limits.rate_per_sec = 1;
+            c.limits.rate_burst = burst;
+        })
+        .await
+    }
+
     fn around(dir: tempfile::TempDir, local: dev::Local, clock: Clock) -> LocalNet {
         let client = ClientConfig::load(&local.client_file).unwrap();
         let remote = Remote::new(&local.config, &client);

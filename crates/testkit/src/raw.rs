@@ -79,6 +79,16 @@ impl Remote {
         }
     }
 
+    /// alice and bob, raw, in a group "proj" that alice created and added bob
+    /// to with `rights`; the grant that added bob.
+    pub async fn raw_group_of_two(&self, rights: u32) -> (RawUser, RawUser, Grant) {
+        let mut alice = self.raw("alice").await;
+        let bob = self.raw("bob").await;
+        let g = alice.create_group("proj").await;
+        let g = alice.add(&g, "bob", rights).await.unwrap();
+        (alice, bob, g)
+    }
+
     /// The same user, connected to the current addresses.
     pub fn reconnect_user(&self, u: RawUser) -> RawUser {
         let mut fresh = self.user_with_chain(u.id, u.key, u.chain);
@@ -192,11 +202,21 @@ impl RawUser {
     /// Creates group `gid` named `name` (default policy); its first grant.
     pub async fn create_group_of(&mut self, gid: GroupId, name: &str) -> Grant {
         let change = self.create_change_of(gid, name);
+        self.create_with(change).await.unwrap()
+    }
+
+    /// `CreateGroup` of a new group named `name`, which the GMS may refuse.
+    pub async fn try_create_group(&mut self, name: &str) -> Result<Grant, tonic::Status> {
+        let change = self.create_change(name);
+        self.create_with(change).await
+    }
+
+    /// `CreateGroup` with a signed `create` change.
+    async fn create_with(&mut self, change: Vec<u8>) -> Result<Grant, tonic::Status> {
         self.gms
             .create_group(CreateGroupRequest { change })
             .await
-            .unwrap()
-            .into_inner()
+            .map(|r| r.into_inner())
     }
 
     /// Adds `user` (with [`test_key`]) with `rights` by a signed change.
@@ -298,6 +318,15 @@ impl RawUser {
     /// Posts an envelope of `text` ([`RawUser::envelope`]); its log position.
     pub async fn post(&mut self, gid: &[u8], text: &str) -> Result<u64, tonic::Status> {
         let envelope = self.envelope(gid, text);
+        self.post_envelope(gid, envelope).await
+    }
+
+    /// Posts `envelope` (made by anyone) to `gid`; its log position.
+    pub async fn post_envelope(
+        &mut self,
+        gid: &[u8],
+        envelope: Vec<u8>,
+    ) -> Result<u64, tonic::Status> {
         self.cs
             .post(PostRequest {
                 group_id: gid.to_vec(),
@@ -323,6 +352,52 @@ impl RawUser {
     pub async fn log_positions(&mut self, gid: &[u8]) -> Vec<u64> {
         let logged = self.fetch(gid, 0).await.expect("fetch");
         logged.iter().map(|e| e.log_seq).collect()
+    }
+
+    /// Opens this user's live stream of deliveries (`Subscribe`).
+    pub async fn subscribe(&mut self) -> tonic::Streaming<Delivery> {
+        self.cs
+            .subscribe(SubscribeRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Opens this user's live stream of grants and removals (`Watch`).
+    pub async fn watch(&mut self) -> tonic::Streaming<WatchEvent> {
+        self.gms.watch(WatchRequest {}).await.unwrap().into_inner()
+    }
+
+    /// `GetGrants` for `group_ids` (every group of this user when empty).
+    pub async fn grants(&mut self, group_ids: Vec<Vec<u8>>) -> GetGrantsResponse {
+        self.gms
+            .get_grants(GetGrantsRequest { group_ids })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// `GetGrant`: the grant of RN2 version `rn2_version` of `gid`.
+    pub async fn grant(&mut self, gid: &[u8], rn2_version: u64) -> Result<Grant, tonic::Status> {
+        self.gms
+            .get_grant(GetGrantRequest {
+                group_id: gid.to_vec(),
+                rn2_version,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// `Rotate` of `gid` with a signed `change` (empty: a periodic-style rotation).
+    pub async fn rotate(&mut self, gid: &[u8], change: Vec<u8>) -> Result<Grant, tonic::Status> {
+        self.gms
+            .rotate(RotateRequest {
+                group_id: gid.to_vec(),
+                report_id: ItemId::random().unwrap().0.to_vec(),
+                change,
+            })
+            .await
+            .map(|r| r.into_inner())
     }
 
     /// The group's envelopes after log position `after`.
@@ -467,15 +542,9 @@ impl RawUser {
             )
             .sign(&self.key)
             .unwrap();
-        self.gms
-            .rotate(duokey_proto::RotateRequest {
-                group_id: gid.to_vec(),
-                report_id: duokey_crypto::ItemId::random().unwrap().0.to_vec(),
-                change: change.as_bytes().to_vec(),
-            })
+        self.rotate(gid.as_slice(), change.as_bytes().to_vec())
             .await
             .unwrap()
-            .into_inner()
     }
 }
 

@@ -22,6 +22,43 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The `duokey` binary on the profile in `home` (the environment as inherited).
+pub fn duokey_at(home: &Path) -> Command {
+    let mut cmd = Command::new(bin("duokey"));
+    cmd.arg("--home").arg(home);
+    cmd
+}
+
+/// Runs `duokey-server ARGS` outside any server directory.
+pub fn server_command(args: &[&str]) -> Output {
+    Command::new(bin("duokey-server"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Asserts that a command exited 0, showing its standard error otherwise.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The arguments of `duokey init` for `user` with `token` and the client.toml at `config`.
+pub fn init_args<'a>(user: &'a str, token: &'a str, config: &'a Path) -> [&'a str; 7] {
+    [
+        "init",
+        "--user",
+        user,
+        "--token",
+        token,
+        "--config",
+        config.to_str().unwrap(),
+    ]
+}
+
 pub struct Server {
     pub dir: tempfile::TempDir,
     child: Child,
@@ -138,11 +175,7 @@ impl Server {
             .arg(user)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out);
         String::from_utf8(out.stdout)
             .unwrap()
             .split_whitespace()
@@ -165,22 +198,19 @@ impl Server {
         self.enrol(name, &["--no-passphrase"])
     }
 
+    /// A user with no profile yet, at `dir` below the server's directory.
+    pub fn newcomer(&self, dir: &str, passphrase: &str) -> User {
+        User {
+            home: self.dir.path().join(dir),
+            passphrase: passphrase.to_owned(),
+        }
+    }
+
     fn enrol(&self, name: &str, extra: &[&str]) -> User {
-        let u = User {
-            home: self.dir.path().join(name),
-            passphrase: format!("{name}'s long passphrase"),
-        };
+        let u = self.newcomer(name, &format!("{name}'s long passphrase"));
         let token = self.token(name);
         let config = self.client_toml();
-        let mut args = vec![
-            "init",
-            "--user",
-            name,
-            "--token",
-            &token,
-            "--config",
-            config.to_str().unwrap(),
-        ];
+        let mut args = init_args(name, &token, &config).to_vec();
         args.extend_from_slice(extra);
         let out = u.run(&args);
         assert!(
@@ -203,26 +233,31 @@ impl User {
     }
 
     pub fn run_with(&self, args: &[&str], passphrase: &str) -> Output {
-        Command::new(bin("duokey"))
-            .arg("--home")
-            .arg(&self.home)
-            .args(args)
-            .env("DUOKEY_PASSPHRASE", passphrase)
-            .env_remove("DUOKEY_KEYLOG")
+        self.command_with(args, passphrase)
             .stdin(Stdio::null())
             .output()
             .unwrap()
     }
 
+    /// `duokey ARGS` on this profile with its passphrase and no key log.
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.command_with(args, &self.passphrase)
+    }
+
+    /// [`User::command`] with `passphrase`.
+    fn command_with(&self, args: &[&str], passphrase: &str) -> Command {
+        let mut cmd = duokey_at(&self.home);
+        cmd.args(args)
+            .env("DUOKEY_PASSPHRASE", passphrase)
+            .env_remove("DUOKEY_KEYLOG");
+        cmd
+    }
+
     /// Runs a command with `input` on its standard input.
     pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
         use std::io::Write;
-        let mut child = Command::new(bin("duokey"))
-            .arg("--home")
-            .arg(&self.home)
-            .args(args)
-            .env("DUOKEY_PASSPHRASE", &self.passphrase)
-            .env_remove("DUOKEY_KEYLOG")
+        let mut child = self
+            .command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -236,13 +271,9 @@ impl User {
     /// debug build aborts there, as `kill -9` would; PROTOCOL §5.3).
     pub fn killed_at(&self, point: &str, args: &[&str]) {
         use std::os::unix::process::ExitStatusExt;
-        let out = Command::new(bin("duokey"))
-            .arg("--home")
-            .arg(&self.home)
-            .args(args)
-            .env("DUOKEY_PASSPHRASE", &self.passphrase)
+        let out = self
+            .command(args)
             .env("DUOKEY_FAILPOINT", point)
-            .env_remove("DUOKEY_KEYLOG")
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -255,12 +286,8 @@ impl User {
 
     /// Starts `duokey --json read GROUP --follow`.
     pub fn follow(&self, group: &str) -> Follow {
-        let mut child = Command::new(bin("duokey"))
-            .arg("--home")
-            .arg(&self.home)
-            .args(["--json", "read", group, "--follow"])
-            .env("DUOKEY_PASSPHRASE", &self.passphrase)
-            .env_remove("DUOKEY_KEYLOG")
+        let mut child = self
+            .command(&["--json", "read", group, "--follow"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -297,6 +324,13 @@ impl User {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// Runs `duokey --json ARGS`, which must succeed; its output as JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
     /// `read --json` messages as (sender, text).
     pub fn messages(&self, group: &str) -> Vec<(String, String)> {
         self.ok(&["--json", "read", group])
@@ -319,8 +353,7 @@ impl User {
 
 /// Creates `name` as `owner` and brings every other user in.
 pub fn group_with(owner: &User, name: &str, others: &[&User]) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(&owner.ok(&["--json", "group", "create", name])).unwrap();
+    let v = owner.json(&["group", "create", name]);
     let gid = v["group_id"].as_str().unwrap().to_owned();
     for u in others {
         let user = u.home.file_name().unwrap().to_str().unwrap();
