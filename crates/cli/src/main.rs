@@ -557,7 +557,17 @@ async fn open_profile(cli: &Cli) -> duokey_terminal::Result<Terminal> {
 
 async fn run(cli: Cli) -> duokey_terminal::Result<()> {
     let out = Out { json: cli.json };
-    match &cli.command {
+    if let Some(done) = without_profile(&cli, out).await {
+        return done;
+    }
+    let (mut t, offline) = open(&cli).await?;
+    with_profile(&mut t, cli.command, out, offline).await
+}
+
+/// The commands that run before (or instead of) opening and syncing the
+/// profile; `None` for the others.
+async fn without_profile(cli: &Cli, out: Out) -> Option<duokey_terminal::Result<()>> {
+    Some(match &cli.command {
         Command::Demo {
             cluster,
             postgres,
@@ -567,7 +577,7 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
                 postgres: postgres.clone(),
                 nats: nats.clone(),
             });
-            return demo::run(cli.json, cluster).await;
+            demo::run(cli.json, cluster).await
         }
         Command::Init {
             user,
@@ -577,67 +587,44 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
             keep_history,
             password,
         } => {
-            let user = user_arg(user.clone())?;
-            let cfg = ClientConfig::load(config)?;
-            let t = init(&home(&cli), &user, token, &cfg, *no_passphrase, *password).await?;
-            t.set_keep_history(*keep_history).await?;
-            out.report(
-                serde_json::json!({"user": t.user().as_str(), "home": t.home()}),
-                || format!("Enrolled {} in {}", t.user(), t.home().display()),
-            );
-            return Ok(());
+            let how = NewProfile {
+                token,
+                no_passphrase: *no_passphrase,
+                keep_history: *keep_history,
+                password: *password,
+            };
+            init_command(cli, out, user, config, how).await
         }
-        Command::Chat { .. } if cli.json => {
-            return Err(Error::User(
-                "duokey chat is interactive and prints no JSON; programs use `duokey read GROUP --follow --json`"
-                    .into(),
-            ));
-        }
-        Command::Chat { group } => {
-            let t = open_profile(&cli).await?;
-            return chat::run(t, group.clone()).await;
-        }
-        Command::Unlock { duration } => {
-            let ttl = std::time::Duration::from_secs(*duration);
-            session::unlock(&home(&cli), ttl, || passphrase(false)).await?;
-            out.report(serde_json::json!({"unlocked_for_secs": duration}), || {
-                format!(
-                    "Unlocked for {}: commands will not ask for the passphrase until then, \
-                     until `duokey lock`, or until this login session ends.",
-                    session::hours(ttl)
-                )
-            });
-            return Ok(());
-        }
+        Command::Chat { .. } if cli.json => Err(Error::User(
+            "duokey chat is interactive and prints no JSON; programs use `duokey read GROUP --follow --json`"
+                .into(),
+        )),
+        Command::Chat { group } => match open_profile(cli).await {
+            Ok(t) => chat::run(t, group.clone()).await,
+            Err(e) => Err(e),
+        },
+        Command::Unlock { duration } => unlock(cli, out, *duration).await,
         Command::Lock => {
-            let was = duokey_terminal::agent::lock(&home(&cli)).await;
-            out.report(serde_json::json!({"locked": was}), || match was {
-                true => {
-                    "Locked: the key is erased from memory; commands ask for the passphrase again."
-                        .into()
-                }
-                false => "Not unlocked: commands already ask for the passphrase.".into(),
-            });
-            return Ok(());
+            lock(cli, out).await;
+            Ok(())
         }
-        Command::Agent { seconds } => return session::serve(&home(&cli), *seconds).await,
-        Command::Whoami => return whoami(&cli, out).await,
+        Command::Agent { seconds } => session::serve(&home(cli), *seconds).await,
+        Command::Whoami => whoami(cli, out).await,
         Command::Profile {
             command: ProfileCommand::SetServers { config },
-        } => {
-            let cfg = ClientConfig::load(config)?;
-            let t = open_profile(&cli).await?;
-            t.set_servers(&cfg).await?;
-            out.report(
-                serde_json::json!({"servers": {"as": cfg.as_url, "gms": cfg.gms_url, "cs": cfg.cs_url}}),
-                || format!("This profile now uses GMS {}, CS {}, AS {}.", cfg.gms_url, cfg.cs_url, cfg.as_url),
-            );
-            return Ok(());
-        }
-        _ => {}
-    }
-    let (mut t, offline) = open(&cli).await?;
-    match cli.command {
+        } => set_servers(cli, out, config).await,
+        _ => return None,
+    })
+}
+
+/// The commands that work on an open profile (synced first unless offline).
+async fn with_profile(
+    t: &mut Terminal,
+    command: Command,
+    out: Out,
+    offline: bool,
+) -> duokey_terminal::Result<()> {
+    match command {
         Command::Init { .. }
         | Command::Demo { .. }
         | Command::Chat { .. }
@@ -646,29 +633,15 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
         | Command::Whoami
         | Command::Profile { .. }
         | Command::Agent { .. } => Ok(()),
-        Command::Sync => sync(&mut t, out).await,
-        Command::Status => status(&t, out, offline).await,
-        Command::Group { command } => group(&mut t, command, out).await,
-        Command::Renew { password } => renew(&mut t, out, password).await,
-        Command::Invites { sent: false } => invites(&t, out).await,
-        Command::Invites { sent: true } => sent_invites(&t, out).await,
-        Command::Accept { invite, code: None } => {
-            act(&mut t, out, None, Action::Accept(invite)).await
-        }
-        Command::Accept {
-            invite,
-            code: Some(code),
-        } => {
-            let code = if code.is_empty() {
-                ask_code()?
-            } else {
-                Zeroizing::new(code)
-            };
-            let code = duokey_crypto::invite_code::InviteCode::parse(&code)?;
-            act(&mut t, out, None, Action::AcceptCode(invite, code)).await
-        }
-        Command::Decline { invite } => act(&mut t, out, None, Action::Decline(invite)).await,
-        Command::Send { group, text } => send(&mut t, out, &group, text).await,
+        Command::Sync => sync(t, out).await,
+        Command::Status => status(t, out, offline).await,
+        Command::Group { command } => group(t, command, out).await,
+        Command::Renew { password } => renew(t, out, password).await,
+        Command::Invites { sent: false } => invites(t, out).await,
+        Command::Invites { sent: true } => sent_invites(t, out).await,
+        Command::Accept { invite, code } => accept(t, out, invite, code).await,
+        Command::Decline { invite } => act(t, out, None, Action::Decline(invite)).await,
+        Command::Send { group, text } => send(t, out, &group, text).await,
         Command::Read {
             group,
             follow,
@@ -680,12 +653,108 @@ async fn run(cli: Cli) -> duokey_terminal::Result<()> {
                 None => None,
             };
             let shown = Shown { limit, since };
-            read(&mut t, out, &group, follow, offline, shown).await
+            read(t, out, &group, follow, offline, shown).await
         }
         Command::Verify { user, confirm } => {
-            act(&mut t, out, None, Action::Verify(user_arg(user)?, confirm)).await
+            act(t, out, None, Action::Verify(user_arg(user)?, confirm)).await
         }
     }
+}
+
+/// How `duokey init` makes the profile.
+struct NewProfile<'a> {
+    token: &'a str,
+    no_passphrase: bool,
+    keep_history: bool,
+    password: bool,
+}
+
+/// `duokey init`.
+async fn init_command(
+    cli: &Cli,
+    out: Out,
+    user: &str,
+    config: &std::path::Path,
+    how: NewProfile<'_>,
+) -> duokey_terminal::Result<()> {
+    let user = user_arg(user.to_owned())?;
+    let cfg = ClientConfig::load(config)?;
+    let t = init(
+        &home(cli),
+        &user,
+        how.token,
+        &cfg,
+        how.no_passphrase,
+        how.password,
+    )
+    .await?;
+    t.set_keep_history(how.keep_history).await?;
+    out.report(
+        serde_json::json!({"user": t.user().as_str(), "home": t.home()}),
+        || format!("Enrolled {} in {}", t.user(), t.home().display()),
+    );
+    Ok(())
+}
+
+/// `duokey unlock [--for D]`.
+async fn unlock(cli: &Cli, out: Out, duration: u64) -> duokey_terminal::Result<()> {
+    let ttl = std::time::Duration::from_secs(duration);
+    session::unlock(&home(cli), ttl, || passphrase(false)).await?;
+    out.report(serde_json::json!({"unlocked_for_secs": duration}), || {
+        format!(
+            "Unlocked for {}: commands will not ask for the passphrase until then, \
+             until `duokey lock`, or until this login session ends.",
+            session::hours(ttl)
+        )
+    });
+    Ok(())
+}
+
+/// `duokey lock`.
+async fn lock(cli: &Cli, out: Out) {
+    let was = duokey_terminal::agent::lock(&home(cli)).await;
+    out.report(serde_json::json!({"locked": was}), || match was {
+        true => {
+            "Locked: the key is erased from memory; commands ask for the passphrase again.".into()
+        }
+        false => "Not unlocked: commands already ask for the passphrase.".into(),
+    });
+}
+
+/// `duokey profile set-servers`.
+async fn set_servers(cli: &Cli, out: Out, config: &std::path::Path) -> duokey_terminal::Result<()> {
+    let cfg = ClientConfig::load(config)?;
+    let t = open_profile(cli).await?;
+    t.set_servers(&cfg).await?;
+    out.report(
+        serde_json::json!({"servers": {"as": cfg.as_url, "gms": cfg.gms_url, "cs": cfg.cs_url}}),
+        || {
+            format!(
+                "This profile now uses GMS {}, CS {}, AS {}.",
+                cfg.gms_url, cfg.cs_url, cfg.as_url
+            )
+        },
+    );
+    Ok(())
+}
+
+/// `duokey accept INVITE [--code [CODE]]`.
+async fn accept(
+    t: &mut Terminal,
+    out: Out,
+    invite: String,
+    code: Option<String>,
+) -> duokey_terminal::Result<()> {
+    let Some(code) = code else {
+        return act(t, out, None, Action::Accept(invite)).await;
+    };
+    let code = if code.is_empty() {
+        ask_code()?
+    } else {
+        Zeroizing::new(code)
+    };
+    let code = duokey_crypto::invite_code::InviteCode::parse(&code)?;
+    act(t, out, None, Action::AcceptCode(invite, code)).await
 }
 
 /// How a command reports (SPEC §8): one JSON value on standard output with
@@ -1082,20 +1151,7 @@ async fn group(t: &mut Terminal, command: GroupCommand, out: Out) -> duokey_term
         }
         GroupCommand::List { all } => return list_groups(t, out, all).await,
         GroupCommand::Forget { group } => return forget(t, out, &group).await,
-        GroupCommand::Uninvite { group, user } => {
-            let gid = t.resolve_group(&group).await?;
-            let user = user_arg(user)?;
-            t.uninvite(&gid, &user).await?;
-            out.report(
-                serde_json::json!({"group_id": hex::encode(gid), "uninvited": user.as_str()}),
-                || {
-                    format!(
-                        "Cancelled the invitation to {user}: if they accept it, they are not added."
-                    )
-                },
-            );
-            return Ok(());
-        }
+        GroupCommand::Uninvite { group, user } => return uninvite(t, out, &group, user).await,
         GroupCommand::Members { group } => return members(t, out, &group).await,
         GroupCommand::Verify { group } => return membership_code(t, out, &group).await,
         GroupCommand::Policy {
@@ -1143,12 +1199,7 @@ async fn group(t: &mut Terminal, command: GroupCommand, out: Out) -> duokey_term
         }
         GroupCommand::Transfer { group, user, yes } => {
             let user = user_arg(user)?;
-            let question = format!(
-                "Make {user} the owner of {}? Only {user} can then delete the group or change its \
-                 policy; you keep the invite and remove rights. Type yes to hand it over: ",
-                display::inline(&group)
-            );
-            if !yes && !confirm(&question)? {
+            if !yes && !confirm_transfer(&group, &user)? {
                 return Err(Error::User(
                     "ownership kept (answer yes to hand it over)".into(),
                 ));
@@ -1159,6 +1210,32 @@ async fn group(t: &mut Terminal, command: GroupCommand, out: Out) -> duokey_term
     let (group, action) = action;
     let gid = t.resolve_group(&group).await?;
     act(t, out, Some(gid), action).await
+}
+
+/// `duokey group uninvite GROUP USER`.
+async fn uninvite(
+    t: &mut Terminal,
+    out: Out,
+    group: &str,
+    user: String,
+) -> duokey_terminal::Result<()> {
+    let gid = t.resolve_group(group).await?;
+    let user = user_arg(user)?;
+    t.uninvite(&gid, &user).await?;
+    out.report(
+        serde_json::json!({"group_id": hex::encode(gid), "uninvited": user.as_str()}),
+        || format!("Cancelled the invitation to {user}: if they accept it, they are not added."),
+    );
+    Ok(())
+}
+
+/// On a terminal, asks whether to make `user` the owner of `group`.
+fn confirm_transfer(group: &str, user: &UserId) -> duokey_terminal::Result<bool> {
+    confirm(&format!(
+        "Make {user} the owner of {}? Only {user} can then delete the group or change its \
+         policy; you keep the invite and remove rights. Type yes to hand it over: ",
+        display::inline(group)
+    ))
 }
 
 /// On a terminal, asks whether to delete `group` for everyone (scripts,

@@ -309,12 +309,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             dir,
             cs_addr,
             gms_addr,
-        } => {
-            hangup_reloads()?;
-            let _only_one = dev::lock_dir(&dir)?;
-            let cfg = dev::prepare(&dir, &gms_addr, &cs_addr)?;
-            serve(&cfg, Some(&dir)).await
-        }
+        } => run_dev(&dir, &gms_addr, &cs_addr).await,
         Command::Run { config } => {
             let cfg = ServerConfig::load(&config)?;
             hangup_reloads()?;
@@ -325,19 +320,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             print!("{}", duokey_server::config::EXAMPLE);
             Ok(())
         }
-        Command::Config { check, .. } => {
-            let path =
-                check.ok_or_else(|| Error::Usage("give --example or --check FILE".into()))?;
-            let cfg = ServerConfig::load(&path)?;
-            Node::check(&cfg)?;
-            println!(
-                "{}: valid; roles {}, data in {}",
-                path.display(),
-                cfg.roles.join(", "),
-                cfg.data_dir.display()
-            );
-            Ok(())
-        }
+        Command::Config { check, .. } => check_config(check),
         Command::Enroll {
             dir,
             config,
@@ -355,49 +338,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
             )
             .await
         }
-        Command::ClientConfig { config, host, out } => {
-            let configs = config
-                .iter()
-                .map(|c| ServerConfig::load(c))
-                .collect::<Result<Vec<_>, _>>()?;
-            let file = dev::ClientFile::for_nodes(&configs, &host)?;
-            file.write(&out, "duokey-server client-config")?;
-            println!(
-                "Wrote {}: give it to your users for `duokey init --config`.",
-                out.display()
-            );
-            Ok(())
-        }
+        Command::ClientConfig { config, host, out } => client_config(&config, &host, &out),
         Command::Tokens {
             command: TokensCommand::List { dir, config },
         } => list_tokens(&server_config(dir, config)?).await,
         Command::Tokens {
             command: TokensCommand::Cancel { dir, config, user },
-        } => {
-            let db = as_store(&server_config(dir, config)?).await?;
-            let n = db
-                .cancel_tokens(&user, duokey_pki::clock::now_ms_i64())
-                .await?;
-            println!("Cancelled {n} unused token(s) of {user}.");
-            Ok(())
-        }
+        } => cancel_tokens(&server_config(dir, config)?, &user).await,
         Command::Ca {
             command: CaCommand::Init { dir, org },
-        } => {
-            if dir.join("ca.pem").exists() {
-                return Err(Error::Usage(format!(
-                    "{} already holds a CA; refusing to overwrite it",
-                    dir.display()
-                )));
-            }
-            std::fs::create_dir_all(&dir)?;
-            Ca::generate(&org)?.save(&dir)?;
-            println!(
-                "CA created in {} (ca.pem, ca.key with mode 0600)",
-                dir.display()
-            );
-            Ok(())
-        }
+        } => ca_init(&dir, &org),
         Command::Ca {
             command:
                 CaCommand::IssueServer {
@@ -438,6 +388,70 @@ async fn run(cli: Cli) -> Result<(), Error> {
             "give --list FILE SERIAL, or --user USER with --dir DIR or --config FILE".into(),
         )),
     }
+}
+
+/// `duokey-server dev`: AS+GMS+CS in one process on `dir`.
+async fn run_dev(dir: &Path, gms_addr: &str, cs_addr: &str) -> Result<(), Error> {
+    hangup_reloads()?;
+    let _only_one = dev::lock_dir(dir)?;
+    let cfg = dev::prepare(dir, gms_addr, cs_addr)?;
+    serve(&cfg, Some(dir)).await
+}
+
+/// `duokey-server config --check FILE`.
+fn check_config(check: Option<PathBuf>) -> Result<(), Error> {
+    let path = check.ok_or_else(|| Error::Usage("give --example or --check FILE".into()))?;
+    let cfg = ServerConfig::load(&path)?;
+    Node::check(&cfg)?;
+    println!(
+        "{}: valid; roles {}, data in {}",
+        path.display(),
+        cfg.roles.join(", "),
+        cfg.data_dir.display()
+    );
+    Ok(())
+}
+
+/// `duokey-server client-config --config … --host … --out FILE`.
+fn client_config(config: &[PathBuf], host: &[String], out: &Path) -> Result<(), Error> {
+    let configs = config
+        .iter()
+        .map(|c| ServerConfig::load(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let file = dev::ClientFile::for_nodes(&configs, host)?;
+    file.write(out, "duokey-server client-config")?;
+    println!(
+        "Wrote {}: give it to your users for `duokey init --config`.",
+        out.display()
+    );
+    Ok(())
+}
+
+/// `duokey-server tokens cancel USER`.
+async fn cancel_tokens(cfg: &ServerConfig, user: &str) -> Result<(), Error> {
+    let db = as_store(cfg).await?;
+    let n = db
+        .cancel_tokens(user, duokey_pki::clock::now_ms_i64())
+        .await?;
+    println!("Cancelled {n} unused token(s) of {user}.");
+    Ok(())
+}
+
+/// `duokey-server ca init`: a new CA in `dir`, never over an existing one.
+fn ca_init(dir: &Path, org: &str) -> Result<(), Error> {
+    if dir.join("ca.pem").exists() {
+        return Err(Error::Usage(format!(
+            "{} already holds a CA; refusing to overwrite it",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir)?;
+    Ca::generate(org)?.save(dir)?;
+    println!(
+        "CA created in {} (ca.pem, ca.key with mode 0600)",
+        dir.display()
+    );
+    Ok(())
 }
 
 /// `duokey-server enroll`: a one-time token for `user`, usable for

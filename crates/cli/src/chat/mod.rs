@@ -306,7 +306,30 @@ async fn send(t: &mut Terminal, app: &mut App, text: &str) {
 }
 
 async fn run_command(t: &mut Terminal, app: &mut App, c: Command) -> Result<()> {
-    let chosen = |spec: Option<String>, app: &App| {
+    let Some(action) = ask_of(c, app)? else {
+        return Ok(());
+    };
+    let group = app.current().map(|g| g.id);
+    match actions::perform(t, group, action).await? {
+        Done::Created(g) => {
+            refresh(t, app).await?;
+            app.select(&g.group_id);
+            app.say(
+                Tone::Info,
+                format!("created {}; /invite USER to add people", g.name),
+            );
+        }
+        Done::Verified(v) => verify_panel(app, &v),
+        Done::InvitedCode(c, user, _) => code_panel(app, &c, &user),
+        done => app.say(Tone::Info, done.to_string()),
+    }
+    Ok(())
+}
+
+/// The shared action a slash command asks for; `None` for the commands the
+/// chat handles itself.
+fn ask_of(c: Command, app: &App) -> Result<Option<Ask>> {
+    let chosen = |spec: Option<String>| {
         spec.or_else(|| {
             app.invitations
                 .get(app.invite_selected)
@@ -314,7 +337,7 @@ async fn run_command(t: &mut Terminal, app: &mut App, c: Command) -> Result<()> 
         })
         .ok_or_else(|| Error::User("no pending invitation".into()))
     };
-    let action = match c {
+    Ok(Some(match c {
         Command::Create(name) => Ask::Create(name, GroupPolicy::default()),
         Command::Invite {
             user,
@@ -334,71 +357,62 @@ async fn run_command(t: &mut Terminal, app: &mut App, c: Command) -> Result<()> 
         Command::Transfer(user) => Ask::Transfer(UserId::new(user)?),
         Command::Rotate { rn1 } => Ask::Rotate(rn1),
         Command::Verify { user, confirm } => Ask::Verify(UserId::new(user)?, confirm),
-        Command::Accept(spec) => Ask::Accept(chosen(spec, app)?),
+        Command::Accept(spec) => Ask::Accept(chosen(spec)?),
         Command::AcceptCode(spec, code) => Ask::AcceptCode(
-            chosen(spec, app)?,
+            chosen(spec)?,
             duokey_crypto::invite_code::InviteCode::parse(&code)?,
         ),
-        Command::Decline(spec) => Ask::Decline(chosen(spec, app)?),
-        Command::Members | Command::Help | Command::Quit => return Ok(()),
+        Command::Decline(spec) => Ask::Decline(chosen(spec)?),
+        Command::Members | Command::Help | Command::Quit => return Ok(None),
+    }))
+}
+
+/// `/verify`: the safety number, the fingerprint and how the key was
+/// confirmed, in a panel.
+fn verify_panel(app: &mut App, v: &duokey_terminal::contacts::Verification) {
+    let (tone, state) = match (v.key_changed, v.verified) {
+        (true, _) => (
+            Tone::Error,
+            "KEY CHANGED — compare, then /verify USER --confirm",
+        ),
+        (false, true) => (Tone::Info, "verified"),
+        (false, false) => (
+            Tone::Info,
+            "compare out of band, then /verify USER --confirm",
+        ),
     };
-    let group = app.current().map(|g| g.id);
-    match actions::perform(t, group, action).await? {
-        Done::Created(g) => {
-            refresh(t, app).await?;
-            app.select(&g.group_id);
-            app.say(
-                Tone::Info,
-                format!("created {}; /invite USER to add people", g.name),
-            );
-        }
-        Done::Verified(v) => {
-            let (tone, state) = match (v.key_changed, v.verified) {
-                (true, _) => (
-                    Tone::Error,
-                    "KEY CHANGED — compare, then /verify USER --confirm",
-                ),
-                (false, true) => (Tone::Info, "verified"),
-                (false, false) => (
-                    Tone::Info,
-                    "compare out of band, then /verify USER --confirm",
-                ),
-            };
-            app.say(tone, format!("{}: {state}", v.user));
-            app.panel = Some((
-                format!(" Verify {} · any key closes ", v.user),
-                vec![
-                    "Safety number (compare it with theirs, in person or by a call):".into(),
-                    String::new(),
-                    v.safety_number.clone(),
-                    String::new(),
-                    format!("Their certificate's fingerprint: {}", v.fingerprint),
-                    String::new(),
-                    state.to_owned(),
-                ],
-            ));
-        }
-        Done::InvitedCode(c, user, _) => {
-            app.say(Tone::Info, format!("invited {user} with a code"));
-            app.panel = Some((
-                format!(" Code for {user} · any key closes "),
-                vec![
-                    format!(
-                        "Tell {user} this code yourself (in person or by a call, not in this chat):"
-                    ),
-                    String::new(),
-                    format!("    {}", c.code),
-                    String::new(),
-                    format!(
-                        "It works once, until {}. They accept with F2 in their chat, or with",
-                        crate::when::when(c.expires_at_ms, duokey_terminal::now_ms())
-                    ),
-                    "`duokey accept GROUP --code`, which asks for it; your terminal checks".into(),
-                    "it and then adds them.".into(),
-                ],
-            ));
-        }
-        done => app.say(Tone::Info, done.to_string()),
-    }
-    Ok(())
+    app.say(tone, format!("{}: {state}", v.user));
+    app.panel = Some((
+        format!(" Verify {} · any key closes ", v.user),
+        vec![
+            "Safety number (compare it with theirs, in person or by a call):".into(),
+            String::new(),
+            v.safety_number.clone(),
+            String::new(),
+            format!("Their certificate's fingerprint: {}", v.fingerprint),
+            format!("Key confirmed by: {}", v.confirmed_by),
+            String::new(),
+            state.to_owned(),
+        ],
+    ));
+}
+
+/// `/invite USER --code`: the code to tell, in a panel.
+fn code_panel(app: &mut App, c: &duokey_terminal::CodeInvitation, user: &UserId) {
+    app.say(Tone::Info, format!("invited {user} with a code"));
+    app.panel = Some((
+        format!(" Code for {user} · any key closes "),
+        vec![
+            format!("Tell {user} this code yourself (in person or by a call, not in this chat):"),
+            String::new(),
+            format!("    {}", c.code),
+            String::new(),
+            format!(
+                "It works once, until {}. They accept with F2 in their chat, or with",
+                crate::when::when(c.expires_at_ms, duokey_terminal::now_ms())
+            ),
+            "`duokey accept GROUP --code`, which asks for it; your terminal checks".into(),
+            "it and then adds them.".into(),
+        ],
+    ));
 }
