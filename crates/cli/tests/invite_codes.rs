@@ -9,27 +9,10 @@
 
 use duokey_crypto::invite_code::InviteCode;
 use duokey_crypto::*;
-use duokey_terminal::{CodeInvitation, GroupPolicy, Line, Terminal};
-use duokey_testkit::{LocalNet, Rogue, texts};
+use duokey_terminal::{CodeInvitation, Terminal};
+use duokey_testkit::{LocalNet, Rogue, new_group, notices, texts};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
-
-async fn new_group(t: &mut Terminal, name: &str) -> GroupId {
-    let g = t.create_group(name, GroupPolicy::default()).await.unwrap();
-    t.resolve_group(&g.group_id).await.unwrap()
-}
-
-async fn notices(t: &Terminal, gid: &GroupId) -> Vec<String> {
-    t.history(gid)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|l| match l {
-            Line::Notice(n) => Some(n.notice),
-            Line::Message(_) => None,
-        })
-        .collect()
-}
 
 async fn members(t: &Terminal, gid: &GroupId) -> Vec<String> {
     t.members(gid)

@@ -4,8 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use duokey_crypto::Rights;
-use duokey_terminal::{GroupPolicy, Line};
-use duokey_testkit::LocalNet;
+use duokey_testkit::{LocalNet, new_group, notices};
 
 /// A newcomer who does not sync between being added and the owner handing
 /// the group to it (and leaving) still reads each change, once, in order:
@@ -17,11 +16,7 @@ async fn a_newcomer_who_was_away_learns_it_owns_the_group() {
     let net = LocalNet::start().await;
     let mut alice = net.enroll("alice").await;
     let mut carol = net.enroll("carol").await;
-    let g = alice
-        .create_group("proj", GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let gid = new_group(&mut alice, "proj").await;
     alice
         .invite(&gid, carol.user(), Rights::NONE)
         .await
@@ -35,16 +30,7 @@ async fn a_newcomer_who_was_away_learns_it_owns_the_group() {
 
     carol.sync().await.unwrap();
     carol.sync().await.unwrap();
-    let notices: Vec<String> = carol
-        .history(&gid)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|l| match l {
-            Line::Notice(n) => Some(n.notice),
-            Line::Message(_) => None,
-        })
-        .collect();
+    let notices = notices(&carol, &gid).await;
     let wanted = [
         "carol joined",
         "carol is now the group's owner",

@@ -430,6 +430,28 @@ pub async fn join_with(
     other.sync().await.unwrap();
 }
 
+/// The notices (`-- …` lines) `t` shows for the group, in order.
+pub async fn notices(t: &Terminal, gid: &GroupId) -> Vec<String> {
+    t.history(gid)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|l| match l {
+            Line::Notice(n) => Some(n.notice),
+            Line::Message(_) => None,
+        })
+        .collect()
+}
+
+/// A new group `name` that `t` owns, with the default policy.
+pub async fn new_group(t: &mut Terminal, name: &str) -> GroupId {
+    let g = t
+        .create_group(name, duokey_terminal::GroupPolicy::default())
+        .await
+        .unwrap();
+    t.resolve_group(&g.group_id).await.unwrap()
+}
+
 /// The message texts `t` shows for the group.
 pub async fn texts(t: &Terminal, gid: &GroupId) -> Vec<String> {
     t.history(gid)
