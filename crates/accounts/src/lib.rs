@@ -412,9 +412,7 @@ impl Accounts for AccountServer {
         &self,
         req: Request<PasswordRegisterStartRequest>,
     ) -> Result<Response<PasswordRegisterStartResponse>, Status> {
-        self.rate_limit(&req)?;
-        let keys = self.password_keys()?;
-        let r = req.into_inner();
+        let (r, keys) = self.password_call(req)?;
         let user = self.password_token_user(&r.token).await?;
         let response =
             password::server_register_start(keys, user.as_str(), &r.registration_request)
@@ -429,9 +427,7 @@ impl Accounts for AccountServer {
         &self,
         req: Request<PasswordRegisterFinishRequest>,
     ) -> Result<Response<PasswordRegisterFinishResponse>, Status> {
-        self.rate_limit(&req)?;
-        self.password_keys()?;
-        let r = req.into_inner();
+        let (r, _) = self.password_call(req)?;
         let user = self.password_token_user(&r.token).await?;
         let record = password::server_register_finish(&r.registration_upload)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -458,10 +454,8 @@ impl Accounts for AccountServer {
         &self,
         req: Request<PasswordLoginStartRequest>,
     ) -> Result<Response<PasswordLoginStartResponse>, Status> {
-        self.rate_limit(&req)?;
-        let keys = self.password_keys()?;
         let addr = client_addr(&req);
-        let r = req.into_inner();
+        let (r, keys) = self.password_call(req)?;
         let user = UserId::new(r.user_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let now = self.clock.now_ms_i64();
         self.check_login_limits(&user, &addr, now).await?;
@@ -511,9 +505,7 @@ impl Accounts for AccountServer {
         &self,
         req: Request<PasswordLoginFinishRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
-        self.rate_limit(&req)?;
-        self.password_keys()?;
-        let r = req.into_inner();
+        let (r, _) = self.password_call(req)?;
         let now = self.clock.now_ms_i64();
         let (user, state) = self
             .db
@@ -585,6 +577,14 @@ impl AccountServer {
         Err(Status::resource_exhausted(format!(
             "too many wrong passwords {whose}; wait 15 minutes, or ask your administrator"
         )))
+    }
+
+    /// What every password call starts with: the request limit, this
+    /// server taking password accounts at all; then the message.
+    fn password_call<T>(&self, req: Request<T>) -> Result<(T, &ServerKeys), Status> {
+        self.rate_limit(&req)?;
+        let keys = self.password_keys()?;
+        Ok((req.into_inner(), keys))
     }
 
     fn password_keys(&self) -> Result<&ServerKeys, Status> {

@@ -68,7 +68,8 @@ enum Command {
         #[arg(long)]
         password: bool,
     },
-    /// Groups: create, list, members, invite, remove, leave, rotate, delete.
+    /// Groups: create, list, members, invite, remove, leave, transfer,
+    /// delete, rotate, policy, verify.
     Group {
         #[command(subcommand)]
         command: GroupCommand,

@@ -250,13 +250,7 @@ impl Terminal {
         item: &Item,
         sealed: &[u8],
     ) -> Result<std::result::Result<invite_code::Confirmation, duokey_crypto::Error>> {
-        let Ack {
-            invite_id,
-            group_id,
-            invite_pub,
-            msg_b,
-            ..
-        } = Ack::of(item)?;
+        let ack = Ack::of(item)?;
         let secret = self.vault.open(SEALED_CODE, sealed)?;
         let (digits, seed) = secret
             .split_at_checked(invite_code::CODE_DIGITS)
@@ -267,18 +261,18 @@ impl Terminal {
         let invitee_key = self.contact_key(&item.sender).await?;
         let me = self.identity.public();
         let ctx = CodeContext {
-            invite_id,
-            group_id,
+            invite_id: ack.invite_id,
+            group_id: ack.group_id,
             inviter: &self.me,
             invitee: &item.sender,
         };
         let keys = CodeKeys {
             inviter: &me,
             invitee: &invitee_key,
-            invite_pub,
+            invite_pub: ack.invite_pub,
         };
         Ok(invite_code::inviter_finish(
-            &code, &seed, &ctx, msg_b, &keys,
+            &code, &seed, &ctx, ack.msg_b, &keys,
         ))
     }
 
