@@ -280,7 +280,7 @@ impl AccountServer {
 impl AccountServer {
     /// `RESOURCE_EXHAUSTED` when the client's address is over its rate.
     fn rate_limit<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        if let Some(ip) = req.remote_addr().map(|a| a.ip()) {
+        if let Some(ip) = req.remote_addr().map(|a| client_key(a.ip())) {
             self.limiter.check_key(&ip).map_err(|_| {
                 metrics::counter!("duokey_refusals_total", "reason" => "rate_limited").increment(1);
                 Status::resource_exhausted("too many enrolment attempts; wait and retry")
@@ -458,7 +458,30 @@ impl Accounts for AccountServer {
         let (r, keys) = self.password_call(req)?;
         let user = UserId::new(r.user_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let now = self.clock.now_ms_i64();
-        self.check_login_limits(&user, &addr, now).await?;
+        let mut login_id = [0u8; 16];
+        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut login_id)
+            .map_err(|_| Status::internal("random generator"))?;
+        // Counted before the answer, as a wrong password until the login
+        // succeeds: with the answer the client can test its guess without a
+        // second step. Recorded before it is counted, so that starts racing
+        // each other all see each other (at most the limit get an answer).
+        self.db
+            .record_login_attempt(
+                &login_id,
+                user.as_str(),
+                &addr,
+                now,
+                now.saturating_sub(LOGIN_WINDOW_MS),
+            )
+            .await
+            .map_err(Status::from)?;
+        if let Err(refused) = self.check_login_limits(&user, &addr, now).await {
+            self.db
+                .drop_login_attempt(&login_id)
+                .await
+                .map_err(Status::from)?;
+            return Err(refused);
+        }
         let record = self
             .db
             .password_record(user.as_str())
@@ -471,27 +494,12 @@ impl Accounts for AccountServer {
             &r.credential_request,
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut login_id = [0u8; 16];
-        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut login_id)
-            .map_err(|_| Status::internal("random generator"))?;
         self.db
             .put_login(
                 &login_id,
                 user.as_str(),
                 &state,
-                now.saturating_add(LOGIN_TTL_MS),
-            )
-            .await
-            .map_err(Status::from)?;
-        // Counted now, as a wrong password until the login succeeds: with
-        // this answer the client can test its guess without a second step.
-        self.db
-            .record_login_attempt(
-                &login_id,
-                user.as_str(),
-                &addr,
-                now,
-                now.saturating_sub(LOGIN_WINDOW_MS),
+                (now, now.saturating_add(LOGIN_TTL_MS)),
             )
             .await
             .map_err(Status::from)?;
@@ -544,16 +552,33 @@ impl Accounts for AccountServer {
     }
 }
 
-/// The client's address as the login limits count it.
+/// The client's address as the login limits count it (see [`client_key`]).
 fn client_addr<T>(req: &Request<T>) -> String {
     req.remote_addr()
-        .map(|a| a.ip().to_string())
+        .map(|a| client_key(a.ip()).to_string())
         .unwrap_or_default()
+}
+
+/// The address a client's requests are counted under: IPv4 as it is (also
+/// when mapped into IPv6), IPv6 by its /64 network — a subscriber's usual
+/// allocation, whose 2^64 addresses cost an attacker nothing to change.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let [a, b, c, d, ..] = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
 }
 
 impl AccountServer {
     /// `RESOURCE_EXHAUSTED` when `user` or `addr` had too many wrong
-    /// passwords in the last [`LOGIN_WINDOW_MS`].
+    /// passwords in the last [`LOGIN_WINDOW_MS`], counting the attempt
+    /// being made (already recorded).
     async fn check_login_limits(&self, user: &UserId, addr: &str, now: i64) -> Result<(), Status> {
         let since = now.saturating_sub(LOGIN_WINDOW_MS);
         let by_user = self
@@ -566,9 +591,9 @@ impl AccountServer {
             .address_login_failures(addr, since)
             .await
             .map_err(Status::from)?;
-        let whose = if by_user >= self.login_limits.per_account {
+        let whose = if by_user > self.login_limits.per_account {
             format!("for {user}")
-        } else if by_addr >= self.login_limits.per_address {
+        } else if by_addr > self.login_limits.per_address {
             "from your network address".to_owned()
         } else {
             return Ok(());
@@ -613,5 +638,21 @@ impl AccountServer {
             ));
         }
         UserId::new(user).map_err(|_| Status::internal("stored token names an invalid user id"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_key;
+    use std::net::IpAddr;
+
+    #[test]
+    fn clients_are_counted_by_ipv4_address_or_ipv6_network() {
+        let key = |s: &str| client_key(s.parse::<IpAddr>().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 }

@@ -158,6 +158,38 @@ async fn guesses_tested_by_the_client_alone_are_counted() {
     net.node.shutdown().await;
 }
 
+/// First steps racing each other on one connection are each recorded
+/// before they are counted, so no more than the limit get an answer to test
+/// a guess against (guard: the attempt recorded before
+/// `check_login_limits` in `password_login_start`).
+#[tokio::test]
+async fn racing_first_steps_get_no_more_answers_than_the_limit() {
+    let net = LocalNet::start().await;
+    password_account(&net, "pat").await;
+    let client = accounts(&net);
+    let mut racing = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let mut client = client.clone();
+        racing.spawn(async move {
+            let (_, request) = LoggingIn::start(PASSWORD.as_bytes()).unwrap();
+            client
+                .password_login_start(PasswordLoginStartRequest {
+                    user_id: "pat".into(),
+                    credential_request: request,
+                })
+                .await
+        });
+    }
+    let answers = racing.join_all().await;
+    let answered = answers.iter().filter(|a| a.is_ok()).count();
+    let limit = usize::try_from(duokey_accounts::LoginLimits::default().per_account).unwrap();
+    assert!((1..=limit).contains(&answered), "{answered} answered of 12");
+    for refused in answers.iter().filter_map(|a| a.as_ref().err()) {
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    }
+    net.node.shutdown().await;
+}
+
 /// The first step of a login for `user`: refused when a limit is full.
 async fn login_start(net: &LocalNet, user: &str) -> Result<(), tonic::Status> {
     let (_, request) = LoggingIn::start(PASSWORD.as_bytes()).unwrap();

@@ -174,14 +174,20 @@ impl AsStore {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
-    /// Keeps a login's server state between its two steps.
+    /// Keeps a login's server state between its two steps; logins expired
+    /// at `now_ms` are erased on the way (a client that never comes back
+    /// leaves nothing behind).
     pub async fn put_login(
         &self,
         login_id: &[u8],
         user: &str,
         state: &[u8],
-        expires_at_ms: i64,
+        (now_ms, expires_at_ms): (i64, i64),
     ) -> Result<()> {
+        sqlx::query("DELETE FROM as_logins WHERE expires_at_ms <= $1")
+            .bind(now_ms)
+            .execute(self.w())
+            .await?;
         sqlx::query(
             "INSERT INTO as_logins (login_id, user_id, state, expires_at_ms) VALUES ($1, $2, $3, $4)",
         )
@@ -272,13 +278,19 @@ impl AsStore {
         Ok(u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
     }
 
-    /// Login `login_id` of `user` succeeded: it was no wrong password, and
-    /// `user`'s count starts again (its address's does not).
-    pub async fn login_succeeded(&self, login_id: &[u8], user: &str) -> Result<()> {
+    /// Forgets the attempt of login `login_id` (refused before any answer).
+    pub async fn drop_login_attempt(&self, login_id: &[u8]) -> Result<()> {
         sqlx::query("DELETE FROM as_login_attempts WHERE login_id = $1")
             .bind(login_id.to_vec())
             .execute(self.w())
             .await?;
+        Ok(())
+    }
+
+    /// Login `login_id` of `user` succeeded: it was no wrong password, and
+    /// `user`'s count starts again (its address's does not).
+    pub async fn login_succeeded(&self, login_id: &[u8], user: &str) -> Result<()> {
+        self.drop_login_attempt(login_id).await?;
         sqlx::query("UPDATE as_login_attempts SET cleared = 1 WHERE user_id = $1")
             .bind(user.to_owned())
             .execute(self.w())

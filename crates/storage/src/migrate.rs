@@ -66,6 +66,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(Gms, 3, 5, "gms/0003_rotation_lease.sql"),
     migration!(Cs, 5, 5, "cs/0005_msg_ids.sql"),
     migration!(As, 3, 5, "as/0003_passwords.sql"),
+    migration!(As, 4, 5, "as/0004_login_attempts.sql"),
 ];
 
 /// Advisory lock key that serialises migrations of concurrent PostgreSQL clients.

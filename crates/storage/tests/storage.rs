@@ -500,7 +500,7 @@ async fn a_database_of_the_shared_schema_is_adopted() {
          DROP INDEX cs_log_msg_id; ALTER TABLE cs_log DROP COLUMN msg_id; \
          ALTER TABLE enrol_tokens DROP COLUMN password_setup; \
          DROP TABLE as_passwords; DROP TABLE as_logins; \
-         DROP TABLE as_login_attempts;",
+         DROP TABLE IF EXISTS as_login_attempts; DROP TABLE IF EXISTS as_login_failures;",
     )
     .execute(&raw)
     .await

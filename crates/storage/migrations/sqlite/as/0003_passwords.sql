@@ -14,19 +14,9 @@ CREATE TABLE IF NOT EXISTS as_logins (
     state         BLOB NOT NULL,
     expires_at_ms INTEGER NOT NULL
 );
--- Login attempts, for the limits per account and per client address: a
--- row per first step (each lets its client test one password guess, on its
--- own side), deleted when its login succeeds. A right password also clears
--- the account's earlier rows (`cleared`), not the address's: logging in to
--- one's own account must not reset the count of an address that guesses
--- other accounts' passwords.
-CREATE TABLE IF NOT EXISTS as_login_attempts (
-    login_id BLOB NOT NULL,
-    user_id  TEXT NOT NULL,
-    addr     TEXT NOT NULL,
-    at_ms    INTEGER NOT NULL,
-    cleared  INTEGER NOT NULL DEFAULT 0
+-- Wrong passwords, per account, for its limit.
+CREATE TABLE IF NOT EXISTS as_login_failures (
+    user_id TEXT NOT NULL,
+    at_ms   INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS as_login_attempts_user ON as_login_attempts (user_id, at_ms);
-CREATE INDEX IF NOT EXISTS as_login_attempts_addr ON as_login_attempts (addr, at_ms);
-CREATE INDEX IF NOT EXISTS as_login_attempts_id ON as_login_attempts (login_id);
+CREATE INDEX IF NOT EXISTS as_login_failures_user ON as_login_failures (user_id, at_ms);
