@@ -168,7 +168,9 @@ impl Terminal {
             .await?;
         if is_new {
             self.keylog.rn2(&gid, g.rn2_version, &rn2);
-            if let Some(text) = cause_notice(&g) {
+            if let Some(text) = cause_notice(&g)
+                && self.cause_verified(&gid, &g).await?
+            {
                 self.store.notice(&gid, &text, g.issued_at_ms).await?;
             }
         }
@@ -297,10 +299,41 @@ impl Terminal {
         let Some(cur) = self.store.group(gid).await? else {
             return Ok(());
         };
-        if cur.state != GroupState::Active || cur.rn2_version == 0 {
+        if cur.state != GroupState::Active {
             return Ok(());
         }
-        self.fetch_grant_range(gid, cur.rn2_version + 1, upto).await
+        // A newcomer's first grant: from the version that added it, once
+        // its inviter's anchor is verified (none before that).
+        let from = match cur.rn2_version {
+            0 => self.joined_at(gid).await?,
+            v => v + 1,
+        };
+        if from == 0 {
+            return Ok(());
+        }
+        self.fetch_grant_range(gid, from, upto).await
+    }
+
+    /// Whether a grant's cause and subject are what the verified history
+    /// says of the change it names (SPEC §4.7): otherwise a GMS could label
+    /// a rotation "mallory is now the group's owner". Causes without a
+    /// change, and a terminal that does not hold the chain yet, keep the
+    /// GMS's word.
+    async fn cause_verified(&self, gid: &GroupId, g: &Grant) -> Result<bool> {
+        use membership::Action;
+        let want = match GrantCause::try_from(g.cause) {
+            Ok(GrantCause::MemberAdded) => Action::Add,
+            Ok(GrantCause::MemberRemoved) => Action::Remove,
+            Ok(GrantCause::MemberLeft) => Action::Leave,
+            Ok(GrantCause::OwnerChanged) => Action::Transfer,
+            _ => return Ok(true),
+        };
+        let Some(bytes) = self.store.change_at(gid, g.membership_seq).await? else {
+            return Ok(true);
+        };
+        let change = membership::SignedChange::parse(&bytes)?;
+        let c = change.change();
+        Ok(c.action == want && c.subject.as_str() == g.subject)
     }
 
     /// Fetches and applies the grants `from..upto` this terminal does not

@@ -432,6 +432,12 @@ impl Terminal {
         // Changes made since the add (the GMS may have applied more before
         // this item arrived) are verified as any other.
         self.catch_up_membership(&gid, None, &[]).await?;
+        // The version that added this terminal, now verified: the versions
+        // from it on are this terminal's to read (SPEC §4.5).
+        self.store.set_meta_u64(&joined_key(&gid), at).await?;
+        if let Err(e) = self.fetch_since_joining(&gid).await {
+            tracing::warn!(error = %e, "the versions since joining are fetched later");
+        }
         Ok(())
     }
 
@@ -448,26 +454,33 @@ impl Terminal {
         self.store
             .put_anchor_in(gid, sender.as_str(), seq, head, at_rn2_version)
             .await?;
-        self.fetch_since_joining(gid, at_rn2_version).await?;
         self.check_anchor(gid, sender.as_str(), seq, head).await
     }
 
-    /// A newcomer's first sync may come several versions after the one that
-    /// added it; the versions in between carry notices (who joined or left,
-    /// who owns the group now) and keys. Once an anchor names the version of
-    /// its hand-over, those it lacks are fetched (SPEC §4.5).
-    async fn fetch_since_joining(&mut self, gid: &GroupId, at_rn2_version: u64) -> Result<()> {
+    /// A newcomer's first grant may come several versions after the one
+    /// that added it; the versions in between carry notices (who joined or
+    /// left, who owns the group now) and keys. Once the inviter's anchor is
+    /// verified (it names the signed add of this terminal), those it lacks
+    /// are fetched and verified against the adopted history (SPEC §4.5).
+    async fn fetch_since_joining(&mut self, gid: &GroupId) -> Result<()> {
+        let joined = self.joined_at(gid).await?;
         let Some(cur) = self.store.group(gid).await? else {
             return Ok(());
         };
-        if cur.state != GroupState::Active
-            || at_rn2_version >= cur.rn2_version
-            || self.store.grant(gid, at_rn2_version).await?.is_some()
+        if joined == 0
+            || cur.state != GroupState::Active
+            || cur.rn2_version == 0
+            || joined >= cur.rn2_version
         {
             return Ok(());
         }
-        self.fetch_grant_range(gid, at_rn2_version, cur.rn2_version)
-            .await
+        self.fetch_grant_range(gid, joined, cur.rn2_version).await
+    }
+
+    /// The version whose grant added this terminal to `gid`, from its
+    /// inviter's verified anchor; 0 if not known (yet).
+    pub(crate) async fn joined_at(&self, gid: &GroupId) -> Result<u64> {
+        self.store.meta_u64(&joined_key(gid)).await
     }
 
     /// SPEC §4.7 "Equivocation": an anchor naming another head than the
@@ -485,6 +498,16 @@ impl Terminal {
         let Some(bytes) = self.store.change_at(gid, seq).await? else {
             return Ok(());
         };
+        // Only a member's word counts: anyone enrolled can sign an anchor,
+        // and a false one would stop this group's sending.
+        let Ok(member) = UserId::new(sender) else {
+            return Ok(());
+        };
+        if let Some(state) = self.membership(gid).await?
+            && !state.members.contains_key(&member)
+        {
+            return Ok(());
+        }
         let mine = membership::SignedChange::parse(&bytes)?.hash();
         if &mine == head
             || !self
@@ -512,4 +535,9 @@ impl Terminal {
         }
         Ok(())
     }
+}
+
+/// Where the version that added this terminal to a group is kept.
+fn joined_key(gid: &GroupId) -> String {
+    format!("joined_at:{}", hex::encode(gid))
 }

@@ -194,6 +194,11 @@ impl Terminal {
     /// durably before anything is sent; `None` if what it holds is not the
     /// R1 of `g`'s version (superseded meanwhile).
     async fn own_r1(&mut self, gid: &GroupId, g: &StoredGrant) -> Result<Option<R1>> {
+        // An erased version stays erased (SPEC §4.3 step 1): a grant of it
+        // fetched again later makes no new key for it.
+        if self.store.r1_erased(gid, g.rn1_version).await? {
+            return Ok(None);
+        }
         if self.store.r1(gid, g.rn1_version).await?.is_none() {
             let rn1 = Rn1::random()?;
             self.put_r1(gid, g.rn1_version, &R1::from_rn1(&rn1, g.rn2_version))

@@ -43,7 +43,7 @@ pub struct State {
     pub group_id: GroupId,
     /// Its name (from `create`).
     pub name: GroupName,
-    /// The owner (the creator).
+    /// The owner: the creator, or the member a `transfer` made owner.
     pub owner: UserId,
     /// Members with rights and keys.
     pub members: BTreeMap<UserId, Member>,
