@@ -155,6 +155,8 @@ async fn guesses_tested_by_the_client_alone_are_counted() {
         err.to_string().contains("too many wrong passwords"),
         "{err}"
     );
+    // Definitive for its window, not a fault to retry shortly.
+    assert_eq!(err.kind(), duokey_terminal::ErrorKind::Refused, "{err}");
     net.node.shutdown().await;
 }
 

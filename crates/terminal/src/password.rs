@@ -86,7 +86,7 @@ pub(crate) async fn login(
             credential_request: request,
         })
         .await
-        .map_err(Error::server("password login refused"))?
+        .map_err(login_refused)?
         .into_inner();
     let (finalization, session_key) = state
         .finish(password, &started.credential_response)
@@ -105,9 +105,21 @@ pub(crate) async fn login(
             csr_mac,
         })
         .await
-        .map_err(Error::server("password login refused"))?
+        .map_err(login_refused)?
         .into_inner();
     Ok(answer)
+}
+
+/// The AS's refusal of a login. A full wrong-password limit is a definitive
+/// answer for its window (retrying at once only waits longer), not a
+/// transient fault to retry shortly.
+fn login_refused(s: tonic::Status) -> Error {
+    if s.code() == tonic::Code::ResourceExhausted
+        && s.message().starts_with("too many wrong passwords")
+    {
+        return Error::refused(format!("password login refused: {}", s.message()));
+    }
+    Error::from_status("password login refused", &s)
 }
 
 #[cfg(test)]
