@@ -151,7 +151,7 @@ async fn event_loop(
                     backoff.reset();
                     let pause = backoff.next_pause();
                     retry_at = Instant::now() + pause;
-                    app.connection = Connection::Offline { reason: e.to_string(), retry_secs: pause.as_secs() };
+                    app.connection = Connection::Offline { reason: e.to_string(), retry_secs: whole_secs(pause) };
                 }
             },
             () = tokio::time::sleep_until(retry_at), if live.is_none() => {
@@ -180,13 +180,13 @@ async fn event_loop(
                         };
                         let pause = backoff.next_pause();
                         retry_at = Instant::now() + pause;
-                        app.connection = Connection::Offline { reason, retry_secs: pause.as_secs() };
+                        app.connection = Connection::Offline { reason, retry_secs: whole_secs(pause) };
                     }
                 }
             }
             _ = tick.tick(), if live.is_none() => {
                 if let Connection::Offline { retry_secs, .. } = &mut app.connection {
-                    *retry_secs = retry_at.saturating_duration_since(Instant::now()).as_secs();
+                    *retry_secs = whole_secs(retry_at.saturating_duration_since(Instant::now()));
                 }
             }
         }
@@ -326,6 +326,12 @@ async fn run_command(t: &mut Terminal, app: &mut App, c: Command) -> Result<()> 
     Ok(())
 }
 
+/// Seconds shown for a wait, rounded up: a jittered 0.7 s back-off reads
+/// "retry in 1s", not "retry in 0s".
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
+}
+
 /// The shared action a slash command asks for; `None` for the commands the
 /// chat handles itself.
 fn ask_of(c: Command, app: &App) -> Result<Option<Ask>> {
@@ -415,4 +421,18 @@ fn code_panel(app: &mut App, c: &duokey_terminal::CodeInvitation, user: &UserId)
             "it and then adds them.".into(),
         ],
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn waits_are_shown_in_whole_seconds_rounded_up() {
+        let ms = Duration::from_millis;
+        assert_eq!(super::whole_secs(ms(700)), 1);
+        assert_eq!(super::whole_secs(ms(1000)), 1);
+        assert_eq!(super::whole_secs(ms(1001)), 2);
+        assert_eq!(super::whole_secs(ms(0)), 0);
+    }
 }
