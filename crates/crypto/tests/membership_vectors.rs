@@ -6,13 +6,8 @@
 //! `DUOKEY_MEMBERSHIP_VECTORS` may point at another copy. The same checks
 //! run on the project's own `vectors/membership_transfer.json` (the
 //! `transfer` change, PROTOCOL §4.8, made by `scripts/vectors/membership_transfer.py`).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::indexing_slicing, missing_docs)]
 
 use duokey_crypto::membership::{Action, Change, SignedChange, State, apply};
 use duokey_crypto::*;

@@ -1,13 +1,8 @@
 //! Property tests (SPEC §3.3, §4; SECURITY P6): any bit flip, truncation or
 //! extension of an envelope, item or delivery key record is rejected; wrong
 //! key, epoch, group, sender or suite is rejected; content round-trips.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::indexing_slicing, missing_docs)]
 
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::*;

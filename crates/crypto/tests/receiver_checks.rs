@@ -1,12 +1,7 @@
 //! SPEC §3.3: every receiver check, each with its own error, in the spec's
 //! order (ids V1…V13 as in docs/SECURITY.md).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::indexing_slicing, missing_docs)]
 
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::*;

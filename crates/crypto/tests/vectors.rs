@@ -1,13 +1,8 @@
 //! SPEC §3.4: reproduce every entry of the repository's
 //! `vectors/suite1.json` byte for byte. The file is read at test time; a
 //! missing file fails the test. `DUOKEY_VECTORS` may point at another copy.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::indexing_slicing, missing_docs)]
 
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::rn1_delivery::{Rn1Context, open_rn1};

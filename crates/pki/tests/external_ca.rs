@@ -3,12 +3,9 @@
 //! certificates are made with rcgen the way another PKI would; the terminal
 //! certificates carry no Duokey OU and are read as role Terminal with the CN as
 //! user id. Real handshakes prove webpki verifies each CA signature algorithm.
-#![allow(
-    clippy::expect_used,
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)] // a test fails by panicking
+#![allow(clippy::expect_used, clippy::cast_possible_truncation)]
+#![allow(clippy::cast_sign_loss)]
+#![allow(clippy::cast_possible_wrap)] // a test fails by panicking
 
 mod common;
 

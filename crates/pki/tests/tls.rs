@@ -1,12 +1,9 @@
 //! Real TLS handshakes against a tokio-rustls server (SPEC §2, §7.1): TLS 1.3
 //! only, client certificates of the Duokey CA required; no certificate, another
 //! CA's, an expired or a revoked certificate is refused.
-#![allow(
-    clippy::expect_used,
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)] // a test fails by panicking
+#![allow(clippy::expect_used, clippy::cast_possible_truncation)]
+#![allow(clippy::cast_sign_loss)]
+#![allow(clippy::cast_possible_wrap)] // a test fails by panicking
 
 mod common;
 

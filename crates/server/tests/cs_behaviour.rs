@@ -1,11 +1,9 @@
 //! SPEC §5 (PROTOCOL §6.4, §6.7): inboxes, subscriptions, limits, retention
 //! and durability of the CS, on real servers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)] // a test fails by panicking
+// a test fails by panicking
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+#![allow(clippy::cast_possible_wrap)]
 
 use duokey_crypto::*;
 use duokey_proto::*;

@@ -2,11 +2,9 @@
 //! at the CS, serialised versions, grants only for versions one was a
 //! member at.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)] // a test fails by panicking
+// a test fails by panicking
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+#![allow(clippy::cast_possible_wrap)]
 
 use duokey_crypto::membership::Action;
 use duokey_proto::accounts_client::AccountsClient;

@@ -1,10 +1,8 @@
 //! SPEC §2, SECURITY P1: every refused-certificate case, on the real ports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)] // a test fails by panicking
+// a test fails by panicking
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+#![allow(clippy::cast_possible_wrap)]
 
 use duokey_crypto::{IdentityKey, UserId};
 use duokey_pki::rustls_pki_types::CertificateDer;

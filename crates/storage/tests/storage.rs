@@ -1,11 +1,9 @@
 //! Storage behaviour on real SQLite, and on PostgreSQL when
 //! `DUOKEY_TEST_POSTGRES_URL` is set (same code, same schema).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)] // a test fails by panicking
+// a test fails by panicking
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+#![allow(clippy::cast_possible_wrap)]
 
 use duokey_storage::cs::{Append, Appended};
 use duokey_storage::gms::{Change, Departure, GroupRow, MemberRow, MembershipRow};

@@ -1,12 +1,9 @@
 //! Shared helpers of the TLS integration tests: a real tokio-rustls server on
 //! 127.0.0.1 and a client doing one round trip.
 #![allow(dead_code)]
-#![allow(
-    clippy::expect_used,
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)] // a test fails by panicking
+#![allow(clippy::expect_used, clippy::cast_possible_truncation)]
+#![allow(clippy::cast_sign_loss)]
+#![allow(clippy::cast_possible_wrap)] // a test fails by panicking
 
 use duokey_crypto::{IdentityKey, UserId};
 use duokey_pki::rustls::{ClientConfig, ServerConfig};
