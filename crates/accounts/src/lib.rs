@@ -254,6 +254,26 @@ fn limiter(clock: &Clock) -> duokey_pki::clock::KeyedLimiter<IpAddr> {
     duokey_pki::clock::keyed_limiter(5, 20, clock)
 }
 
+/// What a token sets up (DESIGN D51).
+#[derive(Debug, Clone, Copy)]
+enum TokenUse {
+    /// A terminal's certificate (`Enroll`).
+    Certificate,
+    /// A password account (OPAQUE registration, PROTOCOL §5.16).
+    Password,
+}
+
+/// Why the AS issued a certificate: what it logs and counts.
+#[derive(Debug, Clone, Copy)]
+enum Issued {
+    /// `Renew`: a new certificate for the same key.
+    Renewal,
+    /// `Enroll`: a terminal's certificate, for a token.
+    Enrolment,
+    /// `PasswordLoginFinish`: a password account's certificate.
+    PasswordLogin,
+}
+
 fn denied() -> Status {
     metrics::counter!("duokey_refusals_total", "reason" => "bad_token").increment(1);
     Status::permission_denied(
@@ -318,7 +338,18 @@ impl AccountServer {
             .map_err(Status::from)
     }
 
-    fn answer(&self, cert: Vec<u8>, user: &UserId) -> Response<EnrollResponse> {
+    /// The answer to a call that issued `cert` to `user`, logged and counted.
+    fn answer(&self, cert: Vec<u8>, user: &UserId, why: Issued) -> Response<EnrollResponse> {
+        let (event, counter) = match why {
+            Issued::Renewal => ("terminal certificate renewed", "duokey_as_renewals_total"),
+            Issued::Enrolment => ("terminal enrolled", "duokey_as_enrolments_total"),
+            Issued::PasswordLogin => (
+                "password login: certificate issued",
+                "duokey_as_password_logins_total",
+            ),
+        };
+        tracing::info!(user = %user, "{event}");
+        metrics::counter!(counter).increment(1);
         Response::new(EnrollResponse {
             cert_chain_der: vec![cert],
             ca_cert_der: self.ca.cert_der().to_vec(),
@@ -344,9 +375,7 @@ impl Accounts for AccountServer {
             ));
         }
         self.record(&cert, &user).await?;
-        tracing::info!(user = %user, "terminal certificate renewed");
-        metrics::counter!("duokey_as_renewals_total").increment(1);
-        Ok(self.answer(cert, &user))
+        Ok(self.answer(cert, &user, Issued::Renewal))
     }
 
     async fn enroll(
@@ -357,29 +386,10 @@ impl Accounts for AccountServer {
         let r = req.into_inner();
         let hash = token_hash(&r.token);
         let now = self.clock.now_ms_i64();
-        let (user, replace) = self
-            .db
-            .token_user(&hash, now)
-            .await
-            .map_err(Status::from)?
-            .ok_or_else(denied)?;
-        let user = UserId::new(user)
-            .map_err(|_| Status::internal("stored token names an invalid user id"))?;
-        if self
-            .db
-            .is_password_token(&hash)
-            .await
-            .map_err(Status::from)?
-        {
-            return Err(Status::failed_precondition(
-                "this token sets up a password account: `duokey init --user USER --password`",
-            ));
-        }
+        let (user, replace) = self.token_user(&hash, now, TokenUse::Certificate).await?;
         // D33: a certificate issued since the token was is not replaced
         // silently either.
-        let valid = valid_certs(&self.db, user.as_str(), &self.revoked)
-            .await
-            .map_err(Status::from)?;
+        let valid = valid_certs(&self.db, user.as_str(), &self.revoked).await?;
         if !valid.is_empty() && !replace {
             return Err(Status::failed_precondition(format!(
                 "{user} already holds a valid certificate; ask your administrator for a replacement \
@@ -389,23 +399,12 @@ impl Accounts for AccountServer {
         let cert = self.issue(&r.csr_der, &user).await?;
         // Use the token only now, atomically: a failed request leaves it usable,
         // and two concurrent requests cannot both get a certificate.
-        if self
-            .db
-            .use_token(&hash, now)
-            .await
-            .map_err(Status::from)?
-            .as_deref()
-            != Some(user.as_str())
-        {
-            return Err(denied());
-        }
+        self.use_token(&hash, now, &user).await?;
         self.record(&cert, &user).await?;
         if replace {
             self.revoke_replaced(&user, &valid);
         }
-        tracing::info!(user = %user, "terminal enrolled");
-        metrics::counter!("duokey_as_enrolments_total").increment(1);
-        Ok(self.answer(cert, &user))
+        Ok(self.answer(cert, &user, Issued::Enrolment))
     }
 
     async fn password_register_start(
@@ -432,20 +431,8 @@ impl Accounts for AccountServer {
         let record = password::server_register_finish(&r.registration_upload)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let now = self.clock.now_ms_i64();
-        if self
-            .db
-            .use_token(&token_hash(&r.token), now)
-            .await
-            .map_err(Status::from)?
-            .as_deref()
-            != Some(user.as_str())
-        {
-            return Err(denied());
-        }
-        self.db
-            .put_password(user.as_str(), &record, now)
-            .await
-            .map_err(Status::from)?;
+        self.use_token(&token_hash(&r.token), now, &user).await?;
+        self.db.put_password(user.as_str(), &record, now).await?;
         tracing::info!(user = %user, "password account registered");
         Ok(Response::new(PasswordRegisterFinishResponse {}))
     }
@@ -473,20 +460,12 @@ impl Accounts for AccountServer {
                 now,
                 now.saturating_sub(LOGIN_WINDOW_MS),
             )
-            .await
-            .map_err(Status::from)?;
+            .await?;
         if let Err(refused) = self.check_login_limits(&user, &addr, now).await {
-            self.db
-                .drop_login_attempt(&login_id)
-                .await
-                .map_err(Status::from)?;
+            self.db.drop_login_attempt(&login_id).await?;
             return Err(refused);
         }
-        let record = self
-            .db
-            .password_record(user.as_str())
-            .await
-            .map_err(Status::from)?;
+        let record = self.db.password_record(user.as_str()).await?;
         let (response, state) = password::server_login_start(
             keys,
             user.as_str(),
@@ -501,8 +480,7 @@ impl Accounts for AccountServer {
                 &state,
                 (now, now.saturating_add(LOGIN_TTL_MS)),
             )
-            .await
-            .map_err(Status::from)?;
+            .await?;
         Ok(Response::new(PasswordLoginStartResponse {
             credential_response: response,
             login_id: login_id.to_vec(),
@@ -515,14 +493,9 @@ impl Accounts for AccountServer {
     ) -> Result<Response<EnrollResponse>, Status> {
         let (r, _) = self.password_call(req)?;
         let now = self.clock.now_ms_i64();
-        let (user, state) = self
-            .db
-            .take_login(&r.login_id, now)
-            .await
-            .map_err(Status::from)?
-            .ok_or_else(|| {
-                Status::permission_denied("unknown, used or expired login; log in again")
-            })?;
+        let (user, state) = self.db.take_login(&r.login_id, now).await?.ok_or_else(|| {
+            Status::permission_denied("unknown, used or expired login; log in again")
+        })?;
         let user = UserId::new(user)
             .map_err(|_| Status::internal("stored login names an invalid user id"))?;
         let session_key = match password::server_login_finish(&state, &r.credential_finalization) {
@@ -538,17 +511,12 @@ impl Accounts for AccountServer {
         };
         password::check_csr_mac(&session_key, &r.csr_der, &r.csr_mac)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.db
-            .login_succeeded(&r.login_id, user.as_str())
-            .await
-            .map_err(Status::from)?;
+        self.db.login_succeeded(&r.login_id, user.as_str()).await?;
         let cert = self
             .issue_for(&r.csr_der, &user, PASSWORD_CERT_DAYS)
             .await?;
         self.record(&cert, &user).await?;
-        tracing::info!(user = %user, "password login: certificate issued");
-        metrics::counter!("duokey_as_password_logins_total").increment(1);
-        Ok(self.answer(cert, &user))
+        Ok(self.answer(cert, &user, Issued::PasswordLogin))
     }
 }
 
@@ -581,16 +549,8 @@ impl AccountServer {
     /// being made (already recorded).
     async fn check_login_limits(&self, user: &UserId, addr: &str, now: i64) -> Result<(), Status> {
         let since = now.saturating_sub(LOGIN_WINDOW_MS);
-        let by_user = self
-            .db
-            .login_failures(user.as_str(), since)
-            .await
-            .map_err(Status::from)?;
-        let by_addr = self
-            .db
-            .address_login_failures(addr, since)
-            .await
-            .map_err(Status::from)?;
+        let by_user = self.db.login_failures(user.as_str(), since).await?;
+        let by_addr = self.db.address_login_failures(addr, since).await?;
         let whose = if by_user > self.login_limits.per_account {
             format!("for {user}")
         } else if by_addr > self.login_limits.per_address {
@@ -620,24 +580,43 @@ impl AccountServer {
 
     /// The user of an unused, unexpired `--password-setup` token.
     async fn password_token_user(&self, token: &str) -> Result<UserId, Status> {
-        let hash = token_hash(token);
+        let now = self.clock.now_ms_i64();
         let (user, _) = self
-            .db
-            .token_user(&hash, self.clock.now_ms_i64())
-            .await
-            .map_err(Status::from)?
-            .ok_or_else(denied)?;
-        if !self
-            .db
-            .is_password_token(&hash)
-            .await
-            .map_err(Status::from)?
-        {
-            return Err(Status::failed_precondition(
+            .token_user(&token_hash(token), now, TokenUse::Password)
+            .await?;
+        Ok(user)
+    }
+
+    /// The user of the unused, unexpired token `hash` and whether it
+    /// replaces certificates; refused unless it sets up `wanted`.
+    async fn token_user(
+        &self,
+        hash: &[u8],
+        now: i64,
+        wanted: TokenUse,
+    ) -> Result<(UserId, bool), Status> {
+        let (user, replace) = self.db.token_user(hash, now).await?.ok_or_else(denied)?;
+        let user = UserId::new(user)
+            .map_err(|_| Status::internal("stored token names an invalid user id"))?;
+        let password = self.db.is_password_token(hash).await?;
+        match (wanted, password) {
+            (TokenUse::Certificate, true) => Err(Status::failed_precondition(
+                "this token sets up a password account: `duokey init --user USER --password`",
+            )),
+            (TokenUse::Password, false) => Err(Status::failed_precondition(
                 "this token enrols a certificate, not a password: use `duokey init` without --password",
-            ));
+            )),
+            _ => Ok((user, replace)),
         }
-        UserId::new(user).map_err(|_| Status::internal("stored token names an invalid user id"))
+    }
+
+    /// Uses the token `hash`, once and atomically; refused unless it is
+    /// still `user`'s (used or expired meanwhile).
+    async fn use_token(&self, hash: &[u8], now: i64, user: &UserId) -> Result<(), Status> {
+        if self.db.use_token(hash, now).await?.as_deref() != Some(user.as_str()) {
+            return Err(denied());
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,6 @@ use aes_gcm::aead::{AeadInOut, KeyInit};
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::*;
 use ed25519_dalek::{Signer, Verifier};
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -43,13 +42,7 @@ fn fixture() -> Option<Fixture> {
     };
     let gk = GroupKey::from_bytes([3; 32]);
     let sender_key = SenderKey::derive(&gk, &header.sender).ok()?;
-    let mut table = EpochTable::default();
-    let senders = HashMap::from([(header.sender.clone(), key.public())]);
-    table.insert(
-        header.group_id,
-        header.epoch,
-        OpenEpoch { key: gk, senders },
-    );
+    let table = EpochTable::for_header(&header, gk, key.public());
     Some(Fixture {
         key,
         header,

@@ -198,29 +198,15 @@ where
         let first = 1_000_000_000 * (i as u64 + 1);
         let lat = fixed_load(ledger, load / receivers, shape.seconds, first, make()).await;
         let lp = format!("{params} load={load}/s");
-        let metric = |m: &str| format!("{system}_{m}");
-        rows.push(Row::new(
-            "relay",
-            &lp,
-            &metric("latency_p50_ms"),
-            quantile_ms(&lat, 0.5),
-            "ms",
-        ));
-        rows.push(Row::new(
-            "relay",
-            &lp,
-            &metric("latency_p99_ms"),
-            quantile_ms(&lat, 0.99),
-            "ms",
-        ));
         let share = lat.len() as f64 / (load * shape.seconds);
-        rows.push(Row::new(
-            "relay",
-            &lp,
-            &metric("delivered_share"),
-            share,
-            "ratio",
-        ));
+        for (metric, value, unit) in [
+            ("latency_p50_ms", quantile_ms(&lat, 0.5), "ms"),
+            ("latency_p99_ms", quantile_ms(&lat, 0.99), "ms"),
+            ("delivered_share", share, "ratio"),
+        ] {
+            let metric = format!("{system}_{metric}");
+            rows.push(Row::new("relay", &lp, &metric, value, unit));
+        }
     }
     rows
 }

@@ -117,6 +117,19 @@ impl Demo {
         Ok(out)
     }
 
+    /// Every group key `t`'s user can form with the R1s reaching it and
+    /// every RN2 the GMS issued: what that user could read with the GMS
+    /// operator's help.
+    async fn keys_reaching(&self, t: &Terminal, gid: &GroupId) -> Result<Vec<GroupKey>> {
+        let grants = self.gms_grants().await?;
+        Ok(candidate_keys(
+            gid,
+            "project",
+            &self.r1s_reaching(t, gid).await?,
+            &grants,
+        ))
+    }
+
     /// A role's database URL.
     fn url(&self, role: &Option<String>) -> String {
         self.server.db_url(role.as_deref().unwrap_or_default())
@@ -625,12 +638,7 @@ async fn a_removed_member_reads_nothing_new(demo: &mut Demo, c: &mut Cast) -> Re
     let envelopes = demo.cs_envelopes(&c.gid).await?;
     let last = envelopes.last().cloned().into_iter().collect::<Vec<_>>();
     let grants = demo.gms_grants().await?;
-    let bobs = candidate_keys(
-        &c.gid,
-        "project",
-        &demo.r1s_reaching(&c.bob, &c.gid).await?,
-        &grants,
-    );
+    let bobs = demo.keys_reaching(&c.bob, &c.gid).await?;
     let daves = candidate_keys(&c.gid, "project", &daves_r1s, &grants);
     demo.check(
         opened_with(&last, &bobs) == Some(1) && opened_with(&last, &daves) == Some(0),
@@ -655,12 +663,7 @@ async fn a_late_joiner_reads_nothing_earlier(
     )?;
     let earlier = envelopes;
     let grants = demo.gms_grants().await?;
-    let erins = candidate_keys(
-        &c.gid,
-        "project",
-        &demo.r1s_reaching(&c.erin, &c.gid).await?,
-        &grants,
-    );
+    let erins = demo.keys_reaching(&c.erin, &c.gid).await?;
     let alices = candidate_keys(&c.gid, "project", &c.alice.held_r1s(&c.gid).await?, &grants);
     demo.check(
         opened_with(earlier, &alices) == Some(earlier.len())

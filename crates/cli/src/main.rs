@@ -778,6 +778,21 @@ impl Out {
             false => println!("{}", text()),
         }
     }
+
+    /// Prints `rows` as a JSON array, or a line each (`empty` when none).
+    fn rows<T: serde::Serialize>(
+        self,
+        rows: &[T],
+        empty: &str,
+        line: impl Fn(&T) -> String,
+    ) -> duokey_terminal::Result<()> {
+        let value = serde_json::to_value(rows).map_err(|_| Error::Internal("json"))?;
+        self.report(value, || match rows.is_empty() {
+            true => empty.to_owned(),
+            false => rows.iter().map(line).collect::<Vec<_>>().join("\n"),
+        });
+        Ok(())
+    }
 }
 
 /// `duokey whoami`, from the profile alone, without its key.
@@ -974,57 +989,35 @@ async fn renew(t: &mut Terminal, out: Out, password: bool) -> duokey_terminal::R
 /// `duokey invites`: the pending invitations.
 async fn invites(t: &Terminal, out: Out) -> duokey_terminal::Result<()> {
     let inv = t.invitations().await?;
-    let value = serde_json::to_value(&inv).map_err(|_| Error::Internal("json"))?;
-    out.report(value, || {
-        if inv.is_empty() {
-            return "no pending invitations".into();
-        }
-        let lines: Vec<String> = inv
-            .iter()
-            .map(|i| {
-                format!(
-                    "{}  {} invites you to {} ({}) as {}{}",
-                    i.invite_id,
-                    i.from,
-                    display::inline(&i.group_name),
-                    i.group_id,
-                    i.rights,
-                    if i.needs_code {
-                        "; needs the code they gave you (accept with --code, which asks for it)"
-                    } else {
-                        ""
-                    }
-                )
-            })
-            .collect();
-        lines.join("\n")
-    });
-    Ok(())
+    out.rows(&inv, "no pending invitations", |i| {
+        format!(
+            "{}  {} invites you to {} ({}) as {}{}",
+            i.invite_id,
+            i.from,
+            display::inline(&i.group_name),
+            i.group_id,
+            i.rights,
+            if i.needs_code {
+                "; needs the code they gave you (accept with --code, which asks for it)"
+            } else {
+                ""
+            }
+        )
+    })
 }
 
 /// `duokey invites --sent`.
 async fn sent_invites(t: &Terminal, out: Out) -> duokey_terminal::Result<()> {
     let sent = t.sent_invitations().await?;
-    let value = serde_json::to_value(&sent).map_err(|_| Error::Internal("json"))?;
-    out.report(value, || {
-        if sent.is_empty() {
-            return "you have sent no invitations".into();
-        }
-        let lines: Vec<String> = sent
-            .iter()
-            .map(|i| {
-                format!(
-                    "{} to {} as {}: {}",
-                    display::inline(&i.group_name),
-                    i.to,
-                    i.rights,
-                    i.state
-                )
-            })
-            .collect();
-        lines.join("\n")
-    });
-    Ok(())
+    out.rows(&sent, "you have sent no invitations", |i| {
+        format!(
+            "{} to {} as {}: {}",
+            display::inline(&i.group_name),
+            i.to,
+            i.rights,
+            i.state
+        )
+    })
 }
 
 /// `duokey send`: posted at once, or queued and said why.
@@ -1282,22 +1275,14 @@ async fn forget(t: &Terminal, out: Out, group: &str) -> duokey_terminal::Result<
 async fn list_groups(t: &Terminal, out: Out, all: bool) -> duokey_terminal::Result<()> {
     let mut groups = t.list_groups().await?;
     groups.retain(|g| all || g.state == GroupState::Active);
-    let value = serde_json::to_value(&groups).map_err(|_| Error::Internal("json"))?;
-    out.report(value, || {
-        let lines: Vec<String> = groups
-            .iter()
-            .map(|g| {
-                format!(
-                    "{}  {}  ({})",
-                    g.group_id,
-                    display::inline(&g.name),
-                    g.state
-                )
-            })
-            .collect();
-        lines.join("\n")
-    });
-    Ok(())
+    out.rows(&groups, "", |g| {
+        format!(
+            "{}  {}  ({})",
+            g.group_id,
+            display::inline(&g.name),
+            g.state
+        )
+    })
 }
 
 /// `duokey group members`.
@@ -1306,31 +1291,30 @@ async fn members(t: &Terminal, out: Out, group: &str) -> duokey_terminal::Result
     let members = t.members(&gid).await?;
     // How each contact's key was confirmed (PROTOCOL §4.10, DESIGN D50),
     // from the profile.
-    let mut keys = Vec::with_capacity(members.len());
-    for m in &members {
-        keys.push(if m.user == t.user().as_str() {
+    #[derive(serde::Serialize)]
+    struct Row<'a, M> {
+        #[serde(flatten)]
+        member: &'a M,
+        key_confirmed_by: &'static str,
+    }
+    let mut rows = Vec::with_capacity(members.len());
+    for member in &members {
+        let key_confirmed_by = if member.user == t.user().as_str() {
             "you"
         } else {
-            t.trust(&m.user).await?.confirmed_by()
+            t.trust(&member.user).await?.confirmed_by()
+        };
+        rows.push(Row {
+            member,
+            key_confirmed_by,
         });
     }
-    let mut value = serde_json::to_value(&members).map_err(|_| Error::Internal("json"))?;
-    if let Some(rows) = value.as_array_mut() {
-        for (row, key) in rows.iter_mut().zip(&keys) {
-            if let Some(row) = row.as_object_mut() {
-                row.insert("key_confirmed_by".into(), (*key).into());
-            }
-        }
-    }
-    out.report(value, || {
-        let lines: Vec<String> = members
-            .iter()
-            .zip(&keys)
-            .map(|(m, key)| format!("{}  {}  (key: {key})", m.user, m.rights))
-            .collect();
-        lines.join("\n")
-    });
-    Ok(())
+    out.rows(&rows, "", |r| {
+        format!(
+            "{}  {}  (key: {})",
+            r.member.user, r.member.rights, r.key_confirmed_by
+        )
+    })
 }
 
 /// `duokey group verify`: the membership code (SPEC §4.7).

@@ -314,14 +314,7 @@ async fn a_new_version_that_rolls_membership_back_to_an_older_head_is_refused() 
         g.membership_head = old.head.to_vec();
         g.rn1_version = old.rn1_version;
         g.changes.clear();
-        g.members = old
-            .members
-            .iter()
-            .map(|(u, m)| Member {
-                user_id: u.to_string(),
-                rights: u32::from(m.rights.bits()),
-            })
-            .collect();
+        g.members = duokey_proto::members_of(&old);
         g.members_omitted = false;
     });
     rotate_now(&net).await;

@@ -11,7 +11,6 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::*;
 use ed25519_dalek::{Signer, Verifier};
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -29,16 +28,7 @@ fn setup() -> (IdentityKey, Header, GroupKey, EpochTable) {
         msg_id: MsgId([2; 16]),
     };
     let gk = GroupKey::from_bytes([3; 32]);
-    let mut table = EpochTable::default();
-    let senders = HashMap::from([(header.sender.clone(), key.public())]);
-    table.insert(
-        header.group_id,
-        header.epoch,
-        OpenEpoch {
-            key: gk.clone(),
-            senders,
-        },
-    );
+    let table = EpochTable::for_header(&header, gk.clone(), key.public());
     (key, header, gk, table)
 }
 

@@ -5,6 +5,7 @@
 //! [`Reader::finish`] rejects trailing bytes.
 
 use crate::error::{Error, Result};
+use crate::identity::{IdentityKey, SIGNATURE_LEN};
 
 /// Appends SPEC §3 encodings to a byte vector.
 #[derive(Debug, Default)]
@@ -62,11 +63,60 @@ impl Writer {
     pub(crate) fn as_mut_vec(&mut self) -> &mut Vec<u8> {
         &mut self.buf
     }
+    /// Appends `key`'s signature over `label` and what was written from
+    /// offset `from` on: the signed records of SPEC §3.3 and §4 are
+    /// `magic || signed || signature[64]`, the magic left out of `signed`.
+    pub(crate) fn sign_from(
+        &mut self,
+        from: usize,
+        label: &[u8],
+        key: &IdentityKey,
+    ) -> Result<&mut Self> {
+        let signed = self.buf.get(from..).ok_or(SIGNED_RANGE)?;
+        let sig = key.sign_parts(&[label, signed])?;
+        Ok(self.bytes(&sig))
+    }
 }
+
+/// Defines a `#[repr(u8)]` enum whose discriminants are its wire codes, with
+/// the strict `TryFrom<u8>` its decoder uses: a code the enum does not list
+/// is refused with `$unknown(code)`. Each code is written once, so the
+/// encoder (`v as u8`) and the decoder cannot disagree.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $($(#[$variant_meta:meta])* $variant:ident = $code:literal,)+
+        }
+        else $unknown:expr
+    ) => {
+        $(#[$meta])*
+        #[repr(u8)]
+        $vis enum $name {
+            $($(#[$variant_meta])* $variant = $code,)+
+        }
+
+        impl TryFrom<u8> for $name {
+            type Error = $crate::Error;
+            fn try_from(v: u8) -> $crate::Result<Self> {
+                let unknown: fn(u8) -> $crate::Error = $unknown;
+                match v {
+                    $($code => Ok($name::$variant),)+
+                    other => Err(unknown(other)),
+                }
+            }
+        }
+    };
+}
+pub(crate) use wire_enum;
+
+/// A signed range outside the bytes written or read: a bug in this crate.
+const SIGNED_RANGE: Error = Error::Internal("signed range");
 
 /// Reads SPEC §3 encodings from a byte slice; every failure is [`Error::Malformed`].
 #[derive(Debug, Clone)]
 pub(crate) struct Reader<'a> {
+    input: &'a [u8],
     rest: &'a [u8],
     what: &'static str,
 }
@@ -74,7 +124,11 @@ pub(crate) struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// `what` names the structure being decoded, for error messages.
     pub(crate) fn new(bytes: &'a [u8], what: &'static str) -> Self {
-        Self { rest: bytes, what }
+        Self {
+            input: bytes,
+            rest: bytes,
+            what,
+        }
     }
     fn malformed(&self) -> Error {
         Error::Malformed { what: self.what }
@@ -130,6 +184,17 @@ impl<'a> Reader<'a> {
         } else {
             Err(self.malformed())
         }
+    }
+    /// Ends decoding of a signed record (see [`Writer::sign_from`]): reads
+    /// the final signature, rejects trailing bytes, and returns the bytes
+    /// the signature covers, from offset `from` of the input up to it.
+    pub(crate) fn finish_signed(mut self, from: usize) -> Result<(&'a [u8], [u8; SIGNATURE_LEN])> {
+        let signed_end = self.input.len() - self.rest.len();
+        let signature = self.array::<SIGNATURE_LEN>()?;
+        let input = self.input;
+        self.finish()?;
+        let signed = input.get(from..signed_end).ok_or(SIGNED_RANGE)?;
+        Ok((signed, signature))
     }
 }
 

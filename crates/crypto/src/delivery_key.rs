@@ -6,8 +6,8 @@
 //! ```
 
 use crate::codec::{Reader, Writer};
-use crate::error::{Error, Result};
-use crate::identity::{IdentityKey, PublicIdentity, SIGNATURE_LEN};
+use crate::error::Result;
+use crate::identity::{IdentityKey, PublicIdentity};
 use crate::ids::UserId;
 use crate::rn1_delivery::DeliveryPublic;
 
@@ -35,12 +35,7 @@ impl DeliveryKeyRecord {
             .lp16(self.user.as_bytes())?
             .bytes(&self.key.0)
             .u64(self.created_at_ms);
-        let signed = w
-            .as_mut_vec()
-            .get(MAGIC.len()..)
-            .ok_or(Error::Internal("record layout"))?;
-        let sig = identity.sign_parts(&[SIGNATURE_LABEL, signed])?;
-        w.bytes(&sig);
+        w.sign_from(MAGIC.len(), SIGNATURE_LABEL, identity)?;
         Ok(w.into_vec())
     }
 
@@ -51,12 +46,7 @@ impl DeliveryKeyRecord {
         let user = UserId::from_bytes(r.lp16()?)?;
         let key = DeliveryPublic(r.array()?);
         let created_at_ms = r.u64()?;
-        let signed_end = bytes.len() - r.remaining();
-        let sig = r.array::<SIGNATURE_LEN>()?;
-        r.finish()?;
-        let signed = bytes
-            .get(MAGIC.len()..signed_end)
-            .ok_or(Error::Internal("record layout"))?;
+        let (signed, sig) = r.finish_signed(MAGIC.len())?;
         signer.verify_parts(&[SIGNATURE_LABEL, signed], &sig, "delivery key record")?;
         Ok(DeliveryKeyRecord {
             user,

@@ -161,11 +161,7 @@ pub fn seal(
             .map_err(|_| Error::Internal("AES-GCM seal"))?
     };
     buf.extend_from_slice(&tag);
-    let signed = buf
-        .get(MAGIC.len()..)
-        .ok_or(Error::Internal("envelope layout"))?;
-    let sig = identity.sign_parts(&[SIGNATURE_LABEL, signed])?;
-    buf.extend_from_slice(&sig);
+    w.sign_from(MAGIC.len(), SIGNATURE_LABEL, identity)?;
     Ok(w.into_vec())
 }
 
@@ -190,7 +186,6 @@ impl<'a> EnvelopeRef<'a> {
     pub fn parse(bytes: &'a [u8], limits: &Limits) -> Result<Self> {
         let mut r = Reader::new(bytes, "envelope");
         r.magic(MAGIC)?;
-        let signed_start = bytes.len() - r.remaining();
         let header_len = r.clone().u32()? as usize;
         if header_len > MAX_HEADER_LEN {
             return Err(Error::TooLarge {
@@ -215,12 +210,7 @@ impl<'a> EnvelopeRef<'a> {
                 what: "envelope ciphertext",
             });
         }
-        let signed_end = bytes.len() - r.remaining();
-        let signature = r.array::<SIGNATURE_LEN>()?;
-        r.finish()?;
-        let signed = bytes
-            .get(signed_start..signed_end)
-            .ok_or(Error::Internal("signed range"))?;
+        let (signed, signature) = r.finish_signed(MAGIC.len())?;
         Ok(Self {
             header,
             header_bytes,

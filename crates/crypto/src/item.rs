@@ -7,7 +7,7 @@
 //!             lp16(recipient) || u64 created_at_ms || lp32(body))
 //! ```
 
-use crate::codec::{Reader, Writer};
+use crate::codec::{Reader, Writer, wire_enum};
 use crate::error::{Error, Result};
 use crate::identity::{IdentityKey, PublicIdentity, SIGNATURE_LEN};
 use crate::ids::{GroupId, GroupName, ItemId, UserId};
@@ -20,49 +20,32 @@ pub const MAGIC: &[u8; 4] = b"DKI1";
 /// Signature label (SPEC §4).
 pub const SIGNATURE_LABEL: &[u8] = b"duokey/v1 item";
 
-/// The kinds of SPEC §4; other values are rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum ItemKind {
-    /// 1: an invitation to a group.
-    Invite = 1,
-    /// 2: the invitee accepts and sends a fresh X25519 key.
-    Ack = 2,
-    /// 3: the invitee declines.
-    Decline = 3,
-    /// 4: an HPKE-sealed R1.
-    Rn1 = 4,
-    /// 5: the recipient was removed from a group.
-    Removal = 5,
-    /// 6: the recipient's RN2 version is stale.
-    Stale = 6,
-    /// 7: names the membership change an `rn1` item was sent for (SPEC §4.7).
-    Anchor = 7,
-    /// 8: an invitation that needs a code (PROTOCOL §4.10).
-    CodeInvite = 8,
-    /// 9: the invitee accepts with the code.
-    CodeAck = 9,
-    /// 10: the inviter proves it knew the code too.
-    CodeConfirm = 10,
-}
-
-impl TryFrom<u8> for ItemKind {
-    type Error = Error;
-    fn try_from(v: u8) -> Result<Self> {
-        Ok(match v {
-            1 => ItemKind::Invite,
-            2 => ItemKind::Ack,
-            3 => ItemKind::Decline,
-            4 => ItemKind::Rn1,
-            5 => ItemKind::Removal,
-            6 => ItemKind::Stale,
-            7 => ItemKind::Anchor,
-            8 => ItemKind::CodeInvite,
-            9 => ItemKind::CodeAck,
-            10 => ItemKind::CodeConfirm,
-            other => return Err(Error::UnknownItemKind(other)),
-        })
+wire_enum! {
+    /// The kinds of SPEC §4; other values are rejected.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum ItemKind {
+        /// 1: an invitation to a group.
+        Invite = 1,
+        /// 2: the invitee accepts and sends a fresh X25519 key.
+        Ack = 2,
+        /// 3: the invitee declines.
+        Decline = 3,
+        /// 4: an HPKE-sealed R1.
+        Rn1 = 4,
+        /// 5: the recipient was removed from a group.
+        Removal = 5,
+        /// 6: the recipient's RN2 version is stale.
+        Stale = 6,
+        /// 7: names the membership change an `rn1` item was sent for (SPEC §4.7).
+        Anchor = 7,
+        /// 8: an invitation that needs a code (PROTOCOL §4.10).
+        CodeInvite = 8,
+        /// 9: the invitee accepts with the code.
+        CodeAck = 9,
+        /// 10: the inviter proves it knew the code too.
+        CodeConfirm = 10,
     }
+    else Error::UnknownItemKind
 }
 
 /// The body of an `rn1` item (SPEC §4.2 step 3, §4.3 step 4).
@@ -390,12 +373,7 @@ impl Item {
         w.lp16(self.sender.as_bytes())?
             .lp16(self.recipient.as_bytes())?;
         w.u64(self.created_at_ms).lp32(&body)?;
-        let signed = w
-            .as_mut_vec()
-            .get(MAGIC.len()..)
-            .ok_or(Error::Internal("item layout"))?;
-        let sig = key.sign_parts(&[SIGNATURE_LABEL, signed])?;
-        w.bytes(&sig);
+        w.sign_from(MAGIC.len(), SIGNATURE_LABEL, key)?;
         Ok(w.into_vec())
     }
 }
@@ -422,12 +400,7 @@ impl<'a> SignedItem<'a> {
         let recipient = UserId::from_bytes(r.lp16()?)?;
         let created_at_ms = r.u64()?;
         let body = ItemBody::decode(kind, r.lp32()?)?;
-        let signed_end = bytes.len() - r.remaining();
-        let signature = r.array::<SIGNATURE_LEN>()?;
-        r.finish()?;
-        let signed = bytes
-            .get(MAGIC.len()..signed_end)
-            .ok_or(Error::Internal("item layout"))?;
+        let (signed, signature) = r.finish_signed(MAGIC.len())?;
         Ok(Self {
             item: Item {
                 item_id,

@@ -1,6 +1,7 @@
 //! The padded plaintext of SPEC §3.3:
 //! `u8 content_type || u32 len(body) || body || zeros to a multiple of 32`.
 
+use crate::codec::wire_enum;
 use crate::error::{Error, Result};
 
 /// Plaintexts are padded to a multiple of this many bytes.
@@ -8,25 +9,16 @@ pub const PAD_BLOCK: usize = 32;
 /// `u8 content_type || u32 len`.
 const PREFIX: usize = 5;
 
-/// What an envelope carries (SPEC §3.3 `content_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum ContentType {
-    /// 1: a UTF-8 text message.
-    Text = 1,
-    /// 2: UTF-8 JSON for in-group notices.
-    Control = 2,
-}
-
-impl TryFrom<u8> for ContentType {
-    type Error = Error;
-    fn try_from(v: u8) -> Result<Self> {
-        match v {
-            1 => Ok(ContentType::Text),
-            2 => Ok(ContentType::Control),
-            other => Err(Error::UnknownContentType(other)),
-        }
+wire_enum! {
+    /// What an envelope carries (SPEC §3.3 `content_type`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum ContentType {
+        /// 1: a UTF-8 text message.
+        Text = 1,
+        /// 2: UTF-8 JSON for in-group notices.
+        Control = 2,
     }
+    else Error::UnknownContentType
 }
 
 /// Length of the padded plaintext of a body of `body_len` bytes.

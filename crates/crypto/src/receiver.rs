@@ -1,5 +1,6 @@
 //! What a receiver must know to open envelopes (SPEC §3.3 checks V4 and V5).
 
+use crate::envelope::Header;
 use crate::epoch::Epoch;
 use crate::error::{Error, Result};
 use crate::group_key::GroupKey;
@@ -37,6 +38,16 @@ pub struct EpochTable {
 }
 
 impl EpochTable {
+    /// A table with only the epoch of `header` open, under group key `key`,
+    /// and only `header.sender`, certified as `sender_key`, allowed to send
+    /// in it: what opening that sender's envelopes needs (tests, benchmarks).
+    pub fn for_header(header: &Header, key: GroupKey, sender_key: PublicIdentity) -> Self {
+        let senders = HashMap::from([(header.sender.clone(), sender_key)]);
+        let mut table = Self::default();
+        table.insert(header.group_id, header.epoch, OpenEpoch { key, senders });
+        table
+    }
+
     /// Opens (or replaces) an epoch.
     pub fn insert(&mut self, group: GroupId, epoch: Epoch, open: OpenEpoch) {
         self.epochs.insert((group, epoch), open);

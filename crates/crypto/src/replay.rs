@@ -220,13 +220,20 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn same_seq_or_msg_id_is_refused_out_of_order_is_accepted() {
+    /// A guard that has accepted `seqs` (last message-id byte 0) from alice at
+    /// RN2 version 1, and her stream's key.
+    fn alice_accepted(seqs: impl IntoIterator<Item = u64>) -> (ReplayGuard, StreamKey) {
         let mut g = ReplayGuard::default();
         let k = key("alice", 1);
-        for seq in [0, 2, 1, 10, 5] {
+        for seq in seqs {
             accept(&mut g, &k, seq, 0).unwrap();
         }
+        (g, k)
+    }
+
+    #[test]
+    fn same_seq_or_msg_id_is_refused_out_of_order_is_accepted() {
+        let (mut g, k) = alice_accepted([0, 2, 1, 10, 5]);
         for seq in [0, 1, 2, 5, 10] {
             assert!(
                 matches!(accept(&mut g, &k, seq, 9), Err(Error::ReplayedSeq { .. })),
@@ -244,11 +251,7 @@ mod tests {
 
     #[test]
     fn seq_below_the_window_is_refused_and_memory_stays_bounded() {
-        let mut g = ReplayGuard::default();
-        let k = key("alice", 1);
-        for seq in 0..5 * WINDOW {
-            accept(&mut g, &k, seq, 0).unwrap();
-        }
+        let (mut g, k) = alice_accepted(0..5 * WINDOW);
         let s = g.streams.get(&k).unwrap();
         assert!(s.ids.len() as u64 <= 2 * WINDOW);
         let top = 5 * WINDOW - 1;
@@ -263,11 +266,7 @@ mod tests {
 
     #[test]
     fn window_shift_keeps_bits_across_words() {
-        let mut g = ReplayGuard::default();
-        let k = key("alice", 1);
-        for seq in [0, 63, 64, 65, 130] {
-            accept(&mut g, &k, seq, 0).unwrap();
-        }
+        let (mut g, k) = alice_accepted([0, 63, 64, 65, 130]);
         for seq in [0, 63, 64, 65, 130] {
             assert!(accept(&mut g, &k, seq, 7).is_err(), "{seq}");
         }

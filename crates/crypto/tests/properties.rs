@@ -7,7 +7,6 @@
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::*;
 use proptest::prelude::*;
-use std::collections::HashMap;
 
 const GROUP: GroupId = GroupId([7; 16]);
 const EPOCH: Epoch = Epoch::new(2, 5);
@@ -20,17 +19,7 @@ fn alice() -> (IdentityKey, UserId) {
 }
 
 fn table(gk: &GroupKey) -> EpochTable {
-    let (key, id) = alice();
-    let mut t = EpochTable::default();
-    t.insert(
-        GROUP,
-        EPOCH,
-        OpenEpoch {
-            key: gk.clone(),
-            senders: HashMap::from([(id, key.public())]),
-        },
-    );
-    t
+    EpochTable::for_header(&header(0, [0; 16]), gk.clone(), alice().0.public())
 }
 
 fn header(seq: u64, msg_id: [u8; 16]) -> Header {

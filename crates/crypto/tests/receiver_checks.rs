@@ -5,7 +5,6 @@
 
 use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::*;
-use std::collections::HashMap;
 
 struct Fixture {
     alice: IdentityKey,
@@ -25,16 +24,7 @@ fn fixture() -> Fixture {
         msg_id: MsgId([9; 16]),
     };
     let gk = GroupKey::from_bytes([5; 32]);
-    let mut table = EpochTable::default();
-    let senders = HashMap::from([(header.sender.clone(), alice.public())]);
-    table.insert(
-        header.group_id,
-        header.epoch,
-        OpenEpoch {
-            key: gk.clone(),
-            senders,
-        },
-    );
+    let table = EpochTable::for_header(&header, gk.clone(), alice.public());
     Fixture {
         alice,
         header,

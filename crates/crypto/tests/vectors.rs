@@ -8,7 +8,6 @@ use duokey_crypto::envelope::{self, Header, Limits};
 use duokey_crypto::rn1_delivery::{Rn1Context, open_rn1};
 use duokey_crypto::*;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 fn vectors() -> Value {
@@ -120,13 +119,7 @@ fn envelope_vectors_seal_and_open() {
             header.msg_id
         );
 
-        let mut table = EpochTable::default();
-        let senders = HashMap::from([(header.sender.clone(), key.public())]);
-        table.insert(
-            header.group_id,
-            header.epoch,
-            OpenEpoch { key: gk, senders },
-        );
+        let table = EpochTable::for_header(&header, gk, key.public());
         let opened = envelope::open(
             &expected,
             &Limits::default(),

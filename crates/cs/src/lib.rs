@@ -238,8 +238,7 @@ impl Cs {
             self.state
                 .db
                 .upsert_user(user, &c.chain, self.state.now_ms())
-                .await
-                .map_err(Status::from)?;
+                .await?;
             self.state
                 .recorded
                 .lock()
@@ -307,23 +306,13 @@ impl Cs {
             *e = (e.0 + 1, e.1 + r.item.len() as u64);
         }
         let users: Vec<&str> = adding.keys().copied().collect();
-        let known = self
-            .state
-            .db
-            .known_users(&users)
-            .await
-            .map_err(Status::from)?;
+        let known = self.state.db.known_users(&users).await?;
         if let Some(u) = users.iter().find(|u| !known.iter().any(|k| k == *u)) {
             return Err(Status::not_found(format!(
                 "{u} is not an enrolled user (no terminal of theirs has connected yet)"
             )));
         }
-        let usage = self
-            .state
-            .db
-            .inbox_usage(&users)
-            .await
-            .map_err(Status::from)?;
+        let usage = self.state.db.inbox_usage(&users).await?;
         let cfg = &self.state.config;
         for (user, (n, bytes)) in adding {
             let (held, held_bytes) = usage
@@ -362,8 +351,7 @@ impl Cs {
             .state
             .db
             .inbox_insert_many(&rows, self.state.now_ms())
-            .await
-            .map_err(Status::from)?;
+            .await?;
         for (c, (cursor, new)) in items.iter().zip(&stored) {
             if *new {
                 let item = InboxItem {
@@ -408,8 +396,7 @@ impl Communication for Cs {
         self.state
             .db
             .set_delivery_key(user.as_str(), record)
-            .await
-            .map_err(Status::from)?;
+            .await?;
         Ok(Response::new(PublishDeliveryKeyResponse {}))
     }
 
@@ -430,15 +417,9 @@ impl Communication for Cs {
         self.terminal(&req).await?;
         let wanted = duokey_crypto::UserId::new(req.get_ref().user_id.clone())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (chain, dk) = self
-            .state
-            .db
-            .user(wanted.as_str())
-            .await
-            .map_err(Status::from)?
-            .ok_or_else(|| {
-                Status::not_found(format!("{wanted} has never connected to this server"))
-            })?;
+        let (chain, dk) = self.state.db.user(wanted.as_str()).await?.ok_or_else(|| {
+            Status::not_found(format!("{wanted} has never connected to this server"))
+        })?;
         Ok(Response::new(GetUserResponse {
             cert_chain_der: chain,
             delivery_key_record: dk.unwrap_or_default(),
@@ -483,8 +464,7 @@ impl Communication for Cs {
             .state
             .db
             .inbox_after(user.as_str(), position(req.get_ref().after_cursor)?, n + 1)
-            .await
-            .map_err(Status::from)?;
+            .await?;
         let (rows, more) = page(rows, n as usize, |r| r.item.len());
         let items = rows
             .into_iter()
@@ -506,8 +486,7 @@ impl Communication for Cs {
             .state
             .db
             .inbox_ack(user.as_str(), position(req.get_ref().up_to_cursor)?)
-            .await
-            .map_err(Status::from)?;
+            .await?;
         Ok(Response::new(AckItemsResponse { deleted }))
     }
 
@@ -585,8 +564,7 @@ impl Communication for Cs {
                 upto.unwrap_or(u64::MAX),
                 n + 1,
             )
-            .await
-            .map_err(Status::from)?;
+            .await?;
         let (rows, more) = page(rows, n as usize, |e| e.envelope.len());
         let envelopes = rows
             .into_iter()
@@ -628,15 +606,9 @@ impl MembershipSync for Cs {
             .state
             .db
             .set_members(&gid, r.rn2_version, &r.members, r.deleted, r.retention_secs)
-            .await
-            .map_err(Status::from)?;
+            .await?;
         if stored == r.rn2_version {
-            let departed = self
-                .state
-                .db
-                .cs_departed(&gid)
-                .await
-                .map_err(Status::from)?;
+            let departed = self.state.db.cs_departed(&gid).await?;
             let view = state::GroupView {
                 departed: departed.into_iter().collect(),
                 rn2_version: stored,

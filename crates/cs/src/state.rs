@@ -113,7 +113,7 @@ impl CsState {
     /// Re-reads a group from the database into the view (another node
     /// changed it), unless the view already holds a newer version.
     pub(crate) async fn refresh_group(&self, gid: &[u8]) -> Result<(), Status> {
-        let Some(state) = self.db.cs_group_view(gid).await.map_err(Status::from)? else {
+        let Some(state) = self.db.cs_group_view(gid).await? else {
             return Ok(());
         };
         self.install(gid, state.into());

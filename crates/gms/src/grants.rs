@@ -228,13 +228,12 @@ impl Gms {
         let db = &self.inner.db;
         let group = db
             .group(gid)
-            .await
-            .map_err(Status::from)?
+            .await?
             .ok_or_else(|| Status::not_found("no such group"))?;
         if group.deleted {
             return Err(Status::failed_precondition("the group was deleted"));
         }
-        let members = db.members(gid).await.map_err(Status::from)?;
+        let members = db.members(gid).await?;
         Ok(Current {
             policy: decode_policy(&group.policy),
             membership: self.membership(gid).await?,
@@ -313,7 +312,7 @@ impl Gms {
         let applied = self.inner.db.apply_change(&change).await;
         metrics::histogram!("duokey_db_seconds", "op" => "gms_apply_change")
             .record(started.elapsed().as_secs_f64());
-        if !applied.map_err(Status::from)? {
+        if !applied? {
             return Err(Status::aborted("the group changed concurrently; retry"));
         }
         self.remember(gid, membership);

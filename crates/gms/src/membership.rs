@@ -56,12 +56,7 @@ impl Gms {
     /// ends where the cache does, else extended or rebuilt from the stored
     /// changes. Call under the group's lock.
     pub(crate) async fn membership(&self, gid: &[u8]) -> Result<State, Status> {
-        let stored = self
-            .inner
-            .db
-            .membership_seq(gid)
-            .await
-            .map_err(Status::from)?;
+        let stored = self.inner.db.membership_seq(gid).await?;
         let cached = self.cache().get(gid).cloned();
         let mut state = match cached {
             Some(s) if s.seq == stored => return Ok(s),
@@ -72,12 +67,7 @@ impl Gms {
         // one has not seen: verify them on top of what it knows.
         while state.as_ref().map_or(0, |s| s.seq) < stored {
             let after = state.as_ref().map_or(0, |s| s.seq);
-            let page = self
-                .inner
-                .db
-                .changes(gid, after, 500)
-                .await
-                .map_err(Status::from)?;
+            let page = self.inner.db.changes(gid, after, 500).await?;
             if page.is_empty() {
                 break;
             }

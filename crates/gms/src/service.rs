@@ -24,7 +24,30 @@ fn report_id(bytes: &[u8]) -> Result<Option<Vec<u8>>, Status> {
     }
 }
 
+/// The signed change of a request (see [`parse_change`]), refused unless
+/// its action is one of `allowed`, what the call is for (`what`).
+fn change_of(
+    bytes: &[u8],
+    gid: &[u8],
+    caller: &str,
+    allowed: &[Action],
+    what: &'static str,
+) -> Result<SignedChange, Status> {
+    let change = parse_change(bytes, gid, caller)?;
+    if !allowed.contains(&change.change().action) {
+        return Err(Status::invalid_argument(what));
+    }
+    Ok(change)
+}
+
 impl Gms {
+    /// What a call carrying a signed change starts with: the caller's user
+    /// id and certificate chain (after its rate limit), and the message.
+    fn signed_call<T>(&self, req: Request<T>) -> Result<(String, Vec<Vec<u8>>, T), Status> {
+        let (user, _, chain) = self.caller_of(&req)?;
+        Ok((user, chain, req.into_inner()))
+    }
+
     /// The calling terminal's user id, after its per-certificate rate limit.
     fn user_of<T>(&self, req: &Request<T>) -> Result<String, Status> {
         Ok(self.caller_of(req)?.0)
@@ -54,7 +77,7 @@ impl Gms {
         user: &str,
     ) -> Result<Option<Grant>, Status> {
         let Some(rid) = report else { return Ok(None) };
-        let Some((stored_gid, v)) = self.inner.db.report(rid).await.map_err(Status::from)? else {
+        let Some((stored_gid, v)) = self.inner.db.report(rid).await? else {
             return Ok(None);
         };
         if stored_gid != gid {
@@ -68,17 +91,11 @@ impl Gms {
 
     /// A stored grant, only for a user who was a member at that version.
     async fn grant_for(&self, gid: &[u8], v: u64, user: &str) -> Result<Grant, Status> {
-        let pb = self
-            .inner
-            .db
-            .grant(gid, v)
-            .await
-            .map_err(Status::from)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "no grant of version {v} is kept (outside retention or unknown)"
-                ))
-            })?;
+        let pb = self.inner.db.grant(gid, v).await?.ok_or_else(|| {
+            Status::not_found(format!(
+                "no grant of version {v} is kept (outside retention or unknown)"
+            ))
+        })?;
         let grant = decode_grant(&pb)?;
         if grant.members.iter().any(|m| m.user_id == user) {
             Ok(grant)
@@ -95,8 +112,7 @@ impl Gms {
             .inner
             .db
             .group(gid)
-            .await
-            .map_err(Status::from)?
+            .await?
             .ok_or_else(|| Status::not_found("no such group"))?;
         self.grant_for(gid, g.rn2_version, user).await
     }
@@ -106,13 +122,7 @@ impl Gms {
     /// groups); a definitive answer, not a transient one.
     async fn check_group_quota(&self, user: &str) -> Result<(), Status> {
         let max = self.inner.config.max_groups_per_user;
-        let n = self
-            .inner
-            .db
-            .groups_of(user)
-            .await
-            .map_err(Status::from)?
-            .len();
+        let n = self.inner.db.groups_of(user).await?.len();
         if u64::try_from(n).unwrap_or(u64::MAX) >= max {
             return Err(Status::failed_precondition(format!(
                 "{user} is a member of {n} groups, the most this server allows; leave or delete some first"
@@ -185,7 +195,7 @@ impl GroupManagement for Gms {
             .await;
         metrics::histogram!("duokey_db_seconds", "op" => "gms_create_group")
             .record(started.elapsed().as_secs_f64());
-        if !created.map_err(Status::from)? {
+        if !created? {
             return Err(Status::already_exists("a group with this id exists"));
         }
         self.remember(&gid, &state);
@@ -199,19 +209,19 @@ impl GroupManagement for Gms {
         &self,
         req: Request<ReportMemberRequest>,
     ) -> Result<Response<Grant>, Status> {
-        let (me, _, chain) = self.caller_of(&req)?;
-        let r = req.into_inner();
+        let (me, chain, r) = self.signed_call(req)?;
         let gid = group_id(&r.group_id)?;
         let report = report_id(&r.report_id)?;
         if let Some(g) = self.replayed_report(&gid, &report, &me).await? {
             return Ok(Response::new(g));
         }
-        let change = parse_change(&r.change, &gid, &me)?;
-        if !matches!(change.change().action, Action::Add | Action::Remove) {
-            return Err(Status::invalid_argument(
-                "ReportMember carries an add or a remove change",
-            ));
-        }
+        let change = change_of(
+            &r.change,
+            &gid,
+            &me,
+            &[Action::Add, Action::Remove],
+            "ReportMember carries an add or a remove change",
+        )?;
         if change.change().action == Action::Add {
             self.check_group_quota(change.change().subject.as_str())
                 .await?;
@@ -230,13 +240,15 @@ impl GroupManagement for Gms {
     }
 
     async fn leave(&self, req: Request<LeaveRequest>) -> Result<Response<LeaveResponse>, Status> {
-        let (me, _, chain) = self.caller_of(&req)?;
-        let r = req.into_inner();
+        let (me, chain, r) = self.signed_call(req)?;
         let gid = group_id(&r.group_id)?;
-        let change = parse_change(&r.change, &gid, &me)?;
-        if change.change().action != Action::Leave {
-            return Err(Status::invalid_argument("Leave carries a leave change"));
-        }
+        let change = change_of(
+            &r.change,
+            &gid,
+            &me,
+            &[Action::Leave],
+            "Leave carries a leave change",
+        )?;
         let grant = self
             .change(&gid, |cur| {
                 Next::from_change(cur, change, chain, self.inner.config.policy_limits())
@@ -248,8 +260,7 @@ impl GroupManagement for Gms {
     }
 
     async fn rotate(&self, req: Request<RotateRequest>) -> Result<Response<Grant>, Status> {
-        let (me, _, chain) = self.caller_of(&req)?;
-        let r = req.into_inner();
+        let (me, chain, r) = self.signed_call(req)?;
         let gid = group_id(&r.group_id)?;
         let report = report_id(&r.report_id)?;
         if let Some(g) = self.replayed_report(&gid, &report, &me).await? {
@@ -258,16 +269,13 @@ impl GroupManagement for Gms {
         let change = if r.change.is_empty() {
             None
         } else {
-            let change = parse_change(&r.change, &gid, &me)?;
-            if !matches!(
-                change.change().action,
-                Action::RotateRn1 | Action::Policy | Action::Transfer
-            ) {
-                return Err(Status::invalid_argument(
-                    "Rotate carries a rotate_rn1, policy or transfer change, or none",
-                ));
-            }
-            Some(change)
+            Some(change_of(
+                &r.change,
+                &gid,
+                &me,
+                &[Action::RotateRn1, Action::Policy, Action::Transfer],
+                "Rotate carries a rotate_rn1, policy or transfer change, or none",
+            )?)
         };
         let grant = self
             .change(&gid, |cur| {
@@ -295,13 +303,15 @@ impl GroupManagement for Gms {
         &self,
         req: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let (me, _, chain) = self.caller_of(&req)?;
-        let r = req.into_inner();
+        let (me, chain, r) = self.signed_call(req)?;
         let gid = group_id(&r.group_id)?;
-        let change = parse_change(&r.change, &gid, &me)?;
-        if change.change().action != Action::Delete {
-            return Err(Status::invalid_argument("Delete carries a delete change"));
-        }
+        let change = change_of(
+            &r.change,
+            &gid,
+            &me,
+            &[Action::Delete],
+            "Delete carries a delete change",
+        )?;
         self.delete_group(&gid, &me, &change, &chain).await?;
         Ok(Response::new(DeleteResponse {}))
     }
@@ -313,25 +323,13 @@ impl GroupManagement for Gms {
         let me = self.user_of(&req)?;
         let r = req.into_inner();
         let gid = group_id(&r.group_id)?;
-        if !self
-            .inner
-            .db
-            .groups_of(&me)
-            .await
-            .map_err(Status::from)?
-            .contains(&gid)
-        {
+        if !self.inner.db.groups_of(&me).await?.contains(&gid) {
             return Err(Status::permission_denied(
                 "you are not a member of this group",
             ));
         }
         let limit = if r.limit == 0 { 500 } else { r.limit.min(500) };
-        let changes = self
-            .inner
-            .db
-            .changes(&gid, r.after_seq, limit + 1)
-            .await
-            .map_err(Status::from)?;
+        let changes = self.inner.db.changes(&gid, r.after_seq, limit + 1).await?;
         let (changes, more) = duokey_proto::page(changes, limit as usize, |c| {
             c.change.len() + c.actor_chain.iter().map(Vec::len).sum::<usize>()
         });
@@ -363,7 +361,7 @@ impl GroupManagement for Gms {
                 "at most 10,000 groups per request",
             ));
         }
-        let mine = self.inner.db.groups_of(&me).await.map_err(Status::from)?;
+        let mine = self.inner.db.groups_of(&me).await?;
         let wanted = if asked.is_empty() {
             mine.clone()
         } else {
@@ -373,13 +371,7 @@ impl GroupManagement for Gms {
         for gid in wanted {
             if mine.contains(&gid) {
                 out.grants.push(self.current_grant(&gid, &me).await?);
-            } else if let Some(d) = self
-                .inner
-                .db
-                .departure(&gid, &me)
-                .await
-                .map_err(Status::from)?
-            {
+            } else if let Some(d) = self.inner.db.departure(&gid, &me).await? {
                 out.removals.push(Removal {
                     group_id: gid,
                     rn2_version: d.rn2_version,
@@ -405,7 +397,7 @@ impl GroupManagement for Gms {
     ) -> Result<Response<ListGroupsResponse>, Status> {
         let me = self.user_of(&req)?;
         let mut groups = Vec::new();
-        for gid in self.inner.db.groups_of(&me).await.map_err(Status::from)? {
+        for gid in self.inner.db.groups_of(&me).await? {
             let cur = self.current(&gid).await?;
             groups.push(GroupSummary {
                 group_id: gid,
@@ -447,13 +439,8 @@ impl Gms {
             change: change.as_bytes(),
             actor_chain: chain,
         };
-        let members = self
-            .inner
-            .db
-            .delete_group(gid, v, cause, by, &row)
-            .await
-            .map_err(Status::from)?;
-        self.inner.db.checkpoint().await.map_err(Status::from)?;
+        let members = self.inner.db.delete_group(gid, v, cause, by, &row).await?;
+        self.inner.db.checkpoint().await?;
         self.remember(gid, &state);
         let d = duokey_storage::gms::Departure {
             user_id: String::new(),

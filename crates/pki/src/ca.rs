@@ -123,12 +123,18 @@ impl Drop for IssuedKey {
     }
 }
 
+/// `Debug` of a certificate holder: the certificate in PEM under `field`,
+/// the private key never.
+fn debug_hiding_key(f: &mut fmt::Formatter<'_>, name: &str, field: &str, pem: &str) -> fmt::Result {
+    f.debug_struct(name)
+        .field(field, &pem)
+        .field("key", &"<redacted>")
+        .finish()
+}
+
 impl fmt::Debug for IssuedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IssuedKey")
-            .field("chain_pem", &self.chain_pem)
-            .field("key", &"<redacted>")
-            .finish()
+        debug_hiding_key(f, "IssuedKey", "chain_pem", &self.chain_pem)
     }
 }
 
@@ -166,10 +172,7 @@ pub struct Ca {
 
 impl fmt::Debug for Ca {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ca")
-            .field("cert_pem", &self.cert_pem)
-            .field("key", &"<redacted>")
-            .finish()
+        debug_hiding_key(f, "Ca", "cert_pem", &self.cert_pem)
     }
 }
 

@@ -175,22 +175,37 @@ fn read_file(path: &Path) -> Result<HashSet<Vec<u8>>> {
 mod tests {
     use super::*;
 
-    fn tmp() -> tempfile::TempDir {
-        match tempfile::tempdir() {
+    /// The path of a revocation file not written yet, in a directory that
+    /// lives as long as the returned guard.
+    fn list_path() -> (tempfile::TempDir, PathBuf) {
+        let dir = match tempfile::tempdir() {
             Ok(d) => d,
             Err(e) => panic!("tempdir: {e}"),
-        }
+        };
+        let path = dir.path().join("revoked.txt");
+        (dir, path)
+    }
+
+    fn write(path: &Path, text: &str) -> Result<()> {
+        fs::write(path, text).map_err(|e| Error::io("write", path, e))
+    }
+
+    /// A list loaded from a file holding `text`.
+    fn loaded(text: &str) -> Result<(tempfile::TempDir, PathBuf, RevocationList)> {
+        let (dir, path) = list_path();
+        write(&path, text)?;
+        let list = RevocationList::load(&path)?;
+        Ok((dir, path, list))
     }
 
     #[test]
     fn a_missing_file_is_an_error_and_never_unrevokes() -> Result<()> {
-        let dir = tmp();
-        let path = dir.path().join("revoked.txt");
+        let (_dir, path) = list_path();
         assert!(matches!(
             RevocationList::load(&path),
             Err(Error::MissingRevocationList(_))
         ));
-        fs::write(&path, "").map_err(|e| Error::io("write", &path, e))?;
+        write(&path, "")?;
         let list = RevocationList::load(&path)?;
         assert!(list.is_empty(), "an empty file is an empty list");
         RevocationList::revoke_in_file(&path, &[0x42])?;
@@ -206,14 +221,7 @@ mod tests {
 
     #[test]
     fn parse_comments_case_and_leading_zeros() -> Result<()> {
-        let dir = tmp();
-        let path = dir.path().join("revoked.txt");
-        fs::write(
-            &path,
-            "# revoked by admin\n\n0a0B0c   # laptop stolen\n  00ff\n",
-        )
-        .map_err(|e| Error::io("write", &path, e))?;
-        let list = RevocationList::load(&path)?;
+        let (_dir, _, list) = loaded("# revoked by admin\n\n0a0B0c   # laptop stolen\n  00ff\n")?;
         assert_eq!(list.len(), 2);
         assert!(list.is_revoked(&[0x0a, 0x0b, 0x0c]));
         assert!(list.is_revoked(&[0x00, 0x0a, 0x0b, 0x0c]));
@@ -224,11 +232,8 @@ mod tests {
 
     #[test]
     fn revoke_in_file_then_reload() -> Result<()> {
-        let dir = tmp();
-        let path = dir.path().join("revoked.txt");
         // A file without final newline must still get one line per serial.
-        fs::write(&path, "01").map_err(|e| Error::io("write", &path, e))?;
-        let list = RevocationList::load(&path)?;
+        let (_dir, path, list) = loaded("01")?;
         assert_eq!(list.len(), 1);
         RevocationList::revoke_in_file(&path, &[0x7f, 0x10])?;
         RevocationList::revoke_in_file(&path, &[0x00, 0x22])?;
@@ -243,11 +248,8 @@ mod tests {
 
     #[test]
     fn bad_line_keeps_old_list() -> Result<()> {
-        let dir = tmp();
-        let path = dir.path().join("revoked.txt");
-        fs::write(&path, "abcd\n").map_err(|e| Error::io("write", &path, e))?;
-        let list = RevocationList::load(&path)?;
-        fs::write(&path, "abcd\nnot-hex\n").map_err(|e| Error::io("write", &path, e))?;
+        let (_dir, path, list) = loaded("abcd\n")?;
+        write(&path, "abcd\nnot-hex\n")?;
         match list.reload() {
             Err(Error::RevocationList { line: 2, .. }) => {}
             other => panic!("expected a line-2 error, got {other:?}"),

@@ -4,12 +4,12 @@ use crate::ca::{CA_CERT_FILE, CA_KEY_FILE, SERIAL_LEN, USER_URI_PREFIX};
 use crate::*;
 use duokey_crypto::{IdentityKey, UserId};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+    PKCS_ECDSA_P256_SHA256, PKCS_ED25519,
 };
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{ExtendedKeyUsage, GeneralName};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 fn user(s: &str) -> UserId {
@@ -18,6 +18,22 @@ fn user(s: &str) -> UserId {
 
 fn parse(der: &[u8]) -> X509Certificate<'_> {
     X509Certificate::from_der(der).expect("parse certificate").1
+}
+
+/// The subject's organizational units (where Duokey writes the roles).
+fn ous<'c>(cert: &'c X509Certificate<'_>) -> Vec<&'c str> {
+    cert.subject()
+        .iter_organizational_unit()
+        .map(|a| a.as_str().expect("str"))
+        .collect()
+}
+
+/// The extended key usage, present in every certificate of the CA.
+fn eku<'c>(cert: &'c X509Certificate<'_>) -> &'c ExtendedKeyUsage<'c> {
+    cert.extended_key_usage()
+        .expect("eku")
+        .expect("present")
+        .value
 }
 
 fn now() -> i64 {
@@ -145,11 +161,7 @@ fn server_certificate_profile() {
             format!("ip:{}", hex::encode(std::net::Ipv6Addr::LOCALHOST.octets())),
         ]
     );
-    let eku = cert
-        .extended_key_usage()
-        .expect("eku")
-        .expect("present")
-        .value;
+    let eku = eku(&cert);
     assert!(eku.server_auth && eku.client_auth);
     assert!(!cert.is_ca());
     assert_eq!(
@@ -162,12 +174,7 @@ fn server_certificate_profile() {
     assert!(id.user_id.is_none());
     assert!(id.has_role(Role::Gms) && !id.is_terminal());
     assert_eq!(id.common_name.as_deref(), Some("gms.example.org"));
-    let ou: Vec<&str> = cert
-        .subject()
-        .iter_organizational_unit()
-        .map(|a| a.as_str().expect("str"))
-        .collect();
-    assert_eq!(ou, vec!["duokey-as duokey-gms duokey-cs"]);
+    assert_eq!(ous(&cert), vec!["duokey-as duokey-gms duokey-cs"]);
 
     // Files: chain and 0600 key, readable back.
     let dir = tempfile::tempdir().expect("tmp");
@@ -245,18 +252,9 @@ fn terminal_certificate_profile() {
     assert!(
         matches!(sans.first(), Some(GeneralName::URI(uri)) if *uri == format!("{USER_URI_PREFIX}alice@example.org"))
     );
-    let eku = cert
-        .extended_key_usage()
-        .expect("eku")
-        .expect("present")
-        .value;
+    let eku = eku(&cert);
     assert!(eku.client_auth && !eku.server_auth);
-    let ou: Vec<&str> = cert
-        .subject()
-        .iter_organizational_unit()
-        .map(|a| a.as_str().expect("str"))
-        .collect();
-    assert_eq!(ou, vec!["duokey-terminal"]);
+    assert_eq!(ous(&cert), vec!["duokey-terminal"]);
 
     // Two certificates never share a serial.
     let again = peer_identity(&terminal_cert(&ca, &id, &u)).expect("identity");
@@ -418,59 +416,6 @@ fn crl_is_signed_by_the_ca() {
         .collect();
     assert_eq!(listed, serials);
     assert!(ca.crl_der(&[vec![]]).is_err());
-}
-
-/// An external enterprise CA (SPEC §2) made with rcgen: ECDSA P-256 root, an
-/// Ed25519 terminal leaf with no OU.
-#[test]
-fn external_ecdsa_ca_terminal_certificate() {
-    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
-    let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "Example Corp");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "Example Corp Root");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-    let issuer = CertifiedIssuer::self_signed(params, ca_key).expect("issuer");
-
-    let leaf_key = KeyPair::generate_for(&PKCS_ED25519).expect("leaf key");
-    let mut lp = CertificateParams::default();
-    lp.distinguished_name
-        .push(DnType::CommonName, "carol@example.com");
-    lp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let leaf = lp.signed_by(&leaf_key, &issuer).expect("leaf");
-    let id = peer_identity(leaf.der()).expect("identity");
-    assert_eq!(id.roles, vec![Role::Terminal]);
-    assert_eq!(id.user_id, Some(user("carol@example.com")));
-    assert!(id.ed25519_public.is_some());
-
-    // A department OU does not change that.
-    lp.distinguished_name
-        .push(DnType::OrganizationalUnitName, "Engineering");
-    let leaf = lp.signed_by(&leaf_key, &issuer).expect("leaf");
-    assert_eq!(
-        peer_identity(leaf.der()).expect("id").roles,
-        vec![Role::Terminal]
-    );
-
-    // A terminal leaf must be Ed25519 and its CN a valid user id.
-    let ec_leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
-    let leaf = lp.signed_by(&ec_leaf_key, &issuer).expect("leaf");
-    assert!(matches!(
-        peer_identity(leaf.der()),
-        Err(Error::LeafKeyNotEd25519)
-    ));
-    let mut bad = CertificateParams::default();
-    bad.distinguished_name
-        .push(DnType::CommonName, "Carol Smith");
-    let leaf = bad.signed_by(&leaf_key, &issuer).expect("leaf");
-    assert!(matches!(
-        peer_identity(leaf.der()),
-        Err(Error::InvalidUserId(_))
-    ));
 }
 
 #[test]

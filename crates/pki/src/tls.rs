@@ -247,6 +247,40 @@ fn build_client_config(
     Ok(Arc::new(config))
 }
 
+/// A certificate webpki accepted but the Duokey profile refuses, as rustls
+/// reports it to the peer.
+fn profile_refusal(e: crate::Error) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+}
+
+/// The handshake signature checks of a verifier that adds Duokey's checks to
+/// the certificate only: they are `self.inner`'s (webpki's), unchanged.
+macro_rules! inner_signature_checks {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+    };
+}
+
 /// webpki verification of a server (CA and host name), then its role.
 #[derive(Debug)]
 struct DuokeyServerVerifier {
@@ -269,12 +303,9 @@ impl ServerCertVerifier for DuokeyServerVerifier {
         let Some(role) = self.role else {
             return Ok(verified);
         };
-        let other = |e: crate::Error| {
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
-        };
-        let identity = peer_identity(end_entity).map_err(other)?;
+        let identity = peer_identity(end_entity).map_err(profile_refusal)?;
         if !identity.roles.contains(&role) {
-            return Err(other(crate::Error::InvalidCertificate(format!(
+            return Err(profile_refusal(crate::Error::InvalidCertificate(format!(
                 "the server's certificate does not carry the {} role (roles: {})",
                 role.name(),
                 identity
@@ -288,27 +319,7 @@ impl ServerCertVerifier for DuokeyServerVerifier {
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    inner_signature_checks!();
 }
 
 /// webpki verification plus the Duokey profile and the revocation list.
@@ -340,34 +351,12 @@ impl ClientCertVerifier for DuokeyClientVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        let identity = peer_identity(end_entity).map_err(|e| {
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
-        })?;
+        let identity = peer_identity(end_entity).map_err(profile_refusal)?;
         if self.revoked.is_revoked(&identity.serial) {
             return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
         }
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    inner_signature_checks!();
 }

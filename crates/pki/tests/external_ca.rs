@@ -13,7 +13,7 @@ use common::{exchange, spawn_server, user};
 use duokey_crypto::IdentityKey;
 use duokey_pki::rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use duokey_pki::{
-    ClientAuth, RevocationList, Role, client_config, identity_private_key_der, make_csr,
+    ClientAuth, Error, RevocationList, Role, client_config, identity_private_key_der, make_csr,
     peer_identity, server_config,
 };
 use rcgen::{
@@ -33,14 +33,20 @@ fn rsa_ca_key() -> KeyPair {
     KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &PKCS_RSA_SHA256).expect("RSA key")
 }
 
-fn enterprise_ca(key: KeyPair) -> CertifiedIssuer<'static, KeyPair> {
+/// Certificate parameters for the subject `dn`, rcgen's defaults otherwise.
+fn params_for(dn: &[(DnType, &str)]) -> CertificateParams {
     let mut params = CertificateParams::default();
+    for (kind, value) in dn {
+        params.distinguished_name.push(kind.clone(), *value);
+    }
     params
-        .distinguished_name
-        .push(DnType::OrganizationName, "Example Corp");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "Example Corp Enterprise Root");
+}
+
+fn enterprise_ca(key: KeyPair) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = params_for(&[
+        (DnType::OrganizationName, "Example Corp"),
+        (DnType::CommonName, "Example Corp Enterprise Root"),
+    ]);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     CertifiedIssuer::self_signed(params, key).expect("enterprise CA")
@@ -51,13 +57,10 @@ fn enterprise_server(
     ca: &CertifiedIssuer<'static, KeyPair>,
 ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
     let key = KeyPair::generate_for(&PKCS_ED25519).expect("key");
-    let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "duokey.corp");
-    params
-        .distinguished_name
-        .push(DnType::OrganizationalUnitName, "duokey-cs");
+    let mut params = params_for(&[
+        (DnType::CommonName, "duokey.corp"),
+        (DnType::OrganizationalUnitName, "duokey-cs"),
+    ]);
     params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().expect("ip"))];
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
@@ -96,6 +99,44 @@ fn enterprise_terminal(
         identity_private_key_der(&identity),
         identity.public().to_bytes(),
     )
+}
+
+/// The enterprise CA's terminal leaf as `peer_identity` reads it (P-256
+/// root, Ed25519 leaf with no OU): role Terminal, the CN as user id.
+#[test]
+fn external_ecdsa_ca_terminal_certificate() {
+    let issuer = enterprise_ca(KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key"));
+    let leaf_key = KeyPair::generate_for(&PKCS_ED25519).expect("leaf key");
+    let mut lp = params_for(&[(DnType::CommonName, "carol@example.com")]);
+    lp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf = lp.signed_by(&leaf_key, &issuer).expect("leaf");
+    let id = peer_identity(leaf.der()).expect("identity");
+    assert_eq!(id.roles, vec![Role::Terminal]);
+    assert_eq!(id.user_id, Some(user("carol@example.com")));
+    assert!(id.ed25519_public.is_some());
+
+    // A department OU does not change that.
+    lp.distinguished_name
+        .push(DnType::OrganizationalUnitName, "Engineering");
+    let leaf = lp.signed_by(&leaf_key, &issuer).expect("leaf");
+    assert_eq!(
+        peer_identity(leaf.der()).expect("id").roles,
+        vec![Role::Terminal]
+    );
+
+    // A terminal leaf must be Ed25519 and its CN a valid user id.
+    let ec_leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+    let leaf = lp.signed_by(&ec_leaf_key, &issuer).expect("leaf");
+    assert!(matches!(
+        peer_identity(leaf.der()),
+        Err(Error::LeafKeyNotEd25519)
+    ));
+    let bad = params_for(&[(DnType::CommonName, "Carol Smith")]);
+    let leaf = bad.signed_by(&leaf_key, &issuer).expect("leaf");
+    assert!(matches!(
+        peer_identity(leaf.der()),
+        Err(Error::InvalidUserId(_))
+    ));
 }
 
 async fn check_enterprise_ca(key: KeyPair) {

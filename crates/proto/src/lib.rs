@@ -30,6 +30,20 @@ impl From<&duokey_crypto::membership::Policy> for Policy {
     }
 }
 
+/// The members of a verified membership state as grants list them (SPEC
+/// §4.4): what a terminal compares a grant's list with, and what a test
+/// playing the GMS writes.
+pub fn members_of(state: &duokey_crypto::membership::State) -> Vec<Member> {
+    state
+        .members
+        .iter()
+        .map(|(u, m)| Member {
+            user_id: u.to_string(),
+            rights: u32::from(m.rights.bits()),
+        })
+        .collect()
+}
+
 /// Bytes of rows (envelopes, items, changes) in one paged answer, framing
 /// aside: well under the 4 MiB an answer may carry, so that no run of large
 /// rows can make a page impossible to send (and a terminal's sync stuck for

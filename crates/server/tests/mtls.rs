@@ -283,19 +283,9 @@ async fn only_the_gms_certificate_may_set_members() {
     let net = LocalNet::start().await;
     let mut alice = net.raw("alice").await;
     let grant = alice.create_group("proj").await;
+    let chain = alice_chain(&mut alice).await;
     let mut sync = membership_sync_client::MembershipSyncClient::new(
-        duokey_pki::grpc::channel(
-            &net.cs_url(),
-            duokey_pki::client_config(
-                &net.ca.cert_der(),
-                Some((
-                    alice_chain(&mut alice).await,
-                    duokey_pki::identity_private_key_der(&alice.key),
-                )),
-            )
-            .unwrap(),
-        )
-        .unwrap(),
+        duokey_pki::grpc::channel(&net.cs_url(), net.tls_as(&alice.key, chain)).unwrap(),
     );
     let err = sync
         .set_members(SetMembersRequest {

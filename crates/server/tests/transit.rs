@@ -48,14 +48,7 @@ async fn a_truncated_stream_does_not_stop_the_server() {
     let net = LocalNet::start().await;
     let alice = net.raw("alice").await;
     let mut bob = net.raw("bob").await;
-    let tls = duokey_pki::client_config(
-        &net.ca.cert_der(),
-        Some((
-            alice.chain.clone(),
-            duokey_pki::identity_private_key_der(&alice.key),
-        )),
-    )
-    .unwrap();
+    let tls = net.tls_as(&alice.key, alice.chain.clone());
     for addr in [net.node.gms_addr.unwrap(), net.node.cs_addr.unwrap()] {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let mut s = TlsConnector::from(tls.clone())
@@ -97,14 +90,7 @@ async fn a_truncated_stream_does_not_stop_the_server() {
 async fn connections_beyond_max_connections_wait_for_a_free_slot() {
     let net = LocalNet::start_with(|c| c.max_connections = 2).await;
     let alice = net.raw("alice").await;
-    let tls = duokey_pki::client_config(
-        &net.ca.cert_der(),
-        Some((
-            alice.chain.clone(),
-            duokey_pki::identity_private_key_der(&alice.key),
-        )),
-    )
-    .unwrap();
+    let tls = net.tls_as(&alice.key, alice.chain.clone());
     // Enrolment left alice's CS connection open (a slot): close it; the
     // first two connections below wait for the server to free it.
     drop(alice);

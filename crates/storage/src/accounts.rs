@@ -184,10 +184,7 @@ impl AsStore {
         state: &[u8],
         (now_ms, expires_at_ms): (i64, i64),
     ) -> Result<()> {
-        sqlx::query("DELETE FROM as_logins WHERE expires_at_ms <= $1")
-            .bind(now_ms)
-            .execute(self.w())
-            .await?;
+        self.erase_expired_logins(now_ms).await?;
         sqlx::query(
             "INSERT INTO as_logins (login_id, user_id, state, expires_at_ms) VALUES ($1, $2, $3, $4)",
         )
@@ -200,6 +197,15 @@ impl AsStore {
         Ok(())
     }
 
+    /// Erases the logins expired at `now_ms`.
+    async fn erase_expired_logins(&self, now_ms: i64) -> Result<()> {
+        sqlx::query("DELETE FROM as_logins WHERE expires_at_ms <= $1")
+            .bind(now_ms)
+            .execute(self.w())
+            .await?;
+        Ok(())
+    }
+
     /// Takes a login's state, once: `None` if unknown, taken or expired
     /// (expired ones are erased on the way).
     pub async fn take_login(
@@ -207,10 +213,7 @@ impl AsStore {
         login_id: &[u8],
         now_ms: i64,
     ) -> Result<Option<(String, Vec<u8>)>> {
-        sqlx::query("DELETE FROM as_logins WHERE expires_at_ms <= $1")
-            .bind(now_ms)
-            .execute(self.w())
-            .await?;
+        self.erase_expired_logins(now_ms).await?;
         let row = sqlx::query("DELETE FROM as_logins WHERE login_id = $1 RETURNING user_id, state")
             .bind(login_id.to_vec())
             .fetch_optional(self.w())

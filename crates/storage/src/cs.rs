@@ -1,8 +1,9 @@
 //! CS tables: directory, inboxes, group membership and ciphertext logs
 //! (SPEC §5.3, §5.4).
 
-use crate::{Error, Result, to_i64, to_u64};
+use crate::{Error, Result, get_u64, to_i64, to_u64};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use std::collections::BTreeMap;
 
 /// A stored inbox item.
@@ -38,11 +39,11 @@ pub struct CsGroup {
     pub retention_secs: u64,
 }
 
-fn cs_group_row(r: &sqlx::any::AnyRow) -> Result<CsGroup> {
+fn cs_group_row(r: &AnyRow) -> Result<CsGroup> {
     Ok(CsGroup {
-        rn2_version: to_u64(r.try_get("rn2_version")?, "rn2_version")?,
+        rn2_version: get_u64(r, "rn2_version")?,
         deleted: r.try_get::<i64, _>("deleted")? != 0,
-        retention_secs: to_u64(r.try_get("retention_secs")?, "retention_secs")?,
+        retention_secs: get_u64(r, "retention_secs")?,
     })
 }
 
@@ -114,8 +115,7 @@ async fn stored_msg(
         .bind(msg_id.to_vec())
         .fetch_optional(&mut **tx)
         .await?;
-    row.map(|r| to_u64(r.try_get("log_seq")?, "log_seq"))
-        .transpose()
+    row.as_ref().map(|r| get_u64(r, "log_seq")).transpose()
 }
 
 /// Who of a batch's senders may post to a group now.
@@ -246,39 +246,25 @@ impl CsStore {
 
     /// Of `users`, those in the directory (enrolled terminals that connected).
     pub async fn known_users(&self, users: &[&str]) -> Result<Vec<String>> {
-        if users.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT user_id FROM cs_users WHERE user_id IN ({})",
-            placeholders(users.len())
-        );
-        // Only numbered placeholders are formatted in: no input reaches the text.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for u in users {
-            q = q.bind(u.to_string());
-        }
-        let rows = q.fetch_all(self.r()).await?;
+        let rows = self
+            .rows_of_users(users, |list| {
+                format!("SELECT user_id FROM cs_users WHERE user_id IN ({list})")
+            })
+            .await?;
         rows.iter().map(|r| Ok(r.try_get("user_id")?)).collect()
     }
 
     /// What the inboxes of `users` hold: (user, items, bytes), for those
     /// holding any.
     pub async fn inbox_usage(&self, users: &[&str]) -> Result<Vec<(String, u64, u64)>> {
-        if users.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT recipient, COUNT(*) AS n, COALESCE(SUM(LENGTH(item)), 0) AS b FROM cs_inbox \
-             WHERE recipient IN ({}) GROUP BY recipient",
-            placeholders(users.len())
-        );
-        // Only numbered placeholders are formatted in: no input reaches the text.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for u in users {
-            q = q.bind(u.to_string());
-        }
-        let rows = q.fetch_all(self.r()).await?;
+        let rows = self
+            .rows_of_users(users, |list| {
+                format!(
+                    "SELECT recipient, COUNT(*) AS n, COALESCE(SUM(LENGTH(item)), 0) AS b \
+                     FROM cs_inbox WHERE recipient IN ({list}) GROUP BY recipient"
+                )
+            })
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -288,6 +274,24 @@ impl CsStore {
                 ))
             })
             .collect()
+    }
+
+    /// The rows of the query `sql` makes of an `IN` list, with `users` bound
+    /// to that list (no rows, and no query, for no users).
+    async fn rows_of_users(
+        &self,
+        users: &[&str],
+        sql: impl FnOnce(&str) -> String,
+    ) -> Result<Vec<AnyRow>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Only numbered placeholders are formatted in: no input reaches the text.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql(&placeholders(users.len()))));
+        for u in users {
+            q = q.bind(u.to_string());
+        }
+        Ok(q.fetch_all(self.r()).await?)
     }
 
     /// Erases inbox items received before `before_ms` (an inbox
@@ -345,7 +349,7 @@ impl CsStore {
                     .bind(it.item_id.to_vec())
                     .fetch_one(&mut *tx)
                     .await?;
-            out.push((to_u64(row.try_get("cursor")?, "cursor")?, inserted == 1));
+            out.push((get_u64(&row, "cursor")?, inserted == 1));
         }
         tx.commit().await?;
         Ok(out)
@@ -394,9 +398,9 @@ impl CsStore {
         rows.iter()
             .map(|r| {
                 Ok(StoredItem {
-                    cursor: to_u64(r.try_get("cursor")?, "cursor")?,
+                    cursor: get_u64(r, "cursor")?,
                     item: r.try_get("item")?,
-                    received_at_ms: to_u64(r.try_get("received_at_ms")?, "received_at_ms")?,
+                    received_at_ms: get_u64(r, "received_at_ms")?,
                 })
             })
             .collect()
@@ -505,12 +509,7 @@ impl CsStore {
         let rows = sqlx::query("SELECT group_id, rn2_version FROM cs_groups")
             .fetch_all(self.r())
             .await?;
-        rows.iter()
-            .map(|r| {
-                let v = to_u64(r.try_get("rn2_version")?, "rn2_version")?;
-                Ok((r.try_get("group_id")?, v))
-            })
-            .collect()
+        rows.iter().map(crate::group_version).collect()
     }
 
     /// Every (group, member) pair, for loading the CS's in-memory view.
@@ -531,7 +530,7 @@ impl CsStore {
             .await?;
         rows.iter()
             .map(|r| {
-                let upto = to_u64(r.try_get("upto_seq")?, "upto_seq")?;
+                let upto = get_u64(r, "upto_seq")?;
                 Ok((r.try_get("group_id")?, r.try_get("user_id")?, upto))
             })
             .collect()
@@ -544,12 +543,7 @@ impl CsStore {
             .fetch_all(self.w())
             .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("user_id")?,
-                    to_u64(r.try_get("upto_seq")?, "upto_seq")?,
-                ))
-            })
+            .map(|r| Ok((r.try_get("user_id")?, get_u64(r, "upto_seq")?)))
             .collect()
     }
 
@@ -665,9 +659,9 @@ impl CsStore {
         rows.iter()
             .map(|r| {
                 Ok(StoredEnvelope {
-                    log_seq: to_u64(r.try_get("log_seq")?, "log_seq")?,
+                    log_seq: get_u64(r, "log_seq")?,
                     envelope: r.try_get("envelope")?,
-                    stored_at_ms: to_u64(r.try_get("stored_at_ms")?, "stored_at_ms")?,
+                    stored_at_ms: get_u64(r, "stored_at_ms")?,
                 })
             })
             .collect()

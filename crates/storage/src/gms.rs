@@ -1,7 +1,7 @@
 //! GMS tables: groups, members, grants (RN2 history), reports, departures
 //! and the outbox of membership updates for the CS (SPEC §4, §5.2, §5.4).
 
-use crate::{Error, Result, to_i64, to_u64};
+use crate::{Error, Result, get_u64, group_version, to_i64, to_u64};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -118,7 +118,7 @@ fn group_row(r: &AnyRow) -> Result<GroupRow> {
     Ok(GroupRow {
         group_id: r.try_get("group_id")?,
         name: r.try_get("name")?,
-        rn2_version: to_u64(r.try_get("rn2_version")?, "rn2_version")?,
+        rn2_version: get_u64(r, "rn2_version")?,
         rn1_version: u32::try_from(r.try_get::<i64, _>("rn1_version")?)
             .map_err(|_| Error::Corrupt("rn1_version"))?,
         policy: r.try_get("policy")?,
@@ -423,7 +423,7 @@ impl GmsStore {
         rows.iter()
             .map(|r| {
                 Ok(StoredChange {
-                    seq: to_u64(r.try_get("seq")?, "seq")?,
+                    seq: get_u64(r, "seq")?,
                     change: r.try_get("change")?,
                     actor_chain: crate::decode_chain(&r.try_get::<Vec<u8>, _>("actor_chain")?)?,
                 })
@@ -463,13 +463,7 @@ impl GmsStore {
             .bind(report_id.to_vec())
             .fetch_optional(self.r())
             .await?;
-        row.map(|r| {
-            Ok((
-                r.try_get("group_id")?,
-                to_u64(r.try_get("rn2_version")?, "rn2_version")?,
-            ))
-        })
-        .transpose()
+        row.as_ref().map(group_version).transpose()
     }
 
     /// An encoded grant of a version, if still kept.
@@ -516,7 +510,7 @@ impl GmsStore {
         row.map(|r| {
             Ok(Departure {
                 user_id: user.to_owned(),
-                rn2_version: to_u64(r.try_get("rn2_version")?, "rn2_version")?,
+                rn2_version: get_u64(&r, "rn2_version")?,
                 cause: i32::try_from(r.try_get::<i64, _>("cause")?)
                     .map_err(|_| Error::Corrupt("cause"))?,
                 by: r.try_get("by_user")?,
@@ -571,14 +565,7 @@ impl GmsStore {
         let rows = sqlx::query("SELECT group_id, rn2_version FROM gms_cs_outbox WHERE synced = 0")
             .fetch_all(self.r())
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("group_id")?,
-                    to_u64(r.try_get("rn2_version")?, "rn2_version")?,
-                ))
-            })
-            .collect()
+        rows.iter().map(group_version).collect()
     }
 
     /// Records that the CS holds `rn2_version` (or newer) of a group.

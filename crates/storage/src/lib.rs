@@ -252,6 +252,19 @@ pub(crate) fn to_u64(v: i64, what: &'static str) -> Result<u64> {
     u64::try_from(v).map_err(|_| Error::Corrupt(what))
 }
 
+/// Reads the integer column `col` of `r` as `u64`, refusing negatives.
+pub(crate) fn get_u64(r: &sqlx::any::AnyRow, col: &'static str) -> Result<u64> {
+    to_u64(sqlx::Row::try_get(r, col)?, col)
+}
+
+/// A `(group_id, rn2_version)` row: which version of a group.
+pub(crate) fn group_version(r: &sqlx::any::AnyRow) -> Result<(Vec<u8>, u64)> {
+    Ok((
+        sqlx::Row::try_get(r, "group_id")?,
+        get_u64(r, "rn2_version")?,
+    ))
+}
+
 /// Converts a `u64` to the database's `i64`; values above `i64::MAX` are refused.
 pub(crate) fn to_i64(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| Error::OutOfRange)

@@ -256,6 +256,11 @@ mod tests {
         dir
     }
 
+    /// An agent bound in `home`, holding a key of `byte`s, for `ttl`.
+    async fn bound(home: &tempfile::TempDir, byte: u8, ttl: Duration) -> Agent {
+        Agent::bind(home.path(), &[byte; 32], ttl).await.unwrap()
+    }
+
     #[test]
     fn the_session_is_read_from_stat_and_zero_means_none() {
         let line = "4242 (duokey (x) y) S 4200 4242 4100 34816 4242 4194560 0 0";
@@ -267,9 +272,7 @@ mod tests {
     #[tokio::test]
     async fn the_agent_gives_the_key_until_locked_and_then_nobody_answers() {
         let home = profile().await;
-        let agent = Agent::bind(home.path(), &[7; 32], DEFAULT_TTL)
-            .await
-            .unwrap();
+        let agent = bound(&home, 7, DEFAULT_TTL).await;
         let mode = std::fs::metadata(socket_path(home.path())).unwrap().mode();
         assert_eq!(mode & 0o777, 0o600);
         let served = tokio::spawn(agent.serve(std::future::pending()));
@@ -286,9 +289,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_agent_ends_at_its_deadline() {
         let home = profile().await;
-        let agent = Agent::bind(home.path(), &[1; 32], Duration::from_secs(30))
-            .await
-            .unwrap();
+        let agent = bound(&home, 1, Duration::from_secs(30)).await;
         // Paused time jumps to the deadline once the agent only waits.
         agent.serve(std::future::pending()).await.unwrap();
         assert!(!socket_path(home.path()).exists());
@@ -297,13 +298,9 @@ mod tests {
     #[tokio::test]
     async fn a_second_agent_replaces_the_first() {
         let home = profile().await;
-        let first = Agent::bind(home.path(), &[1; 32], DEFAULT_TTL)
-            .await
-            .unwrap();
+        let first = bound(&home, 1, DEFAULT_TTL).await;
         let first = tokio::spawn(first.serve(std::future::pending()));
-        let second = Agent::bind(home.path(), &[2; 32], DEFAULT_TTL)
-            .await
-            .unwrap();
+        let second = bound(&home, 2, DEFAULT_TTL).await;
         first.await.unwrap().unwrap();
         let second = tokio::spawn(second.serve(std::future::pending()));
         assert_eq!(key(home.path()).await.unwrap().as_slice(), &[2; 32]);

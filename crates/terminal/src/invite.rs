@@ -366,14 +366,16 @@ impl Terminal {
                 head,
                 at_rn2_version: w,
             };
-            let sent = match self.send_item(ItemId::random()?, &invitee, anchor).await {
-                Ok(()) => {
-                    self.send_rn1(&gid, &invitee, rn1_version, &r1, Some((invite_id, key)))
-                        .await
-                }
-                Err(e) => Err(e),
+            let anchor_id = ItemId::random()?;
+            let sent = async {
+                self.send_item(anchor_id, &invitee, anchor).await?;
+                let invitation = Some((invite_id, key));
+                let (id, rn1) = self
+                    .rn1_item(&gid, &invitee, rn1_version, &r1, invitation)
+                    .await?;
+                self.send_item(id, &invitee, rn1).await
             };
-            if let Err(e) = sent {
+            if let Err(e) = sent.await {
                 self.warn(format!(
                     "could not hand the group key to {invitee} yet (retried at the next sync): {e}"
                 ));

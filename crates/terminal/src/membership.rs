@@ -10,8 +10,7 @@ use crate::terminal::Terminal;
 use duokey_crypto::membership::{self, Action, SignedChange, State};
 use duokey_crypto::*;
 use duokey_proto::{
-    DeleteRequest, GetChangesRequest, Grant, LeaveRequest, Member, ReportMemberRequest,
-    RotateRequest,
+    DeleteRequest, GetChangesRequest, Grant, LeaveRequest, ReportMemberRequest, RotateRequest,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -302,14 +301,7 @@ impl Terminal {
         if g.group_name != at.name.as_str() {
             return Err(unsigned("the grant renames the group"));
         }
-        let verified: Vec<Member> = at
-            .members
-            .iter()
-            .map(|(u, m)| Member {
-                user_id: u.to_string(),
-                rights: u32::from(m.rights.bits()),
-            })
-            .collect();
+        let verified = duokey_proto::members_of(&at);
         if !g.members_omitted {
             let mut theirs = g.members.clone();
             theirs.sort_by(|a, b| a.user_id.cmp(&b.user_id));

@@ -274,23 +274,9 @@ impl Terminal {
         Ok(())
     }
 
-    /// Sends an `rn1` item: to an invitation's fresh key (`invite`), or to
-    /// the recipient's published delivery key.
-    pub(crate) async fn send_rn1(
-        &mut self,
-        gid: &GroupId,
-        to: &UserId,
-        rn1_version: u32,
-        r1: &R1,
-        invite: Option<(ItemId, DeliveryPublic)>,
-    ) -> Result<()> {
-        let (item_id, body) = self.rn1_item(gid, to, rn1_version, r1, invite).await?;
-        self.send_item(item_id, to, body).await
-    }
-
     /// An `rn1` item's id and body: R1 sealed to an invitation's fresh key
     /// (`invite`) or to the recipient's published delivery key.
-    async fn rn1_item(
+    pub(crate) async fn rn1_item(
         &mut self,
         gid: &GroupId,
         to: &UserId,

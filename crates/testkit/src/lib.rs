@@ -432,14 +432,20 @@ pub async fn join_with(
 
 /// The notices (`-- …` lines) `t` shows for the group, in order.
 pub async fn notices(t: &Terminal, gid: &GroupId) -> Vec<String> {
+    lines_of(t, gid, |l| match l {
+        Line::Notice(n) => Some(n.notice),
+        Line::Message(_) => None,
+    })
+    .await
+}
+
+/// What `pick` takes of each line `t` shows for the group, in order.
+async fn lines_of<T>(t: &Terminal, gid: &GroupId, pick: impl Fn(Line) -> Option<T>) -> Vec<T> {
     t.history(gid)
         .await
         .unwrap()
         .into_iter()
-        .filter_map(|l| match l {
-            Line::Notice(n) => Some(n.notice),
-            Line::Message(_) => None,
-        })
+        .filter_map(pick)
         .collect()
 }
 
@@ -454,13 +460,9 @@ pub async fn new_group(t: &mut Terminal, name: &str) -> GroupId {
 
 /// The message texts `t` shows for the group.
 pub async fn texts(t: &Terminal, gid: &GroupId) -> Vec<String> {
-    t.history(gid)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|l| match l {
-            Line::Message(m) => Some(m.text),
-            Line::Notice(_) => None,
-        })
-        .collect()
+    lines_of(t, gid, |l| match l {
+        Line::Message(m) => Some(m.text),
+        Line::Notice(_) => None,
+    })
+    .await
 }

@@ -3,7 +3,7 @@
 //! committing, a connection that broke on the way back). Terminals must
 //! neither lose the message nor show it twice (DESIGN D49).
 
-use crate::lying::tls_port;
+use crate::lying::serve_on;
 use duokey_cs::{Cs, Subscription};
 use duokey_proto::communication_server::{Communication, CommunicationServer};
 use duokey_proto::*;
@@ -40,47 +40,33 @@ struct LossyCs {
     lost: LostAnswers,
 }
 
-#[tonic::async_trait]
-impl Communication for LossyCs {
-    async fn publish_delivery_key(
-        &self,
-        r: Request<PublishDeliveryKeyRequest>,
-    ) -> Result<Response<PublishDeliveryKeyResponse>, Status> {
-        self.inner.publish_delivery_key(r).await
+/// `impl Communication for LossyCs`: the calls in `forward` go to the real
+/// CS unchanged; the items after it are the wrapper's own.
+macro_rules! lossy_communication {
+    (forward { $($call:ident($req:ident) -> $resp:ident;)* } $($own:tt)*) => {
+        #[tonic::async_trait]
+        impl Communication for LossyCs {
+            $(async fn $call(&self, r: Request<$req>) -> Result<Response<$resp>, Status> {
+                self.inner.$call(r).await
+            })*
+            $($own)*
+        }
+    };
+}
+
+lossy_communication! {
+    forward {
+        publish_delivery_key(PublishDeliveryKeyRequest) -> PublishDeliveryKeyResponse;
+        get_user(GetUserRequest) -> GetUserResponse;
+        get_revocations(GetRevocationsRequest) -> GetRevocationsResponse;
+        send_item(SendItemRequest) -> SendItemResponse;
+        send_items(SendItemsRequest) -> SendItemsResponse;
+        items(ItemsRequest) -> ItemsResponse;
+        ack_items(AckItemsRequest) -> AckItemsResponse;
+        fetch(FetchRequest) -> FetchResponse;
+        subscribe(SubscribeRequest) -> Subscription;
     }
-    async fn get_user(
-        &self,
-        r: Request<GetUserRequest>,
-    ) -> Result<Response<GetUserResponse>, Status> {
-        self.inner.get_user(r).await
-    }
-    async fn get_revocations(
-        &self,
-        r: Request<GetRevocationsRequest>,
-    ) -> Result<Response<GetRevocationsResponse>, Status> {
-        self.inner.get_revocations(r).await
-    }
-    async fn send_item(
-        &self,
-        r: Request<SendItemRequest>,
-    ) -> Result<Response<SendItemResponse>, Status> {
-        self.inner.send_item(r).await
-    }
-    async fn send_items(
-        &self,
-        r: Request<SendItemsRequest>,
-    ) -> Result<Response<SendItemsResponse>, Status> {
-        self.inner.send_items(r).await
-    }
-    async fn items(&self, r: Request<ItemsRequest>) -> Result<Response<ItemsResponse>, Status> {
-        self.inner.items(r).await
-    }
-    async fn ack_items(
-        &self,
-        r: Request<AckItemsRequest>,
-    ) -> Result<Response<AckItemsResponse>, Status> {
-        self.inner.ack_items(r).await
-    }
+    type SubscribeStream = Subscription;
     async fn post(&self, r: Request<PostRequest>) -> Result<Response<PostResponse>, Status> {
         let answer = self.inner.post(r).await;
         if answer.is_ok() && self.lost.take() {
@@ -88,26 +74,14 @@ impl Communication for LossyCs {
         }
         answer
     }
-    async fn fetch(&self, r: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
-        self.inner.fetch(r).await
-    }
-    type SubscribeStream = Subscription;
-    async fn subscribe(
-        &self,
-        r: Request<SubscribeRequest>,
-    ) -> Result<Response<Subscription>, Status> {
-        self.inner.subscribe(r).await
-    }
 }
 
 /// Serves `cs` behind the wrapper on a port of its own.
 pub async fn serve(cs: Cs, srv: &Path, lost: LostAnswers) -> SocketAddr {
-    let (incoming, addr) = tls_port(srv).await;
     let service = CommunicationServer::new(LossyCs { inner: cs, lost });
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(incoming),
-    );
-    addr
+    serve_on(
+        srv,
+        tonic::transport::Server::builder().add_service(service),
+    )
+    .await
 }

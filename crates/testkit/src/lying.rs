@@ -163,13 +163,18 @@ impl GroupManagement for LyingGms {
 /// Serves `gms` through the lie on 127.0.0.1 with the dev server's
 /// certificate in `srv` (it carries the GMS role); returns the address.
 pub async fn serve(gms: Gms, srv: &Path, lies: Lies) -> SocketAddr {
-    let (incoming, addr) = tls_port(srv).await;
     let service = GroupManagementServer::new(LyingGms { inner: gms, lies });
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(incoming),
-    );
+    serve_on(
+        srv,
+        tonic::transport::Server::builder().add_service(service),
+    )
+    .await
+}
+
+/// Serves `router` on a port of its own ([`tls_port`]); returns the address.
+pub(crate) async fn serve_on(srv: &Path, router: tonic::transport::server::Router) -> SocketAddr {
+    let (incoming, addr) = tls_port(srv).await;
+    tokio::spawn(router.serve_with_incoming(incoming));
     addr
 }
 

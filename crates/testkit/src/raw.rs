@@ -63,11 +63,7 @@ impl Remote {
         key: IdentityKey,
         chain: Vec<duokey_pki::rustls_pki_types::CertificateDer<'static>>,
     ) -> RawUser {
-        let tls = duokey_pki::client_config(
-            &self.ca.cert_der(),
-            Some((chain.clone(), identity_private_key_der(&key))),
-        )
-        .unwrap();
+        let tls = self.tls_as(&key, chain.clone());
         RawUser {
             id,
             gms: GroupManagementClient::new(channel(&self.gms_url(), tls.clone()).unwrap()),
@@ -77,6 +73,20 @@ impl Remote {
             chain,
             seq: 0,
         }
+    }
+
+    /// A TLS client configuration presenting `chain` with `key`, trusting
+    /// the net's CA: for tests that speak to a port below gRPC.
+    pub fn tls_as(
+        &self,
+        key: &IdentityKey,
+        chain: Vec<duokey_pki::rustls_pki_types::CertificateDer<'static>>,
+    ) -> std::sync::Arc<duokey_pki::rustls::ClientConfig> {
+        duokey_pki::client_config(
+            &self.ca.cert_der(),
+            Some((chain, identity_private_key_der(key))),
+        )
+        .unwrap()
     }
 
     /// alice and bob, raw, in a group "proj" that alice created and added bob
@@ -265,12 +275,15 @@ impl RawUser {
             .map(|r| r.into_inner())
     }
 
+    /// A change of `action` on itself (a leave, a delete), signed.
+    async fn own_change(&mut self, gid: &[u8], action: membership::Action) -> Vec<u8> {
+        let me = self.id.to_string();
+        self.sign(gid, action, &me, 0, Vec::new()).await
+    }
+
     /// `Leave` with a signed change.
     pub async fn leave(&mut self, gid: &[u8]) -> Result<LeaveResponse, tonic::Status> {
-        let me = self.id.to_string();
-        let change = self
-            .sign(gid, membership::Action::Leave, &me, 0, Vec::new())
-            .await;
+        let change = self.own_change(gid, membership::Action::Leave).await;
         self.gms
             .leave(LeaveRequest {
                 group_id: gid.to_vec(),
@@ -282,10 +295,7 @@ impl RawUser {
 
     /// `Delete` with a signed change.
     pub async fn delete(&mut self, gid: &[u8]) -> Result<DeleteResponse, tonic::Status> {
-        let me = self.id.to_string();
-        let change = self
-            .sign(gid, membership::Action::Delete, &me, 0, Vec::new())
-            .await;
+        let change = self.own_change(gid, membership::Action::Delete).await;
         self.gms
             .delete(DeleteRequest {
                 group_id: gid.to_vec(),

@@ -11,7 +11,7 @@
 //! ```
 
 use super::Rule;
-use crate::codec::{Reader, Writer};
+use crate::codec::{Reader, Writer, wire_enum};
 use crate::error::{Error, Result};
 use crate::identity::{IdentityKey, PublicIdentity, SIGNATURE_LEN};
 use crate::ids::{GroupId, UserId};
@@ -35,48 +35,32 @@ pub const MAX_CHANGE_LEN: usize = 2048;
 /// A 32-byte change hash; the `prev` of the next change and the group's head.
 pub type Hash = [u8; 32];
 
-/// The actions of SPEC §4.7; other codes are rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Action {
-    /// 1: the first change; the creator becomes the owner.
-    Create = 1,
-    /// 2: a member with the invite right adds the subject.
-    Add = 2,
-    /// 3: a member with the remove right removes the subject.
-    Remove = 3,
-    /// 4: a member other than the owner leaves.
-    Leave = 4,
-    /// 5: any member rotates RN1.
-    RotateRn1 = 5,
-    /// 6: the owner changes the policy.
-    Policy = 6,
-    /// 7: the owner deletes the group; nothing is valid after it.
-    Delete = 7,
-    /// 8: a member replaces its key (signed with the old one).
-    Rekey = 8,
-    /// 64: the owner hands ownership to another member and keeps the invite
-    /// and remove rights (the project's own action, outside the spec's
-    /// codes, PROTOCOL §4.8).
-    Transfer = 64,
-}
-
-impl TryFrom<u8> for Action {
-    type Error = Error;
-    fn try_from(v: u8) -> Result<Self> {
-        Ok(match v {
-            1 => Action::Create,
-            2 => Action::Add,
-            3 => Action::Remove,
-            4 => Action::Leave,
-            5 => Action::RotateRn1,
-            6 => Action::Policy,
-            7 => Action::Delete,
-            8 => Action::Rekey,
-            64 => Action::Transfer,
-            _ => return Err(Rule::UnknownAction.into()),
-        })
+wire_enum! {
+    /// The actions of SPEC §4.7; other codes are rejected.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Action {
+        /// 1: the first change; the creator becomes the owner.
+        Create = 1,
+        /// 2: a member with the invite right adds the subject.
+        Add = 2,
+        /// 3: a member with the remove right removes the subject.
+        Remove = 3,
+        /// 4: a member other than the owner leaves.
+        Leave = 4,
+        /// 5: any member rotates RN1.
+        RotateRn1 = 5,
+        /// 6: the owner changes the policy.
+        Policy = 6,
+        /// 7: the owner deletes the group; nothing is valid after it.
+        Delete = 7,
+        /// 8: a member replaces its key (signed with the old one).
+        Rekey = 8,
+        /// 64: the owner hands ownership to another member and keeps the invite
+        /// and remove rights (the project's own action, outside the spec's
+        /// codes, PROTOCOL §4.8).
+        Transfer = 64,
     }
+    else |_| Rule::UnknownAction.into()
 }
 
 impl Action {
@@ -139,12 +123,7 @@ impl Change {
         let mut w = Writer::with_capacity(160 + self.body.len());
         w.bytes(MAGIC);
         self.signed_bytes(&mut w)?;
-        let signed = w
-            .as_mut_vec()
-            .get(MAGIC.len()..)
-            .ok_or(Error::Internal("change layout"))?;
-        let sig = key.sign_parts(&[SIGNATURE_LABEL, signed])?;
-        w.bytes(&sig);
+        w.sign_from(MAGIC.len(), SIGNATURE_LABEL, key)?;
         SignedChange::parse(&w.into_vec())
     }
 }

@@ -1,7 +1,7 @@
 //! The decrypted history (SPEC §3.3, PROTOCOL §5.11): messages stored
 //! sealed, each with its log position and id, and the group's log cursor.
 
-use super::{Store, i as int, u as uint};
+use super::{Store, advance_cursor, i as int, rn1, u as uint};
 use crate::error::{Error, Result};
 use duokey_crypto::envelope::Header;
 use duokey_crypto::{GroupId, MsgId};
@@ -109,8 +109,7 @@ impl Store {
                 let header = Header {
                     group_id: *gid,
                     epoch: duokey_crypto::Epoch::new(
-                        u32::try_from(r.try_get::<i64, _>("rn1_version")?)
-                            .map_err(|_| Error::Corrupt("rn1 version"))?,
+                        rn1(r.try_get("rn1_version")?)?,
                         uint(r.try_get("rn2_version")?)?,
                     ),
                     sender: duokey_crypto::UserId::new(r.try_get::<String, _>("sender")?)
@@ -175,12 +174,7 @@ impl Store {
             };
             out.push(outcome);
         }
-        sqlx::query("UPDATE groups SET log_cursor = ? WHERE group_id = ? AND log_cursor < ?")
-            .bind(int(cursor)?)
-            .bind(gid.as_slice())
-            .bind(int(cursor)?)
-            .execute(&mut *tx)
-            .await?;
+        advance_cursor(gid, cursor)?.execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -200,8 +194,7 @@ impl Store {
                     sender: r.get(0),
                     sealed_body: r.get(1),
                     sent_at_ms: uint(r.get(2))?,
-                    rn1_version: u32::try_from(r.get::<i64, _>(3))
-                        .map_err(|_| Error::Corrupt("rn1_version"))?,
+                    rn1_version: rn1(r.get(3))?,
                     rn2_version: uint(r.get(4))?,
                     seq: uint(r.get(5))?,
                     msg_id: r.get(6),

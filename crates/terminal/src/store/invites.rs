@@ -1,7 +1,7 @@
 //! Invitations, both sides of SPEC §4.2: those received (`invites_in`) and
 //! those sent (`invites_out`), with their states stored by name.
 
-use super::Store;
+use super::{Store, rn1};
 use crate::error::{Error, Result};
 use duokey_crypto::{GroupId, ItemId, Rights};
 use sqlx::Row;
@@ -276,8 +276,7 @@ impl Store {
                     invite_id: r.get(0),
                     group_id: r.get(1),
                     invitee: r.get(2),
-                    rn1_version: u32::try_from(r.get::<i64, _>(3))
-                        .map_err(|_| Error::Corrupt("rn1_version"))?,
+                    rn1_version: rn1(r.get(3))?,
                     join_version: u64::try_from(r.get::<i64, _>(4))
                         .map_err(|_| Error::Corrupt("join_version"))?,
                     invite_pub: r.get(5),

@@ -146,6 +146,36 @@ pub(crate) fn i(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| Error::Corrupt("integer too large"))
 }
 
+/// An RN1 version as stored (SQLite integers are `i64`).
+pub(crate) fn rn1(v: i64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Corrupt("rn1_version"))
+}
+
+/// An anchor's head as stored (SPEC §4.7 "Equivocation").
+fn anchor_head(v: Vec<u8>) -> Result<[u8; 32]> {
+    v.try_into().map_err(|_| Error::Corrupt("anchor head"))
+}
+
+/// A statement with its values bound, to run on the pool or in a
+/// transaction.
+type Statement = sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Moves a group's log cursor forward to `cursor`, never back.
+fn advance_cursor(gid: &GroupId, cursor: u64) -> Result<Statement> {
+    Ok(
+        sqlx::query("UPDATE groups SET log_cursor = ?1 WHERE group_id = ?2 AND log_cursor < ?1")
+            .bind(i(cursor)?)
+            .bind(gid.as_slice()),
+    )
+}
+
+/// Drops the R1 of one RN1 version of a group.
+fn delete_r1(gid: &GroupId, rn1_version: u32) -> Statement {
+    sqlx::query("DELETE FROM r1 WHERE group_id = ? AND rn1_version = ?")
+        .bind(gid.as_slice())
+        .bind(i64::from(rn1_version))
+}
+
 impl Store {
     /// Opens or creates the store at `path` (file mode 0600).
     pub async fn open(path: &Path) -> Result<Store> {
@@ -306,12 +336,7 @@ impl Store {
 
     /// Records how far the group's log was read.
     pub async fn set_log_cursor(&self, gid: &GroupId, cursor: u64) -> Result<()> {
-        sqlx::query("UPDATE groups SET log_cursor = ? WHERE group_id = ? AND log_cursor < ?")
-            .bind(i(cursor)?)
-            .bind(gid.as_slice())
-            .bind(i(cursor)?)
-            .execute(&self.pool)
-            .await?;
+        advance_cursor(gid, cursor)?.execute(&self.pool).await?;
         Ok(())
     }
 
@@ -422,10 +447,19 @@ impl Store {
 
     /// The oldest stored grant version of a group.
     pub async fn oldest_grant(&self, gid: &GroupId) -> Result<Option<u64>> {
-        let row = sqlx::query("SELECT MIN(rn2_version) FROM grants WHERE group_id = ?")
-            .bind(gid.as_slice())
-            .fetch_one(&self.pool)
-            .await?;
+        self.first_grant(gid, None).await
+    }
+
+    /// The first stored grant version of a group, or of one RN1 version of it.
+    async fn first_grant(&self, gid: &GroupId, rn1_version: Option<u32>) -> Result<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT MIN(rn2_version) FROM grants \
+             WHERE group_id = ?1 AND (?2 IS NULL OR rn1_version = ?2)",
+        )
+        .bind(gid.as_slice())
+        .bind(rn1_version.map(i64::from))
+        .fetch_one(&self.pool)
+        .await?;
         row.get::<Option<i64>, _>(0).map(u).transpose()
     }
 
@@ -505,11 +539,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|r| {
-                let v =
-                    u32::try_from(r.get::<i64, _>(0)).map_err(|_| Error::Corrupt("rn1_version"))?;
-                Ok((v, u(r.get(1))?, u(r.get(2))?))
-            })
+            .map(|r| Ok((rn1(r.get(0))?, u(r.get(1))?, u(r.get(2))?)))
             .collect()
     }
 
@@ -526,11 +556,7 @@ impl Store {
         .bind(i(now_ms)?)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM r1 WHERE group_id = ? AND rn1_version = ?")
-            .bind(gid.as_slice())
-            .bind(i64::from(rn1_version))
-            .execute(&mut *tx)
-            .await?;
+        delete_r1(gid, rn1_version).execute(&mut *tx).await?;
         tx.commit().await?;
         self.checkpoint().await
     }
@@ -612,22 +638,16 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| {
-                let v1 =
-                    u32::try_from(r.get::<i64, _>(0)).map_err(|_| Error::Corrupt("rn1_version"))?;
                 let at =
                     u64::try_from(r.get::<i64, _>(1)).map_err(|_| Error::Corrupt("rn2_version"))?;
-                Ok((v1, at))
+                Ok((rn1(r.get(0))?, at))
             })
             .collect()
     }
 
     /// Drops the R1 of an RN1 version no kept grant uses any more.
     pub async fn drop_r1(&self, gid: &GroupId, rn1_version: u32) -> Result<()> {
-        sqlx::query("DELETE FROM r1 WHERE group_id = ? AND rn1_version = ?")
-            .bind(gid.as_slice())
-            .bind(i64::from(rn1_version))
-            .execute(&self.pool)
-            .await?;
+        delete_r1(gid, rn1_version).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -643,15 +663,7 @@ impl Store {
 
     /// Appends a verified membership change (SPEC §4.7).
     pub async fn put_change(&self, gid: &GroupId, seq: u64, change: &[u8]) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO membership (group_id, seq, change) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(gid.as_slice())
-        .bind(i(seq)?)
-        .bind(change)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.put_changes(gid, &[(seq, change)]).await
     }
 
     /// A contact's delivery key checked earlier (D29): the identity key it
@@ -718,14 +730,7 @@ impl Store {
     /// The first stored grant of an RN1 version: the one that applied the
     /// change that created it.
     pub async fn first_grant_of_rn1(&self, gid: &GroupId, rn1_version: u32) -> Result<Option<u64>> {
-        let row = sqlx::query(
-            "SELECT MIN(rn2_version) FROM grants WHERE group_id = ? AND rn1_version = ?",
-        )
-        .bind(gid.as_slice())
-        .bind(i64::from(rn1_version))
-        .fetch_one(&self.pool)
-        .await?;
-        row.get::<Option<i64>, _>(0).map(u).transpose()
+        self.first_grant(gid, Some(rn1_version)).await
     }
 
     /// Records the change an invitation's hand-over names.
@@ -750,14 +755,8 @@ impl Store {
             .bind(invite_id.as_slice())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| {
-            let head: Vec<u8> = r.get(1);
-            Ok((
-                u(r.get(0))?,
-                head.try_into().map_err(|_| Error::Corrupt("anchor head"))?,
-            ))
-        })
-        .transpose()
+        row.map(|r| Ok((u(r.get(0))?, anchor_head(r.get(1))?)))
+            .transpose()
     }
 
     /// Records an anchor received from `sender`.
@@ -789,11 +788,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter()
-            .map(|r| {
-                let head: Vec<u8> = r.get(2);
-                let head = head.try_into().map_err(|_| Error::Corrupt("anchor head"))?;
-                Ok((r.get(0), u(r.get(1))?, head))
-            })
+            .map(|r| Ok((r.get(0), u(r.get(1))?, anchor_head(r.get(2))?)))
             .collect()
     }
 
@@ -855,15 +850,8 @@ impl Store {
         .bind(sender)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            let head: Vec<u8> = r.get(1);
-            Ok((
-                u(r.get(0))?,
-                head.try_into().map_err(|_| Error::Corrupt("anchor head"))?,
-                u(r.get(2))?,
-            ))
-        })
-        .transpose()
+        row.map(|r| Ok((u(r.get(0))?, anchor_head(r.get(1))?, u(r.get(2))?)))
+            .transpose()
     }
 
     /// Members already sent the RN1 of a rotation.
@@ -1027,8 +1015,7 @@ fn group_row(r: &sqlx::sqlite::SqliteRow) -> Result<GroupRow> {
         name: r.get(1),
         state: GroupState::parse(&r.get::<String, _>(2))?,
         rn2_version: u(r.get(3))?,
-        rn1_version: u32::try_from(r.get::<i64, _>(4))
-            .map_err(|_| Error::Corrupt("rn1_version"))?,
+        rn1_version: rn1(r.get(4))?,
         log_cursor: u(r.get(5))?,
     })
 }
@@ -1037,8 +1024,7 @@ fn grant_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredGrant> {
     let members: String = r.get(3);
     Ok(StoredGrant {
         rn2_version: u(r.get(0))?,
-        rn1_version: u32::try_from(r.get::<i64, _>(1))
-            .map_err(|_| Error::Corrupt("rn1_version"))?,
+        rn1_version: rn1(r.get(1))?,
         rn2_sealed: r.get(2),
         members: members_of(&members)?,
         issued_at_ms: u(r.get(4))?,
@@ -1068,25 +1054,81 @@ fn members_of(json: &str) -> Result<Vec<(String, Rights)>> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_delivery_key_is_recorded_and_replaced_whole() {
+    /// A fresh profile store, in a folder removed when dropped.
+    async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("p.db")).await.unwrap();
+        (dir, store)
+    }
+
+    fn grant(rn2_version: u64, rn1_version: u32) -> StoredGrant {
+        StoredGrant {
+            rn2_version,
+            rn1_version,
+            rn2_sealed: vec![1],
+            members: Vec::new(),
+            issued_at_ms: 0,
+            rn1_rotator: String::new(),
+            cause: 0,
+            subject: String::new(),
+            grace_secs: 0,
+            retention_secs: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_grant_is_found_for_the_group_and_for_each_rn1_version() {
+        let (_dir, store) = store().await;
+        let gid = GroupId::random().unwrap();
+        assert_eq!(store.oldest_grant(&gid).await.unwrap(), None);
+        for (rn2, rn1) in [(4, 1), (3, 1), (7, 2), (5, 2)] {
+            assert!(store.put_grant(&gid, &grant(rn2, rn1)).await.unwrap());
+        }
+        assert_eq!(store.oldest_grant(&gid).await.unwrap(), Some(3));
+        assert_eq!(store.first_grant_of_rn1(&gid, 1).await.unwrap(), Some(3));
+        assert_eq!(store.first_grant_of_rn1(&gid, 2).await.unwrap(), Some(5));
+        assert_eq!(store.first_grant_of_rn1(&gid, 9).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_log_cursor_only_moves_forward_a_change_is_kept_once_and_a_dropped_r1_is_gone() {
+        let (_dir, store) = store().await;
+        let gid = GroupId::random().unwrap();
+        store.upsert_group(&gid, "g", 1, 1).await.unwrap();
+        let cursor = async || store.group(&gid).await.unwrap().unwrap().log_cursor;
+        store.set_log_cursor(&gid, 5).await.unwrap();
+        store.set_log_cursor(&gid, 3).await.unwrap();
+        assert_eq!(cursor().await, 5);
+        store.put_messages(&gid, &[], 8).await.unwrap();
+        store.put_messages(&gid, &[], 6).await.unwrap();
+        assert_eq!(cursor().await, 8);
+        for _ in 0..2 {
+            store.put_change(&gid, 1, b"add").await.unwrap();
+        }
+        assert_eq!(store.changes(&gid).await.unwrap(), vec![b"add".to_vec()]);
+        store.put_r1(&gid, 1, 1, b"r1").await.unwrap();
+        store.put_r1(&gid, 2, 2, b"r1").await.unwrap();
+        store.drop_r1(&gid, 1).await.unwrap();
+        store.erase_r1(&gid, 2, 9).await.unwrap();
+        assert_eq!(store.r1(&gid, 1).await.unwrap(), None);
+        assert_eq!(store.r1(&gid, 2).await.unwrap(), None);
+        assert!(store.r1_erased(&gid, 2).await.unwrap());
+        assert!(!store.r1_erased(&gid, 1).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_delivery_key_is_recorded_and_replaced_whole() {
+        let (_dir, store) = store().await;
         assert_eq!(store.delivery_key("bob").await.unwrap(), None);
-        let first = CheckedDeliveryKey {
-            identity_key: [1; 32],
-            delivery_key: [2; 32],
-            checked_ms: 5,
+        let checked = |identity, delivery, checked_ms| CheckedDeliveryKey {
+            identity_key: [identity; 32],
+            delivery_key: [delivery; 32],
+            checked_ms,
         };
-        store.put_delivery_key("bob", &first).await.unwrap();
-        assert_eq!(store.delivery_key("bob").await.unwrap(), Some(first));
-        let second = CheckedDeliveryKey {
-            identity_key: [3; 32],
-            delivery_key: [4; 32],
-            checked_ms: 6,
-        };
-        store.put_delivery_key("bob", &second).await.unwrap();
-        assert_eq!(store.delivery_key("bob").await.unwrap(), Some(second));
+        for key in [checked(1, 2, 5), checked(3, 4, 6)] {
+            store.put_delivery_key("bob", &key).await.unwrap();
+            assert_eq!(store.delivery_key("bob").await.unwrap(), Some(key));
+        }
         assert_eq!(store.delivery_key("carol").await.unwrap(), None);
     }
 }
