@@ -43,12 +43,7 @@ impl Profile {
             rn1_version: 1,
             rn2_sealed: vault.seal("rn2", &[7; 32]).map_err(err)?,
             members: members.to_vec(),
-            issued_at_ms: 0,
-            rn1_rotator: String::new(),
-            cause: 0,
-            subject: String::new(),
-            grace_secs: 0,
-            retention_secs: 0,
+            ..StoredGrant::default()
         };
         store.put_grant(&gid, &grant).await.map_err(err)?;
         store

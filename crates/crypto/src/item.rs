@@ -65,6 +65,22 @@ pub struct Rn1Payload {
     pub ct: Vec<u8>,
 }
 
+/// The body of a `code_ack` item: an invitee's answer to a code
+/// invitation (PROTOCOL §4.10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeAckPayload {
+    /// The code invitation accepted.
+    pub invite_id: ItemId,
+    /// The group.
+    pub group_id: GroupId,
+    /// A fresh X25519 key for this invitation only.
+    pub invite_pub: DeliveryPublic,
+    /// The invitee's SPAKE2 message.
+    pub msg_b: [u8; PAKE_MSG_LEN],
+    /// The invitee's confirmation tag.
+    pub tag: [u8; TAG_LEN],
+}
+
 /// The typed body of an item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemBody {
@@ -133,18 +149,7 @@ pub enum ItemBody {
         msg_a: [u8; PAKE_MSG_LEN],
     },
     /// `invite_id || group_id || invite_pub[32] || msg_b[33] || tag[32]`.
-    CodeAck {
-        /// The code invitation accepted.
-        invite_id: ItemId,
-        /// The group.
-        group_id: GroupId,
-        /// A fresh X25519 key for this invitation only.
-        invite_pub: DeliveryPublic,
-        /// The invitee's SPAKE2 message.
-        msg_b: [u8; PAKE_MSG_LEN],
-        /// The invitee's confirmation tag.
-        tag: [u8; TAG_LEN],
-    },
+    CodeAck(CodeAckPayload),
     /// `invite_id || group_id || tag[32]`.
     CodeConfirm {
         /// The code invitation.
@@ -168,7 +173,7 @@ impl ItemBody {
             ItemBody::Stale { .. } => ItemKind::Stale,
             ItemBody::Anchor { .. } => ItemKind::Anchor,
             ItemBody::CodeInvite { .. } => ItemKind::CodeInvite,
-            ItemBody::CodeAck { .. } => ItemKind::CodeAck,
+            ItemBody::CodeAck(_) => ItemKind::CodeAck,
             ItemBody::CodeConfirm { .. } => ItemKind::CodeConfirm,
         }
     }
@@ -183,9 +188,9 @@ impl ItemBody {
             | ItemBody::Stale { group_id, .. }
             | ItemBody::Anchor { group_id, .. }
             | ItemBody::CodeInvite { group_id, .. }
-            | ItemBody::CodeAck { group_id, .. }
             | ItemBody::CodeConfirm { group_id, .. } => group_id,
             ItemBody::Rn1(p) => &p.group_id,
+            ItemBody::CodeAck(a) => &a.group_id,
         }
     }
 
@@ -257,18 +262,12 @@ impl ItemBody {
                     .u64(*expires_at_ms)
                     .bytes(msg_a);
             }
-            ItemBody::CodeAck {
-                invite_id,
-                group_id,
-                invite_pub,
-                msg_b,
-                tag,
-            } => {
-                w.bytes(invite_id.as_bytes())
-                    .bytes(group_id.as_bytes())
-                    .bytes(&invite_pub.0)
-                    .bytes(msg_b)
-                    .bytes(tag);
+            ItemBody::CodeAck(a) => {
+                w.bytes(a.invite_id.as_bytes())
+                    .bytes(a.group_id.as_bytes())
+                    .bytes(&a.invite_pub.0)
+                    .bytes(&a.msg_b)
+                    .bytes(&a.tag);
             }
             ItemBody::CodeConfirm {
                 invite_id,
@@ -329,13 +328,13 @@ impl ItemBody {
                 expires_at_ms: r.u64()?,
                 msg_a: r.array()?,
             },
-            ItemKind::CodeAck => ItemBody::CodeAck {
+            ItemKind::CodeAck => ItemBody::CodeAck(CodeAckPayload {
                 invite_id: ItemId(r.array()?),
                 group_id: GroupId(r.array()?),
                 invite_pub: DeliveryPublic(r.array()?),
                 msg_b: r.array()?,
                 tag: r.array()?,
-            },
+            }),
             ItemKind::CodeConfirm => ItemBody::CodeConfirm {
                 invite_id: ItemId(r.array()?),
                 group_id: GroupId(r.array()?),

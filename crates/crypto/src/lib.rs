@@ -48,7 +48,7 @@ pub use error::{Error, Result};
 pub use group_key::{GroupKey, R1, Rn1, Rn2};
 pub use identity::{IdentityKey, PublicIdentity};
 pub use ids::{GroupId, GroupName, ItemId, MsgId, UserId};
-pub use item::{Item, ItemBody, ItemKind, Rn1Payload, SignedItem};
+pub use item::{CodeAckPayload, Item, ItemBody, ItemKind, Rn1Payload, SignedItem};
 pub use message_key::{MessageKey, SenderKey};
 pub use padding::ContentType;
 pub use receiver::{EpochTable, OpenEpoch, ReceiverState};

@@ -121,12 +121,14 @@ fn item_body() -> impl Strategy<Value = ItemBody> {
             msg33(),
             any::<[u8; 32]>()
         )
-            .prop_map(|(invite_id, group_id, k, msg_b, tag)| ItemBody::CodeAck {
-                invite_id,
-                group_id,
-                invite_pub: DeliveryPublic(k),
-                msg_b,
-                tag,
+            .prop_map(|(invite_id, group_id, k, msg_b, tag)| {
+                ItemBody::CodeAck(CodeAckPayload {
+                    invite_id,
+                    group_id,
+                    invite_pub: DeliveryPublic(k),
+                    msg_b,
+                    tag,
+                })
             }),
         (id, g, any::<[u8; 32]>()).prop_map(|(invite_id, group_id, tag)| {
             ItemBody::CodeConfirm {

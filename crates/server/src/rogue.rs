@@ -129,13 +129,13 @@ impl Rogue {
         };
         let answer = invite_code::invitee_answer(guess, &ctx, &msg_a, &keys)
             .map_err(|e| Error::Usage(e.to_string()))?;
-        let body = ItemBody::CodeAck {
+        let body = ItemBody::CodeAck(CodeAckPayload {
             invite_id: invite.item_id,
             group_id: *gid,
             invite_pub,
             msg_b: answer.msg_b,
             tag: answer.tag,
-        };
+        });
         self.send(inviter, body).await
     }
 

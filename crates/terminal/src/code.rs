@@ -167,13 +167,13 @@ impl Terminal {
         self.store.code_answered(&invite_id, &sealed_tag).await?;
         let sealed = self.vault.seal("invite", secret.to_bytes().as_slice())?;
         self.store.set_invite_secret(&invite_id, &sealed).await?;
-        let body = ItemBody::CodeAck {
+        let body = ItemBody::CodeAck(CodeAckPayload {
             invite_id,
             group_id: gid,
             invite_pub,
             msg_b: answer.msg_b,
             tag: answer.tag,
-        };
+        });
         self.send_item(ItemId::random()?, &from, body).await?;
         Ok(from.to_string())
     }
@@ -183,13 +183,13 @@ impl Terminal {
     /// turn, and the invitation proceeds as a plain one; a tag that does not
     /// is a wrong try, and the third kills the code. The user is told.
     pub(crate) async fn on_code_ack(&mut self, item: &Item) -> Result<()> {
-        let Ack {
+        let CodeAckPayload {
             invite_id,
             group_id,
             invite_pub,
             msg_b,
             ..
-        } = Ack::of(item)?;
+        } = code_ack(item)?;
         let invitee = &item.sender;
         let Some(held) = self.store.code_out(invite_id).await? else {
             return Err(Error::refused(format!(
@@ -250,7 +250,7 @@ impl Terminal {
         item: &Item,
         sealed: &[u8],
     ) -> Result<std::result::Result<invite_code::Confirmation, duokey_crypto::Error>> {
-        let ack = Ack::of(item)?;
+        let ack = code_ack(item)?;
         let secret = self.vault.open(SEALED_CODE, sealed)?;
         let (digits, seed) = secret
             .split_at_checked(invite_code::CODE_DIGITS)
@@ -261,27 +261,27 @@ impl Terminal {
         let invitee_key = self.contact_key(&item.sender).await?;
         let me = self.identity.public();
         let ctx = CodeContext {
-            invite_id: ack.invite_id,
-            group_id: ack.group_id,
+            invite_id: &ack.invite_id,
+            group_id: &ack.group_id,
             inviter: &self.me,
             invitee: &item.sender,
         };
         let keys = CodeKeys {
             inviter: &me,
             invitee: &invitee_key,
-            invite_pub: ack.invite_pub,
+            invite_pub: &ack.invite_pub,
         };
         Ok(invite_code::inviter_finish(
-            &code, &seed, &ctx, ack.msg_b, &keys,
+            &code, &seed, &ctx, &ack.msg_b, &keys,
         ))
     }
 
     async fn code_answer_matches(&mut self, item: &Item, sealed: &[u8]) -> Result<bool> {
-        let tag = Ack::of(item)?.tag;
+        let tag = code_ack(item)?.tag;
         Ok(self
             .code_run(item, sealed)
             .await?
-            .and_then(|c| c.check_invitee(tag))
+            .and_then(|c| c.check_invitee(&tag))
             .is_ok())
     }
 
@@ -403,32 +403,10 @@ impl Terminal {
     }
 }
 
-/// The fields of a `code_ack` item (PROTOCOL §4.10).
-struct Ack<'a> {
-    invite_id: &'a ItemId,
-    group_id: &'a GroupId,
-    invite_pub: &'a DeliveryPublic,
-    msg_b: &'a [u8; PAKE_MSG_LEN],
-    tag: &'a [u8; TAG_LEN],
-}
-
-impl<'a> Ack<'a> {
-    fn of(item: &'a Item) -> Result<Ack<'a>> {
-        match &item.body {
-            ItemBody::CodeAck {
-                invite_id,
-                group_id,
-                invite_pub,
-                msg_b,
-                tag,
-            } => Ok(Ack {
-                invite_id,
-                group_id,
-                invite_pub,
-                msg_b,
-                tag,
-            }),
-            _ => Err(Error::Internal("not a code acknowledgement")),
-        }
+/// The body of a `code_ack` item (PROTOCOL §4.10).
+fn code_ack(item: &Item) -> Result<&CodeAckPayload> {
+    match &item.body {
+        ItemBody::CodeAck(ack) => Ok(ack),
+        _ => Err(Error::Internal("not a code acknowledgement")),
     }
 }

@@ -291,7 +291,7 @@ impl Terminal {
                     .await?
             }
             ItemBody::CodeInvite { .. } => self.on_code_invite(item).await?,
-            ItemBody::CodeAck { .. } => self.on_code_ack(item).await?,
+            ItemBody::CodeAck(_) => self.on_code_ack(item).await?,
             ItemBody::CodeConfirm { .. } => self.on_code_confirm(item).await?,
         }
         Ok(())

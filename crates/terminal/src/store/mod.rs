@@ -86,7 +86,7 @@ pub struct CheckedDeliveryKey {
 }
 
 /// A stored grant (RN2 still sealed).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StoredGrant {
     /// RN2 version.
     pub rn2_version: u64,
@@ -1066,13 +1066,7 @@ mod tests {
             rn2_version,
             rn1_version,
             rn2_sealed: vec![1],
-            members: Vec::new(),
-            issued_at_ms: 0,
-            rn1_rotator: String::new(),
-            cause: 0,
-            subject: String::new(),
-            grace_secs: 0,
-            retention_secs: 0,
+            ..StoredGrant::default()
         }
     }
 
