@@ -310,12 +310,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             cs_addr,
             gms_addr,
         } => run_dev(&dir, &gms_addr, &cs_addr).await,
-        Command::Run { config } => {
-            let cfg = ServerConfig::load(&config)?;
-            hangup_reloads()?;
-            let _only_one = dev::lock_dir(&cfg.data_dir)?;
-            serve(&cfg, None).await
-        }
+        Command::Run { config } => run_config(&config).await,
         Command::Config { example: true, .. } => {
             print!("{}", duokey_server::config::EXAMPLE);
             Ok(())
@@ -329,34 +324,50 @@ async fn run(cli: Cli) -> Result<(), Error> {
             ttl,
             password_setup,
         } => {
-            enroll(
-                server_config(dir, config)?,
-                user,
-                replace,
-                ttl,
-                password_setup,
-            )
-            .await
+            let cfg = server_config(dir, config)?;
+            enroll(cfg, user, replace, ttl, password_setup).await
         }
         Command::ClientConfig { config, host, out } => client_config(&config, &host, &out),
-        Command::Tokens {
-            command: TokensCommand::List { dir, config },
-        } => list_tokens(&server_config(dir, config)?).await,
-        Command::Tokens {
-            command: TokensCommand::Cancel { dir, config, user },
-        } => cancel_tokens(&server_config(dir, config)?, &user).await,
-        Command::Ca {
-            command: CaCommand::Init { dir, org },
-        } => ca_init(&dir, &org),
-        Command::Ca {
-            command:
-                CaCommand::IssueServer {
-                    ca_dir,
-                    names,
-                    roles,
-                    out,
-                    stem,
-                },
+        Command::Tokens { command } => tokens(command).await,
+        Command::Ca { command } => ca(command),
+        Command::Revoke {
+            list,
+            serial,
+            user,
+            dir,
+            config,
+        } => revoke(list, serial, user, dir, config).await,
+    }
+}
+
+/// `duokey-server run`: the roles of a configuration, until stopped.
+async fn run_config(config: &Path) -> Result<(), Error> {
+    let cfg = ServerConfig::load(config)?;
+    hangup_reloads()?;
+    let _only_one = dev::lock_dir(&cfg.data_dir)?;
+    serve(&cfg, None).await
+}
+
+/// `duokey-server tokens …`.
+async fn tokens(command: TokensCommand) -> Result<(), Error> {
+    match command {
+        TokensCommand::List { dir, config } => list_tokens(&server_config(dir, config)?).await,
+        TokensCommand::Cancel { dir, config, user } => {
+            cancel_tokens(&server_config(dir, config)?, &user).await
+        }
+    }
+}
+
+/// `duokey-server ca …`: the organisation's CA and server certificates.
+fn ca(command: CaCommand) -> Result<(), Error> {
+    match command {
+        CaCommand::Init { dir, org } => ca_init(&dir, &org),
+        CaCommand::IssueServer {
+            ca_dir,
+            names,
+            roles,
+            out,
+            stem,
         } => {
             let ca = Ca::load(&ca_dir)?;
             std::fs::create_dir_all(&out)?;
@@ -368,23 +379,27 @@ async fn run(cli: Cli) -> Result<(), Error> {
             );
             Ok(())
         }
-        Command::Revoke {
-            list: Some(list),
-            serial: Some(serial),
-            ..
-        } => {
+    }
+}
+
+/// `duokey-server revoke`: one serial in a list file, or a user's
+/// certificates through the AS's database.
+async fn revoke(
+    list: Option<PathBuf>,
+    serial: Option<String>,
+    user: Option<String>,
+    dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> Result<(), Error> {
+    match (list, serial, user) {
+        (Some(list), Some(serial), _) => {
             let bytes = serial_bytes(&serial)?;
             duokey_pki::RevocationList::revoke_in_file(&list, &bytes)?;
             println!("Revoked serial {serial}; servers refuse it within 10 s.");
             Ok(())
         }
-        Command::Revoke {
-            user: Some(user),
-            dir,
-            config,
-            ..
-        } => revoke_user(dir, config, user).await,
-        Command::Revoke { .. } => Err(Error::Usage(
+        (_, _, Some(user)) => revoke_user(dir, config, user).await,
+        _ => Err(Error::Usage(
             "give --list FILE SERIAL, or --user USER with --dir DIR or --config FILE".into(),
         )),
     }

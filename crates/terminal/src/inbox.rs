@@ -237,34 +237,19 @@ impl Terminal {
                 group_id,
                 invite_pub,
             } => {
-                // A code invitation is answered with `code_ack` only: a
-                // plain `ack` would skip the code (PROTOCOL §4.10).
-                if self.store.code_out(invite_id).await?.is_some() {
-                    let text = format!(
-                        "⚠ {sender} answered your code invitation without the code; nothing was done. \
-                         If you did not expect this, someone else may be answering in their name"
-                    );
-                    self.store.notice(group_id, &text, self.now_ms()).await?;
-                    self.warn(text);
-                    return Ok(());
-                }
-                self.on_ack(&sender, invite_id, group_id, *invite_pub)
+                self.on_plain_ack(&sender, invite_id, group_id, *invite_pub)
                     .await?
             }
             ItemBody::Decline {
                 invite_id,
                 group_id,
             } => {
-                self.store
+                let store = &self.store;
+                store
                     .invite_out_declined(invite_id, sender.as_str())
                     .await?;
-                self.store
-                    .notice(
-                        group_id,
-                        &format!("{sender} declined the invitation"),
-                        self.now_ms(),
-                    )
-                    .await?;
+                let text = format!("{sender} declined the invitation");
+                store.notice(group_id, &text, self.now_ms()).await?;
             }
             ItemBody::Rn1(p) => self.on_rn1(item, p).await?,
             ItemBody::Removal { .. } => self.sync_grants().await?,
@@ -272,14 +257,8 @@ impl Terminal {
                 group_id,
                 current_rn2_version,
             } => {
-                // SPEC §4.5: our RN2 was stale; re-fetch. Messages sent with the
-                // old key after the grace window were dropped by the others.
-                self.sync_grants().await?;
-                let text = format!(
-                    "{sender} told this terminal its group key was outdated (now at version {current_rn2_version}); \
-                     it has caught up — messages you sent just before may not have been read, send them again"
-                );
-                self.store.notice(group_id, &text, self.now_ms()).await?;
+                self.on_stale(&sender, group_id, *current_rn2_version)
+                    .await?
             }
             ItemBody::Anchor {
                 group_id,
@@ -295,6 +274,39 @@ impl Terminal {
             ItemBody::CodeConfirm { .. } => self.on_code_confirm(item).await?,
         }
         Ok(())
+    }
+
+    /// An `ack`. A code invitation is answered with `code_ack` only: a
+    /// plain `ack` would skip the code (PROTOCOL §4.10).
+    async fn on_plain_ack(
+        &mut self,
+        sender: &UserId,
+        invite_id: &ItemId,
+        group_id: &GroupId,
+        invite_pub: DeliveryPublic,
+    ) -> Result<()> {
+        if self.store.code_out(invite_id).await?.is_none() {
+            return self.on_ack(sender, invite_id, group_id, invite_pub).await;
+        }
+        let text = format!(
+            "⚠ {sender} answered your code invitation without the code; nothing was done. \
+             If you did not expect this, someone else may be answering in their name"
+        );
+        self.store.notice(group_id, &text, self.now_ms()).await?;
+        self.warn(text);
+        Ok(())
+    }
+
+    /// A `stale` item (SPEC §4.5): our RN2 was stale; re-fetch. Messages
+    /// sent with the old key after the grace window were dropped by the
+    /// others, and the user is told so.
+    async fn on_stale(&mut self, sender: &UserId, group_id: &GroupId, current: u64) -> Result<()> {
+        self.sync_grants().await?;
+        let text = format!(
+            "{sender} told this terminal its group key was outdated (now at version {current}); \
+             it has caught up — messages you sent just before may not have been read, send them again"
+        );
+        self.store.notice(group_id, &text, self.now_ms()).await
     }
 }
 

@@ -73,6 +73,23 @@ impl std::fmt::Debug for OpenCache {
     }
 }
 
+/// One page of the group's log, opened ([`Terminal::fetch_messages`]).
+#[derive(Default)]
+struct Page {
+    /// The envelopes that opened.
+    opened: Vec<Opened>,
+    /// Envelopes of epochs before this member joined.
+    before_joining: usize,
+    /// When the last of those was stored.
+    joined_after_ms: u64,
+    /// The log position read up to.
+    last: u64,
+    /// When the last envelope read was stored.
+    read_upto: u64,
+    /// Stopped before an envelope whose key has not arrived yet.
+    waiting: bool,
+}
+
 /// An envelope that passed every check, not yet stored.
 struct Opened {
     logged: LoggedEnvelope,
@@ -273,65 +290,88 @@ impl Terminal {
                 .await
                 .map_err(Error::server(format!("fetching {}", g.name)))?
                 .into_inner();
-            let mut cache = OpenCache::default();
-            cache.preload(&self.store, gid, &resp.envelopes).await?;
-            let mut before_joining = 0;
-            let mut joined_after_ms = 0;
-            let mut opened = Vec::new();
-            let mut last = g.log_cursor;
-            let mut read_upto = 0;
-            let mut waiting = false;
-            for e in &resp.envelopes {
-                match self.open_envelope(gid, e, &mut cache).await {
-                    Ok(Some(o)) => opened.push(o),
-                    Ok(None) => {}
-                    // The GMS gives no grant of an epoch before we joined: by design.
-                    Err(Error::Crypto(duokey_crypto::Error::UnknownEpoch { .. })) => {
-                        before_joining += usize::from(!departing);
-                        joined_after_ms = joined_after_ms.max(e.stored_at_ms);
-                    }
-                    // Its key has not arrived yet: stop before it, so the
-                    // next sync opens it (nothing lost).
-                    Err(Error::Pending(_)) => {
-                        waiting = true;
-                        break;
-                    }
-                    Err(err) if err.kind() == crate::ErrorKind::Network => return Err(err),
-                    Err(err) => self.mark_unreadable(gid, e, &err).await?,
-                }
-                last = e.log_seq;
-                read_upto = read_upto.max(e.stored_at_ms);
-            }
-            // One transaction per page: the messages and the cursor move
-            // together (a crash re-fetches the page; nothing is lost).
-            let stored = self.store_opened(gid, &opened, last).await?;
-            if read_upto > self.store.meta_u64(&read_upto_key(gid)).await? {
-                self.store
-                    .set_meta_u64(&read_upto_key(gid), read_upto)
-                    .await?;
-            }
-            for (o, stored) in opened.into_iter().zip(stored) {
-                match stored {
-                    Stored::Replay => {
-                        let err = Error::from(duokey_crypto::Error::ReplayedMsgId);
-                        self.mark_unreadable(gid, &o.logged, &err).await?;
-                    }
-                    Stored::AlreadyHeld => {}
-                    Stored::New => out.extend(o.message(gid)),
-                }
-            }
-            if before_joining > 0 {
-                let text = format!(
-                    "{before_joining} earlier message(s) were sent before you joined and cannot be opened (by design)"
-                );
-                // Dated where those messages are, so that it reads before
-                // the ones this member can open.
-                self.store.notice(gid, &text, joined_after_ms).await?;
-            }
+            let page = self
+                .open_page(gid, &resp.envelopes, g.log_cursor, departing)
+                .await?;
+            let waiting = page.waiting;
+            self.keep_page(gid, page, &mut out).await?;
             if !resp.more || waiting {
                 return Ok(out);
             }
         }
+    }
+
+    /// Opens a page of the group's log read after `cursor`, up to the
+    /// first envelope whose key has not arrived yet.
+    async fn open_page(
+        &mut self,
+        gid: &GroupId,
+        envelopes: &[LoggedEnvelope],
+        cursor: u64,
+        departing: bool,
+    ) -> Result<Page> {
+        let mut cache = OpenCache::default();
+        cache.preload(&self.store, gid, envelopes).await?;
+        let mut page = Page {
+            last: cursor,
+            ..Page::default()
+        };
+        for e in envelopes {
+            match self.open_envelope(gid, e, &mut cache).await {
+                Ok(Some(o)) => page.opened.push(o),
+                Ok(None) => {}
+                // The GMS gives no grant of an epoch before we joined: by design.
+                Err(Error::Crypto(duokey_crypto::Error::UnknownEpoch { .. })) => {
+                    page.before_joining += usize::from(!departing);
+                    page.joined_after_ms = page.joined_after_ms.max(e.stored_at_ms);
+                }
+                // Its key has not arrived yet: stop before it, so the
+                // next sync opens it (nothing lost).
+                Err(Error::Pending(_)) => {
+                    page.waiting = true;
+                    break;
+                }
+                Err(err) if err.kind() == crate::ErrorKind::Network => return Err(err),
+                Err(err) => self.mark_unreadable(gid, e, &err).await?,
+            }
+            page.last = e.log_seq;
+            page.read_upto = page.read_upto.max(e.stored_at_ms);
+        }
+        Ok(page)
+    }
+
+    /// Stores an opened page: its new messages (added to `out`), the
+    /// cursor, how far the log was read, and a notice for what was sent
+    /// before this member joined.
+    async fn keep_page(&mut self, gid: &GroupId, page: Page, out: &mut Vec<Message>) -> Result<()> {
+        // One transaction per page: the messages and the cursor move
+        // together (a crash re-fetches the page; nothing is lost).
+        let stored = self.store_opened(gid, &page.opened, page.last).await?;
+        if page.read_upto > self.store.meta_u64(&read_upto_key(gid)).await? {
+            self.store
+                .set_meta_u64(&read_upto_key(gid), page.read_upto)
+                .await?;
+        }
+        for (o, stored) in page.opened.into_iter().zip(stored) {
+            match stored {
+                Stored::Replay => {
+                    let err = Error::from(duokey_crypto::Error::ReplayedMsgId);
+                    self.mark_unreadable(gid, &o.logged, &err).await?;
+                }
+                Stored::AlreadyHeld => {}
+                Stored::New => out.extend(o.message(gid)),
+            }
+        }
+        if page.before_joining > 0 {
+            let text = format!(
+                "{} earlier message(s) were sent before you joined and cannot be opened (by design)",
+                page.before_joining
+            );
+            // Dated where those messages are, so that it reads before
+            // the ones this member can open.
+            self.store.notice(gid, &text, page.joined_after_ms).await?;
+        }
+        Ok(())
     }
 
     /// Leaves a marker in the history where an envelope could not be opened,

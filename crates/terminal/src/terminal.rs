@@ -125,64 +125,20 @@ impl Terminal {
         #[cfg(unix)]
         std::fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         let identity = IdentityKey::generate();
-        let ca = duokey_pki::pem::first_cert_from_pem(&cfg.ca_cert)?;
-        let anon = duokey_pki::client_config_for(&ca, None, duokey_pki::Role::As)?;
-        let mut accounts = AccountsClient::new(
-            channel_any(cfg.as_url.as_slice(), anon)
-                .map_err(Error::server("connecting to the AS"))?,
-        );
-        let csr = duokey_pki::make_csr(&identity, user)?;
-        let resp = match how {
-            crate::password::Enrolment::Token(token) => accounts
-                .enroll(EnrollRequest {
-                    token: token.trim().to_owned(),
-                    csr_der: csr,
-                })
-                .await
-                .map_err(Error::server("enrolment refused"))?
-                .into_inner(),
-            crate::password::Enrolment::Password { token, password } => {
-                crate::password::register(&mut accounts, user, token, password).await?;
-                crate::password::login(&mut accounts, user, password, csr).await?
-            }
-        };
+        let chain = enrol(user, &identity, how, cfg).await?;
         let store = Store::open(&path).await?;
-        let vault = match passphrase {
-            Some(p) => {
-                let salt: [u8; 16] = random()?;
-                store.set_meta("kdf_salt", &salt).await?;
-                Vault::derive(p, &salt)?
-            }
-            None => {
-                let key = Vault::random_key()?;
-                store.set_meta("plain_key", key.as_slice()).await?;
-                Vault::from_plain_key(*key)
-            }
-        };
+        let vault = new_vault(&store, passphrase).await?;
         store.set_meta("vault_check", &vault.check_value()?).await?;
         store.set_meta("user_id", user.as_bytes()).await?;
-        store
-            .set_meta("client_config", cfg.to_toml()?.as_bytes())
-            .await?;
-        store
-            .set_meta(
-                "cert_chain",
-                &duokey_crypto::chain::encode_chain(&resp.cert_chain_der)?,
-            )
-            .await?;
-        store
-            .set_meta(
-                "identity",
-                &vault.seal("identity", identity.to_seed().as_slice())?,
-            )
-            .await?;
+        let config = cfg.to_toml()?;
+        store.set_meta("client_config", config.as_bytes()).await?;
+        let chain = duokey_crypto::chain::encode_chain(&chain)?;
+        store.set_meta("cert_chain", &chain).await?;
+        let seed = vault.seal("identity", identity.to_seed().as_slice())?;
+        store.set_meta("identity", &seed).await?;
         let delivery = DeliverySecret::generate();
-        store
-            .set_meta(
-                "delivery",
-                &vault.seal("delivery", delivery.to_bytes().as_slice())?,
-            )
-            .await?;
+        let sealed = vault.seal("delivery", delivery.to_bytes().as_slice())?;
+        store.set_meta("delivery", &sealed).await?;
         store
             .set_meta_u64(crate::store::DELIVERY_CREATED, crate::now_ms())
             .await?;
@@ -400,5 +356,53 @@ impl Terminal {
         self.finish_invitations().await?;
         self.flush_outbox().await?;
         self.erase_expired().await
+    }
+}
+
+/// Enrols `identity` as `user` at the AS (SPEC §2): with a token, or as a
+/// password account (DESIGN D51); the certificate chain issued.
+async fn enrol(
+    user: &UserId,
+    identity: &IdentityKey,
+    how: crate::password::Enrolment<'_>,
+    cfg: &ClientConfig,
+) -> Result<Vec<Vec<u8>>> {
+    let ca = duokey_pki::pem::first_cert_from_pem(&cfg.ca_cert)?;
+    let anon = duokey_pki::client_config_for(&ca, None, duokey_pki::Role::As)?;
+    let mut accounts = AccountsClient::new(
+        channel_any(cfg.as_url.as_slice(), anon).map_err(Error::server("connecting to the AS"))?,
+    );
+    let csr = duokey_pki::make_csr(identity, user)?;
+    let resp = match how {
+        crate::password::Enrolment::Token(token) => accounts
+            .enroll(EnrollRequest {
+                token: token.trim().to_owned(),
+                csr_der: csr,
+            })
+            .await
+            .map_err(Error::server("enrolment refused"))?
+            .into_inner(),
+        crate::password::Enrolment::Password { token, password } => {
+            crate::password::register(&mut accounts, user, token, password).await?;
+            crate::password::login(&mut accounts, user, password, csr).await?
+        }
+    };
+    Ok(resp.cert_chain_der)
+}
+
+/// A new profile's vault: its key from `passphrase` (salt stored), or a
+/// random key stored beside it (`--no-passphrase`).
+async fn new_vault(store: &Store, passphrase: Option<&[u8]>) -> Result<Vault> {
+    match passphrase {
+        Some(p) => {
+            let salt: [u8; 16] = random()?;
+            store.set_meta("kdf_salt", &salt).await?;
+            Vault::derive(p, &salt)
+        }
+        None => {
+            let key = Vault::random_key()?;
+            store.set_meta("plain_key", key.as_slice()).await?;
+            Ok(Vault::from_plain_key(*key))
+        }
     }
 }

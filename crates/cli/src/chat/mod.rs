@@ -21,6 +21,7 @@ use duokey_terminal::{
 };
 use ratatui::crossterm::event::{self, DisableBracketedPaste, EnableBracketedPaste, Event};
 use ratatui::crossterm::execute;
+use std::ops::ControlFlow;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -105,9 +106,11 @@ async fn event_loop(
     app: &mut App,
 ) -> Result<()> {
     let mut keys = key_events();
-    let mut live: Option<Live> = None;
-    let mut backoff = Backoff::default();
-    let mut retry_at = Instant::now();
+    let mut link = Link {
+        live: None,
+        backoff: Backoff::default(),
+        retry_at: Instant::now(),
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         if let Some(w) = t.take_warnings().pop() {
@@ -117,80 +120,122 @@ async fn event_loop(
         tokio::select! {
             ev = keys.recv() => {
                 let Some(ev) = ev else { return Ok(()) };
-                match app.on_event(ev) {
-                    Action::Quit => return Ok(()),
-                    Action::None => {}
-                    Action::Switched => refresh_members(t, app).await,
-                    Action::Send(text) => send(t, app, &text).await,
-                    Action::Run(c) => {
-                        if let Err(e) = run_command(t, app, c).await {
-                            app.say(Tone::Error, e.to_string());
-                        }
-                        let _ = refresh(t, app).await;
-                        refresh_members(t, app).await;
-                    }
+                if on_key(t, app, ev).await.is_break() {
+                    return Ok(());
                 }
             }
-            ev = next_live(&mut live) => match ev {
-                Ok(ev) => match t.on_live(ev).await {
-                    Ok(update) => {
-                        // Only the group the event names is re-read (an inbox
-                        // item may touch any group, so then all are).
-                        let _ = match update.group {
-                            Some(gid) => refresh_list(t, app).await.and(refresh_history(t, app, &gid).await),
-                            None => refresh(t, app).await,
-                        };
-                        if update.group.is_some() {
-                            refresh_members(t, app).await;
-                        }
-                    }
-                    Err(e) => app.say(Tone::Error, e.to_string()),
-                },
-                Err(e) => {
-                    live = None;
-                    backoff.reset();
-                    let pause = backoff.next_pause();
-                    retry_at = Instant::now() + pause;
-                    app.connection = Connection::Offline { reason: e.to_string(), retry_secs: whole_secs(pause) };
-                }
+            ev = next_live(&mut link.live) => match ev {
+                Ok(ev) => on_live(t, app, ev).await,
+                Err(e) => link.lost(app, e.to_string()),
             },
-            () = tokio::time::sleep_until(retry_at), if live.is_none() => {
-                let attempt = tokio::time::timeout(CONNECT_TIMEOUT, t.live()).await;
-                match attempt {
-                    Ok(Ok(l)) => {
-                        live = Some(l);
-                        backoff.reset();
-                        app.connection = Connection::Online;
-                        // Messages posted while the streams were down reach
-                        // no stream: fetch them now, not at the next event.
-                        catch_up_messages(t).await;
-                        // Opening the streams synced, which sent the outbox:
-                        // a "not sent yet" note is no longer true.
-                        let waiting = app.status.as_ref().is_some_and(|(_, s)| s.starts_with(NOT_SENT));
-                        if waiting && matches!(t.queued().await, Ok(0)) {
-                            app.say(Tone::Info, "back online: the queued messages were sent");
-                        }
-                        let _ = refresh(t, app).await;
-                        refresh_members(t, app).await;
-                    }
-                    failed => {
-                        let reason = match failed {
-                            Ok(Err(e)) => e.to_string(),
-                            _ => "the servers did not answer in time".into(),
-                        };
-                        let pause = backoff.next_pause();
-                        retry_at = Instant::now() + pause;
-                        app.connection = Connection::Offline { reason, retry_secs: whole_secs(pause) };
-                    }
-                }
+            () = tokio::time::sleep_until(link.retry_at), if link.live.is_none() => {
+                link.reconnect(t, app).await;
             }
-            _ = tick.tick(), if live.is_none() => {
-                if let Connection::Offline { retry_secs, .. } = &mut app.connection {
-                    *retry_secs = whole_secs(retry_at.saturating_duration_since(Instant::now()));
-                }
-            }
+            _ = tick.tick(), if link.live.is_none() => link.count_down(app),
         }
     }
+}
+
+/// A key or paste: what the user asked for; `Break` to quit.
+async fn on_key(t: &mut Terminal, app: &mut App, ev: Event) -> ControlFlow<()> {
+    match app.on_event(ev) {
+        Action::Quit => return ControlFlow::Break(()),
+        Action::None => {}
+        Action::Switched => refresh_members(t, app).await,
+        Action::Send(text) => send(t, app, &text).await,
+        Action::Run(c) => {
+            if let Err(e) = run_command(t, app, c).await {
+                app.say(Tone::Error, e.to_string());
+            }
+            let _ = refresh(t, app).await;
+            refresh_members(t, app).await;
+        }
+    }
+    ControlFlow::Continue(())
+}
+
+/// A live event: applied, then only the group it names is re-read (an
+/// inbox item may touch any group, so then all are).
+async fn on_live(t: &mut Terminal, app: &mut App, ev: LiveEvent) {
+    match t.on_live(ev).await {
+        Ok(update) => {
+            let _ = match update.group {
+                Some(gid) => refresh_list(t, app)
+                    .await
+                    .and(refresh_history(t, app, &gid).await),
+                None => refresh(t, app).await,
+            };
+            if update.group.is_some() {
+                refresh_members(t, app).await;
+            }
+        }
+        Err(e) => app.say(Tone::Error, e.to_string()),
+    }
+}
+
+/// The live streams and, while they are down, when to open them again.
+struct Link {
+    live: Option<Live>,
+    backoff: Backoff,
+    retry_at: Instant,
+}
+
+impl Link {
+    /// The streams ended: offline, first pause.
+    fn lost(&mut self, app: &mut App, reason: String) {
+        self.live = None;
+        self.backoff.reset();
+        self.offline(app, reason);
+    }
+
+    /// Offline until the next pause of the back-off is over.
+    fn offline(&mut self, app: &mut App, reason: String) {
+        let pause = self.backoff.next_pause();
+        self.retry_at = Instant::now() + pause;
+        app.connection = Connection::Offline {
+            reason,
+            retry_secs: whole_secs(pause),
+        };
+    }
+
+    /// The status line's countdown to the next try.
+    fn count_down(&self, app: &mut App) {
+        if let Connection::Offline { retry_secs, .. } = &mut app.connection {
+            *retry_secs = whole_secs(self.retry_at.saturating_duration_since(Instant::now()));
+        }
+    }
+
+    /// Tries to open the streams; online and caught up, or offline again.
+    async fn reconnect(&mut self, t: &mut Terminal, app: &mut App) {
+        match tokio::time::timeout(CONNECT_TIMEOUT, t.live()).await {
+            Ok(Ok(l)) => {
+                self.live = Some(l);
+                self.backoff.reset();
+                app.connection = Connection::Online;
+                back_online(t, app).await;
+            }
+            Ok(Err(e)) => self.offline(app, e.to_string()),
+            Err(_) => self.offline(app, "the servers did not answer in time".into()),
+        }
+    }
+}
+
+/// The streams are open again: what was missed is fetched and shown.
+async fn back_online(t: &mut Terminal, app: &mut App) {
+    // Messages posted while the streams were down reach no stream: fetch
+    // them now, not at the next event.
+    catch_up_messages(t).await;
+    // Opening the streams synced, which sent the outbox: a "not sent yet"
+    // note is no longer true.
+    let waiting = app
+        .status
+        .as_ref()
+        .is_some_and(|(_, s)| s.starts_with(NOT_SENT));
+    if waiting && matches!(t.queued().await, Ok(0)) {
+        app.say(Tone::Info, "back online: the queued messages were sent");
+    }
+    let _ = refresh(t, app).await;
+    refresh_members(t, app).await;
 }
 
 /// Groups, histories and invitations from the profile (no server call).

@@ -302,7 +302,8 @@ impl Store {
     pub async fn put_invite_in(&self, invite: &PendingInvite) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE invites_in SET state = ? WHERE group_id = ? AND from_user = ? AND state = ?              AND invite_id != ?",
+            "UPDATE invites_in SET state = ? \
+             WHERE group_id = ? AND from_user = ? AND state = ? AND invite_id != ?",
         )
         .bind(InviteInState::Superseded.as_str())
         .bind(&invite.group_id)
