@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A Duokey cluster on this machine (issue 17): two AS+GMS nodes and two CS
+# A Duokey cluster on this machine (DESIGN D49): two AS+GMS nodes and two CS
 # nodes, one PostgreSQL database and one NATS server shared by all four.
 # For trying the cluster mode and for tests; a production layout is in
 # deploy/README.md.
@@ -438,7 +438,7 @@ cmd_up() {
                 *nats* | *cs_url*)
                     die "$server does not accept the cluster configuration of $node:
   $out
-  It is probably older than the cluster mode (issue 17): rebuild it, or set DUOKEY_SERVER to a newer binary." ;;
+  It is probably older than the cluster mode: rebuild it, or set DUOKEY_SERVER to a newer binary." ;;
                 *) die "the configuration of $node is not valid: $out" ;;
             esac
         fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bounded fuzzing of every decoder (issue 5): each target runs for SECONDS
+# Bounded fuzzing of every decoder (SECURITY.md P7): each target runs for SECONDS
 # (default 60) from the committed seed corpus in fuzz/corpus/. A crash leaves
 # its input in fuzz/artifacts/TARGET/; turn it into a regression test in
 # crates/crypto/tests/ before fixing.

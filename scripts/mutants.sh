@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation check of the security guards (issue 13): for each guard listed
+# Mutation check of the security guards (SECURITY.md, "Mutation check"): for each guard listed
 # below, removes it from the source (one literal replacement), runs the test
 # that docs/SECURITY.md says guards it, and expects that test to FAIL. Each
 # file is restored after its mutant, whatever happens (also on Ctrl-C).

@@ -113,8 +113,9 @@ async fn valid_certs(
     db: &AsStore,
     user: &str,
     revoked: &RevocationList,
+    now_ms: i64,
 ) -> duokey_storage::Result<Vec<Vec<u8>>> {
-    let mut serials = db.unexpired_certs(user, now_ms()).await?;
+    let mut serials = db.unexpired_certs(user, now_ms).await?;
     serials.retain(|s| !revoked.is_revoked(s));
     Ok(serials)
 }
@@ -141,7 +142,7 @@ pub async fn issue_token_for(
     revoked: &RevocationList,
     ttl_ms: i64,
 ) -> Result<IssuedToken, Error> {
-    let valid = valid_certs(db, user.as_str(), revoked).await?;
+    let valid = valid_certs(db, user.as_str(), revoked, now_ms()).await?;
     if let (false, Some(serial)) = (replace, valid.first()) {
         return Err(Error::AlreadyEnrolled {
             user: user.to_string(),
@@ -331,7 +332,7 @@ impl AccountServer {
             .record_cert(
                 &issued.serial,
                 user.as_str(),
-                now_ms(),
+                self.clock.now_ms_i64(),
                 issued.not_after_unix.saturating_mul(1000),
             )
             .await
@@ -389,7 +390,7 @@ impl Accounts for AccountServer {
         let (user, replace) = self.token_user(&hash, now, TokenUse::Certificate).await?;
         // D33: a certificate issued since the token was is not replaced
         // silently either.
-        let valid = valid_certs(&self.db, user.as_str(), &self.revoked).await?;
+        let valid = valid_certs(&self.db, user.as_str(), &self.revoked, now).await?;
         if !valid.is_empty() && !replace {
             return Err(Status::failed_precondition(format!(
                 "{user} already holds a valid certificate; ask your administrator for a replacement \

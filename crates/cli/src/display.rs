@@ -9,6 +9,7 @@
 //! JSON output is not neutralised: it carries the exact text, escaped by JSON.
 
 use duokey_crypto::ids::is_unsafe_to_show;
+use duokey_terminal::KeyChange;
 use std::borrow::Cow;
 
 /// The replacement for a character that must not reach the terminal.
@@ -55,10 +56,10 @@ pub fn keys(rn1_version: u32, rn2_version: u64) -> String {
 }
 
 /// Rights in the fewest words: the owner may do everything.
-pub fn rights(rights: &str) -> String {
-    match rights.split(',').any(|r| r == "owner") {
+pub fn rights(rights: duokey_crypto::Rights) -> String {
+    match rights.contains(duokey_crypto::Rights::OWNER) {
         true => "owner".into(),
-        false => rights.replace(',', " + "),
+        false => rights.to_string().replace(',', " + "),
     }
 }
 
@@ -77,14 +78,14 @@ pub fn timeline(epochs: &[duokey_terminal::Epoch]) -> String {
             member_key = Some(e.rn1_version);
         }
         out.push(match e.cause {
-            "created" => '*',
-            "joined" => '+',
-            "removed" | "left" => '-',
-            "scheduled" => '.',
-            "forced" => '!',
-            "policy" => 'p',
-            "owner" => 'o',
-            _ => '?',
+            KeyChange::Created => '*',
+            KeyChange::Joined => '+',
+            KeyChange::Removed | KeyChange::Left => '-',
+            KeyChange::Scheduled => '.',
+            KeyChange::Forced => '!',
+            KeyChange::Policy => 'p',
+            KeyChange::Owner => 'o',
+            KeyChange::Unknown => '?',
         });
     }
     out
@@ -94,15 +95,15 @@ pub fn timeline(epochs: &[duokey_terminal::Epoch]) -> String {
 pub fn last_change(e: &duokey_terminal::Epoch) -> String {
     let who = inline(&e.subject);
     match e.cause {
-        "created" => format!("{who} created the group"),
-        "joined" => format!("{who} joined"),
-        "removed" => format!("{who} was removed"),
-        "left" => format!("{who} left"),
-        "scheduled" => "key rotated on schedule".into(),
-        "forced" => format!("{who} rotated the key"),
-        "policy" => format!("{who} changed the policy"),
-        "owner" => format!("{who} became the owner"),
-        _ => "key changed".into(),
+        KeyChange::Created => format!("{who} created the group"),
+        KeyChange::Joined => format!("{who} joined"),
+        KeyChange::Removed => format!("{who} was removed"),
+        KeyChange::Left => format!("{who} left"),
+        KeyChange::Scheduled => "key rotated on schedule".into(),
+        KeyChange::Forced => format!("{who} rotated the key"),
+        KeyChange::Policy => format!("{who} changed the policy"),
+        KeyChange::Owner => format!("{who} became the owner"),
+        KeyChange::Unknown => "key changed".into(),
     }
 }
 
@@ -111,7 +112,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn epoch(cause: &'static str, rn1_version: u32) -> duokey_terminal::Epoch {
+    fn epoch(cause: KeyChange, rn1_version: u32) -> duokey_terminal::Epoch {
         duokey_terminal::Epoch {
             rn2_version: 1,
             rn1_version,
@@ -124,12 +125,12 @@ mod tests {
     #[test]
     fn the_timeline_has_a_glyph_per_key_and_marks_new_member_keys() {
         let epochs = [
-            epoch("created", 1),
-            epoch("joined", 1),
-            epoch("scheduled", 1),
-            epoch("removed", 2),
-            epoch("forced", 3),
-            epoch("policy", 3),
+            epoch(KeyChange::Created, 1),
+            epoch(KeyChange::Joined, 1),
+            epoch(KeyChange::Scheduled, 1),
+            epoch(KeyChange::Removed, 2),
+            epoch(KeyChange::Forced, 3),
+            epoch(KeyChange::Policy, 3),
         ];
         assert_eq!(timeline(&epochs), "*+.|-|!p");
         assert_eq!(timeline(&[]), "");
@@ -174,8 +175,9 @@ mod tests {
     #[test]
     fn keys_and_rights_read_as_words() {
         assert_eq!(super::keys(4, 9), "member key #4, server key #9");
-        assert_eq!(super::rights("owner,invite,remove"), "owner");
-        assert_eq!(super::rights("invite,remove"), "invite + remove");
-        assert_eq!(super::rights("member"), "member");
+        use duokey_crypto::Rights;
+        assert_eq!(super::rights(Rights::ALL), "owner");
+        assert_eq!(super::rights(Rights::FORMER_OWNER), "invite + remove");
+        assert_eq!(super::rights(Rights::NONE), "member");
     }
 }

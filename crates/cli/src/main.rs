@@ -1015,7 +1015,7 @@ async fn sent_invites(t: &Terminal, out: Out) -> duokey_terminal::Result<()> {
             display::inline(&i.group_name),
             i.to,
             i.rights,
-            i.state
+            i.state.words()
         )
     })
 }

@@ -33,10 +33,10 @@ impl Cluster {
             );
             return None;
         }
-        if Command::new("psql").arg("--version").output().is_err() {
-            println!(
-                "SKIPPED: psql is not installed (scripts/cluster.sh creates the database with it)"
-            );
+        // scripts/cluster.sh creates the database with psql.
+        let present = Command::new("psql").arg("--version").output().is_ok();
+        let install = "install it (apt-get install postgresql-client)";
+        if !duokey_testkit::tool_or_skip(present, "psql", "DUOKEY_TEST_POSTGRES_URL", install) {
             return None;
         }
         let nanos = std::time::SystemTime::now()

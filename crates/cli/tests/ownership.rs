@@ -44,7 +44,7 @@ async fn a_newcomer_who_was_away_learns_it_owns_the_group() {
     assert_eq!(seen, wanted, "{notices:?}");
     let members = carol.members(&gid).await.unwrap();
     assert_eq!(members.len(), 1);
-    assert!(members[0].rights.contains("owner"), "{members:?}");
+    assert!(members[0].rights.contains(Rights::OWNER), "{members:?}");
     carol.delete(&gid).await.unwrap();
     net.node.shutdown().await;
 }

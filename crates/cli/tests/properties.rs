@@ -736,7 +736,7 @@ async fn live_grants_without_member_lists_are_rebuilt_exactly() {
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|m| (m.user, m.rights))
+                .map(|m| (m.user, m.rights.to_string()))
                 .collect();
             if done(&now) {
                 return now;
@@ -744,7 +744,9 @@ async fn live_grants_without_member_lists_are_rebuilt_exactly() {
         }
     }
     let whole = |t: Vec<duokey_terminal::MemberInfo>| -> Vec<(String, String)> {
-        t.into_iter().map(|m| (m.user, m.rights)).collect()
+        t.into_iter()
+            .map(|m| (m.user, m.rights.to_string()))
+            .collect()
     };
 
     alice

@@ -147,7 +147,8 @@ pub fn seal(
     let len_field = buf
         .get_mut(4..8)
         .ok_or(Error::Internal("envelope layout"))?;
-    len_field.copy_from_slice(&(header_len as u32).to_be_bytes());
+    let header_len32 = u32::try_from(header_len).map_err(|_| Error::Internal("header length"))?;
+    len_field.copy_from_slice(&header_len32.to_be_bytes());
     let pt_start = buf.len();
     padding::pad_into(buf, content_type, body)?;
     let mk = MessageKey::derive(sender_key, &header.msg_id)?;

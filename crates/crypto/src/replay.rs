@@ -33,7 +33,13 @@ pub const WINDOW: u64 = 256;
 /// Default bound on the number of (group, epoch, sender) streams.
 pub const DEFAULT_MAX_STREAMS: usize = 65_536;
 
-const WORDS: usize = (WINDOW / 64) as usize;
+const WORDS: usize = 4;
+const _: () = assert!(WORDS as u64 * 64 == WINDOW, "the bitmap covers the window");
+
+/// The index of the bitmap word holding `offset` (`None` past any usize).
+fn word_of(offset: u64) -> Option<usize> {
+    usize::try_from(offset / 64).ok()
+}
 
 /// One (group, epoch, sender) stream.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -59,8 +65,10 @@ struct Stream {
 
 impl Stream {
     fn bit(&self, offset: u64) -> bool {
-        let (w, b) = ((offset / 64) as usize, offset % 64);
-        self.seen.get(w).is_some_and(|word| word >> b & 1 == 1)
+        let b = offset % 64;
+        word_of(offset)
+            .and_then(|w| self.seen.get(w))
+            .is_some_and(|word| word >> b & 1 == 1)
     }
 
     fn check(&self, seq: u64, msg_id: &MsgId) -> Result<()> {
@@ -81,7 +89,10 @@ impl Stream {
             self.seen = [0; WORDS];
             return;
         }
-        let (words, bits) = ((by / 64) as usize, by % 64);
+        let (Some(words), bits) = (word_of(by), by % 64) else {
+            self.seen = [0; WORDS];
+            return;
+        };
         let old = self.seen;
         for (i, slot) in self.seen.iter_mut().enumerate() {
             let src = i.checked_sub(words);
@@ -105,13 +116,13 @@ impl Stream {
         };
         self.highest = Some(h);
         let offset = h - seq;
-        if let Some(word) = self.seen.get_mut((offset / 64) as usize) {
+        if let Some(word) = word_of(offset).and_then(|w| self.seen.get_mut(w)) {
             *word |= 1 << (offset % 64);
         }
         self.ids.insert(msg_id, seq);
         // Prune in batches so a message costs O(1) amortised; the map never
         // holds more than 2 × WINDOW ids.
-        if self.ids.len() >= 2 * WINDOW as usize {
+        if self.ids.len() >= 2 * WORDS * 64 {
             self.ids.retain(|_, s| h - *s < WINDOW);
         }
     }

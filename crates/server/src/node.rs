@@ -371,11 +371,11 @@ impl Starting<'_> {
         let incoming = self.incoming(listener, ClientAuth::Required)?;
         let done = self.stop_signal();
         self.spawn_port("CS", router.serve_with_incoming_shutdown(incoming, done));
-        let sweeper = server.clone();
+        let (sweeper, clock) = (server.clone(), self.clock.clone());
         self.every(RETENTION_SWEEP, move || {
-            let sweeper = sweeper.clone();
+            let (sweeper, clock) = (sweeper.clone(), clock.clone());
             async move {
-                match sweeper.purge_expired(now_ms()).await {
+                match sweeper.purge_expired(clock.now_ms_i64()).await {
                     Ok(n) if n > 0 => tracing::info!(purged = n, "expired envelopes purged"),
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "retention purge failed"),
@@ -449,11 +449,11 @@ impl Starting<'_> {
         );
         self.spawn(duokey_gms::cs_sync::run(server.clone(), client));
         self.spawn(server.clone().run_scheduler());
-        let sweeper = server.clone();
+        let (sweeper, clock) = (server.clone(), self.clock.clone());
         self.every(RETENTION_SWEEP, move || {
-            let sweeper = sweeper.clone();
+            let (sweeper, clock) = (sweeper.clone(), clock.clone());
             async move {
-                if let Err(e) = sweeper.purge_expired(now_ms()).await {
+                if let Err(e) = sweeper.purge_expired(clock.now_ms_i64()).await {
                     tracing::error!(error = %e, "grant retention purge failed");
                 }
             }
@@ -614,8 +614,6 @@ async fn until_stopped(
         () = work => {}
     }
 }
-
-use duokey_pki::clock::now_ms_i64 as now_ms;
 
 /// One reload of the revocation list and the server certificate; on error
 /// the current ones stay in force.

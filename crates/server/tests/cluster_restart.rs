@@ -27,12 +27,15 @@ fn restart_postgres() -> bool {
 
 #[tokio::test]
 async fn a_postgresql_restart_loses_nothing_and_shows_nothing_twice() {
-    if Command::new("pg_ctlcluster")
-        .arg("--help")
-        .output()
-        .is_err()
-    {
-        println!("SKIPPED: pg_ctlcluster is not installed (PostgreSQL is not this machine's)");
+    let present = Command::new("pg_ctlcluster").arg("--help").output().is_ok();
+    let install =
+        "install PostgreSQL (apt-get install postgresql) and start it as `bash .ci/run` does";
+    if !duokey_testkit::tool_or_skip(
+        present,
+        "pg_ctlcluster",
+        "DUOKEY_TEST_POSTGRES_URL",
+        install,
+    ) {
         return;
     }
     let Some(c) = LocalCluster::start(1, 2).await else {

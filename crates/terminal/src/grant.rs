@@ -38,26 +38,52 @@ pub struct Epoch {
     pub rn2_version: u64,
     /// Member key number (RN1 version) in force from it.
     pub rn1_version: u32,
-    /// Why: `created`, `joined`, `removed`, `left`, `scheduled`, `forced`,
-    /// `policy`, `owner` (or `unknown`).
-    pub cause: &'static str,
+    /// Why the key changed.
+    pub cause: KeyChange,
     /// Whom it concerns (the member who joined, left…), else empty.
     pub subject: String,
     /// When the GMS issued it.
     pub issued_at_ms: u64,
 }
 
-fn cause_word(cause: i32) -> &'static str {
-    match GrantCause::try_from(cause) {
-        Ok(GrantCause::Created) => "created",
-        Ok(GrantCause::MemberAdded) => "joined",
-        Ok(GrantCause::MemberRemoved) => "removed",
-        Ok(GrantCause::MemberLeft) => "left",
-        Ok(GrantCause::Periodic) => "scheduled",
-        Ok(GrantCause::Forced) => "forced",
-        Ok(GrantCause::PolicyChanged) => "policy",
-        Ok(GrantCause::OwnerChanged) => "owner",
-        Ok(GrantCause::Unspecified) | Err(_) => "unknown",
+/// Why a group's key changed, as the grant's cause says (SPEC §4.3); in
+/// JSON one lower-case word (`created`, `joined`, …, `unknown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyChange {
+    /// The group was created.
+    Created,
+    /// A member joined.
+    Joined,
+    /// A member was removed.
+    Removed,
+    /// A member left.
+    Left,
+    /// The GMS's periodic rotation.
+    Scheduled,
+    /// A member rotated the key.
+    Forced,
+    /// The policy changed.
+    Policy,
+    /// Ownership was handed over (PROTOCOL §4.8).
+    Owner,
+    /// A cause this terminal does not know.
+    Unknown,
+}
+
+impl KeyChange {
+    fn of(cause: i32) -> KeyChange {
+        match GrantCause::try_from(cause) {
+            Ok(GrantCause::Created) => KeyChange::Created,
+            Ok(GrantCause::MemberAdded) => KeyChange::Joined,
+            Ok(GrantCause::MemberRemoved) => KeyChange::Removed,
+            Ok(GrantCause::MemberLeft) => KeyChange::Left,
+            Ok(GrantCause::Periodic) => KeyChange::Scheduled,
+            Ok(GrantCause::Forced) => KeyChange::Forced,
+            Ok(GrantCause::PolicyChanged) => KeyChange::Policy,
+            Ok(GrantCause::OwnerChanged) => KeyChange::Owner,
+            Ok(GrantCause::Unspecified) | Err(_) => KeyChange::Unknown,
+        }
     }
 }
 
@@ -81,7 +107,7 @@ impl Terminal {
             .map(|g| Epoch {
                 rn2_version: g.rn2_version,
                 rn1_version: g.rn1_version,
-                cause: cause_word(g.cause),
+                cause: KeyChange::of(g.cause),
                 subject: g.subject,
                 issued_at_ms: g.issued_at_ms,
             })

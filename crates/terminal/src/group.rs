@@ -107,10 +107,7 @@ impl PolicyChange {
         }
     }
 }
-
-pub(crate) fn gid16(b: &[u8]) -> Result<GroupId> {
-    GroupId::from_slice(b).map_err(|_| Error::Corrupt("group id"))
-}
+pub(crate) use crate::store::gid16;
 
 /// A group as listed to the user.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -132,8 +129,17 @@ pub struct GroupInfo {
 pub struct MemberInfo {
     /// User id.
     pub user: String,
-    /// Rights, e.g. "owner,invite,remove" or "member".
-    pub rights: String,
+    /// Rights; in JSON as words, e.g. "owner,invite,remove" or "member".
+    #[serde(serialize_with = "rights_words")]
+    pub rights: Rights,
+}
+
+/// Rights as words in JSON: "owner,invite,remove", "invite", "member".
+pub(crate) fn rights_words<S: serde::Serializer>(
+    r: &Rights,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(r)
 }
 
 impl Terminal {
@@ -350,10 +356,7 @@ impl Terminal {
         Ok(grant
             .members
             .into_iter()
-            .map(|(user, r)| MemberInfo {
-                user,
-                rights: r.to_string(),
-            })
+            .map(|(user, r)| MemberInfo { user, rights: r })
             .collect())
     }
 

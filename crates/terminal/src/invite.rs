@@ -24,7 +24,8 @@ pub struct Invitation {
     /// Inviter.
     pub from: String,
     /// Rights offered.
-    pub rights: String,
+    #[serde(serialize_with = "crate::group::rights_words")]
+    pub rights: Rights,
     /// It was sent with a code (`accept --code`).
     pub needs_code: bool,
 }
@@ -39,9 +40,18 @@ pub struct SentInvitation {
     /// The invitee.
     pub to: String,
     /// Rights offered.
-    pub rights: String,
-    /// Where it stands, in words.
-    pub state: &'static str,
+    #[serde(serialize_with = "crate::group::rights_words")]
+    pub rights: Rights,
+    /// Where it stands; in JSON in words ([`InviteOutState::words`]).
+    #[serde(serialize_with = "state_words")]
+    pub state: InviteOutState,
+}
+
+fn state_words<S: serde::Serializer>(
+    s: &InviteOutState,
+    to: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    to.serialize_str(s.words())
 }
 
 impl Terminal {
@@ -140,14 +150,8 @@ impl Terminal {
                 group_name: names.get(&gid).cloned().unwrap_or_default(),
                 group_id: hex::encode(gid),
                 to,
-                rights: rights.to_string(),
-                state: match state {
-                    InviteOutState::Sent => "waiting",
-                    InviteOutState::Reported => "accepted, handing over the key",
-                    InviteOutState::Done => "joined",
-                    InviteOutState::Declined => "declined",
-                    InviteOutState::Cancelled => "cancelled",
-                },
+                rights,
+                state,
             })
             .collect())
     }
@@ -162,7 +166,7 @@ impl Terminal {
                 group_id: hex::encode(i.group_id),
                 group_name: i.group_name,
                 from: i.from,
-                rights: i.rights.to_string(),
+                rights: i.rights,
                 needs_code,
             });
         }

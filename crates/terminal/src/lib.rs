@@ -14,6 +14,7 @@
 //!  ├─ certificate.rs       this terminal's certificate: chain, renewal (SPEC §2)
 //!  ├─ group.rs             groups: create, policy, members, rights, remove, leave, delete (§4.1–4.6)
 //!  ├─ invite.rs            both sides of an invitation (§4.2): invite, ack, hand-over, anchor
+//!  ├─ code.rs              invite codes: SPAKE2 on both sides, tries, confirmation (PROTOCOL §4.10)
 //!  ├─ membership.rs        the member-signed history (§4.7): verify, sign, submit
 //!  ├─ grant.rs             grants from the GMS: fetch, check, apply, refuse and hold (§4.3–4.6)
 //!  ├─ rn1.rs               RN1: R1s held, rotation duty, receiving, rn1_wait fallback (§4.3, D37)
@@ -29,12 +30,15 @@
 //!       mod.rs             meta, groups, grants, R1s, anchors, items seen/pending
 //!       contacts.rs        pinned keys and their confirmation
 //!       invites.rs         both sides of SPEC §4.2, states stored by name
+//!       codes.rs           invite codes held on both sides (sealed)
 //!       history.rs         decrypted messages and the log cursor
 //!       outbox.rs          messages written, not yet acknowledged
 //! vault.rs                 sealing under the passphrase key (Argon2id)
 //! agent.rs                 the unlocked session: the key held by `duokey unlock`'s agent
 //! keylog.rs                the opt-in DUOKEY_KEYLOG debug file (SPEC §8)
 //! config.rs                client.toml
+//! password.rs              password accounts: OPAQUE enrolment and login (DESIGN D51)
+//! error.rs                 the crate's error, and its kind for exit codes
 //! ```
 #![forbid(unsafe_code)]
 
@@ -66,7 +70,7 @@ pub mod vault;
 
 pub use config::ClientConfig;
 pub use error::{Error, ErrorKind, Result};
-pub use grant::Epoch;
+pub use grant::{Epoch, KeyChange};
 pub use group::{GroupInfo, GroupPolicy, MemberInfo, PolicyChange, PolicyView};
 pub use history::{Line, Message, Notice, UNREADABLE};
 pub use invite::{Invitation, SentInvitation};

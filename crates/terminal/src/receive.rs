@@ -506,8 +506,9 @@ impl Terminal {
     }
 
     /// Stores opened envelopes and moves the log cursor to `cursor`, in one
-    /// transaction. Says per envelope whether it was new (`false`: its
-    /// `msg_id` was stored before — a replay).
+    /// transaction. Says per envelope what became of it ([`Stored`]): new,
+    /// already held (this log position), or a replay (its `msg_id` stored
+    /// at another position).
     async fn store_opened(
         &self,
         gid: &GroupId,

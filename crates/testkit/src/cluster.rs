@@ -31,6 +31,22 @@ pub async fn postgres_schema() -> Option<String> {
     Some(schema.url)
 }
 
+/// Whether the tool a test needs is here. If not, the test fails with
+/// `install` where `env` is set — the environment (`bash .ci/run`) says
+/// the service the tool belongs to is present, so a missing tool is a
+/// broken set-up, not a reason to pass — and is skipped with a `SKIPPED:`
+/// line where it is not.
+pub fn tool_or_skip(present: bool, tool: &str, env: &str, install: &str) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var_os(env).is_some() {
+        panic!("{env} is set but {tool} is not installed: {install}, or unset {env} to skip");
+    }
+    println!("SKIPPED: {tool} is not installed and {env} is not set");
+    false
+}
+
 fn rand_u64() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

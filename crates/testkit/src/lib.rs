@@ -31,7 +31,7 @@ mod nats;
 mod raw;
 mod rogue;
 
-pub use cluster::{LocalCluster, nats_url, postgres_schema};
+pub use cluster::{LocalCluster, nats_url, postgres_schema, tool_or_skip};
 pub use lossy::LostAnswers;
 pub use lying::{GrantLie, Lies};
 pub use nats::PrivateNats;

@@ -15,11 +15,13 @@ impl PrivateNats {
     /// Where Debian installs the server.
     pub const BINARY: &str = "/usr/sbin/nats-server";
 
-    /// Starts one on a free port and waits until it listens; `None`, with a
-    /// `SKIPPED:` line, where `nats-server` is not installed.
+    /// Starts one on a free port and waits until it listens; where
+    /// `nats-server` is not installed, a failure if `DUOKEY_TEST_NATS_URL`
+    /// is set, else `None` with a `SKIPPED:` line.
     pub async fn start() -> Option<PrivateNats> {
-        if !std::path::Path::new(Self::BINARY).exists() {
-            println!("SKIPPED: {} is not installed", Self::BINARY);
+        let present = std::path::Path::new(Self::BINARY).exists();
+        let install = "install it (apt-get install nats-server)";
+        if !crate::tool_or_skip(present, Self::BINARY, "DUOKEY_TEST_NATS_URL", install) {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -36,7 +36,7 @@ pub struct MemberView {
     /// User id.
     pub user: String,
     /// "owner,invite,remove", "member"…
-    pub rights: String,
+    pub rights: duokey_crypto::Rights,
     /// Whether their key was verified (`None` for oneself).
     pub trust: Option<Trust>,
 }

@@ -411,7 +411,7 @@ fn draw_members(f: &mut Frame, app: &App, area: Rect) {
             Span::raw(fit(&name, inner - 2)),
         ]));
         lines.push(Line::styled(
-            fit(&format!("  {}", crate::display::rights(&m.rights)), inner),
+            fit(&format!("  {}", crate::display::rights(m.rights)), inner),
             fg(app, Color::DarkGray),
         ));
     }
@@ -663,27 +663,27 @@ mod tests {
         app.members = vec![
             MemberView {
                 user: "alice".into(),
-                rights: "owner,invite,remove".into(),
+                rights: duokey_crypto::Rights::ALL,
                 trust: Some(Trust::Verified),
             },
             MemberView {
                 user: "bob".into(),
-                rights: "invite,remove".into(),
+                rights: duokey_crypto::Rights::FORMER_OWNER,
                 trust: None,
             },
             MemberView {
                 user: "carol".into(),
-                rights: "member".into(),
+                rights: duokey_crypto::Rights::NONE,
                 trust: Some(Trust::Unverified),
             },
             MemberView {
                 user: "dave".into(),
-                rights: "member".into(),
+                rights: duokey_crypto::Rights::NONE,
                 trust: Some(Trust::Code),
             },
             MemberView {
                 user: "mallory".into(),
-                rights: "member".into(),
+                rights: duokey_crypto::Rights::NONE,
                 trust: Some(Trust::KeyChanged),
             },
         ];

@@ -34,6 +34,17 @@ impl InviteOutState {
         }
     }
 
+    /// Where it stands, in words for the user.
+    pub fn words(self) -> &'static str {
+        match self {
+            InviteOutState::Sent => "waiting",
+            InviteOutState::Reported => "accepted, handing over the key",
+            InviteOutState::Done => "joined",
+            InviteOutState::Declined => "declined",
+            InviteOutState::Cancelled => "cancelled",
+        }
+    }
+
     fn parse(s: &str) -> Result<InviteOutState> {
         Ok(match s {
             "sent" => InviteOutState::Sent,

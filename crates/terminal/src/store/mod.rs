@@ -151,6 +151,11 @@ pub(crate) fn rn1(v: i64) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::Corrupt("rn1_version"))
 }
 
+/// A group id as stored or received (16 bytes).
+pub(crate) fn gid16(b: &[u8]) -> Result<GroupId> {
+    GroupId::from_slice(b).map_err(|_| Error::Corrupt("group id"))
+}
+
 /// An anchor's head as stored (SPEC §4.7 "Equivocation").
 fn anchor_head(v: Vec<u8>) -> Result<[u8; 32]> {
     v.try_into().map_err(|_| Error::Corrupt("anchor head"))
@@ -1011,7 +1016,7 @@ impl Store {
 fn group_row(r: &sqlx::sqlite::SqliteRow) -> Result<GroupRow> {
     let id: Vec<u8> = r.get(0);
     Ok(GroupRow {
-        group_id: GroupId::from_slice(&id).map_err(|_| Error::Corrupt("group id"))?,
+        group_id: gid16(&id)?,
         name: r.get(1),
         state: GroupState::parse(&r.get::<String, _>(2))?,
         rn2_version: u(r.get(3))?,

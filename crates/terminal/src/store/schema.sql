@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS invites_out (
     join_version INTEGER NOT NULL DEFAULT 0,
     invite_pub  BLOB                    -- the invitee's key for this invitation
 );
--- Issue 14: the serial of the certificate that certified each contact's
+-- SPEC §2, DESIGN D46: the serial of the certificate that certified each contact's
 -- identity key, to check against the organisation's revocation list (meta
 -- `revoked_serials`, refreshed at every sync).
 CREATE TABLE IF NOT EXISTS contact_serials (
@@ -110,7 +110,7 @@ CREATE TABLE IF NOT EXISTS delivery_keys (
     delivery_key BLOB NOT NULL,
     checked_ms   INTEGER NOT NULL
 );
--- Issue 14 point 8: this terminal's previous delivery secrets (sealed),
+-- DESIGN D38: this terminal's previous delivery secrets (sealed),
 -- kept DELIVERY_KEY_KEEP_MS after they were replaced, then erased.
 CREATE TABLE IF NOT EXISTS delivery_retired (
     public     BLOB PRIMARY KEY,
@@ -124,7 +124,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     queued_ms INTEGER NOT NULL
 );
 -- The envelope posted for a queued message whose answer never came: a
--- ciphertext as the CS holds it, posted again as it is (issue 17).
+-- ciphertext as the CS holds it, posted again as it is (DESIGN D49).
 CREATE TABLE IF NOT EXISTS outbox_attempts (
     outbox_id INTEGER PRIMARY KEY,
     envelope  BLOB NOT NULL
@@ -176,7 +176,7 @@ CREATE TABLE IF NOT EXISTS items_pending (
     item     BLOB NOT NULL,
     since_ms INTEGER NOT NULL
 );
--- Issue 18 (PROTOCOL §4.10): invite codes. `out`: the code and the SPAKE2
+-- PROTOCOL §4.10, DESIGN D50: invite codes. `out`: the code and the SPAKE2
 -- seed (sealed), wrong answers so far, dead after three. `in`: the
 -- inviter's SPAKE2 message, then (sealed) the inviter's tag this terminal
 -- expects, and whether it came.
