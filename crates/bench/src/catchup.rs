@@ -49,13 +49,13 @@ pub async fn run(quick: bool) -> BenchResult<Vec<Row>> {
         .create_group("catchup", GroupPolicy::default())
         .await
         .map_err(err)?;
-    let gid = alice.resolve_group(&g.group_id).await.map_err(err)?;
+    let gid = g.group_id;
     alice
         .invite(&gid, bob.user(), Rights::NONE)
         .await
         .map_err(err)?;
     bob.sync().await.map_err(err)?;
-    bob.accept(&g.group_id).await.map_err(err)?;
+    bob.accept(&gid.to_hex()).await.map_err(err)?;
     alice.sync().await.map_err(err)?;
     bob.sync().await.map_err(err)?;
     bob.sync_messages(&gid).await.map_err(err)?;

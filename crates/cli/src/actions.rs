@@ -143,7 +143,7 @@ impl Done {
     /// The `--json` object (SPEC §8).
     pub fn json(&self) -> Value {
         match self {
-            Done::Created(g) => json!({"group_id": g.group_id, "name": g.name}),
+            Done::Created(g) => json!({"group_id": g.group_id.to_hex(), "name": g.name}),
             Done::Invited(id, user, gid) => json!({
                 "invite_id": id.to_hex(), "group_id": hex::encode(gid), "user": user.as_str(),
             }),
@@ -173,7 +173,7 @@ impl fmt::Display for Done {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             // SPEC §8: `group create` prints the group id (scripts read it).
-            Done::Created(g) => f.write_str(&g.group_id),
+            Done::Created(g) => write!(f, "{}", g.group_id),
             Done::Invited(id, user, _) => write!(
                 f,
                 "Invited {user} (invite {id}). They accept with `duokey accept {id}`; your terminal then adds them."

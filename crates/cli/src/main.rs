@@ -891,9 +891,8 @@ async fn sync(t: &mut Terminal, out: Out) -> duokey_terminal::Result<()> {
     let mut synced = Vec::new();
     for g in t.list_groups().await? {
         if g.state == GroupState::Active {
-            let gid = t.resolve_group(&g.group_id).await?;
-            t.sync_messages(&gid).await?;
-            synced.push(g.group_id);
+            t.sync_messages(&g.group_id).await?;
+            synced.push(g.group_id.to_hex());
         }
     }
     let queued = t.queued().await?;
@@ -914,10 +913,7 @@ async fn status(t: &Terminal, out: Out, offline: bool) -> duokey_terminal::Resul
     let queued = t.queued().await?;
     let mut timelines = Vec::with_capacity(groups.len());
     for g in &groups {
-        let gid = duokey_crypto::GroupId::from_slice(
-            &hex::decode(&g.group_id).map_err(|_| Error::Internal("group id"))?,
-        )?;
-        timelines.push(t.timeline(&gid, TIMELINE_LENGTH).await?);
+        timelines.push(t.timeline(&g.group_id, TIMELINE_LENGTH).await?);
     }
     let listed: Vec<serde_json::Value> = groups
         .iter()

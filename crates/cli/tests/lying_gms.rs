@@ -18,7 +18,7 @@ async fn epoch(t: &Terminal, gid: &GroupId) -> (u32, u64) {
         .await
         .unwrap()
         .into_iter()
-        .find(|g| g.group_id == hex::encode(gid))
+        .find(|g| g.group_id == *gid)
         .unwrap();
     (g.rn1_version, g.rn2_version)
 }
@@ -34,8 +34,7 @@ async fn refused_a_grant(t: &Terminal, gid: &GroupId) -> bool {
 
 /// `t` creates group "proj" with `policy`; its id.
 async fn new_group(t: &mut Terminal, policy: GroupPolicy) -> GroupId {
-    let g = t.create_group("proj", policy).await.unwrap();
-    t.resolve_group(&g.group_id).await.unwrap()
+    t.create_group("proj", policy).await.unwrap().group_id
 }
 
 /// Forces a periodic RN2 rotation of every group now.

@@ -286,8 +286,7 @@ fn keys_from(gid: &GroupId, r1s: &[(u32, R1)], grants: &[duokey_proto::Grant]) -
 
 /// `t` creates group `name` with `policy`; its id.
 async fn new_group(t: &mut Terminal, name: &str, policy: GroupPolicy) -> GroupId {
-    let g = t.create_group(name, policy).await.unwrap();
-    t.resolve_group(&g.group_id).await.unwrap()
+    t.create_group(name, policy).await.unwrap().group_id
 }
 
 /// Every grant the GMS ever issued, of every group.

@@ -30,8 +30,7 @@ async fn stale_sender_is_told_and_recovers() {
         grace_secs: 1,
         ..GroupPolicy::default()
     };
-    let g = alice.create_group("proj", policy).await.unwrap();
-    let gid = alice.resolve_group(&g.group_id).await.unwrap();
+    let gid = alice.create_group("proj", policy).await.unwrap().group_id;
     alice.invite(&gid, bob.user(), Rights::NONE).await.unwrap();
     bob.sync().await.unwrap();
     bob.accept("proj").await.unwrap();

@@ -112,8 +112,9 @@ pub(crate) use crate::store::gid16;
 /// A group as listed to the user.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GroupInfo {
-    /// 32 hex digits.
-    pub group_id: String,
+    /// The group; in JSON 32 hex digits.
+    #[serde(serialize_with = "as_text")]
+    pub group_id: GroupId,
     /// Name.
     pub name: String,
     /// Where this terminal stands in it.
@@ -130,16 +131,16 @@ pub struct MemberInfo {
     /// User id.
     pub user: String,
     /// Rights; in JSON as words, e.g. "owner,invite,remove" or "member".
-    #[serde(serialize_with = "rights_words")]
+    #[serde(serialize_with = "as_text")]
     pub rights: Rights,
 }
 
-/// Rights as words in JSON: "owner,invite,remove", "invite", "member".
-pub(crate) fn rights_words<S: serde::Serializer>(
-    r: &Rights,
+/// A value in JSON as it is shown: a group id as hex, rights as words.
+pub(crate) fn as_text<S: serde::Serializer>(
+    v: &impl std::fmt::Display,
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_str(r)
+    s.collect_str(v)
 }
 
 impl Terminal {
@@ -324,7 +325,7 @@ impl Terminal {
             .into_inner();
         self.apply_grant(grant).await?;
         Ok(GroupInfo {
-            group_id: gid.to_hex(),
+            group_id: gid,
             name: name.to_string(),
             state: GroupState::Active,
             rn1_version: 1,
@@ -341,7 +342,7 @@ impl Terminal {
             .into_iter()
             .filter(|g| g.rn2_version > 0)
             .map(|g| GroupInfo {
-                group_id: hex::encode(g.group_id),
+                group_id: g.group_id,
                 name: g.name,
                 state: g.state,
                 rn1_version: g.rn1_version,

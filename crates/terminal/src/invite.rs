@@ -24,7 +24,7 @@ pub struct Invitation {
     /// Inviter.
     pub from: String,
     /// Rights offered.
-    #[serde(serialize_with = "crate::group::rights_words")]
+    #[serde(serialize_with = "crate::group::as_text")]
     pub rights: Rights,
     /// It was sent with a code (`accept --code`).
     pub needs_code: bool,
@@ -40,7 +40,7 @@ pub struct SentInvitation {
     /// The invitee.
     pub to: String,
     /// Rights offered.
-    #[serde(serialize_with = "crate::group::rights_words")]
+    #[serde(serialize_with = "crate::group::as_text")]
     pub rights: Rights,
     /// Where it stands; in JSON in words ([`InviteOutState::words`]).
     #[serde(serialize_with = "state_words")]

@@ -402,11 +402,7 @@ where
 /// `owner` creates group `name` (default policy) and `other` joins it;
 /// the group's id.
 pub async fn group_of_two(owner: &mut Terminal, other: &mut Terminal, name: &str) -> GroupId {
-    let g = owner
-        .create_group(name, duokey_terminal::GroupPolicy::default())
-        .await
-        .unwrap();
-    let gid = owner.resolve_group(&g.group_id).await.unwrap();
+    let gid = new_group(owner, name).await;
     join(owner, other, &gid).await;
     gid
 }
@@ -451,11 +447,8 @@ async fn lines_of<T>(t: &Terminal, gid: &GroupId, pick: impl Fn(Line) -> Option<
 
 /// A new group `name` that `t` owns, with the default policy.
 pub async fn new_group(t: &mut Terminal, name: &str) -> GroupId {
-    let g = t
-        .create_group(name, duokey_terminal::GroupPolicy::default())
-        .await
-        .unwrap();
-    t.resolve_group(&g.group_id).await.unwrap()
+    let policy = duokey_terminal::GroupPolicy::default();
+    t.create_group(name, policy).await.unwrap().group_id
 }
 
 /// The message texts `t` shows for the group.

@@ -73,9 +73,7 @@ async fn catch_up_messages(t: &mut Terminal) {
         return;
     };
     for g in groups.into_iter().filter(|g| g.state == GroupState::Active) {
-        if let Ok(gid) = t.resolve_group(&g.group_id).await {
-            let _ = t.sync_messages(&gid).await;
-        }
+        let _ = t.sync_messages(&g.group_id).await;
     }
 }
 
@@ -259,9 +257,8 @@ async fn refresh_history(t: &Terminal, app: &mut App, id: &GroupId) -> Result<()
 async fn refresh_list(t: &Terminal, app: &mut App) -> Result<()> {
     let mut groups = Vec::new();
     for g in t.list_groups().await? {
-        let id = t.resolve_group(&g.group_id).await?;
         groups.push(GroupView {
-            id,
+            id: g.group_id,
             name: g.name,
             state: g.state,
             epoch: (g.rn1_version, g.rn2_version),
@@ -358,7 +355,7 @@ async fn run_command(t: &mut Terminal, app: &mut App, c: Command) -> Result<()> 
     match actions::perform(t, group, action).await? {
         Done::Created(g) => {
             refresh(t, app).await?;
-            app.select(&g.group_id);
+            app.select(&g.group_id.to_hex());
             app.say(
                 Tone::Info,
                 format!("created {}; /invite USER to add people", g.name),
