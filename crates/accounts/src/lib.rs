@@ -597,8 +597,6 @@ impl AccountServer {
         wanted: TokenUse,
     ) -> Result<(UserId, bool), Status> {
         let (user, replace) = self.db.token_user(hash, now).await?.ok_or_else(denied)?;
-        let user = UserId::new(user)
-            .map_err(|_| Status::internal("stored token names an invalid user id"))?;
         let password = self.db.is_password_token(hash).await?;
         match (wanted, password) {
             (TokenUse::Certificate, true) => Err(Status::failed_precondition(
@@ -607,7 +605,9 @@ impl AccountServer {
             (TokenUse::Password, false) => Err(Status::failed_precondition(
                 "this token enrols a certificate, not a password: use `duokey init` without --password",
             )),
-            _ => Ok((user, replace)),
+            _ => UserId::new(user)
+                .map(|user| (user, replace))
+                .map_err(|_| Status::internal("stored token names an invalid user id")),
         }
     }
 

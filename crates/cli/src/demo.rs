@@ -118,16 +118,16 @@ impl Demo {
     }
 
     /// Every group key `t`'s user can form with the R1s reaching it and
-    /// every RN2 the GMS issued: what that user could read with the GMS
-    /// operator's help.
-    async fn keys_reaching(&self, t: &Terminal, gid: &GroupId) -> Result<Vec<GroupKey>> {
-        let grants = self.gms_grants().await?;
-        Ok(candidate_keys(
-            gid,
-            "project",
-            &self.r1s_reaching(t, gid).await?,
-            &grants,
-        ))
+    /// `grants` (every RN2 the GMS issued): what that user could read with
+    /// the GMS operator's help.
+    async fn keys_reaching(
+        &self,
+        t: &Terminal,
+        gid: &GroupId,
+        grants: &[Grant],
+    ) -> Result<Vec<GroupKey>> {
+        let r1s = self.r1s_reaching(t, gid).await?;
+        Ok(candidate_keys(gid, "project", &r1s, grants))
     }
 
     /// A role's database URL.
@@ -638,7 +638,7 @@ async fn a_removed_member_reads_nothing_new(demo: &mut Demo, c: &mut Cast) -> Re
     let envelopes = demo.cs_envelopes(&c.gid).await?;
     let last = envelopes.last().cloned().into_iter().collect::<Vec<_>>();
     let grants = demo.gms_grants().await?;
-    let bobs = demo.keys_reaching(&c.bob, &c.gid).await?;
+    let bobs = demo.keys_reaching(&c.bob, &c.gid, &grants).await?;
     let daves = candidate_keys(&c.gid, "project", &daves_r1s, &grants);
     demo.check(
         opened_with(&last, &bobs) == Some(1) && opened_with(&last, &daves) == Some(0),
@@ -663,7 +663,7 @@ async fn a_late_joiner_reads_nothing_earlier(
     )?;
     let earlier = envelopes;
     let grants = demo.gms_grants().await?;
-    let erins = demo.keys_reaching(&c.erin, &c.gid).await?;
+    let erins = demo.keys_reaching(&c.erin, &c.gid, &grants).await?;
     let alices = candidate_keys(&c.gid, "project", &c.alice.held_r1s(&c.gid).await?, &grants);
     demo.check(
         opened_with(earlier, &alices) == Some(earlier.len())
