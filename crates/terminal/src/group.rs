@@ -76,8 +76,9 @@ pub struct PolicyChange {
 /// policy` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PolicyView {
-    /// 32 hex digits.
-    pub group_id: String,
+    /// The group; in JSON 32 hex digits.
+    #[serde(serialize_with = "crate::group::as_text")]
+    pub group_id: GroupId,
     /// Period of the RN2 rotation in seconds.
     pub rotate_every_secs: u64,
     /// Grace window for the previous epoch in seconds.
@@ -153,7 +154,7 @@ impl Terminal {
         })?;
         let p = &state.policy;
         Ok(PolicyView {
-            group_id: hex::encode(gid),
+            group_id: *gid,
             rotate_every_secs: p.rotate_every_secs,
             grace_secs: p.grace_secs,
             retention_secs: p.retention_secs,

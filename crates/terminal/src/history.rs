@@ -4,13 +4,14 @@
 use crate::Terminal;
 use crate::error::{Error, Result};
 use crate::live::Backoff;
-use duokey_crypto::GroupId;
+use duokey_crypto::{GroupId, MsgId};
 
 /// A decrypted message (SPEC §8 `read --json` shape).
 #[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
 pub struct Message {
-    /// 32 hex digits.
-    pub group_id: String,
+    /// The group; in JSON 32 hex digits.
+    #[serde(serialize_with = "crate::group::as_text")]
+    pub group_id: GroupId,
     /// Sender's user id.
     pub sender: String,
     /// The text.
@@ -23,15 +24,17 @@ pub struct Message {
     pub rn2_version: u64,
     /// Sender's counter in the epoch.
     pub seq: u64,
-    /// 32 hex digits.
-    pub msg_id: String,
+    /// The message's id; in JSON 32 hex digits.
+    #[serde(serialize_with = "crate::group::as_text")]
+    pub msg_id: MsgId,
 }
 
 /// A group event shown between messages.
 #[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
 pub struct Notice {
-    /// 32 hex digits.
-    pub group_id: String,
+    /// The group; in JSON 32 hex digits.
+    #[serde(serialize_with = "crate::group::as_text")]
+    pub group_id: GroupId,
     /// What happened.
     pub notice: String,
     /// When.
@@ -110,7 +113,7 @@ impl Terminal {
             lines.push((
                 at,
                 Line::Notice(Notice {
-                    group_id: hex::encode(gid),
+                    group_id: *gid,
                     notice: text,
                     at_ms: at,
                 }),
@@ -119,14 +122,14 @@ impl Terminal {
         for r in self.store.messages(gid).await? {
             let body = self.vault.open("msg", &r.sealed_body)?;
             let m = Message {
-                group_id: hex::encode(gid),
+                group_id: *gid,
                 sender: r.sender,
                 text: String::from_utf8(body.to_vec()).map_err(|_| Error::Corrupt("message"))?,
                 sent_at_ms: r.sent_at_ms,
                 rn1_version: r.rn1_version,
                 rn2_version: r.rn2_version,
                 seq: r.seq,
-                msg_id: hex::encode(r.msg_id),
+                msg_id: MsgId::from_slice(&r.msg_id).map_err(|_| Error::Corrupt("msg_id"))?,
             };
             lines.push((m.sent_at_ms, Line::Message(m)));
         }
@@ -187,7 +190,7 @@ impl Terminal {
             for (id, text, at) in self.store.notices(gid, *last_notice).await? {
                 *last_notice = id;
                 let notice = Notice {
-                    group_id: hex::encode(gid),
+                    group_id: *gid,
                     notice: text,
                     at_ms: at,
                 };
@@ -219,7 +222,7 @@ mod tests {
 
     fn notice(text: &str) -> Line {
         Line::Notice(Notice {
-            group_id: "00".repeat(16),
+            group_id: GroupId([0; 16]),
             notice: text.into(),
             at_ms: 5,
         })
@@ -228,20 +231,23 @@ mod tests {
     #[test]
     fn every_history_line_says_in_json_what_kind_it_is() {
         let message = Line::Message(Message {
-            group_id: "00".repeat(16),
+            group_id: GroupId([0; 16]),
             sender: "alice".into(),
             text: "hi".into(),
             sent_at_ms: 1,
             rn1_version: 1,
             rn2_version: 2,
             seq: 0,
-            msg_id: "11".repeat(16),
+            msg_id: MsgId([0x11; 16]),
         });
         let v = serde_json::to_value(&message).unwrap();
         assert_eq!(
             (v["kind"].as_str(), v["text"].as_str()),
             (Some("message"), Some("hi"))
         );
+        // Ids are hex in JSON, as scripts read them (SPEC §8).
+        assert_eq!(v["group_id"], "00".repeat(16));
+        assert_eq!(v["msg_id"], "11".repeat(16));
         let v = serde_json::to_value(notice("bob joined")).unwrap();
         assert_eq!(
             (v["kind"].as_str(), v["at_ms"].as_u64()),

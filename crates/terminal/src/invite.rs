@@ -15,10 +15,12 @@ use duokey_proto::{Grant, ReportMemberRequest};
 /// A pending invitation.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Invitation {
-    /// 32 hex digits.
-    pub invite_id: String,
-    /// 32 hex digits.
-    pub group_id: String,
+    /// The invitation; in JSON 32 hex digits.
+    #[serde(serialize_with = "crate::group::as_text")]
+    pub invite_id: ItemId,
+    /// The group; in JSON 32 hex digits.
+    #[serde(serialize_with = "crate::group::as_text")]
+    pub group_id: GroupId,
     /// Group name.
     pub group_name: String,
     /// Inviter.
@@ -33,8 +35,9 @@ pub struct Invitation {
 /// An invitation this terminal sent (`duokey invites --sent`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SentInvitation {
-    /// 32 hex digits.
-    pub group_id: String,
+    /// The group; in JSON 32 hex digits.
+    #[serde(serialize_with = "crate::group::as_text")]
+    pub group_id: GroupId,
     /// The group's name here.
     pub group_name: String,
     /// The invitee.
@@ -134,40 +137,39 @@ impl Terminal {
     /// `duokey invites --sent`: the invitations this terminal sent, newest
     /// first, with where each stands.
     pub async fn sent_invitations(&self) -> Result<Vec<SentInvitation>> {
-        let names: std::collections::HashMap<Vec<u8>, String> = self
+        let names: std::collections::HashMap<GroupId, String> = self
             .store
             .groups()
             .await?
             .into_iter()
-            .map(|g| (g.group_id.to_vec(), g.name))
+            .map(|g| (g.group_id, g.name))
             .collect();
-        Ok(self
-            .store
-            .sent_invites()
-            .await?
-            .into_iter()
-            .map(|(gid, to, rights, state)| SentInvitation {
-                group_name: names.get(&gid).cloned().unwrap_or_default(),
-                group_id: hex::encode(gid),
+        let mut out = Vec::new();
+        for (gid, to, rights, state) in self.store.sent_invites().await? {
+            let group_id = gid16(&gid)?;
+            out.push(SentInvitation {
+                group_name: names.get(&group_id).cloned().unwrap_or_default(),
+                group_id,
                 to,
                 rights,
                 state,
-            })
-            .collect())
+            });
+        }
+        Ok(out)
     }
 
     /// `duokey invites`: invitations waiting for an answer.
     pub async fn invitations(&self) -> Result<Vec<Invitation>> {
         let mut out = Vec::new();
         for i in self.store.pending_invites().await? {
-            let needs_code = self.needs_code(&ItemId::from_slice(&i.invite_id)?).await?;
+            let invite_id = ItemId::from_slice(&i.invite_id)?;
             out.push(Invitation {
-                invite_id: hex::encode(i.invite_id),
-                group_id: hex::encode(i.group_id),
+                needs_code: self.needs_code(&invite_id).await?,
+                invite_id,
+                group_id: gid16(&i.group_id)?,
                 group_name: i.group_name,
                 from: i.from,
                 rights: i.rights,
-                needs_code,
             });
         }
         Ok(out)
@@ -180,17 +182,13 @@ impl Terminal {
             .await?
             .into_iter()
             .filter(|i| {
-                i.invite_id.starts_with(&lower)
-                    || i.group_id.starts_with(&lower)
+                i.invite_id.to_hex().starts_with(&lower)
+                    || i.group_id.to_hex().starts_with(&lower)
                     || i.group_name == spec
             })
             .collect();
         match hits.as_slice() {
-            [one] => Ok((
-                one.invite_id.parse()?,
-                one.group_id.parse()?,
-                UserId::new(one.from.clone())?,
-            )),
+            [one] => Ok((one.invite_id, one.group_id, UserId::new(one.from.clone())?)),
             [] => Err(Error::not_found(format!(
                 "no pending invitation matches {spec:?}; `duokey invites` lists them"
             ))),

@@ -45,8 +45,9 @@ pub(crate) enum Intent {
 /// The verified head of a group's membership, as `duokey group verify` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MembershipCode {
-    /// 32 hex digits.
-    pub group_id: String,
+    /// The group; in JSON 32 hex digits.
+    #[serde(serialize_with = "crate::group::as_text")]
+    pub group_id: GroupId,
     /// The seq of the last verified change.
     pub seq: u64,
     /// Its hash, 64 hex digits.
@@ -331,7 +332,7 @@ impl Terminal {
             )
         })?;
         Ok(MembershipCode {
-            group_id: hex::encode(gid),
+            group_id: *gid,
             seq: state.seq,
             head: hex::encode(state.head),
             code: state.verification_code(),

@@ -174,14 +174,14 @@ impl Opened {
     fn message(&self, gid: &GroupId) -> Option<Message> {
         let h = &self.header;
         (self.content_type == ContentType::Text).then(|| Message {
-            group_id: hex::encode(gid),
+            group_id: *gid,
             sender: h.sender.to_string(),
             text: self.body.clone(),
             sent_at_ms: h.sent_at_ms,
             rn1_version: h.epoch.rn1_version,
             rn2_version: h.epoch.rn2_version,
             seq: h.seq,
-            msg_id: h.msg_id.to_hex(),
+            msg_id: h.msg_id,
         })
     }
 }

@@ -568,7 +568,7 @@ mod tests {
         app.set_groups(vec![group("a", 1), group("b", 2)]);
         let notice = |t: &str| {
             Line::Notice(duokey_terminal::Notice {
-                group_id: String::new(),
+                group_id: duokey_crypto::GroupId([0; 16]),
                 notice: t.into(),
                 at_ms: 0,
             })

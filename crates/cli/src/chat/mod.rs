@@ -272,7 +272,7 @@ async fn refresh_list(t: &Terminal, app: &mut App) -> Result<()> {
         .await?
         .into_iter()
         .map(|i| InviteView {
-            id: i.invite_id,
+            id: i.invite_id.to_hex(),
             group: i.group_name,
             from: i.from,
             needs_code: i.needs_code,

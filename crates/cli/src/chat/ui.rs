@@ -580,20 +580,20 @@ mod tests {
 
     fn msg(sender: &str, text: &str, min: u64) -> HistoryLine {
         HistoryLine::Message(Message {
-            group_id: String::new(),
+            group_id: duokey_crypto::GroupId([0; 16]),
             sender: sender.into(),
             text: text.into(),
             sent_at_ms: T0 + min * 60_000,
             rn1_version: 1,
             rn2_version: 2,
             seq: 0,
-            msg_id: String::new(),
+            msg_id: duokey_crypto::MsgId([0; 16]),
         })
     }
 
     fn notice(text: &str, min: u64) -> HistoryLine {
         HistoryLine::Notice(Notice {
-            group_id: String::new(),
+            group_id: duokey_crypto::GroupId([0; 16]),
             notice: text.into(),
             at_ms: T0 + min * 60_000,
         })
