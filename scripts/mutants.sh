@@ -139,12 +139,12 @@ mutant same-envelope-twice $T/receive.rs \
     '(Some(at), _) if *at == log_seq => Seen::ThisEnvelope,' '(Some(at), _) if *at == log_seq => Seen::ReplayedId,' \
     -p duokey-cli --test properties two_processes_on_one_profile
 mutant one-server-per-dir crates/server/src/dev.rs \
-    '    if let Err(e) = file.try_lock() {' '    if let Err(e) = Ok::<(), std::fs::TryLockError>(()) {' \
+    '    if let Err(e) = lock_soon(&file) {' '    if let Err(e) = Ok::<(), std::fs::TryLockError>(()) {' \
     -p duokey-server --test observability a_second_server_on_the_same_directory
 mutant queue-when-unreachable $T/outbox.rs \
     '            Err(e) if e.kind() == crate::ErrorKind::Network => {
-                self.queue(gid, text)' '            Err(e) if false => {
-                self.queue(gid, text)' \
+                self.queue_attempted(gid, text, Some(&envelope)).await?;' '            Err(e) if false => {
+                self.queue_attempted(gid, text, Some(&envelope)).await?;' \
     -p duokey-cli --test flows a_message_sent_while_the_server_is_down
 mutant grant-outage-kept $T/grant.rs \
     '        tonic::Code::NotFound | tonic::Code::PermissionDenied | tonic::Code::OutOfRange' '        _' \
@@ -159,7 +159,7 @@ mutant gms-delete-grants crates/storage/src/gms.rs \
     '        sqlx::query("DELETE FROM gms_grants WHERE group_id = $1")' '        sqlx::query("SELECT $1")' \
     -p duokey-cli --test properties a_deleted_groups_rn2s_are_in_no_server_file
 mutant gms-checkpoint crates/gms/src/service.rs \
-    '        self.inner.db.checkpoint().await.map_err(Status::from)?;' '' \
+    '        self.inner.db.checkpoint().await?;' '' \
     -p duokey-cli --test properties a_deleted_groups_rn2s_are_in_no_server_file
 mutant server-secure-delete crates/storage/src/lib.rs \
     'PRAGMA secure_delete = ON;' 'PRAGMA secure_delete = OFF;' \
@@ -192,7 +192,7 @@ mutant replaced-revoked crates/accounts/src/lib.rs \
     '            self.revoke_replaced(&user, &valid);' '' \
     -p duokey-server --test mtls a_second_plain_token_cannot_replace
 mutant changed-not-verified $T/contacts.rs \
-    '            verified: verified && (confirm || !changed),' '            verified,' \
+    '        let verified = verified && (confirm || !changed);' '        let verified = verified;' \
     -p duokey-cli --test flows re_enrolment_is_explicit
 mutant new-key-item-kept $T/inbox.rs \
     '        self.store.put_pending(&id, bytes, self.now_ms()).await
